@@ -1,0 +1,513 @@
+"""onetap MQTT protocol v1: topics and messages, encoded, decoded and validated.
+
+This module is the one home of the wire format spoken between a kiosk and the
+server (see DESIGN.md, "MQTT protocol v1"). It imports only the standard
+library so that the server, the simulator and anyone's own client can share it.
+
+Every decoding function raises :class:`ProtocolError`, which names the field
+that is wrong and why, and never anything else for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+VERSION = 1
+TOPIC_ROOT = "onetap/v1"
+
+#: Topic kinds, by direction.
+RATINGS = "ratings"
+ACK = "ack"
+STATUS = "status"
+CONFIG = "config"
+ALERTS = "alerts"
+TERMINAL_TOPIC_KINDS = (RATINGS, ACK, STATUS, CONFIG)
+
+MAX_BATCH_RATINGS = 500
+MAX_BATCH_BYTES = 256 * 1024
+
+SCORES = (1, 2, 3, 4, 5)
+DEFAULT_REASONS = (
+    "wait_time",
+    "staff_attitude",
+    "resolution",
+    "information",
+    "facilities",
+    "other",
+)
+AGE_GROUPS = ("under20", "20s", "30s", "40s", "50s", "60s", "70plus")
+INPUTS = ("touch", "button")
+
+IDENT_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+_IDENT_RE = re.compile(rf"\A{IDENT_PATTERN}\Z")
+# UUIDs are lower-case 8-4-4-4-12 hex on the wire; a regex is several times
+# faster than uuid.UUID() on the server's hot path.
+_UUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+# A language tag: "ko", "en", "zh", "vi", "ja", or with a region ("zh-hans").
+_LANG_RE = re.compile(r"\A[a-z]{2,3}(-[a-z0-9]{2,8})?\Z")
+_REASON_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")
+# RFC 3339 requires the date/time separator, seconds and an offset; Python's
+# fromisoformat alone accepts far more (no offset, week dates, ...).
+_RFC3339_RE = re.compile(
+    r"\A\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z"
+)
+_MAX_SEQ = 2**63 - 1
+
+OFFLINE_STATUS = b'{"v":1,"state":"offline"}'
+
+
+class ProtocolError(ValueError):
+    """A message does not follow protocol v1.
+
+    ``field`` names the offending field (dotted, e.g. ``ratings[3].score``) and
+    ``reason`` says what is wrong with it; ``str()`` gives both.
+    """
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+# -- topics -----------------------------------------------------------------
+
+
+def is_identifier(value: object) -> bool:
+    """Whether *value* is a valid site or terminal identifier."""
+    return isinstance(value, str) and _IDENT_RE.match(value) is not None
+
+
+def check_identifier(name: str, value: object) -> str:
+    """Return *value* if it is a valid identifier, else raise ProtocolError."""
+    if not isinstance(value, str):
+        raise ProtocolError(name, f"must be a string, not {type(value).__name__}")
+    if not _IDENT_RE.match(value):
+        raise ProtocolError(
+            name, f"{value!r} is not an identifier (^{IDENT_PATTERN}$)"
+        )
+    return value
+
+
+def topic(site: str, terminal: str, kind: str) -> str:
+    """The topic of one terminal's *kind* (ratings, ack, status, config)."""
+    check_identifier("site", site)
+    check_identifier("terminal", terminal)
+    if kind not in TERMINAL_TOPIC_KINDS:
+        raise ProtocolError("topic", f"unknown kind {kind!r}")
+    return f"{TOPIC_ROOT}/{site}/{terminal}/{kind}"
+
+
+def site_topic(site: str, kind: str) -> str:
+    """A per-site topic, such as ``onetap/v1/{site}/alerts``."""
+    check_identifier("site", site)
+    return f"{TOPIC_ROOT}/{site}/{kind}"
+
+
+def parse_topic(value: str) -> tuple[str, str, str]:
+    """Split a terminal topic into (site, terminal, kind), validating each part."""
+    if not isinstance(value, str):
+        raise ProtocolError("topic", "must be a string")
+    parts = value.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+        raise ProtocolError(
+            "topic", f"{value!r} is not {TOPIC_ROOT}/<site>/<terminal>/<kind>"
+        )
+    site, terminal, kind = parts[2], parts[3], parts[4]
+    check_identifier("topic.site", site)
+    check_identifier("topic.terminal", terminal)
+    if kind not in TERMINAL_TOPIC_KINDS:
+        raise ProtocolError("topic.kind", f"unknown kind {kind!r}")
+    return site, terminal, kind
+
+
+# -- field checks -----------------------------------------------------------
+
+
+def _require(obj: Mapping[str, Any], key: str, where: str) -> Any:
+    try:
+        return obj[key]
+    except KeyError:
+        raise ProtocolError(f"{where}{key}", "is missing") from None
+
+
+def _check_version(obj: Mapping[str, Any], where: str = "") -> None:
+    version = _require(obj, "v", where)
+    if type(version) is not int or version != VERSION:
+        raise ProtocolError(f"{where}v", f"unsupported version {version!r} (expected {VERSION})")
+
+
+def _check_keys(obj: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    unknown = obj.keys() - allowed
+    if unknown:
+        raise ProtocolError(f"{where}{sorted(unknown)[0]}", "is not a field of protocol v1")
+
+
+def parse_timestamp(name: str, value: object) -> datetime:
+    """Parse an RFC 3339 timestamp with an offset, or raise ProtocolError."""
+    if not isinstance(value, str) or not _RFC3339_RE.match(value):
+        raise ProtocolError(name, f"{value!r} is not an RFC 3339 time with offset")
+    text = value
+    if text[-1] in "Zz":
+        text = text[:-1] + "+00:00"
+    # fromisoformat takes at most 6 fractional digits.
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = tail[:-6]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{tail[-6:]}"
+    try:
+        return datetime.fromisoformat(text.replace("t", "T"))
+    except ValueError as exc:
+        raise ProtocolError(name, f"{value!r} is not a valid time ({exc})") from None
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 with milliseconds and the moment's own offset."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("format_timestamp needs an aware datetime")
+    return moment.isoformat(timespec="milliseconds")
+
+
+def _optional_timestamp(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    parse_timestamp(name, value)
+    return value  # type: ignore[return-value]
+
+
+# -- ratings ----------------------------------------------------------------
+
+_RATING_KEYS = frozenset(
+    ("id", "seq", "score", "at", "clock_synced", "reason", "age_group", "lang", "input")
+)
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One citizen's tap, as it travels and as it is stored."""
+
+    id: str
+    seq: int
+    score: int
+    at: str
+    clock_synced: bool
+    reason: str | None = None
+    age_group: str | None = None
+    lang: str = "ko"
+    input: str = "touch"
+
+    def __post_init__(self) -> None:
+        validate_rating(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "score": self.score,
+            "at": self.at,
+            "clock_synced": self.clock_synced,
+            "reason": self.reason,
+            "age_group": self.age_group,
+            "lang": self.lang,
+            "input": self.input,
+        }
+
+    def encode(self) -> str:
+        """The rating as compact JSON text, ready to be joined into a batch."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(
+        cls, obj: object, reasons: Iterable[str] | None = None, where: str = ""
+    ) -> "Rating":
+        validate_rating(obj, reasons, where)
+        assert isinstance(obj, dict)
+        return cls(**{key: obj.get(key) for key in _RATING_KEYS if key in obj})
+
+    @property
+    def moment(self) -> datetime:
+        return parse_timestamp("at", self.at)
+
+
+def validate_rating(
+    obj: object, reasons: Iterable[str] | None = None, where: str = ""
+) -> None:
+    """Raise ProtocolError unless *obj* is a valid rating dict.
+
+    *reasons* restricts ``reason`` to a site's configured codes; by default
+    any well-formed code is allowed.
+    """
+    if not isinstance(obj, dict):
+        raise ProtocolError(where.rstrip(".") or "rating", "must be an object")
+    _check_keys(obj, _RATING_KEYS, where)
+    rating_id = _require(obj, "id", where)
+    if not isinstance(rating_id, str) or not _UUID_RE.match(rating_id):
+        raise ProtocolError(f"{where}id", f"{rating_id!r} is not a lower-case UUID")
+    seq = _require(obj, "seq", where)
+    if type(seq) is not int or not 1 <= seq <= _MAX_SEQ:
+        raise ProtocolError(f"{where}seq", f"{seq!r} is not an integer >= 1")
+    score = _require(obj, "score", where)
+    if type(score) is not int or score not in SCORES:
+        raise ProtocolError(f"{where}score", f"{score!r} is not an integer 1..5")
+    parse_timestamp(f"{where}at", _require(obj, "at", where))
+    synced = _require(obj, "clock_synced", where)
+    if type(synced) is not bool:
+        raise ProtocolError(f"{where}clock_synced", f"{synced!r} is not true or false")
+    reason = obj.get("reason")
+    if reason is not None:
+        if not isinstance(reason, str) or not _REASON_RE.match(reason):
+            raise ProtocolError(f"{where}reason", f"{reason!r} is not a reason code")
+        if reasons is not None and reason not in reasons:
+            raise ProtocolError(f"{where}reason", f"{reason!r} is not configured for this site")
+    age_group = obj.get("age_group")
+    if age_group is not None and age_group not in AGE_GROUPS:
+        raise ProtocolError(f"{where}age_group", f"{age_group!r} is not one of {', '.join(AGE_GROUPS)}")
+    lang = _require(obj, "lang", where)
+    if not isinstance(lang, str) or not _LANG_RE.match(lang):
+        raise ProtocolError(f"{where}lang", f"{lang!r} is not a language tag")
+    input_kind = _require(obj, "input", where)
+    if input_kind not in INPUTS:
+        raise ProtocolError(f"{where}input", f"{input_kind!r} is not touch or button")
+
+
+# -- batches ----------------------------------------------------------------
+
+_BATCH_KEYS = frozenset(("v", "site", "terminal", "ratings"))
+
+
+@dataclass(frozen=True)
+class RejectedRating:
+    """A rating of a batch that failed validation: its id when readable, why, and its JSON."""
+
+    id: str | None
+    error: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A batch whose envelope is valid; each rating is valid or rejected on its own."""
+
+    site: str
+    terminal: str
+    ratings: tuple[Rating, ...]
+    rejected: tuple[RejectedRating, ...]
+
+
+def encode_batch(site: str, terminal: str, rating_jsons: Sequence[str]) -> bytes:
+    """A RatingBatch from ratings already encoded by :meth:`Rating.encode`.
+
+    The outbox stores each rating's JSON, so making a batch is a join.
+    """
+    check_identifier("site", site)
+    check_identifier("terminal", terminal)
+    if len(rating_jsons) > MAX_BATCH_RATINGS:
+        raise ProtocolError("ratings", f"at most {MAX_BATCH_RATINGS} per batch")
+    payload = (
+        f'{{"v":{VERSION},"site":"{site}","terminal":"{terminal}","ratings":['
+        + ",".join(rating_jsons)
+        + "]}"
+    ).encode("utf-8")
+    if len(payload) > MAX_BATCH_BYTES:
+        raise ProtocolError("batch", f"{len(payload)} bytes exceeds {MAX_BATCH_BYTES}")
+    return payload
+
+
+def batch_overhead(site: str, terminal: str) -> int:
+    """Bytes a batch adds around its ratings (plus one comma per extra rating)."""
+    return len(encode_batch(site, terminal, []))
+
+
+def _load_json(payload: bytes, what: str) -> Any:
+    if not isinstance(payload, (bytes, bytearray)):
+        raise ProtocolError(what, "payload must be bytes")
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(what, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(what, f"not JSON ({exc})") from None
+
+
+def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> DecodedBatch:
+    """Decode a RatingBatch.
+
+    Raises ProtocolError when the batch as a whole is unusable (not JSON, wrong
+    version, bad envelope, too large); otherwise returns every rating either
+    valid or rejected with its reason, so one bad rating cannot sink the rest.
+    """
+    if len(payload) > MAX_BATCH_BYTES:
+        raise ProtocolError("batch", f"{len(payload)} bytes exceeds {MAX_BATCH_BYTES}")
+    obj = _load_json(payload, "batch")
+    if not isinstance(obj, dict):
+        raise ProtocolError("batch", "must be a JSON object")
+    _check_version(obj)
+    _check_keys(obj, _BATCH_KEYS, "")
+    site = check_identifier("site", _require(obj, "site", ""))
+    terminal = check_identifier("terminal", _require(obj, "terminal", ""))
+    items = _require(obj, "ratings", "")
+    if not isinstance(items, list):
+        raise ProtocolError("ratings", "must be an array")
+    if len(items) > MAX_BATCH_RATINGS:
+        raise ProtocolError("ratings", f"{len(items)} ratings exceeds {MAX_BATCH_RATINGS}")
+    if reasons is not None:
+        reasons = frozenset(reasons)
+    good: list[Rating] = []
+    bad: list[RejectedRating] = []
+    for index, item in enumerate(items):
+        where = f"ratings[{index}]."
+        try:
+            validate_rating(item, reasons, where)
+        except ProtocolError as exc:
+            rating_id = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(rating_id, str) or not _UUID_RE.match(rating_id):
+                rating_id = None
+            raw = json.dumps(item, ensure_ascii=False).encode("utf-8")
+            bad.append(RejectedRating(rating_id, str(exc), raw))
+            continue
+        # Already validated: skip __post_init__'s second check on the hot path.
+        rating = object.__new__(Rating)
+        object.__setattr__(rating, "__dict__", {
+            "id": item["id"], "seq": item["seq"], "score": item["score"],
+            "at": item["at"], "clock_synced": item["clock_synced"],
+            "reason": item.get("reason"), "age_group": item.get("age_group"),
+            "lang": item["lang"], "input": item["input"],
+        })
+        good.append(rating)
+    return DecodedBatch(site, terminal, tuple(good), tuple(bad))
+
+
+# -- acks -------------------------------------------------------------------
+
+_ACK_KEYS = frozenset(("v", "accepted", "duplicate", "rejected"))
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The server's answer to a batch, sent only after the batch is committed."""
+
+    accepted: tuple[str, ...] = ()
+    duplicate: tuple[str, ...] = ()
+    rejected: tuple[tuple[str, str], ...] = ()  # (id, error)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "v": VERSION,
+                "accepted": list(self.accepted),
+                "duplicate": list(self.duplicate),
+                "rejected": [{"id": i, "error": e} for i, e in self.rejected],
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+
+    @property
+    def ids(self) -> set[str]:
+        """Every id the Ack names: the kiosk may forget all of them."""
+        return {*self.accepted, *self.duplicate, *(i for i, _ in self.rejected)}
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Ack":
+        obj = _load_json(payload, "ack")
+        if not isinstance(obj, dict):
+            raise ProtocolError("ack", "must be a JSON object")
+        _check_version(obj)
+        _check_keys(obj, _ACK_KEYS, "")
+        lists = {}
+        for key in ("accepted", "duplicate"):
+            ids = obj.get(key, [])
+            if not isinstance(ids, list) or not all(
+                isinstance(i, str) and _UUID_RE.match(i) for i in ids
+            ):
+                raise ProtocolError(key, "must be an array of UUIDs")
+            lists[key] = tuple(ids)
+        rejected = obj.get("rejected", [])
+        if not isinstance(rejected, list):
+            raise ProtocolError("rejected", "must be an array")
+        pairs = []
+        for index, item in enumerate(rejected):
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("id"), str)
+                or not _UUID_RE.match(item["id"])
+                or not isinstance(item.get("error"), str)
+            ):
+                raise ProtocolError(f"rejected[{index}]", "must be {id: UUID, error: text}")
+            pairs.append((item["id"], item["error"]))
+        return cls(lists["accepted"], lists["duplicate"], tuple(pairs))
+
+
+# -- status -----------------------------------------------------------------
+
+_STATUS_FIELDS = {
+    # name: (types allowed, required when online)
+    "at": (str,),
+    "version": (str,),
+    "backlog": (int,),
+    "oldest_pending_at": (str, type(None)),
+    "last_tap_at": (str, type(None)),
+    "last_ack_at": (str, type(None)),
+    "seq": (int,),
+    "clock_synced": (bool,),
+    "uptime_s": (int, float),
+    "disk_free_mb": (int, float, type(None)),
+    "config_version": (int, str, type(None)),
+    "ignored_taps": (int,),
+    "error": (str, type(None)),
+}
+_TIMESTAMP_STATUS_FIELDS = ("at", "oldest_pending_at", "last_tap_at", "last_ack_at")
+
+
+@dataclass(frozen=True)
+class Status:
+    """A terminal's retained status; ``state`` is "online" or "offline" (Last Will).
+
+    An offline status carries no other field. Fields beyond the contract
+    (``ignored_taps``, ``error``) are optional extensions.
+    """
+
+    state: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"v": VERSION, "state": self.state, **self.fields},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Status":
+        obj = _load_json(payload, "status")
+        if not isinstance(obj, dict):
+            raise ProtocolError("status", "must be a JSON object")
+        _check_version(obj)
+        state = _require(obj, "state", "")
+        if state not in ("online", "offline"):
+            raise ProtocolError("state", f"{state!r} is not online or offline")
+        rest = {k: v for k, v in obj.items() if k not in ("v", "state")}
+        for key, value in rest.items():
+            if key not in _STATUS_FIELDS:
+                raise ProtocolError(key, "is not a field of protocol v1 status")
+            types = _STATUS_FIELDS[key]
+            if type(value) is bool and bool not in types:
+                raise ProtocolError(key, f"{value!r} has the wrong type")
+            if not isinstance(value, types):
+                raise ProtocolError(key, f"{value!r} has the wrong type")
+            if key in _TIMESTAMP_STATUS_FIELDS and value is not None:
+                parse_timestamp(key, value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise ProtocolError(key, f"{value!r} is negative")
+        if state == "online":
+            for key in ("at", "backlog", "seq"):
+                _require(rest, key, "")
+        return cls(state, rest)
+
+
+OFFLINE = Status("offline")
