@@ -1,0 +1,230 @@
+"""Protocol v1: round trips, and every malformed message rejected by field."""
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kiosk import protocol
+from kiosk.protocol import (
+    Ack,
+    ProtocolError,
+    Rating,
+    Status,
+    decode_batch,
+    encode_batch,
+    parse_topic,
+    topic,
+)
+
+identifiers = st.from_regex(r"\A[a-z0-9][a-z0-9-]{0,20}\Z")
+moments = st.datetimes(
+    min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=9)),
+                               timezone(timedelta(hours=-5, minutes=-30))]),
+)
+ratings = st.builds(
+    Rating,
+    id=st.uuids(version=4).map(str),
+    seq=st.integers(1, 2**63 - 1),
+    score=st.sampled_from(protocol.SCORES),
+    at=moments.map(protocol.format_timestamp),
+    clock_synced=st.booleans(),
+    reason=st.none() | st.sampled_from(protocol.DEFAULT_REASONS),
+    age_group=st.none() | st.sampled_from(protocol.AGE_GROUPS),
+    lang=st.sampled_from(["ko", "en", "zh", "vi", "ja", "zh-hans"]),
+    input=st.sampled_from(protocol.INPUTS),
+)
+
+
+def a_rating(**changes):
+    fields = dict(id=str(uuid.uuid4()), seq=1, score=5, at="2026-11-27T10:15:02.417+09:00",
+                  clock_synced=True, reason=None, age_group=None, lang="ko", input="touch")
+    fields.update(changes)
+    return fields
+
+
+@given(identifiers, identifiers, st.lists(ratings, max_size=20))
+def test_batch_round_trip(site, terminal, items):
+    payload = encode_batch(site, terminal, [r.encode() for r in items])
+    decoded = decode_batch(payload)
+    assert (decoded.site, decoded.terminal) == (site, terminal)
+    assert decoded.ratings == tuple(items)
+    assert decoded.rejected == ()
+
+
+def test_contract_example_decodes():
+    payload = json.dumps({
+        "v": 1, "site": "gangnam-office", "terminal": "counter-03",
+        "ratings": [{"id": "5f0c1d2e-8a4b-4c1e-9d7a-0b1c2d3e4f50", "seq": 1042, "score": 5,
+                     "at": "2026-11-27T10:15:02.417+09:00", "clock_synced": True,
+                     "reason": None, "age_group": None, "lang": "ko", "input": "touch"}]}).encode()
+    batch = decode_batch(payload)
+    assert batch.ratings[0].seq == 1042
+    assert batch.ratings[0].moment == datetime(2026, 11, 27, 1, 15, 2, 417000, tzinfo=timezone.utc)
+
+
+@given(st.lists(st.uuids().map(str), max_size=5), st.lists(st.uuids().map(str), max_size=5),
+       st.lists(st.tuples(st.uuids().map(str), st.text(max_size=30)), max_size=5))
+def test_ack_round_trip(accepted, duplicate, rejected):
+    ack = Ack(tuple(accepted), tuple(duplicate), tuple(rejected))
+    assert Ack.decode(ack.encode()) == ack
+    assert ack.ids == {*accepted, *duplicate, *(i for i, _ in rejected)}
+
+
+@given(identifiers, identifiers, st.sampled_from(protocol.TERMINAL_TOPIC_KINDS))
+def test_topic_round_trip(site, terminal, kind):
+    assert parse_topic(topic(site, terminal, kind)) == (site, terminal, kind)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ("onetap/v1/site/term", "topic"),
+    ("onetap/v2/site/term/ratings", "topic"),
+    ("onetap/v1/Site/term/ratings", "topic.site"),
+    ("onetap/v1/site/-term/ratings", "topic.terminal"),
+    ("onetap/v1/site/term/rating", "topic.kind"),
+    ("onetap/v1/site/term/ratings/x", "topic"),
+])
+def test_bad_topics_name_the_part(bad, field):
+    with pytest.raises(ProtocolError) as caught:
+        parse_topic(bad)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"id": "not-a-uuid"}, "id"),
+    ({"id": "5F0C1D2E-8A4B-4C1E-9D7A-0B1C2D3E4F50"}, "id"),
+    ({"seq": 0}, "seq"),
+    ({"seq": True}, "seq"),
+    ({"seq": 1.0}, "seq"),
+    ({"score": 6}, "score"),
+    ({"score": "5"}, "score"),
+    ({"at": "2026-11-27T10:15:02"}, "at"),
+    ({"at": "2026-13-27T10:15:02+09:00"}, "at"),
+    ({"at": "yesterday"}, "at"),
+    ({"clock_synced": 1}, "clock_synced"),
+    ({"reason": "Wait Time"}, "reason"),
+    ({"age_group": "teen"}, "age_group"),
+    ({"lang": "korean!"}, "lang"),
+    ({"input": "voice"}, "input"),
+    ({"extra": 1}, "extra"),
+])
+def test_bad_rating_fields_are_named(change, field):
+    item = a_rating(**change)
+    payload = json.dumps({"v": 1, "site": "s", "terminal": "t",
+                          "ratings": [a_rating(), item]}).encode()
+    batch = decode_batch(payload)
+    assert len(batch.ratings) == 1, "the good rating survives its bad neighbour"
+    [rejected] = batch.rejected
+    assert rejected.error.startswith(f"ratings[1].{field}:")
+    assert json.loads(rejected.raw) == item
+
+
+def test_rating_with_missing_field_is_named():
+    item = a_rating()
+    del item["score"]
+    [rejected] = decode_batch(json.dumps(
+        {"v": 1, "site": "s", "terminal": "t", "ratings": [item]}).encode()).rejected
+    assert rejected.error == "ratings[0].score: is missing"
+    assert rejected.id == item["id"]
+
+
+def test_reason_outside_site_config_is_rejected():
+    payload = encode_batch("s", "t", [Rating(**a_rating(reason="parking")).encode()])
+    assert decode_batch(payload).rejected == ()
+    [rejected] = decode_batch(payload, reasons=protocol.DEFAULT_REASONS).rejected
+    assert "not configured" in rejected.error
+
+
+@pytest.mark.parametrize("payload, field", [
+    (b"\xff\xfe", "batch"),
+    (b"{", "batch"),
+    (b"[]", "batch"),
+    (b'{"site":"s","terminal":"t","ratings":[]}', "v"),
+    (b'{"v":2,"site":"s","terminal":"t","ratings":[]}', "v"),
+    (b'{"v":1,"site":"S","terminal":"t","ratings":[]}', "site"),
+    (b'{"v":1,"site":"s","ratings":[]}', "terminal"),
+    (b'{"v":1,"site":"s","terminal":"t","ratings":{}}', "ratings"),
+    (b'{"v":1,"site":"s","terminal":"t","ratings":[],"x":1}', "x"),
+])
+def test_bad_envelopes_are_named(payload, field):
+    with pytest.raises(ProtocolError) as caught:
+        decode_batch(payload)
+    assert caught.value.field == field
+
+
+def test_batch_limits():
+    many = [Rating(**a_rating(seq=i + 1)).encode() for i in range(protocol.MAX_BATCH_RATINGS + 1)]
+    with pytest.raises(ProtocolError):
+        encode_batch("s", "t", many)
+    payload = ('{"v":1,"site":"s","terminal":"t","ratings":[' + ",".join(many) + "]}").encode()
+    with pytest.raises(ProtocolError) as caught:
+        decode_batch(payload)
+    assert caught.value.field in ("ratings", "batch")
+    with pytest.raises(ProtocolError) as caught:
+        decode_batch(b" " * (protocol.MAX_BATCH_BYTES + 1))
+    assert caught.value.field == "batch"
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_arbitrary_bytes_never_raise_anything_but_protocol_error(payload):
+    for decode in (decode_batch, Ack.decode, Status.decode):
+        try:
+            decode(payload)
+        except ProtocolError:
+            pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(["v", "site", "terminal", "ratings", "x"]), json_values))
+def test_arbitrary_json_envelopes_are_decoded_or_named(obj):
+    try:
+        batch = decode_batch(json.dumps(obj).encode())
+    except ProtocolError as exc:
+        assert exc.field and exc.reason
+    else:
+        assert len(batch.ratings) + len(batch.rejected) == len(obj["ratings"])
+
+
+def test_status_online_and_offline():
+    online = Status("online", {"at": "2026-11-27T10:15:02.417+09:00", "version": "0.1.0",
+                               "backlog": 3, "oldest_pending_at": None, "seq": 7,
+                               "clock_synced": False, "uptime_s": 12.5})
+    assert Status.decode(online.encode()) == online
+    assert Status.decode(protocol.OFFLINE_STATUS).state == "offline"
+    with pytest.raises(ProtocolError) as caught:
+        Status.decode(b'{"v":1,"state":"online","at":"2026-11-27T10:15:02+09:00","seq":1}')
+    assert caught.value.field == "backlog"
+    with pytest.raises(ProtocolError) as caught:
+        Status.decode(b'{"v":1,"state":"online","at":"x","seq":1,"backlog":0}')
+    assert caught.value.field == "at"
+    with pytest.raises(ProtocolError) as caught:
+        Status.decode(b'{"v":1,"state":"online","at":"2026-11-27T10:15:02+09:00","seq":1,"backlog":-1}')
+    assert caught.value.field == "backlog"
+
+
+def test_rating_constructor_validates():
+    with pytest.raises(ProtocolError):
+        Rating(**a_rating(score=0))
+
+
+def test_timestamps_keep_offset_and_accept_z_and_nanoseconds():
+    moment = datetime(2026, 11, 27, 10, 15, 2, 417000, tzinfo=timezone(timedelta(hours=9)))
+    text = protocol.format_timestamp(moment)
+    assert text == "2026-11-27T10:15:02.417+09:00"
+    assert protocol.parse_timestamp("at", text) == moment
+    assert protocol.parse_timestamp("at", "2026-11-27T01:15:02.417123456Z") == \
+        datetime(2026, 11, 27, 1, 15, 2, 417123, tzinfo=timezone.utc)
+    with pytest.raises(ValueError):
+        protocol.format_timestamp(datetime(2026, 1, 1))
