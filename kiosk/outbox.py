@@ -1,0 +1,390 @@
+"""The kiosk's durable outbox: every tap committed to SQLite before anything else, kept until Acked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Mapping
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from kiosk import clock, protocol
+from kiosk.errors import OutboxError, OutboxFullError
+from kiosk.protocol import Ack, Rating
+
+log = logging.getLogger(__name__)
+
+# A batch's envelope can hold identifiers up to 63 characters each; callers
+# that know their site and terminal pass the exact figure instead.
+_WORST_OVERHEAD = protocol.batch_overhead("a" * 63, "b" * 63)
+DEFAULT_MAX_BYTES = protocol.MAX_BATCH_BYTES - _WORST_OVERHEAD
+PRUNE_BATCH = 5000
+BUSY_TIMEOUT_MS = 10_000
+
+migrations = Migrations("onetap.kiosk.outbox")
+
+
+@migrations()
+def m001_ratings(db: sqlite_utils.Database) -> None:
+    # `rowid INTEGER PRIMARY KEY` makes the integer key explicit and stable
+    # (VACUUM keeps it): Acks are marked by it, not through the UUID index.
+    # `payload` is the rating exactly as sent, so a batch is a join.
+    db.execute(
+        """
+        CREATE TABLE ratings (
+            rowid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            score INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            held INTEGER NOT NULL DEFAULT 0,
+            acked_at TEXT,
+            ack_outcome TEXT,
+            ack_error TEXT
+        )
+        """
+    )
+    db.execute("CREATE UNIQUE INDEX ratings_id ON ratings(id)")
+    db.execute("CREATE UNIQUE INDEX ratings_seq ON ratings(seq)")
+    # Only the backlog is indexed: it stays small however many acked rows
+    # are kept, and `pending()` / the backlog count read nothing else.
+    db.execute("CREATE INDEX ratings_unacked ON ratings(held) WHERE acked_at IS NULL")
+    # For prune(): acked rows by age.
+    db.execute("CREATE INDEX ratings_acked_at ON ratings(acked_at) WHERE acked_at IS NOT NULL")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID")
+    db.execute("INSERT INTO meta (key, value) VALUES ('last_seq', 0), ('last_ack_at', NULL)")
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """What a Status message and the UI report about the outbox."""
+
+    backlog: int
+    oldest_pending_at: str | None
+    last_tap_at: str | None
+    last_ack_at: str | None
+    last_seq: int
+    held: int = 0
+    error: str | None = None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return "full" in str(exc)
+
+
+class Outbox:
+    """Ratings waiting for the server's Ack, in one SQLite file.
+
+    One Outbox per thread (a SQLite connection is). Several Outbox objects on
+    the same file (the UI's and the uplink's) are safe: WAL, BEGIN IMMEDIATE
+    for every write, a busy timeout.
+    """
+
+    def __init__(self, db: sqlite_utils.Database, *, retention_days: int = 30):
+        self.db = db
+        self.conn: sqlite3.Connection = db.conn
+        self.retention_days = retention_days
+        self._error: str | None = None
+        self._lock = threading.Lock()
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal" and not db.memory:
+                log.warning("outbox journal mode is %s, not WAL", mode)
+            # FULL: a tap acknowledged to the citizen survives power loss.
+            self.conn.execute("PRAGMA synchronous = FULL")
+            migrations.apply(db)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc, "open") from exc
+
+    @classmethod
+    def open(cls, path: str | Path, *, retention_days: int = 30) -> "Outbox":
+        """An outbox on a file (its directory created when missing)."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutboxError(f"cannot create {path.parent}: {exc.strerror}") from exc
+        try:
+            db = sqlite_utils.Database(path)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open {path}: {exc}") from exc
+        return cls(db, retention_days=retention_days)
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, or None in memory."""
+        for _, name, filename in self.conn.execute("PRAGMA database_list"):
+            if name == "main":
+                return Path(filename) if filename else None
+        return None
+
+    @property
+    def error(self) -> str | None:
+        """The last write failure (say, a full disk), cleared by the next successful tap."""
+        return self._error
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- writing ------------------------------------------------------------
+
+    def _wrap(self, exc: sqlite3.Error, what: str) -> OutboxError:
+        if _is_full(exc):
+            self._error = f"disk full: {what} failed ({exc})"
+            log.error("outbox: %s", self._error)
+            return OutboxFullError(self._error)
+        self._error = f"{what} failed: {exc}"
+        log.error("outbox: %s", self._error)
+        return OutboxError(self._error)
+
+    def _write(self, what: str, work):
+        """Run *work(conn)* in one IMMEDIATE transaction; roll back on any error."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._wrap(exc, what) from exc
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.exception("outbox: rollback after %s failed", what)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._wrap(exc, what) from exc
+                raise
+            return result
+
+    def record(
+        self,
+        score: int,
+        *,
+        lang: str = "ko",
+        input: str = "touch",
+        now: datetime | None = None,
+        clock_synced: bool | None = None,
+        hold: bool = False,
+    ) -> Rating:
+        """Commit one tap (one FULL transaction) and return it.
+
+        ``hold=True`` keeps it unsent while the UI asks follow-up questions;
+        :meth:`release` (or :meth:`release_all_held` at start-up) frees it.
+        """
+        moment = now if now is not None else clock.local_now()
+        synced = clock.clock_synced() if clock_synced is None else clock_synced
+        rating_id = str(uuid.uuid4())
+        at = protocol.format_timestamp(moment)
+
+        def work(conn: sqlite3.Connection) -> Rating:
+            (seq,) = conn.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'last_seq' RETURNING value"
+            ).fetchall()[0]
+            # Validates every field (score, lang, input): bad input is an
+            # error here, not a rejected rating on the server.
+            rating = Rating(rating_id, seq, score, at, synced, lang=lang, input=input)
+            conn.execute(
+                "INSERT INTO ratings (id, seq, score, at, payload, held) VALUES (?, ?, ?, ?, ?, ?)",
+                (rating_id, seq, score, at, rating.encode(), 1 if hold else 0),
+            )
+            return rating
+
+        rating = self._write("recording a tap", work)
+        self._error = None
+        return rating
+
+    def _held_row(self, conn: sqlite3.Connection, rating_id: str) -> str:
+        row = conn.execute(
+            "SELECT payload, held FROM ratings WHERE id = ?", (rating_id,)
+        ).fetchone()
+        if row is None:
+            raise OutboxError(f"no rating {rating_id}")
+        if not row[1]:
+            raise OutboxError(f"rating {rating_id} is no longer held (already sendable)")
+        return row[0]
+
+    def annotate(self, rating_id: str, *, reason: str | None = None,
+                 age_group: str | None = None) -> Rating:
+        """Add the follow-up answers to a held rating (None leaves a field as it is)."""
+
+        def work(conn: sqlite3.Connection) -> Rating:
+            current = Rating.from_dict(json.loads(self._held_row(conn, rating_id)))
+            changes = {}
+            if reason is not None:
+                changes["reason"] = reason
+            if age_group is not None:
+                changes["age_group"] = age_group
+            updated = dataclasses.replace(current, **changes)
+            conn.execute("UPDATE ratings SET payload = ? WHERE id = ?", (updated.encode(), rating_id))
+            return updated
+
+        return self._write("annotating a rating", work)
+
+    def release(self, rating_id: str) -> None:
+        """Close the follow-up window: the rating may be sent."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE ratings SET held = 0 WHERE id = ? AND held = 1", (rating_id,))
+
+        self._write("releasing a rating", work)
+
+    def release_all_held(self) -> int:
+        """Release every held rating (at start-up: a crash mid-follow-up must not lose the tap)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE ratings SET held = 0 WHERE acked_at IS NULL AND held = 1"
+            ).rowcount
+
+        count = self._write("releasing held ratings", work)
+        if count:
+            log.info("outbox: released %d rating(s) held when the kiosk stopped", count)
+        return count
+
+    # -- sending ------------------------------------------------------------
+
+    def pending(
+        self,
+        limit: int = protocol.MAX_BATCH_RATINGS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        after_rowid: int = 0,
+    ) -> list[tuple[int, str, str]]:
+        """Unheld, unacked ratings after *after_rowid*, oldest first: (rowid, id, payload).
+
+        At most *limit* rows whose payloads, joined with commas, fit in
+        *max_bytes* (the batch's room once its envelope is counted); at
+        least one row whenever there is one, since a single rating always fits.
+        """
+        limit = max(1, min(limit, protocol.MAX_BATCH_RATINGS))
+        rows = self.conn.execute(
+            "SELECT rowid, id, payload, length(CAST(payload AS BLOB)) FROM ratings "
+            "WHERE acked_at IS NULL AND held = 0 AND rowid > ? ORDER BY rowid LIMIT ?",
+            (after_rowid, limit),
+        ).fetchall()
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")  # end the implicit read so WAL can checkpoint
+        total = -1  # n payloads need n-1 commas
+        out = []
+        for rowid, rating_id, payload, size in rows:
+            total += size + 1
+            if total > max_bytes and out:
+                break
+            out.append((rowid, rating_id, payload))
+        return out
+
+    def mark_acked(self, ack: Ack, rowids_by_id: Mapping[str, int] | None = None) -> int:
+        """Mark every rating the Ack names; returns how many were newly acked.
+
+        Ratings the uplink sent are marked by their integer rowid (the id is
+        checked too, so a stale mapping cannot ack the wrong row); others by id.
+        Rejected ratings are kept with their error, logged, and not resent.
+        """
+        rowids = rowids_by_id or {}
+        at = protocol.format_timestamp(_utc_now())
+        by_rowid: list[tuple] = []
+        by_id: list[tuple] = []
+        for outcome, ids in (("accepted", ack.accepted), ("duplicate", ack.duplicate)):
+            for rating_id in ids:
+                rowid = rowids.get(rating_id)
+                if rowid is not None:
+                    by_rowid.append((at, outcome, None, rowid, rating_id))
+                else:
+                    by_id.append((at, outcome, None, rating_id))
+        for rating_id, error in ack.rejected:
+            log.error("server rejected rating %s: %s", rating_id, error)
+            rowid = rowids.get(rating_id)
+            if rowid is not None:
+                by_rowid.append((at, "rejected", error, rowid, rating_id))
+            else:
+                by_id.append((at, "rejected", error, rating_id))
+        if not by_rowid and not by_id:
+            return 0
+
+        def work(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            if by_rowid:
+                conn.executemany(
+                    "UPDATE ratings SET acked_at = ?, ack_outcome = ?, ack_error = ? "
+                    "WHERE rowid = ? AND id = ? AND acked_at IS NULL",
+                    by_rowid,
+                )
+            if by_id:
+                conn.executemany(
+                    "UPDATE ratings SET acked_at = ?, ack_outcome = ?, ack_error = ? "
+                    "WHERE id = ? AND acked_at IS NULL",
+                    by_id,
+                )
+            changed = conn.total_changes - before
+            if changed:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'last_ack_at'", (at,))
+            return changed
+
+        return self._write("marking acked ratings", work)
+
+    # -- reporting and housekeeping -------------------------------------------
+
+    def stats(self) -> OutboxStats:
+        conn = self.conn
+        backlog = conn.execute(
+            "SELECT count(*) FROM ratings WHERE acked_at IS NULL"
+        ).fetchone()[0]
+        held = conn.execute(
+            "SELECT count(*) FROM ratings WHERE acked_at IS NULL AND held = 1"
+        ).fetchone()[0]
+        oldest = conn.execute(
+            "SELECT at FROM ratings WHERE acked_at IS NULL ORDER BY rowid LIMIT 1"
+        ).fetchone()
+        last_tap = conn.execute("SELECT at FROM ratings ORDER BY rowid DESC LIMIT 1").fetchone()
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+        return OutboxStats(
+            backlog=backlog,
+            oldest_pending_at=oldest[0] if oldest else None,
+            last_tap_at=last_tap[0] if last_tap else None,
+            last_ack_at=meta.get("last_ack_at"),
+            last_seq=int(meta.get("last_seq") or 0),
+            held=held,
+            error=self._error,
+        )
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete acked ratings older than the retention, a batch per transaction."""
+        moment = (now or _utc_now()).astimezone(timezone.utc)
+        cutoff = protocol.format_timestamp(moment - timedelta(days=self.retention_days))
+        total = 0
+        while True:
+            def work(conn: sqlite3.Connection) -> int:
+                return conn.execute(
+                    "DELETE FROM ratings WHERE rowid IN (SELECT rowid FROM ratings "
+                    "WHERE acked_at IS NOT NULL AND acked_at < ? LIMIT ?)",
+                    (cutoff, PRUNE_BATCH),
+                ).rowcount
+
+            deleted = self._write("pruning", work)
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                break
+        if total:
+            log.info("outbox: pruned %d acked rating(s) older than %d days", total, self.retention_days)
+        return total
