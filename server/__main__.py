@@ -1,0 +1,105 @@
+"""The onetap-server command: `run` (ingest + HTTP API); more subcommands plug into SUBCOMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable
+
+from server.errors import ServerError
+
+log = logging.getLogger("server")
+
+PROG = "onetap-server"
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config (see deploy/server.example.toml)")
+    parser.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port")
+    parser.add_argument("--db", metavar="PATH", help="SQLite database file")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="HTTP address (default 127.0.0.1:8080)")
+    parser.add_argument("--api-token", metavar="TOKEN",
+                        help="bearer token for /api/v1 (prefer ONETAP_API_TOKEN in production)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the configuration, print it and exit (0 valid, 1 not)")
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default INFO")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from server.config import load_config
+
+    config = load_config(args.config, env=os.environ, overrides={
+        "broker": args.broker, "db": args.db, "listen": args.listen, "api_token": args.api_token,
+    })
+    if args.check_config:
+        print(f"{PROG}: configuration is valid: {config!r}")
+        return 0
+    if not config.api_token:
+        raise ServerError("no api_token: set it in the config, ONETAP_API_TOKEN or --api-token")
+    return serve(config)
+
+
+def serve(config) -> int:
+    """Run link + ingest + HTTP API until SIGTERM or Ctrl-C."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ServerError("the server needs its extras: pip install 'onetap[server]'") from None
+    from server.api import create_app
+    from server.link import Link
+    from server.store import SQLiteStore
+
+    def store_factory():
+        return SQLiteStore.open(config.db, config.timezone)
+
+    store_factory().close()  # create or migrate the database before anything reads it
+    link = Link(config, store_factory).start()
+    host, port = config.listen_address
+    app = create_app(store_factory, config, link)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           access_log=False))
+    log.info("HTTP API on http://%s:%d, broker %s, database %s", host, port, config.broker, config.db)
+    try:
+        # uvicorn handles SIGTERM and SIGINT by finishing its requests and returning.
+        server.run()
+    finally:
+        link.stop()
+    if not server.started:
+        raise ServerError(f"could not listen on {config.listen}")
+    return 0
+
+
+#: name -> (help, add_arguments(parser), run(args) -> exit code). Adding a
+#: subcommand is one entry here plus its two functions.
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
+                             Callable[[argparse.Namespace], int]]] = {
+    "run": ("ingest ratings and serve the HTTP API", _add_run_arguments, _run),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="onetap aggregation server")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _) in SUBCOMMANDS.items():
+        add_arguments(commands.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return SUBCOMMANDS[args.command][2](args)
+    except (ServerError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

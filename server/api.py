@@ -1,0 +1,311 @@
+"""HTTP API v1 (FastAPI): health, summary, aggregates, terminals, ratings CSV and metrics."""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import io
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Annotated, Any, Callable, Iterator
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+
+from kiosk.protocol import IDENT_PATTERN
+from server import __version__
+from server.aggregate import AGGREGATE_KEYS, distribution_json, parse_by, summarize
+from server.config import ServerConfig
+from server.errors import StoreError
+from server.store import RATING_COLUMNS, Filters, Store
+
+log = logging.getLogger(__name__)
+
+_DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+_IDENT = f"^{IDENT_PATTERN}$"
+# Spreadsheet programs run a cell starting with these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+# -- who is asking ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller and the sites it may see (None: every site)."""
+
+    name: str
+    sites: frozenset[str] | None = None
+
+    def allows(self, site: str) -> bool:
+        return self.sites is None or site in self.sites
+
+
+def principals(config: ServerConfig) -> list[tuple[str, Principal]]:
+    """Bearer tokens and whom they stand for; today one token for every site."""
+    if not config.api_token:
+        return []
+    return [(config.api_token, Principal("api", None))]
+
+
+# -- response models ------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: str
+    broker: str
+    db: str
+
+
+class SummaryOut(BaseModel):
+    count: int
+    distribution: dict[str, int]
+    mean: float | None
+    csat: float | None
+    index: float | None
+
+
+class AggregateRow(BaseModel):
+    """One group: its ``by`` keys as fields, plus count and distribution."""
+
+    model_config = ConfigDict(extra="allow")
+    count: int
+    distribution: dict[str, int]
+
+
+class AggregatesOut(BaseModel):
+    by: list[str]
+    rows: list[AggregateRow]
+
+
+class TerminalOut(BaseModel):
+    """A terminal as its last retained Status (or Last Will) left it."""
+
+    model_config = ConfigDict(extra="allow")
+    site: str
+    terminal: str
+    state: str
+    last_seen: str | None = None
+    backlog: int | None = None
+    version: str | None = None
+    clock_synced: bool | None = None
+    oldest_pending_at: str | None = None
+    last_tap_at: str | None = None
+    last_ack_at: str | None = None
+    seq: int | None = None
+    uptime_s: float | None = None
+    disk_free_mb: float | None = None
+    config_version: int | str | None = None
+    status_at: str | None = None
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    text = str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def create_app(
+    store_factory: Callable[[], Store],
+    config: ServerConfig,
+    link: Any = None,
+    *,
+    now: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """The HTTP API. *store_factory* makes one store per worker thread;
+    *link* (a server.link.Link) gives /healthz and /metrics the broker side."""
+    now = now or (lambda: datetime.now(timezone.utc))
+    tz = config.tz
+    tokens = principals(config)
+    local = threading.local()
+
+    def store() -> Store:
+        current = getattr(local, "store", None)
+        if current is None:
+            current = local.store = store_factory()
+        return current
+
+    app = FastAPI(
+        title="onetap server",
+        version=__version__,
+        description="Ratings from onetap feedback terminals: HTTP API v1.",
+    )
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("store error on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
+
+    bearer = HTTPBearer(auto_error=False, description="The server's API token")
+
+    def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        challenge = {"WWW-Authenticate": 'Bearer realm="onetap"'}
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise HTTPException(401, "an Authorization: Bearer token is required", headers=challenge)
+        given = credentials.credentials.encode()
+        found = None
+        for token, who in tokens:
+            # Check every token so the time taken says nothing about which matched.
+            if hmac.compare_digest(given, token.encode()):
+                found = who
+        if found is None:
+            raise HTTPException(401, "the token is not valid",
+                                headers={"WWW-Authenticate": 'Bearer realm="onetap", error="invalid_token"'})
+        return found
+
+    Caller = Annotated[Principal, Depends(principal)]
+
+    def filters(
+        who: Caller,
+        date_from: Annotated[str | None, Query(alias="from", pattern=_DATE_PATTERN,
+                                               description="first local day, YYYY-MM-DD (default today)")] = None,
+        date_to: Annotated[str | None, Query(alias="to", pattern=_DATE_PATTERN,
+                                             description="last local day, inclusive (default today)")] = None,
+        site: Annotated[str | None, Query(pattern=_IDENT)] = None,
+        terminal: Annotated[str | None, Query(pattern=_IDENT)] = None,
+    ) -> Filters:
+        today = now().astimezone(tz).date()
+        first = _parse_date("from", date_from) if date_from else today
+        last = _parse_date("to", date_to) if date_to else today
+        if first > last:
+            raise HTTPException(400, f"from ({first}) is after to ({last})")
+        if site is not None and not who.allows(site):
+            raise HTTPException(403, f"this token may not read site {site!r}")
+        return Filters(first, last, site, terminal, who.sites)
+
+    Scope = Annotated[Filters, Depends(filters)]
+    errors = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 400: {"model": ErrorOut}}
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> JSONResponse:
+        try:
+            db_ok = store().ping()
+        except StoreError:
+            db_ok = False
+        body = {
+            "status": "ok" if db_ok else "error",
+            "broker": "connected" if link is not None and link.connected else "disconnected",
+            "db": "ok" if db_ok else "error",
+        }
+        return JSONResponse(body, status_code=200 if db_ok else 503)
+
+    @app.get("/api/v1/summary", response_model=SummaryOut, responses=errors, tags=["ratings"])
+    def summary(scope: Scope) -> dict[str, Any]:
+        return summarize(store().summary(scope)).to_json()
+
+    @app.get("/api/v1/aggregates", response_model=AggregatesOut, responses=errors, tags=["ratings"])
+    def aggregates(
+        scope: Scope,
+        by: Annotated[str, Query(max_length=100,
+                                 description=f"one or two of: {', '.join(AGGREGATE_KEYS)}, comma-separated")],
+    ) -> dict[str, Any]:
+        try:
+            keys = parse_by(by)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        rows = []
+        for key, dist in store().aggregates(keys, scope):
+            rows.append({**dict(zip(keys, key)), "count": sum(dist.values()),
+                         "distribution": distribution_json(dist)})
+        return {"by": list(keys), "rows": rows}
+
+    @app.get("/api/v1/terminals", response_model=list[TerminalOut], responses=errors, tags=["terminals"])
+    def terminals(
+        who: Caller,
+        site: Annotated[str | None, Query(pattern=_IDENT)] = None,
+    ) -> list[dict[str, Any]]:
+        if site is not None and not who.allows(site):
+            raise HTTPException(403, f"this token may not read site {site!r}")
+        return store().terminals(site, who.sites)
+
+    @app.get("/api/v1/ratings.csv", responses={**errors, 200: {"content": {"text/csv": {}}}},
+             response_class=StreamingResponse, tags=["ratings"])
+    def ratings_csv(scope: Scope) -> StreamingResponse:
+        # Its own store: the response is read after this function returns,
+        # from whichever pool thread is free, one chunk at a time.
+        export = store_factory()
+        rows = export.iter_ratings(scope)
+
+        def chunks() -> Iterator[bytes]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\r\n")
+            try:
+                buffer.write("\ufeff")  # Excel reads UTF-8 only with a BOM
+                writer.writerow(RATING_COLUMNS)
+                count = 0
+                for row in rows:
+                    writer.writerow([_csv_cell(row[c]) for c in RATING_COLUMNS])
+                    count += 1
+                    if count % 1000 == 0:
+                        yield buffer.getvalue().encode("utf-8")
+                        buffer.seek(0)
+                        buffer.truncate()
+                yield buffer.getvalue().encode("utf-8")
+            finally:
+                rows.close()
+                export.close()
+
+        name = f"onetap-ratings-{scope.date_from}-{scope.date_to}.csv"
+        return StreamingResponse(
+            chunks(), media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
+    def metrics() -> PlainTextResponse:
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                lines.append(f"{name}{labels} {value}")
+
+        counts = store().counts()
+        metric("onetap_ratings_stored", "gauge", "Ratings in the database.", [("", counts["ratings"])])
+        metric("onetap_quarantine_stored", "gauge", "Quarantined messages and ratings in the database.",
+               [("", counts["quarantine"])])
+        metric("onetap_terminals", "gauge", "Known terminals by state.",
+               [(f'{{state="{s}"}}', counts[f"terminals_{s}"]) for s in ("online", "offline", "unknown")])
+        metric("onetap_broker_connected", "gauge", "1 while connected to the MQTT broker.",
+               [("", 1 if link is not None and link.connected else 0)])
+        if link is not None:
+            c = link.counters.snapshot()
+            metric("onetap_ingest_messages_total", "counter", "MQTT messages ingested.", [("", c["messages"])])
+            metric("onetap_ingest_batches_total", "counter", "Rating batches ingested.", [("", c["batches"])])
+            metric("onetap_ingest_ratings_total", "counter", "Ratings ingested, by result.",
+                   [(f'{{result="{r}"}}', c[f"ratings_{r}"]) for r in ("accepted", "duplicate", "rejected")])
+            metric("onetap_ingest_quarantined_total", "counter", "Messages and ratings quarantined.",
+                   [("", c["quarantined"])])
+            metric("onetap_ingest_statuses_total", "counter", "Terminal statuses stored.", [("", c["statuses"])])
+            metric("onetap_ingest_acks_total", "counter", "Acks published.", [("", c["acks"])])
+            metric("onetap_ingest_store_errors_total", "counter",
+                   "Commits that failed (their messages get no Ack and are resent).", [("", c["store_errors"])])
+            metric("onetap_ingest_queue_depth", "gauge", "Messages received, not yet ingested.",
+                   [("", link.queue_depth)])
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _parse_date(name: str, text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None

@@ -1,0 +1,271 @@
+"""The server's configuration: one frozen dataclass from TOML, ONETAP_* environment, then flags."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from kiosk.protocol import DEFAULT_REASONS, is_identifier
+from server.errors import ConfigError
+
+_REASON_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")
+_LISTEN_RE = re.compile(r"\A(?P<host>\[[0-9a-fA-F:]+\]|[^:\s]+):(?P<port>\d{1,5})\Z")
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """A parsed ``mqtt://host:port`` or ``mqtts://host:port``."""
+
+    host: str
+    port: int
+    tls: bool
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """Parse a broker URL or raise ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"{url!r} must start with mqtt:// or mqtts://")
+    if parts.username or parts.password:
+        raise ValueError(f"{url!r}: put the user and password in username/password, not the URL")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r} must be mqtt[s]://host[:port] and nothing more")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:8080`` for IPv6) or raise ValueError."""
+    match = _LISTEN_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    port = int(match["port"])
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port must be 1..65535")
+    return match["host"].strip("[]"), port
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Per-site settings, from ``[sites.<site>]``."""
+
+    reasons: tuple[str, ...] = DEFAULT_REASONS
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``onetap-server run`` needs; every key is in deploy/server.example.toml."""
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_id: str = "onetap-server"
+    session_expiry_s: int = 7 * 24 * 3600
+    db: Path = Path("onetap.db")
+    listen: str = "127.0.0.1:8080"
+    api_token: str | None = field(default=None, repr=False)
+    timezone: str = "Asia/Seoul"
+    reasons: tuple[str, ...] = DEFAULT_REASONS
+    sites: Mapping[str, SiteConfig] = field(default_factory=dict)
+    #: Where the file settings came from (for messages), None without a file.
+    source: str | None = field(default=None, compare=False)
+
+    def reasons_for_site(self, site: str) -> tuple[str, ...]:
+        site_config = self.sites.get(site)
+        return site_config.reasons if site_config is not None else self.reasons
+
+    @property
+    def broker_address(self) -> BrokerAddress:
+        return parse_broker_url(self.broker)
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        return parse_listen(self.listen)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+# -- keys -------------------------------------------------------------------
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _nonempty(value: Any) -> str:
+    if not _str(value):
+        raise ValueError("must not be empty")
+    return value
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def inner(value: Any) -> Any:
+        # An empty string (typically from the environment) clears the setting.
+        return None if value in ("", None) else parse(value)
+
+    return inner
+
+
+def _broker(value: Any) -> str:
+    parse_broker_url(_str(value))
+    return value
+
+
+def _listen(value: Any) -> str:
+    parse_listen(_str(value))
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not an integer") from None
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"{value!r} is not a positive integer")
+    return value
+
+
+def _path(value: Any) -> Path:
+    return Path(_nonempty(value)).expanduser()
+
+
+def _timezone(value: Any) -> str:
+    try:
+        ZoneInfo(_nonempty(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not a known time zone (e.g. Asia/Seoul)") from None
+    return value
+
+
+def _reasons(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):  # from the environment: comma-separated
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        raise ValueError("must be a list of reason codes")
+    for code in value:
+        if not isinstance(code, str) or not _REASON_RE.match(code):
+            raise ValueError(f"{code!r} is not a reason code ([a-z][a-z0-9_]*, at most 32)")
+    if len(set(value)) != len(value):
+        raise ValueError("lists a reason code twice")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class _Key:
+    parse: Callable[[Any], Any]
+    env: str
+
+
+#: Top-level scalar keys: name -> how to parse it and its environment override.
+KEYS: dict[str, _Key] = {
+    "broker": _Key(_broker, "ONETAP_BROKER"),
+    "username": _Key(_optional(_str), "ONETAP_MQTT_USERNAME"),
+    "password": _Key(_optional(_str), "ONETAP_MQTT_PASSWORD"),
+    "client_id": _Key(_nonempty, "ONETAP_CLIENT_ID"),
+    "session_expiry_s": _Key(_positive_int, "ONETAP_SESSION_EXPIRY_S"),
+    "db": _Key(_path, "ONETAP_DB"),
+    "listen": _Key(_listen, "ONETAP_LISTEN"),
+    "api_token": _Key(_optional(_nonempty), "ONETAP_API_TOKEN"),
+    "timezone": _Key(_timezone, "ONETAP_TIMEZONE"),
+    "reasons": _Key(_reasons, "ONETAP_REASONS"),
+}
+
+
+def _parse_sites(table: Any, where: str) -> dict[str, SiteConfig]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [sites] must be a table of [sites.<site>] tables")
+    sites = {}
+    for site, body in table.items():
+        key = f"sites.{site}"
+        if not is_identifier(site):
+            raise ConfigError(f"{where}: {key}: {site!r} is not a site identifier")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: {key} must be a table")
+        values: dict[str, Any] = {}
+        for name, value in body.items():
+            if name != "reasons":
+                raise ConfigError(f"{where}: unknown key {key}.{name}")
+            try:
+                values[name] = _reasons(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {key}.{name} {exc}") from None
+        sites[site] = SiteConfig(**values)
+    return sites
+
+
+#: Table-valued sections: name -> parser(table, where) giving the ServerConfig
+#: field of the same name. A new section (users, tokens, alerts...) is a field
+#: on ServerConfig plus one entry here.
+SECTIONS: dict[str, Callable[[Any, str], Any]] = {
+    "sites": _parse_sites,
+}
+
+assert set(KEYS) | set(SECTIONS) | {"source"} == {f.name for f in fields(ServerConfig)}
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """Read *path* (if any), then ``ONETAP_*`` variables of *env*, then *overrides* (flags).
+
+    Raises ConfigError naming the key and where it came from.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as handle:
+                document = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such config file") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read ({exc.strerror})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+        for name, value in document.items():
+            if name in SECTIONS:
+                values[name] = SECTIONS[name](value, source)
+            elif name in KEYS:
+                values[name] = _parse_key(name, value, f"{source}: {name}")
+            else:
+                raise ConfigError(f"{source}: unknown key {name!r}")
+    for name, key in KEYS.items():
+        if key.env in env:
+            values[name] = _parse_key(name, env[key.env], f"environment {key.env}")
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in KEYS:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _parse_key(name, value, f"--{name.replace('_', '-')}")
+    return replace(ServerConfig(**values), source=source)
+
+
+def _parse_key(name: str, value: Any, where: str) -> Any:
+    try:
+        return KEYS[name].parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where} {exc}") from None

@@ -1,0 +1,193 @@
+"""Ingest: turns received MQTT messages into stored ratings, statuses, quarantine rows and Acks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Sequence
+
+from kiosk.protocol import (
+    ACK,
+    DEFAULT_REASONS,
+    RATINGS,
+    STATUS,
+    Ack,
+    ProtocolError,
+    Status,
+    decode_batch,
+    parse_topic,
+    topic as make_topic,
+)
+from server.errors import StoreError
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+_UUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+Message = tuple[str, bytes]
+
+
+@dataclass
+class IngestCounters:
+    """Totals since start, for /metrics. Written by the ingest thread only."""
+
+    messages: int = 0
+    batches: int = 0
+    ratings_accepted: int = 0
+    ratings_duplicate: int = 0
+    ratings_rejected: int = 0
+    quarantined: int = 0
+    statuses: int = 0
+    acks: int = 0
+    store_errors: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Ingest:
+    """Processes a list of messages in one store transaction and says which Acks to publish.
+
+    ``handle`` never raises because of what a message contains: every message
+    is stored, counted as a duplicate, or quarantined with its raw bytes and
+    the reason. It raises only when the store itself fails, and then nothing
+    of the list is committed and no Ack may be sent.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        reasons_for_site: Callable[[str], Iterable[str]] = lambda site: DEFAULT_REASONS,
+        now: Callable[[], datetime] = _utcnow,
+        counters: IngestCounters | None = None,
+    ):
+        self.store = store
+        self.reasons_for_site = reasons_for_site
+        self.now = now
+        self.counters = counters if counters is not None else IngestCounters()
+        self._lock = threading.Lock()
+
+    def handle(self, messages: Sequence[Message]) -> list[tuple[str, Ack]]:
+        """Store *messages* in one commit; return (ack topic, Ack) to publish after it."""
+        received_at = self.now()
+        acks: list[tuple[str, Ack]] = []
+        counters = IngestCounters()
+        with self._lock, self.store.transaction():
+            for topic, payload in messages:
+                counters.messages += 1
+                # A savepoint per message: if processing one fails for a reason
+                # nobody foresaw, its partial writes go and it is quarantined.
+                try:
+                    with self.store.transaction():
+                        ack = self._one(topic, payload, received_at, counters)
+                except StoreError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - quarantined below, never dropped
+                    log.exception("ingest failed on a message from %r", topic)
+                    self._quarantine(topic, payload, f"internal error: {exc!r}", received_at, counters)
+                    continue
+                if ack is not None:
+                    acks.append(ack)
+        # Only after the commit: a failed transaction must not count.
+        total = self.counters
+        for name, value in counters.snapshot().items():
+            setattr(total, name, getattr(total, name) + value)
+        total.acks += len(acks)
+        return acks
+
+    # -- one message ------------------------------------------------------------
+
+    def _quarantine(self, topic: object, payload: object, reason: str, received_at: datetime,
+                    counters: IngestCounters, rating_id: str | None = None) -> None:
+        self.store.quarantine(
+            received_at=received_at,
+            topic=topic if isinstance(topic, str) else repr(topic),
+            payload=bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else repr(payload).encode(),
+            reason=reason,
+            rating_id=rating_id,
+        )
+        counters.quarantined += 1
+
+    def _one(self, topic: str, payload: bytes, received_at: datetime,
+             counters: IngestCounters) -> tuple[str, Ack] | None:
+        try:
+            site, terminal, kind = parse_topic(topic)
+        except ProtocolError as exc:
+            self._quarantine(topic, payload, f"bad topic: {exc}", received_at, counters)
+            return None
+        if not isinstance(payload, (bytes, bytearray)):
+            self._quarantine(topic, payload, "payload is not bytes", received_at, counters)
+            return None
+        if kind == RATINGS:
+            return self._ratings(topic, site, terminal, bytes(payload), received_at, counters)
+        if kind == STATUS:
+            self._status(topic, site, terminal, bytes(payload), received_at, counters)
+            return None
+        self._quarantine(topic, payload, f"the server does not accept {kind} messages",
+                         received_at, counters)
+        return None
+
+    def _status(self, topic: str, site: str, terminal: str, payload: bytes,
+                received_at: datetime, counters: IngestCounters) -> None:
+        try:
+            status = Status.decode(payload)
+        except ProtocolError as exc:
+            self._quarantine(topic, payload, f"bad status: {exc}", received_at, counters)
+            return
+        self.store.update_status(site, terminal, status, received_at)
+        counters.statuses += 1
+
+    def _ratings(self, topic: str, site: str, terminal: str, payload: bytes,
+                 received_at: datetime, counters: IngestCounters) -> tuple[str, Ack] | None:
+        ack_topic = make_topic(site, terminal, ACK)
+        counters.batches += 1
+        try:
+            batch = decode_batch(payload, self.reasons_for_site(site))
+            if batch.site != site or batch.terminal != terminal:
+                raise ProtocolError(
+                    "batch", f"payload is for {batch.site}/{batch.terminal}, topic for {site}/{terminal}")
+        except ProtocolError as exc:
+            reason = f"bad batch: {exc}"
+            self._quarantine(topic, payload, reason, received_at, counters)
+            # Name the ids we can read, so the kiosk stops resending a batch
+            # that can never be accepted; its bytes are in the quarantine.
+            ids = readable_rating_ids(payload)
+            counters.ratings_rejected += len(ids)
+            return (ack_topic, Ack(rejected=tuple((i, reason) for i in ids))) if ids else None
+        rejected = []
+        for bad in batch.rejected:
+            self._quarantine(topic, bad.raw, f"bad rating: {bad.error}", received_at, counters,
+                             rating_id=bad.id)
+            if bad.id is not None:
+                rejected.append((bad.id, bad.error))
+        counters.ratings_rejected += len(batch.rejected)
+        result = self.store.ingest_batch(site, terminal, batch.ratings, received_at)
+        self.store.seen(site, terminal, received_at)
+        counters.ratings_accepted += len(result.accepted)
+        counters.ratings_duplicate += len(result.duplicate)
+        if not (result.accepted or result.duplicate or rejected):
+            return None
+        return ack_topic, Ack(tuple(result.accepted), tuple(result.duplicate), tuple(rejected))
+
+
+def readable_rating_ids(payload: bytes) -> list[str]:
+    """The distinct UUIDs under ``ratings[*].id`` of a payload, however broken the rest is."""
+    try:
+        obj = json.loads(bytes(payload).decode("utf-8"))
+    except (ValueError, RecursionError):
+        return []
+    items = obj.get("ratings") if isinstance(obj, dict) else None
+    if not isinstance(items, list):
+        return []
+    ids = (item.get("id") for item in items if isinstance(item, dict))
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str) and _UUID_RE.match(i)))

@@ -1,0 +1,190 @@
+"""The server's MQTT link: a persistent session, an ingest worker, Acks after each commit."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from kiosk.protocol import TOPIC_ROOT
+from server.config import ServerConfig
+from server.errors import StoreError
+from server.ingest import Ingest, IngestCounters, Message
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+RATINGS_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/ratings"
+STATUS_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/status"
+#: Messages per commit at most: many batches share one FULL commit, then their Acks go.
+MAX_MESSAGES_PER_COMMIT = 200
+#: Received but not yet ingested; when full, paho's thread waits, and the
+#: broker keeps the rest queued in our session.
+QUEUE_LIMIT = 1000
+_STOP = object()
+
+
+class Link:
+    """Subscribes to every terminal's ratings and status and ingests them.
+
+    paho's callbacks only enqueue; one worker thread owns the store (made by
+    *store_factory* in that thread), commits up to 200 messages at a time and
+    only then publishes their Acks (QoS 1, not retained).
+    """
+
+    def __init__(self, config: ServerConfig, store_factory: Callable[[], Store], *,
+                 max_messages_per_commit: int = MAX_MESSAGES_PER_COMMIT):
+        self.config = config
+        self.store_factory = store_factory
+        self.max_messages = max_messages_per_commit
+        self.counters = IngestCounters()
+        self._queue: queue.Queue = queue.Queue(QUEUE_LIMIT)
+        self._connected = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._worker_ready = threading.Event()
+        self._worker_error: BaseException | None = None
+        self._started = False
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        if config.username is not None:
+            self.client.username_pw_set(config.username, config.password)
+        if config.broker_address.tls:
+            self.client.tls_set()
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    # -- paho callbacks (paho's thread: enqueue only) ----------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker %s refused the connection: %s", self.config.broker, reason_code)
+            return
+        log.info("connected to %s (session present: %s)", self.config.broker, flags.session_present)
+        # Subscribing again is harmless with a kept session; retainHandling=1
+        # then skips re-sending every retained status we already stored.
+        client.subscribe([
+            (RATINGS_SUBSCRIPTION, SubscribeOptions(qos=1)),
+            (STATUS_SUBSCRIPTION, SubscribeOptions(qos=1, retainHandling=1)),
+        ])
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+        if self._started:
+            log.warning("disconnected from %s (%s); reconnecting", self.config.broker, reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", "replace")  # quarantined by ingest
+        self._queue.put((topic, bytes(message.payload)))
+
+    # -- ingest worker ------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            store = self.store_factory()
+        except BaseException as exc:
+            self._worker_error = exc
+            self._worker_ready.set()
+            raise
+        ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters)
+        self._worker_ready.set()
+        backoff = 0.5
+        try:
+            stopping = False
+            while not stopping:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                messages: list[Message] = [item]
+                while len(messages) < self.max_messages:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    messages.append(item)
+                try:
+                    acks = ingest.handle(messages)
+                except StoreError as exc:
+                    # Nothing was committed and no Ack goes out: each kiosk
+                    # resends after its timeout. Back off so a full disk does
+                    # not spin.
+                    self.counters.store_errors += 1
+                    log.error("could not store %d messages (%s); they will be resent", len(messages), exc)
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30)
+                    continue
+                backoff = 0.5
+                for ack_topic, ack in acks:
+                    self.client.publish(ack_topic, ack.encode(), qos=1)
+        finally:
+            store.close()
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> "Link":
+        """Start the ingest worker and connect (in the background; reconnects forever)."""
+        self._worker = threading.Thread(target=self._work, name="onetap-ingest", daemon=True)
+        self._worker.start()
+        self._worker_ready.wait()
+        if self._worker_error is not None:
+            raise self._worker_error
+        address = self.config.broker_address
+        props = Properties(PacketTypes.CONNECT)
+        # Without a session expiry an MQTT 5 session ends with the connection,
+        # and batches sent while the server is down would not be queued for it.
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        self._started = True
+        self.client.connect_async(address.host, address.port, keepalive=30,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ingest what was received, publish its Acks, then disconnect (the session stays)."""
+        if not self._started:
+            return
+        self._started = False
+        if self._worker is not None:
+            self._queue.put(_STOP)
+            self._worker.join(timeout)
+            if self._worker.is_alive():
+                log.warning("ingest worker still busy after %.0f s; leaving it", timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+
+    def publish_retained(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        """Publish a retained QoS 1 message (survey config, alerts)."""
+        return self.client.publish(topic, payload, qos=1, retain=True)
