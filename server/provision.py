@@ -1,0 +1,485 @@
+"""Provisioning: broker accounts and ACL rules for terminals and the server, and their TOML."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import ipaddress
+import logging
+import os
+import pwd
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+from urllib.parse import urlsplit
+
+from kiosk.protocol import IDENT_PATTERN, TOPIC_ROOT, ProtocolError, check_identifier
+from server import passwd
+from server.errors import ServerError
+
+log = logging.getLogger(__name__)
+
+#: The user mosquitto 2 drops to before it reads its password and ACL files.
+BROKER_USER = "mosquitto"
+DEFAULT_SERVICE_BROKER = "mqtt://127.0.0.1:1883"
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+# `terminal@site`: '@' never occurs in an identifier, so the split is
+# unambiguous and no terminal name can equal a service name (an identifier).
+_TERMINAL_USER_RE = re.compile(rf"\A({IDENT_PATTERN})@({IDENT_PATTERN})\Z")
+_MARK = "# onetap:"
+
+
+class ProvisionError(ServerError, ValueError):
+    """Provisioning cannot proceed; the message says which input or file is wrong."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A provisioned broker account and the config file written for it."""
+
+    username: str
+    password: str
+    config_path: Path
+
+
+# -- names and rules ----------------------------------------------------------
+
+
+def terminal_username(site: str, terminal: str) -> str:
+    """The broker username (and, with use_username_as_clientid, client id) of a terminal."""
+    check_identifier("site", site)
+    check_identifier("terminal", terminal)
+    return f"{terminal}@{site}"
+
+
+def parse_terminal_username(username: str) -> tuple[str, str] | None:
+    """(site, terminal) of a terminal's username, or None for any other account."""
+    match = _TERMINAL_USER_RE.match(username)
+    if match is None:
+        return None
+    return match.group(2), match.group(1)
+
+
+def terminal_rules(site: str, terminal: str) -> list[str]:
+    """ACL lines for one terminal: it speaks only on its own four topics, one way each."""
+    base = f"{TOPIC_ROOT}/{site}/{terminal}"
+    return [
+        f"topic write {base}/ratings",
+        # The Last Will is published on status too, so write covers it.
+        f"topic write {base}/status",
+        f"topic read {base}/ack",
+        f"topic read {base}/config",
+    ]
+
+
+def service_rules() -> list[str]:
+    """ACL lines for the server: hears every terminal, answers every terminal."""
+    return [
+        f"topic read {TOPIC_ROOT}/+/+/ratings",
+        f"topic read {TOPIC_ROOT}/+/+/status",
+        f"topic write {TOPIC_ROOT}/+/+/ack",
+        # readwrite so the server can read back the retained config it published.
+        f"topic readwrite {TOPIC_ROOT}/+/+/config",
+        f"topic write {TOPIC_ROOT}/+/alerts",
+    ]
+
+
+# -- ACL file -----------------------------------------------------------------
+
+
+def _acl_user(line: str) -> str | None:
+    stripped = line.strip()
+    if stripped.startswith("user ") or stripped.startswith("user\t"):
+        return stripped[5:].strip()
+    return None
+
+
+def set_acl_block(text: str, username: str, rules: Sequence[str], comment: str) -> str:
+    """*text* of an ACL file with *username*'s block set to *rules*.
+
+    In mosquitto's ACL file a `user` line owns every `topic` line up to the
+    next `user` line. The block of *username* is replaced where it stands
+    (keeping any global `pattern` lines an operator wrote inside it); every
+    other line of the file is kept byte for byte. A new user is appended.
+    """
+    passwd.check_username(username)
+    block = [f"user {username}\n", f"{_MARK} {comment}\n", *(f"{r}\n" for r in rules), "\n"]
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    index = 0
+    found = False
+    while index < len(lines):
+        line = lines[index]
+        if _acl_user(line) != username:
+            out.append(line)
+            index += 1
+            continue
+        kept_patterns = []
+        index += 1
+        while index < len(lines) and _acl_user(lines[index]) is None:
+            if lines[index].strip().startswith("pattern"):
+                kept_patterns.append(lines[index])
+            index += 1
+        if not found:
+            out.extend(block)
+            found = True
+        out.extend(kept_patterns)
+    if not found:
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+        if out and out[-1].strip():
+            out.append("\n")
+        out.extend(block)
+    return "".join(out)
+
+
+def registry_from_text(text: str) -> set[tuple[str, str]]:
+    """(site, terminal) of every terminal account in an ACL file's *text*."""
+    found = set()
+    for line in text.splitlines():
+        user = _acl_user(line)
+        if user is not None and (pair := parse_terminal_username(user)) is not None:
+            found.add(pair)
+    return found
+
+
+def read_registry(acl_path: str | os.PathLike[str]) -> set[tuple[str, str]]:
+    """(site, terminal) of every provisioned terminal, read from the broker's ACL file.
+
+    The ACL file is the registry: a terminal exists exactly when the broker
+    lets it publish. Raises OSError (FileNotFoundError) when the file is
+    missing, since an empty registry would quarantine every rating.
+    """
+    return registry_from_text(Path(acl_path).read_text(encoding="utf-8"))
+
+
+# -- files --------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # A lock file beside, not the file itself: the file is replaced by rename,
+    # so a lock on its inode would not exclude the next writer.
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _broker_owner() -> tuple[int, int] | None:
+    """Owner for new broker files: mosquitto reads them after dropping root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(BROKER_USER)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except UnicodeDecodeError as exc:
+        raise ProvisionError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def write_atomic(path: Path, text: str, mode: int, *,
+                 new_owner: tuple[int, int] | None = None,
+                 keep_mode: bool = True, deny_other: bool = False) -> None:
+    """Replace *path* with *text* by write-to-temp, fsync and rename.
+
+    An existing file keeps its owner and group (mosquitto must still read it)
+    and, if *keep_mode*, its permission bits; a new file gets *mode* and
+    *new_owner*. *deny_other* strips the world bits whatever the old mode.
+    """
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        old = None
+    if old is not None:
+        owner: tuple[int, int] | None = (old.st_uid, old.st_gid)
+        if keep_mode:
+            mode = old.st_mode & 0o777
+    else:
+        owner = new_owner
+    if deny_other:
+        mode &= ~0o007
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            try:
+                os.fchown(fd, *owner)
+            except PermissionError:
+                raise ProvisionError(
+                    f"{path}: cannot keep its owner uid={owner[0]} gid={owner[1]}; "
+                    "run provision as root or as the file's owner"
+                ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            fd = -1
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if fd != -1:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def toml_string(value: str) -> str:
+    """*value* as a TOML basic string."""
+    out = ['"']
+    for ch in value:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml(header: Sequence[str], items: Sequence[tuple[str, str]],
+          tables: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()) -> str:
+    lines = [f"# {line}" for line in header]
+    lines += [f"{key} = {toml_string(value)}" for key, value in items]
+    for name, table in tables:
+        lines += ["", f"[{name}]"]
+        lines += [f"{key} = {toml_string(value)}" for key, value in table]
+    return "\n".join(lines) + "\n"
+
+
+# -- inputs -------------------------------------------------------------------
+
+
+def check_broker_url(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an `mqtt://host[:port]` or `mqtts://host[:port]` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ProvisionError(f"--broker {url!r}: scheme must be mqtt:// or mqtts://")
+    if parts.username or parts.password:
+        raise ProvisionError(
+            f"--broker {url!r}: put no credentials in the URL; provision generates them")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ProvisionError(f"--broker {url!r}: only scheme://host:port is allowed")
+    try:
+        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+    except ValueError as exc:
+        raise ProvisionError(f"--broker {url!r}: {exc}") from None
+    if not parts.hostname:
+        raise ProvisionError(f"--broker {url!r}: no host")
+    return parts.scheme, parts.hostname, port
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* names this machine (plain MQTT never leaves it)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_tls(url: str, ca_file: str | None) -> list[tuple[str, str]]:
+    scheme, host, _ = check_broker_url(url)
+    if ca_file is None:
+        if scheme == "mqtt" and not is_loopback(host):
+            log.warning("%s is plain MQTT to another host: the password crosses the "
+                        "network in clear text; prefer mqtts:// with --ca-file", url)
+        return []
+    if scheme != "mqtts":
+        raise ProvisionError(f"--ca-file needs an mqtts:// broker, not {url!r}")
+    try:
+        text = Path(ca_file).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvisionError(f"--ca-file {ca_file}: cannot read it ({exc})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ProvisionError(f"--ca-file {ca_file}: not a PEM certificate")
+    return [("ca_file", str(Path(ca_file).absolute()))]
+
+
+def _prepare_out(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProvisionError(f"--out {out_dir}: cannot create it ({exc})") from None
+    if not out_dir.is_dir():
+        raise ProvisionError(f"--out {out_dir}: not a directory")
+
+
+def _parent_exists(option: str, path: Path) -> None:
+    if not path.parent.is_dir():
+        raise ProvisionError(f"{option} {path}: directory {path.parent} does not exist")
+
+
+# -- provisioning -------------------------------------------------------------
+
+
+def _add_account(passwd_path: Path, acl_path: Path, username: str, rules: Sequence[str],
+                 comment: str, password: str) -> None:
+    owner = _broker_owner()
+    hashed = passwd.hash_password(password)
+    write_atomic(passwd_path, passwd.set_entry(_read(passwd_path), username, hashed),
+                 0o600, new_owner=owner, deny_other=True)
+    # 0644: the ACL holds no secret, and the server reads it as its registry.
+    write_atomic(acl_path, set_acl_block(_read(acl_path), username, rules, comment),
+                 0o644, new_owner=owner)
+
+
+def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
+                       acl_path: Path, out_dir: Path, ca_file: str | None = None,
+                       password: str | None = None) -> Account:
+    """Add or rotate one terminal's account; write `out_dir/kiosk.toml` (0600).
+
+    Returns the account; its password appears nowhere else in clear.
+    """
+    try:
+        username = terminal_username(site, terminal)
+    except ProtocolError as exc:
+        raise ProvisionError(f"--{exc.field}: {exc.reason}") from None
+    tls = _check_tls(broker, ca_file)
+    passwd_path, acl_path, out_dir = Path(passwd_path), Path(acl_path), Path(out_dir)
+    _parent_exists("--passwd", passwd_path)
+    _parent_exists("--acl", acl_path)
+    _prepare_out(out_dir)
+    password = password or passwd.new_password()
+    config_path = out_dir / "kiosk.toml"
+    text = _toml(
+        [f"onetap kiosk {site}/{terminal}, written by `onetap-server provision`.",
+         "Secret (broker password): keep it mode 0600, readable by root only."],
+        # The shape of kiosk/config.py: identity and broker on top, account in [mqtt].
+        [("site", site), ("terminal", terminal), ("broker", broker)],
+        [("mqtt", [("username", username), ("password", password), *tls])],
+    )
+    with _locked(passwd_path):
+        _add_account(passwd_path, acl_path, username, terminal_rules(site, terminal),
+                     f"terminal site={site} terminal={terminal}", password)
+        write_atomic(config_path, text, 0o600, keep_mode=False)
+    return Account(username, password, config_path)
+
+
+def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Path,
+                      broker: str = DEFAULT_SERVICE_BROKER, ca_file: str | None = None,
+                      password: str | None = None) -> Account:
+    """Add or rotate the server's own account; write `out_dir/server.toml` (0600)."""
+    try:
+        check_identifier("service", name)
+    except ProtocolError as exc:
+        raise ProvisionError(f"--{exc.field}: {exc.reason}") from None
+    tls = _check_tls(broker, ca_file)
+    passwd_path, acl_path, out_dir = Path(passwd_path), Path(acl_path), Path(out_dir)
+    _parent_exists("--passwd", passwd_path)
+    _parent_exists("--acl", acl_path)
+    _prepare_out(out_dir)
+    password = password or passwd.new_password()
+    config_path = out_dir / "server.toml"
+    text = _toml(
+        [f"onetap server broker account {name!r}, written by `onetap-server provision`.",
+         "Secret (broker password): keep it mode 0600, readable by root only."],
+        # With use_username_as_clientid the broker uses the username anyway;
+        # saying so keeps the persistent session's id the same everywhere.
+        [("broker", broker), ("username", name), ("password", password),
+         ("client_id", name), *tls],
+    )
+    with _locked(passwd_path):
+        _add_account(passwd_path, acl_path, name, service_rules(),
+                     f"service name={name}", password)
+        write_atomic(config_path, text, 0o600, keep_mode=False)
+    return Account(name, password, config_path)
+
+
+# -- command line -------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `onetap-server provision`'s options to *parser*."""
+    parser.description = (
+        "Add or rotate a broker account: a terminal's (--site S --terminal T) or the "
+        "server's (--service NAME). Updates the mosquitto password and ACL files "
+        "(created when missing) and writes DIR/kiosk.toml or DIR/server.toml (mode 0600). "
+        "Reload mosquitto afterwards (systemctl reload mosquitto, i.e. SIGHUP)."
+    )
+    parser.add_argument("--site", help="site identifier of the terminal")
+    parser.add_argument("--terminal", help="terminal identifier within the site")
+    parser.add_argument("--service", metavar="NAME", help="the server's account name")
+    parser.add_argument("--broker", metavar="URL",
+                        help="mqtt://host:port or mqtts://host:port the client will use "
+                             f"(required for a terminal; service default {DEFAULT_SERVICE_BROKER})")
+    parser.add_argument("--passwd", metavar="FILE", required=True,
+                        help="mosquitto password_file")
+    parser.add_argument("--acl", metavar="FILE", required=True, help="mosquitto acl_file")
+    parser.add_argument("--out", metavar="DIR", required=True,
+                        help="directory for kiosk.toml or server.toml")
+    parser.add_argument("--ca-file", metavar="FILE",
+                        help="CA certificate (PEM) that signed the broker's certificate, "
+                             "for mqtts://; its absolute path is written to the config")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out `onetap-server provision`; 0 on success, 1 with a message on stderr."""
+    try:
+        account = _run(args)
+    except (ProvisionError, passwd.PasswordFileError) as exc:
+        print(f"onetap-server: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"onetap-server: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"provisioned broker account {account.username!r}; wrote {account.config_path}; "
+          f"now reload mosquitto (systemctl reload mosquitto)", file=sys.stderr)
+    print(account.config_path)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> Account:
+    terminal_given = args.site is not None or args.terminal is not None
+    if args.service is not None and terminal_given:
+        raise ProvisionError("give either --service NAME or --site S --terminal T, not both")
+    if args.service is not None:
+        return provision_service(args.service, Path(args.passwd), Path(args.acl),
+                                 Path(args.out), broker=args.broker or DEFAULT_SERVICE_BROKER,
+                                 ca_file=args.ca_file)
+    if args.site is None or args.terminal is None:
+        raise ProvisionError("a terminal needs both --site and --terminal "
+                             "(or give --service NAME for the server's account)")
+    if args.broker is None:
+        raise ProvisionError("a terminal needs --broker URL (the address it will dial)")
+    return provision_terminal(args.site, args.terminal, args.broker, Path(args.passwd),
+                              Path(args.acl), Path(args.out), ca_file=args.ca_file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m server.provision ...`, until the lead wires the subcommand."""
+    parser = argparse.ArgumentParser(prog="onetap-server provision")
+    add_arguments(parser)
+    logging.basicConfig(level=logging.WARNING, format="onetap-server: %(levelname)s: %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
