@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
@@ -145,6 +146,17 @@ _INSERT_RATING = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _CHUNK = 500  # bound on host parameters per IN (...) lookup
+
+
+def _store_errors(method):
+    """Let callers see StoreError, never sqlite3's own, from a read."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+    return wrapper
 
 
 def _iso(moment: datetime) -> str:
@@ -311,6 +323,7 @@ class SQLiteStore:
             params.extend(allowed)
         return " AND ".join(clauses), params
 
+    @_store_errors
     def summary(self, filters: Filters) -> Distribution:
         where, params = self._where(filters)
         dist = empty_distribution()
@@ -319,6 +332,7 @@ class SQLiteStore:
             dist[score] = count
         return dist
 
+    @_store_errors
     def aggregates(self, by: Sequence[str], filters: Filters) -> list[tuple[tuple, Distribution]]:
         for key in by:
             # Keys become column names: only the fixed list may ever reach SQL.
@@ -334,6 +348,7 @@ class SQLiteStore:
             groups.setdefault(key, empty_distribution())[row[-2]] = row[-1]
         return list(groups.items())
 
+    @_store_errors
     def terminals(self, site: str | None = None,
                   sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
         out = []
@@ -352,12 +367,18 @@ class SQLiteStore:
 
     def iter_ratings(self, filters: Filters) -> Iterator[dict[str, Any]]:
         where, params = self._where(filters)
-        cursor = self.db.conn.execute(
-            f"SELECT {', '.join(RATING_COLUMNS)} FROM ratings WHERE {where} ORDER BY day, at, pk",
-            params)
+        try:
+            cursor = self.db.conn.execute(
+                f"SELECT {', '.join(RATING_COLUMNS)} FROM ratings WHERE {where} ORDER BY day, at, pk",
+                params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
         try:
             while True:
-                rows = cursor.fetchmany(1000)
+                try:
+                    rows = cursor.fetchmany(1000)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"database error: {exc}") from exc
                 if not rows:
                     return
                 for row in rows:
@@ -367,6 +388,7 @@ class SQLiteStore:
         finally:
             cursor.close()
 
+    @_store_errors
     def counts(self) -> dict[str, int]:
         conn = self.db.conn
         out = {
@@ -379,9 +401,11 @@ class SQLiteStore:
             out[f"terminals_{state}"] = count
         return out
 
+    @_store_errors
     def quarantine_count(self) -> int:
         return self.db.conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
 
+    @_store_errors
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest quarantined messages, raw payload included."""
         return [dict(row) for row in self.db.query(

@@ -1,0 +1,250 @@
+"""Ingest: every message stored, counted as duplicate or quarantined; Acks name what they can."""
+
+import json
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlite_utils import Database
+
+from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, topic
+from server.errors import StoreError
+from server.ingest import Ingest, readable_rating_ids
+from server.store import SQLiteStore
+
+NOW = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
+RATINGS_T1 = topic("s1", "t1", "ratings")
+
+
+def rating(seq=1, score=4, **extra):
+    return Rating(id=str(uuid.uuid4()), seq=seq, score=score,
+                  at="2026-11-27T10:15:02.417+09:00", clock_synced=True, **extra)
+
+
+def batch(ratings, site="s1", terminal="t1"):
+    return encode_batch(site, terminal, [r.encode() for r in ratings])
+
+
+def make_ingest(store=None, **kw):
+    store = store or SQLiteStore(Database(memory=True))
+    return Ingest(store, now=lambda: NOW, **kw), store
+
+
+def test_good_batch_is_stored_and_acked():
+    ingest, store = make_ingest()
+    ratings = [rating(seq=i) for i in range(1, 6)]
+    acks = ingest.handle([(RATINGS_T1, batch(ratings))])
+    assert acks == [(topic("s1", "t1", "ack"), Ack(accepted=tuple(r.id for r in ratings)))]
+    assert store.counts()["ratings"] == 5
+    assert ingest.counters.ratings_accepted == 5 and ingest.counters.batches == 1
+    assert store.terminals()[0]["last_seen"] is not None
+
+
+def test_resent_batch_is_all_duplicate():
+    ingest, store = make_ingest()
+    ratings = [rating(seq=i) for i in range(1, 4)]
+    ingest.handle([(RATINGS_T1, batch(ratings))])
+    (_, ack), = ingest.handle([(RATINGS_T1, batch(ratings))])
+    assert ack == Ack(duplicate=tuple(r.id for r in ratings))
+    assert store.counts()["ratings"] == 3 and ingest.counters.ratings_duplicate == 3
+
+
+def test_same_batch_twice_in_one_call():
+    ingest, store = make_ingest()
+    ratings = [rating(seq=i) for i in range(1, 3)]
+    acks = ingest.handle([(RATINGS_T1, batch(ratings)), (RATINGS_T1, batch(ratings))])
+    assert [a.accepted for _, a in acks] == [tuple(r.id for r in ratings), ()]
+    assert [a.duplicate for _, a in acks] == [(), tuple(r.id for r in ratings)]
+    assert store.counts()["ratings"] == 2
+
+
+def test_one_bad_rating_does_not_sink_the_others():
+    ingest, store = make_ingest()
+    good = [rating(seq=1), rating(seq=3)]
+    bad = dict(rating(seq=2).to_dict(), score=9)
+    payload = encode_batch("s1", "t1", [good[0].encode(), json.dumps(bad), good[1].encode()])
+    (_, ack), = ingest.handle([(RATINGS_T1, payload)])
+    assert set(ack.accepted) == {g.id for g in good}
+    assert [i for i, _ in ack.rejected] == [bad["id"]]
+    assert "score" in ack.rejected[0][1]
+    q = store.quarantined()
+    assert len(q) == 1 and q[0]["rating_id"] == bad["id"] and json.loads(q[0]["payload"])["score"] == 9
+
+
+def test_reason_outside_the_sites_list_is_rejected():
+    ingest, store = make_ingest(reasons_for_site=lambda site: ("parking",) if site == "s1" else ())
+    ok, off = rating(seq=1, reason="parking"), rating(seq=2, reason="wait_time")
+    (_, ack), = ingest.handle([(RATINGS_T1, batch([ok, off]))])
+    assert ack.accepted == (ok.id,) and [i for i, _ in ack.rejected] == [off.id]
+
+
+def test_topic_payload_mismatch_quarantines_the_whole_batch():
+    ingest, store = make_ingest()
+    ratings = [rating(seq=1), rating(seq=2)]
+    payload = batch(ratings, terminal="t2")
+    (ack_topic, ack), = ingest.handle([(RATINGS_T1, payload)])
+    assert ack_topic == topic("s1", "t1", "ack")
+    assert ack.accepted == () and [i for i, _ in ack.rejected] == [r.id for r in ratings]
+    assert "topic" in ack.rejected[0][1]
+    q = store.quarantined()
+    assert len(q) == 1 and q[0]["payload"] == payload and q[0]["topic"] == RATINGS_T1
+    assert store.counts()["ratings"] == 0
+
+
+def test_broken_envelope_names_readable_ids():
+    ingest, store = make_ingest()
+    r = rating()
+    payload = json.dumps({"v": 2, "site": "s1", "terminal": "t1", "ratings": [r.to_dict()]}).encode()
+    (_, ack), = ingest.handle([(RATINGS_T1, payload)])
+    assert [i for i, _ in ack.rejected] == [r.id] and "version" in ack.rejected[0][1]
+    assert store.quarantine_count() == 1
+
+
+def test_unreadable_payload_is_quarantined_without_ack():
+    ingest, store = make_ingest()
+    assert ingest.handle([(RATINGS_T1, b"\xff\xfe garbage")]) == []
+    assert store.quarantined()[0]["payload"] == b"\xff\xfe garbage"
+
+
+@pytest.mark.parametrize("bad_topic", [
+    "onetap/v1/s1/t1/ack", "onetap/v1/s1/t1/config", "onetap/v1/S1/t1/ratings",
+    "onetap/v2/s1/t1/ratings", "x", "", "onetap/v1/s1/t1/ratings/extra",
+])
+def test_wrong_topics_are_quarantined(bad_topic):
+    ingest, store = make_ingest()
+    payload = batch([rating()])
+    assert ingest.handle([(bad_topic, payload)]) == []
+    q = store.quarantined()
+    assert len(q) == 1 and q[0]["topic"] == bad_topic and q[0]["payload"] == payload
+    assert store.counts()["ratings"] == 0
+
+
+def test_status_and_last_will():
+    ingest, store = make_ingest()
+    status = Status("online", {"at": "2026-11-27T10:00:00.000+09:00", "backlog": 3, "seq": 9})
+    assert ingest.handle([(topic("s1", "t1", "status"), status.encode())]) == []
+    assert store.terminals()[0]["state"] == "online"
+    ingest.handle([(topic("s1", "t1", "status"), OFFLINE_STATUS)])
+    assert store.terminals()[0]["state"] == "offline"
+    ingest.handle([(topic("s1", "t1", "status"), b'{"v":1,"state":"asleep"}')])
+    assert store.quarantine_count() == 1 and ingest.counters.statuses == 2
+
+
+def test_store_failure_raises_and_commits_nothing(tmp_path):
+    store = SQLiteStore.open(tmp_path / "x.db")
+    ingest = Ingest(store, now=lambda: NOW)
+    ingest.handle([(RATINGS_T1, batch([rating()]))])
+    store.db.conn.execute("DROP TABLE quarantine")
+    with pytest.raises(StoreError):
+        ingest.handle([(RATINGS_T1, batch([rating(seq=2)])), ("bad/topic", b"x")])
+    assert store.db["ratings"].count == 1  # the good batch of the failed call is not kept
+    assert ingest.counters.ratings_accepted == 1  # nor counted
+
+
+def test_readable_rating_ids():
+    r = rating()
+    assert readable_rating_ids(json.dumps({"ratings": [r.to_dict(), {"id": "nope"}, 5]}).encode()) == [r.id]
+    assert readable_rating_ids(b"[]") == [] and readable_rating_ids(b"\xff") == []
+
+
+# -- arbitrary input ------------------------------------------------------------
+
+idents = st.sampled_from(["s1", "t1", "t2", "S1", "", "a/b", "+", "#"])
+topics = st.one_of(
+    st.builds(lambda s, t, k: f"onetap/v1/{s}/{t}/{k}", idents, idents,
+              st.sampled_from(["ratings", "status", "ack", "config", "other"])),
+    st.text(max_size=40),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def rating_dicts(draw):
+    r = rating(seq=draw(st.integers(1, 5))).to_dict()
+    if draw(st.booleans()):
+        r["id"] = draw(st.sampled_from(FIXED_IDS))  # collide across messages
+    if draw(st.booleans()):
+        r[draw(st.sampled_from(list(r) + ["extra"]))] = draw(json_values)
+    return r
+
+
+FIXED_IDS = [str(uuid.UUID(int=i)) for i in range(1, 4)]
+
+
+@st.composite
+def payloads(draw):
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        return draw(st.binary(max_size=60))
+    if kind == 1:
+        return json.dumps(draw(json_values)).encode()
+    envelope = {"v": 1, "site": draw(st.sampled_from(["s1", "s2", 3])),
+                "terminal": draw(st.sampled_from(["t1", "t2"])),
+                "ratings": draw(st.lists(rating_dicts(), max_size=5))}
+    if kind == 3:
+        envelope[draw(st.sampled_from(["v", "site", "ratings", "x"]))] = draw(json_values)
+    return json.dumps(envelope).encode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(topics, payloads()), min_size=1, max_size=6))
+def test_arbitrary_messages_never_raise_and_all_are_accounted_for(messages):
+    ingest, store = make_ingest()
+    acks = ingest.handle(messages)
+    c = ingest.counters
+    assert c.messages == len(messages)
+    stored = store.counts()["ratings"]
+    assert c.ratings_accepted == stored
+    # Every message left a trace: a stored rating, a duplicate, a status or a quarantine row.
+    assert c.quarantined == store.quarantine_count()
+    for topic_, payload in messages:
+        quarantined = any(q["topic"] == topic_ for q in store.quarantined(10_000))
+        parts = topic_.split("/")
+        handled_status = parts[-1] == "status" and any(
+            t["site"] == parts[2] and t["terminal"] == parts[3] for t in store.terminals())
+        handled_batch = parts[-1] == "ratings" and len(parts) == 5 and (
+            c.batches > 0)
+        assert quarantined or handled_status or handled_batch, (topic_, payload)
+    # Each rating id in an Ack sits in exactly one of the tables' outcomes.
+    stored_ids = {row["id"] for row in store.db.query("SELECT id FROM ratings")}
+    quarantined_ids = {q["rating_id"] for q in store.quarantined(10_000)}
+    for _, ack in acks:
+        assert set(ack.accepted) <= stored_ids
+        assert set(ack.duplicate) <= stored_ids
+        for rid, error in ack.rejected:
+            assert error
+        Ack.decode(ack.encode())  # every Ack is valid on the wire
+    assert all(a.accepted or a.duplicate or a.rejected for _, a in acks)
+    assert len(stored_ids) == stored
+    assert quarantined_ids is not None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(topics, payloads()), min_size=1, max_size=6))
+def test_each_message_and_each_rating_has_exactly_one_outcome(messages):
+    ingest, store = make_ingest()
+    for topic_, payload in messages:
+        before = ingest.counters.snapshot()
+        q_before = store.quarantine_count()
+        ingest.handle([(topic_, payload)])
+        d = {k: v - before[k] for k, v in ingest.counters.snapshot().items()}
+        assert d["messages"] == 1
+        assert d["quarantined"] == store.quarantine_count() - q_before
+        rows = store.quarantined(d["quarantined"]) if d["quarantined"] else []
+        whole = [r for r in rows if r["rating_id"] is None and r["payload"] == payload]
+        if d["statuses"]:
+            assert d["quarantined"] == 0
+        elif d["batches"] and not whole:
+            # The envelope was good: each of its ratings is accepted, duplicate or rejected.
+            n = len(json.loads(payload)["ratings"])
+            assert d["ratings_accepted"] + d["ratings_duplicate"] + d["ratings_rejected"] == n
+            assert d["ratings_rejected"] == d["quarantined"]
+        else:
+            assert d["quarantined"] == 1 and rows[0]["topic"] == topic_
+            assert d["ratings_accepted"] == d["ratings_duplicate"] == 0

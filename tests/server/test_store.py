@@ -1,0 +1,183 @@
+"""SQLiteStore on real SQLite files: idempotent inserts, local-day buckets, queries, quarantine."""
+
+import sqlite3
+import uuid
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from sqlite_utils import Database
+
+from kiosk.protocol import Rating, Status
+from server.errors import StoreError
+from server.store import Filters, SQLiteStore, Store
+
+KST = timezone(timedelta(hours=9))
+RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)  # 10:30 in Seoul, a Friday
+
+
+def rating(seq=1, score=5, at="2026-11-27T10:15:02.417+09:00", synced=True, **extra):
+    return Rating(id=str(uuid.uuid4()), seq=seq, score=score, at=at, clock_synced=synced, **extra)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = SQLiteStore.open(tmp_path / "onetap.db")
+    yield store
+    store.close()
+
+
+def day(d="2026-11-27", **kw):
+    return Filters(date.fromisoformat(d), date.fromisoformat(d), **kw)
+
+
+def test_is_a_store_with_wal_and_full_sync(store):
+    assert isinstance(store, Store)
+    conn = store.db.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    # ratings is a rowid table with a unique index on the UUID
+    assert store.db["ratings"].pks == ["pk"]
+    assert any(i.unique and i.columns == ["id"] for i in store.db["ratings"].indexes)
+
+
+def test_insert_is_idempotent_by_id(store):
+    batch = [rating(seq=i) for i in range(1, 4)]
+    first = store.ingest_batch("s1", "t1", batch, RECEIVED)
+    assert first.accepted == [r.id for r in batch] and first.duplicate == []
+    extra = rating(seq=4)
+    again = store.ingest_batch("s1", "t1", batch + [extra], RECEIVED)
+    assert again.accepted == [extra.id]
+    assert again.duplicate == [r.id for r in batch]
+    assert store.counts()["ratings"] == 4
+
+
+def test_ids_repeated_within_one_call_count_once(store):
+    r = rating()
+    result = store.ingest_batch("s1", "t1", [r, r, r], RECEIVED)
+    assert result.accepted == [r.id] and result.duplicate == []
+    assert store.counts()["ratings"] == 1
+    # An id already stored and repeated in the call is one duplicate.
+    result = store.ingest_batch("s1", "t1", [r, r], RECEIVED)
+    assert result.accepted == [] and result.duplicate == [r.id]
+
+
+def test_store_survives_reopen_and_migrates_once(tmp_path):
+    path = tmp_path / "onetap.db"
+    first = SQLiteStore.open(path)
+    first.ingest_batch("s1", "t1", [rating()], RECEIVED)
+    first.close()
+    second = SQLiteStore.open(path)
+    assert second.counts()["ratings"] == 1
+    second.close()
+
+
+def test_synced_clock_buckets_by_at_in_server_time_zone(store):
+    # 23:30 UTC on the 26th is 08:30 on Friday the 27th in Seoul.
+    store.ingest_batch("s1", "t1", [rating(at="2026-11-26T23:30:00Z")], RECEIVED)
+    row = next(store.db.query("SELECT day, hour, weekday FROM ratings"))
+    assert row == {"day": "2026-11-27", "hour": 8, "weekday": 5}
+
+
+def test_other_time_zone(tmp_path):
+    store = SQLiteStore.open(tmp_path / "utc.db", timezone="UTC")
+    store.ingest_batch("s1", "t1", [rating(at="2026-11-27T02:00:00.000+09:00")], RECEIVED)
+    row = next(store.db.query("SELECT day, hour, weekday FROM ratings"))
+    assert row == {"day": "2026-11-26", "hour": 17, "weekday": 4}
+
+
+def test_unsynced_clock_buckets_by_received_at_even_in_1970(store):
+    lost = rating(at="1970-01-01T00:00:05.000+00:00", synced=False)
+    store.ingest_batch("s1", "t1", [lost], RECEIVED)
+    row = next(store.db.query("SELECT day, hour, weekday, at FROM ratings"))
+    assert row == {"day": "2026-11-27", "hour": 10, "weekday": 5,
+                   "at": "1970-01-01T00:00:05.000+00:00"}  # the kiosk's claim is kept
+    assert store.summary(day())[5] == 1
+    assert store.summary(day("1970-01-01"))[5] == 0
+
+
+def test_summary_and_filters(store):
+    store.ingest_batch("s1", "t1", [rating(score=s) for s in (1, 2, 5, 5)], RECEIVED)
+    store.ingest_batch("s1", "t2", [rating(score=4)], RECEIVED)
+    store.ingest_batch("s2", "t1", [rating(score=3, at="2026-11-28T09:00:00.000+09:00")], RECEIVED)
+    assert store.summary(day()) == {1: 1, 2: 1, 3: 0, 4: 1, 5: 2}
+    assert store.summary(day(site="s1", terminal="t2")) == {1: 0, 2: 0, 3: 0, 4: 1, 5: 0}
+    both = Filters(date(2026, 11, 27), date(2026, 11, 28))
+    assert sum(store.summary(both).values()) == 6
+    assert sum(store.summary(Filters(date(2026, 11, 27), date(2026, 11, 28), sites=frozenset({"s2"}))).values()) == 1
+    assert sum(store.summary(Filters(date(2026, 11, 27), date(2026, 11, 28), sites=frozenset())).values()) == 0
+
+
+def test_aggregates_by_two_keys(store):
+    store.ingest_batch("s1", "t1", [
+        rating(score=5, reason=None, lang="ko"),
+        rating(score=1, reason="wait_time", lang="ko"),
+        rating(score=2, reason="wait_time", lang="en"),
+        rating(score=2, reason="wait_time", lang="en", at="2026-11-27T14:00:00.000+09:00"),
+    ], RECEIVED)
+    rows = dict(store.aggregates(["reason", "lang"], day()))
+    assert rows == {
+        (None, "ko"): {1: 0, 2: 0, 3: 0, 4: 0, 5: 1},
+        ("wait_time", "en"): {1: 0, 2: 2, 3: 0, 4: 0, 5: 0},
+        ("wait_time", "ko"): {1: 1, 2: 0, 3: 0, 4: 0, 5: 0},
+    }
+    hours = dict(store.aggregates(["hour"], day()))
+    assert hours == {(10,): {1: 1, 2: 1, 3: 0, 4: 0, 5: 1}, (14,): {1: 0, 2: 1, 3: 0, 4: 0, 5: 0}}
+    with pytest.raises(StoreError):
+        store.aggregates(["score; DROP TABLE ratings"], day())
+
+
+def test_iter_ratings_streams_every_column(store):
+    r = rating(reason="other", age_group="30s", lang="en", input="button")
+    store.ingest_batch("s1", "t1", [r], RECEIVED)
+    rows = list(store.iter_ratings(day()))
+    assert rows == [{**r.to_dict(), "site": "s1", "terminal": "t1",
+                     "received_at": "2026-11-27T01:30:00.000+00:00"}]
+
+
+def test_quarantine_keeps_raw_bytes(store):
+    raw = b"\xff\x00not json"
+    store.quarantine(received_at=RECEIVED, topic="onetap/v1/s1/t1/ratings", payload=raw,
+                     reason="bad batch", rating_id=None)
+    assert store.quarantine_count() == 1
+    row = store.quarantined()[0]
+    assert row["payload"] == raw and row["reason"] == "bad batch"
+    assert row["topic"] == "onetap/v1/s1/t1/ratings"
+
+
+def test_status_and_last_will(store):
+    online = Status("online", {"at": "2026-11-27T10:00:00.000+09:00", "backlog": 7, "seq": 42,
+                               "version": "0.1.0", "clock_synced": True})
+    store.update_status("s1", "t1", online, RECEIVED)
+    store.seen("s1", "t2", RECEIVED)  # ratings but no status yet
+    terminals = store.terminals()
+    assert [(t["terminal"], t["state"]) for t in terminals] == [("t1", "online"), ("t2", "unknown")]
+    assert terminals[0]["backlog"] == 7 and terminals[0]["version"] == "0.1.0"
+    later = RECEIVED + timedelta(minutes=5)
+    store.update_status("s1", "t1", Status("offline"), later)
+    t1 = store.terminals(site="s1")[0]
+    assert t1["state"] == "offline"
+    assert t1["backlog"] == 7  # last known fields are kept
+    assert store.counts()["terminals_offline"] == 1
+    assert store.terminals(sites=frozenset({"other"})) == []
+
+
+def test_transaction_rolls_back_everything(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.ingest_batch("s1", "t1", [rating()], RECEIVED)
+            store.quarantine(received_at=RECEIVED, topic="x", payload=b"x", reason="r")
+            raise RuntimeError("boom")
+    assert store.counts()["ratings"] == 0 and store.quarantine_count() == 0
+
+
+def test_database_errors_become_store_errors(tmp_path):
+    store = SQLiteStore(Database(sqlite3.connect(tmp_path / "x.db")))
+    store.db.conn.execute("DROP TABLE quarantine")
+    with pytest.raises(StoreError):
+        store.quarantine(received_at=RECEIVED, topic="x", payload=b"x", reason="r")
+    assert store.ping() is True  # ratings still readable
+
+
+def test_open_in_missing_directory_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        SQLiteStore.open(tmp_path / "nope" / "x.db")
