@@ -1,7 +1,5 @@
 """HTTP API v1 (FastAPI): health, summary, aggregates, terminals, ratings CSV and metrics."""
 
-from __future__ import annotations
-
 import csv
 import hmac
 import io
