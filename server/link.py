@@ -65,6 +65,7 @@ class Link:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     # -- state --------------------------------------------------------------
 
@@ -92,6 +93,14 @@ class Link:
             (RATINGS_SUBSCRIPTION, SubscribeOptions(qos=1)),
             (STATUS_SUBSCRIPTION, SubscribeOptions(qos=1, retainHandling=1)),
         ])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [code for code in reason_codes if code.is_failure]
+        if failed:
+            # Typically the broker's ACL: without these subscriptions nothing arrives.
+            log.error("broker refused a subscription: %s", failed)
+            return
+        # Connected for /healthz means ready to receive, not merely a socket.
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -1,0 +1,164 @@
+"""The MQTT link against a real mosquitto: Acks only after commit, statuses, Last Will, sessions."""
+
+import queue
+import sqlite3
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, topic
+from server.config import ServerConfig
+from server.link import Link
+from server.store import SQLiteStore
+
+DEADLINE = 30.0
+
+
+def wait_for(condition, what, timeout=DEADLINE):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def rating(seq):
+    return Rating(id=str(uuid.uuid4()), seq=seq, score=1 + seq % 5,
+                  at="2026-11-27T10:15:02.417+09:00", clock_synced=True)
+
+
+class Terminal:
+    """A test-side kiosk stand-in: publishes with paho and records each Ack with the
+    number of its ids already in the database at the moment the Ack arrived."""
+
+    def __init__(self, broker, db_path, site="s1", terminal="t1", will=True):
+        self.db_path = db_path
+        self.acks: queue.Queue = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{terminal}-{uuid.uuid4().hex[:6]}",
+                                  protocol=mqtt.MQTTv5)
+        if will:
+            self.client.will_set(topic(site, terminal, "status"), OFFLINE_STATUS, qos=1, retain=True)
+        self.client.on_message = self._on_message
+        self.subscribed = False
+        self.client.on_subscribe = lambda *a: setattr(self, "subscribed", True)
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.subscribe(topic(site, terminal, "ack"), qos=1)
+        self.client.loop_start()
+        wait_for(lambda: self.subscribed, "ack subscription")
+
+    def _on_message(self, client, userdata, message):
+        ack = Ack.decode(message.payload)
+        conn = sqlite3.connect(self.db_path)
+        try:
+            ids = list(ack.accepted + ack.duplicate)
+            marks = ",".join("?" * len(ids))
+            stored = conn.execute(f"SELECT count(*) FROM ratings WHERE id IN ({marks})", ids).fetchone()[0] \
+                if ids else 0
+        finally:
+            conn.close()
+        self.acks.put((ack, stored))
+
+    def publish(self, topic_, payload, retain=False):
+        self.client.publish(topic_, payload, qos=1, retain=retain).wait_for_publish(DEADLINE)
+
+    def close(self, will=False):
+        if will:
+            self.client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+        else:
+            self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "onetap.db"
+
+
+def start_link(mosquitto, db_path, client_id="onetap-server-test"):
+    config = ServerConfig(broker=mosquitto.url, client_id=client_id, db=db_path, session_expiry_s=600)
+    link = Link(config, lambda: SQLiteStore.open(db_path)).start()
+    assert link.wait_connected(DEADLINE), "link did not connect"
+    return link
+
+
+def test_ack_only_after_rows_are_committed(mosquitto, db_path):
+    link = start_link(mosquitto, db_path)
+    terminal = Terminal(mosquitto, db_path)
+    try:
+        ratings = [rating(i) for i in range(1, 501)]
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [r.encode() for r in ratings]))
+        ack, stored_when_acked = terminal.acks.get(timeout=DEADLINE)
+        assert set(ack.accepted) == {r.id for r in ratings}
+        assert stored_when_acked == 500
+        # Sent again (a kiosk that missed the Ack): all duplicate, nothing counted twice.
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [r.encode() for r in ratings[:10]]))
+        ack, _ = terminal.acks.get(timeout=DEADLINE)
+        assert ack.accepted == () and set(ack.duplicate) == {r.id for r in ratings[:10]}
+        # A mismatched batch is quarantined and its ids rejected.
+        stray = rating(501)
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "other", [stray.encode()]))
+        ack, _ = terminal.acks.get(timeout=DEADLINE)
+        assert [i for i, _ in ack.rejected] == [stray.id]
+        assert link.counters.ratings_accepted == 500 and link.counters.quarantined == 1
+    finally:
+        terminal.close()
+        link.stop()
+    store = SQLiteStore.open(db_path)
+    assert store.counts()["ratings"] == 500 and store.quarantine_count() == 1
+
+
+def test_status_and_last_will_mark_terminals(mosquitto, db_path):
+    link = start_link(mosquitto, db_path)
+    terminal = Terminal(mosquitto, db_path, terminal="t7")
+    store = SQLiteStore.open(db_path)
+    try:
+        online = Status("online", {"at": "2026-11-27T10:00:00.000+09:00", "backlog": 4, "seq": 12,
+                                   "version": "0.1.0", "clock_synced": False})
+        terminal.publish(topic("s1", "t7", "status"), online.encode(), retain=True)
+        wait_for(lambda: [t for t in store.terminals() if t["state"] == "online"], "online status")
+        assert store.terminals()[0]["backlog"] == 4
+        terminal.close(will=True)
+        wait_for(lambda: [t for t in store.terminals() if t["state"] == "offline"], "Last Will")
+        assert store.terminals()[0]["backlog"] == 4
+    finally:
+        link.stop()
+        store.close()
+
+
+def test_batches_sent_while_the_server_is_away_arrive_from_its_session(mosquitto, db_path):
+    link = start_link(mosquitto, db_path, client_id="onetap-server-session")
+    link.stop()  # the broker keeps the session and queues for it
+    assert not link.connected
+    terminal = Terminal(mosquitto, db_path)
+    try:
+        ratings = [rating(i) for i in range(1, 21)]
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [r.encode() for r in ratings]))
+        again = start_link(mosquitto, db_path, client_id="onetap-server-session")
+        try:
+            ack, stored = terminal.acks.get(timeout=DEADLINE)
+            assert set(ack.accepted) == {r.id for r in ratings} and stored == 20
+        finally:
+            again.stop()
+    finally:
+        terminal.close()
+
+
+def test_garbage_on_a_ratings_topic_is_quarantined_and_link_keeps_going(mosquitto, db_path):
+    link = start_link(mosquitto, db_path)
+    terminal = Terminal(mosquitto, db_path)
+    try:
+        terminal.publish(topic("s1", "t1", "ratings"), b"\x00\xffnot json")
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [rating(1).encode()]))
+        ack, stored = terminal.acks.get(timeout=DEADLINE)
+        assert len(ack.accepted) == 1 and stored == 1
+        assert link.counters.quarantined == 1
+    finally:
+        terminal.close()
+        link.stop()
