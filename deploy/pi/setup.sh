@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Turn a fresh Raspberry Pi OS Lite (bookworm) into an onetap rating kiosk.
+#
+#   sudo deploy/pi/setup.sh --config kiosk.toml [--ca-file ca.crt] [--source DIR|WHEEL|SPEC]
+#
+# kiosk.toml comes from `onetap-server provision --site S --terminal T ...` on
+# the server (docs/deploy.md). Safe to run again: every step checks before it
+# changes anything, so a re-run upgrades the app and re-installs the config.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+usage: setup.sh [--config FILE] [--ca-file FILE] [--source DIR|WHEEL|SPEC] [--no-apt]
+
+  --config FILE   kiosk.toml from `onetap-server provision` (installed as
+                  /etc/onetap/kiosk.toml, root only); needed on the first run
+  --ca-file FILE  the CA certificate for an mqtts:// broker (/etc/onetap/ca.crt)
+  --source X      what to pip-install (default: this repository's checkout)
+  --no-apt        skip apt-get (packages already installed, or offline)
+USAGE
+}
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo_dir="$(cd "${script_dir}/../.." && pwd)"
+source_spec="${repo_dir}"
+config=""
+ca_file=""
+use_apt=1
+
+while (($#)); do
+    case "$1" in
+        --config) config="${2:?--config needs a file}"; shift 2 ;;
+        --ca-file) ca_file="${2:?--ca-file needs a file}"; shift 2 ;;
+        --source) source_spec="${2:?--source needs a directory, wheel or spec}"; shift 2 ;;
+        --no-apt) use_apt=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "setup.sh: error: unknown argument $1" >&2; usage >&2; exit 1 ;;
+    esac
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup.sh: error: run as root (sudo $0 ...)" >&2
+    exit 1
+fi
+for file in "${config}" "${ca_file}"; do
+    if [ -n "${file}" ] && [ ! -r "${file}" ]; then
+        echo "setup.sh: error: cannot read ${file}" >&2
+        exit 1
+    fi
+done
+if [ -z "${config}" ] && [ ! -f /etc/onetap/kiosk.toml ]; then
+    echo "setup.sh: error: first run needs --config kiosk.toml (onetap-server provision)" >&2
+    exit 1
+fi
+
+kiosk_user=onetap-kiosk
+venv=/opt/onetap/venv
+unit_src="${repo_dir}/deploy/systemd/onetap-kiosk.service"
+
+step() { printf '\n== %s\n' "$*"; }
+
+# -- packages ------------------------------------------------------------------
+if ((use_apt)); then
+    step "packages"
+    packages=(
+        python3 python3-venv python3-pip    # the app's venv
+        cage xwayland                       # the kiosk session: one fullscreen app
+        libgl1-mesa-dri libegl1 libgles2 libmtdev1  # Kivy's GPU and touch libraries
+        fonts-noto-cjk fonts-nanum          # Hangul and CJK (Kivy's own font has none)
+        systemd-timesyncd                   # NTP: a Pi has no real-time clock
+    )
+    missing=()
+    for package in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q "ok installed" \
+            || missing+=("${package}")
+    done
+    if ((${#missing[@]})); then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}"
+    fi
+    # GPIO buttons: Raspberry Pi OS ships lgpio for gpiozero; elsewhere it is optional.
+    if ! dpkg-query -W -f='${Status}' python3-lgpio 2>/dev/null | grep -q "ok installed"; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-lgpio \
+            || echo "setup.sh: note: python3-lgpio not available; GPIO buttons disabled" >&2
+    fi
+fi
+
+# -- the kiosk user --------------------------------------------------------------
+step "user ${kiosk_user}"
+if ! id -u "${kiosk_user}" >/dev/null 2>&1; then
+    useradd --system --home-dir "/var/lib/${kiosk_user}" --no-create-home \
+        --shell /usr/sbin/nologin --user-group "${kiosk_user}"
+fi
+# Display, GPU, touchscreen and GPIO buttons; each group only where it exists.
+for group in video render input gpio; do
+    if getent group "${group}" >/dev/null; then
+        usermod -a -G "${group}" "${kiosk_user}"
+    fi
+done
+
+# -- the app -----------------------------------------------------------------------
+step "app in ${venv}"
+if [ ! -x "${venv}/bin/python" ]; then
+    mkdir -p "$(dirname "${venv}")"
+    # System site packages: python3-lgpio comes from apt, not PyPI.
+    python3 -m venv --system-site-packages "${venv}"
+fi
+"${venv}/bin/pip" install -q --upgrade pip
+if [ -d "${source_spec}" ]; then
+    "${venv}/bin/pip" install -q --upgrade "${source_spec}[kiosk]"
+    # The docs the units point at (Documentation=file:///opt/onetap/src/...).
+    mkdir -p /opt/onetap/src
+    cp -r "${source_spec}/docs" /opt/onetap/src/
+else
+    "${venv}/bin/pip" install -q --upgrade "onetap[kiosk] @ ${source_spec}"
+fi
+
+# -- configuration -------------------------------------------------------------------
+step "configuration in /etc/onetap"
+install -d -m 0755 /etc/onetap
+if [ -n "${config}" ]; then
+    # Root only: systemd hands it to the service through LoadCredential=.
+    install -m 0600 -o root -g root "${config}" /etc/onetap/kiosk.toml
+fi
+if [ -n "${ca_file}" ]; then
+    install -m 0644 -o root -g root "${ca_file}" /etc/onetap/ca.crt
+fi
+
+# -- clock -----------------------------------------------------------------------------
+step "NTP"
+# Ratings carry clock_synced; without NTP a Pi restarts at its last saved time.
+systemctl enable --now systemd-timesyncd.service
+timedatectl set-ntp true
+
+# -- screen ---------------------------------------------------------------------------
+step "screen blanking off"
+if command -v raspi-config >/dev/null; then
+    raspi-config nonint do_blanking 1   # 1 = disable blanking
+fi
+for cmdline in /boot/firmware/cmdline.txt /boot/cmdline.txt; do
+    if [ -f "${cmdline}" ]; then
+        if ! grep -q 'consoleblank=0' "${cmdline}"; then
+            # cmdline.txt is a single line: append to it, never add a line.
+            sed -i '1 s/$/ consoleblank=0/' "${cmdline}"
+        fi
+        break
+    fi
+done
+
+# -- the kiosk session -----------------------------------------------------------------
+step "kiosk service"
+install -m 0644 "${unit_src}" /etc/systemd/system/onetap-kiosk.service
+systemctl daemon-reload
+# Boot to the console, not a desktop: the kiosk unit is the only session on tty1.
+systemctl set-default multi-user.target
+systemctl enable onetap-kiosk.service
+
+step "checking /etc/onetap/kiosk.toml"
+"${venv}/bin/onetap-kiosk" run --config /etc/onetap/kiosk.toml --check-config
+
+echo
+echo "Done. Reboot; the kiosk starts on the screen. Logs: journalctl -u onetap-kiosk -f"
