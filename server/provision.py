@@ -273,6 +273,29 @@ def _toml(header: Sequence[str], items: Sequence[tuple[str, str]],
     return "\n".join(lines) + "\n"
 
 
+def merge_top_level(text: str, items: Sequence[tuple[str, str]]) -> str:
+    """*text* of a TOML file with top-level *items* set, every other line kept.
+
+    Rotating the server's password must not lose the rest of its config (API
+    token, database, sites), so its own keys are replaced where they stand
+    and missing ones go before the first table.
+    """
+    lines = text.splitlines()
+    first_table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")),
+                       len(lines))
+    pending = dict(items)
+    for index in range(first_table):
+        match = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", lines[index])
+        if match and match.group(1) in pending:
+            key = match.group(1)
+            lines[index] = f"{key} = {toml_string(pending.pop(key))}"
+    added = [f"{key} = {toml_string(value)}" for key, value in pending.items()]
+    if added and first_table < len(lines):
+        added.append("")
+    lines[first_table:first_table] = added
+    return "\n".join(lines) + "\n"
+
+
 # -- inputs -------------------------------------------------------------------
 
 
@@ -386,7 +409,11 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
 def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Path,
                       broker: str = DEFAULT_SERVICE_BROKER, ca_file: str | None = None,
                       password: str | None = None) -> Account:
-    """Add or rotate the server's own account; write `out_dir/server.toml` (0600)."""
+    """Add or rotate the server's own account in `out_dir/server.toml` (0600).
+
+    An existing server.toml keeps every other key and table; only broker,
+    username, password, client_id (and ca_file) are set.
+    """
     try:
         check_identifier("service", name)
     except ProtocolError as exc:
@@ -398,15 +425,20 @@ def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Pat
     _prepare_out(out_dir)
     password = password or passwd.new_password()
     config_path = out_dir / "server.toml"
-    text = _toml(
-        [f"onetap server broker account {name!r}, written by `onetap-server provision`.",
-         "Secret (broker password): keep it mode 0600, readable by root only."],
-        # With use_username_as_clientid the broker uses the username anyway;
-        # saying so keeps the persistent session's id the same everywhere.
-        [("broker", broker), ("username", name), ("password", password),
-         ("client_id", name), *tls],
-    )
+    # With use_username_as_clientid the broker uses the username anyway;
+    # saying so keeps the persistent session's id the same everywhere.
+    items = [("broker", broker), ("username", name), ("password", password),
+             ("client_id", name), *tls]
     with _locked(passwd_path):
+        old = _read(config_path)
+        if old.strip():
+            text = merge_top_level(old, items)
+        else:
+            text = _toml(
+                [f"onetap server broker account {name!r}, written by "
+                 "`onetap-server provision`; other keys: deploy/server.example.toml.",
+                 "Secret (broker password): keep it mode 0600, readable by root only."],
+                items)
         _add_account(passwd_path, acl_path, name, service_rules(),
                      f"service name={name}", password)
         write_atomic(config_path, text, 0o600, keep_mode=False)

@@ -227,3 +227,26 @@ def test_concurrent_provisions_lose_no_account(tmp_path):
 def test_toml_string_round_trips_awkward_text():
     text = 'a"b\\c\x01\x7f\n한글'
     assert tomllib.loads(f"k = {provision.toml_string(text)}")["k"] == text
+
+
+def test_rotating_the_service_keeps_the_rest_of_server_toml(tmp_path):
+    pw, acl, out = files(tmp_path)
+    first = provision.provision_service("onetap-server", pw, acl, out)
+    server_toml = out / "server.toml"
+    server_toml.write_text(server_toml.read_text() + 'api_token = "keep-me"\n\n'
+                           '[sites.gangnam-office]\nreasons = ["other"]\n')
+    second = provision.provision_service("onetap-server", pw, acl, out,
+                                         broker="mqtt://127.0.0.1:1884")
+    data = tomllib.loads(server_toml.read_text())
+    assert data["password"] == second.password != first.password
+    assert data["broker"] == "mqtt://127.0.0.1:1884"
+    assert data["api_token"] == "keep-me"
+    assert data["sites"] == {"gangnam-office": {"reasons": ["other"]}}
+    assert stat.S_IMODE(server_toml.stat().st_mode) == 0o600
+
+
+def test_merge_inserts_missing_keys_before_the_first_table():
+    text = 'db = "x"\n[sites.a]\nusername = "not top level"\n'
+    out = provision.merge_top_level(text, [("username", "u")])
+    assert tomllib.loads(out) == {"db": "x", "username": "u",
+                                  "sites": {"a": {"username": "not top level"}}}
