@@ -379,3 +379,46 @@ def test_tls_still_needs_the_password(secure, pki):
     client = Client(secure.tls_port, secure.accounts[f"{SITE}/a"], host="localhost",
                     ca=pki.ca, password="wrong")
     assert client.reason.is_failure
+
+
+# -- the real server, with the account provision made for it -------------------------
+
+
+def test_server_ingests_with_its_own_account_and_counts_no_spoofed_rating(secure, tmp_path):
+    import sqlite3
+    import uuid
+
+    from kiosk.protocol import Ack, Rating, encode_batch
+    from server.config import load_config
+    from server.link import Link
+    from server.store import SQLiteStore
+
+    db = tmp_path / "onetap.db"
+    config = load_config(secure.accounts["service"].config_path, env={},
+                         overrides={"db": str(db)})
+    assert config.username == "onetap-server" and config.password
+    link = Link(config, lambda: SQLiteStore.open(db)).start()
+    try:
+        assert link.wait_connected(DEADLINE), "the server could not log in with server.toml"
+
+        def batch(site, terminal):
+            item = Rating(id=str(uuid.uuid4()), seq=1, score=5,
+                          at="2026-11-27T10:15:02.417+09:00", clock_synced=True)
+            return item.id, encode_batch(site, terminal, [item.encode()])
+
+        a = Client(secure.broker.port, secure.accounts[f"{SITE}/a"])
+        a.subscribe(topic(SITE, "a", "ack"))
+        spoof_id, spoof = batch(SITE, "b")
+        own_id, own = batch(SITE, "a")
+        a.publish(ratings(SITE, "b"), spoof)  # as B: the broker drops it
+        a.publish(ratings(SITE, "a"), own)
+        ack_topic, payload = a.next_message()
+        assert ack_topic == topic(SITE, "a", "ack")
+        assert Ack.decode(payload).accepted == (own_id,)
+        a.close()
+    finally:
+        link.stop()
+    with sqlite3.connect(db) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM ratings")}
+    assert stored == {own_id}, "a terminal's rating under another's name was counted"
+    assert spoof_id not in stored
