@@ -292,6 +292,26 @@ class Outbox:
             out.append((rowid, rating_id, payload))
         return out
 
+    def held_rowids(self, after_rowid: int = 0) -> list[int]:
+        """Rowids of unacked ratings still held for follow-up questions (few; indexed)."""
+        rows = self.conn.execute(
+            "SELECT rowid FROM ratings WHERE acked_at IS NULL AND held = 1 AND rowid > ? "
+            "ORDER BY rowid", (after_rowid,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def rows(self, rowids: list[int]) -> list[tuple[int, str, str]]:
+        """The given ratings as (rowid, id, payload) if still unheld and unacked."""
+        out: list[tuple[int, str, str]] = []
+        for start in range(0, len(rowids), protocol.MAX_BATCH_RATINGS):
+            chunk = rowids[start:start + protocol.MAX_BATCH_RATINGS]
+            marks = ",".join("?" * len(chunk))
+            out.extend(self.conn.execute(
+                f"SELECT rowid, id, payload FROM ratings WHERE rowid IN ({marks}) "
+                "AND acked_at IS NULL AND held = 0 ORDER BY rowid", chunk,
+            ).fetchall())
+        return out
+
     def mark_acked(self, ack: Ack, rowids_by_id: Mapping[str, int] | None = None) -> int:
         """Mark every rating the Ack names; returns how many were newly acked.
 

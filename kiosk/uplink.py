@@ -1,0 +1,464 @@
+"""The kiosk's uplink: sends the outbox over MQTT v5 until the server Acks each rating."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import kiosk
+from kiosk import clock, protocol
+from kiosk.config import parse_broker_url
+from kiosk.outbox import Outbox, OutboxError
+from kiosk.protocol import Ack, ProtocolError, Status
+
+log = logging.getLogger(__name__)
+
+#: Batches awaiting the server's Ack at once (each up to 500 ratings); below
+#: paho's in-flight limit of 20 so that nothing waits in paho's RAM queue.
+DEFAULT_WINDOW = 8
+MAX_INFLIGHT = 20
+#: Unanswered batches are resent after ack_timeout, doubling up to this while
+#: the server stays silent, so a week-long outage does not flood the broker.
+MAX_ACK_TIMEOUT = 600.0
+KEEPALIVE = 30
+_TICK = 1.0
+
+
+@dataclass
+class _Batch:
+    key: int
+    remaining: int
+    sent_at: float
+
+
+class Uplink:
+    """Owns an MQTT client and a worker thread that drains the outbox.
+
+    paho callbacks only enqueue events; the worker thread does all SQLite
+    and publishing work with its own Outbox from *outbox_factory*.
+    Ratings are replayed from SQLite on every connect and after an Ack
+    timeout; nothing is published while disconnected.
+    """
+
+    def __init__(
+        self,
+        outbox_factory: Callable[[], Outbox],
+        *,
+        site: str,
+        terminal: str,
+        broker_url: str,
+        username: str | None = None,
+        password: str | None = None,
+        tls: bool | dict[str, Any] | None = None,
+        ack_timeout: float = 30.0,
+        session_expiry: int = 7 * 24 * 3600,
+        status_interval: float = 60.0,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
+        on_config: Callable[[bytes], None] | None = None,
+        version: str = kiosk.__version__,
+        window: int = DEFAULT_WINDOW,
+        reconnect_delay: tuple[float, float] = (1.0, 30.0),
+        keepalive: int = KEEPALIVE,
+    ):
+        protocol.check_identifier("site", site)
+        protocol.check_identifier("terminal", terminal)
+        scheme, self.host, self.port = parse_broker_url(broker_url)
+        self.site = site
+        self.terminal = terminal
+        self.username = username
+        self.password = password
+        self.tls = (scheme == "mqtts") if tls is None else tls
+        self.ack_timeout = float(ack_timeout)
+        self.session_expiry = int(session_expiry)
+        self.status_interval = float(status_interval)
+        self.status_extra = status_extra
+        self.on_config = on_config
+        self.version = version
+        self.window = max(1, min(window, MAX_INFLIGHT - 2))
+        self.reconnect_delay = reconnect_delay
+        self.keepalive = keepalive
+        self.topics = {k: protocol.topic(site, terminal, k) for k in protocol.TERMINAL_TOPIC_KINDS}
+        self._max_bytes = protocol.MAX_BATCH_BYTES - protocol.batch_overhead(site, terminal)
+
+        self._outbox_factory = outbox_factory
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._started_at = time.monotonic()
+        self._cond = threading.Condition()
+        self._notify_gen = 0
+        self._idle_gen = -1
+        self._wake_queued = False
+        self.failure: BaseException | None = None
+        #: Counters for tests, status and benchmarks.
+        self.counters = {"batches_sent": 0, "ratings_sent": 0, "acked": 0,
+                         "ack_timeouts": 0, "malformed_acks": 0, "connects": 0}
+        # Worker-thread state.
+        self._outbox: Outbox | None = None
+        self._outstanding: OrderedDict[int, _Batch] = OrderedDict()
+        self._inflight: dict[str, tuple[int, _Batch]] = {}
+        self._cursor = 0
+        self._watch: set[int] = set()
+        self._batch_keys = 0
+        self._current_window = self.window
+        self._current_timeout = self.ack_timeout
+        self._next_status = float("inf")
+        self._last_status_backlog: int | None = None
+
+    # -- public -------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def start(self) -> "Uplink":
+        if self._thread is not None:
+            raise RuntimeError("uplink already started")
+        self._thread = threading.Thread(target=self._run, name=f"uplink-{self.terminal}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish the offline status (when connected), disconnect, end the worker."""
+        if self._thread is None:
+            return
+        self._events.put(("stop", timeout))
+        self._thread.join(timeout + 1.0)
+        if self._thread.is_alive():
+            log.warning("uplink %s did not stop within %.1fs", self.terminal, timeout)
+
+    def notify(self) -> int:
+        """New or released taps: wake the sender. Cheap; call it after every tap."""
+        with self._cond:
+            self._notify_gen += 1
+            gen = self._notify_gen
+            queued, self._wake_queued = self._wake_queued, True
+        if not queued:
+            self._events.put(("notify", None))
+        return gen
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until connected with nothing pending or awaiting an Ack (for tests and tools)."""
+        gen = self.notify()
+        with self._cond:
+            return self._cond.wait_for(lambda: self._idle_gen >= gen, timeout)
+
+    # -- paho callbacks: enqueue only ------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._events.put(("connect", reason_code))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._events.put(("disconnect", reason_code))
+
+    def _on_message(self, client, userdata, message) -> None:
+        self._events.put(("message", (message.topic, message.payload)))
+
+    # -- worker -------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.terminal,
+            protocol=mqtt.MQTTv5,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        low, high = self.reconnect_delay
+        # Jitter, so that a facility's kiosks do not all retry in step after
+        # the broker restarts.
+        client.reconnect_delay_set(
+            min_delay=low * random.uniform(0.5, 1.5), max_delay=high * random.uniform(0.75, 1.25)
+        )
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            client.tls_set(**(self.tls if isinstance(self.tls, dict) else {}))
+        client.will_set(self.topics[protocol.STATUS], protocol.OFFLINE_STATUS, qos=1, retain=True)
+        return client
+
+    def _run(self) -> None:
+        try:
+            self._outbox = self._outbox_factory()
+            self._client = self._make_client()
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry
+            self._client.connect_async(
+                self.host, self.port, keepalive=self.keepalive, clean_start=False, properties=props
+            )
+            self._client.loop_start()
+        except Exception as exc:  # noqa: BLE001 - reported through .failure and the log
+            log.exception("uplink %s could not start", self.terminal)
+            self.failure = exc
+            return
+        stop_timeout: float | None = None
+        while stop_timeout is None:
+            try:
+                stop_timeout = self._step()
+            except Exception:  # noqa: BLE001 - the uplink must outlive any one bad event
+                log.exception("uplink %s: unexpected error; carrying on", self.terminal)
+                time.sleep(0.5)
+        self._shutdown(stop_timeout)
+
+    def _step(self) -> float | None:
+        wait = _TICK
+        if self._outstanding:
+            oldest = next(iter(self._outstanding.values()))
+            wait = min(wait, max(0.0, oldest.sent_at + self._current_timeout - time.monotonic()))
+        events = []
+        try:
+            events.append(self._events.get(timeout=wait))
+            while len(events) < 1000:
+                events.append(self._events.get_nowait())
+        except queue.Empty:
+            pass
+        for kind, value in events:
+            if kind == "stop":
+                return float(value)
+            self._handle(kind, value)
+        self._check_ack_timeout()
+        self._maybe_status()
+        self._fill()
+        return None
+
+    def _handle(self, kind: str, value: Any) -> None:
+        if kind == "connect":
+            if value.is_failure:
+                log.error("uplink %s: broker refused the connection: %s", self.terminal, value)
+                return
+            self._on_connected()
+        elif kind == "disconnect":
+            if self._connected:
+                log.warning("uplink %s: disconnected (%s)", self.terminal, value)
+            self._connected = False
+            self._reset_window()
+        elif kind == "message":
+            topic, payload = value
+            if topic == self.topics[protocol.ACK]:
+                self._handle_ack(payload)
+            elif topic == self.topics[protocol.CONFIG]:
+                self._handle_config(payload)
+            else:
+                log.warning("uplink %s: message on unexpected topic %s ignored", self.terminal, topic)
+        elif kind == "notify":
+            with self._cond:
+                self._wake_queued = False
+
+    def _on_connected(self) -> None:
+        assert self._client is not None
+        log.info("uplink %s: connected to %s:%s", self.terminal, self.host, self.port)
+        self.counters["connects"] += 1
+        self._connected = True
+        self._client.subscribe(
+            [(self.topics[protocol.ACK], 1), (self.topics[protocol.CONFIG], 1)]
+        )
+        self._reset_window()
+        self._publish_status()
+
+    def _reset_window(self) -> None:
+        """Forget what is in flight: the next fill replays every unacked row from SQLite."""
+        self._outstanding.clear()
+        self._inflight.clear()
+        self._watch.clear()
+        self._cursor = 0
+
+    def _handle_ack(self, payload: bytes) -> None:
+        try:
+            ack = Ack.decode(payload)
+        except ProtocolError as exc:
+            self.counters["malformed_acks"] += 1
+            log.warning("uplink %s: malformed Ack ignored: %s (%r)", self.terminal, exc, payload[:200])
+            return
+        assert self._outbox is not None
+        rowids = {}
+        for rating_id in ack.ids:
+            entry = self._inflight.get(rating_id)
+            if entry is not None:
+                rowids[rating_id] = entry[0]
+        try:
+            newly = self._outbox.mark_acked(ack, rowids)
+        except OutboxError:
+            # Left in flight: the Ack timeout resends them and the server's
+            # "duplicate" Ack gives another chance to record it.
+            return
+        self.counters["acked"] += newly
+        for rating_id in rowids:
+            _, batch = self._inflight.pop(rating_id)
+            batch.remaining -= 1
+            if batch.remaining == 0:
+                self._outstanding.pop(batch.key, None)
+        if rowids:
+            self._current_window = self.window
+            self._current_timeout = self.ack_timeout
+
+    def _handle_config(self, payload: bytes) -> None:
+        if self.on_config is None:
+            return
+        try:
+            self.on_config(payload)
+        except Exception:  # noqa: BLE001 - a bad survey config must not stop the uplink
+            log.exception("uplink %s: the config handler failed", self.terminal)
+
+    def _check_ack_timeout(self) -> None:
+        if not self._outstanding:
+            return
+        oldest = next(iter(self._outstanding.values()))
+        if time.monotonic() - oldest.sent_at < self._current_timeout:
+            return
+        self.counters["ack_timeouts"] += 1
+        log.warning(
+            "uplink %s: no Ack within %.0fs for %d batch(es); resending from the outbox",
+            self.terminal, self._current_timeout, len(self._outstanding),
+        )
+        self._reset_window()
+        # Probe with one batch until the server answers again.
+        self._current_window = 1
+        self._current_timeout = min(self._current_timeout * 2, max(self.ack_timeout, MAX_ACK_TIMEOUT))
+
+    def _fill(self) -> None:
+        with self._cond:
+            gen = self._notify_gen
+        if not self._connected or self._client is None or not self._client.is_connected():
+            return
+        assert self._outbox is not None
+        if self._watch:
+            # Follow-ups released after the cursor passed them.
+            still = set(self._outbox.held_rowids()) & self._watch
+            released = sorted(self._watch - still)
+            self._watch = still
+            rows = [r for r in self._outbox.rows(released) if r[1] not in self._inflight]
+            for start in range(0, len(rows), protocol.MAX_BATCH_RATINGS):
+                if not self._send(rows[start:start + protocol.MAX_BATCH_RATINGS]):
+                    return
+        drained = False
+        while len(self._outstanding) < self._current_window:
+            # Held rows first: one released between the two queries is sent
+            # (maybe twice, which the server's dedup absorbs), never skipped.
+            held = self._outbox.held_rowids(self._cursor)
+            rows = self._outbox.pending(
+                limit=protocol.MAX_BATCH_RATINGS, max_bytes=self._max_bytes, after_rowid=self._cursor
+            )
+            if not rows:
+                drained = True
+                break
+            last = rows[-1][0]
+            self._watch.update(h for h in held if h < last)
+            self._cursor = last
+            rows = [r for r in rows if r[1] not in self._inflight]
+            if rows and not self._send(rows):
+                return
+        if drained and not self._outstanding:
+            if self._last_status_backlog:
+                self._publish_status()  # drained: tell the board at once
+            with self._cond:
+                self._idle_gen = max(self._idle_gen, gen)
+                self._cond.notify_all()
+
+    def _send(self, rows: list[tuple[int, str, str]]) -> bool:
+        assert self._client is not None
+        payload = protocol.encode_batch(self.site, self.terminal, [r[2] for r in rows])
+        info = self._client.publish(self.topics[protocol.RATINGS], payload, qos=1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            # Lost the connection meanwhile: the disconnect event resets the
+            # window and the next connect replays from SQLite.
+            log.warning("uplink %s: publish failed (%s)", self.terminal, mqtt.error_string(info.rc))
+            self._connected = False
+            self._reset_window()
+            return False
+        self._batch_keys += 1
+        batch = _Batch(self._batch_keys, len(rows), time.monotonic())
+        self._outstanding[batch.key] = batch
+        inflight = self._inflight
+        for rowid, rating_id, _ in rows:
+            inflight[rating_id] = (rowid, batch)
+        self.counters["batches_sent"] += 1
+        self.counters["ratings_sent"] += len(rows)
+        return True
+
+    # -- status -------------------------------------------------------------
+
+    def status_fields(self) -> dict[str, Any]:
+        """The online Status fields (worker thread: it reads the worker's outbox)."""
+        assert self._outbox is not None
+        stats = self._outbox.stats()
+        fields: dict[str, Any] = {
+            "at": protocol.format_timestamp(clock.local_now()),
+            "version": self.version,
+            "backlog": stats.backlog,
+            "oldest_pending_at": stats.oldest_pending_at,
+            "last_tap_at": stats.last_tap_at,
+            "last_ack_at": stats.last_ack_at,
+            "seq": stats.last_seq,
+            "clock_synced": clock.clock_synced(),
+            "uptime_s": round(time.monotonic() - self._started_at, 1),
+            "disk_free_mb": self._disk_free_mb(),
+            "config_version": None,
+        }
+        if stats.error:
+            fields["error"] = stats.error
+        if self.status_extra is not None:
+            try:
+                fields.update(self.status_extra())
+            except Exception:  # noqa: BLE001 - status must go out even if the extra fails
+                log.exception("uplink %s: status_extra failed", self.terminal)
+        return fields
+
+    def _disk_free_mb(self) -> float | None:
+        path = self._outbox.path if self._outbox is not None else None
+        if path is None:
+            return None
+        try:
+            return round(shutil.disk_usage(path.parent).free / 2**20, 1)
+        except OSError:
+            return None
+
+    def _publish_status(self) -> None:
+        if not self._connected or self._client is None:
+            return
+        try:
+            fields = self.status_fields()
+        except Exception:  # noqa: BLE001 - a failing disk must not stop the sender
+            log.exception("uplink %s: cannot read the outbox for status", self.terminal)
+            return
+        info = self._client.publish(
+            self.topics[protocol.STATUS], Status("online", fields).encode(), qos=1, retain=True
+        )
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._last_status_backlog = fields["backlog"]
+            self._next_status = time.monotonic() + self.status_interval
+
+    def _maybe_status(self) -> None:
+        if self._connected and time.monotonic() >= self._next_status:
+            self._publish_status()
+
+    def _shutdown(self, timeout: float) -> None:
+        client = self._client
+        assert client is not None
+        if self._connected:
+            info = client.publish(
+                self.topics[protocol.STATUS], protocol.OFFLINE_STATUS, qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout=max(0.1, timeout / 2))
+            except (RuntimeError, ValueError) as exc:
+                log.warning("uplink %s: offline status not confirmed: %s", self.terminal, exc)
+        self._connected = False
+        client.disconnect()
+        client.loop_stop()
+        if self._outbox is not None:
+            self._outbox.close()

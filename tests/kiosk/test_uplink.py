@@ -1,0 +1,301 @@
+"""The uplink against a real mosquitto and a test-side MQTT peer that plays the server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from kiosk import protocol
+from kiosk.outbox import Outbox
+from kiosk.uplink import Uplink
+
+SITE = "test-site"
+
+
+def wait_for(condition, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Peer:
+    """Plays the server: receives batches, Acks them (unless told to stay silent), sees status.
+
+    A persistent MQTT 5 session, so batches published while it is away are
+    queued by the broker as they would be for the real server.
+    """
+
+    def __init__(self, broker, client_id="test-server", ack=True):
+        self.ack = ack
+        self.batches: list[protocol.DecodedBatch] = []
+        self.seqs: dict[str, list[int]] = defaultdict(list)
+        self.status: dict[str, list[bytes]] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", broker.port, clean_start=False, properties=props)
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "peer could not subscribe"
+
+    def _on_connect(self, client, userdata, flags, rc, props):
+        client.subscribe([(f"{protocol.TOPIC_ROOT}/+/+/ratings", 1),
+                          (f"{protocol.TOPIC_ROOT}/+/+/status", 1)])
+
+    def _on_message(self, client, userdata, msg):
+        site, terminal, kind = protocol.parse_topic(msg.topic)
+        if kind == "status":
+            with self.lock:
+                self.status[terminal].append(msg.payload)
+            return
+        batch = protocol.decode_batch(msg.payload)
+        with self.lock:
+            self.batches.append(batch)
+            self.seqs[terminal].extend(r.seq for r in batch.ratings)
+        if self.ack:
+            self.send_ack(terminal, protocol.Ack(accepted=tuple(r.id for r in batch.ratings)), site)
+
+    def send_ack(self, terminal, ack, site=SITE):
+        self.send_raw(terminal, ack.encode() if isinstance(ack, protocol.Ack) else ack, site)
+
+    def send_raw(self, terminal, payload, site=SITE, kind="ack", retain=False):
+        self.client.publish(protocol.topic(site, terminal, kind), payload, qos=1, retain=retain)
+
+    def received(self, terminal) -> list[int]:
+        with self.lock:
+            return list(self.seqs[terminal])
+
+    def statuses(self, terminal) -> list[bytes]:
+        with self.lock:
+            return list(self.status[terminal])
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def outbox_path(tmp_path) -> Path:
+    return tmp_path / "outbox.db"
+
+
+def make_uplink(path, broker, terminal="t-01", **kw) -> Uplink:
+    kw.setdefault("reconnect_delay", (0.2, 1.0))
+    return Uplink(lambda: Outbox.open(path), site=SITE, terminal=terminal,
+                  broker_url=broker.url, **kw)
+
+
+def tap(outbox: Outbox, n: int):
+    return [outbox.record(4, clock_synced=True) for _ in range(n)]
+
+
+def test_drains_the_outbox_and_marks_acked(mosquitto, outbox_path):
+    peer = Peer(mosquitto)
+    outbox = Outbox.open(outbox_path)
+    tap(outbox, 1200)
+    uplink = make_uplink(outbox_path, mosquitto).start()
+    try:
+        assert uplink.wait_idle(30)
+        assert outbox.stats().backlog == 0
+        assert sorted(peer.received("t-01")) == list(range(1, 1201))
+        assert all(len(b.ratings) <= protocol.MAX_BATCH_RATINGS for b in peer.batches)
+        # New taps after the drain go out on notify.
+        tap(outbox, 3)
+        assert uplink.wait_idle(30)
+        assert sorted(set(peer.received("t-01"))) == list(range(1, 1204))
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_status_is_retained_and_valid_and_will_is_offline_on_kill(mosquitto, outbox_path, tmp_path):
+    outbox = Outbox.open(outbox_path)
+    tap(outbox, 2)
+    uplink = make_uplink(outbox_path, mosquitto, keepalive=2,
+                         status_extra=lambda: {"ignored_taps": 7}).start()
+    try:
+        wait_for(lambda: uplink.connected, what="connect")
+        # A late subscriber still gets the retained status.
+        peer = Peer(mosquitto, client_id="late-watcher", ack=False)
+        wait_for(lambda: peer.statuses("t-01"), what="retained status")
+        status = protocol.Status.decode(peer.statuses("t-01")[-1])
+        assert status.state == "online"
+        assert status.fields["backlog"] == 2 and status.fields["seq"] == 2
+        assert status.fields["ignored_taps"] == 7
+        for key in ("at", "version", "oldest_pending_at", "last_tap_at", "last_ack_at",
+                    "clock_synced", "uptime_s", "disk_free_mb", "config_version"):
+            assert key in status.fields
+    finally:
+        # Cut the uplink's socket without a DISCONNECT: the broker must send
+        # the Last Will. (The uplink's own thread is then stopped quietly.)
+        uplink._client._sock.shutdown(socket.SHUT_RDWR)
+    try:
+        wait_for(lambda: peer.statuses("t-01")[-1] == protocol.OFFLINE_STATUS,
+                 what="last will")
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_graceful_stop_publishes_offline(mosquitto, outbox_path):
+    peer = Peer(mosquitto, ack=False)
+    uplink = make_uplink(outbox_path, mosquitto).start()
+    wait_for(lambda: peer.statuses("t-01"), what="online status")
+    uplink.stop()
+    wait_for(lambda: peer.statuses("t-01")[-1] == protocol.OFFLINE_STATUS, what="offline status")
+    peer.close()
+
+
+def test_resends_after_ack_timeout(mosquitto, outbox_path):
+    peer = Peer(mosquitto, ack=False)
+    outbox = Outbox.open(outbox_path)
+    tap(outbox, 5)
+    uplink = make_uplink(outbox_path, mosquitto, ack_timeout=0.5).start()
+    try:
+        wait_for(lambda: len(peer.received("t-01")) >= 10, what="a resend")
+        assert uplink.counters["ack_timeouts"] >= 1
+        assert outbox.stats().backlog == 5  # a PUBACK is not an Ack
+        peer.ack = True
+        assert uplink.wait_idle(30)
+        assert outbox.stats().backlog == 0
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_replays_after_broker_restart_and_publishes_nothing_while_down(mosquitto, outbox_path):
+    peer = Peer(mosquitto)
+    outbox = Outbox.open(outbox_path)
+    tap(outbox, 3)
+    # The broker loses what the uplink replays before the new peer subscribes;
+    # the Ack timeout then sends it again.
+    uplink = make_uplink(outbox_path, mosquitto, ack_timeout=1.0).start()
+    try:
+        assert uplink.wait_idle(30)
+        sent_before = uplink.counters["batches_sent"]
+        mosquitto.kill9()
+        wait_for(lambda: not uplink.connected, what="disconnect")
+        tap(outbox, 40)  # an offline terminal keeps tapping
+        uplink.notify()
+        time.sleep(0.5)  # give a wrong implementation the chance to publish
+        assert uplink.counters["batches_sent"] == sent_before
+        # Nothing new parked in paho's RAM queue (a status sent just before
+        # the kill may still wait for its PUBACK there; that is not a tap).
+        parked = [protocol.decode_batch(m.payload) for m in uplink._client._out_messages.values()
+                  if m.topic.endswith("/ratings")]
+        assert not [r for b in parked for r in b.ratings if r.seq > 3]
+        # The broker comes back having lost everything (kill -9, fresh data).
+        mosquitto.restart(empty=True)
+        peer.close()
+        peer = Peer(mosquitto)
+        assert uplink.wait_idle(30)
+        assert set(peer.received("t-01")) >= set(range(4, 44))
+        assert outbox.stats().backlog == 0
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_replays_unacked_batches_on_reconnect(mosquitto, outbox_path):
+    """Sent but never Acked before the connection dropped: sent again after reconnecting."""
+    peer = Peer(mosquitto, ack=False)
+    outbox = Outbox.open(outbox_path)
+    tap(outbox, 7)
+    uplink = make_uplink(outbox_path, mosquitto, ack_timeout=300).start()
+    try:
+        wait_for(lambda: len(peer.received("t-01")) == 7, what="first send")
+        # Drop the connection under the uplink (the broker and the peer stay
+        # up). The Ack timeout is long: only the reconnect can cause a resend.
+        peer.ack = True
+        uplink._client._sock.shutdown(socket.SHUT_RDWR)
+        assert uplink.wait_idle(30)
+        assert sorted(peer.received("t-01")) == sorted(list(range(1, 8)) * 2)
+        assert uplink.counters["connects"] >= 2
+        assert sorted(set(peer.received("t-01"))) == list(range(1, 8))
+        assert outbox.stats().backlog == 0
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_malformed_acks_are_ignored(mosquitto, outbox_path):
+    peer = Peer(mosquitto, ack=False)
+    outbox = Outbox.open(outbox_path)
+    ratings = tap(outbox, 2)
+    uplink = make_uplink(outbox_path, mosquitto, ack_timeout=300).start()
+    try:
+        wait_for(lambda: len(peer.received("t-01")) == 2, what="send")
+        for junk in (b"", b"\xff\xfe", b"[]", b'{"v":2,"accepted":[]}', b'{"v":1,"accepted":["x"]}',
+                     b'{"v":1,"rejected":[{"id":1}]}', b"{" * 5000):
+            peer.send_raw("t-01", junk)
+        wait_for(lambda: uplink.counters["malformed_acks"] == 7, what="malformed acks seen")
+        peer.send_ack("t-01", protocol.Ack(accepted=(ratings[0].id,),
+                                           rejected=((ratings[1].id, "score: bad"),)))
+        assert uplink.wait_idle(30)
+        row = outbox.conn.execute(
+            "SELECT ack_outcome, ack_error FROM ratings WHERE id = ?", (ratings[1].id,)
+        ).fetchone()
+        assert row == ("rejected", "score: bad")
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_held_tap_is_sent_once_released(mosquitto, outbox_path):
+    peer = Peer(mosquitto)
+    outbox = Outbox.open(outbox_path)
+    held = outbox.record(1, hold=True, clock_synced=True)
+    tap(outbox, 2)
+    uplink = make_uplink(outbox_path, mosquitto).start()
+    try:
+        assert uplink.wait_idle(30)
+        assert sorted(peer.received("t-01")) == [2, 3]
+        outbox.annotate(held.id, reason="wait_time")
+        outbox.release(held.id)
+        assert uplink.wait_idle(30)
+        assert 1 in peer.received("t-01")
+        sent = [r for b in peer.batches for r in b.ratings if r.seq == 1]
+        assert sent[0].reason == "wait_time"
+        assert outbox.stats().backlog == 0
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_config_payload_reaches_handler(mosquitto, outbox_path):
+    got = []
+    peer = Peer(mosquitto, ack=False)
+    peer.send_raw("t-01", b'{"v":1,"config_version":3}', kind="config", retain=True)
+
+    def handler(payload):
+        got.append(payload)
+        raise RuntimeError("a bad handler must not stop the uplink")
+
+    uplink = make_uplink(outbox_path, mosquitto, on_config=handler).start()
+    try:
+        wait_for(lambda: got, what="config")
+        assert got[0] == b'{"v":1,"config_version":3}'
+        outbox = Outbox.open(outbox_path)
+        tap(outbox, 1)
+        peer.ack = True
+        assert uplink.wait_idle(30)
+    finally:
+        uplink.stop()
+        peer.close()
