@@ -1,0 +1,251 @@
+"""The outbox on real SQLite files: seq, holds, batches, Acks, pruning, a full disk."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlite_utils
+
+from kiosk import protocol
+from kiosk.errors import OutboxError, OutboxFullError
+from kiosk.outbox import Outbox
+from kiosk.protocol import Ack
+
+KST = timezone(timedelta(hours=9))
+NOW = datetime(2026, 11, 27, 10, 15, 2, 417000, tzinfo=KST)
+
+
+@pytest.fixture
+def outbox() -> Outbox:
+    return Outbox(sqlite_utils.Database(memory=True))
+
+
+def record(outbox: Outbox, n: int, **kw):
+    kw.setdefault("clock_synced", True)
+    return [outbox.record(4, **kw) for _ in range(n)]
+
+
+def test_record_returns_the_committed_rating(outbox):
+    rating = outbox.record(5, lang="en", input="button", now=NOW, clock_synced=False)
+    assert rating.seq == 1 and rating.score == 5
+    assert rating.at == "2026-11-27T10:15:02.417+09:00"
+    assert rating.clock_synced is False and rating.lang == "en" and rating.input == "button"
+    [(rowid, rid, payload)] = outbox.pending()
+    assert rid == rating.id
+    assert payload == rating.encode()
+    assert protocol.Rating.from_dict(json.loads(payload)) == rating
+
+
+def test_record_rejects_bad_input_and_uses_no_seq(outbox):
+    with pytest.raises(protocol.ProtocolError):
+        outbox.record(6, clock_synced=True)
+    with pytest.raises(protocol.ProtocolError):
+        outbox.record(3, input="voice", clock_synced=True)
+    assert outbox.record(3, clock_synced=True).seq == 1
+
+
+def test_file_settings(tmp_path):
+    outbox = Outbox.open(tmp_path / "sub" / "o.db")
+    conn = outbox.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+    plan = " ".join(str(r) for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT rowid, id, payload FROM ratings "
+        "WHERE acked_at IS NULL AND held = 0 AND rowid > 0 ORDER BY rowid LIMIT 500"))
+    assert "ratings_unacked" in plan
+
+
+def test_seq_never_reused_after_prune_and_reopen(tmp_path):
+    path = tmp_path / "o.db"
+    outbox = Outbox.open(path, retention_days=0)
+    ratings = record(outbox, 5)
+    outbox.mark_acked(Ack(accepted=tuple(r.id for r in ratings)))
+    assert outbox.prune(datetime.now(timezone.utc) + timedelta(seconds=1)) == 5
+    assert outbox.conn.execute("SELECT count(*) FROM ratings").fetchone()[0] == 0
+    assert outbox.record(1, clock_synced=True).seq == 6
+    outbox.close()
+    again = Outbox.open(path)
+    assert again.stats().last_seq == 6
+    assert again.record(2, clock_synced=True).seq == 7
+
+
+def test_hold_annotate_release(outbox):
+    held = outbox.record(1, hold=True, clock_synced=True)
+    other = outbox.record(5, clock_synced=True)
+    assert [r[1] for r in outbox.pending()] == [other.id]
+    assert outbox.stats().backlog == 2 and outbox.stats().held == 1
+    updated = outbox.annotate(held.id, reason="wait_time", age_group="30s")
+    assert (updated.reason, updated.age_group, updated.seq) == ("wait_time", "30s", 1)
+    assert outbox.annotate(held.id, age_group="40s").reason == "wait_time"
+    with pytest.raises(protocol.ProtocolError):
+        outbox.annotate(held.id, age_group="teen")
+    outbox.release(held.id)
+    rows = outbox.pending()
+    assert [r[1] for r in rows] == [held.id, other.id]
+    sent = json.loads(rows[0][2])
+    assert sent["reason"] == "wait_time" and sent["age_group"] == "40s"
+    with pytest.raises(OutboxError, match="no longer held"):
+        outbox.annotate(held.id, reason="other")
+    with pytest.raises(OutboxError, match="no rating"):
+        outbox.annotate("00000000-0000-4000-8000-000000000000", reason="other")
+
+
+def test_release_all_held_after_a_crash(tmp_path):
+    path = tmp_path / "o.db"
+    outbox = Outbox.open(path)
+    outbox.record(2, hold=True, clock_synced=True)
+    outbox.record(1, hold=True, clock_synced=True)
+    outbox.conn.close()  # as if the process died mid-follow-up
+    restarted = Outbox.open(path)
+    assert restarted.pending() == []
+    assert restarted.release_all_held() == 2
+    assert len(restarted.pending()) == 2
+    assert restarted.release_all_held() == 0
+
+
+def test_pending_limits_by_count_bytes_and_cursor(outbox):
+    ratings = record(outbox, 1203)
+    first = outbox.pending()
+    assert len(first) == protocol.MAX_BATCH_RATINGS
+    assert [r[1] for r in first] == [r.id for r in ratings[:500]]
+    assert len(outbox.pending(limit=10)) == 10
+    nxt = outbox.pending(after_rowid=first[-1][0])
+    assert nxt[0][1] == ratings[500].id
+    size = len(ratings[0].encode())
+    # Three payloads and two commas fit exactly; one byte less does not.
+    assert len(outbox.pending(max_bytes=3 * size + 2)) == 3
+    assert len(outbox.pending(max_bytes=3 * size + 1)) == 2
+    # A single rating is always returned, or nothing would ever be sent.
+    assert len(outbox.pending(max_bytes=1)) == 1
+    # And the batch really fits the protocol's limit.
+    payload = protocol.encode_batch("s" * 63, "t" * 63, [r[2] for r in first])
+    assert len(payload) <= protocol.MAX_BATCH_BYTES
+
+
+def test_pending_respects_the_byte_limit_with_large_ratings(outbox):
+    # Unicode reasons are not possible, so make big rows directly: the limit
+    # must hold whatever the rows hold.
+    record(outbox, 600)
+    outbox.conn.execute("UPDATE ratings SET payload = payload || ?", (" " * 1000,))
+    outbox.conn.commit()
+    rows = outbox.pending()
+    assert sum(len(r[2]) + 1 for r in rows) - 1 <= outbox.pending.__defaults__[1]
+    assert len(rows) < 500
+
+
+def test_mark_acked_by_rowid_and_by_id(outbox):
+    ratings = record(outbox, 4)
+    rows = outbox.pending()
+    rowids = {rid: rowid for rowid, rid, _ in rows}
+    ack = Ack(accepted=(ratings[0].id,), duplicate=(ratings[1].id,),
+              rejected=((ratings[2].id, "score: bad"),))
+    assert outbox.mark_acked(ack, {ratings[0].id: rowids[ratings[0].id]}) == 3
+    assert outbox.mark_acked(ack) == 0  # already acked: not counted again
+    outcomes = dict(outbox.conn.execute("SELECT id, ack_outcome FROM ratings").fetchall())
+    assert outcomes[ratings[0].id] == "accepted"
+    assert outcomes[ratings[1].id] == "duplicate"
+    assert outcomes[ratings[2].id] == "rejected"
+    assert outcomes[ratings[3].id] is None
+    error = outbox.conn.execute(
+        "SELECT ack_error FROM ratings WHERE id = ?", (ratings[2].id,)).fetchone()[0]
+    assert error == "score: bad"
+    # Rejected ratings are kept but never resent.
+    assert [r[1] for r in outbox.pending()] == [ratings[3].id]
+    stats = outbox.stats()
+    assert stats.backlog == 1 and stats.last_ack_at is not None
+    assert stats.oldest_pending_at == ratings[3].at
+    assert stats.last_tap_at == ratings[3].at and stats.last_seq == 4
+
+
+def test_mark_acked_with_a_stale_rowid_does_not_ack_another_row(outbox):
+    a, b = record(outbox, 2)
+    rowid_b = outbox.pending()[1][0]
+    assert outbox.mark_acked(Ack(accepted=(a.id,)), {a.id: rowid_b}) == 0
+    assert outbox.stats().backlog == 2
+
+
+def test_unknown_ids_in_an_ack_are_harmless(outbox):
+    record(outbox, 1)
+    assert outbox.mark_acked(Ack(accepted=("00000000-0000-4000-8000-000000000000",))) == 0
+    assert outbox.stats().backlog == 1
+
+
+def test_prune_keeps_unacked_and_recent(outbox):
+    ratings = record(outbox, 6)
+    outbox.mark_acked(Ack(accepted=tuple(r.id for r in ratings[:4])))
+    now = datetime.now(timezone.utc)
+    assert outbox.prune(now + timedelta(days=29)) == 0
+    assert outbox.prune(now + timedelta(days=31)) == 4
+    assert outbox.stats().backlog == 2
+    assert [r[1] for r in outbox.pending()] == [r.id for r in ratings[4:]]
+
+
+def test_prune_in_batches(outbox, monkeypatch):
+    import kiosk.outbox as module
+    monkeypatch.setattr(module, "PRUNE_BATCH", 7)
+    ratings = record(outbox, 30)
+    outbox.mark_acked(Ack(accepted=tuple(r.id for r in ratings)))
+    assert outbox.prune(datetime.now(timezone.utc) + timedelta(days=31)) == 30
+
+
+def test_full_disk_rolls_back_and_recovers(tmp_path):
+    path = tmp_path / "o.db"
+    outbox = Outbox.open(path)
+    kept = record(outbox, 20)
+    pages = outbox.conn.execute("PRAGMA page_count").fetchone()[0]
+    outbox.conn.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(OutboxFullError):
+        for _ in range(10_000):
+            outbox.record(3, clock_synced=True)
+    stats = outbox.stats()
+    assert stats.error is not None and "full" in stats.error
+    full_seq = stats.last_seq
+    # What was recorded before is intact; the failed tap left no trace.
+    assert outbox.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    ids = {r[0] for r in outbox.conn.execute("SELECT id FROM ratings")}
+    assert {r.id for r in kept} <= ids
+    assert len(ids) == full_seq
+    assert not outbox.conn.in_transaction
+    # A second Outbox (another thread's) still reads everything.
+    other = Outbox.open(path)
+    assert other.stats().last_seq == full_seq
+    outbox.conn.execute("PRAGMA max_page_count = 1073741823")
+    after = outbox.record(5, clock_synced=True)
+    assert after.seq == full_seq + 1
+    assert outbox.stats().error is None
+
+
+def test_full_disk_is_an_os_error_too():
+    assert issubclass(OutboxFullError, OSError) and issubclass(OutboxFullError, OutboxError)
+
+
+def test_other_sqlite_errors_become_outbox_errors(tmp_path):
+    outbox = Outbox.open(tmp_path / "o.db")
+    blocker = sqlite3.connect(tmp_path / "o.db", timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    outbox.conn.execute("PRAGMA busy_timeout = 0")
+    with pytest.raises(OutboxError, match="locked"):
+        outbox.record(3, clock_synced=True)
+    blocker.rollback()
+    assert outbox.record(3, clock_synced=True).seq == 1
+
+
+def test_two_outboxes_on_one_file_share_seq(tmp_path):
+    path = tmp_path / "o.db"
+    a, b = Outbox.open(path), Outbox.open(path)
+    seqs = [x.record(4, clock_synced=True).seq for x in (a, b, a, b)]
+    assert seqs == [1, 2, 3, 4]
+
+
+def test_clock_state_is_read_when_not_given(outbox, monkeypatch):
+    import kiosk.clock
+    monkeypatch.setattr(kiosk.clock, "clock_synced", lambda: True)
+    assert outbox.record(4).clock_synced is True
+    monkeypatch.setattr(kiosk.clock, "clock_synced", lambda: False)
+    rating = outbox.record(4)
+    assert rating.clock_synced is False
+    assert protocol.parse_timestamp("at", rating.at).utcoffset() is not None
