@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,3 +167,28 @@ def test_parse_broker_url(url, parsed):
 def test_parse_broker_url_rejects(url, reason):
     with pytest.raises(ValueError, match=reason):
         parse_broker_url(url)
+
+
+def test_check_config_exits_0_or_1(tmp_path, capsys, monkeypatch):
+    from kiosk.__main__ import main
+    for name in [n for n in os.environ if n.startswith("ONETAP_")]:
+        monkeypatch.delenv(name)
+    good = write(tmp_path, 'site = "s"\nterminal = "t"\n[mqtt]\nusername = "t"\npassword = "pw"\n')
+    assert main(["run", "--config", str(good), "--check-config", "--terminal", "t2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["terminal"] == "t2" and printed["mqtt"]["password"] == "***"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[mqtt]\nusernme = 'x'\n")
+    assert main(["run", "--config", str(bad), "--check-config"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("onetap-kiosk: error:") and str(bad) in err and "mqtt.usernme" in err
+    assert main(["run", "--broker", "mqtt://", "--check-config"]) == 1
+    assert "broker" in capsys.readouterr().err
+
+
+def test_run_without_the_ui_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    from kiosk.__main__ import main
+    monkeypatch.setitem(sys.modules, "kiosk.ui", None)
+    monkeypatch.setitem(sys.modules, "kiosk.ui.app", None)
+    assert main(["run", "--data-dir", str(tmp_path)]) == 1
+    assert "onetap-kiosk: error:" in capsys.readouterr().err
