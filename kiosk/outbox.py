@@ -100,8 +100,9 @@ class Outbox:
         self.db = db
         self.conn: sqlite3.Connection = db.conn
         self.retention_days = retention_days
-        self._error: str | None = None
+        self._key: str | None = None
         self._lock = threading.Lock()
+        self._local_error: str | None = None
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -110,6 +111,8 @@ class Outbox:
             # FULL: a tap acknowledged to the citizen survives power loss.
             self.conn.execute("PRAGMA synchronous = FULL")
             migrations.apply(db)
+            path = self.path
+            self._key = str(path.resolve()) if path is not None else None
         except sqlite3.Error as exc:
             raise self._wrap(exc, "open") from exc
 
@@ -134,6 +137,24 @@ class Outbox:
             if name == "main":
                 return Path(filename) if filename else None
         return None
+
+    # The UI thread records taps and the uplink thread reports status, each
+    # with its own Outbox: a failure seen by one must show in the other's
+    # stats, so errors are shared per file within the process.
+    _shared_errors: dict[str, str | None] = {}
+
+    @property
+    def _error(self) -> str | None:
+        key = self._key
+        return self._local_error if key is None else Outbox._shared_errors.get(key)
+
+    @_error.setter
+    def _error(self, value: str | None) -> None:
+        key = self._key
+        if key is None:
+            self._local_error = value
+        else:
+            Outbox._shared_errors[key] = value
 
     @property
     def error(self) -> str | None:

@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 import kiosk
 from kiosk import clock, protocol
-from kiosk.config import parse_broker_url
+from kiosk.config import KioskConfig, parse_broker_url
 from kiosk.outbox import Outbox, OutboxError
 from kiosk.protocol import Ack, ProtocolError, Status
 
@@ -33,6 +33,8 @@ MAX_INFLIGHT = 20
 #: the server stays silent, so a week-long outage does not flood the broker.
 MAX_ACK_TIMEOUT = 600.0
 KEEPALIVE = 30
+#: Confirmed ratings older than the retention are deleted this often (and at start).
+PRUNE_INTERVAL = 6 * 3600.0
 _TICK = 1.0
 
 
@@ -117,6 +119,26 @@ class Uplink:
         self._current_timeout = self.ack_timeout
         self._next_status = float("inf")
         self._last_status_backlog: int | None = None
+        self._next_prune = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: "KioskConfig", **kw: Any) -> "Uplink":
+        """An uplink for a KioskConfig; *kw* adds or overrides arguments (status_extra, ...)."""
+        tls: bool | dict[str, Any] | None = None
+        if cfg.mqtt.ca_file is not None:
+            tls = {"ca_certs": str(cfg.mqtt.ca_file)}
+        path, retention = cfg.outbox_path, cfg.outbox.retention_days
+        args: dict[str, Any] = dict(
+            site=cfg.site, terminal=cfg.terminal, broker_url=cfg.broker,
+            username=cfg.mqtt.username, password=cfg.mqtt.password, tls=tls,
+            ack_timeout=cfg.mqtt.ack_timeout_s, session_expiry=cfg.mqtt.session_expiry_s,
+            status_interval=cfg.mqtt.status_interval_s,
+        )
+        args.update(kw)
+        factory = args.pop("outbox_factory", None) or (
+            lambda: Outbox.open(path, retention_days=retention)
+        )
+        return cls(factory, **args)
 
     # -- public -------------------------------------------------------------
 
@@ -234,7 +256,19 @@ class Uplink:
         self._check_ack_timeout()
         self._maybe_status()
         self._fill()
+        self._maybe_prune()
         return None
+
+    def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now < self._next_prune or self._outbox is None:
+            return
+        self._next_prune = now + PRUNE_INTERVAL
+        try:
+            self._outbox.prune()
+        except OutboxError as exc:
+            # Already logged at ERROR by the outbox; tried again next interval.
+            log.debug("uplink %s: prune failed: %s", self.terminal, exc)
 
     def _handle(self, kind: str, value: Any) -> None:
         if kind == "connect":

@@ -213,10 +213,12 @@ def test_full_disk_rolls_back_and_recovers(tmp_path):
     # A second Outbox (another thread's) still reads everything.
     other = Outbox.open(path)
     assert other.stats().last_seq == full_seq
+    # ... and reports the error too (the uplink's status comes from its own Outbox).
+    assert other.stats().error == stats.error
     outbox.conn.execute("PRAGMA max_page_count = 1073741823")
     after = outbox.record(5, clock_synced=True)
     assert after.seq == full_seq + 1
-    assert outbox.stats().error is None
+    assert outbox.stats().error is None and other.stats().error is None
 
 
 def test_full_disk_is_an_os_error_too():

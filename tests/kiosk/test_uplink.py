@@ -299,3 +299,27 @@ def test_config_payload_reaches_handler(mosquitto, outbox_path):
     finally:
         uplink.stop()
         peer.close()
+
+
+def test_from_config_and_prune_at_start(mosquitto, tmp_path):
+    from kiosk.config import load_config
+    cfg = load_config(env={}, overrides={
+        "site": SITE, "terminal": "t-02", "broker": mosquitto.url, "data_dir": tmp_path})
+    cfg = type(cfg)(**{**cfg.__dict__, "outbox": type(cfg.outbox)(retention_days=0)})
+    outbox = Outbox.open(cfg.outbox_path)
+    old = tap(outbox, 3)
+    outbox.mark_acked(protocol.Ack(accepted=tuple(r.id for r in old)))
+    tap(outbox, 2)
+    peer = Peer(mosquitto)
+    uplink = Uplink.from_config(cfg, reconnect_delay=(0.2, 1.0)).start()
+    try:
+        assert (uplink.site, uplink.terminal, uplink.port) == (SITE, "t-02", mosquitto.port)
+        assert uplink.wait_idle(30)
+        assert sorted(peer.received("t-02")) == [4, 5]
+        # Retention 0: every confirmed rating is pruned (at start, then periodically).
+        wait_for(lambda: outbox.conn.execute("SELECT count(*) FROM ratings").fetchone()[0] <= 2,
+                 what="prune")
+        assert outbox.record(3, clock_synced=True).seq == 6
+    finally:
+        uplink.stop()
+        peer.close()
