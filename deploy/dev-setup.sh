@@ -13,6 +13,9 @@ packages=(
     fonts-noto-cjk                     # CJK fallback for zh/ja text
     chromium                           # the dashboard in headless browser tests
     shellcheck                         # lints deploy scripts in tests
+    openssl                            # throwaway CAs for the TLS tests
+    caddy                              # validates deploy/caddy/Caddyfile
+    systemd                            # systemd-analyze verify on deploy units
 )
 missing=()
 for package in "${packages[@]}"; do
