@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Callable
 
@@ -56,7 +57,7 @@ def serve(config) -> int:
         return SQLiteStore.open(config.db, config.timezone)
 
     store_factory().close()  # create or migrate the database before anything reads it
-    link = Link(config, store_factory).start()
+    link = Link(config, store_factory, fault=fault_from_env(os.environ.get("ONETAP_FAULT"))).start()
     host, port = config.listen_address
     app = create_app(store_factory, config, link)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
@@ -70,6 +71,25 @@ def serve(config) -> int:
     if not server.started:
         raise ServerError(f"could not listen on {config.listen}")
     return 0
+
+
+def fault_from_env(spec: str | None) -> Callable[[str, int], None] | None:
+    """ONETAP_FAULT=kill-before-commit:N or kill-after-commit:N: SIGKILL this process
+    just before the N-th ingest commit, or just after it (before its Acks go out).
+    For end-to-end fault tests only."""
+    if not spec:
+        return None
+    kind, _, number = spec.partition(":")
+    if kind not in ("kill-before-commit", "kill-after-commit") or not number.isdigit():
+        raise ServerError(f"ONETAP_FAULT {spec!r} is not kill-before-commit:N or kill-after-commit:N")
+    where, n = kind.removeprefix("kill-"), int(number)
+    log.warning("fault injection armed: SIGKILL %s %d", where, n)
+
+    def fault(point: str, count: int) -> None:
+        if point == where and count >= n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return fault
 
 
 #: name -> (help, add_arguments(parser), run(args) -> exit code). Adding a

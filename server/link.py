@@ -41,8 +41,12 @@ class Link:
     """
 
     def __init__(self, config: ServerConfig, store_factory: Callable[[], Store], *,
-                 max_messages_per_commit: int = MAX_MESSAGES_PER_COMMIT):
+                 max_messages_per_commit: int = MAX_MESSAGES_PER_COMMIT,
+                 fault: Callable[[str, int], None] | None = None):
         self.config = config
+        # Fault injection for end-to-end tests: called with ("before-commit", n)
+        # and ("after-commit", n) around the n-th commit (see server.__main__).
+        self._fault = fault
         self.store_factory = store_factory
         self.max_messages = max_messages_per_commit
         self.counters = IngestCounters()
@@ -127,6 +131,7 @@ class Link:
         ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters)
         self._worker_ready.set()
         backoff = 0.5
+        commits = 0
         try:
             stopping = False
             while not stopping:
@@ -143,6 +148,9 @@ class Link:
                         stopping = True
                         break
                     messages.append(item)
+                commits += 1
+                if self._fault is not None:
+                    self._fault("before-commit", commits)
                 try:
                     acks = ingest.handle(messages)
                 except StoreError as exc:
@@ -155,6 +163,8 @@ class Link:
                     backoff = min(backoff * 2, 30)
                     continue
                 backoff = 0.5
+                if self._fault is not None:
+                    self._fault("after-commit", commits)
                 for ack_topic, ack in acks:
                     self.client.publish(ack_topic, ack.encode(), qos=1)
         finally:

@@ -162,3 +162,21 @@ def test_garbage_on_a_ratings_topic_is_quarantined_and_link_keeps_going(mosquitt
     finally:
         terminal.close()
         link.stop()
+
+
+def test_fault_hook_brackets_each_commit(mosquitto, db_path):
+    calls = []
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-fault", db=db_path)
+    link = Link(config, lambda: SQLiteStore.open(db_path),
+                fault=lambda point, n: calls.append((point, n, SQLiteStore.open(db_path).counts()["ratings"])))
+    link.start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path)
+    try:
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [rating(1).encode()]))
+        terminal.acks.get(timeout=DEADLINE)
+        # Before the commit nothing is stored; after it the row is, and the Ack is not yet sent.
+        assert calls[:2] == [("before-commit", 1, 0), ("after-commit", 1, 1)]
+    finally:
+        terminal.close()
+        link.stop()
