@@ -72,6 +72,7 @@ class ServerConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     client_id: str = "onetap-server"
+    mqtt_protocol: str = "5"
     session_expiry_s: int = 7 * 24 * 3600
     db: Path = Path("onetap.db")
     listen: str = "127.0.0.1:8080"
@@ -143,6 +144,12 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _mqtt_protocol(value: Any) -> str:
+    if _str(value) not in ("5", "3.1.1"):
+        raise ValueError(f"{value!r} must be \"5\" or \"3.1.1\"")
+    return value
+
+
 def _path(value: Any) -> Path:
     return Path(_nonempty(value)).expanduser()
 
@@ -180,6 +187,7 @@ KEYS: dict[str, _Key] = {
     "username": _Key(_optional(_str), "ONETAP_MQTT_USERNAME"),
     "password": _Key(_optional(_str), "ONETAP_MQTT_PASSWORD"),
     "client_id": _Key(_nonempty, "ONETAP_CLIENT_ID"),
+    "mqtt_protocol": _Key(_mqtt_protocol, "ONETAP_MQTT_PROTOCOL"),
     "session_expiry_s": _Key(_positive_int, "ONETAP_SESSION_EXPIRY_S"),
     "db": _Key(_path, "ONETAP_DB"),
     "listen": _Key(_listen, "ONETAP_LISTEN"),

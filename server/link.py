@@ -59,7 +59,10 @@ class Link:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv311 if config.mqtt_protocol == "3.1.1" else mqtt.MQTTv5,
+            # MQTT 3.1.1 keeps the session (and its queued batches) this way;
+            # MQTT 5 does it with clean_start=False and a session expiry below.
+            clean_session=False if config.mqtt_protocol == "3.1.1" else None,
         )
         if config.username is not None:
             self.client.username_pw_set(config.username, config.password)
@@ -93,6 +96,9 @@ class Link:
         log.info("connected to %s (session present: %s)", self.config.broker, flags.session_present)
         # Subscribing again is harmless with a kept session; retainHandling=1
         # then skips re-sending every retained status we already stored.
+        if self.config.mqtt_protocol == "3.1.1":
+            client.subscribe([(RATINGS_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
+            return
         client.subscribe([
             (RATINGS_SUBSCRIPTION, SubscribeOptions(qos=1)),
             (STATUS_SUBSCRIPTION, SubscribeOptions(qos=1, retainHandling=1)),
@@ -180,13 +186,16 @@ class Link:
         if self._worker_error is not None:
             raise self._worker_error
         address = self.config.broker_address
-        props = Properties(PacketTypes.CONNECT)
-        # Without a session expiry an MQTT 5 session ends with the connection,
-        # and batches sent while the server is down would not be queued for it.
-        props.SessionExpiryInterval = self.config.session_expiry_s
         self._started = True
-        self.client.connect_async(address.host, address.port, keepalive=30,
-                                  clean_start=False, properties=props)
+        if self.config.mqtt_protocol == "3.1.1":
+            self.client.connect_async(address.host, address.port, keepalive=30)
+        else:
+            props = Properties(PacketTypes.CONNECT)
+            # Without a session expiry an MQTT 5 session ends with the connection,
+            # and batches sent while the server is down would not be queued for it.
+            props.SessionExpiryInterval = self.config.session_expiry_s
+            self.client.connect_async(address.host, address.port, keepalive=30,
+                                      clean_start=False, properties=props)
         self.client.loop_start()
         return self
 
