@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="broker user (env ONETAP_MQTT_USERNAME)")
     sim.add_argument("--password", default=os.environ.get("ONETAP_MQTT_PASSWORD"),
                      help="broker password (prefer env ONETAP_MQTT_PASSWORD)")
+    sim.add_argument("--mqtt-protocol", choices=("5", "3.1.1"),
+                     default=os.environ.get("ONETAP_MQTT_PROTOCOL", "5"),
+                     help="MQTT version (env ONETAP_MQTT_PROTOCOL; default 5)")
     sim.add_argument("--ack-timeout", type=float, default=10.0, help="resend a batch after this many seconds")
     return parser
 
@@ -85,6 +88,7 @@ def _simulate(args: argparse.Namespace) -> int:
             broker=args.broker, site=args.site, terminals=args.terminals, taps=args.taps,
             data_dir=args.data_dir, rate=args.rate, timeout=args.timeout,
             username=args.username, password=args.password, ack_timeout=args.ack_timeout,
+            mqtt_protocol=args.mqtt_protocol,
         )
     except ValueError as exc:
         return _error(exc)

@@ -77,8 +77,11 @@ class MqttConfig:
     ack_timeout_s: float = 30.0
     status_interval_s: float = 60.0
     session_expiry_s: int = 7 * 24 * 3600
+    mqtt_protocol: str = "5"
 
     def __post_init__(self) -> None:
+        if self.mqtt_protocol not in ("5", "3.1.1"):
+            raise _Invalid("mqtt_protocol", f"{self.mqtt_protocol!r} must be \"5\" or \"3.1.1\"")
         _positive("ack_timeout_s", self.ack_timeout_s)
         _positive("status_interval_s", self.status_interval_s)
         _positive("session_expiry_s", self.session_expiry_s)

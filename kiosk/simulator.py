@@ -106,6 +106,7 @@ def simulate(
     password: str | None = None,
     ack_timeout: float = 10.0,
     reconnect_max_delay: float = 5.0,
+    mqtt_protocol: str = "5",
     progress: TextIO = sys.stderr,
 ) -> Result:
     """Run *terminals* headless terminals until each has recorded *taps* taps.
@@ -138,6 +139,7 @@ def simulate(
                 site=site, terminal=terminal, broker_url=broker,
                 username=username, password=password,
                 ack_timeout=ack_timeout, reconnect_delay=(0.5, reconnect_max_delay),
+                mqtt_protocol=mqtt_protocol,
             )
             sims.append(_Terminal(terminal, path, uplink, taps, rate, seed=f"{site}/{terminal}"))
         for sim in sims:

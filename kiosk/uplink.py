@@ -73,6 +73,7 @@ class Uplink:
         window: int = DEFAULT_WINDOW,
         reconnect_delay: tuple[float, float] = (1.0, 30.0),
         keepalive: int = KEEPALIVE,
+        mqtt_protocol: str = "5",
     ):
         protocol.check_identifier("site", site)
         protocol.check_identifier("terminal", terminal)
@@ -91,6 +92,9 @@ class Uplink:
         self.window = max(1, min(window, MAX_INFLIGHT - 2))
         self.reconnect_delay = reconnect_delay
         self.keepalive = keepalive
+        if mqtt_protocol not in ("5", "3.1.1"):
+            raise ValueError(f"mqtt_protocol {mqtt_protocol!r} must be \"5\" or \"3.1.1\"")
+        self.mqtt_protocol = mqtt_protocol
         self.topics = {k: protocol.topic(site, terminal, k) for k in protocol.TERMINAL_TOPIC_KINDS}
         self._max_bytes = protocol.MAX_BATCH_BYTES - protocol.batch_overhead(site, terminal)
 
@@ -132,7 +136,7 @@ class Uplink:
             site=cfg.site, terminal=cfg.terminal, broker_url=cfg.broker,
             username=cfg.mqtt.username, password=cfg.mqtt.password, tls=tls,
             ack_timeout=cfg.mqtt.ack_timeout_s, session_expiry=cfg.mqtt.session_expiry_s,
-            status_interval=cfg.mqtt.status_interval_s,
+            status_interval=cfg.mqtt.status_interval_s, mqtt_protocol=cfg.mqtt.mqtt_protocol,
         )
         args.update(kw)
         factory = args.pop("outbox_factory", None) or (
@@ -195,7 +199,10 @@ class Uplink:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.terminal,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv311 if self.mqtt_protocol == "3.1.1" else mqtt.MQTTv5,
+            # MQTT 3.1.1 keeps the session this way; MQTT 5 with clean_start
+            # False and a session expiry (see _run).
+            clean_session=False if self.mqtt_protocol == "3.1.1" else None,
         )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -218,11 +225,15 @@ class Uplink:
         try:
             self._outbox = self._outbox_factory()
             self._client = self._make_client()
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self.session_expiry
-            self._client.connect_async(
-                self.host, self.port, keepalive=self.keepalive, clean_start=False, properties=props
-            )
+            if self.mqtt_protocol == "3.1.1":
+                self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
+            else:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = self.session_expiry
+                self._client.connect_async(
+                    self.host, self.port, keepalive=self.keepalive, clean_start=False,
+                    properties=props,
+                )
             self._client.loop_start()
         except Exception as exc:  # noqa: BLE001 - reported through .failure and the log
             log.exception("uplink %s could not start", self.terminal)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -62,6 +63,7 @@ class Mosquitto:
             deploy
             + f"\nlistener {self.port} 127.0.0.1\n"
             + f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
+            + f"user {getpass.getuser()}\n"
             + f"log_dest file {self.directory}/mosquitto.log\n"
             + "log_type error\nlog_type warning\nlog_type notice\n"
             + self.extra
