@@ -1,0 +1,317 @@
+"""The visit flow: a pure state machine from a citizen's tap to the thank-you screen (no Kivy, no I/O).
+
+Every method takes ``now`` (monotonic seconds) and returns the effects the
+caller must carry out, in order: :class:`Record` (commit the tap to the
+outbox at once, then call :meth:`Flow.recorded` with its id), :class:`Annotate`,
+:class:`Release` and :class:`Quit`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from dataclasses import dataclass
+from typing import Union
+
+from kiosk import protocol
+from kiosk.catalog import DEFAULT_LANG, LANGUAGES
+
+
+class Screen(str, enum.Enum):
+    RATING = "rating"
+    REASON = "reason"
+    AGE = "age"
+    THANKS = "thanks"
+    ERROR = "error"
+    SLEEP = "sleep"
+    PIN = "pin"
+    MAINTENANCE = "maintenance"
+
+
+FOLLOW_UP = (Screen.REASON, Screen.AGE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What shapes a visit: the kiosk's [ui] config overlaid with the site's survey config."""
+
+    reasons: tuple[str, ...] = protocol.DEFAULT_REASONS
+    #: Ask why for scores at or below this (0: never).
+    reason_threshold: int = 2
+    age_group: bool = False
+    cooldown_s: float = 3.0
+    followup_timeout_s: float = 10.0
+    thank_you_s: float = 2.5
+    count_when_closed: bool = False
+    default_lang: str = DEFAULT_LANG
+    languages: tuple[str, ...] = LANGUAGES
+    pin: str = "0000"
+    #: A language chosen but no tap within this: back to the default.
+    idle_reset_s: float = 60.0
+    #: Outside opening hours (when taps count), a touch wakes the rating screen for this long.
+    wake_s: float = 30.0
+    pin_timeout_s: float = 30.0
+    maintenance_timeout_s: float = 300.0
+    max_pin_attempts: int = 3
+    error_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class Record:
+    score: int
+    lang: str
+    input: str
+
+
+@dataclass(frozen=True)
+class Annotate:
+    rating_id: str
+    reason: str | None = None
+    age_group: str | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    rating_id: str
+
+
+@dataclass(frozen=True)
+class Quit:
+    pass
+
+
+Effect = Union[Record, Annotate, Release, Quit]
+
+
+class Flow:
+    """One terminal's screens and the visit in progress."""
+
+    def __init__(self, settings: Settings, now: float, *, open: bool = True):
+        self.settings = settings
+        self.screen = Screen.RATING if open else Screen.SLEEP
+        self.lang = settings.default_lang
+        #: Taps ignored during a cooldown (reported in Status as ``ignored_taps``).
+        self.ignored_taps = 0
+        #: The visit's rating (held in the outbox while follow-up questions show).
+        self.rating_id: str | None = None
+        self.score: int | None = None
+        #: When the current screen closes by itself (None: it does not).
+        self.deadline: float | None = None
+        self.pin_entry = ""
+        self.pin_error = False
+        self._open = open
+        self._cooldown_until = float("-inf")
+        self._awake_until = float("-inf")
+        self._last_activity = now
+        self._questions: list[Screen] = []
+        self._recording: Record | None = None
+        self._pin_attempts = 0
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def in_cooldown(self, now: float) -> bool:
+        return now < self._cooldown_until
+
+    def configure(self, settings: Settings, now: float) -> None:
+        """New settings (say, a survey config from the server); the visit in progress keeps going."""
+        self.settings = settings
+        if self.screen in (Screen.RATING, Screen.SLEEP) and self.lang not in settings.languages:
+            self.lang = settings.default_lang
+        self._settle(now)
+
+    def _rest_screen(self, now: float) -> Screen:
+        return Screen.RATING if self._open or now < self._awake_until else Screen.SLEEP
+
+    def _to_rest(self, now: float) -> None:
+        """The visit is over: back to the first screen, in the default language."""
+        self.screen = self._rest_screen(now)
+        self.lang = self.settings.default_lang
+        self.rating_id = None
+        self.score = None
+        self.deadline = None
+        self._questions = []
+        self._last_activity = now
+
+    def _settle(self, now: float) -> None:
+        if self.screen in (Screen.RATING, Screen.SLEEP):
+            rest = self._rest_screen(now)
+            if rest != self.screen:
+                self.screen = rest
+                self.lang = self.settings.default_lang
+
+    # -- the visit ------------------------------------------------------------
+
+    def press(self, score: int, now: float, input: str = "touch") -> list[Effect]:
+        """A face tile or a physical button: record at once, unless in a cooldown or asleep."""
+        if score not in protocol.SCORES:
+            raise ValueError(f"score {score!r} is not 1..5")
+        if self._recording is not None:
+            return []
+        if now < self._cooldown_until:
+            self.ignored_taps += 1
+            return []
+        if self.screen in (Screen.PIN, Screen.MAINTENANCE):
+            return []
+        if self.screen == Screen.SLEEP and not self.settings.count_when_closed:
+            return []
+        self._recording = Record(score, self.lang, input)
+        return [self._recording]
+
+    def recorded(self, rating_id: str, now: float) -> list[Effect]:
+        """The tap is on disk: start the follow-up questions or say thank you."""
+        if self._recording is None:
+            raise RuntimeError("recorded() without a pending press()")
+        record, self._recording = self._recording, None
+        effects: list[Effect] = []
+        if self.rating_id is not None:
+            # A new tap (a button) during the last visit's follow-up ends that visit.
+            effects.append(Release(self.rating_id))
+        self.rating_id = rating_id
+        self.score = record.score
+        self._cooldown_until = now + self.settings.cooldown_s
+        self._last_activity = now
+        self._questions = []
+        if self.settings.reasons and record.score <= self.settings.reason_threshold:
+            self._questions.append(Screen.REASON)
+        if self.settings.age_group:
+            self._questions.append(Screen.AGE)
+        return effects + self._advance(now)
+
+    def record_failed(self, now: float) -> list[Effect]:
+        """The outbox could not commit the tap (say, a full disk): say so, never thank."""
+        self._recording = None
+        self.screen = Screen.ERROR
+        self.deadline = now + self.settings.error_s
+        return []
+
+    def _advance(self, now: float) -> list[Effect]:
+        if self._questions:
+            self.screen = self._questions.pop(0)
+            self.deadline = now + self.settings.followup_timeout_s
+            return []
+        return self._finish(now)
+
+    def _finish(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.rating_id is not None:
+            effects.append(Release(self.rating_id))
+        self._questions = []
+        self.screen = Screen.THANKS
+        self.deadline = now + self.settings.thank_you_s
+        return effects
+
+    def answer_reason(self, code: str, now: float) -> list[Effect]:
+        if self.screen != Screen.REASON or self.rating_id is None or code not in self.settings.reasons:
+            return []
+        self._last_activity = now
+        return [Annotate(self.rating_id, reason=code), *self._advance(now)]
+
+    def answer_age(self, group: str, now: float) -> list[Effect]:
+        if self.screen != Screen.AGE or self.rating_id is None or group not in protocol.AGE_GROUPS:
+            return []
+        self._last_activity = now
+        return [Annotate(self.rating_id, age_group=group), *self._advance(now)]
+
+    def skip(self, now: float) -> list[Effect]:
+        """The citizen skips this question (the rating stays)."""
+        if self.screen not in FOLLOW_UP:
+            return []
+        self._last_activity = now
+        return self._advance(now)
+
+    def stray_tap(self, now: float) -> None:
+        """A touch that is not a control (the thank-you screen): counted when in a cooldown."""
+        if now < self._cooldown_until:
+            self.ignored_taps += 1
+
+    def set_language(self, lang: str, now: float) -> None:
+        if lang not in self.settings.languages or self.screen in (Screen.PIN, Screen.MAINTENANCE):
+            return
+        self.lang = lang
+        self._last_activity = now
+
+    def set_open(self, open: bool, now: float) -> None:
+        """Opening hours began or ended (the caller reads the wall clock)."""
+        self._open = open
+        self._settle(now)
+
+    def wake(self, now: float) -> None:
+        """A touch on the sleep screen: the rating screen, when taps count outside hours."""
+        if self.screen == Screen.SLEEP and self.settings.count_when_closed:
+            self._awake_until = now + self.settings.wake_s
+            self._last_activity = now
+            self.screen = Screen.RATING
+
+    def tick(self, now: float) -> list[Effect]:
+        """Time passes: timeouts close screens (call it a few times a second)."""
+        screen = self.screen
+        if self.deadline is not None and now >= self.deadline:
+            if screen in FOLLOW_UP:
+                return self._finish(now)
+            self._to_rest(now)
+            self._pin_attempts = 0
+            return []
+        if screen == Screen.RATING and self.lang != self.settings.default_lang \
+                and now - self._last_activity >= self.settings.idle_reset_s:
+            self.lang = self.settings.default_lang
+        self._settle(now)
+        return []
+
+    # -- maintenance ----------------------------------------------------------
+
+    def open_pin(self, now: float) -> None:
+        """The hidden gesture was made: ask for the staff PIN."""
+        if self.screen not in (Screen.RATING, Screen.SLEEP) or self._recording is not None:
+            return
+        self.screen = Screen.PIN
+        self.pin_entry = ""
+        self.pin_error = False
+        self.deadline = now + self.settings.pin_timeout_s
+
+    def pin_digit(self, digit: str, now: float) -> None:
+        if self.screen != Screen.PIN or digit not in "0123456789" or len(digit) != 1:
+            return
+        if len(self.pin_entry) < 12:
+            self.pin_entry += digit
+        self.pin_error = False
+        self.deadline = now + self.settings.pin_timeout_s
+
+    def pin_clear(self, now: float) -> None:
+        if self.screen == Screen.PIN:
+            self.pin_entry = ""
+            self.deadline = now + self.settings.pin_timeout_s
+
+    def pin_submit(self, now: float) -> bool:
+        """Check the PIN: right opens maintenance; wrong clears it; too many wrong closes the pad."""
+        if self.screen != Screen.PIN:
+            return False
+        entry, self.pin_entry = self.pin_entry, ""
+        if self.settings.pin and hmac.compare_digest(entry.encode(), self.settings.pin.encode()):
+            self._pin_attempts = 0
+            self.pin_error = False
+            self.screen = Screen.MAINTENANCE
+            self.deadline = now + self.settings.maintenance_timeout_s
+            return True
+        self._pin_attempts += 1
+        self.pin_error = True
+        self.deadline = now + self.settings.pin_timeout_s
+        if self._pin_attempts >= self.settings.max_pin_attempts:
+            self._pin_attempts = 0
+            self._to_rest(now)
+        return False
+
+    def close_maintenance(self, now: float) -> None:
+        """Cancel on the PIN pad, or Back on the staff screen."""
+        if self.screen in (Screen.PIN, Screen.MAINTENANCE):
+            self.pin_entry = ""
+            self._to_rest(now)
+
+    def quit(self, now: float) -> list[Effect]:
+        """Exit the app: only from the staff screen, which only the PIN opens."""
+        if self.screen != Screen.MAINTENANCE:
+            return []
+        return [Quit()]

@@ -1,0 +1,1 @@
+"""Message catalogs, one JSON file per language (package data)."""

@@ -1,0 +1,249 @@
+"""The visit flow state machine: every path from a tap to the first screen again, with `now` given."""
+
+from __future__ import annotations
+
+import pytest
+
+from kiosk.flow import Annotate, Flow, Quit, Record, Release, Screen, Settings
+
+
+def tap(flow: Flow, score: int, now: float, rating_id: str = "r1", input: str = "touch"):
+    """Press, then (as the app does once the outbox committed) report the id."""
+    effects = flow.press(score, now, input)
+    if not effects:
+        return None, []
+    (record,) = effects
+    assert isinstance(record, Record)
+    return record, flow.recorded(rating_id, now)
+
+
+@pytest.mark.parametrize("score", [1, 2, 3, 4, 5])
+def test_each_score_is_recorded_first_with_language_and_input(score):
+    flow = Flow(Settings(reason_threshold=0), now=0.0)
+    record, after = tap(flow, score, 1.0, input="button")
+    assert record == Record(score, "ko", "button")
+    assert after == [Release("r1")]
+    assert flow.screen == Screen.THANKS and flow.score == score
+
+
+@pytest.mark.parametrize("score,asks", [(1, True), (2, True), (3, False), (4, False), (5, False)])
+def test_reasons_are_asked_at_or_below_the_threshold(score, asks):
+    flow = Flow(Settings(reason_threshold=2), now=0.0)
+    _, after = tap(flow, score, 1.0)
+    if asks:
+        assert after == [] and flow.screen == Screen.REASON and flow.deadline == 11.0
+    else:
+        assert after == [Release("r1")] and flow.screen == Screen.THANKS
+
+
+def test_follow_up_answered_annotates_the_same_rating_then_releases_it():
+    flow = Flow(Settings(reason_threshold=3, age_group=True), now=0.0)
+    tap(flow, 2, 1.0, "abc")
+    assert flow.answer_reason("wait_time", 2.0) == [Annotate("abc", reason="wait_time")]
+    assert flow.screen == Screen.AGE and flow.deadline == 12.0
+    assert flow.answer_age("30s", 3.0) == [Annotate("abc", age_group="30s"), Release("abc")]
+    assert flow.screen == Screen.THANKS and flow.deadline == 5.5
+    assert flow.tick(5.4) == [] and flow.screen == Screen.THANKS
+    assert flow.tick(5.5) == [] and flow.screen == Screen.RATING and flow.rating_id is None
+
+
+def test_unknown_answers_are_refused():
+    flow = Flow(Settings(reasons=("wait_time",), age_group=True), now=0.0)
+    tap(flow, 1, 1.0)
+    assert flow.answer_reason("parking", 2.0) == []
+    assert flow.answer_age("30s", 2.0) == []  # not the age screen yet
+    assert flow.screen == Screen.REASON
+
+
+def test_follow_up_skipped_keeps_the_rating():
+    flow = Flow(Settings(age_group=True), now=0.0)
+    tap(flow, 1, 1.0)
+    assert flow.skip(2.0) == [] and flow.screen == Screen.AGE
+    assert flow.skip(3.0) == [Release("r1")] and flow.screen == Screen.THANKS
+    assert flow.skip(3.1) == []
+
+
+def test_follow_up_timeout_closes_it_keeping_the_rating():
+    flow = Flow(Settings(followup_timeout_s=10.0, age_group=True), now=0.0)
+    tap(flow, 1, 1.0)
+    assert flow.tick(10.9) == [] and flow.screen == Screen.REASON
+    assert flow.tick(11.0) == [Release("r1")] and flow.screen == Screen.THANKS
+
+
+def test_age_question_alone_for_good_scores():
+    flow = Flow(Settings(age_group=True), now=0.0)
+    _, after = tap(flow, 5, 1.0)
+    assert after == [] and flow.screen == Screen.AGE
+
+
+def test_no_reasons_configured_means_no_reason_question():
+    flow = Flow(Settings(reasons=(), reason_threshold=5), now=0.0)
+    _, after = tap(flow, 1, 1.0)
+    assert after == [Release("r1")]
+
+
+def test_cooldown_ignores_and_counts_taps():
+    flow = Flow(Settings(cooldown_s=3.0, thank_you_s=1.0, reason_threshold=0), now=0.0)
+    tap(flow, 5, 10.0)
+    flow.stray_tap(10.5)  # on the thank-you screen
+    flow.tick(11.0)
+    assert flow.screen == Screen.RATING
+    assert flow.press(4, 12.9) == []
+    assert flow.ignored_taps == 2
+    flow.stray_tap(13.5)  # after the cooldown: not an ignored rating
+    assert flow.ignored_taps == 2
+    assert flow.press(4, 13.0) == [Record(4, "ko", "touch")]
+
+
+def test_a_button_press_during_a_follow_up_ends_that_visit_and_starts_another():
+    flow = Flow(Settings(cooldown_s=1.0), now=0.0)
+    tap(flow, 1, 1.0, "first")
+    assert flow.screen == Screen.REASON
+    record, after = tap(flow, 2, 5.0, "second", input="button")
+    assert after == [Release("first")] and flow.rating_id == "second"
+    assert flow.screen == Screen.REASON
+
+
+def test_press_while_recording_is_not_doubled():
+    flow = Flow(Settings(), now=0.0)
+    assert flow.press(3, 1.0)
+    assert flow.press(3, 1.0) == []
+
+
+def test_record_failure_shows_an_error_never_thanks():
+    flow = Flow(Settings(error_s=3.0), now=0.0)
+    flow.press(5, 1.0)
+    assert flow.record_failed(1.0) == []
+    assert flow.screen == Screen.ERROR and flow.rating_id is None
+    flow.tick(4.0)
+    assert flow.screen == Screen.RATING
+    assert flow.press(5, 4.0)  # no cooldown after a failure
+
+
+def test_language_is_recorded_and_reset_after_the_visit():
+    flow = Flow(Settings(reason_threshold=0, thank_you_s=2.0), now=0.0)
+    flow.set_language("vi", 1.0)
+    record, _ = tap(flow, 4, 2.0)
+    assert record.lang == "vi" and flow.lang == "vi"
+    flow.tick(4.0)
+    assert flow.screen == Screen.RATING and flow.lang == "ko"
+
+
+def test_language_resets_when_nobody_taps():
+    flow = Flow(Settings(idle_reset_s=60.0), now=0.0)
+    flow.set_language("ja", 10.0)
+    flow.tick(69.0)
+    assert flow.lang == "ja"
+    flow.tick(70.0)
+    assert flow.lang == "ko"
+
+
+def test_unknown_language_is_ignored():
+    flow = Flow(Settings(languages=("ko", "en")), now=0.0)
+    flow.set_language("zh", 1.0)
+    assert flow.lang == "ko"
+
+
+def test_sleep_outside_hours_taps_do_not_count_by_default():
+    flow = Flow(Settings(), now=0.0, open=False)
+    assert flow.screen == Screen.SLEEP
+    assert flow.press(5, 1.0, "button") == []
+    flow.wake(1.0)
+    assert flow.screen == Screen.SLEEP
+    flow.set_open(True, 2.0)
+    assert flow.screen == Screen.RATING
+    flow.set_language("en", 2.5)
+    flow.set_open(False, 3.0)
+    assert flow.screen == Screen.SLEEP and flow.lang == "ko"
+
+
+def test_sleep_with_count_when_closed_wakes_on_touch_and_records_buttons():
+    flow = Flow(Settings(count_when_closed=True, wake_s=30.0, reason_threshold=0, thank_you_s=1.0), now=0.0,
+                open=False)
+    record, _ = tap(flow, 2, 1.0, input="button")
+    assert record == Record(2, "ko", "button")
+    flow.tick(2.0)
+    assert flow.screen == Screen.SLEEP
+    flow.wake(10.0)
+    assert flow.screen == Screen.RATING
+    flow.tick(39.9)
+    assert flow.screen == Screen.RATING
+    flow.tick(40.0)
+    assert flow.screen == Screen.SLEEP
+
+
+def test_closing_time_during_a_visit_finishes_the_visit_first():
+    flow = Flow(Settings(thank_you_s=1.0), now=0.0)
+    tap(flow, 1, 1.0)
+    flow.set_open(False, 2.0)
+    assert flow.screen == Screen.REASON
+    assert flow.skip(3.0) == [Release("r1")]
+    flow.tick(4.0)
+    assert flow.screen == Screen.SLEEP
+
+
+def test_maintenance_pin_right_opens_the_staff_screen_and_allows_quit():
+    flow = Flow(Settings(pin="2468"), now=0.0)
+    assert flow.quit(0.5) == []
+    flow.open_pin(1.0)
+    assert flow.screen == Screen.PIN
+    assert flow.press(5, 1.5) == []  # a button during maintenance is not a rating
+    for digit in "2468":
+        flow.pin_digit(digit, 2.0)
+    assert flow.pin_submit(2.0) and flow.screen == Screen.MAINTENANCE
+    assert flow.quit(3.0) == [Quit()]
+    flow.close_maintenance(4.0)
+    assert flow.screen == Screen.RATING and flow.quit(4.0) == []
+
+
+def test_maintenance_pin_wrong_is_refused_then_the_pad_closes():
+    flow = Flow(Settings(pin="2468", max_pin_attempts=3), now=0.0)
+    flow.open_pin(1.0)
+    for attempt in range(2):
+        flow.pin_digit("1", 2.0)
+        assert not flow.pin_submit(2.0)
+        assert flow.screen == Screen.PIN and flow.pin_error and flow.pin_entry == ""
+    assert flow.quit(2.0) == []
+    flow.pin_digit("9", 3.0)
+    assert not flow.pin_submit(3.0)
+    assert flow.screen == Screen.RATING
+
+
+def test_maintenance_screens_time_out():
+    flow = Flow(Settings(pin="1", pin_timeout_s=30.0, maintenance_timeout_s=300.0), now=0.0)
+    flow.open_pin(1.0)
+    flow.tick(31.0)
+    assert flow.screen == Screen.RATING
+    flow.open_pin(40.0)
+    flow.pin_digit("1", 40.0)
+    flow.pin_submit(40.0)
+    flow.tick(339.0)
+    assert flow.screen == Screen.MAINTENANCE
+    flow.tick(340.0)
+    assert flow.screen == Screen.RATING
+
+
+def test_pin_pad_cannot_open_mid_visit():
+    flow = Flow(Settings(), now=0.0)
+    tap(flow, 1, 1.0)
+    flow.open_pin(2.0)
+    assert flow.screen == Screen.REASON
+
+
+def test_empty_pin_never_opens():
+    flow = Flow(Settings(pin=""), now=0.0)
+    flow.open_pin(1.0)
+    assert not flow.pin_submit(1.0)
+
+
+def test_bad_score_is_an_error():
+    with pytest.raises(ValueError):
+        Flow(Settings(), now=0.0).press(6, 1.0)
+
+
+def test_configure_applies_new_settings_to_the_next_visit():
+    flow = Flow(Settings(reason_threshold=0), now=0.0)
+    flow.configure(Settings(reason_threshold=5, reasons=("parking",)), 1.0)
+    tap(flow, 5, 2.0)
+    assert flow.screen == Screen.REASON
+    assert flow.answer_reason("parking", 3.0)[0] == Annotate("r1", reason="parking")
