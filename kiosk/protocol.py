@@ -511,3 +511,191 @@ class Status:
 
 
 OFFLINE = Status("offline")
+
+
+# -- survey config ------------------------------------------------------------
+#
+# Retained on onetap/v1/{site}/{terminal}/config, server -> kiosk. Every field
+# but ``v`` and ``version`` is optional; a timing left out (null) means "the
+# kiosk's own setting". Opening hours are lines such as "mon-fri 09:00-18:00"
+# or "sat 09:00-12:00 13:00-15:00"; an empty list means always open.
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_REASONS = 12
+MAX_TEXT = 200
+_HHMM_RE = re.compile(r"\A([01]\d|2[0-3]):([0-5]\d)\Z|\A24:00\Z")
+_SURVEY_KEYS = frozenset((
+    "v", "version", "question", "reasons", "reason_labels", "reason_threshold",
+    "age_group", "cooldown_s", "followup_timeout_s", "thank_you_s", "hours",
+    "count_when_closed",
+))
+#: name: (lowest, highest) for the optional timings, in seconds.
+SURVEY_TIMINGS = {
+    "cooldown_s": (0.0, 600.0),
+    "followup_timeout_s": (1.0, 600.0),
+    "thank_you_s": (0.5, 30.0),
+}
+
+
+def _minutes(name: str, text: str) -> int:
+    if not _HHMM_RE.match(text):
+        raise ProtocolError(name, f"{text!r} is not a time HH:MM")
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _days(name: str, text: str) -> frozenset[int]:
+    days: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+            raise ProtocolError(name, f"{part!r} is not a day or day range ({'/'.join(WEEKDAYS)})")
+        start = WEEKDAYS.index(first)
+        end = WEEKDAYS.index(last) if last else start
+        if end < start:
+            raise ProtocolError(name, f"{part!r}: a range runs forwards (fri-mon is fri-sun,mon)")
+        days.update(range(start, end + 1))
+    return frozenset(days)
+
+
+def parse_hours(name: str, entries: object) -> tuple[tuple[frozenset[int], int, int], ...]:
+    """Opening-hours lines -> ((weekdays 0=Monday, start minute, end minute), ...).
+
+    Raises ProtocolError naming ``name[i]`` for a bad line.
+    """
+    if not isinstance(entries, (list, tuple)):
+        raise ProtocolError(name, "must be a list of lines such as 'mon-fri 09:00-18:00'")
+    out = []
+    for index, entry in enumerate(entries):
+        where = f"{name}[{index}]"
+        if not isinstance(entry, str):
+            raise ProtocolError(where, "must be a string such as 'mon-fri 09:00-18:00'")
+        words = entry.lower().split()
+        if len(words) < 2:
+            raise ProtocolError(where, f"{entry!r} needs days and at least one HH:MM-HH:MM")
+        days = _days(where, words[0])
+        for span in words[1:]:
+            start_text, sep, end_text = span.partition("-")
+            if not sep:
+                raise ProtocolError(where, f"{span!r} is not HH:MM-HH:MM")
+            start, end = _minutes(where, start_text), _minutes(where, end_text)
+            if end <= start:
+                raise ProtocolError(where, f"{span!r} ends before it starts")
+            out.append((days, start, end))
+    return tuple(out)
+
+
+def _texts(name: str, value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ProtocolError(name, "must be an object of language -> text")
+    for lang, text in value.items():
+        if not _LANG_RE.match(lang):
+            raise ProtocolError(f"{name}.{lang}", "is not a language tag")
+        if not isinstance(text, str) or not text.strip():
+            raise ProtocolError(f"{name}.{lang}", "must be a non-empty string")
+        if len(text) > MAX_TEXT:
+            raise ProtocolError(f"{name}.{lang}", f"longer than {MAX_TEXT} characters")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class SurveyConfig:
+    """A site's survey as the server publishes it to each terminal (retained)."""
+
+    version: str
+    question: Mapping[str, str] = field(default_factory=dict)
+    reasons: tuple[str, ...] = DEFAULT_REASONS
+    reason_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    reason_threshold: int = 2
+    age_group: bool = False
+    cooldown_s: float | None = None
+    followup_timeout_s: float | None = None
+    thank_you_s: float | None = None
+    hours: tuple[str, ...] | None = None
+    count_when_closed: bool | None = None
+
+    def __post_init__(self) -> None:
+        SurveyConfig.from_dict(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "version": self.version,
+            "question": dict(self.question),
+            "reasons": list(self.reasons),
+            "reason_labels": {k: dict(v) for k, v in self.reason_labels.items()},
+            "reason_threshold": self.reason_threshold,
+            "age_group": self.age_group,
+            "cooldown_s": self.cooldown_s,
+            "followup_timeout_s": self.followup_timeout_s,
+            "thank_you_s": self.thank_you_s,
+            "hours": None if self.hours is None else list(self.hours),
+            "count_when_closed": self.count_when_closed,
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "SurveyConfig":
+        return cls.from_dict(_load_json(payload, "config"))
+
+    @classmethod
+    def from_dict(cls, obj: object) -> "SurveyConfig":
+        """Validate *obj*; ProtocolError names the first wrong field."""
+        if not isinstance(obj, dict):
+            raise ProtocolError("config", "must be a JSON object")
+        _check_version(obj)
+        _check_keys(obj, _SURVEY_KEYS, "")
+        version = _require(obj, "version", "")
+        if type(version) is int and version >= 0:
+            version = str(version)
+        if not isinstance(version, str) or not 0 < len(version) <= 64 or not version.isprintable():
+            raise ProtocolError("version", f"{version!r} is not a version (1..64 printable characters)")
+        question = _texts("question", obj.get("question") or {})
+        reasons = obj.get("reasons", list(DEFAULT_REASONS))
+        if not isinstance(reasons, (list, tuple)):
+            raise ProtocolError("reasons", "must be an array of reason codes")
+        if len(reasons) > MAX_REASONS:
+            raise ProtocolError("reasons", f"at most {MAX_REASONS}")
+        for index, code in enumerate(reasons):
+            if not isinstance(code, str) or not _REASON_RE.match(code):
+                raise ProtocolError(f"reasons[{index}]", f"{code!r} is not a reason code")
+        if len(set(reasons)) != len(reasons):
+            raise ProtocolError("reasons", "has a code twice")
+        labels_obj = obj.get("reason_labels") or {}
+        if not isinstance(labels_obj, dict):
+            raise ProtocolError("reason_labels", "must be an object of code -> {language: text}")
+        labels = {}
+        for code, texts in labels_obj.items():
+            if code not in reasons:
+                raise ProtocolError(f"reason_labels.{code}", "is not one of reasons")
+            labels[code] = _texts(f"reason_labels.{code}", texts)
+        threshold = obj.get("reason_threshold", 2)
+        if type(threshold) is not int or not 0 <= threshold <= 5:
+            raise ProtocolError("reason_threshold", f"{threshold!r} is not an integer 0..5")
+        age_group = obj.get("age_group", False)
+        if type(age_group) is not bool:
+            raise ProtocolError("age_group", f"{age_group!r} is not true or false")
+        timings: dict[str, float | None] = {}
+        for key, (low, high) in SURVEY_TIMINGS.items():
+            value = obj.get(key)
+            if value is not None:
+                if type(value) not in (int, float) or not low <= value <= high:
+                    raise ProtocolError(key, f"{value!r} is not a number of seconds {low:g}..{high:g}")
+                value = float(value)
+            timings[key] = value
+        hours = obj.get("hours")
+        if hours is not None:
+            parse_hours("hours", hours)
+            hours = tuple(hours)
+        closed = obj.get("count_when_closed")
+        if closed is not None and type(closed) is not bool:
+            raise ProtocolError("count_when_closed", f"{closed!r} is not true or false")
+        config = object.__new__(cls)
+        object.__setattr__(config, "__dict__", {
+            "version": version, "question": question, "reasons": tuple(reasons),
+            "reason_labels": labels, "reason_threshold": threshold, "age_group": age_group,
+            **timings, "hours": hours, "count_when_closed": closed,
+        })
+        return config
