@@ -37,6 +37,8 @@ class Filters:
     site: str | None = None
     terminal: str | None = None
     sites: frozenset[str] | None = None
+    #: None: every rating; False: leave out those flagged suspect; True: only those.
+    suspect: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -140,10 +142,127 @@ def m001_initial(db: Database) -> None:
         )""")
 
 
+@migrations()
+def m002_rollups_suspect_staff(db: Database) -> None:
+    # Flagged by alerts' burst detection; never deleted, excludable from figures.
+    db.execute("ALTER TABLE ratings ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0")
+    # Burst detection reads a terminal's ratings in seq order.
+    db.execute("CREATE INDEX ratings_terminal_seq ON ratings (site, terminal, seq)")
+    for name, dims in ROLLUPS:
+        _create_rollup(db, name, dims)
+    db.execute("""
+        CREATE TABLE marks (
+            pk INTEGER PRIMARY KEY,
+            site TEXT,
+            day TEXT NOT NULL,
+            note TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""")
+    db.execute("""
+        CREATE TABLE alerts (
+            pk INTEGER PRIMARY KEY,
+            site TEXT NOT NULL,
+            terminal TEXT,
+            kind TEXT NOT NULL,
+            message TEXT NOT NULL,
+            raised_at TEXT NOT NULL,
+            cleared_at TEXT,
+            acked_at TEXT,
+            acked_by TEXT
+        )""")
+    db.execute("CREATE INDEX alerts_open ON alerts (cleared_at, site, terminal, kind)")
+    db.execute("""
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            csrf TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+#: Count tables kept in the same transaction as each insert, smallest first:
+#: a query reads the first one holding every column it groups or filters by,
+#: so a year of ratings is summed from a few thousand rows, not millions.
+#: Every one also has weekday (a function of day), suspect and score.
+ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("roll_site_day", ("day", "site")),
+    ("roll_day", ("day", "site", "terminal")),
+    ("roll_site_hour", ("day", "hour", "site")),
+    ("roll_hour", ("day", "hour", "site", "terminal")),
+    ("roll_site_dims", ("day", "site", "reason", "age_group", "lang", "input")),
+    ("roll_all", ("day", "hour", "site", "terminal", "reason", "age_group", "lang", "input")),
+)
+#: Nullable rating columns stand as '' in the rollups, so that a primary key
+#: (where NULLs never conflict) can UPSERT them.
+_NULLABLE = ("reason", "age_group")
+#: Position of each rollup dimension in _rollup_key()'s tuple.
+_KEY_INDEX = {name: i for i, name in enumerate(
+    ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input", "suspect", "score"))}
+
+
+def _create_rollup(db: Database, name: str, dims: tuple[str, ...]) -> None:
+    types = {"hour": "INTEGER"}
+    columns = ", ".join(f"{d} {types.get(d, 'TEXT')} NOT NULL" for d in dims)
+    key = ", ".join(dims)
+    db.execute(f"""
+        CREATE TABLE {name} (
+            {columns},
+            weekday INTEGER NOT NULL,
+            suspect INTEGER NOT NULL,
+            score INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY ({key}, suspect, score)
+        ) WITHOUT ROWID""")
+    select = ", ".join(f"coalesce({d}, '')" if d in _NULLABLE else d for d in dims)
+    db.execute(f"INSERT INTO {name} ({key}, weekday, suspect, score, n)"
+               f" SELECT {select}, min(weekday), suspect, score, count(*) FROM ratings"
+               f" GROUP BY {select}, suspect, score")
+
+
+def _rollup_key(row: Sequence[Any], suspect: int) -> tuple:
+    """A stored ratings row (as _INSERT_RATING's parameters) -> the full rollup key."""
+    (_id, site, terminal, _seq, score, _at, _synced, reason, age_group, lang, input_,
+     _received, day, hour, weekday) = row
+    return (day, hour, weekday, site, terminal, reason or "", age_group or "", lang, input_,
+            suspect, score)
+
+
+def _rollup_deltas(counts: dict[tuple, int]) -> list[tuple[str, str, list[tuple]]]:
+    """Full-key counts -> for each rollup, its UPSERT statement and parameter rows."""
+    out = []
+    for name, dims in ROLLUPS:
+        cols = (*dims, "weekday", "suspect", "score")
+        index = [_KEY_INDEX[c] for c in cols]
+        projected: dict[tuple, int] = {}
+        for key, n in counts.items():
+            small = tuple(key[i] for i in index)
+            projected[small] = projected.get(small, 0) + n
+        conflict = ", ".join((*dims, "suspect", "score"))
+        sql = (f"INSERT INTO {name} ({', '.join(cols)}, n) VALUES ({', '.join('?' * (len(cols) + 1))})"
+               f" ON CONFLICT ({conflict}) DO UPDATE SET n = n + excluded.n")
+        out.append((name, sql, [(*k, n) for k, n in projected.items()]))
+    return out
+
+
+def _apply_rollups(conn: sqlite3.Connection, counts: dict[tuple, int]) -> None:
+    for name, sql, rows in _rollup_deltas(counts):
+        conn.executemany(sql, rows)
+        if any(row[-1] < 0 for row in rows):
+            dims = dict(ROLLUPS)[name]
+            where = " AND ".join(f"{c} = ?" for c in (*dims, "suspect", "score"))
+            skip = len(dims) + 1  # weekday is not part of the key
+            conn.executemany(f"DELETE FROM {name} WHERE {where} AND n <= 0",
+                             [(*r[:len(dims)], *r[skip:-1]) for r in rows if r[-1] < 0])
+
+
+_INSERT_COLUMNS = ("id", "site", "terminal", "seq", "score", "at", "clock_synced", "reason",
+                   "age_group", "lang", "input", "received_at", "day", "hour", "weekday")
 _INSERT_RATING = (
-    "INSERT INTO ratings (id, site, terminal, seq, score, at, clock_synced, reason,"
-    " age_group, lang, input, received_at, day, hour, weekday)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO ratings ({', '.join(_INSERT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
 )
 _CHUNK = 500  # bound on host parameters per IN (...) lookup
 
@@ -241,17 +360,29 @@ class SQLiteStore:
         conn = self.db.conn
 
         def rows(items):
+            out = []
             for rating in items:
                 day, hour, weekday = self._buckets(rating, received)
-                yield (rating.id, site, terminal, rating.seq, rating.score, rating.at,
-                       int(rating.clock_synced), rating.reason, rating.age_group,
-                       rating.lang, rating.input, received_text, day, hour, weekday)
+                out.append((rating.id, site, terminal, rating.seq, rating.score, rating.at,
+                            int(rating.clock_synced), rating.reason, rating.age_group,
+                            rating.lang, rating.input, received_text, day, hour, weekday))
+            return out
+
+        def insert(items) -> None:
+            values = rows(items)
+            conn.executemany(_INSERT_RATING, values)
+            # Counted per group in Python, one UPSERT per group and rollup.
+            counts: dict[tuple, int] = {}
+            for value in values:
+                key = _rollup_key(value, 0)
+                counts[key] = counts.get(key, 0) + 1
+            _apply_rollups(conn, counts)
 
         # Resends are rare: try the whole batch first and look up which ids
         # exist only when the unique index says some do.
         try:
             with self.db.atomic():
-                conn.executemany(_INSERT_RATING, rows(unique.values()))
+                insert(unique.values())
             return BatchResult(list(unique), [])
         except sqlite3.IntegrityError:
             pass
@@ -263,7 +394,7 @@ class SQLiteStore:
             existing.update(row[0] for row in conn.execute(
                 f"SELECT id FROM ratings WHERE id IN ({marks})", chunk))
         fresh = [r for i, r in unique.items() if i not in existing]
-        conn.executemany(_INSERT_RATING, rows(fresh))
+        insert(fresh)
         return BatchResult([r.id for r in fresh], [i for i in ids if i in existing])
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
@@ -321,14 +452,37 @@ class SQLiteStore:
             allowed = sorted(filters.sites)
             clauses.append(f"site IN ({','.join('?' * len(allowed))})" if allowed else "0")
             params.extend(allowed)
+        if filters.suspect is not None:
+            clauses.append("suspect = ?")
+            params.append(int(filters.suspect))
         return " AND ".join(clauses), params
+
+    def _rollup_for(self, needed: set[str]) -> str:
+        # The rollups are derived from ratings: answer only while ratings is
+        # there (a damaged database must say so, not serve stale counts).
+        self.db.conn.execute("SELECT 1 FROM ratings LIMIT 0").fetchall()
+        needed = needed - {"weekday"}
+        for name, dims in ROLLUPS:
+            if needed <= set(dims):
+                return name
+        raise StoreError(f"no rollup holds {sorted(needed)}")
+
+    @staticmethod
+    def _filter_columns(filters: Filters) -> set[str]:
+        needed = {"day"}
+        if filters.site is not None or filters.sites is not None:
+            needed.add("site")
+        if filters.terminal is not None:
+            needed.add("terminal")
+        return needed
 
     @_store_errors
     def summary(self, filters: Filters) -> Distribution:
         where, params = self._where(filters)
+        table = self._rollup_for(self._filter_columns(filters))
         dist = empty_distribution()
         for score, count in self.db.conn.execute(
-                f"SELECT score, count(*) FROM ratings WHERE {where} GROUP BY score", params):
+                f"SELECT score, sum(n) FROM {table} WHERE {where} GROUP BY score", params):
             dist[score] = count
         return dist
 
@@ -339,14 +493,27 @@ class SQLiteStore:
             if key not in AGGREGATE_KEYS:
                 raise StoreError(f"cannot aggregate by {key!r}")
         where, params = self._where(filters)
+        table = self._rollup_for(self._filter_columns(filters) | set(by))
         columns = ", ".join(by)
+        nullable = [i for i, key in enumerate(by) if key in _NULLABLE]
         groups: dict[tuple, Distribution] = {}
         for row in self.db.conn.execute(
-                f"SELECT {columns}, score, count(*) FROM ratings WHERE {where}"
-                f" GROUP BY {columns}, score ORDER BY {columns}", params):
-            key = tuple(row[:len(by)])
-            groups.setdefault(key, empty_distribution())[row[-2]] = row[-1]
+                f"SELECT {columns}, score, sum(n) FROM {table} WHERE {where}"
+                f" GROUP BY {columns}, score HAVING sum(n) > 0 ORDER BY {columns}", params):
+            key = row[:len(by)]
+            if nullable:
+                key = tuple(None if i in nullable and v == "" else v for i, v in enumerate(key))
+            groups.setdefault(tuple(key), empty_distribution())[row[-2]] = row[-1]
         return list(groups.items())
+
+    def summary_raw(self, filters: Filters) -> Distribution:
+        """summary() by a plain GROUP BY over the ratings table (for checks and benchmarks)."""
+        where, params = self._where(filters)
+        dist = empty_distribution()
+        for score, count in self.db.conn.execute(
+                f"SELECT score, count(*) FROM ratings WHERE {where} GROUP BY score", params):
+            dist[score] = count
+        return dist
 
     @_store_errors
     def terminals(self, site: str | None = None,
@@ -365,11 +532,13 @@ class SQLiteStore:
                         "updated_at": row[5]})
         return out
 
-    def iter_ratings(self, filters: Filters) -> Iterator[dict[str, Any]]:
+    def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]:
+        """Every rating of *filters*, RATING_COLUMNS (plus ``suspect`` if asked)."""
         where, params = self._where(filters)
         try:
             cursor = self.db.conn.execute(
-                f"SELECT {', '.join(RATING_COLUMNS)} FROM ratings WHERE {where} ORDER BY day, at, pk",
+                f"SELECT {', '.join(RATING_COLUMNS)}, suspect FROM ratings WHERE {where}"
+                " ORDER BY day, at, pk",
                 params)
         except sqlite3.Error as exc:
             raise StoreError(f"database error: {exc}") from exc
@@ -384,6 +553,8 @@ class SQLiteStore:
                 for row in rows:
                     record = dict(zip(RATING_COLUMNS, row))
                     record["clock_synced"] = bool(record["clock_synced"])
+                    if with_suspect:
+                        record["suspect"] = bool(row[-1])
                     yield record
         finally:
             cursor.close()
@@ -410,6 +581,145 @@ class SQLiteStore:
         """The newest quarantined messages, raw payload included."""
         return [dict(row) for row in self.db.query(
             "SELECT * FROM quarantine ORDER BY pk DESC LIMIT ?", [limit])]
+
+    # -- suspect ratings (alerts' burst detection) ---------------------------------
+
+    @_store_errors
+    def ratings_after(self, pk: int, limit: int = 50_000) -> list[dict[str, Any]]:
+        """Ratings stored after row *pk* (pk, site, terminal, seq, score, at), oldest first."""
+        return [dict(row) for row in self.db.query(
+            "SELECT pk, site, terminal, seq, score, at, suspect FROM ratings WHERE pk > ?"
+            " ORDER BY pk LIMIT ?", [pk, limit])]
+
+    @_store_errors
+    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
+        """One terminal's ratings with seq in [seq_from, seq_to], in seq order."""
+        return [dict(row) for row in self.db.query(
+            "SELECT pk, site, terminal, seq, score, at, suspect FROM ratings"
+            " WHERE site = ? AND terminal = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            [site, terminal, seq_from, seq_to])]
+
+    def mark_suspect(self, pks: Sequence[int]) -> int:
+        """Flag ratings as suspect (never deleting them), moving their counts in
+        every rollup; returns how many were newly flagged."""
+        conn = self.db.conn
+        flagged = 0
+        with self.transaction():
+            for start in range(0, len(pks), _CHUNK):
+                chunk = list(pks[start:start + _CHUNK])
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT {', '.join(_INSERT_COLUMNS)} FROM ratings"
+                    f" WHERE pk IN ({marks}) AND suspect = 0", chunk).fetchall()
+                if not rows:
+                    continue
+                counts: dict[tuple, int] = {}
+                for row in rows:
+                    for suspect, delta in ((0, -1), (1, 1)):
+                        key = _rollup_key(row, suspect)
+                        counts[key] = counts.get(key, 0) + delta
+                conn.execute(f"UPDATE ratings SET suspect = 1 WHERE pk IN ({marks})", chunk)
+                _apply_rollups(conn, counts)
+                flagged += len(rows)
+        return flagged
+
+    @_store_errors
+    def low_scores_since(self, day: str, max_score: int) -> list[dict[str, Any]]:
+        """Ratings not suspect with score <= max_score on local days >= *day*."""
+        return [dict(row) for row in self.db.query(
+            "SELECT site, terminal, score, at FROM ratings"
+            " WHERE day >= ? AND score <= ? AND suspect = 0", [day, max_score])]
+
+    # -- meta, marks, alerts, sessions ----------------------------------------
+
+    @_store_errors
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.conn.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.db.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])
+
+    def add_mark(self, site: str | None, day: date, note: str, created_by: str,
+                 created_at: datetime) -> int:
+        """A dated note (say, a new queue system) for before/after comparisons."""
+        with self.transaction():
+            cursor = self.db.conn.execute(
+                "INSERT INTO marks (site, day, note, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
+                [site, day.isoformat(), note, created_by, _iso(created_at)])
+            return cursor.lastrowid
+
+    @_store_errors
+    def marks(self, sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """Marks in date order: site-wide ones (site NULL) and those of *sites* (None: all)."""
+        out = []
+        for row in self.db.query("SELECT * FROM marks ORDER BY day, pk"):
+            if sites is None or row["site"] is None or row["site"] in sites:
+                out.append(dict(row))
+        return out
+
+    def delete_mark(self, pk: int) -> None:
+        with self.transaction():
+            self.db.conn.execute("DELETE FROM marks WHERE pk = ?", [pk])
+
+    @_store_errors
+    def open_alerts(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in self.db.query(
+            "SELECT * FROM alerts WHERE cleared_at IS NULL ORDER BY pk")]
+
+    @_store_errors
+    def alerts(self, sites: frozenset[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest alerts first, open and cleared."""
+        rows = [dict(row) for row in self.db.query(
+            "SELECT * FROM alerts ORDER BY cleared_at IS NOT NULL, pk DESC LIMIT ?", [limit])]
+        return [r for r in rows if sites is None or r["site"] in sites]
+
+    def raise_alert(self, site: str, terminal: str | None, kind: str, message: str,
+                    now: datetime) -> int:
+        with self.transaction():
+            return self.db.conn.execute(
+                "INSERT INTO alerts (site, terminal, kind, message, raised_at) VALUES (?, ?, ?, ?, ?)",
+                [site, terminal, kind, message, _iso(now)]).lastrowid
+
+    def clear_alert(self, pk: int, now: datetime) -> None:
+        with self.transaction():
+            self.db.conn.execute("UPDATE alerts SET cleared_at = ? WHERE pk = ? AND cleared_at IS NULL",
+                                 [_iso(now), pk])
+
+    def ack_alert(self, pk: int, user: str, now: datetime,
+                  sites: frozenset[str] | None = None) -> bool:
+        """Acknowledge alert *pk* if it is in *sites*; False if there is no such alert."""
+        with self.transaction():
+            row = self.db.conn.execute("SELECT site FROM alerts WHERE pk = ?", [pk]).fetchone()
+            if row is None or (sites is not None and row[0] not in sites):
+                return False
+            self.db.conn.execute("UPDATE alerts SET acked_at = ?, acked_by = ? WHERE pk = ?",
+                                 [_iso(now), user, pk])
+            return True
+
+    def add_session(self, token_hash: str, user: str, csrf: str, now: datetime,
+                    expires: datetime) -> None:
+        with self.transaction():
+            conn = self.db.conn
+            conn.execute("DELETE FROM sessions WHERE expires_at < ?", [_iso(now)])
+            conn.execute("INSERT INTO sessions (token_hash, user, csrf, created_at, expires_at)"
+                         " VALUES (?, ?, ?, ?, ?)", [token_hash, user, csrf, _iso(now), _iso(expires)])
+
+    @_store_errors
+    def get_session(self, token_hash: str) -> dict[str, Any] | None:
+        row = self.db.conn.execute(
+            "SELECT user, csrf, created_at, expires_at FROM sessions WHERE token_hash = ?",
+            [token_hash]).fetchone()
+        if row is None:
+            return None
+        return {"user": row[0], "csrf": row[1], "created_at": row[2], "expires_at": row[3]}
+
+    def delete_session(self, token_hash: str) -> None:
+        with self.transaction():
+            self.db.conn.execute("DELETE FROM sessions WHERE token_hash = ?", [token_hash])
 
     def ping(self) -> bool:
         try:
