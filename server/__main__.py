@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Callable
 
 from server.errors import ServerError
@@ -63,6 +64,11 @@ def serve(config) -> int:
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            access_log=False))
     log.info("HTTP API on http://%s:%d, broker %s, database %s", host, port, config.broker, config.db)
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the
+        # handler it found; the default one would kill us before the finally
+        # clauses below (and the demo's) stop the link, kiosk and broker.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         # uvicorn handles SIGTERM and SIGINT by finishing its requests and returning.
         server.run()
@@ -71,6 +77,34 @@ def serve(config) -> int:
     if not server.started:
         raise ServerError(f"could not listen on {config.listen}")
     return 0
+
+
+def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.demo import add_arguments
+
+    add_arguments(parser)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from server.demo import run
+
+    return run(args)
+
+
+def _add_provision_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.provision import add_arguments
+
+    add_arguments(parser)
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from server.provision import run
+
+    return run(args)
+
+
+def _exit_on_signal(signum: int, frame) -> None:
+    raise SystemExit(0)
 
 
 def fault_from_env(spec: str | None) -> Callable[[str, int], None] | None:
@@ -97,6 +131,8 @@ def fault_from_env(spec: str | None) -> Callable[[str, int], None] | None:
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                              Callable[[argparse.Namespace], int]]] = {
     "run": ("ingest ratings and serve the HTTP API", _add_run_arguments, _run),
+    "demo": ("broker, server and a kiosk on this machine", _add_demo_arguments, _demo),
+    "provision": ("add or rotate a broker account", _add_provision_arguments, _provision),
 }
 
 
