@@ -1,0 +1,1 @@
+"""The touchscreen UI (Kivy): the only package that imports kivy."""
