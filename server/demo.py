@@ -16,7 +16,6 @@ from pathlib import Path
 
 from server.broker import free_port, private_broker
 from server.config import ServerConfig
-from server.errors import ServerError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ then checks the server's database: ids unique, and per terminal the seqs run
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -24,52 +23,11 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from kiosk import protocol
-from tests.broker import Mosquitto, free_port, wait_for_port
+from tests.broker import Mosquitto
+from tests.server_process import ServerProcess
 
 BIN = Path(sys.executable).parent
-TOKEN = "test-token"
 pytestmark = pytest.mark.slow
-
-
-class ServerProcess:
-    """`onetap-server run` as a real process, killable with -9."""
-
-    def __init__(self, broker: Mosquitto, directory: Path, env: dict | None = None):
-        self.broker = broker
-        self.db = directory / "server.db"
-        self.port = free_port()
-        self.log = directory / "server.log"
-        self.env = {**os.environ, **(env or {})}
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "ServerProcess":
-        self.process = subprocess.Popen(
-            [str(BIN / "onetap-server"), "run", "--broker", self.broker.url, "--db", str(self.db),
-             "--listen", f"127.0.0.1:{self.port}", "--api-token", TOKEN],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=self.env,
-        )
-        try:
-            wait_for_port(self.port, timeout=30)
-        except TimeoutError:
-            self.process.kill()
-            raise AssertionError(f"onetap-server did not start: {self.log.read_text()[-2000:]}")
-        return self
-
-    def kill9(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        if self.process:
-            self.process.wait()
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-        self.process = None
 
 
 def simulate(broker_url: str, data_dir: Path, terminals: int, taps: int, *, timeout: float = 60,
