@@ -102,6 +102,106 @@ class OutboxConfig:
             raise _Invalid("retention_days", f"{self.retention_days!r} must be >= 0")
 
 
+def _range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise _Invalid(key, f"{value!r} must be between {low:g} and {high:g}")
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    """``[ui]``: the touchscreen: languages, accessibility, timings, opening hours, staff PIN, window."""
+
+    language: str = "ko"
+    languages: tuple[str, ...] = ("ko", "en", "zh", "vi", "ja")
+    large_text: bool = False
+    high_contrast: bool = False
+    cooldown_s: float = 3.0
+    followup_timeout_s: float = 10.0
+    thank_you_s: float = 2.5
+    reason_threshold: int = 2
+    age_group: bool = False
+    sound: bool = False
+    hours: tuple[str, ...] = ()
+    count_when_closed: bool = False
+    maintenance_pin: str = "0000"
+    maintenance_hold_s: float = 5.0
+    fullscreen: bool | None = None
+    size: tuple[int, ...] = (800, 480)
+    fps: int = 30
+    touch_input: str = "mouse,disable_multitouch"
+
+    def __post_init__(self) -> None:
+        from kiosk.catalog import LANGUAGES
+
+        for lang in self.languages:
+            if lang not in LANGUAGES:
+                raise _Invalid("languages", f"{lang!r} has no catalog (known: {', '.join(LANGUAGES)})")
+        if not self.languages:
+            raise _Invalid("languages", "must name at least one language")
+        if self.language not in self.languages:
+            raise _Invalid("language", f"{self.language!r} is not one of languages")
+        for key, (low, high) in protocol.SURVEY_TIMINGS.items():
+            _range(key, getattr(self, key), low, high)
+        _range("reason_threshold", self.reason_threshold, 0, 5)
+        _range("maintenance_hold_s", self.maintenance_hold_s, 1, 60)
+        _range("fps", self.fps, 1, 120)
+        try:
+            protocol.parse_hours("hours", self.hours)
+        except protocol.ProtocolError as exc:
+            raise _Invalid("hours", f"{exc.field}: {exc.reason}") from None
+        if not (self.maintenance_pin.isdigit() and 4 <= len(self.maintenance_pin) <= 12):
+            raise _Invalid("maintenance_pin", "must be 4 to 12 digits")
+        if len(self.size) != 2 or min(self.size) < 100:
+            raise _Invalid("size", f"{list(self.size)!r} must be [width, height] in pixels")
+        if not self.touch_input.strip():
+            raise _Invalid("touch_input", "must name one Kivy input provider")
+
+
+_GPIO = range(0, 28)
+
+
+@dataclass(frozen=True)
+class ButtonsConfig:
+    """``[buttons]``: physical buttons (BCM GPIO numbers) and LEDs; no pins, no buttons."""
+
+    pins: tuple[int, ...] = ()
+    scores: tuple[int, ...] = ()
+    leds: tuple[int, ...] = ()
+    led_connected: int | None = None
+    led_buffering: int | None = None
+    led_error: int | None = None
+    debounce_ms: int = 50
+    pull_up: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scores and len(self.scores) != len(self.pins):
+            raise _Invalid("scores", "needs one score per pin")
+        if self.pins and not self.scores and len(self.pins) != 5:
+            raise _Invalid("pins", f"{len(self.pins)} pins need scores = [...], one per pin "
+                                   "(exactly 5 pins mean scores 1..5)")
+        for score in self.scores:
+            if score not in protocol.SCORES:
+                raise _Invalid("scores", f"{score!r} is not 1..5")
+        if self.leds and len(self.leds) != len(self.pins):
+            raise _Invalid("leds", "needs one LED per pin (or none)")
+        used: list[tuple[str, int]] = [("pins", p) for p in self.pins] + [("leds", p) for p in self.leds]
+        used += [(key, getattr(self, key)) for key in ("led_connected", "led_buffering", "led_error")
+                 if getattr(self, key) is not None]
+        seen: set[int] = set()
+        for key, pin in used:
+            if pin not in _GPIO:
+                raise _Invalid(key, f"GPIO {pin!r} is not 0..27")
+            if pin in seen:
+                raise _Invalid(key, f"GPIO {pin} is used twice")
+            seen.add(pin)
+        _range("debounce_ms", self.debounce_ms, 1, 2000)
+
+    @property
+    def score_map(self) -> dict[int, int]:
+        """GPIO pin -> score."""
+        return dict(zip(self.pins, self.scores or protocol.SCORES))
+
+
 @dataclass(frozen=True)
 class KioskConfig:
     """Everything a kiosk needs, validated. Build it with :func:`load_config`.
@@ -119,6 +219,8 @@ class KioskConfig:
     data_dir: Path = field(default_factory=default_data_dir)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    ui: UiConfig = field(default_factory=UiConfig)
+    buttons: ButtonsConfig = field(default_factory=ButtonsConfig)
     #: Where the file came from (None: defaults only); not a key.
     source: Path | None = field(default=None, compare=False)
 

@@ -1,0 +1,179 @@
+"""Colours, sizes and layout of the kiosk screens (plain data, no Kivy), checked for contrast and touch size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RGB = tuple[float, float, float]
+
+#: Official Raspberry Pi 7" display: 800x480 over a 154.9 mm wide active area.
+#: 1280x800 is a 7" 16:10 panel (150.8 mm wide); the smaller figure is the safer one.
+DISPLAY_WIDTH_MM = {(800, 480): 154.9, (1280, 800): 150.8}
+MIN_TILE_MM = 20.0
+MIN_CONTRAST = 4.5
+
+
+def hex_rgb(text: str) -> RGB:
+    text = text.lstrip("#")
+    return tuple(int(text[i:i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def _linear(channel: float) -> float:
+    return channel / 12.92 if channel <= 0.04045 else ((channel + 0.055) / 1.055) ** 2.4
+
+
+def luminance(colour: RGB) -> float:
+    r, g, b = (_linear(c) for c in colour)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: RGB, b: RGB) -> float:
+    """WCAG 2 contrast ratio (1..21)."""
+    la, lb = sorted((luminance(a), luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+@dataclass(frozen=True)
+class Theme:
+    name: str
+    background: RGB
+    text: RGB
+    muted_text: RGB
+    #: Per score 1..5: the face's colour, the tile's background and border.
+    face: tuple[RGB, ...]
+    tile: tuple[RGB, ...]
+    tile_border: tuple[RGB, ...]
+    tile_text: RGB
+    feature: RGB  # eyes and mouth
+    button: RGB
+    button_text: RGB
+    button_active: RGB
+    button_active_text: RGB
+    skip: RGB
+    skip_text: RGB
+    thanks: RGB
+    thanks_text: RGB
+    error: RGB
+    error_text: RGB
+    sleep: RGB
+    sleep_text: RGB
+    countdown: RGB
+    border_width: float = 3.0
+    text_scale: float = 1.0
+
+    def text_pairs(self) -> dict[str, tuple[RGB, RGB]]:
+        """Every (text colour, background) pair a screen shows."""
+        pairs = {
+            "question": (self.text, self.background),
+            "hint": (self.muted_text, self.background),
+            "button": (self.button_text, self.button),
+            "button_active": (self.button_active_text, self.button_active),
+            "skip": (self.skip_text, self.skip),
+            "thanks": (self.thanks_text, self.thanks),
+            "error": (self.error_text, self.error),
+            "sleep": (self.sleep_text, self.sleep),
+        }
+        for score, tile in enumerate(self.tile, start=1):
+            pairs[f"tile{score}"] = (self.tile_text, tile)
+        return pairs
+
+
+STANDARD = Theme(
+    name="standard",
+    background=hex_rgb("#F4F6F8"),
+    text=hex_rgb("#1B1F24"),
+    muted_text=hex_rgb("#4A5562"),
+    face=tuple(hex_rgb(c) for c in ("#E53935", "#FB8C00", "#FDD835", "#7CB342", "#2E9E44")),
+    tile=tuple(hex_rgb(c) for c in ("#FDE7E6", "#FFF1DE", "#FFFBE0", "#EEF6E4", "#E2F3E5")),
+    tile_border=tuple(hex_rgb(c) for c in ("#E53935", "#FB8C00", "#E0BC00", "#7CB342", "#2E9E44")),
+    tile_text=hex_rgb("#1B1F24"),
+    feature=hex_rgb("#1B1F24"),
+    button=hex_rgb("#FFFFFF"),
+    button_text=hex_rgb("#1F4E79"),
+    button_active=hex_rgb("#1F4E79"),
+    button_active_text=hex_rgb("#FFFFFF"),
+    skip=hex_rgb("#37474F"),
+    skip_text=hex_rgb("#FFFFFF"),
+    thanks=hex_rgb("#1E6B34"),
+    thanks_text=hex_rgb("#FFFFFF"),
+    error=hex_rgb("#B3261E"),
+    error_text=hex_rgb("#FFFFFF"),
+    sleep=hex_rgb("#1C2833"),
+    sleep_text=hex_rgb("#E8EDF2"),
+    countdown=hex_rgb("#1F4E79"),
+)
+
+HIGH_CONTRAST = Theme(
+    name="high_contrast",
+    background=hex_rgb("#000000"),
+    text=hex_rgb("#FFFFFF"),
+    muted_text=hex_rgb("#E0E0E0"),
+    face=STANDARD.face,
+    tile=tuple(hex_rgb("#000000") for _ in range(5)),
+    tile_border=tuple(hex_rgb("#FFFF00") for _ in range(5)),
+    tile_text=hex_rgb("#FFFFFF"),
+    feature=hex_rgb("#000000"),
+    button=hex_rgb("#000000"),
+    button_text=hex_rgb("#FFFF00"),
+    button_active=hex_rgb("#FFFF00"),
+    button_active_text=hex_rgb("#000000"),
+    skip=hex_rgb("#FFFFFF"),
+    skip_text=hex_rgb("#000000"),
+    thanks=hex_rgb("#000000"),
+    thanks_text=hex_rgb("#FFFF00"),
+    error=hex_rgb("#000000"),
+    error_text=hex_rgb("#FFFFFF"),
+    sleep=hex_rgb("#000000"),
+    sleep_text=hex_rgb("#FFFFFF"),
+    countdown=hex_rgb("#FFFF00"),
+    border_width=5.0,
+)
+
+
+def theme(high_contrast: bool = False, large_text: bool = False) -> Theme:
+    base = HIGH_CONTRAST if high_contrast else STANDARD
+    if large_text:
+        from dataclasses import replace
+        return replace(base, text_scale=1.25)
+    return base
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Rating-screen geometry in pixels for a window, origin bottom-left (Kivy's)."""
+
+    width: int
+    height: int
+    margin: float = field(init=False)
+    gap: float = field(init=False)
+    tile_width: float = field(init=False)
+    tile_height: float = field(init=False)
+    tiles_y: float = field(init=False)
+    bar_height: float = field(init=False)
+    question_height: float = field(init=False)
+    hint_height: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        w, h = self.width, self.height
+        set_ = object.__setattr__
+        set_(self, "margin", round(w * 0.015))
+        set_(self, "gap", round(w * 0.014))
+        set_(self, "bar_height", round(h * 0.12))
+        set_(self, "question_height", round(h * 0.2))
+        set_(self, "hint_height", round(h * 0.09))
+        set_(self, "tile_width", (w - 2 * self.margin - 4 * self.gap) / 5)
+        set_(self, "tile_height", h - self.bar_height - self.question_height - self.hint_height - 2 * self.margin)
+        set_(self, "tiles_y", self.hint_height + self.margin)
+
+    def tile_x(self, index: int) -> float:
+        return self.margin + index * (self.tile_width + self.gap)
+
+    def font(self, role: str, scale: float = 1.0) -> float:
+        """Font size in pixels for a role, from the window height."""
+        base = {"question": 0.072, "tile": 0.05, "button": 0.042, "hint": 0.04,
+                "title": 0.085, "body": 0.05, "small": 0.036, "huge": 0.13}[role]
+        return round(self.height * base * scale)
+
+
+def tile_width_mm(width: int, height: int) -> float:
+    return Layout(width, height).tile_width * DISPLAY_WIDTH_MM[(width, height)] / width

@@ -1,0 +1,45 @@
+"""Theme and layout (no Kivy): text contrast at least 4.5:1 (KWCAG 2.2) and tiles at least 20 mm wide."""
+
+from __future__ import annotations
+
+import pytest
+
+from kiosk.ui import theme
+
+
+def test_contrast_formula_matches_wcag():
+    black, white = theme.hex_rgb("#000000"), theme.hex_rgb("#FFFFFF")
+    assert theme.contrast(black, white) == pytest.approx(21.0)
+    assert theme.contrast(white, white) == pytest.approx(1.0)
+    assert theme.contrast(theme.hex_rgb("#767676"), white) == pytest.approx(4.54, abs=0.01)
+
+
+@pytest.mark.parametrize("chosen", [theme.STANDARD, theme.HIGH_CONTRAST], ids=lambda t: t.name)
+def test_every_text_colour_has_enough_contrast(chosen):
+    for role, (fg, bg) in chosen.text_pairs().items():
+        ratio = theme.contrast(fg, bg)
+        assert ratio >= theme.MIN_CONTRAST, f"{chosen.name} {role}: {ratio:.2f}:1"
+
+
+def test_high_contrast_theme_is_at_least_7_to_1():
+    assert min(theme.contrast(*p) for p in theme.HIGH_CONTRAST.text_pairs().values()) >= 7.0
+
+
+def test_faces_differ_in_colour_and_tiles_are_not_colour_only():
+    assert len(set(theme.STANDARD.face)) == 5
+    # The face's features stand out from every face colour (meaning is in the shape too).
+    for face in theme.STANDARD.face:
+        assert theme.contrast(theme.STANDARD.feature, face) >= 3.0
+
+
+@pytest.mark.parametrize("size", sorted(theme.DISPLAY_WIDTH_MM))
+def test_tiles_are_at_least_20_mm_wide(size):
+    assert theme.tile_width_mm(*size) >= theme.MIN_TILE_MM
+    layout = theme.Layout(*size)
+    assert layout.tile_x(4) + layout.tile_width <= size[0] - layout.margin + 0.01
+    assert layout.tile_height > layout.tile_width * 0.9  # tall enough for a face and two text lines
+
+
+def test_large_text_scales_fonts():
+    assert theme.theme(large_text=True).text_scale > 1.0
+    assert theme.theme(high_contrast=True).name == "high_contrast"
