@@ -1,0 +1,153 @@
+"""Physical buttons with gpiozero's MockFactory: a press records a score, bounces count once, LEDs show state."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytest.importorskip("gpiozero")
+from gpiozero.pins.mock import MockFactory  # noqa: E402
+
+from kiosk.buttons import BUFFERING, CONNECTED, ERROR, Buttons, Debouncer, status_light  # noqa: E402
+from kiosk.config import ButtonsConfig  # noqa: E402
+from kiosk.flow import Flow, Record, Settings  # noqa: E402
+from kiosk.outbox import Outbox  # noqa: E402
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def factory():
+    factory = MockFactory()
+    yield factory
+    factory.reset()
+
+
+def wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def make(factory, presses, clock, **kw):
+    cfg = ButtonsConfig(pins=(5, 6, 13, 19, 26), leds=(17, 27, 22, 10, 9),
+                        led_connected=16, led_buffering=20, led_error=21, **kw)
+    return Buttons.from_config(cfg, presses.append, pin_factory=factory, monotonic=clock)
+
+
+def test_a_press_goes_through_the_flow_into_the_outbox(factory, tmp_path):
+    outbox = Outbox.open(tmp_path / "outbox.db")
+    flow = Flow(Settings(reason_threshold=0), now=0.0)
+    recorded = []
+
+    def on_press(score):  # what the app schedules on its own thread
+        for effect in flow.press(score, 1.0, "button"):
+            assert isinstance(effect, Record)
+            rating = outbox.record(effect.score, hold=True, lang=effect.lang, input=effect.input)
+            recorded.append(rating)
+            flow.recorded(rating.id, 1.0)
+
+    buttons = Buttons({19: 4}, on_press, pin_factory=factory)
+    try:
+        factory.pin(19).drive_low()
+        factory.pin(19).drive_high()
+    finally:
+        buttons.close()
+    (rating,) = recorded
+    row = outbox.conn.execute("SELECT score, payload FROM ratings").fetchone()
+    assert row[0] == 4 and '"input":"button"' in row[1] and rating.input == "button"
+
+
+def test_each_pin_maps_to_its_score(factory):
+    presses, clock = [], FakeClock()
+    buttons = make(factory, presses, clock)
+    try:
+        for pin in (5, 6, 13, 19, 26):
+            factory.pin(pin).drive_low()
+            factory.pin(pin).drive_high()
+    finally:
+        buttons.close()
+    assert presses == [1, 2, 3, 4, 5]
+
+
+def test_bounce_within_the_window_counts_once(factory):
+    presses, clock = [], FakeClock()
+    buttons = make(factory, presses, clock, debounce_ms=50)
+    pin = factory.pin(13)
+    try:
+        for _ in range(5):  # contact bounce: edges 5 ms apart
+            pin.drive_low()
+            clock.now += 0.005
+            pin.drive_high()
+            clock.now += 0.005
+        assert presses == [3] and buttons.bounces == 4
+        clock.now += 0.3  # a real second press after quiet
+        pin.drive_low()
+        pin.drive_high()
+        assert presses == [3, 3]
+    finally:
+        buttons.close()
+
+
+def test_debouncer_is_per_pin():
+    debouncer = Debouncer(0.05)
+    assert debouncer.press(1, 0.0) and debouncer.press(2, 0.01)
+    assert not debouncer.press(1, 0.02)
+    debouncer.release(1, 0.03)
+    assert not debouncer.press(1, 0.07)
+    assert debouncer.press(1, 0.2)
+
+
+def test_leds_flash_on_a_recorded_press_and_show_status(factory):
+    presses, clock = [], FakeClock()
+    buttons = make(factory, presses, clock)
+    try:
+        buttons.flash(2)
+        led = factory.pin(27)
+        assert wait_for(lambda: any(s.state for s in led.states)), "the LED never lit"
+        assert wait_for(lambda: not led.state), "the LED stayed on"
+        assert not factory.pin(17).state and len(factory.pin(17).states) <= 1
+        buttons.show_status(CONNECTED)
+        assert factory.pin(16).state and not factory.pin(20).state
+        buttons.show_status(BUFFERING)
+        assert factory.pin(20).state and not factory.pin(16).state
+        buttons.show_status(ERROR)
+        assert wait_for(lambda: factory.pin(21).state) and not factory.pin(20).state
+    finally:
+        buttons.close()
+
+
+def test_status_light():
+    assert status_light(True, 0, None) == CONNECTED
+    assert status_light(True, 3, None) == BUFFERING
+    assert status_light(False, 0, None) == BUFFERING
+    assert status_light(True, 0, "disk full") == ERROR
+
+
+def test_a_failing_handler_does_not_break_the_button(factory):
+    calls = []
+
+    def handler(score):
+        calls.append(score)
+        raise RuntimeError("boom")
+
+    clock = FakeClock()
+    buttons = Buttons({5: 1}, handler, pin_factory=factory, monotonic=clock)
+    try:
+        factory.pin(5).drive_low()
+        factory.pin(5).drive_high()
+        clock.now += 1
+        factory.pin(5).drive_low()
+    finally:
+        buttons.close()
+    assert calls == [1, 1]
