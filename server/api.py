@@ -1,6 +1,5 @@
 """HTTP API v1 (FastAPI): health, summary, aggregates, terminals, ratings CSV and metrics."""
 
-import csv
 import hmac
 import io
 import logging
@@ -10,7 +9,7 @@ from datetime import date, datetime, timezone
 from typing import Annotated, Any, Callable, Iterator
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
@@ -18,15 +17,15 @@ from kiosk.protocol import IDENT_PATTERN
 from server import __version__
 from server.aggregate import AGGREGATE_KEYS, distribution_json, parse_by, summarize
 from server.config import ServerConfig
+from server.auth import token_hash
 from server.errors import StoreError
-from server.store import RATING_COLUMNS, Filters, Store
+from server.export import iter_csv, write_ratings_xlsx
+from server.store import Filters, Store
 
 log = logging.getLogger(__name__)
 
 _DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 _IDENT = f"^{IDENT_PATTERN}$"
-# Spreadsheet programs run a cell starting with these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 # -- who is asking ------------------------------------------------------------
@@ -44,10 +43,14 @@ class Principal:
 
 
 def principals(config: ServerConfig) -> list[tuple[str, Principal]]:
-    """Bearer tokens and whom they stand for; today one token for every site."""
-    if not config.api_token:
-        return []
-    return [(config.api_token, Principal("api", None))]
+    """SHA-256 (hex) of each bearer token and whom it stands for: ``api_token``
+    for every site, each ``[tokens.<name>]`` for its sites."""
+    out = []
+    if config.api_token:
+        out.append((token_hash(config.api_token), Principal("api", None)))
+    for name, token in config.tokens.items():
+        out.append((token.sha256, Principal(name, token.sites)))
+    return out
 
 
 # -- response models ------------------------------------------------------------
@@ -105,19 +108,6 @@ class ErrorOut(BaseModel):
     detail: str
 
 
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    text = str(value)
-    if text.startswith(_FORMULA_START):
-        return "'" + text
-    return text
-
-
 def create_app(
     store_factory: Callable[[], Store],
     config: ServerConfig,
@@ -157,11 +147,11 @@ def create_app(
         challenge = {"WWW-Authenticate": 'Bearer realm="onetap"'}
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise HTTPException(401, "an Authorization: Bearer token is required", headers=challenge)
-        given = credentials.credentials.encode()
+        given = token_hash(credentials.credentials).encode()
         found = None
-        for token, who in tokens:
+        for digest, who in tokens:
             # Check every token so the time taken says nothing about which matched.
-            if hmac.compare_digest(given, token.encode()):
+            if hmac.compare_digest(given, digest.encode()):
                 found = who
         if found is None:
             raise HTTPException(401, "the token is not valid",
@@ -178,6 +168,8 @@ def create_app(
                                              description="last local day, inclusive (default today)")] = None,
         site: Annotated[str | None, Query(pattern=_IDENT)] = None,
         terminal: Annotated[str | None, Query(pattern=_IDENT)] = None,
+        exclude_suspect: Annotated[bool, Query(
+            description="leave out ratings flagged suspect (machine-pace bursts)")] = False,
     ) -> Filters:
         today = now().astimezone(tz).date()
         first = _parse_date("from", date_from) if date_from else today
@@ -186,7 +178,7 @@ def create_app(
             raise HTTPException(400, f"from ({first}) is after to ({last})")
         if site is not None and not who.allows(site):
             raise HTTPException(403, f"this token may not read site {site!r}")
-        return Filters(first, last, site, terminal, who.sites)
+        return Filters(first, last, site, terminal, who.sites, False if exclude_suspect else None)
 
     Scope = Annotated[Filters, Depends(filters)]
     errors = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 400: {"model": ErrorOut}}
@@ -242,20 +234,8 @@ def create_app(
         rows = export.iter_ratings(scope)
 
         def chunks() -> Iterator[bytes]:
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\r\n")
             try:
-                buffer.write("\ufeff")  # Excel reads UTF-8 only with a BOM
-                writer.writerow(RATING_COLUMNS)
-                count = 0
-                for row in rows:
-                    writer.writerow([_csv_cell(row[c]) for c in RATING_COLUMNS])
-                    count += 1
-                    if count % 1000 == 0:
-                        yield buffer.getvalue().encode("utf-8")
-                        buffer.seek(0)
-                        buffer.truncate()
-                yield buffer.getvalue().encode("utf-8")
+                yield from iter_csv(rows)
             finally:
                 rows.close()
                 export.close()
@@ -264,6 +244,17 @@ def create_app(
         return StreamingResponse(
             chunks(), media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    xlsx_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+    @app.get("/api/v1/ratings.xlsx", responses={**errors, 200: {"content": {xlsx_type: {}}}},
+             response_class=Response, tags=["ratings"])
+    def ratings_xlsx(scope: Scope) -> Response:
+        buffer = io.BytesIO()
+        write_ratings_xlsx(buffer, store(), scope, generated_at=now().astimezone(tz))
+        name = f"onetap-ratings-{scope.date_from}-{scope.date_to}.xlsx"
+        return Response(buffer.getvalue(), media_type=xlsx_type,
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
     def metrics() -> PlainTextResponse:

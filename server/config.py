@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kiosk.protocol import DEFAULT_REASONS, is_identifier
+from kiosk.protocol import DEFAULT_REASONS, ProtocolError, is_identifier, parse_hours
 from server.errors import ConfigError
 
 _REASON_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")
@@ -65,6 +65,50 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
+class UserConfig:
+    """A dashboard user, from ``[users.<name>]``: a password hash and a site scope."""
+
+    password_hash: str = field(repr=False)
+    #: None: every site.
+    sites: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """An API token, from ``[tokens.<name>]``: its SHA-256 (hex) and a site scope."""
+
+    sha256: str = field(repr=False)
+    sites: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """Alert rules and delivery, from ``[alerts]`` (see server/alerts.py)."""
+
+    interval_s: int = 30
+    status_interval_s: int = 60
+    opening_hours: tuple[str, ...] = ("mon-fri 09:00-18:00",)
+    offline_minutes: int = 10
+    low_score_count: int = 3
+    low_score_max: int = 2
+    low_score_minutes: int = 30
+    burst_interval_s: float = 1.0
+    burst_count: int = 4
+    run_length: int = 20
+    run_interval_s: float = 3.0
+    backlog_minutes: int = 30
+    clock_unsynced: bool = True
+    webhook_url: str | None = field(default=None, repr=False)
+    webhook_timeout_s: float = 5.0
+    webhook_retries: int = 3
+    mqtt: bool = True
+
+    @property
+    def hours(self) -> tuple[tuple[frozenset[int], int, int], ...]:
+        return parse_hours("alerts.opening_hours", list(self.opening_hours))
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``onetap-server run`` needs; every key is in deploy/server.example.toml."""
 
@@ -80,6 +124,9 @@ class ServerConfig:
     timezone: str = "Asia/Seoul"
     reasons: tuple[str, ...] = DEFAULT_REASONS
     sites: Mapping[str, SiteConfig] = field(default_factory=dict)
+    users: Mapping[str, UserConfig] = field(default_factory=dict, repr=False)
+    tokens: Mapping[str, TokenConfig] = field(default_factory=dict, repr=False)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     #: Where the file settings came from (for messages), None without a file.
     source: str | None = field(default=None, compare=False)
 
@@ -219,11 +266,146 @@ def _parse_sites(table: Any, where: str) -> dict[str, SiteConfig]:
     return sites
 
 
+def _scope(value: Any) -> frozenset[str] | None:
+    if value == "*":
+        return None
+    if not isinstance(value, list) or not value:
+        raise ValueError('must be "*" (every site) or a non-empty list of site identifiers')
+    for site in value:
+        if not is_identifier(site):
+            raise ValueError(f"{site!r} is not a site identifier")
+    return frozenset(value)
+
+
+def _password_hash(value: Any) -> str:
+    from server.auth import check_hash_format
+
+    check_hash_format(_nonempty(value))
+    return value
+
+
+def _sha256(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError("must be the token's SHA-256 as 64 lowercase hex digits"
+                         " (python -m server.auth token prints a token and its hash)")
+    return value
+
+
+def _named_tables(kind: str, schema: dict[str, Callable[[Any], Any]], make: Callable[..., Any]):
+    def parse(table: Any, where: str) -> dict[str, Any]:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{kind}] must be a table of [{kind}.<name>] tables")
+        out = {}
+        for name, body in table.items():
+            key = f"{kind}.{name}"
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", name):
+                raise ConfigError(f"{where}: {key}: {name!r} is not a name (letters, digits, _ . @ -)")
+            if not isinstance(body, dict):
+                raise ConfigError(f"{where}: {key} must be a table")
+            for item in body:
+                if item not in schema:
+                    raise ConfigError(f"{where}: unknown key {key}.{item}")
+            values = {}
+            for item, value in body.items():
+                try:
+                    values[item] = schema[item](value)
+                except ValueError as exc:
+                    raise ConfigError(f"{where}: {key}.{item} {exc}") from None
+            for item in schema:
+                if item not in values:
+                    raise ConfigError(f"{where}: {key}.{item} is missing")
+            out[name] = make(**values)
+        return out
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if type(value) is not bool:
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    if type(value) not in (int, float) or not value > 0:
+        raise ValueError(f"{value!r} is not a positive number")
+    return float(value)
+
+
+def _score(value: Any) -> int:
+    value = _positive_int(value)
+    if value > 5:
+        raise ValueError(f"{value!r} is not a score 1..5")
+    return value
+
+
+def _opening_hours(value: Any) -> tuple[str, ...]:
+    try:
+        parse_hours("opening_hours", value)
+    except ProtocolError as exc:
+        raise ValueError(f"{exc.reason}") from None
+    return tuple(value)
+
+
+def _http_url(value: Any) -> str:
+    parts = urlsplit(_str(value))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+#: [alerts] keys: name -> (parser, environment override or None).
+ALERT_KEYS: dict[str, tuple[Callable[[Any], Any], str | None]] = {
+    "interval_s": (_positive_int, "ONETAP_ALERTS_INTERVAL_S"),
+    "status_interval_s": (_positive_int, None),
+    "opening_hours": (_opening_hours, None),
+    "offline_minutes": (_positive_int, None),
+    "low_score_count": (_positive_int, None),
+    "low_score_max": (_score, None),
+    "low_score_minutes": (_positive_int, None),
+    "burst_interval_s": (_positive_float, None),
+    "burst_count": (_positive_int, None),
+    "run_length": (_positive_int, None),
+    "run_interval_s": (_positive_float, None),
+    "backlog_minutes": (_positive_int, None),
+    "clock_unsynced": (_bool, None),
+    "webhook_url": (_optional(_http_url), "ONETAP_ALERTS_WEBHOOK_URL"),
+    "webhook_timeout_s": (_positive_float, None),
+    "webhook_retries": (lambda v: 0 if v == 0 else _positive_int(v), None),
+    "mqtt": (_bool, None),
+}
+assert set(ALERT_KEYS) == {f.name for f in fields(AlertsConfig)}
+
+
+def _parse_alerts(table: Any, where: str) -> AlertsConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [alerts] must be a table")
+    values = {}
+    for name, value in table.items():
+        if name not in ALERT_KEYS:
+            raise ConfigError(f"{where}: unknown key alerts.{name}")
+        try:
+            values[name] = ALERT_KEYS[name][0](value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: alerts.{name} {exc}") from None
+    return AlertsConfig(**values)
+
+
 #: Table-valued sections: name -> parser(table, where) giving the ServerConfig
 #: field of the same name. A new section (users, tokens, alerts...) is a field
 #: on ServerConfig plus one entry here.
 SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "sites": _parse_sites,
+    "users": _named_tables("users", {"password_hash": _password_hash, "sites": _scope}, UserConfig),
+    "tokens": _named_tables("tokens", {"sha256": _sha256, "sites": _scope}, TokenConfig),
+    "alerts": _parse_alerts,
 }
 
 assert set(KEYS) | set(SECTIONS) | {"source"} == {f.name for f in fields(ServerConfig)}
@@ -263,6 +445,15 @@ def load_config(
     for name, key in KEYS.items():
         if key.env in env:
             values[name] = _parse_key(name, env[key.env], f"environment {key.env}")
+    alert_env = {}
+    for name, (parse, variable) in ALERT_KEYS.items():
+        if variable is not None and variable in env:
+            try:
+                alert_env[name] = parse(env[variable])
+            except ValueError as exc:
+                raise ConfigError(f"environment {variable} {exc}") from None
+    if alert_env:
+        values["alerts"] = replace(values.get("alerts", AlertsConfig()), **alert_env)
     for name, value in (overrides or {}).items():
         if value is None:
             continue

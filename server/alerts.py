@@ -1,0 +1,312 @@
+"""Alerts: terminal state, rules and suspect-burst detection (pure), and their delivery (dashboard, webhook, MQTT)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+from kiosk.protocol import ProtocolError, format_timestamp, parse_timestamp, site_topic
+from server.config import AlertsConfig, ServerConfig
+from server.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+#: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
+CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock")
+#: Alerts that describe an event: open until someone acknowledges them.
+EVENT_KINDS = ("suspect",)
+_WATERMARK = "alerts.suspect_pk"
+
+
+def _time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_timestamp("time", text)
+    except ProtocolError:
+        return None
+
+
+# -- pure rules -------------------------------------------------------------------
+
+
+def terminal_state(now: datetime, terminal: Mapping[str, Any], status_interval_s: float) -> str:
+    """online, offline, stale (online but no status for over two status intervals) or unknown."""
+    state = terminal.get("state", "unknown")
+    if state != "online":
+        return state if state in ("offline", "unknown") else "unknown"
+    updated = _time(terminal.get("updated_at"))
+    if updated is not None and (now - updated).total_seconds() > 2 * status_interval_s:
+        return "stale"
+    return "online"
+
+
+def is_open(local: datetime, hours: Sequence[tuple[frozenset[int], int, int]]) -> bool:
+    """Whether the local time *local* is within opening hours (weekday 0 = Monday)."""
+    minute = local.hour * 60 + local.minute
+    return any(local.weekday() in days and start <= minute < end for days, start, end in hours)
+
+
+@dataclass(frozen=True)
+class Condition:
+    site: str
+    terminal: str | None
+    kind: str
+    message: str
+
+    @property
+    def key(self) -> tuple[str, str | None, str]:
+        return (self.site, self.terminal, self.kind)
+
+
+def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: Iterable[Mapping[str, Any]],
+             rules: AlertsConfig, tz: ZoneInfo) -> list[Condition]:
+    """Every alert condition true at *now*, from terminal rows and recent low scores."""
+    out: list[Condition] = []
+    open_now = is_open(now.astimezone(tz), rules.hours)
+    for t in terminals:
+        site, name = t["site"], t["terminal"]
+        state = terminal_state(now, t, rules.status_interval_s)
+        if state in ("offline", "stale") and open_now:
+            since = _time(t.get("updated_at"))
+            if since is not None and now - since >= timedelta(minutes=rules.offline_minutes):
+                minutes = int((now - since).total_seconds() // 60)
+                out.append(Condition(site, name, "offline",
+                                     f"{site}/{name} {state} for {minutes} min during opening hours"))
+        if state in ("online", "stale"):
+            oldest = _time(t.get("oldest_pending_at"))
+            backlog = t.get("backlog") or 0
+            if backlog > 0 and oldest is not None and now - oldest >= timedelta(minutes=rules.backlog_minutes):
+                out.append(Condition(site, name, "backlog",
+                                     f"{site}/{name} backlog {backlog} not draining"
+                                     f" (oldest pending {format_timestamp(oldest.astimezone(tz))})"))
+            if rules.clock_unsynced and t.get("clock_synced") is False:
+                out.append(Condition(site, name, "clock", f"{site}/{name} clock not synchronised (NTP)"))
+    window_start = now - timedelta(minutes=rules.low_score_minutes)
+    lows: dict[tuple[str, str], int] = {}
+    for r in low_scores:
+        at = _time(r["at"])
+        if r["score"] <= rules.low_score_max and at is not None and window_start <= at <= now:
+            key = (r["site"], r["terminal"])
+            lows[key] = lows.get(key, 0) + 1
+    for (site, name), count in sorted(lows.items()):
+        if count >= rules.low_score_count:
+            out.append(Condition(site, name, "low_scores",
+                                 f"{site}/{name}: {count} scores <= {rules.low_score_max}"
+                                 f" in the last {rules.low_score_minutes} min"))
+    return out
+
+
+def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -> set[int]:
+    """pks of one terminal's ratings (in seq order) given at machine pace: a chain of
+    at least burst_count taps each under burst_interval_s apart, or at least run_length
+    equal scores each under run_interval_s apart."""
+    times = [_time(r["at"]) for r in ratings]
+    suspects: set[int] = set()
+
+    def chains(linked: Callable[[int], bool], minimum: int) -> None:
+        start = 0
+        for i in range(1, len(ratings) + 1):
+            if i < len(ratings) and linked(i):
+                continue
+            if i - start >= minimum:
+                suspects.update(r["pk"] for r in ratings[start:i])
+            start = i
+
+    def gap(i: int) -> float | None:
+        if times[i] is None or times[i - 1] is None or ratings[i]["seq"] != ratings[i - 1]["seq"] + 1:
+            return None
+        return (times[i] - times[i - 1]).total_seconds()
+
+    def fast(i: int) -> bool:
+        g = gap(i)
+        return g is not None and 0 <= g < rules.burst_interval_s
+
+    def same_and_quick(i: int) -> bool:
+        g = gap(i)
+        return (g is not None and 0 <= g < rules.run_interval_s
+                and ratings[i]["score"] == ratings[i - 1]["score"])
+
+    chains(fast, rules.burst_count)
+    chains(same_and_quick, rules.run_length)
+    return suspects
+
+
+# -- delivery ---------------------------------------------------------------------
+
+
+def post_webhook(session: Any, url: str, body: Mapping[str, Any], *, timeout: float, retries: int,
+                 sleep: Callable[[float], None] = time.sleep) -> bool:
+    """POST *body* as JSON; retry on connection errors and 5xx/429 with backoff. True if delivered."""
+    import requests
+
+    delay = 0.5
+    for attempt in range(retries + 1):
+        try:
+            response = session.post(url, json=body, timeout=timeout)
+            if response.status_code < 300:
+                return True
+            if response.status_code < 500 and response.status_code != 429:
+                log.error("webhook %s refused the alert: HTTP %d", url, response.status_code)
+                return False
+            log.warning("webhook %s answered HTTP %d (attempt %d)", url, response.status_code, attempt + 1)
+        except requests.RequestException as exc:
+            log.warning("webhook %s failed (attempt %d): %s", url, attempt + 1, exc)
+        if attempt < retries:
+            sleep(delay)
+            delay = min(delay * 2, 10)
+    log.error("webhook %s: alert not delivered after %d attempts", url, retries + 1)
+    return False
+
+
+def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in ("pk", "site", "terminal", "kind", "message", "raised_at",
+                                      "cleared_at", "acked_at", "acked_by")}
+
+
+class AlertEngine:
+    """One evaluation pass on one store: flag suspects, reconcile alerts, deliver changes.
+
+    *publish(topic, payload)* sends a retained MQTT message (Link.publish_retained);
+    the webhook goes through *session* (a requests.Session).
+    """
+
+    def __init__(self, store: Any, config: ServerConfig, *,
+                 publish: Callable[[str, bytes], Any] | None = None, session: Any = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.store = store
+        self.config = config
+        self.rules = config.alerts
+        self.publish = publish if self.rules.mqtt else None
+        self.sleep = sleep
+        if session is None and self.rules.webhook_url:
+            import requests
+
+            session = requests.Session()
+        self.session = session
+
+    def flag_suspects(self) -> int:
+        """Check ratings stored since the last pass; returns how many were newly flagged."""
+        rules = self.rules
+        watermark = int(self.store.get_meta(_WATERMARK, "0"))
+        fresh = self.store.ratings_after(watermark)
+        if not fresh:
+            return 0
+        spans: dict[tuple[str, str], list[int]] = {}
+        for r in fresh:
+            span = spans.setdefault((r["site"], r["terminal"]), [r["seq"], r["seq"]])
+            span[0], span[1] = min(span[0], r["seq"]), max(span[1], r["seq"])
+        # A chain may have begun before the last pass: look back one chain length.
+        reach = max(rules.run_length, rules.burst_count)
+        flagged_by_terminal: dict[tuple[str, str], int] = {}
+        for (site, terminal), (low, high) in spans.items():
+            rows = self.store.terminal_ratings(site, terminal, low - reach, high)
+            already = {r["pk"] for r in rows if r["suspect"]}
+            pks = [pk for pk in detect_suspects(rows, rules) if pk not in already]
+            if pks:
+                flagged_by_terminal[site, terminal] = self.store.mark_suspect(sorted(pks))
+        self.store.set_meta(_WATERMARK, str(fresh[-1]["pk"]))
+        self._suspect_alerts = flagged_by_terminal
+        return sum(flagged_by_terminal.values())
+
+    def run_once(self, now: datetime) -> dict[str, list[dict[str, Any]]]:
+        """Evaluate at *now*; returns the alerts raised and cleared in this pass."""
+        self._suspect_alerts = {}
+        self.flag_suspects()
+        tz = self.config.tz
+        since = (now - timedelta(minutes=self.rules.low_score_minutes)).astimezone(tz).date() - timedelta(days=1)
+        conditions = evaluate(now, self.store.terminals(),
+                              self.store.low_scores_since(since.isoformat(), self.rules.low_score_max),
+                              self.rules, tz)
+        current = {c.key: c for c in conditions}
+        open_rows = self.store.open_alerts()
+        open_keys = {(r["site"], r["terminal"], r["kind"]): r for r in open_rows}
+        raised, cleared = [], []
+        for key, condition in current.items():
+            if key not in open_keys:
+                pk = self.store.raise_alert(condition.site, condition.terminal, condition.kind,
+                                            condition.message, now)
+                raised.append(pk)
+        for key, row in open_keys.items():
+            if row["kind"] in CONDITION_KINDS and key not in current:
+                self.store.clear_alert(row["pk"], now)
+                cleared.append(row["pk"])
+        for (site, terminal), count in self._suspect_alerts.items():
+            raised.append(self.store.raise_alert(
+                site, terminal, "suspect",
+                f"{site}/{terminal}: {count} ratings at machine pace flagged suspect (kept, excludable)", now))
+        by_pk = {r["pk"]: r for r in self.store.alerts(limit=100_000)} if raised or cleared else {}
+        changes = {"raised": [alert_json(by_pk[pk]) for pk in raised],
+                   "cleared": [alert_json(by_pk[pk]) for pk in cleared]}
+        self.deliver(changes)
+        return changes
+
+    def deliver(self, changes: Mapping[str, list[dict[str, Any]]]) -> None:
+        if self.session is not None and self.rules.webhook_url:
+            for event in ("raised", "cleared"):
+                for alert in changes[event]:
+                    post_webhook(self.session, self.rules.webhook_url,
+                                 {"v": 1, "event": event, "alert": alert},
+                                 timeout=self.rules.webhook_timeout_s, retries=self.rules.webhook_retries,
+                                 sleep=self.sleep)
+        if self.publish is not None:
+            sites = {a["site"] for event in changes.values() for a in event}
+            if sites:
+                self.publish_sites(sites)
+
+    def publish_sites(self, sites: Iterable[str]) -> None:
+        """Each site's open alerts, retained on onetap/v1/{site}/alerts."""
+        open_rows = self.store.open_alerts()
+        for site in sorted(sites):
+            body = {"v": 1, "site": site,
+                    "alerts": [alert_json(r) for r in open_rows if r["site"] == site]}
+            try:
+                self.publish(site_topic(site, "alerts"),
+                             json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+            except Exception as exc:  # the broker side must not stop the evaluation loop
+                log.error("could not publish alerts of %s: %s", site, exc)
+
+
+class AlertRunner:
+    """Runs an AlertEngine every interval_s in its own thread, on its own store connection."""
+
+    def __init__(self, config: ServerConfig, store_factory: Callable[[], Any], *,
+                 publish: Callable[[str, bytes], Any] | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self.config = config
+        self.store_factory = store_factory
+        self.publish = publish
+        self.now = now
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    def start(self) -> "AlertRunner":
+        self._thread = threading.Thread(target=self._loop, name="onetap-alerts", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        store = self.store_factory()
+        try:
+            engine = AlertEngine(store, self.config, publish=self.publish)
+            while not self._stop.is_set():
+                try:
+                    engine.run_once(self.now())
+                except StoreError as exc:
+                    log.error("alert evaluation failed: %s", exc)
+                self.passes += 1
+                self._stop.wait(self.config.alerts.interval_s)
+        finally:
+            store.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,169 @@
+"""Password and token hashes, users/tokens/alerts config, and scoped API tokens (403 outside their sites)."""
+
+import io
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+from openpyxl import load_workbook
+
+from kiosk.protocol import Rating, Status
+from server.api import create_app
+from server.auth import authenticate, check_hash_format, hash_password, main, token_hash, verify_password
+from server.config import load_config
+from server.errors import ConfigError
+from server.store import SQLiteStore
+
+NOW = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
+S1_TOKEN, ALL_TOKEN = "token-for-s1-only-xxxxxxxx", "legacy-all-sites-token"
+
+
+@pytest.mark.parametrize("method", ["scrypt", "argon2"])
+def test_password_hashes(method):
+    stored = hash_password("비밀 password", method)
+    check_hash_format(stored)
+    assert verify_password(stored, "비밀 password")
+    assert not verify_password(stored, "비밀 passwore")
+    assert hash_password("x", method) != hash_password("x", method)  # salted
+
+
+@pytest.mark.parametrize("bad", ["plain", "scrypt$3$8$1$AA$AA", "scrypt$x$8$1$AA$AA", "$argon2id$nope"])
+def test_bad_hash_formats(bad):
+    with pytest.raises(ValueError):
+        check_hash_format(bad)
+
+
+def test_authenticate_unknown_user_is_false():
+    users = {"kim": type("U", (), {"password_hash": hash_password("pw")})()}
+    assert authenticate(users, "kim", "pw")
+    assert not authenticate(users, "kim", "no")
+    assert not authenticate(users, "lee", "pw")
+
+
+def test_token_command_prints_a_matching_hash(capsys):
+    assert main(["token"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    token = out[0].split()[-1]
+    assert out[1] == f'sha256 = "{token_hash(token)}"'
+
+
+def write(tmp_path, text):
+    path = tmp_path / "server.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_users_tokens_alerts_config(tmp_path):
+    path = write(tmp_path, f"""
+[users.kim]
+password_hash = "{hash_password('pw')}"
+sites = ["s1"]
+[users.central]
+password_hash = "{hash_password('pw', 'argon2')}"
+sites = "*"
+[tokens.s1-reader]
+sha256 = "{token_hash(S1_TOKEN)}"
+sites = ["s1"]
+[alerts]
+offline_minutes = 5
+opening_hours = ["mon-sat 08:30-17:30"]
+webhook_url = "https://hooks.example.org/onetap"
+""")
+    config = load_config(path, env={"ONETAP_ALERTS_WEBHOOK_URL": "http://127.0.0.1:9/x"})
+    assert config.users["kim"].sites == frozenset({"s1"}) and config.users["central"].sites is None
+    assert config.tokens["s1-reader"].sites == frozenset({"s1"})
+    assert config.alerts.offline_minutes == 5 and config.alerts.webhook_url == "http://127.0.0.1:9/x"
+    assert config.alerts.hours[0][1:] == (510, 1050)
+    assert "password_hash" not in repr(config) and token_hash(S1_TOKEN) not in repr(config)
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[users.kim]\npassword_hash = "plain"\nsites = "*"', ["users.kim.password_hash"]),
+    ('[users.kim]\nsites = "*"', ["users.kim.password_hash", "missing"]),
+    ('[users.kim]\npassword_hash = "x"\nsites = "*"\nrole = "admin"', ["unknown key users.kim.role"]),
+    ('[tokens.t]\nsha256 = "abc"\nsites = "*"', ["tokens.t.sha256"]),
+    ('[tokens.t]\nsha256 = "' + "a" * 64 + '"\nsites = ["Bad Site"]', ["tokens.t.sites"]),
+    ('[alerts]\nofline_minutes = 3', ["unknown key alerts.ofline_minutes"]),
+    ('[alerts]\nopening_hours = ["mon-fri 9-18"]', ["alerts.opening_hours"]),
+    ('[alerts]\nwebhook_url = "ftp://x"', ["alerts.webhook_url"]),
+    ('[alerts]\nlow_score_max = 7', ["alerts.low_score_max"]),
+])
+def test_config_errors_name_key_and_file(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(path) in str(info.value)
+    for word in words:
+        assert word in str(info.value)
+
+
+def rating(score, **extra):
+    return Rating(id=str(uuid.uuid4()), seq=1, score=score, at="2026-11-27T10:15:02.417+09:00",
+                  clock_synced=True, **extra)
+
+
+@pytest.fixture
+def client(tmp_path):
+    path = tmp_path / "onetap.db"
+    store = SQLiteStore.open(path)
+    store.ingest_batch("s1", "t1", [rating(5), rating(4)], NOW)
+    store.ingest_batch("s2", "t1", [rating(1)], NOW)
+    store.update_status("s1", "t1", Status("online", {"backlog": 0}), NOW)
+    store.update_status("s2", "t1", Status("online", {"backlog": 3}), NOW)
+    store.close()
+    config = load_config(write(tmp_path, f"""
+api_token = "{ALL_TOKEN}"
+[tokens.s1-reader]
+sha256 = "{token_hash(S1_TOKEN)}"
+sites = ["s1"]
+"""), env={})
+    app = create_app(lambda: SQLiteStore.open(path), config, now=lambda: NOW)
+    with TestClient(app) as client:
+        yield client
+
+
+ENDPOINTS = ["/api/v1/summary", "/api/v1/aggregates?by=site", "/api/v1/terminals",
+             "/api/v1/ratings.csv", "/api/v1/ratings.xlsx"]
+
+
+def test_every_api_path_is_covered_here(client):
+    paths = {p for p in client.get("/openapi.json").json()["paths"] if p.startswith("/api/")}
+    assert paths == {e.split("?")[0] for e in ENDPOINTS}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_scoped_token_gets_403_outside_its_sites(client, endpoint):
+    joiner = "&" if "?" in endpoint else "?"
+    s1 = {"Authorization": f"Bearer {S1_TOKEN}"}
+    assert client.get(f"{endpoint}{joiner}site=s2", headers=s1).status_code == 403
+    assert client.get(f"{endpoint}{joiner}site=s1", headers=s1).status_code == 200
+    assert client.get(f"{endpoint}{joiner}site=s2",
+                      headers={"Authorization": f"Bearer {ALL_TOKEN}"}).status_code == 200
+    assert client.get(endpoint, headers={"Authorization": f"Bearer {token_hash(S1_TOKEN)}"}).status_code == 401
+
+
+def test_scoped_token_without_site_sees_only_its_sites(client):
+    s1 = {"Authorization": f"Bearer {S1_TOKEN}"}
+    assert client.get("/api/v1/summary", headers=s1).json()["count"] == 2
+    assert {r["site"] for r in client.get("/api/v1/aggregates?by=site", headers=s1).json()["rows"]} == {"s1"}
+    assert {t["site"] for t in client.get("/api/v1/terminals", headers=s1).json()} == {"s1"}
+    csv_text = client.get("/api/v1/ratings.csv", headers=s1).content.decode("utf-8-sig")
+    assert len(csv_text.strip().splitlines()) == 3 and ",s2," not in csv_text
+    book = load_workbook(io.BytesIO(client.get("/api/v1/ratings.xlsx", headers=s1).content))
+    assert [row[1] for row in book["raw"].iter_rows(min_row=2, values_only=True)] == ["s1", "s1"]
+    everyone = {"Authorization": f"Bearer {ALL_TOKEN}"}
+    assert client.get("/api/v1/summary", headers=everyone).json()["count"] == 3
+
+
+def test_example_describes_every_new_key():
+    from pathlib import Path
+
+    from server.config import ALERT_KEYS
+    example = Path(__file__).resolve().parents[2] / "deploy" / "server.example.toml"
+    config = load_config(example, env={})
+    text = example.read_text()
+    for name in ALERT_KEYS:
+        assert f"\n{name} = " in text, name
+    assert "\npassword_hash = " in text and "\nsha256 = " in text
+    assert config.users and config.tokens
