@@ -1,0 +1,90 @@
+"""The face tile: one touch target with a face drawn from vector shapes and its label inside."""
+
+from __future__ import annotations
+
+from kivy.graphics import Color, Ellipse, Line, RoundedRectangle
+from kivy.properties import NumericProperty, StringProperty
+from kivy.uix.behaviors import ButtonBehavior
+from kivy.uix.label import Label
+from kivy.uix.widget import Widget
+
+from kiosk.ui.theme import Theme
+
+# Mouth curvature per score: frown (-) to smile (+).
+_CURVE = {1: -1.0, 2: -0.55, 3: 0.0, 4: 0.55, 5: 1.0}
+
+
+def draw_face(canvas, cx: float, cy: float, radius: float, score: int, fill, feature) -> None:
+    """A face for *score* (1 very dissatisfied .. 5 very satisfied) on *canvas*, centred at (cx, cy)."""
+    with canvas:
+        Color(*fill, 1)
+        Ellipse(pos=(cx - radius, cy - radius), size=(2 * radius, 2 * radius))
+        Color(*feature, 1)
+        stroke = max(1.5, radius * 0.075)
+        eye_r = radius * 0.11
+        eye_dx, eye_y = radius * 0.36, cy + radius * 0.22
+        for side in (-1, 1):
+            ex = cx + side * eye_dx
+            Ellipse(pos=(ex - eye_r, eye_y - eye_r * 1.25), size=(2 * eye_r, 2.5 * eye_r))
+            if score <= 2:
+                # Brows raised in the middle: a sad face, not only a red one.
+                lift = radius * (0.12 if score == 1 else 0.06)
+                Line(points=[ex - side * radius * 0.2, eye_y + radius * 0.26 + lift,
+                             ex + side * radius * 0.2, eye_y + radius * 0.24],
+                     width=stroke * 0.8, cap="round")
+        curve = _CURVE[score]
+        half = radius * (0.42 if score in (1, 5) else 0.36)
+        amplitude = radius * 0.3
+        base = cy - radius * 0.38
+        points = []
+        for step in range(17):
+            t = -1 + step / 8
+            points += [cx + t * half, base + curve * amplitude * (t * t - 0.5)]
+        Line(points=points, width=stroke, cap="round", joint="round")
+
+
+class FaceTile(ButtonBehavior, Widget):
+    """A whole tile is the button: background, border, face and label."""
+
+    score = NumericProperty(3)
+    text = StringProperty("")
+    font_name = StringProperty("Roboto")
+    font_size = NumericProperty(20)
+
+    def __init__(self, score: int, theme: Theme, **kw):
+        self._theme = theme
+        super().__init__(**kw)
+        self.score = score
+        self.label = Label(halign="center", valign="middle", bold=True)
+        self.add_widget(self.label)
+        self.bind(pos=self.redraw, size=self.redraw, state=self.redraw, text=self.redraw,
+                  font_name=self.redraw, font_size=self.redraw)
+
+    def set_theme(self, theme: Theme) -> None:
+        self._theme = theme
+        self.redraw()
+
+    def redraw(self, *_args) -> None:
+        theme, index = self._theme, self.score - 1
+        x, y, w, h = self.x, self.y, self.width, self.height
+        radius = min(w * 0.16, 18)
+        bg = theme.tile[index]
+        if self.state == "down":
+            bg = tuple(c * 0.85 for c in bg)
+        self.canvas.before.clear()
+        with self.canvas.before:
+            Color(*bg, 1)
+            RoundedRectangle(pos=(x, y), size=(w, h), radius=[radius])
+            Color(*theme.tile_border[index], 1)
+            Line(rounded_rectangle=(x, y, w, h, radius), width=theme.border_width)
+        face_r = min(w * 0.34, h * 0.24)
+        draw_face(self.canvas.before, x + w / 2, y + h - h * 0.08 - face_r, face_r, self.score,
+                  theme.face[index], theme.feature)
+        label_h = h - (h * 0.08 + 2 * face_r) - h * 0.04
+        self.label.pos = (x + w * 0.04, y + h * 0.03)
+        self.label.size = (w * 0.92, label_h)
+        self.label.text_size = self.label.size
+        self.label.text = self.text
+        self.label.font_name = self.font_name
+        self.label.font_size = self.font_size
+        self.label.color = (*theme.tile_text, 1)

@@ -1,0 +1,423 @@
+"""The kiosk's screens (Kivy widgets): rating, follow-up, thank-you, error, sleep, PIN pad, staff screen.
+
+Screens only draw and forward touches to the shell; every decision is the
+flow's (kiosk/flow.py). ``refresh()`` redraws a screen from the shell's state.
+"""
+
+from __future__ import annotations
+
+from kivy.graphics import Color, Line, Rectangle, RoundedRectangle
+from kivy.uix.behaviors import ButtonBehavior
+from kivy.uix.boxlayout import BoxLayout
+from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.gridlayout import GridLayout
+from kivy.uix.label import Label
+from kivy.uix.widget import Widget
+
+from kiosk import protocol
+from kiosk.ui.face import FaceTile, draw_face
+
+
+def _rgba(rgb, alpha=1.0):
+    return (*rgb, alpha)
+
+
+class Text(Label):
+    """A wrapping, centred label."""
+
+    def __init__(self, **kw):
+        kw.setdefault("halign", "center")
+        kw.setdefault("valign", "middle")
+        super().__init__(**kw)
+        self.bind(size=self._wrap)
+
+    def _wrap(self, *_):
+        self.text_size = self.size
+
+
+class TextButton(ButtonBehavior, Text):
+    """A label that is a button, with a filled rounded background and a border."""
+
+    def __init__(self, **kw):
+        self._bg = (1, 1, 1)
+        self._border = None
+        super().__init__(**kw)
+        self.bind(pos=self._draw, size=self._draw, state=self._draw)
+
+    def style(self, bg, fg, border=None) -> None:
+        self._bg, self._border = bg, border
+        self.color = _rgba(fg)
+        self._draw()
+
+    def _draw(self, *_):
+        bg = self._bg if self.state == "normal" else tuple(c * 0.8 for c in self._bg)
+        radius = min(self.height * 0.2, 14)
+        self.canvas.before.clear()
+        with self.canvas.before:
+            Color(*bg, 1)
+            RoundedRectangle(pos=self.pos, size=self.size, radius=[radius])
+            if self._border is not None:
+                Color(*self._border, 1)
+                Line(rounded_rectangle=(*self.pos, *self.size, radius), width=2)
+
+
+class Page(FloatLayout):
+    """A full-window screen with a plain background."""
+
+    name = "page"
+
+    def __init__(self, shell, **kw):
+        super().__init__(**kw)
+        self.shell = shell
+        self._bg = (1, 1, 1)
+        self.bind(pos=self._draw_bg, size=self._draw_bg)
+
+    def set_background(self, rgb) -> None:
+        self._bg = rgb
+        self._draw_bg()
+
+    def _draw_bg(self, *_):
+        self.canvas.before.clear()
+        with self.canvas.before:
+            Color(*self._bg, 1)
+            Rectangle(pos=self.pos, size=self.size)
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+
+class LanguageBar(BoxLayout):
+    """One button per language, each name in its own script; the one in use is filled."""
+
+    def __init__(self, shell, **kw):
+        super().__init__(orientation="horizontal", **kw)
+        self.shell = shell
+        self.buttons: dict[str, TextButton] = {}
+
+    def refresh(self) -> None:
+        shell = self.shell
+        languages = shell.flow.settings.languages
+        if list(self.buttons) != list(languages):
+            self.clear_widgets()
+            self.buttons = {}
+            for lang in languages:
+                button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang))
+                button.bind(on_release=lambda _b, lang=lang: shell.set_language(lang))
+                self.buttons[lang] = button
+                self.add_widget(button)
+        theme, layout = shell.theme, shell.layout
+        self.spacing = layout.gap
+        for lang, button in self.buttons.items():
+            button.font_size = layout.font("button", theme.text_scale)
+            if lang == shell.flow.lang:
+                button.style(theme.button_active, theme.button_active_text)
+            else:
+                button.style(theme.button, theme.button_text, border=theme.button_text)
+
+
+class RatingPage(Page):
+    name = "rating"
+
+    def __init__(self, shell, **kw):
+        super().__init__(shell, **kw)
+        self.column = BoxLayout(orientation="vertical")
+        self.languages = LanguageBar(shell, size_hint_y=None)
+        self.question = Text(bold=True, size_hint_y=None)
+        self.tiles_row = BoxLayout(orientation="horizontal")
+        self.tiles = []
+        for score in protocol.SCORES:
+            tile = FaceTile(score, shell.theme)
+            tile.bind(on_release=lambda t: self.shell.press(int(t.score), "touch"))
+            self.tiles.append(tile)
+            self.tiles_row.add_widget(tile)
+        self.hint = Text(size_hint_y=None)
+        for child in (self.languages, self.question, self.tiles_row, self.hint):
+            self.column.add_widget(child)
+        self.add_widget(self.column)
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog, scale = shell.catalog, theme.text_scale
+        self.set_background(theme.background)
+        self.column.padding = [layout.margin] * 4
+        self.column.spacing = layout.margin * 0.6
+        self.languages.height = layout.bar_height * 0.85
+        self.languages.refresh()
+        self.question.height = layout.question_height
+        self.question.text = shell.question_text()
+        self.question.font_name = shell.font_for_text(self.question.text)
+        self.question.font_size = layout.font("question", scale)
+        self.question.color = _rgba(theme.text)
+        self.tiles_row.spacing = layout.gap
+        for tile in self.tiles:
+            tile.text = catalog.score(tile.score)
+            tile.font_name = shell.font_for_lang()
+            tile.font_size = layout.font("tile", scale)
+            tile.set_theme(theme)
+        self.hint.height = layout.hint_height
+        self.hint.text = catalog["hint"]
+        self.hint.font_name = shell.font_for_lang()
+        self.hint.font_size = layout.font("hint", scale)
+        self.hint.color = _rgba(theme.muted_text)
+
+
+class CountdownBar(Widget):
+    """How long until the question closes by itself."""
+
+    def show(self, fraction: float, colour) -> None:
+        self.canvas.clear()
+        with self.canvas:
+            Color(*colour, 0.35)
+            Rectangle(pos=self.pos, size=self.size)
+            Color(*colour, 1)
+            Rectangle(pos=self.pos, size=(self.width * max(0.0, min(1.0, fraction)), self.height))
+
+
+class FollowupPage(Page):
+    """The optional why (reasons) or age-group question, with a skip and a countdown."""
+
+    def __init__(self, shell, kind: str, **kw):
+        super().__init__(shell, **kw)
+        self.kind = kind
+        self.name = kind
+        self.column = BoxLayout(orientation="vertical")
+        self.languages = LanguageBar(shell, size_hint_y=None)
+        self.title = Text(bold=True, size_hint_y=None)
+        self.note = Text(size_hint_y=None)
+        self.grid = GridLayout()
+        self.bottom = BoxLayout(orientation="horizontal", size_hint_y=None)
+        self.countdown = CountdownBar(size_hint_y=None)
+        self.skip = TextButton(bold=True, size_hint_x=None)
+        self.skip.bind(on_release=lambda _b: self.shell.skip())
+        left = BoxLayout(orientation="vertical")
+        left.add_widget(Widget())
+        left.add_widget(self.countdown)
+        left.add_widget(Widget())
+        self.bottom.add_widget(left)
+        self.bottom.add_widget(self.skip)
+        for child in (self.languages, self.title, self.note, self.grid, self.bottom):
+            self.column.add_widget(child)
+        self.add_widget(self.column)
+        self.options: dict[str, TextButton] = {}
+
+    def _codes(self) -> tuple[str, ...]:
+        return self.shell.flow.settings.reasons if self.kind == "reason" else protocol.AGE_GROUPS
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog, scale = shell.catalog, theme.text_scale
+        self.set_background(theme.background)
+        self.column.padding = [layout.margin] * 4
+        self.column.spacing = layout.margin * 0.6
+        self.languages.height = layout.bar_height * 0.85
+        self.languages.refresh()
+        self.title.height = layout.height * 0.13
+        self.title.text = catalog["reason.title" if self.kind == "reason" else "age.title"]
+        self.title.font_name = shell.font_for_lang()
+        self.title.font_size = layout.font("question", scale)
+        self.title.color = _rgba(theme.text)
+        self.note.height = layout.height * 0.07
+        self.note.text = catalog["followup.note"]
+        self.note.font_name = shell.font_for_lang()
+        self.note.font_size = layout.font("hint", scale)
+        self.note.color = _rgba(theme.muted_text)
+        codes = self._codes()
+        if list(self.options) != list(codes):
+            self.grid.clear_widgets()
+            self.options = {}
+            for code in codes:
+                button = TextButton()
+                if self.kind == "reason":
+                    button.bind(on_release=lambda _b, c=code: self.shell.answer_reason(c))
+                else:
+                    button.bind(on_release=lambda _b, c=code: self.shell.answer_age(c))
+                self.options[code] = button
+                self.grid.add_widget(button)
+        self.grid.cols = 3 if len(codes) <= 6 or len(codes) == 9 else 4
+        self.grid.spacing = layout.gap
+        for code, button in self.options.items():
+            if self.kind == "reason":
+                button.text = catalog.reason(code, shell.reason_labels())
+                button.font_name = shell.font_for_text(button.text)
+            else:
+                button.text = catalog[f"age.{code}"]
+                button.font_name = shell.font_for_lang()
+            button.font_size = layout.font("body", scale)
+            button.style(theme.button, theme.button_text, border=theme.button_text)
+        self.bottom.height = layout.height * 0.14
+        self.bottom.spacing = layout.gap * 2
+        self.countdown.height = max(6, layout.height * 0.015)
+        self.skip.width = layout.width * 0.3
+        self.skip.text = catalog["skip"]
+        self.skip.font_name = shell.font_for_lang()
+        self.skip.font_size = layout.font("body", scale)
+        self.skip.style(theme.skip, theme.skip_text)
+        self.tick()
+
+    def tick(self) -> None:
+        self.countdown.show(self.shell.time_left_fraction(), self.shell.theme.countdown)
+
+
+class MessagePage(Page):
+    """A full-screen message (thank-you, could-not-save, closed) with an optional drawn face."""
+
+    def __init__(self, shell, name: str, **kw):
+        super().__init__(shell, **kw)
+        self.name = name
+        self.face = Widget(size_hint=(None, None))
+        self.title = Text(bold=True, size_hint=(0.92, 0.2), pos_hint={"center_x": 0.5, "center_y": 0.42})
+        self.body = Text(size_hint=(0.92, 0.3), pos_hint={"center_x": 0.5, "center_y": 0.2})
+        for child in (self.face, self.title, self.body):
+            self.add_widget(child)
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog, scale = shell.catalog, theme.text_scale
+        if self.name == "thanks":
+            bg, fg = theme.thanks, theme.thanks_text
+            title, body = catalog["thanks.title"], catalog["thanks.body"]
+        elif self.name == "error":
+            bg, fg = theme.error, theme.error_text
+            title, body = catalog["error.title"], catalog["error.body"]
+        else:
+            bg, fg = theme.sleep, theme.sleep_text
+            title = catalog["sleep.title"]
+            lines = shell.hours_lines()
+            body = f"{catalog['sleep.hours']}\n{catalog.hours(lines)}" if lines else ""
+            if shell.flow.settings.count_when_closed:
+                body = f"{body}\n\n{catalog['sleep.wake']}".strip()
+        self.set_background(bg)
+        for label, text, role in ((self.title, title, "huge"), (self.body, body, "body")):
+            label.text = text
+            label.font_name = shell.font_for_lang()
+            label.font_size = layout.font(role, scale)
+            label.color = _rgba(fg)
+        self.face.canvas.clear()
+        if self.name != "sleep":
+            radius = layout.height * 0.16
+            cx, cy = layout.width / 2, layout.height * 0.72
+            draw_face(self.face.canvas, cx, cy, radius, 5 if self.name == "thanks" else 2,
+                      theme.face[4 if self.name == "thanks" else 1], theme.feature)
+
+    def on_touch_down(self, touch):
+        if self.collide_point(*touch.pos):
+            if self.name == "sleep":
+                self.shell.wake()
+            else:
+                self.shell.stray_tap()
+            return True
+        return super().on_touch_down(touch)
+
+
+class PinPage(Page):
+    """The staff PIN pad (opened by a 5 s press in the bottom-left corner)."""
+
+    name = "pin"
+
+    def __init__(self, shell, **kw):
+        super().__init__(shell, **kw)
+        self.column = BoxLayout(orientation="vertical", size_hint=(0.6, 0.94),
+                                pos_hint={"center_x": 0.5, "center_y": 0.5})
+        self.title = Text(bold=True, size_hint_y=0.12)
+        self.entry = Text(size_hint_y=0.1)
+        self.pad = GridLayout(cols=3, size_hint_y=0.66)
+        self.keys: dict[str, TextButton] = {}
+        for key in ("1", "2", "3", "4", "5", "6", "7", "8", "9", "clear", "0", "ok"):
+            button = TextButton(bold=True)
+            button.bind(on_release=lambda _b, k=key: self._key(k))
+            self.keys[key] = button
+            self.pad.add_widget(button)
+        self.cancel = TextButton(size_hint_y=0.12)
+        self.cancel.bind(on_release=lambda _b: self.shell.close_maintenance())
+        for child in (self.title, self.entry, self.pad, self.cancel):
+            self.column.add_widget(child)
+        self.add_widget(self.column)
+
+    def _key(self, key: str) -> None:
+        if key == "ok":
+            self.shell.pin_submit()
+        elif key == "clear":
+            self.shell.pin_clear()
+        else:
+            self.shell.pin_digit(key)
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog, flow = shell.catalog, shell.flow
+        self.set_background(theme.background)
+        self.column.spacing = layout.gap
+        self.pad.spacing = layout.gap
+        self.title.text = catalog["pin.wrong"] if flow.pin_error else catalog["pin.title"]
+        self.entry.text = "● " * len(flow.pin_entry) or "–"
+        for label in (self.title, self.entry):
+            label.font_name = shell.font_for_lang()
+            label.font_size = layout.font("body")
+            label.color = _rgba(theme.text)
+        for key, button in self.keys.items():
+            button.text = {"ok": catalog["pin.ok"], "clear": catalog["pin.clear"]}.get(key, key)
+            button.font_name = shell.font_for_lang()
+            button.font_size = layout.font("body")
+            button.style(theme.button, theme.button_text, border=theme.button_text)
+        self.cancel.text = catalog["pin.cancel"]
+        self.cancel.font_name = shell.font_for_lang()
+        self.cancel.font_size = layout.font("body")
+        self.cancel.style(theme.skip, theme.skip_text)
+
+
+class MaintenancePage(Page):
+    """The staff screen: what the terminal knows about itself; quit only from here."""
+
+    name = "maintenance"
+    ROWS = ("terminal", "site", "broker", "backlog", "oldest_pending", "last_ack", "clock",
+            "config_version", "software", "ip", "ignored_taps", "error")
+
+    def __init__(self, shell, **kw):
+        super().__init__(shell, **kw)
+        self.column = BoxLayout(orientation="vertical")
+        self.title = Text(bold=True, size_hint_y=0.1)
+        self.grid = GridLayout(cols=2, size_hint_y=0.72)
+        self.cells: dict[str, tuple[Label, Label]] = {}
+        for row in self.ROWS:
+            name, value = Text(halign="right"), Text(halign="left")
+            self.cells[row] = (name, value)
+            self.grid.add_widget(name)
+            self.grid.add_widget(value)
+        buttons = BoxLayout(orientation="horizontal", size_hint_y=0.14)
+        self.back = TextButton(bold=True)
+        self.back.bind(on_release=lambda _b: self.shell.close_maintenance())
+        self.exit = TextButton(bold=True)
+        self.exit.bind(on_release=lambda _b: self.shell.quit())
+        buttons.add_widget(self.back)
+        buttons.add_widget(self.exit)
+        self.buttons = buttons
+        for child in (self.title, self.grid, buttons):
+            self.column.add_widget(child)
+        self.add_widget(self.column)
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog = shell.catalog
+        self.set_background(theme.background)
+        self.column.padding = [layout.margin] * 4
+        self.column.spacing = layout.gap
+        self.buttons.spacing = layout.gap * 2
+        self.grid.spacing = (layout.gap * 2, 0)
+        self.title.text = catalog["maint.title"]
+        self.title.font_name = shell.font_for_lang()
+        self.title.font_size = layout.font("body")
+        self.title.color = _rgba(theme.text)
+        info = shell.maintenance_info()
+        for row, (name, value) in self.cells.items():
+            name.text = catalog[f"maint.{row}"]
+            value.text = info.get(row, "")
+            for label in (name, value):
+                label.font_name = shell.font_for_lang()
+                label.font_size = layout.font("small")
+                label.color = _rgba(theme.text if label is value else theme.muted_text)
+        self.back.text = catalog["maint.back"]
+        self.exit.text = catalog["maint.exit"]
+        for button, (bg, fg) in ((self.back, (theme.button_active, theme.button_active_text)),
+                                 (self.exit, (theme.error, theme.error_text))):
+            button.font_name = shell.font_for_lang()
+            button.font_size = layout.font("body")
+            button.style(bg, fg)

@@ -1,0 +1,346 @@
+"""Drives the real kiosk app in a real (offscreen or Xvfb) window with real touches; one scenario per process.
+
+    python -m tests.kiosk.ui.driver SCENARIO CONFIG.toml RESULT.json [--size WxH] [--shots DIR]
+
+Kivy makes one window per process and reads the command line on import, so
+the tests run this as a subprocess (see tests/kiosk/ui/test_app.py). Steps
+are generators: ``yield callable`` waits (polled every frame) until it is
+true, ``yield seconds`` lets the app run that long. The result JSON holds
+what the scenario saw; the tests read the outbox's SQLite file themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+STEP_TIMEOUT = 30.0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario")
+    parser.add_argument("config", type=Path)
+    parser.add_argument("result", type=Path)
+    parser.add_argument("--size", default=None)
+    parser.add_argument("--shots", type=Path, default=None)
+    parser.add_argument("--langs", default="ko,en")
+    args = parser.parse_args(argv)
+
+    from kiosk.config import load_config
+    from kiosk.ui.app import configure_kivy
+
+    cfg = load_config(args.config, env={})
+    size = tuple(int(v) for v in args.size.split("x")) if args.size else None
+    configure_kivy(cfg, size)
+
+    from kivy.clock import Clock
+
+    from kiosk.ui.shell import OnetapApp
+
+    result: dict = {"steps": []}
+    app = OnetapApp(cfg)
+    scenario = SCENARIOS[args.scenario]
+    state = {"gen": None, "waiting": None, "deadline": 0.0, "until": 0.0}
+
+    def finish(error: str | None = None) -> None:
+        result["error"] = error
+        args.result.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+        app.stop()
+
+    def pump(_dt) -> None:
+        try:
+            if state["gen"] is None:
+                state["gen"] = scenario(app, result, args)
+            now = time.monotonic()
+            waiting = state["waiting"]
+            if waiting is not None:
+                if not waiting():
+                    if now > state["deadline"]:
+                        raise AssertionError(f"timed out waiting: {getattr(waiting, 'what', waiting)}")
+                    return
+                state["waiting"] = None
+            if now < state["until"]:
+                return
+            step = next(state["gen"])
+            if callable(step):
+                state["waiting"] = step
+                state["deadline"] = now + STEP_TIMEOUT
+            else:
+                state["until"] = now + float(step)
+        except StopIteration:
+            event.cancel()
+            finish()
+        except Exception:  # noqa: BLE001 - reported to the test through the result file
+            event.cancel()
+            finish(traceback.format_exc())
+
+    event = Clock.schedule_interval(pump, 0)
+    app.run()
+    if not args.result.exists():
+        error = None if result.get("expect_stop") else "the app stopped before the scenario ended"
+        args.result.write_text(json.dumps({**result, "error": error}, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def tap(widget) -> None:
+    """A real touch (down and up) at the widget's centre, through the window's input dispatch."""
+    from kivy.tests.common import UnitTestTouch
+
+    x, y = widget.to_window(*widget.center)
+    touch = UnitTestTouch(x, y)
+    touch.touch_down()
+    touch.touch_up()
+
+
+def touch_at(x: float, y: float):
+    from kivy.tests.common import UnitTestTouch
+
+    touch = UnitTestTouch(x, y)
+    touch.touch_down()
+    return touch
+
+
+def screen_is(app, name: str):
+    def check():
+        return app.shell.flow.screen.value == name and app.shell._page is app.shell.pages.get(app.shell.flow.screen)
+    check.what = f"screen {name}"
+    return check
+
+
+def visible_texts(widget) -> list[str]:
+    from kivy.uix.label import Label
+
+    out = []
+    for child in widget.walk(restrict=True):
+        if isinstance(child, Label) and child.text.strip() and child.opacity > 0:
+            out.append(child.text)
+    return out
+
+
+def page(app):
+    return app.shell._page
+
+
+def settings(app, **changes):
+    import dataclasses
+
+    shell = app.shell
+    shell.flow.configure(dataclasses.replace(shell.flow.settings, **changes), shell.monotonic())
+    shell.render()
+
+
+# -- scenarios -----------------------------------------------------------------------
+
+
+def ratings(app, result, args):
+    """Each tile records its score; follow-up answers land in the same rating; language switch."""
+    from kivy.core.window import Window
+
+    shell = app.shell
+    yield screen_is(app, "rating")
+    yield 0.1
+    result["window"] = list(Window.size)
+    rating_page = page(app)
+    result["tile_widths"] = [t.width for t in rating_page.tiles]
+    result["tile_labels"] = [t.label.text for t in rating_page.tiles]
+    result["start_texts"] = visible_texts(shell.root)
+    # 1. every tile, no follow-up
+    settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.3)
+    ids = []
+    for index in range(5):
+        yield screen_is(app, "rating")
+        tap(page(app).tiles[index])
+        yield screen_is(app, "thanks")
+        ids.append(shell.last_rating.id)
+    result["tile_ids"] = ids
+    # 2. follow-up answered: reason and age group
+    settings(app, reason_threshold=2, age_group=True, followup_timeout_s=1.0)
+    yield screen_is(app, "rating")
+    tap(page(app).tiles[0])
+    yield screen_is(app, "reason")
+    result["reason_texts"] = visible_texts(shell.root)
+    tap(page(app).options["wait_time"])
+    yield screen_is(app, "age")
+    tap(page(app).options["30s"])
+    yield screen_is(app, "thanks")
+    result["answered_id"] = shell.last_rating.id
+    # 3. follow-up skipped, then timed out
+    yield screen_is(app, "rating")
+    tap(page(app).tiles[1])
+    yield screen_is(app, "reason")
+    tap(page(app).skip)
+    yield screen_is(app, "age")
+    yield screen_is(app, "thanks")  # the age question times out by itself
+    result["skipped_id"] = shell.last_rating.id
+    # 4. language switch changes every visible label and the recorded lang
+    settings(app, reason_threshold=0, age_group=False)
+    result["languages"] = {}
+    for lang in ("en", "zh", "vi", "ja"):
+        yield screen_is(app, "rating")
+        tap(page(app).languages.buttons[lang])
+        yield lambda: shell.flow.lang == lang
+        result["languages"][lang] = visible_texts(shell.root)
+    tap(page(app).languages.buttons["en"])
+    yield lambda: shell.flow.lang == "en"
+    tap(page(app).tiles[3])
+    yield screen_is(app, "thanks")
+    result["thanks_texts_en"] = visible_texts(shell.root)
+    result["english_id"] = shell.last_rating.id
+    yield screen_is(app, "rating")
+    result["after_visit_lang"] = shell.flow.lang
+    result["after_visit_texts"] = visible_texts(shell.root)
+
+
+def guards(app, result, args):
+    """Cooldown ignores and counts taps; Escape does not quit; the PIN opens the staff screen; quit."""
+    from kivy.core.window import Window
+
+    shell = app.shell
+    yield screen_is(app, "rating")
+    settings(app, reason_threshold=0, cooldown_s=60.0, thank_you_s=0.3)
+    tap(page(app).tiles[4])
+    yield screen_is(app, "thanks")
+    tap(page(app))  # a child hammering the thank-you screen
+    yield screen_is(app, "rating")
+    tap(page(app).tiles[2])
+    tap(page(app).tiles[2])
+    yield 0.2
+    result["screen_after_ignored"] = shell.flow.screen.value
+    result["ignored_taps"] = shell.status_extra()["ignored_taps"]
+    # Escape and a window close request do not quit
+    Window.dispatch("on_key_down", 27, 9, "", [])
+    Window.dispatch("on_keyboard", 27, 9, "", [])
+    Window.dispatch("on_request_close")
+    yield 0.3
+    result["alive_after_escape"] = True
+    # hidden gesture: a long press in the bottom-left corner
+    touch = touch_at(3, 3)
+    yield screen_is(app, "pin")
+    touch.touch_up()
+    pin = page(app)
+    for digit in "9999":
+        tap(pin.keys[digit])
+    tap(pin.keys["ok"])
+    yield lambda: shell.flow.pin_error
+    result["wrong_pin_screen"] = shell.flow.screen.value
+    for digit in shell.cfg.ui.maintenance_pin:
+        tap(pin.keys[digit])
+    tap(pin.keys["ok"])
+    yield screen_is(app, "maintenance")
+    result["maintenance_texts"] = visible_texts(shell.root)
+    result["maintenance_info"] = shell.maintenance_info()
+    result["expect_stop"] = True
+    tap(page(app).exit)
+    yield 30.0  # the app stops here, and the runner writes the result
+    raise AssertionError("Quit on the staff screen did not stop the app")
+
+
+def sleep(app, result, args):
+    """Outside opening hours: the sleep screen; taps do not count."""
+    shell = app.shell
+    yield screen_is(app, "sleep")
+    result["sleep_texts"] = visible_texts(shell.root)
+    tap(page(app))
+    yield 0.3
+    shell.press(5, "button")
+    yield 0.3
+    result["screen"] = shell.flow.screen.value
+    result["recorded"] = shell.last_rating is not None
+
+
+def survey(app, result, args):
+    """A survey config arrives (or is in the cache): the question shown is the site's."""
+    shell = app.shell
+    expected = json.loads((args.config.parent / "expect.json").read_text(encoding="utf-8"))
+    yield screen_is(app, "rating")
+    yield lambda: page(app).question.text == expected["question"]
+    result["question"] = page(app).question.text
+    result["version"] = shell.survey.version
+    result["status_extra"] = shell.status_extra()
+    if expected.get("reject"):
+        yield lambda: shell.survey.rejected >= 1
+        yield 0.3
+        result["after_reject_question"] = page(app).question.text
+        result["after_reject_version"] = shell.survey.version
+    if expected.get("reason"):
+        tap(page(app).tiles[0])
+        yield screen_is(app, "reason")
+        result["reason_texts"] = visible_texts(shell.root)
+        tap(page(app).options[expected["reason"]])
+        yield screen_is(app, "thanks")
+
+
+def screenshots(app, result, args):
+    """Every screen, in each language asked for, saved as PNG."""
+    from kivy.core.window import Window
+
+    shell = app.shell
+    out = args.shots
+    out.mkdir(parents=True, exist_ok=True)
+    width, height = Window.size
+    result["shots"] = []
+    shell._open_now = lambda: True
+    yield screen_is(app, "rating")
+    yield 0.1
+    result["tile_widths"] = [t.width for t in page(app).tiles]
+    settings(app, reason_threshold=2, age_group=True, followup_timeout_s=600, thank_you_s=600,
+             cooldown_s=0.0, maintenance_timeout_s=600)
+
+    def shot(name, lang):
+        path = out / f"kiosk-{name}-{lang}-{width}x{height}.png"
+        shell.root.export_to_png(str(path))
+        result["shots"].append(path.name)
+
+    for lang in args.langs.split(","):
+        yield screen_is(app, "rating")
+        shell.set_language(lang)
+        yield 0.2
+        shot("rating", lang)
+        shell.press(1)
+        yield screen_is(app, "reason")
+        yield 0.2
+        shot("followup-reason", lang)
+        shell.skip()
+        yield screen_is(app, "age")
+        yield 0.2
+        shot("followup-age", lang)
+        shell.skip()
+        yield screen_is(app, "thanks")
+        yield 0.2
+        shot("thanks", lang)
+        shell.flow._to_rest(shell.monotonic())
+        shell._open_now = lambda: False  # as if the clock said closed
+        shell.check_hours()
+        shell.flow.lang = lang
+        shell.render()
+        yield screen_is(app, "sleep")
+        yield 0.2
+        shot("sleep", lang)
+        shell._open_now = lambda: True
+        shell.check_hours()
+        shell.flow.lang = lang
+        shell.open_pin()
+        yield screen_is(app, "pin")
+        shell.flow.lang = lang
+        for digit in shell.cfg.ui.maintenance_pin:
+            shell.pin_digit(digit)
+        shell.pin_submit()
+        yield screen_is(app, "maintenance")
+        yield 0.2
+        shot("maintenance", lang)
+        shell.close_maintenance()
+
+
+SCENARIOS = {"ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
