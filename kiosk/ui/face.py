@@ -14,6 +14,18 @@ from kiosk.ui.theme import Theme
 _CURVE = {1: -1.0, 2: -0.55, 3: 0.0, 4: 0.55, 5: 1.0}
 
 
+def fit_label(label, font_size: float) -> None:
+    """Set *font_size* on a wrapping label, shrunk (down to 60%) until the text fits its box."""
+    label.text_size = label.size
+    size = font_size
+    for _ in range(6):
+        label.font_size = size
+        label.texture_update()
+        if label.texture_size[1] <= label.height or size <= font_size * 0.6:
+            return
+        size *= 0.9
+
+
 def draw_face(canvas, cx: float, cy: float, radius: float, score: int, fill, feature) -> None:
     """A face for *score* (1 very dissatisfied .. 5 very satisfied) on *canvas*, centred at (cx, cy)."""
     with canvas:
@@ -86,5 +98,5 @@ class FaceTile(ButtonBehavior, Widget):
         self.label.text_size = self.label.size
         self.label.text = self.text
         self.label.font_name = self.font_name
-        self.label.font_size = self.font_size
+        fit_label(self.label, self.font_size)
         self.label.color = (*theme.tile_text, 1)

@@ -15,7 +15,7 @@ from kivy.uix.label import Label
 from kivy.uix.widget import Widget
 
 from kiosk import protocol
-from kiosk.ui.face import FaceTile, draw_face
+from kiosk.ui.face import FaceTile, draw_face, fit_label
 
 
 def _rgba(rgb, alpha=1.0):
@@ -33,6 +33,11 @@ class Text(Label):
 
     def _wrap(self, *_):
         self.text_size = self.size
+
+    def fit(self, font_size: float) -> None:
+        """Set *font_size*, shrunk (down to 60%) until the wrapped text fits the label's box."""
+        fit_label(self, font_size)
+
 
 
 class TextButton(ButtonBehavior, Text):
@@ -146,7 +151,7 @@ class RatingPage(Page):
         self.question.height = layout.question_height
         self.question.text = shell.question_text()
         self.question.font_name = shell.font_for_text(self.question.text)
-        self.question.font_size = layout.font("question", scale)
+        self.question.fit(layout.font("question", scale))
         self.question.color = _rgba(theme.text)
         self.tiles_row.spacing = layout.gap
         for tile in self.tiles:
@@ -214,7 +219,7 @@ class FollowupPage(Page):
         self.title.height = layout.height * 0.13
         self.title.text = catalog["reason.title" if self.kind == "reason" else "age.title"]
         self.title.font_name = shell.font_for_lang()
-        self.title.font_size = layout.font("question", scale)
+        self.title.fit(layout.font("question", scale))
         self.title.color = _rgba(theme.text)
         self.note.height = layout.height * 0.07
         self.note.text = catalog["followup.note"]
@@ -265,8 +270,12 @@ class MessagePage(Page):
         super().__init__(shell, **kw)
         self.name = name
         self.face = Widget(size_hint=(None, None))
-        self.title = Text(bold=True, size_hint=(0.92, 0.2), pos_hint={"center_x": 0.5, "center_y": 0.42})
-        self.body = Text(size_hint=(0.92, 0.3), pos_hint={"center_x": 0.5, "center_y": 0.2})
+        if name == "sleep":  # no face: the title takes its place
+            self.title = Text(bold=True, size_hint=(0.92, 0.34), pos_hint={"center_x": 0.5, "center_y": 0.68})
+            self.body = Text(size_hint=(0.92, 0.4), pos_hint={"center_x": 0.5, "center_y": 0.28})
+        else:
+            self.title = Text(bold=True, size_hint=(0.92, 0.2), pos_hint={"center_x": 0.5, "center_y": 0.42})
+            self.body = Text(size_hint=(0.92, 0.24), pos_hint={"center_x": 0.5, "center_y": 0.17})
         for child in (self.face, self.title, self.body):
             self.add_widget(child)
 
@@ -287,11 +296,12 @@ class MessagePage(Page):
             if shell.flow.settings.count_when_closed:
                 body = f"{body}\n\n{catalog['sleep.wake']}".strip()
         self.set_background(bg)
-        for label, text, role in ((self.title, title, "huge"), (self.body, body, "body")):
+        title_role = "title" if self.name == "sleep" else "huge"
+        for label, text, role in ((self.title, title, title_role), (self.body, body, "body")):
             label.text = text
             label.font_name = shell.font_for_lang()
-            label.font_size = layout.font(role, scale)
             label.color = _rgba(fg)
+            label.fit(layout.font(role, scale))
         self.face.canvas.clear()
         if self.name != "sleep":
             radius = layout.height * 0.16
