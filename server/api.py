@@ -290,6 +290,9 @@ def create_app(
                    [("", link.queue_depth)])
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
+    from server.dashboard.routes import install as install_dashboard
+
+    install_dashboard(app, config, store, store_factory, now)
     return app
 
 
