@@ -247,6 +247,7 @@ class KioskConfig:
         out = _as_dict(self)
         if out["mqtt"].get("password") is not None:
             out["mqtt"]["password"] = "***"
+        out["ui"]["maintenance_pin"] = "***"
         return out
 
 
