@@ -1,0 +1,267 @@
+"""Data-path benchmarks: backlog drain vs a naive sender, tap to durable, live ingest.
+
+Run by hand (never in the test suite); figures go to docs/benchmarks.md:
+
+    .venv/bin/python bench/bench_datapath.py all
+    .venv/bin/python bench/bench_datapath.py drain --ratings 50000
+    .venv/bin/python bench/bench_datapath.py tap --taps 20000
+    .venv/bin/python bench/bench_datapath.py ingest --terminals 100 --seconds 20 --rate 100
+    .venv/bin/python bench/bench_datapath.py live --terminals 100 --seconds 20 --rate 100
+
+Every run uses a private mosquitto and a real `onetap-server run` process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+
+from kiosk import protocol  # noqa: E402
+from kiosk.outbox import Outbox  # noqa: E402
+from kiosk.uplink import Uplink  # noqa: E402
+from tests.broker import Mosquitto  # noqa: E402
+from tests.server_process import ServerProcess  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(pct / 100 * (len(ordered) - 1))))]
+
+
+def stored(db: Path) -> int:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute("SELECT count(*) FROM ratings").fetchone()[0]
+
+
+def bench_drain(ratings: int, workdir: Path) -> dict:
+    """A terminal holding *ratings* unacked ratings reconnects: time to the last Ack."""
+    path = workdir / "drain" / "outbox.db"
+    path.parent.mkdir(parents=True)
+    outbox = Outbox.open(path)
+    # Build the backlog fast (the figure measured is the drain, not the taps).
+    for _ in range(ratings):
+        outbox.record(4, clock_synced=True)
+    outbox.close()
+    with Mosquitto(workdir / "broker-drain") as broker:
+        server = ServerProcess(broker, workdir).start()
+        try:
+            uplink = Uplink(lambda: Outbox.open(path), site="bench", terminal="drain-01",
+                            broker_url=broker.url, ack_timeout=30)
+            started = time.perf_counter()
+            uplink.start()
+            drained = uplink.wait_idle(600)
+            seconds = time.perf_counter() - started
+            uplink.stop()
+            assert drained and stored(server.db) == ratings, "drain incomplete"
+        finally:
+            server.stop()
+        naive_seconds = bench_naive(broker, ratings)
+    return {
+        "ratings": ratings,
+        "drain_seconds": round(seconds, 3),
+        "drain_per_s": round(ratings / seconds),
+        "naive_seconds": round(naive_seconds, 3),
+        "naive_per_s": round(ratings / naive_seconds),
+        "speedup": round(naive_seconds / seconds, 1),
+    }
+
+
+def bench_naive(broker: Mosquitto, ratings: int) -> float:
+    """One QoS 1 message per rating, waiting for each PUBACK (what most senders do)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="naive-01",
+                         protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        items = [protocol.Rating(f"00000000-0000-4000-8000-{i:012x}", i + 1, 4,
+                                 "2026-11-27T10:00:00.000+09:00", True).encode()
+                 for i in range(ratings)]
+        topic = protocol.topic("bench", "naive-01", "ratings")
+        started = time.perf_counter()
+        for item in items:
+            info = client.publish(topic, protocol.encode_batch("bench", "naive-01", [item]), qos=1)
+            info.wait_for_publish(30)
+        return time.perf_counter() - started
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def bench_tap(taps: int, workdir: Path) -> dict:
+    """Recording one tap in the outbox: one FULL commit, on this machine's disk."""
+    (workdir / "tap").mkdir()
+    outbox = Outbox.open(workdir / "tap" / "outbox.db")
+    durations = []
+    for i in range(taps):
+        started = time.perf_counter()
+        outbox.record(1 + i % 5, clock_synced=True)
+        durations.append((time.perf_counter() - started) * 1000)
+    return {
+        "taps": taps,
+        "p50_ms": round(statistics.median(durations), 3),
+        "p99_ms": round(percentile(durations, 99), 3),
+        "max_ms": round(max(durations), 3),
+    }
+
+
+def bench_live(terminals: int, seconds: float, rate: float, workdir: Path) -> dict:
+    """*terminals* simulated terminals tapping *rate* taps/s each, together."""
+    taps = int(seconds * rate)
+    with Mosquitto(workdir / "broker-live") as broker:
+        (workdir / "live-server").mkdir()
+        server = ServerProcess(broker, workdir / "live-server").start()
+        try:
+            started = time.perf_counter()
+            # Two processes share the terminals: one Python process cannot do
+            # 10,000 FULL commits a second alongside 100 uplinks on its own.
+            half = terminals // 2
+            procs = [
+                subprocess.Popen(
+                    [str(BIN / "onetap-kiosk"), "simulate", "--broker", broker.url,
+                     "--site", f"live{n}", "--terminals", str(count), "--taps", str(taps),
+                     "--rate", str(rate), "--data-dir", str(workdir / f"live-kiosks-{n}"),
+                     "--timeout", "120"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                for n, count in enumerate((half, terminals - half))
+            ]
+            results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+            wall = time.perf_counter() - started
+        finally:
+            server.stop()
+        with sqlite3.connect(server.db) as conn:
+            rows = conn.execute("SELECT at, received_at FROM ratings").fetchall()
+    latencies = [
+        (datetime.fromisoformat(received) - datetime.fromisoformat(at)).total_seconds() * 1000
+        for at, received in rows
+    ]
+    # Sustained rate: ratings committed per second over the tapping period.
+    received = sorted(datetime.fromisoformat(r) for _, r in rows)
+    span = (received[-1] - received[0]).total_seconds() or 1
+    return {
+        "terminals": terminals,
+        "taps_each": taps,
+        "stored": len(rows),
+        "pending": sum(r["pending"] for r in results),
+        "offered_per_s": round(terminals * rate),
+        "sustained_per_s": round(len(rows) / span),
+        "tap_to_commit_p50_ms": round(statistics.median(latencies), 1),
+        "tap_to_commit_p99_ms": round(percentile(latencies, 99), 1),
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def bench_ingest(terminals: int, seconds: float, rate: float, workdir: Path) -> dict:
+    """The server alone under *terminals* live terminals, each sending every tap at once.
+
+    A light load generator stands in for the kiosks (one paho client per
+    terminal, one-rating batches, as an uplink sends a fresh tap), so that the
+    figure is the server's, not the load generator's disk.
+    """
+    import uuid
+
+    taps = int(seconds * rate)
+    with Mosquitto(workdir / "broker-ingest") as broker:
+        (workdir / "ingest-server").mkdir()
+        server = ServerProcess(broker, workdir / "ingest-server").start()
+        acked = [0]
+        lock = threading.Lock()
+
+        def on_message(client, userdata, message):
+            ack = protocol.Ack.decode(message.payload)
+            with lock:
+                acked[0] += len(ack.ids)
+
+        clients = []
+        for n in range(terminals):
+            terminal = f"load-{n:03d}"
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=terminal,
+                                 protocol=mqtt.MQTTv5)
+            client.on_message = on_message
+            client.connect("127.0.0.1", broker.port)
+            client.subscribe(protocol.topic("ingest", terminal, "ack"), qos=1)
+            client.loop_start()
+            clients.append((terminal, client))
+        time.sleep(1)
+        try:
+            started = time.perf_counter()
+            interval = 1 / rate
+            for tick in range(taps):
+                due = started + tick * interval
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                at = protocol.format_timestamp(datetime.now().astimezone())
+                for terminal, client in clients:
+                    rating = protocol.Rating(str(uuid.uuid4()), tick + 1, 1 + tick % 5, at, True)
+                    client.publish(protocol.topic("ingest", terminal, "ratings"),
+                                   protocol.encode_batch("ingest", terminal, [rating.encode()]),
+                                   qos=1)
+            offered_seconds = time.perf_counter() - started
+            deadline = time.monotonic() + 120
+            while acked[0] < taps * terminals and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            for _, client in clients:
+                client.loop_stop()
+                client.disconnect()
+            server.stop()
+        with sqlite3.connect(server.db) as conn:
+            rows = conn.execute("SELECT at, received_at FROM ratings").fetchall()
+    latencies = [
+        (datetime.fromisoformat(received) - datetime.fromisoformat(at)).total_seconds() * 1000
+        for at, received in rows
+    ]
+    received = sorted(datetime.fromisoformat(r) for _, r in rows)
+    span = (received[-1] - received[0]).total_seconds() or 1
+    return {
+        "terminals": terminals,
+        "offered_per_s": round(terminals * taps / offered_seconds),
+        "stored": len(rows),
+        "acked": acked[0],
+        "sustained_per_s": round(len(rows) / span),
+        "tap_to_commit_p50_ms": round(statistics.median(latencies), 1),
+        "tap_to_commit_p99_ms": round(percentile(latencies, 99), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", choices=("drain", "tap", "live", "ingest", "all"))
+    parser.add_argument("--ratings", type=int, default=50_000)
+    parser.add_argument("--taps", type=int, default=20_000)
+    parser.add_argument("--terminals", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--rate", type=float, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="onetap-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.which in ("tap", "all"):
+            print(json.dumps({"tap": bench_tap(args.taps, workdir)}), flush=True)
+        if args.which in ("drain", "all"):
+            print(json.dumps({"drain": bench_drain(args.ratings, workdir)}), flush=True)
+        if args.which in ("ingest", "all"):
+            print(json.dumps({"ingest": bench_ingest(args.terminals, args.seconds, args.rate,
+                                                     workdir)}), flush=True)
+        if args.which in ("live", "all"):
+            print(json.dumps({"live": bench_live(args.terminals, args.seconds, args.rate, workdir)}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    main()
