@@ -50,6 +50,7 @@ def serve(config) -> int:
         import uvicorn
     except ImportError:
         raise ServerError("the server needs its extras: pip install 'onetap[server]'") from None
+    from server.alerts import AlertRunner
     from server.api import create_app
     from server.link import Link
     from server.store import SQLiteStore
@@ -59,6 +60,8 @@ def serve(config) -> int:
 
     store_factory().close()  # create or migrate the database before anything reads it
     link = Link(config, store_factory, fault=fault_from_env(os.environ.get("ONETAP_FAULT"))).start()
+    # Alert rules and suspect flagging, every alerts.interval_s, on their own connection.
+    alerts = AlertRunner(config, store_factory, publish=link.publish_retained).start()
     host, port = config.listen_address
     app = create_app(store_factory, config, link)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
@@ -73,6 +76,7 @@ def serve(config) -> int:
         # uvicorn handles SIGTERM and SIGINT by finishing its requests and returning.
         server.run()
     finally:
+        alerts.stop()
         link.stop()
     if not server.started:
         raise ServerError(f"could not listen on {config.listen}")
@@ -107,6 +111,18 @@ def _exit_on_signal(signum: int, frame) -> None:
     raise SystemExit(0)
 
 
+def _add_pull_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.pull import add_arguments
+
+    add_arguments(parser)
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from server.pull import run
+
+    return run(args)
+
+
 def fault_from_env(spec: str | None) -> Callable[[str, int], None] | None:
     """ONETAP_FAULT=kill-before-commit:N or kill-after-commit:N: SIGKILL this process
     just before the N-th ingest commit, or just after it (before its Acks go out).
@@ -133,6 +149,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "run": ("ingest ratings and serve the HTTP API", _add_run_arguments, _run),
     "demo": ("broker, server and a kiosk on this machine", _add_demo_arguments, _demo),
     "provision": ("add or rotate a broker account", _add_provision_arguments, _provision),
+    "pull": ("central office: fetch and merge aggregates from many servers", _add_pull_arguments, _pull),
 }
 
 
