@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,7 +64,9 @@ class Mosquitto:
             deploy
             + f"\nlistener {self.port} 127.0.0.1\n"
             + f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
-            + f"user {getpass.getuser()}\n"
+            # mosquitto started as root drops to user "mosquitto", which
+            # could not write this directory: stay who we are.
+            + ("" if re.search(r"^user ", self.extra, re.M) else f"user {getpass.getuser()}\n")
             + f"log_dest file {self.directory}/mosquitto.log\n"
             + "log_type error\nlog_type warning\nlog_type notice\n"
             + self.extra
