@@ -1,0 +1,198 @@
+"""Store query speed with many ratings: rollup answers vs a plain GROUP BY over the ratings table.
+
+    .venv/bin/python bench/bench_store.py --ratings 10000000 --db /tmp/onetap-bench.db
+
+Generates the ratings (3 sites x 10 terminals, ~3 years, realistic optional
+fields) with executemany in big transactions, fills the rollups as the
+migration does, then times summary/aggregates for several ranges (median of
+5 runs) both ways, the dashboard's first view, and ingest_batch throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kiosk.protocol import AGE_GROUPS, Rating  # noqa: E402
+from server.store import ROLLUPS, Filters, SQLiteStore, _NULLABLE  # noqa: E402
+
+SITES = ("gangnam-office", "seocho-office", "songpa-office")
+TERMINALS = tuple(f"counter-{i:02d}" for i in range(1, 11))
+REASONS = ("wait_time", "staff_attitude", "resolution", "information", "facilities", "other")
+
+
+def generate(store: SQLiteStore, total: int, last_day: date, rng: random.Random) -> tuple[date, date]:
+    per_day_terminal = 305
+    days = max(1, total // (per_day_terminal * len(SITES) * len(TERMINALS)))
+    first_day = last_day - timedelta(days=days - 1)
+    conn = store.db.conn
+    sql = ("INSERT INTO ratings (id, site, terminal, seq, score, at, clock_synced, reason, age_group, lang,"
+           " input, received_at, day, hour, weekday) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    made, started = 0, time.perf_counter()
+    seqs = {}
+    batch = []
+    scores, weights = (1, 2, 3, 4, 5), (4, 6, 15, 35, 40)
+    for d in range(days):
+        day = first_day + timedelta(days=d)
+        day_text, weekday = day.isoformat(), day.isoweekday()
+        for site in SITES:
+            for terminal in TERMINALS:
+                n = min(per_day_terminal, total - made)
+                if n <= 0:
+                    break
+                seq = seqs.get((site, terminal), 0)
+                for score in rng.choices(scores, weights, k=n):
+                    seq += 1
+                    hour = rng.randint(9, 17)
+                    at = f"{day_text}T{hour:02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.000+09:00"
+                    reason = rng.choice(REASONS) if score <= 2 and rng.random() < 0.7 else None
+                    age = rng.choice(AGE_GROUPS) if rng.random() < 0.3 else None
+                    lang = "ko" if rng.random() < 0.93 else "en"
+                    batch.append((f"{rng.getrandbits(128):032x}", site, terminal, seq, score, at, 1, reason, age,
+                                  lang, "touch" if rng.random() < 0.9 else "button", at, day_text, hour, weekday))
+                seqs[site, terminal] = seq
+                made += n
+                if len(batch) >= 200_000:
+                    with store.db.atomic():
+                        conn.executemany(sql, batch)
+                    batch.clear()
+                    rate = made / (time.perf_counter() - started)
+                    print(f"\r  generated {made:,} ratings ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+    if batch:
+        with store.db.atomic():
+            conn.executemany(sql, batch)
+    print(file=sys.stderr)
+    # Fill the rollups as the migration would (the largest from ratings, the rest from it).
+    started = time.perf_counter()
+    with store.db.atomic():
+        for name, _ in ROLLUPS:
+            conn.execute(f"DELETE FROM {name}")
+        full_name, full_dims = ROLLUPS[-1]
+        select = ", ".join(f"coalesce({d}, '')" if d in _NULLABLE else d for d in full_dims)
+        conn.execute(f"INSERT INTO {full_name} ({', '.join(full_dims)}, weekday, suspect, score, n)"
+                     f" SELECT {select}, min(weekday), suspect, score, count(*) FROM ratings"
+                     f" GROUP BY {select}, suspect, score")
+        for name, dims in ROLLUPS[:-1]:
+            cols = ", ".join(dims)
+            conn.execute(f"INSERT INTO {name} ({cols}, weekday, suspect, score, n)"
+                         f" SELECT {cols}, min(weekday), suspect, score, sum(n) FROM {full_name}"
+                         f" GROUP BY {cols}, suspect, score")
+    print(f"  rollups filled in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return first_day, last_day
+
+
+def timed(fn, repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def raw_aggregates(store: SQLiteStore, by, filters: Filters):
+    where, params = store._where(filters)
+    cols = ", ".join(by)
+    return store.db.conn.execute(
+        f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score", params).fetchall()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratings", type=int, default=10_000_000)
+    parser.add_argument("--db", default="/tmp/onetap-bench.db")
+    parser.add_argument("--reuse", action="store_true", help="keep an existing database of the right size")
+    args = parser.parse_args()
+    path = Path(args.db)
+    today = date(2026, 11, 27)
+    if not args.reuse:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    store = SQLiteStore.open(path)
+    count = store.db.conn.execute("SELECT count(*) FROM ratings").fetchone()[0]
+    if count == 0:
+        print(f"generating {args.ratings:,} ratings into {path}", file=sys.stderr)
+        started = time.perf_counter()
+        first, last = generate(store, args.ratings, today, random.Random(1))
+        print(f"  {time.perf_counter() - started:.0f} s in all", file=sys.stderr)
+    first = date.fromisoformat(store.db.conn.execute("SELECT min(day) FROM roll_site_day").fetchone()[0])
+    last = date.fromisoformat(store.db.conn.execute("SELECT max(day) FROM roll_site_day").fetchone()[0])
+    count = store.db.conn.execute("SELECT count(*) FROM ratings").fetchone()[0]
+    sizes = {name: store.db.conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name, _ in ROLLUPS}
+    print(f"ratings: {count:,} from {first} to {last}; rollup rows: {sizes}")
+
+    ranges = {
+        "1 day": Filters(last, last),
+        "30 days": Filters(last - timedelta(days=29), last),
+        "1 year": Filters(last - timedelta(days=364), last),
+        "everything": Filters(first, last),
+        "everything, 1 site": Filters(first, last, site=SITES[0]),
+        "everything, 1 terminal": Filters(first, last, site=SITES[1], terminal=TERMINALS[3]),
+        "everything, exclude suspect": Filters(first, last, suspect=False),
+    }
+    print(f"\n{'query':<52} {'rollup ms':>10} {'GROUP BY ms':>12}")
+    worst = 0.0
+    for label, filters in ranges.items():
+        fast = timed(lambda: store.summary(filters))
+        slow = timed(lambda: store.summary_raw(filters), repeat=1)
+        assert store.summary(filters) == store.summary_raw(filters)
+        worst = max(worst, fast)
+        print(f"summary {label:<44} {fast:>10.1f} {slow:>12.0f}")
+    for by in (("day",), ("hour", "weekday"), ("site", "terminal"), ("reason",), ("age_group", "lang"),
+               ("hour", "reason"), ("terminal", "input")):
+        for label in ("1 year", "everything"):
+            filters = ranges[label]
+            fast = timed(lambda: store.aggregates(by, filters))
+            slow = timed(lambda: raw_aggregates(store, by, filters), repeat=1)
+            worst = max(worst, fast)
+            print(f"aggregates by={','.join(by):<18} {label:<24} {fast:>10.1f} {slow:>12.0f}")
+    print(f"\nslowest rollup query: {worst:.1f} ms")
+
+    # The dashboard's first view (terminals board + today) and trends page, over HTTP in-process.
+    from fastapi.testclient import TestClient
+
+    from server.api import create_app
+    from server.auth import hash_password
+    from server.config import ServerConfig, UserConfig
+
+    config = ServerConfig(db=path, api_token="b" * 20, users={"admin": UserConfig(hash_password("pw"), None)})
+    now = datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
+    app = create_app(lambda: SQLiteStore.open(path), config, now=lambda: now)
+    with TestClient(app) as client:
+        page = client.get("/login")
+        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        client.post("/login", data={"username": "admin", "password": "pw", "csrf": csrf}, follow_redirects=False)
+        home = timed(lambda: client.get("/"))
+        trends = timed(lambda: client.get("/trends"))
+        trends_year = timed(lambda: client.get(f"/trends?from={last - timedelta(days=364)}&to={last}"))
+    print(f"dashboard first view (/): {home:.0f} ms; /trends (30 days): {trends:.0f} ms;"
+          f" /trends (1 year): {trends_year:.0f} ms")
+
+    # Ingest throughput with the rollups kept in the same transaction.
+    ingest = SQLiteStore.open(path.with_suffix(".ingest.db"))
+    batches = [[Rating(id=str(uuid.uuid4()), seq=b * 500 + i + 1, score=random.randint(1, 5),
+                       at=f"2026-11-27T10:{i % 60:02d}:00.000+09:00", clock_synced=True,
+                       reason=random.choice([None, "wait_time"]), age_group=random.choice([None, "30s"]))
+                for i in range(500)] for b in range(100)]
+    started = time.perf_counter()
+    for batch in batches:
+        ingest.ingest_batch("s1", "t1", batch, now)
+    rate = 50_000 / (time.perf_counter() - started)
+    ingest.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path.with_suffix(".ingest.db")) + suffix).unlink(missing_ok=True)
+    print(f"ingest_batch: {rate:,.0f} ratings/s (100 batches of 500, one FULL commit each, rollups included)")
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
