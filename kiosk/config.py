@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -25,6 +26,16 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "onetap"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* is this machine, where plain MQTT never touches a network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_broker_url(url: str) -> tuple[str, str, int]:
@@ -74,6 +85,9 @@ class MqttConfig:
     username: str | None = None
     password: str | None = None
     ca_file: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    allow_plain_remote: bool = False
     ack_timeout_s: float = 30.0
     status_interval_s: float = 60.0
     session_expiry_s: int = 7 * 24 * 3600
@@ -89,6 +103,9 @@ class MqttConfig:
             raise _Invalid("session_expiry_s", "must fit in 32 bits (MQTT 5)")
         if self.password is not None and self.username is None:
             raise _Invalid("password", "is set but username is not")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise _Invalid("certfile" if self.keyfile is not None else "keyfile",
+                           "a client certificate needs both certfile and keyfile")
 
 
 @dataclass(frozen=True)
@@ -230,9 +247,15 @@ class KioskConfig:
             if not protocol.is_identifier(value):
                 raise _Invalid(key, f"{value!r} is not an identifier (^{protocol.IDENT_PATTERN}$)")
         try:
-            parse_broker_url(self.broker)
+            scheme, host, _ = parse_broker_url(self.broker)
         except ValueError as exc:
             raise _Invalid("broker", str(exc)) from None
+        if scheme == "mqtt" and not is_loopback(host) and not self.mqtt.allow_plain_remote:
+            raise _Invalid("broker", f"{self.broker!r} is plain MQTT to another machine: the "
+                           "password and ratings would cross the network unencrypted; use "
+                           "mqtts:// with mqtt.ca_file, or set mqtt.allow_plain_remote = true")
+        if scheme == "mqtt" and (self.mqtt.ca_file or self.mqtt.certfile):
+            raise _Invalid("mqtt.ca_file", "TLS files are set but the broker URL is mqtt://, not mqtts://")
 
     @property
     def outbox_path(self) -> Path:

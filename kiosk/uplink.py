@@ -129,8 +129,12 @@ class Uplink:
     def from_config(cls, cfg: "KioskConfig", **kw: Any) -> "Uplink":
         """An uplink for a KioskConfig; *kw* adds or overrides arguments (status_extra, ...)."""
         tls: bool | dict[str, Any] | None = None
-        if cfg.mqtt.ca_file is not None:
-            tls = {"ca_certs": str(cfg.mqtt.ca_file)}
+        if cfg.tls:
+            # paho verifies the certificate chain and the host name by default
+            # (CERT_REQUIRED, tls_insecure False); no setting turns that off.
+            tls = {"ca_certs": str(cfg.mqtt.ca_file) if cfg.mqtt.ca_file else None}
+            if cfg.mqtt.certfile is not None:
+                tls |= {"certfile": str(cfg.mqtt.certfile), "keyfile": str(cfg.mqtt.keyfile)}
         path, retention = cfg.outbox_path, cfg.outbox.retention_days
         args: dict[str, Any] = dict(
             site=cfg.site, terminal=cfg.terminal, broker_url=cfg.broker,

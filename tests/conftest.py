@@ -3,6 +3,7 @@
 import pytest
 
 from tests.broker import Mosquitto
+from tests.pki import make_pki
 
 
 @pytest.fixture
@@ -10,3 +11,6 @@ def mosquitto(tmp_path):
     broker = Mosquitto(tmp_path / "broker").start()
     yield broker
     broker.stop()
+
+
+pki = pytest.fixture(scope="session")(make_pki)

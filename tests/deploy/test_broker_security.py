@@ -7,7 +7,6 @@ import queue
 import shutil
 import signal
 import ssl
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from server import provision
+from tests.pki import Pki
 from tests.broker import Mosquitto, free_port, wait_for_port
 
 SECURE_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "onetap-secure.conf"
@@ -26,50 +26,6 @@ DEADLINE = 10.0
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None,
                                 reason="mosquitto not installed (apt-get install mosquitto)")
-
-
-# -- a throwaway PKI ------------------------------------------------------------
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _make_ca(directory: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
-             "-subj", f"/CN=onetap test {name}",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    wrong_ca: Path
-    cert: Path
-    key: Path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl not installed (apt-get install openssl)")
-    directory = tmp_path_factory.mktemp("pki")
-    _make_ca(directory, "ca")
-    _make_ca(directory, "wrong-ca")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=localhost",
-             cwd=directory)
-    (directory / "ext.cnf").write_text(
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyAgreement\nextendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
-    _openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "broker.crt", "-days", "2", "-extfile", "ext.cnf",
-             cwd=directory)
-    return Pki(directory / "ca.crt", directory / "wrong-ca.crt",
-               directory / "broker.crt", directory / "broker.key")
 
 
 # -- the broker -----------------------------------------------------------------

@@ -109,6 +109,7 @@ def test_broken_toml_and_missing_file(tmp_path):
 def test_environment_overrides_file_and_flags_override_environment(tmp_path):
     path = write(tmp_path, 'site = "from-file"\nterminal = "t1"\n[mqtt]\nusername = "file-user"\n')
     env = {"ONETAP_SITE": "from-env", "ONETAP_BROKER": "mqtt://10.0.0.2:1884",
+           "ONETAP_MQTT_ALLOW_PLAIN_REMOTE": "true",
            "ONETAP_MQTT_USERNAME": "env-user", "ONETAP_MQTT_PASSWORD": "secret",
            "ONETAP_DATA_DIR": str(tmp_path / "d"), "ONETAP_OUTBOX_RETENTION_DAYS": "3",
            "ONETAP_MQTT_ACK_TIMEOUT_S": "2.5"}
@@ -192,3 +193,20 @@ def test_run_without_the_ui_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "kiosk.ui.app", None)
     assert main(["run", "--data-dir", str(tmp_path)]) == 1
     assert "onetap-kiosk: error:" in capsys.readouterr().err
+
+
+def test_plain_mqtt_to_another_machine_is_refused_unless_allowed(tmp_path):
+    path = write(tmp_path, 'broker = "mqtt://broker.example.org:1883"\n')
+    with pytest.raises(ConfigError, match=r"broker = .*plain MQTT to another machine"):
+        load_config(path, env={})
+    assert load_config(path, env={"ONETAP_MQTT_ALLOW_PLAIN_REMOTE": "true"}).mqtt.allow_plain_remote
+    assert load_config(path, env={"ONETAP_BROKER": "mqtt://localhost:1883"}).broker
+
+
+def test_client_certificate_needs_both_files_and_tls(tmp_path):
+    path = write(tmp_path, 'broker = "mqtts://b.example.org"\n[mqtt]\ncertfile = "/c.pem"\n')
+    with pytest.raises(ConfigError, match="keyfile"):
+        load_config(path, env={})
+    path = write(tmp_path, 'broker = "mqtt://127.0.0.1"\n[mqtt]\nca_file = "/ca.pem"\n')
+    with pytest.raises(ConfigError, match="mqtts"):
+        load_config(path, env={})
