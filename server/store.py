@@ -60,6 +60,14 @@ class Store(Protocol):
                      received_at: datetime) -> BatchResult:
         """Store ratings idempotently by id; an id already stored, or repeated, is a duplicate."""
 
+    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+                    received_at: datetime) -> list[BatchResult]:
+        """ingest_batch for many (site, terminal, ratings) at once, one result each, in order.
+
+        One insert for all: an id already stored, or met earlier in the same
+        call (a kiosk's resend in the same commit), is that batch's duplicate.
+        """
+
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
                    reason: str, rating_id: str | None = None) -> None:
         """Keep a message or rating that failed a rule, with its raw bytes and why."""
@@ -346,56 +354,67 @@ class SQLiteStore:
 
     def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
                      received_at: datetime) -> BatchResult:
-        with self.transaction():
-            return self._ingest_batch(site, terminal, ratings, received_at)
+        return self.ingest_many([(site, terminal, ratings)], received_at)[0]
 
-    def _ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
-                      received_at: datetime) -> BatchResult:
-        unique: dict[str, Rating] = {}
-        for rating in ratings:
-            unique.setdefault(rating.id, rating)
+    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+                    received_at: datetime) -> list[BatchResult]:
+        with self.transaction():
+            return self._ingest_many(batches, received_at)
+
+    def _ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+                     received_at: datetime) -> list[BatchResult]:
+        # The first sighting of an id (in call order) may be stored; later
+        # ones are duplicates of it.
+        first: dict[str, tuple[int, str, str, Rating]] = {}
+        repeats: list[tuple[int, str]] = []
+        for index, (site, terminal, ratings) in enumerate(batches):
+            for rating in ratings:
+                if rating.id in first:
+                    if first[rating.id][0] != index:
+                        repeats.append((index, rating.id))
+                else:
+                    first[rating.id] = (index, site, terminal, rating)
         received_text = _iso(received_at)
         local = received_at.astimezone(self.tz)
         received = (local.strftime("%Y-%m-%d"), local.hour, local.isoweekday())
         conn = self.db.conn
 
-        def rows(items):
-            out = []
-            for rating in items:
-                day, hour, weekday = self._buckets(rating, received)
-                out.append((rating.id, site, terminal, rating.seq, rating.score, rating.at,
-                            int(rating.clock_synced), rating.reason, rating.age_group,
-                            rating.lang, rating.input, received_text, day, hour, weekday))
-            return out
-
         def insert(items) -> None:
-            values = rows(items)
-            conn.executemany(_INSERT_RATING, values)
-            # Counted per group in Python, one UPSERT per group and rollup.
+            values = []
             counts: dict[tuple, int] = {}
-            for value in values:
+            for _, site, terminal, rating in items:
+                day, hour, weekday = self._buckets(rating, received)
+                value = (rating.id, site, terminal, rating.seq, rating.score, rating.at,
+                         int(rating.clock_synced), rating.reason, rating.age_group,
+                         rating.lang, rating.input, received_text, day, hour, weekday)
+                values.append(value)
                 key = _rollup_key(value, 0)
                 counts[key] = counts.get(key, 0) + 1
+            conn.executemany(_INSERT_RATING, values)
+            # Counted per group in Python, one UPSERT per group and rollup.
             _apply_rollups(conn, counts)
 
-        # Resends are rare: try the whole batch first and look up which ids
+        # Resends are rare: try everything at once first and look up which ids
         # exist only when the unique index says some do.
+        existing: set[str] = set()
         try:
             with self.db.atomic():
-                insert(unique.values())
-            return BatchResult(list(unique), [])
+                insert(first.values())
         except sqlite3.IntegrityError:
-            pass
-        existing: set[str] = set()
-        ids = list(unique)
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start:start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            existing.update(row[0] for row in conn.execute(
-                f"SELECT id FROM ratings WHERE id IN ({marks})", chunk))
-        fresh = [r for i, r in unique.items() if i not in existing]
-        insert(fresh)
-        return BatchResult([r.id for r in fresh], [i for i in ids if i in existing])
+            ids = list(first)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start:start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                existing.update(row[0] for row in conn.execute(
+                    f"SELECT id FROM ratings WHERE id IN ({marks})", chunk))
+            insert(item for rating_id, item in first.items() if rating_id not in existing)
+        results = [BatchResult([], []) for _ in batches]
+        for rating_id, (index, _, _, _) in first.items():
+            (results[index].duplicate if rating_id in existing else results[index].accepted
+             ).append(rating_id)
+        for index, rating_id in dict.fromkeys(repeats):
+            results[index].duplicate.append(rating_id)
+        return results
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
                    reason: str, rating_id: str | None = None) -> None:

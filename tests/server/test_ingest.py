@@ -60,6 +60,24 @@ def test_same_batch_twice_in_one_call():
     assert store.counts()["ratings"] == 2
 
 
+def test_many_terminals_in_one_commit_old_new_and_repeated():
+    ingest, store = make_ingest()
+    old = [rating(seq=1), rating(seq=2)]
+    ingest.handle([(RATINGS_T1, batch(old))])
+    new, other = [rating(seq=3)], [rating(seq=1)]
+    acks = ingest.handle([
+        (RATINGS_T1, batch(old + new)),
+        (topic("s1", "t2", "ratings"), batch(other, terminal="t2")),
+        (RATINGS_T1, batch(new)),
+    ])
+    assert [topic_ for topic_, _ in acks] == [topic("s1", "t1", "ack"), topic("s1", "t2", "ack"),
+                                             topic("s1", "t1", "ack")]
+    assert [set(a.accepted) for _, a in acks] == [{new[0].id}, {other[0].id}, set()]
+    assert [set(a.duplicate) for _, a in acks] == [{r.id for r in old}, set(), {new[0].id}]
+    assert store.counts()["ratings"] == 4
+    assert {t["terminal"] for t in store.terminals()} == {"t1", "t2"}
+
+
 def test_one_bad_rating_does_not_sink_the_others():
     ingest, store = make_ingest()
     good = [rating(seq=1), rating(seq=3)]
