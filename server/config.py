@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -127,6 +128,20 @@ class ServerConfig:
     users: Mapping[str, UserConfig] = field(default_factory=dict, repr=False)
     tokens: Mapping[str, TokenConfig] = field(default_factory=dict, repr=False)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    #: CA certificate (PEM) for mqtts://; None: the system's trusted CAs.
+    ca_file: Path | None = None
+    #: Client certificate and its key for mqtts:// (both or neither).
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    #: Plain mqtt:// to another machine sends the password and ratings in clear.
+    allow_plain_remote: bool = False
+    #: The broker's ACL file (onetap-server provision --acl): only terminals in
+    #: it are accepted, on their own site. None: every terminal is accepted.
+    registry: Path | None = None
+    #: Raw ratings older than this many days are deleted (daily counts stay); 0: kept.
+    retention_days: int = 0
+    #: Whose X-Forwarded-Proto/-For uvicorn believes (the reverse proxy), comma-separated.
+    forwarded_allow_ips: str = "127.0.0.1"
     #: Where the file settings came from (for messages), None without a file.
     source: str | None = field(default=None, compare=False)
 
@@ -191,6 +206,40 @@ def _positive_int(value: Any) -> int:
     return value
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if type(value) is not bool:
+        raise ValueError(f"{value!r} is not true or false")
+    return value
+
+
+def _non_negative_int(value: Any) -> int:
+    return 0 if value in (0, "0") else _positive_int(value)
+
+
+def _ip_list(value: Any) -> str:
+    for part in _nonempty(value).split(","):
+        part = part.strip()
+        if part == "*":
+            continue
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or network (or *)") from None
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* is this machine, where plain MQTT never touches a network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _mqtt_protocol(value: Any) -> str:
     if _str(value) not in ("5", "3.1.1"):
         raise ValueError(f"{value!r} must be \"5\" or \"3.1.1\"")
@@ -241,6 +290,13 @@ KEYS: dict[str, _Key] = {
     "api_token": _Key(_optional(_nonempty), "ONETAP_API_TOKEN"),
     "timezone": _Key(_timezone, "ONETAP_TIMEZONE"),
     "reasons": _Key(_reasons, "ONETAP_REASONS"),
+    "ca_file": _Key(_optional(_path), "ONETAP_MQTT_CA_FILE"),
+    "certfile": _Key(_optional(_path), "ONETAP_MQTT_CERTFILE"),
+    "keyfile": _Key(_optional(_path), "ONETAP_MQTT_KEYFILE"),
+    "allow_plain_remote": _Key(_bool, "ONETAP_ALLOW_PLAIN_REMOTE"),
+    "registry": _Key(_optional(_path), "ONETAP_REGISTRY"),
+    "retention_days": _Key(_non_negative_int, "ONETAP_RETENTION_DAYS"),
+    "forwarded_allow_ips": _Key(_ip_list, "ONETAP_FORWARDED_ALLOW_IPS"),
 }
 
 
@@ -318,14 +374,6 @@ def _named_tables(kind: str, schema: dict[str, Callable[[Any], Any]], make: Call
         return out
 
     return parse
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
-    if type(value) is not bool:
-        raise ValueError(f"{value!r} is not true or false")
-    return value
 
 
 def _positive_float(value: Any) -> float:
@@ -423,6 +471,8 @@ def load_config(
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    #: key -> where its value came from, for cross-key errors.
+    origin: dict[str, str] = {}
     source = None
     if path is not None:
         source = str(path)
@@ -440,11 +490,13 @@ def load_config(
                 values[name] = SECTIONS[name](value, source)
             elif name in KEYS:
                 values[name] = _parse_key(name, value, f"{source}: {name}")
+                origin[name] = f"{source}: {name}"
             else:
                 raise ConfigError(f"{source}: unknown key {name!r}")
     for name, key in KEYS.items():
         if key.env in env:
             values[name] = _parse_key(name, env[key.env], f"environment {key.env}")
+            origin[name] = f"environment {key.env}"
     alert_env = {}
     for name, (parse, variable) in ALERT_KEYS.items():
         if variable is not None and variable in env:
@@ -460,7 +512,30 @@ def load_config(
         if name not in KEYS:
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _parse_key(name, value, f"--{name.replace('_', '-')}")
-    return replace(ServerConfig(**values), source=source)
+        origin[name] = f"--{name.replace('_', '-')}"
+    config = replace(ServerConfig(**values), source=source)
+    _check_tls(config, lambda name: origin.get(name, f"{source or 'default'}: {name}"))
+    return config
+
+
+def _check_tls(config: ServerConfig, where: Callable[[str], str]) -> None:
+    """Cross-key rules of the broker connection; raises ConfigError naming the key."""
+    address = config.broker_address
+    if (config.certfile is None) != (config.keyfile is None):
+        name = "keyfile" if config.keyfile is None else "certfile"
+        raise ConfigError(f"{where(name)} is missing: a client certificate needs both "
+                          "certfile and keyfile")
+    if address.tls:
+        return
+    if config.ca_file is not None or config.certfile is not None:
+        name = "ca_file" if config.ca_file is not None else "certfile"
+        raise ConfigError(f"{where(name)} is set but the broker {config.broker!r} is mqtt://, "
+                          "not mqtts://")
+    if not is_loopback(address.host) and not config.allow_plain_remote:
+        raise ConfigError(
+            f"{where('broker')} {config.broker!r} is plain MQTT to another machine: the "
+            "password and ratings would cross the network unencrypted; use mqtts:// with "
+            "ca_file, or set allow_plain_remote = true")
 
 
 def _parse_key(name: str, value: Any, where: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import ssl
 import threading
 import time
 from typing import Callable
@@ -67,7 +68,15 @@ class Link:
         if config.username is not None:
             self.client.username_pw_set(config.username, config.password)
         if config.broker_address.tls:
-            self.client.tls_set()
+            # The broker's certificate must chain to ca_file (or the system's
+            # CAs) and name the host we dialled; no setting turns that off.
+            self.client.tls_set(
+                ca_certs=str(config.ca_file) if config.ca_file else None,
+                certfile=str(config.certfile) if config.certfile else None,
+                keyfile=str(config.keyfile) if config.keyfile else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            self.client.tls_insecure_set(False)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

@@ -412,7 +412,7 @@ def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Pat
     """Add or rotate the server's own account in `out_dir/server.toml` (0600).
 
     An existing server.toml keeps every other key and table; only broker,
-    username, password, client_id (and ca_file) are set.
+    username, password, client_id, registry (and ca_file) are set.
     """
     try:
         check_identifier("service", name)
@@ -428,7 +428,9 @@ def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Pat
     # With use_username_as_clientid the broker uses the username anyway;
     # saying so keeps the persistent session's id the same everywhere.
     items = [("broker", broker), ("username", name), ("password", password),
-             ("client_id", name), *tls]
+             ("client_id", name), *tls,
+             # The ACL file is the registry of terminals the server accepts.
+             ("registry", str(acl_path.absolute()))]
     with _locked(passwd_path):
         old = _read(config_path)
         if old.strip():

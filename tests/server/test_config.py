@@ -6,7 +6,7 @@ import pytest
 
 from kiosk.protocol import DEFAULT_REASONS
 from server.__main__ import main
-from server.config import ServerConfig, load_config, parse_broker_url, parse_listen
+from server.config import KEYS, ServerConfig, load_config, parse_broker_url, parse_listen
 from server.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "server.example.toml"
@@ -29,9 +29,9 @@ def test_defaults():
 def test_example_file_sets_every_key():
     config = load_config(EXAMPLE, env={})
     text = EXAMPLE.read_text()
-    for name in ("broker", "username", "password", "client_id", "session_expiry_s", "db",
-                 "listen", "api_token", "timezone", "reasons"):
+    for name in KEYS:
         assert f"\n{name} = " in text, name
+        assert KEYS[name].env in text, KEYS[name].env
     assert "parking" in config.reasons_for_site("gangnam-office")
     assert config.reasons_for_site("elsewhere") == DEFAULT_REASONS
 

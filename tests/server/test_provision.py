@@ -250,3 +250,23 @@ def test_merge_inserts_missing_keys_before_the_first_table():
     out = provision.merge_top_level(text, [("username", "u")])
     assert tomllib.loads(out) == {"db": "x", "username": "u",
                                   "sites": {"a": {"username": "not top level"}}}
+
+
+@pytest.mark.parametrize("broker, with_ca", [(None, False), ("mqtts://broker.example:8883", True)])
+def test_server_toml_loads_as_the_servers_config(tmp_path, broker, with_ca):
+    from server.config import load_config as load_server_config
+
+    pw, acl, out = files(tmp_path)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    account = provision.provision_service(
+        "onetap-server", pw, acl, out, **({"broker": broker} if broker else {}),
+        ca_file=str(ca) if with_ca else None)
+    config = load_server_config(account.config_path, env={})
+    assert config.username == config.client_id == "onetap-server"
+    assert config.password == account.password
+    assert config.broker == (broker or provision.DEFAULT_SERVICE_BROKER)
+    assert config.ca_file == (ca if with_ca else None)
+    assert config.broker_address.tls == with_ca
+    # The server accepts exactly the terminals provisioned into the same ACL file.
+    assert config.registry == acl.absolute()
