@@ -71,8 +71,11 @@ class Ingest:
         reasons_for_site: Callable[[str], Iterable[str]] = lambda site: DEFAULT_REASONS,
         now: Callable[[], datetime] = _utcnow,
         counters: IngestCounters | None = None,
+        is_known: Callable[[str, str], bool] | None = None,
     ):
         self.store = store
+        #: (site, terminal) -> provisioned for that site? None: every terminal is.
+        self.is_known = is_known
         self.reasons_for_site = reasons_for_site
         self.now = now
         self.counters = counters if counters is not None else IngestCounters()
@@ -152,6 +155,8 @@ class Ingest:
         if not isinstance(payload, (bytes, bytearray)):
             self._quarantine(topic, payload, "payload is not bytes", received_at, counters)
             return None
+        if kind in (RATINGS, STATUS) and self.is_known is not None and not self.is_known(site, terminal):
+            return self._unknown(topic, site, terminal, kind, bytes(payload), received_at, counters)
         if kind == RATINGS:
             return self._ratings(topic, site, terminal, bytes(payload), received_at, counters)
         if kind == STATUS:
@@ -160,6 +165,17 @@ class Ingest:
         self._quarantine(topic, payload, f"the server does not accept {kind} messages",
                          received_at, counters)
         return None
+
+    def _unknown(self, topic: str, site: str, terminal: str, kind: str, payload: bytes,
+                 received_at: datetime, counters: IngestCounters) -> tuple[str, Ack] | None:
+        reason = f"unknown terminal: {terminal!r} is not provisioned for site {site!r}"
+        self._quarantine(topic, payload, reason, received_at, counters)
+        if kind != RATINGS:
+            return None
+        counters.batches += 1
+        ids = readable_rating_ids(payload)
+        counters.ratings_rejected += len(ids)
+        return (make_topic(site, terminal, ACK), Ack(rejected=tuple((i, reason) for i in ids))) if ids else None
 
     def _status(self, topic: str, site: str, terminal: str, payload: bytes,
                 received_at: datetime, counters: IngestCounters) -> None:

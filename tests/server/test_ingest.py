@@ -266,3 +266,32 @@ def test_each_message_and_each_rating_has_exactly_one_outcome(messages):
         else:
             assert d["quarantined"] == 1 and rows[0]["topic"] == topic_
             assert d["ratings_accepted"] == d["ratings_duplicate"] == 0
+
+
+def test_unknown_terminal_or_other_site_is_quarantined_and_rejected():
+    known = {("s1", "t1")}
+    ingest, store = make_ingest(is_known=lambda site, terminal: (site, terminal) in known)
+    good, stranger, wrong_site = [rating(seq=1)], [rating(seq=1)], [rating(seq=2)]
+    acks = dict(ingest.handle([
+        (RATINGS_T1, batch(good)),
+        (topic("s1", "t9", "ratings"), batch(stranger, terminal="t9")),
+        # t1 is provisioned for s1 only: the same name on s2 is someone else.
+        (topic("s2", "t1", "ratings"), batch(wrong_site, site="s2")),
+        (topic("s1", "t9", "status"), Status("online", {"backlog": 0}).encode()),
+    ]))
+    assert acks[topic("s1", "t1", "ack")] == Ack(accepted=(good[0].id,))
+    for ack_topic, ratings, site, name in ((topic("s1", "t9", "ack"), stranger, "s1", "t9"),
+                                           (topic("s2", "t1", "ack"), wrong_site, "s2", "t1")):
+        ack = acks[ack_topic]
+        assert not ack.accepted and not ack.duplicate
+        assert [i for i, _ in ack.rejected] == [ratings[0].id]
+        assert f"{name!r} is not provisioned for site {site!r}" in ack.rejected[0][1]
+    assert store.counts()["ratings"] == 1
+    rows = {row["topic"]: row for row in store.quarantined()}
+    assert set(rows) == {topic("s1", "t9", "ratings"), topic("s2", "t1", "ratings"),
+                         topic("s1", "t9", "status")}
+    assert rows[topic("s1", "t9", "ratings")]["payload"] == batch(stranger, terminal="t9")
+    assert all("unknown terminal" in row["reason"] for row in rows.values())
+    # Neither stranger shows up as a terminal.
+    assert [(t["site"], t["terminal"]) for t in store.terminals()] == [("s1", "t1")]
+    assert ingest.counters.ratings_rejected == 2 and ingest.counters.quarantined == 3
