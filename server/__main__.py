@@ -54,6 +54,7 @@ def serve(config) -> int:
     from server.api import create_app
     from server.link import Link
     from server.store import SQLiteStore
+    from server.survey import SurveyRunner
 
     def store_factory():
         return SQLiteStore.open(config.db, config.timezone)
@@ -62,6 +63,8 @@ def serve(config) -> int:
     link = Link(config, store_factory, fault=fault_from_env(os.environ.get("ONETAP_FAULT"))).start()
     # Alert rules and suspect flagging, every alerts.interval_s, on their own connection.
     alerts = AlertRunner(config, store_factory, publish=link.publish_retained).start()
+    # Each terminal's survey, retained on its config topic, from [survey] and [sites.*.survey].
+    surveys = SurveyRunner(config, store_factory, link).start()
     host, port = config.listen_address
     app = create_app(store_factory, config, link)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
@@ -76,6 +79,7 @@ def serve(config) -> int:
         # uvicorn handles SIGTERM and SIGINT by finishing its requests and returning.
         server.run()
     finally:
+        surveys.stop()
         alerts.stop()
         link.stop()
     if not server.started:

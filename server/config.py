@@ -63,6 +63,8 @@ class SiteConfig:
     """Per-site settings, from ``[sites.<site>]``."""
 
     reasons: tuple[str, ...] = DEFAULT_REASONS
+    #: The site's survey for its terminals (``[sites.<site>.survey]``), over ``[survey]``.
+    survey: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class ServerConfig:
     timezone: str = "Asia/Seoul"
     reasons: tuple[str, ...] = DEFAULT_REASONS
     sites: Mapping[str, SiteConfig] = field(default_factory=dict)
+    #: Survey defaults for every site's terminals (``[survey]``); None: publish none.
+    survey: Mapping[str, Any] | None = None
     users: Mapping[str, UserConfig] = field(default_factory=dict, repr=False)
     tokens: Mapping[str, TokenConfig] = field(default_factory=dict, repr=False)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
@@ -300,6 +304,14 @@ KEYS: dict[str, _Key] = {
 }
 
 
+def _parse_survey(table: Any, where: str) -> dict[str, Any]:
+    """A survey table, checked now so that a bad one stops the server at start."""
+    from server.survey import survey_config
+
+    survey_config(table, where)
+    return dict(table)
+
+
 def _parse_sites(table: Any, where: str) -> dict[str, SiteConfig]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [sites] must be a table of [sites.<site>] tables")
@@ -312,6 +324,9 @@ def _parse_sites(table: Any, where: str) -> dict[str, SiteConfig]:
             raise ConfigError(f"{where}: {key} must be a table")
         values: dict[str, Any] = {}
         for name, value in body.items():
+            if name == "survey":
+                values[name] = _parse_survey(value, f"{where}: {key}.survey")
+                continue
             if name != "reasons":
                 raise ConfigError(f"{where}: unknown key {key}.{name}")
             try:
@@ -451,6 +466,7 @@ def _parse_alerts(table: Any, where: str) -> AlertsConfig:
 #: on ServerConfig plus one entry here.
 SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "sites": _parse_sites,
+    "survey": lambda table, where: _parse_survey(table, f"{where}: survey"),
     "users": _named_tables("users", {"password_hash": _password_hash, "sites": _scope}, UserConfig),
     "tokens": _named_tables("tokens", {"sha256": _sha256, "sites": _scope}, TokenConfig),
     "alerts": _parse_alerts,

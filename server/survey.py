@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from kiosk import protocol
 from kiosk.protocol import ProtocolError, SurveyConfig
-from server.errors import ConfigError
+from server.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from server.config import ServerConfig
+
+log = logging.getLogger(__name__)
 
 KEYS = frozenset(("version", "question", "reasons", "reason_labels", "reason_threshold", "age_group",
                   "cooldown_s", "followup_timeout_s", "thank_you_s", "hours", "count_when_closed"))
@@ -55,3 +62,86 @@ def survey_payloads(sites: Mapping[str, Mapping[str, Any]],
         merged = {**(defaults or {}), **spec}
         out[site] = survey_config(merged, f"sites.{site}.survey").encode()
     return out
+
+
+def site_payload(config: "ServerConfig", site: str) -> bytes | None:
+    """The survey payload for *site*'s terminals, or None when the config names no survey.
+
+    ``[sites.<site>.survey]`` overrides ``[survey]`` key by key; the reasons
+    default to the ones the server accepts from that site, so a kiosk never
+    offers a reason its server would reject.
+    """
+    site_config = config.sites.get(site)
+    site_spec = site_config.survey if site_config is not None else None
+    if config.survey is None and site_spec is None:
+        return None
+    spec = {"reasons": list(config.reasons_for_site(site)), **(config.survey or {}),
+            **(site_spec or {})}
+    return survey_config(spec, f"sites.{site}.survey").encode()
+
+
+class SurveyPublisher:
+    """Publishes each known terminal's survey, retained, once per broker connection.
+
+    Retained messages live in the broker; after a reconnect (the broker may
+    have restarted empty) every terminal's survey is published again.
+    """
+
+    def __init__(self, config: "ServerConfig", publish: Callable[[str, bytes], Any]):
+        self.config = config
+        self.publish = publish
+        self._payloads: dict[str, bytes | None] = {}
+        self._published: dict[tuple[str, str], bytes] = {}
+
+    def run_once(self, terminals: Iterable[tuple[str, str]], connected: bool) -> int:
+        """Publish to the *terminals* not yet holding their current survey; returns how many."""
+        if not connected:
+            self._published.clear()
+            return 0
+        count = 0
+        for site, terminal in terminals:
+            if site not in self._payloads:
+                self._payloads[site] = site_payload(self.config, site)
+            payload = self._payloads[site]
+            if payload is None or self._published.get((site, terminal)) == payload:
+                continue
+            self.publish(protocol.topic(site, terminal, protocol.CONFIG), payload)
+            self._published[(site, terminal)] = payload
+            count += 1
+        return count
+
+
+class SurveyRunner:
+    """SurveyPublisher every few seconds over the terminals the store knows, in its own thread."""
+
+    def __init__(self, config: "ServerConfig", store_factory: Callable[[], Any], link: Any,
+                 interval_s: float = 5.0):
+        self.publisher = SurveyPublisher(config, link.publish_retained)
+        self.store_factory = store_factory
+        self.link = link
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "SurveyRunner":
+        self._thread = threading.Thread(target=self._loop, name="onetap-survey", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        store = self.store_factory()
+        try:
+            while not self._stop.is_set():
+                try:
+                    terminals = [(t["site"], t["terminal"]) for t in store.terminals()]
+                    self.publisher.run_once(terminals, self.link.connected)
+                except StoreError as exc:
+                    log.error("survey publishing failed: %s", exc)
+                self._stop.wait(self.interval_s)
+        finally:
+            store.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

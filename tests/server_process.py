@@ -17,7 +17,9 @@ TOKEN = "test-token"
 class ServerProcess:
     """`onetap-server run` as a real process, killable with -9."""
 
-    def __init__(self, broker: Mosquitto, directory: Path, env: dict | None = None):
+    def __init__(self, broker: Mosquitto, directory: Path, env: dict | None = None,
+                 args: tuple[str, ...] = ()):
+        self.args = args
         self.broker = broker
         self.db = directory / "server.db"
         self.port = free_port()
@@ -28,7 +30,7 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         self.process = subprocess.Popen(
             [str(BIN / "onetap-server"), "run", "--broker", self.broker.url, "--db", str(self.db),
-             "--listen", f"127.0.0.1:{self.port}", "--api-token", TOKEN],
+             "--listen", f"127.0.0.1:{self.port}", "--api-token", TOKEN, *self.args],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=self.env,
         )
         try:
