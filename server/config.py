@@ -119,9 +119,13 @@ class ServerConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     client_id: str = "onetap-server"
+    #: What `run` does: "all" (ingest + HTTP API + alerts), "ingest" (one of
+    #: several workers sharing the ratings), "api" (HTTP API + alerts only).
+    role: str = "all"
     mqtt_protocol: str = "5"
     session_expiry_s: int = 7 * 24 * 3600
-    db: Path = Path("onetap.db")
+    #: A SQLite file, or a postgresql:// URL (server/backend.py picks the store).
+    db: Path | str = Path("onetap.db")
     listen: str = "127.0.0.1:8080"
     api_token: str | None = field(default=None, repr=False)
     timezone: str = "Asia/Seoul"
@@ -254,6 +258,23 @@ def _path(value: Any) -> Path:
     return Path(_nonempty(value)).expanduser()
 
 
+def _db(value: Any) -> Path | str:
+    from server.backend import DatabaseURL, check_postgres_url, is_postgres_url
+
+    if is_postgres_url(_nonempty(value)):
+        return DatabaseURL(check_postgres_url(value))
+    return _path(value)
+
+
+ROLES = ("all", "ingest", "api")
+
+
+def _role(value: Any) -> str:
+    if _str(value) not in ROLES:
+        raise ValueError(f"{value!r} must be one of {', '.join(ROLES)}")
+    return value
+
+
 def _timezone(value: Any) -> str:
     try:
         ZoneInfo(_nonempty(value))
@@ -289,7 +310,8 @@ KEYS: dict[str, _Key] = {
     "client_id": _Key(_nonempty, "ONETAP_CLIENT_ID"),
     "mqtt_protocol": _Key(_mqtt_protocol, "ONETAP_MQTT_PROTOCOL"),
     "session_expiry_s": _Key(_positive_int, "ONETAP_SESSION_EXPIRY_S"),
-    "db": _Key(_path, "ONETAP_DB"),
+    "db": _Key(_db, "ONETAP_DB"),
+    "role": _Key(_role, "ONETAP_ROLE"),
     "listen": _Key(_listen, "ONETAP_LISTEN"),
     "api_token": _Key(_optional(_nonempty), "ONETAP_API_TOKEN"),
     "timezone": _Key(_timezone, "ONETAP_TIMEZONE"),

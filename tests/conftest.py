@@ -14,3 +14,13 @@ def mosquitto(tmp_path):
 
 
 pki = pytest.fixture(scope="session")(make_pki)
+
+
+@pytest.fixture(scope="session")
+def postgres_database():
+    """This session's own PostgreSQL database (see tests/backends.py), dropped at the end."""
+    from tests.backends import PostgresDatabase
+
+    database = PostgresDatabase().create()
+    yield database
+    database.drop()

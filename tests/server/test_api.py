@@ -1,4 +1,4 @@
-"""HTTP API v1 on a real SQLite file: auth, parameters, answers, CSV, metrics."""
+"""HTTP API v1 on a real SQLite file and a real PostgreSQL: auth, parameters, answers, CSV, metrics."""
 
 import csv
 import io
@@ -14,7 +14,8 @@ from server.aggregate import AGGREGATE_KEYS
 from server.api import create_app
 from server.config import ServerConfig
 from server.ingest import IngestCounters
-from server.store import RATING_COLUMNS, SQLiteStore
+from server.store import RATING_COLUMNS
+from tests.backends import execute
 
 TOKEN = "s3cret-token"
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)  # noon in Seoul
@@ -36,9 +37,8 @@ class FakeLinkState:
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    path = tmp_path / "onetap.db"
-    store = SQLiteStore.open(path)
+def db_path(backend):
+    store = backend.open()
     store.ingest_batch("s1", "t1", [rating(5), rating(4, reason="wait_time"), rating(1, lang="en")], NOW)
     store.ingest_batch("s1", "t2", [rating(3, input="button", age_group="30s")], NOW)
     store.ingest_batch("s2", "t1", [rating(2, at="2026-11-26T09:00:00.000+09:00")], NOW)
@@ -48,13 +48,13 @@ def db_path(tmp_path):
     store.update_status("s2", "t1", Status("offline"), NOW)
     store.seen("s1", "t2", NOW)  # as ingest does for a batch
     store.close()
-    return path
+    return backend.db
 
 
 @pytest.fixture
-def client(db_path):
+def client(db_path, backend):
     config = ServerConfig(db=db_path, api_token=TOKEN)
-    app = create_app(lambda: SQLiteStore.open(db_path), config, FakeLinkState(), now=lambda: NOW)
+    app = create_app(backend.open, config, FakeLinkState(), now=lambda: NOW)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
@@ -75,8 +75,8 @@ def test_401_without_the_right_token(client, path, headers):
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-def test_no_token_configured_refuses_everyone(db_path):
-    app = create_app(lambda: SQLiteStore.open(db_path), ServerConfig(db=db_path), now=lambda: NOW)
+def test_no_token_configured_refuses_everyone(db_path, backend):
+    app = create_app(backend.open, ServerConfig(db=db_path), now=lambda: NOW)
     with TestClient(app) as client:
         assert client.get("/api/v1/summary", headers={"Authorization": "Bearer "}).status_code == 401
         assert client.get("/healthz").json()["broker"] == "disconnected"
@@ -166,17 +166,16 @@ def test_csv_is_bom_utf8_with_the_contract_header(client):
     assert {r[6] for r in rows[1:]} == {"true"}
 
 
-def test_csv_is_formula_injection_safe(tmp_path):
-    path = tmp_path / "x.db"
-    store = SQLiteStore.open(path)
+def test_csv_is_formula_injection_safe(backend):
+    store = backend.open()
     # Nothing valid on the wire starts with a formula character, but a row
     # written by anything else must still come out inert.
-    store.db.conn.execute(
+    execute(store,
         "INSERT INTO ratings (id, site, terminal, seq, score, at, clock_synced, reason, age_group,"
         " lang, input, received_at, day, hour, weekday) VALUES"
         " ('=1+1', '+s', '-t', 1, 5, '@at', 1, '\tx', '\ry', 'ko', 'touch', 'r', '2026-11-27', 1, 5)")
-    store.db.conn.commit()
-    app = create_app(lambda: SQLiteStore.open(path), ServerConfig(api_token=TOKEN), now=lambda: NOW)
+    store.close()
+    app = create_app(backend.open, ServerConfig(api_token=TOKEN), now=lambda: NOW)
     with TestClient(app) as client:
         text = client.get("/api/v1/ratings.csv", headers=AUTH).content.decode("utf-8-sig")
     row = list(csv.reader(io.StringIO(text)))[1]
@@ -184,11 +183,11 @@ def test_csv_is_formula_injection_safe(tmp_path):
     assert row[8] == "'\ry"
 
 
-def test_csv_many_rows_streams_all(tmp_path):
-    path = tmp_path / "big.db"
-    store = SQLiteStore.open(path)
+def test_csv_many_rows_streams_all(backend):
+    store = backend.open()
     store.ingest_batch("s1", "t1", [rating(1 + i % 5) for i in range(2500)], NOW)
-    app = create_app(lambda: SQLiteStore.open(path), ServerConfig(api_token=TOKEN), now=lambda: NOW)
+    store.close()
+    app = create_app(backend.open, ServerConfig(api_token=TOKEN), now=lambda: NOW)
     with TestClient(app) as client:
         text = client.get("/api/v1/ratings.csv", headers=AUTH).content.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text)))
@@ -214,20 +213,19 @@ def test_openapi_describes_the_endpoints(client):
     assert "200" in summary["responses"] and "401" in summary["responses"]
 
 
-def test_broken_database_is_503_not_500(tmp_path):
-    path = tmp_path / "x.db"
-    SQLiteStore.open(path).close()
+def test_broken_database_is_503_not_500(backend):
+    backend.open().close()
     stores = []
 
     def factory():
-        store = SQLiteStore.open(path)
+        store = backend.open()
         stores.append(store)
         return store
 
     app = create_app(factory, ServerConfig(api_token=TOKEN), now=lambda: NOW)
     with TestClient(app, raise_server_exceptions=False) as client:
         client.get("/healthz")
-        stores[0].db.conn.execute("DROP TABLE ratings")
+        execute(stores[0], "DROP TABLE ratings" + (" CASCADE" if backend.kind == "postgres" else ""))
         assert client.get("/api/v1/summary", headers=AUTH).status_code == 503
         health = client.get("/healthz")
         assert health.status_code == 503 and health.json()["db"] == "error"

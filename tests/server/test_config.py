@@ -95,3 +95,15 @@ def test_check_config_exit_codes(tmp_path, capsys, monkeypatch):
     assert err.startswith("onetap-server: error:") and "nonsense" in err and str(bad) in err
     assert main(["run", "--broker", "tcp://x", "--check-config"]) == 1
     assert "--broker" in capsys.readouterr().err
+
+
+def test_db_may_be_a_postgres_url_and_role_is_checked(tmp_path, capsys):
+    config = load_config(env={"ONETAP_DB": "postgresql://onetap:hunter2@db.example:5432/onetap",
+                              "ONETAP_ROLE": "ingest"})
+    assert config.db == "postgresql://onetap:hunter2@db.example:5432/onetap" and config.role == "ingest"
+    assert "hunter2" not in repr(config)
+    assert load_config(env={}).role == "all" and load_config(env={}).db == Path("onetap.db")
+    with pytest.raises(ConfigError, match="ONETAP_DB.*no database"):
+        load_config(env={"ONETAP_DB": "postgresql://db.example"})
+    with pytest.raises(ConfigError, match=r"role.*all, ingest, api"):
+        load_config(write(tmp_path, 'role = "worker"\n'), env={})

@@ -13,6 +13,7 @@ from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, to
 from server.errors import StoreError
 from server.ingest import Ingest, readable_rating_ids
 from server.store import SQLiteStore
+from tests.backends import execute, tuples
 
 NOW = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
 RATINGS_T1 = topic("s1", "t1", "ratings")
@@ -32,8 +33,8 @@ def make_ingest(store=None, **kw):
     return Ingest(store, now=lambda: NOW, **kw), store
 
 
-def test_good_batch_is_stored_and_acked():
-    ingest, store = make_ingest()
+def test_good_batch_is_stored_and_acked(store):
+    ingest, store = make_ingest(store)
     ratings = [rating(seq=i) for i in range(1, 6)]
     acks = ingest.handle([(RATINGS_T1, batch(ratings))])
     assert acks == [(topic("s1", "t1", "ack"), Ack(accepted=tuple(r.id for r in ratings)))]
@@ -42,8 +43,8 @@ def test_good_batch_is_stored_and_acked():
     assert store.terminals()[0]["last_seen"] is not None
 
 
-def test_resent_batch_is_all_duplicate():
-    ingest, store = make_ingest()
+def test_resent_batch_is_all_duplicate(store):
+    ingest, store = make_ingest(store)
     ratings = [rating(seq=i) for i in range(1, 4)]
     ingest.handle([(RATINGS_T1, batch(ratings))])
     (_, ack), = ingest.handle([(RATINGS_T1, batch(ratings))])
@@ -51,8 +52,8 @@ def test_resent_batch_is_all_duplicate():
     assert store.counts()["ratings"] == 3 and ingest.counters.ratings_duplicate == 3
 
 
-def test_same_batch_twice_in_one_call():
-    ingest, store = make_ingest()
+def test_same_batch_twice_in_one_call(store):
+    ingest, store = make_ingest(store)
     ratings = [rating(seq=i) for i in range(1, 3)]
     acks = ingest.handle([(RATINGS_T1, batch(ratings)), (RATINGS_T1, batch(ratings))])
     assert [a.accepted for _, a in acks] == [tuple(r.id for r in ratings), ()]
@@ -60,8 +61,8 @@ def test_same_batch_twice_in_one_call():
     assert store.counts()["ratings"] == 2
 
 
-def test_many_terminals_in_one_commit_old_new_and_repeated():
-    ingest, store = make_ingest()
+def test_many_terminals_in_one_commit_old_new_and_repeated(store):
+    ingest, store = make_ingest(store)
     old = [rating(seq=1), rating(seq=2)]
     ingest.handle([(RATINGS_T1, batch(old))])
     new, other = [rating(seq=3)], [rating(seq=1)]
@@ -78,8 +79,8 @@ def test_many_terminals_in_one_commit_old_new_and_repeated():
     assert {t["terminal"] for t in store.terminals()} == {"t1", "t2"}
 
 
-def test_one_bad_rating_does_not_sink_the_others():
-    ingest, store = make_ingest()
+def test_one_bad_rating_does_not_sink_the_others(store):
+    ingest, store = make_ingest(store)
     good = [rating(seq=1), rating(seq=3)]
     bad = dict(rating(seq=2).to_dict(), score=9)
     payload = encode_batch("s1", "t1", [good[0].encode(), json.dumps(bad), good[1].encode()])
@@ -91,15 +92,15 @@ def test_one_bad_rating_does_not_sink_the_others():
     assert len(q) == 1 and q[0]["rating_id"] == bad["id"] and json.loads(q[0]["payload"])["score"] == 9
 
 
-def test_reason_outside_the_sites_list_is_rejected():
-    ingest, store = make_ingest(reasons_for_site=lambda site: ("parking",) if site == "s1" else ())
+def test_reason_outside_the_sites_list_is_rejected(store):
+    ingest, store = make_ingest(store, reasons_for_site=lambda site: ("parking",) if site == "s1" else ())
     ok, off = rating(seq=1, reason="parking"), rating(seq=2, reason="wait_time")
     (_, ack), = ingest.handle([(RATINGS_T1, batch([ok, off]))])
     assert ack.accepted == (ok.id,) and [i for i, _ in ack.rejected] == [off.id]
 
 
-def test_topic_payload_mismatch_quarantines_the_whole_batch():
-    ingest, store = make_ingest()
+def test_topic_payload_mismatch_quarantines_the_whole_batch(store):
+    ingest, store = make_ingest(store)
     ratings = [rating(seq=1), rating(seq=2)]
     payload = batch(ratings, terminal="t2")
     (ack_topic, ack), = ingest.handle([(RATINGS_T1, payload)])
@@ -111,8 +112,8 @@ def test_topic_payload_mismatch_quarantines_the_whole_batch():
     assert store.counts()["ratings"] == 0
 
 
-def test_broken_envelope_names_readable_ids():
-    ingest, store = make_ingest()
+def test_broken_envelope_names_readable_ids(store):
+    ingest, store = make_ingest(store)
     r = rating()
     payload = json.dumps({"v": 2, "site": "s1", "terminal": "t1", "ratings": [r.to_dict()]}).encode()
     (_, ack), = ingest.handle([(RATINGS_T1, payload)])
@@ -120,8 +121,8 @@ def test_broken_envelope_names_readable_ids():
     assert store.quarantine_count() == 1
 
 
-def test_unreadable_payload_is_quarantined_without_ack():
-    ingest, store = make_ingest()
+def test_unreadable_payload_is_quarantined_without_ack(store):
+    ingest, store = make_ingest(store)
     assert ingest.handle([(RATINGS_T1, b"\xff\xfe garbage")]) == []
     assert store.quarantined()[0]["payload"] == b"\xff\xfe garbage"
 
@@ -130,8 +131,8 @@ def test_unreadable_payload_is_quarantined_without_ack():
     "onetap/v1/s1/t1/ack", "onetap/v1/s1/t1/config", "onetap/v1/S1/t1/ratings",
     "onetap/v2/s1/t1/ratings", "x", "", "onetap/v1/s1/t1/ratings/extra",
 ])
-def test_wrong_topics_are_quarantined(bad_topic):
-    ingest, store = make_ingest()
+def test_wrong_topics_are_quarantined(bad_topic, store):
+    ingest, store = make_ingest(store)
     payload = batch([rating()])
     assert ingest.handle([(bad_topic, payload)]) == []
     q = store.quarantined()
@@ -139,8 +140,8 @@ def test_wrong_topics_are_quarantined(bad_topic):
     assert store.counts()["ratings"] == 0
 
 
-def test_status_and_last_will():
-    ingest, store = make_ingest()
+def test_status_and_last_will(store):
+    ingest, store = make_ingest(store)
     status = Status("online", {"at": "2026-11-27T10:00:00.000+09:00", "backlog": 3, "seq": 9})
     assert ingest.handle([(topic("s1", "t1", "status"), status.encode())]) == []
     assert store.terminals()[0]["state"] == "online"
@@ -150,14 +151,13 @@ def test_status_and_last_will():
     assert store.quarantine_count() == 1 and ingest.counters.statuses == 2
 
 
-def test_store_failure_raises_and_commits_nothing(tmp_path):
-    store = SQLiteStore.open(tmp_path / "x.db")
+def test_store_failure_raises_and_commits_nothing(store):
     ingest = Ingest(store, now=lambda: NOW)
     ingest.handle([(RATINGS_T1, batch([rating()]))])
-    store.db.conn.execute("DROP TABLE quarantine")
+    execute(store, "DROP TABLE quarantine")
     with pytest.raises(StoreError):
         ingest.handle([(RATINGS_T1, batch([rating(seq=2)])), ("bad/topic", b"x")])
-    assert store.db["ratings"].count == 1  # the good batch of the failed call is not kept
+    assert tuples(store, "SELECT count(*) FROM ratings") == [(1,)]  # the good batch of the failed call is not kept
     assert ingest.counters.ratings_accepted == 1  # nor counted
 
 
@@ -268,9 +268,9 @@ def test_each_message_and_each_rating_has_exactly_one_outcome(messages):
             assert d["ratings_accepted"] == d["ratings_duplicate"] == 0
 
 
-def test_unknown_terminal_or_other_site_is_quarantined_and_rejected():
+def test_unknown_terminal_or_other_site_is_quarantined_and_rejected(store):
     known = {("s1", "t1")}
-    ingest, store = make_ingest(is_known=lambda site, terminal: (site, terminal) in known)
+    ingest, store = make_ingest(store, is_known=lambda site, terminal: (site, terminal) in known)
     good, stranger, wrong_site = [rating(seq=1)], [rating(seq=1)], [rating(seq=2)]
     acks = dict(ingest.handle([
         (RATINGS_T1, batch(good)),

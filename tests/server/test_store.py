@@ -1,4 +1,4 @@
-"""SQLiteStore on real SQLite files: idempotent inserts, local-day buckets, queries, quarantine."""
+"""The store on real SQLite files and a real PostgreSQL: idempotent inserts, local-day buckets, queries, quarantine."""
 
 import sqlite3
 import uuid
@@ -9,7 +9,9 @@ from sqlite_utils import Database
 
 from kiosk.protocol import Rating, Status
 from server.errors import StoreError
+from server.backend import open_store
 from server.store import Filters, SQLiteStore, Store
+from tests.backends import execute, query
 
 KST = timezone(timedelta(hours=9))
 RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)  # 10:30 in Seoul, a Friday
@@ -19,18 +21,12 @@ def rating(seq=1, score=5, at="2026-11-27T10:15:02.417+09:00", synced=True, **ex
     return Rating(id=str(uuid.uuid4()), seq=seq, score=score, at=at, clock_synced=synced, **extra)
 
 
-@pytest.fixture
-def store(tmp_path):
-    store = SQLiteStore.open(tmp_path / "onetap.db")
-    yield store
-    store.close()
-
-
 def day(d="2026-11-27", **kw):
     return Filters(date.fromisoformat(d), date.fromisoformat(d), **kw)
 
 
-def test_is_a_store_with_wal_and_full_sync(store):
+def test_is_a_store_with_wal_and_full_sync(tmp_path):
+    store = SQLiteStore.open(tmp_path / "onetap.db")
     assert isinstance(store, Store)
     conn = store.db.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -38,6 +34,27 @@ def test_is_a_store_with_wal_and_full_sync(store):
     # ratings is a rowid table with a unique index on the UUID
     assert store.db["ratings"].pks == ["pk"]
     assert any(i.unique and i.columns == ["id"] for i in store.db["ratings"].indexes)
+    store.close()
+
+
+def test_postgres_is_a_store_with_a_bigint_key_and_unique_id(postgres_database):
+    from server.postgres import PostgresStore
+
+    url = postgres_database.new_schema()
+    store = open_store(url)
+    assert isinstance(store, PostgresStore) and isinstance(store, Store)
+    columns = {r["column_name"]: r["data_type"] for r in query(
+        store, "SELECT column_name, data_type FROM information_schema.columns"
+               " WHERE table_schema = current_schema() AND table_name = 'ratings'")}
+    assert columns["pk"] == "bigint" and columns["id"] == "text"
+    indexes = [r["indexdef"] for r in query(
+        store, "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+               " AND tablename = 'ratings'")]
+    assert any("UNIQUE" in d and "(id)" in d for d in indexes)
+    assert any("PRIMARY" in d or "pkey" in d for d in indexes)
+    assert query(store, "SELECT current_setting('synchronous_commit') AS s")[0]["s"] in ("on", "off")
+    store.close()
+    postgres_database.drop_schema(url)
 
 
 def test_insert_is_idempotent_by_id(store):
@@ -61,12 +78,11 @@ def test_ids_repeated_within_one_call_count_once(store):
     assert result.accepted == [] and result.duplicate == [r.id]
 
 
-def test_store_survives_reopen_and_migrates_once(tmp_path):
-    path = tmp_path / "onetap.db"
-    first = SQLiteStore.open(path)
+def test_store_survives_reopen_and_migrates_once(backend):
+    first = backend.open()
     first.ingest_batch("s1", "t1", [rating()], RECEIVED)
     first.close()
-    second = SQLiteStore.open(path)
+    second = backend.open()
     assert second.counts()["ratings"] == 1
     second.close()
 
@@ -74,21 +90,22 @@ def test_store_survives_reopen_and_migrates_once(tmp_path):
 def test_synced_clock_buckets_by_at_in_server_time_zone(store):
     # 23:30 UTC on the 26th is 08:30 on Friday the 27th in Seoul.
     store.ingest_batch("s1", "t1", [rating(at="2026-11-26T23:30:00Z")], RECEIVED)
-    row = next(store.db.query("SELECT day, hour, weekday FROM ratings"))
+    row = query(store, "SELECT day, hour, weekday FROM ratings")[0]
     assert row == {"day": "2026-11-27", "hour": 8, "weekday": 5}
 
 
-def test_other_time_zone(tmp_path):
-    store = SQLiteStore.open(tmp_path / "utc.db", timezone="UTC")
+def test_other_time_zone(backend):
+    store = backend.open(timezone="UTC")
     store.ingest_batch("s1", "t1", [rating(at="2026-11-27T02:00:00.000+09:00")], RECEIVED)
-    row = next(store.db.query("SELECT day, hour, weekday FROM ratings"))
+    row = query(store, "SELECT day, hour, weekday FROM ratings")[0]
     assert row == {"day": "2026-11-26", "hour": 17, "weekday": 4}
+    store.close()
 
 
 def test_unsynced_clock_buckets_by_received_at_even_in_1970(store):
     lost = rating(at="1970-01-01T00:00:05.000+00:00", synced=False)
     store.ingest_batch("s1", "t1", [lost], RECEIVED)
-    row = next(store.db.query("SELECT day, hour, weekday, at FROM ratings"))
+    row = query(store, "SELECT day, hour, weekday, at FROM ratings")[0]
     assert row == {"day": "2026-11-27", "hour": 10, "weekday": 5,
                    "at": "1970-01-01T00:00:05.000+00:00"}  # the kiosk's claim is kept
     assert store.summary(day())[5] == 1
@@ -170,14 +187,86 @@ def test_transaction_rolls_back_everything(store):
     assert store.counts()["ratings"] == 0 and store.quarantine_count() == 0
 
 
-def test_database_errors_become_store_errors(tmp_path):
+def test_database_errors_become_store_errors(store):
+    execute(store, "DROP TABLE quarantine")
+    with pytest.raises(StoreError):
+        store.quarantine(received_at=RECEIVED, topic="x", payload=b"x", reason="r")
+    assert store.ping() is True  # ratings still readable
+    with pytest.raises(StoreError):
+        store.quarantine_count()
+    execute(store, "DROP TABLE ratings CASCADE" if not isinstance(store, SQLiteStore) else "DROP TABLE ratings")
+    with pytest.raises(StoreError):
+        store.summary(day())
+    assert store.ping() is False
+
+
+def test_sqlite_store_errors_on_a_raw_connection(tmp_path):
     store = SQLiteStore(Database(sqlite3.connect(tmp_path / "x.db")))
     store.db.conn.execute("DROP TABLE quarantine")
     with pytest.raises(StoreError):
         store.quarantine(received_at=RECEIVED, topic="x", payload=b"x", reason="r")
-    assert store.ping() is True  # ratings still readable
 
 
 def test_open_in_missing_directory_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         SQLiteStore.open(tmp_path / "nope" / "x.db")
+
+
+def test_unreachable_postgres_is_a_store_error():
+    # Port 1 on localhost: nothing listens there.
+    with pytest.raises(StoreError, match="cannot connect"):
+        open_store("postgresql://postgres:secret@127.0.0.1:1/onetap")
+    with pytest.raises(StoreError) as info:
+        open_store("postgresql://postgres:secret@127.0.0.1:1/onetap")
+    assert "secret" not in str(info.value)
+
+
+def test_postgres_reconnects_after_losing_its_connection(postgres_database):
+    import psycopg
+
+    url = postgres_database.new_schema()
+    store = open_store(url)
+    store.ingest_batch("s1", "t1", [rating(seq=1)], RECEIVED)
+    pid = store.conn.info.backend_pid
+    with psycopg.connect(postgres_database.url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    # The first use after the loss may fail (a kiosk resends); the next one works.
+    try:
+        store.ingest_batch("s1", "t1", [rating(seq=2)], RECEIVED)
+    except StoreError:
+        store.ingest_batch("s1", "t1", [rating(seq=2)], RECEIVED)
+    assert store.counts()["ratings"] == 2
+    store.close()
+    postgres_database.drop_schema(url)
+
+
+def test_concurrent_stores_store_each_id_once(backend):
+    """Two writers (two ingest workers) racing on the same ids: one stores, the other sees duplicates."""
+    import threading
+
+    stores = [backend.open(), backend.open()]
+    batches = [[rating(seq=i) for i in range(n, n + 50)] for n in range(1, 1001, 50)]
+    results = [[], []]
+
+    def work(k):
+        for b in (batches if k == 0 else batches[::-1]):
+            while True:
+                try:
+                    results[k].append(stores[k].ingest_batch("s1", "t1", b, RECEIVED))
+                    break
+                except StoreError:  # deadlock or busy: a worker retries, as the Link does
+                    continue
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    accepted = [i for r in results[0] + results[1] for i in r.accepted]
+    assert len(accepted) == len(set(accepted)) == 1000
+    duplicates = [i for r in results[0] + results[1] for i in r.duplicate]
+    assert sorted(duplicates) == sorted(r.id for b in batches for r in b)
+    assert stores[0].counts()["ratings"] == 1000
+    assert sum(stores[1].summary(day()).values()) == 1000
+    for s in stores:
+        s.close()

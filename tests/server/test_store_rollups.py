@@ -10,6 +10,7 @@ import pytest
 from kiosk.protocol import AGE_GROUPS, Rating
 from server.aggregate import AGGREGATE_KEYS, empty_distribution
 from server.store import Filters, SQLiteStore
+from tests.backends import BACKENDS, make_backend, tuples
 
 RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
 
@@ -18,16 +19,18 @@ def raw_aggregates(store, by, filters):
     where, params = store._where(filters)
     cols = ", ".join(by)
     groups = {}
-    for row in store.db.conn.execute(
-            f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score", params):
+    for row in tuples(store, f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score",
+                      params):
         groups.setdefault(tuple(row[:len(by)]), empty_distribution())[row[-2]] = row[-1]
     return groups
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request, tmp_path_factory):
     rng = random.Random(7)
-    store = SQLiteStore.open(tmp_path_factory.mktemp("roll") / "onetap.db")
+    postgres = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
+    backend = make_backend(request.param, tmp_path_factory.mktemp("roll"), postgres)
+    store = backend.open()
     seq = {}
     for _ in range(40):
         site, terminal = rng.choice(["s1", "s2"]), rng.choice(["t1", "t2", "t3"])
@@ -46,6 +49,7 @@ def store(tmp_path_factory):
         store.ingest_batch(site, terminal, batch[:3], RECEIVED)
     yield store
     store.close()
+    backend.close()
 
 
 FILTERS = [
@@ -103,3 +107,16 @@ def test_rollups_are_built_for_an_existing_database(tmp_path):
     store = SQLiteStore.open(path)
     assert store.summary(Filters(date(2026, 11, 27), date(2026, 11, 27)))[4] == 1
     store.close()
+
+
+def test_postgres_migrations_are_versioned_and_run_once(postgres_database):
+    import psycopg
+
+    from server.postgres import MIGRATIONS, migrate
+    url = postgres_database.new_schema()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert migrate(conn) == [name for name, _ in MIGRATIONS]
+        assert migrate(conn) == []
+        names = [row[0] for row in conn.execute("SELECT name FROM onetap_migrations ORDER BY name")]
+        assert names == [name for name, _ in MIGRATIONS]
+    postgres_database.drop_schema(url)

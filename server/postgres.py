@@ -1,0 +1,723 @@
+"""PostgresStore: the server's Store on PostgreSQL (psycopg 3), for a central office or many ingest workers."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Iterator, Sequence
+from zoneinfo import ZoneInfo
+
+import psycopg
+from psycopg.rows import dict_row
+
+from kiosk.protocol import Rating, Status, parse_timestamp
+from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
+from server.errors import StoreError
+from server.store import (
+    _INSERT_COLUMNS,
+    _KEY_INDEX,
+    _NULLABLE,
+    RATING_COLUMNS,
+    ROLLUPS,
+    BatchResult,
+    Filters,
+    _iso,
+    _rollup_key,
+)
+
+log = logging.getLogger(__name__)
+
+# -- schema -------------------------------------------------------------------
+#
+# The same tables, columns and meaning as SQLiteStore's, so that every query
+# answers the same. Text columns are COLLATE "C": byte order, as SQLite sorts,
+# whatever the database's locale (and cheaper to index). Days stay ISO text.
+
+_TEXT = 'text COLLATE "C"'
+
+
+def _rollup_ddl(name: str, dims: tuple[str, ...]) -> list[str]:
+    columns = ", ".join(f"{d} {'smallint' if d == 'hour' else _TEXT} NOT NULL" for d in dims)
+    key = ", ".join(dims)
+    select = ", ".join(f"coalesce({d}, '')" if d in _NULLABLE else d for d in dims)
+    return [
+        f"""CREATE TABLE {name} (
+            {columns},
+            weekday smallint NOT NULL,
+            suspect smallint NOT NULL,
+            score smallint NOT NULL,
+            n integer NOT NULL,
+            PRIMARY KEY ({key}, suspect, score))""",
+        f"INSERT INTO {name} ({key}, weekday, suspect, score, n)"
+        f" SELECT {select}, min(weekday), suspect, score, count(*) FROM ratings"
+        f" GROUP BY {select}, suspect, score",
+    ]
+
+
+#: Versioned migrations: (name, statements), applied in order, each in one
+#: transaction, recorded in onetap_migrations. Never edit an applied one: add one.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("m001_initial", [
+        # A bigint key in insertion order plus a unique index on the UUID, as
+        # in SQLite: keying by the UUID would scatter the table.
+        f"""CREATE TABLE ratings (
+            pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id {_TEXT} NOT NULL,
+            site {_TEXT} NOT NULL,
+            terminal {_TEXT} NOT NULL,
+            seq bigint NOT NULL,
+            score smallint NOT NULL CHECK (score BETWEEN 1 AND 5),
+            at {_TEXT} NOT NULL,
+            clock_synced smallint NOT NULL,
+            reason {_TEXT},
+            age_group {_TEXT},
+            lang {_TEXT} NOT NULL,
+            input {_TEXT} NOT NULL,
+            received_at {_TEXT} NOT NULL,
+            day {_TEXT} NOT NULL,
+            hour smallint NOT NULL,
+            weekday smallint NOT NULL,
+            suspect smallint NOT NULL DEFAULT 0)""",
+        "CREATE UNIQUE INDEX ratings_id ON ratings (id)",
+        "CREATE INDEX ratings_day ON ratings (day, site, terminal)",
+        "CREATE INDEX ratings_terminal_seq ON ratings (site, terminal, seq)",
+        f"""CREATE TABLE quarantine (
+            pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            received_at {_TEXT} NOT NULL,
+            topic text,
+            payload bytea NOT NULL,
+            reason text NOT NULL,
+            rating_id text)""",
+        f"""CREATE TABLE terminals (
+            site {_TEXT} NOT NULL,
+            terminal {_TEXT} NOT NULL,
+            state text NOT NULL DEFAULT 'unknown',
+            last_seen text,
+            status text NOT NULL DEFAULT '{{}}',
+            updated_at text NOT NULL,
+            PRIMARY KEY (site, terminal))""",
+        *[sql for name, dims in ROLLUPS for sql in _rollup_ddl(name, dims)],
+        f"""CREATE TABLE marks (
+            pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            site {_TEXT},
+            day {_TEXT} NOT NULL,
+            note text NOT NULL,
+            created_by text NOT NULL,
+            created_at text NOT NULL)""",
+        f"""CREATE TABLE alerts (
+            pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            site {_TEXT} NOT NULL,
+            terminal {_TEXT},
+            kind text NOT NULL,
+            message text NOT NULL,
+            raised_at text NOT NULL,
+            cleared_at text,
+            acked_at text,
+            acked_by text)""",
+        "CREATE INDEX alerts_open ON alerts (cleared_at, site, terminal, kind)",
+        # "user" is a reserved word in PostgreSQL; the column keeps its name.
+        """CREATE TABLE sessions (
+            token_hash text PRIMARY KEY,
+            "user" text NOT NULL,
+            csrf text NOT NULL,
+            created_at text NOT NULL,
+            expires_at text NOT NULL)""",
+        "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+    ]),
+]
+
+
+def migrate(conn: psycopg.Connection) -> list[str]:
+    """Apply the migrations not yet applied to the connection's schema; return their names.
+
+    Several workers may start at once: an advisory lock (per schema) lets one
+    migrate while the others wait and then find nothing left to do.
+    """
+    applied_now = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('onetap-migrations:' || current_schema()))")
+        conn.execute("CREATE TABLE IF NOT EXISTS onetap_migrations ("
+                     " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {row[0] for row in conn.execute("SELECT name FROM onetap_migrations")}
+        for name, statements in MIGRATIONS:
+            if name in done:
+                continue
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO onetap_migrations (name) VALUES (%s)", [name])
+            applied_now.append(name)
+    if applied_now:
+        log.info("database migrated: %s", ", ".join(applied_now))
+    return applied_now
+
+
+# -- writes deferred to the commit ---------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """Rollup counts and terminal updates of one (nested) transaction level.
+
+    They are written just before the outermost commit, in key order: every
+    ingest worker touches the same few hot rollup and terminal rows, so
+    writing them last keeps their row locks short, and one global order means
+    two workers can wait on each other but never deadlock.
+    """
+
+    counts: dict[tuple, int] = field(default_factory=dict)
+    terminals: dict[tuple[str, str], list[tuple]] = field(default_factory=dict)
+
+    def merge(self, other: "_Pending") -> None:
+        for key, n in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+        for key, ops in other.terminals.items():
+            self.terminals.setdefault(key, []).extend(ops)
+
+
+_UNNEST_TYPES = {"hour": "smallint", "weekday": "smallint", "suspect": "smallint",
+                 "score": "smallint", "n": "integer"}
+
+
+def _rollup_upsert(name: str, dims: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    cols = (*dims, "weekday", "suspect", "score", "n")
+    arrays = ", ".join(f"%s::{_UNNEST_TYPES.get(c, 'text')}[]" for c in cols)
+    conflict = ", ".join((*dims, "suspect", "score"))
+    sql = (f"INSERT INTO {name} ({', '.join(cols)}) SELECT * FROM unnest({arrays})"
+           f" ON CONFLICT ({conflict}) DO UPDATE SET n = {name}.n + excluded.n")
+    return sql, cols
+
+
+_ROLLUP_SQL = {name: _rollup_upsert(name, dims) for name, dims in ROLLUPS}
+
+_INSERT_TYPES = ("text", "text", "text", "bigint", "smallint", "text", "smallint", "text", "text",
+                 "text", "text", "text", "text", "smallint", "smallint")
+_INSERT_RATINGS = (
+    f"INSERT INTO ratings ({', '.join(_INSERT_COLUMNS)})"
+    f" SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _INSERT_TYPES)})"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
+
+def _store_errors(method):
+    """Let callers see StoreError, never psycopg's own, from a read."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+    return wrapper
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.Error:
+        return "postgresql://…"
+    return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+class PostgresStore:
+    """Store on one PostgreSQL connection (autocommit outside transaction());
+    use one instance per thread.
+
+    Buckets, idempotence and rollups as SQLiteStore. Many processes may write
+    at once: the unique index on ``id`` settles which one stores a rating
+    (the other reports it duplicate once the first commits).
+    """
+
+    def __init__(self, url: str, timezone: str = "Asia/Seoul"):
+        self.url = url
+        self.tz = ZoneInfo(timezone)
+        self._bucket_cache: dict[str, tuple[str, int, int]] = {}
+        self._pending: list[_Pending] = []
+        self.conn = self._connect()
+        try:
+            migrate(self.conn)
+        except psycopg.Error as exc:
+            self.conn.close()
+            raise StoreError(f"{_safe_url(url)}: cannot migrate the database ({exc})") from exc
+
+    @classmethod
+    def open(cls, url: str, timezone: str = "Asia/Seoul") -> "PostgresStore":
+        return cls(url, timezone)
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                   application_name="onetap-server")
+        except psycopg.Error as exc:
+            raise StoreError(f"{_safe_url(self.url)}: cannot connect ({exc})".strip()) from exc
+
+    def _connection(self) -> psycopg.Connection:
+        # A restarted database server breaks the connection: the next
+        # transaction or read (the ingest worker's retry) connects again.
+        if self.conn.broken or self.conn.closed:
+            if self._pending:
+                raise StoreError("database connection lost inside a transaction")
+            log.warning("database connection lost; reconnecting")
+            self.conn = self._connect()
+        return self.conn
+
+    # -- writing --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        conn = self._connection()
+        outer = not self._pending
+        self._pending.append(_Pending())
+        try:
+            try:
+                with conn.transaction():
+                    yield
+                    if outer:
+                        self._flush(self._pending[-1])
+            except psycopg.Error as exc:
+                # Callers tell a failing store (retry later, send no Ack) from bad input.
+                raise StoreError(f"database error: {exc}") from exc
+        except BaseException:
+            self._pending.pop()
+            raise
+        done = self._pending.pop()
+        if self._pending:
+            self._pending[-1].merge(done)
+
+    def _flush(self, pending: _Pending) -> None:
+        self._write_rollups(pending.counts)
+        conn = self.conn
+        for (site, terminal), ops in sorted(pending.terminals.items()):
+            for op in ops:
+                conn.execute(op[0], (site, terminal, *op[1:]))
+
+    def _write_rollups(self, counts: dict[tuple, int]) -> None:
+        if not counts:
+            return
+        conn = self.conn
+        for name, dims in ROLLUPS:
+            sql, cols = _ROLLUP_SQL[name]
+            key_cols = cols[:-1]
+            index = [_KEY_INDEX[c] for c in key_cols]
+            projected: dict[tuple, int] = {}
+            for key, n in counts.items():
+                small = tuple(key[i] for i in index)
+                projected[small] = projected.get(small, 0) + n
+            # Key order (weekday, a function of day, sorts with it) = lock order.
+            rows = sorted((k, n) for k, n in projected.items() if n != 0)
+            if not rows:
+                continue
+            columns = [list(column) for column in zip(*(k + (n,) for k, n in rows))]
+            conn.execute(sql, columns)
+            if any(n < 0 for _, n in rows):
+                where = " AND ".join(f"{c} = %s" for c in (*dims, "suspect", "score"))
+                skip = len(dims) + 1  # weekday is not part of the key
+                with conn.cursor() as cur:
+                    cur.executemany(f"DELETE FROM {name} WHERE {where} AND n <= 0",
+                                    [(*k[:len(dims)], *k[skip:]) for k, n in rows if n < 0])
+
+    def _buckets(self, rating: Rating, received: tuple[str, int, int]) -> tuple[str, int, int]:
+        if not rating.clock_synced:
+            return received
+        at = rating.at
+        key = at[:16] + at[-6:]
+        bucket = self._bucket_cache.get(key)
+        if bucket is None:
+            local = parse_timestamp("at", at).astimezone(self.tz)
+            bucket = (local.strftime("%Y-%m-%d"), local.hour, local.isoweekday())
+            if len(self._bucket_cache) > 10_000:
+                self._bucket_cache.clear()
+            self._bucket_cache[key] = bucket
+        return bucket
+
+    def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
+                     received_at: datetime) -> BatchResult:
+        return self.ingest_many([(site, terminal, ratings)], received_at)[0]
+
+    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+                    received_at: datetime) -> list[BatchResult]:
+        with self.transaction():
+            return self._ingest_many(batches, received_at)
+
+    def _ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+                     received_at: datetime) -> list[BatchResult]:
+        # The first sighting of an id (in call order) may be stored; later
+        # ones are duplicates of it (SQLiteStore's rule).
+        first: dict[str, tuple[int, str, str, Rating]] = {}
+        repeats: list[tuple[int, str]] = []
+        for index, (site, terminal, ratings) in enumerate(batches):
+            for rating in ratings:
+                if rating.id in first:
+                    if first[rating.id][0] != index or rating is not first[rating.id][3]:
+                        repeats.append((index, rating.id))
+                else:
+                    first[rating.id] = (index, site, terminal, rating)
+        received_text = _iso(received_at)
+        local = received_at.astimezone(self.tz)
+        received = (local.strftime("%Y-%m-%d"), local.hour, local.isoweekday())
+        values = {}
+        for _, site, terminal, rating in first.values():
+            day, hour, weekday = self._buckets(rating, received)
+            values[rating.id] = (rating.id, site, terminal, rating.seq, rating.score, rating.at,
+                                 int(rating.clock_synced), rating.reason, rating.age_group,
+                                 rating.lang, rating.input, received_text, day, hour, weekday)
+        stored: set[str] = set()
+        if values:
+            # (site, terminal, seq) order: a resend hitting two workers at once
+            # takes the unique-index locks in the same order in both.
+            rows = sorted(values.values(), key=lambda v: (v[1], v[2], v[3], v[0]))
+            with self.conn.cursor() as cur:
+                cur.execute(_INSERT_RATINGS, [list(column) for column in zip(*rows)])
+                stored = {row[0] for row in cur.fetchall()}
+            counts = self._pending[-1].counts
+            for rating_id in stored:
+                key = _rollup_key(values[rating_id], 0)
+                counts[key] = counts.get(key, 0) + 1
+        results = [BatchResult([], []) for _ in batches]
+        for rating_id, (index, _, _, _) in first.items():
+            (results[index].accepted if rating_id in stored else results[index].duplicate
+             ).append(rating_id)
+        for index, rating_id in repeats:
+            if rating_id not in results[index].duplicate and rating_id not in results[index].accepted:
+                results[index].duplicate.append(rating_id)
+        return results
+
+    def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
+                   reason: str, rating_id: str | None = None) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO quarantine (received_at, topic, payload, reason, rating_id)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (_iso(received_at), _text(topic), bytes(payload), _text(reason), _text(rating_id)))
+
+    def update_status(self, site: str, terminal: str, status: Status,
+                      received_at: datetime) -> None:
+        now = _iso(received_at)
+        with self.transaction():
+            if status.state == "online":
+                op = ("INSERT INTO terminals (site, terminal, state, last_seen, status, updated_at)"
+                      " VALUES (%s, %s, 'online', %s, %s, %s)"
+                      " ON CONFLICT (site, terminal) DO UPDATE SET state = 'online',"
+                      " last_seen = excluded.last_seen, status = excluded.status,"
+                      " updated_at = excluded.updated_at",
+                      now, _text(json.dumps(dict(status.fields))), now)
+            else:
+                # A Last Will carries nothing else: keep the last known fields.
+                op = ("INSERT INTO terminals (site, terminal, state, updated_at)"
+                      " VALUES (%s, %s, %s, %s)"
+                      " ON CONFLICT (site, terminal) DO UPDATE SET state = excluded.state,"
+                      " updated_at = excluded.updated_at",
+                      status.state, now)
+            self._pending[-1].terminals.setdefault((site, terminal), []).append(op)
+
+    def seen(self, site: str, terminal: str, received_at: datetime) -> None:
+        now = _iso(received_at)
+        with self.transaction():
+            self._pending[-1].terminals.setdefault((site, terminal), []).append((
+                "INSERT INTO terminals (site, terminal, last_seen, updated_at)"
+                " VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (site, terminal) DO UPDATE SET last_seen = excluded.last_seen",
+                now, now))
+
+    # -- reading --------------------------------------------------------------
+
+    @staticmethod
+    def _where(filters: Filters) -> tuple[str, list[Any]]:
+        clauses = ["day BETWEEN %s AND %s"]
+        params: list[Any] = [filters.date_from.isoformat(), filters.date_to.isoformat()]
+        if filters.site is not None:
+            clauses.append("site = %s")
+            params.append(filters.site)
+        if filters.terminal is not None:
+            clauses.append("terminal = %s")
+            params.append(filters.terminal)
+        if filters.sites is not None:
+            if filters.sites:
+                clauses.append("site = ANY(%s::text[])")
+                params.append(sorted(filters.sites))
+            else:
+                clauses.append("false")
+        if filters.suspect is not None:
+            clauses.append("suspect = %s")
+            params.append(int(filters.suspect))
+        return " AND ".join(clauses), params
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
+        return self._connection().execute(sql, params)
+
+    def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._connection().cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def _rollup_for(self, needed: set[str]) -> str:
+        # Answer only while ratings is there (a damaged database must say so).
+        self._execute("SELECT 1 FROM ratings LIMIT 0")
+        needed = needed - {"weekday"}
+        for name, dims in ROLLUPS:
+            if needed <= set(dims):
+                return name
+        raise StoreError(f"no rollup holds {sorted(needed)}")
+
+    @staticmethod
+    def _filter_columns(filters: Filters) -> set[str]:
+        needed = {"day"}
+        if filters.site is not None or filters.sites is not None:
+            needed.add("site")
+        if filters.terminal is not None:
+            needed.add("terminal")
+        return needed
+
+    @_store_errors
+    def summary(self, filters: Filters) -> Distribution:
+        where, params = self._where(filters)
+        table = self._rollup_for(self._filter_columns(filters))
+        dist = empty_distribution()
+        for score, count in self._execute(
+                f"SELECT score, sum(n) FROM {table} WHERE {where} GROUP BY score", params):
+            dist[score] = int(count)
+        return dist
+
+    @_store_errors
+    def aggregates(self, by: Sequence[str], filters: Filters) -> list[tuple[tuple, Distribution]]:
+        for key in by:
+            # Keys become column names: only the fixed list may ever reach SQL.
+            if key not in AGGREGATE_KEYS:
+                raise StoreError(f"cannot aggregate by {key!r}")
+        where, params = self._where(filters)
+        table = self._rollup_for(self._filter_columns(filters) | set(by))
+        columns = ", ".join(by)
+        nullable = [i for i, key in enumerate(by) if key in _NULLABLE]
+        groups: dict[tuple, Distribution] = {}
+        for row in self._execute(
+                f"SELECT {columns}, score, sum(n) FROM {table} WHERE {where}"
+                f" GROUP BY {columns}, score HAVING sum(n) > 0 ORDER BY {columns}", params):
+            key = row[:len(by)]
+            if nullable:
+                key = tuple(None if i in nullable and v == "" else v for i, v in enumerate(key))
+            groups.setdefault(tuple(key), empty_distribution())[row[-2]] = int(row[-1])
+        return list(groups.items())
+
+    @_store_errors
+    def summary_raw(self, filters: Filters) -> Distribution:
+        """summary() by a plain GROUP BY over the ratings table (for checks and benchmarks)."""
+        where, params = self._where(filters)
+        dist = empty_distribution()
+        for score, count in self._execute(
+                f"SELECT score, count(*) FROM ratings WHERE {where} GROUP BY score", params):
+            dist[score] = count
+        return dist
+
+    @_store_errors
+    def terminals(self, site: str | None = None,
+                  sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        out = []
+        for row in self._execute(
+                "SELECT site, terminal, state, last_seen, status, updated_at FROM terminals"
+                " ORDER BY site, terminal"):
+            if site is not None and row[0] != site:
+                continue
+            if sites is not None and row[0] not in sites:
+                continue
+            fields = json.loads(row[4])
+            out.append({**fields, "site": row[0], "terminal": row[1], "state": row[2],
+                        "last_seen": row[3], "status_at": fields.get("at"),
+                        "updated_at": row[5]})
+        return out
+
+    def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]:
+        """Every rating of *filters*, RATING_COLUMNS (plus ``suspect`` if asked), streamed."""
+        where, params = self._where(filters)
+        try:
+            cursor = self._connection().cursor()
+        except psycopg.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+        try:
+            # Streamed in chunks: a year's export never sits in memory whole.
+            stream = cursor.stream(
+                f"SELECT {', '.join(RATING_COLUMNS)}, suspect FROM ratings WHERE {where}"
+                " ORDER BY day, at, pk", params, size=1000)
+            try:
+                for row in stream:
+                    record = dict(zip(RATING_COLUMNS, row))
+                    record["clock_synced"] = bool(record["clock_synced"])
+                    if with_suspect:
+                        record["suspect"] = bool(row[-1])
+                    yield record
+            finally:
+                stream.close()
+        except psycopg.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+        finally:
+            cursor.close()
+
+    @_store_errors
+    def counts(self) -> dict[str, int]:
+        out = {
+            "ratings": self._execute("SELECT count(*) FROM ratings").fetchone()[0],
+            "quarantine": self.quarantine_count(),
+        }
+        for state in ("online", "offline", "unknown"):
+            out[f"terminals_{state}"] = 0
+        for state, count in self._execute("SELECT state, count(*) FROM terminals GROUP BY state"):
+            out[f"terminals_{state}"] = count
+        return out
+
+    @_store_errors
+    def quarantine_count(self) -> int:
+        return self._execute("SELECT count(*) FROM quarantine").fetchone()[0]
+
+    @_store_errors
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest quarantined messages, raw payload included."""
+        return self._dicts("SELECT * FROM quarantine ORDER BY pk DESC LIMIT %s", [limit])
+
+    # -- suspect ratings (alerts' burst detection) ---------------------------------
+
+    @_store_errors
+    def ratings_after(self, pk: int, limit: int = 50_000) -> list[dict[str, Any]]:
+        """Ratings stored after row *pk* (pk, site, terminal, seq, score, at), oldest first.
+
+        With several writers a smaller pk may commit after a larger one was
+        read; burst detection tolerates that (it re-reads by terminal and seq).
+        """
+        return self._dicts(
+            "SELECT pk, site, terminal, seq, score, at, suspect FROM ratings WHERE pk > %s"
+            " ORDER BY pk LIMIT %s", [pk, limit])
+
+    @_store_errors
+    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
+        """One terminal's ratings with seq in [seq_from, seq_to], in seq order."""
+        return self._dicts(
+            "SELECT pk, site, terminal, seq, score, at, suspect FROM ratings"
+            " WHERE site = %s AND terminal = %s AND seq BETWEEN %s AND %s ORDER BY seq",
+            [site, terminal, seq_from, seq_to])
+
+    def mark_suspect(self, pks: Sequence[int]) -> int:
+        """Flag ratings as suspect (never deleting them), moving their counts in
+        every rollup; returns how many were newly flagged."""
+        with self.transaction():
+            rows = self.conn.execute(
+                f"UPDATE ratings SET suspect = 1 WHERE pk = ANY(%s::bigint[]) AND suspect = 0"
+                f" RETURNING {', '.join(_INSERT_COLUMNS)}", [list(pks)]).fetchall()
+            counts = self._pending[-1].counts
+            for row in rows:
+                for suspect, delta in ((0, -1), (1, 1)):
+                    key = _rollup_key(row, suspect)
+                    counts[key] = counts.get(key, 0) + delta
+        return len(rows)
+
+    @_store_errors
+    def low_scores_since(self, day: str, max_score: int) -> list[dict[str, Any]]:
+        """Ratings not suspect with score <= max_score on local days >= *day*."""
+        return self._dicts(
+            "SELECT site, terminal, score, at FROM ratings"
+            " WHERE day >= %s AND score <= %s AND suspect = 0", [day, max_score])
+
+    # -- meta, marks, alerts, sessions ----------------------------------------
+
+    @_store_errors
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._execute("SELECT value FROM meta WHERE key = %s", [key]).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (%s, %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])
+
+    def add_mark(self, site: str | None, day: date, note: str, created_by: str,
+                 created_at: datetime) -> int:
+        """A dated note (say, a new queue system) for before/after comparisons."""
+        with self.transaction():
+            return self.conn.execute(
+                "INSERT INTO marks (site, day, note, created_by, created_at)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING pk",
+                [site, day.isoformat(), _text(note), created_by, _iso(created_at)]).fetchone()[0]
+
+    @_store_errors
+    def marks(self, sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """Marks in date order: site-wide ones (site NULL) and those of *sites* (None: all)."""
+        return [row for row in self._dicts("SELECT * FROM marks ORDER BY day, pk")
+                if sites is None or row["site"] is None or row["site"] in sites]
+
+    def delete_mark(self, pk: int) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM marks WHERE pk = %s", [pk])
+
+    @_store_errors
+    def open_alerts(self) -> list[dict[str, Any]]:
+        return self._dicts("SELECT * FROM alerts WHERE cleared_at IS NULL ORDER BY pk")
+
+    @_store_errors
+    def alerts(self, sites: frozenset[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest alerts first, open and cleared."""
+        rows = self._dicts(
+            "SELECT * FROM alerts ORDER BY cleared_at IS NOT NULL, pk DESC LIMIT %s", [limit])
+        return [r for r in rows if sites is None or r["site"] in sites]
+
+    def raise_alert(self, site: str, terminal: str | None, kind: str, message: str,
+                    now: datetime) -> int:
+        with self.transaction():
+            return self.conn.execute(
+                "INSERT INTO alerts (site, terminal, kind, message, raised_at)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING pk",
+                [site, terminal, kind, _text(message), _iso(now)]).fetchone()[0]
+
+    def clear_alert(self, pk: int, now: datetime) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE alerts SET cleared_at = %s WHERE pk = %s AND cleared_at IS NULL",
+                              [_iso(now), pk])
+
+    def ack_alert(self, pk: int, user: str, now: datetime,
+                  sites: frozenset[str] | None = None) -> bool:
+        """Acknowledge alert *pk* if it is in *sites*; False if there is no such alert."""
+        with self.transaction():
+            row = self.conn.execute("SELECT site FROM alerts WHERE pk = %s", [pk]).fetchone()
+            if row is None or (sites is not None and row[0] not in sites):
+                return False
+            self.conn.execute("UPDATE alerts SET acked_at = %s, acked_by = %s WHERE pk = %s",
+                              [_iso(now), user, pk])
+            return True
+
+    def add_session(self, token_hash: str, user: str, csrf: str, now: datetime,
+                    expires: datetime) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM sessions WHERE expires_at < %s", [_iso(now)])
+            self.conn.execute(
+                'INSERT INTO sessions (token_hash, "user", csrf, created_at, expires_at)'
+                " VALUES (%s, %s, %s, %s, %s)", [token_hash, user, csrf, _iso(now), _iso(expires)])
+
+    @_store_errors
+    def get_session(self, token_hash: str) -> dict[str, Any] | None:
+        row = self._execute(
+            'SELECT "user", csrf, created_at, expires_at FROM sessions WHERE token_hash = %s',
+            [token_hash]).fetchone()
+        if row is None:
+            return None
+        return {"user": row[0], "csrf": row[1], "created_at": row[2], "expires_at": row[3]}
+
+    def delete_session(self, token_hash: str) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM sessions WHERE token_hash = %s", [token_hash])
+
+    def ping(self) -> bool:
+        try:
+            self._execute("SELECT 1 FROM ratings LIMIT 1").fetchall()
+            return True
+        except (psycopg.Error, StoreError) as exc:
+            log.warning("database check failed: %s", exc)
+            return False
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _text(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL, which SQLite keeps: a quarantined
+    # topic or reason may contain anything, and must still be stored.
+    return value.replace("\x00", "\\x00") if isinstance(value, str) and "\x00" in value else value
