@@ -19,6 +19,7 @@ from kiosk.protocol import TOPIC_ROOT
 from server.config import ServerConfig
 from server.errors import StoreError
 from server.ingest import Ingest, IngestCounters, Message
+from server.registry import Registry
 from server.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class Link:
                  max_messages_per_commit: int = MAX_MESSAGES_PER_COMMIT,
                  fault: Callable[[str, int], None] | None = None):
         self.config = config
+        # Read now, so a missing or unreadable registry stops the start-up.
+        self.registry = Registry(config.registry) if config.registry is not None else None
         # Fault injection for end-to-end tests: called with ("before-commit", n)
         # and ("after-commit", n) around the n-th commit (see server.__main__).
         self._fault = fault
@@ -143,7 +146,8 @@ class Link:
             self._worker_error = exc
             self._worker_ready.set()
             raise
-        ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters)
+        ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters,
+                        is_known=self.registry.is_known if self.registry is not None else None)
         self._worker_ready.set()
         backoff = 0.5
         commits = 0
