@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from server.broker import free_port, private_broker
-from server.config import ServerConfig
+from server.config import ServerConfig, UserConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use the embedded Python broker even when mosquitto is installed")
     parser.add_argument("--kiosk", choices=("auto", "window", "simulated"), default="auto",
                         help="a kiosk window when there is a display (auto), or simulated terminals")
+    parser.add_argument("--no-history", action="store_true",
+                        help="do not seed 30 days of past ratings for the dashboard's trends")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default INFO")
 
@@ -64,6 +66,54 @@ def kiosk_command(kind: str, broker_url: str, mqtt_protocol: str, data_dir: Path
             "--mqtt-protocol", mqtt_protocol]
 
 
+def seed_history(config: ServerConfig, days: int = 30, seed: int = 20261127) -> int:
+    """Store *days* of plausible past ratings for the demo's terminals, so trends have data.
+
+    Through the real store, so the dashboard reads them as it reads live ones.
+    """
+    import random
+    import uuid
+    from datetime import datetime, time as clock, timedelta, timezone
+
+    from kiosk.protocol import AGE_GROUPS, DEFAULT_REASONS, Rating, format_timestamp
+    from server.store import SQLiteStore
+
+    rng = random.Random(seed)
+    tz = config.tz
+    today = datetime.now(tz).date()
+    store = SQLiteStore.open(config.db, config.timezone)
+    total = 0
+    try:
+        for n, terminal in enumerate(("hist-01", "hist-02", "hist-03")):
+            ratings = []
+            seq = 0
+            for back in range(days, 0, -1):
+                day = today - timedelta(days=back)
+                if day.isoweekday() > 5:
+                    continue
+                # A queue system arrives two weeks ago: waits, and scores, improve.
+                better = back <= 14
+                for _ in range(rng.randint(25, 45)):
+                    seq += 1
+                    moment = datetime.combine(day, clock(rng.randint(9, 17), rng.randrange(60)), tz)
+                    weights = (2, 4, 10, 30, 30) if better else (6, 10, 20, 28, 18)
+                    score = rng.choices((1, 2, 3, 4, 5), weights)[0]
+                    reason = rng.choice(("wait_time", "wait_time", *DEFAULT_REASONS)) \
+                        if score <= 2 else None
+                    ratings.append(Rating(
+                        str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq, score,
+                        format_timestamp(moment), True, reason,
+                        rng.choice((None, *AGE_GROUPS)), rng.choice(("ko",) * 8 + ("en", "zh", "vi")),
+                        "touch" if n else rng.choice(("touch", "button"))))
+            received = datetime.now(timezone.utc)
+            for start in range(0, len(ratings), 500):
+                store.ingest_many([(DEMO_SITE, terminal, ratings[start:start + 500])], received)
+            total += len(ratings)
+    finally:
+        store.close()
+    return total
+
+
 def choose_kiosk(requested: str, env) -> str:
     if requested != "auto":
         return requested
@@ -80,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
     from server.__main__ import serve
 
     logging.getLogger().setLevel(args.log_level)
+    from server.auth import hash_password
+
+    password = secrets.token_urlsafe(9)
     temporary = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="onetap-demo-")) if temporary else args.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +150,12 @@ def run(args: argparse.Namespace) -> int:
             db=data_dir / "server.db",
             listen=listen,
             api_token=secrets.token_urlsafe(16),
+            users={"demo": UserConfig(hash_password(password), None)},
+            survey={"question": {"ko": "오늘 받으신 서비스에 만족하셨나요?",
+                                 "en": "Were you satisfied with our service today?"},
+                    "reason_threshold": 2, "age_group": True},
         )
+        seeded = seed_history(config) if not args.no_history else 0
         kind = choose_kiosk(args.kiosk, os.environ)
         env = {**os.environ, "ONETAP_MQTT_PROTOCOL": broker.mqtt_protocol}
         kiosk_process = subprocess.Popen(
@@ -108,12 +166,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"onetap demo is running (Ctrl-C stops it)\n"
             f"  dashboard:  http://{host}:{port}/\n"
+            f"  login:      demo / {password}\n"
             f"  API token:  {config.api_token}\n"
             f"  try:        curl -H 'Authorization: Bearer {config.api_token}' "
             f"http://{host}:{port}/api/v1/summary\n"
             f"  broker:     {broker.url} ({broker.kind})\n"
             f"  kiosk:      {'a window' if kind == 'window' else f'{SIMULATED_TERMINALS} simulated terminals'}"
             f" at site '{DEMO_SITE}'\n"
+            f"  history:    {seeded} ratings over the past 30 days (terminals hist-01..03)\n"
             f"  data:       {data_dir}{' (removed at exit)' if temporary else ''}",
             flush=True,
         )

@@ -48,6 +48,7 @@ def test_demo_serves_ratings_and_stops_cleanly(tmp_path, broker_flag):
         expected = "embedded" if broker_flag else "mosquitto"
         assert f"({expected})" in banner
         assert "simulated terminals" in banner, "no display: the demo simulates its kiosks"
+        user, password = re.search(r"login:\s+(\S+) / (\S+)", banner).groups()
 
         base = f"http://127.0.0.1:{port}"
         health = {}
@@ -71,6 +72,19 @@ def test_demo_serves_ratings_and_stops_cleanly(tmp_path, broker_flag):
             time.sleep(0.5)
         assert count >= 2, "the simulated kiosks' taps never reached the server"
 
+        # The dashboard login printed works, and 30 days of history are there.
+        session = requests.Session()
+        login_page = session.get(f"{base}/login", timeout=5)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login_page.text).group(1)
+        home = session.post(f"{base}/login", timeout=5, data={
+            "username": user, "password": password, "csrf": csrf})
+        assert home.status_code == 200 and "/login" not in home.url, "the printed login was refused"
+        assert session.cookies, "no session after logging in with the printed login"
+        history = requests.get(f"{base}/api/v1/summary", timeout=5,
+                               headers={"Authorization": f"Bearer {token}"},
+                               params={"from": "2000-01-01", "site": "demo"}).json()
+        assert history["count"] > 500
+
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
         assert "onetap demo stopped" in process.stdout.read()
@@ -79,6 +93,46 @@ def test_demo_serves_ratings_and_stops_cleanly(tmp_path, broker_flag):
         leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")],
                                    capture_output=True, text=True).stdout.split()
         assert leftovers == [], "a kiosk or broker process outlived the demo"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_demo_with_a_kiosk_window(tmp_path):
+    """Where there is a display the demo opens the real kiosk app (here SDL's offscreen one)."""
+    port = free_port()
+    env = {**os.environ, "SDL_VIDEODRIVER": "offscreen", "KIVY_NO_ARGS": "1",
+           "KIVY_HOME": str(tmp_path / "kivy"), "KIVY_NO_CONSOLELOG": "1"}
+    process = subprocess.Popen(
+        [str(BIN / "onetap-server"), "demo", "--listen", f"127.0.0.1:{port}", "--kiosk", "window",
+         "--no-history", "--data-dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        banner = ""
+        while "data:" not in banner:
+            line = process.stdout.readline()
+            assert line, process.stderr.read()
+            banner += line
+        assert "kiosk:      a window" in banner
+        token = re.search(r"API token:\s+(\S+)", banner).group(1)
+        terminals = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                terminals = requests.get(f"http://127.0.0.1:{port}/api/v1/terminals", timeout=5,
+                                         headers={"Authorization": f"Bearer {token}"}).json()
+            except requests.RequestException:
+                terminals = []
+            if any(t["terminal"] == "counter-01" and t["state"] == "online" for t in terminals):
+                break
+            time.sleep(0.5)
+        assert [(t["site"], t["terminal"], t["state"]) for t in terminals] == \
+            [("demo", "counter-01", "online")], (tmp_path / "demo" / "kiosk.log").read_text()[-3000:]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
     finally:
         if process.poll() is None:
             process.kill()
