@@ -93,6 +93,18 @@ class Store(Protocol):
 
     def quarantine_count(self) -> int: ...
 
+    def prune_ratings(self, before_day: str, received_before: datetime | None = None) -> int:
+        """Retention: delete the raw ratings whose local ``day`` is before *before_day*
+        (``YYYY-MM-DD``) and, when given, that were received before *received_before*;
+        return how many went.
+
+        The rollup count tables stay exactly as they are, so summary() and
+        aggregates() still answer for those days (only iter_ratings, the CSV,
+        loses them); nothing may ever rebuild a rollup from the ratings table
+        afterwards. Deletes in batches, each its own short transaction, so
+        ingest is never held up for long; safe to run again after a crash.
+        """
+
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
@@ -641,6 +653,27 @@ class SQLiteStore:
                 _apply_rollups(conn, counts)
                 flagged += len(rows)
         return flagged
+
+    def prune_ratings(self, before_day: str, received_before: datetime | None = None,
+                      *, batch: int = 10_000) -> int:
+        # Through the day index, a batch per transaction: the ingest thread's
+        # commits wait on the write lock for one batch at most.
+        where = "day < ?"
+        params: list[Any] = [before_day]
+        if received_before is not None:
+            # received_at is stored as RFC 3339 in UTC, so text order is time order.
+            where += " AND received_at < ?"
+            params.append(_iso(received_before.astimezone(timezone.utc)))
+        conn = self.db.conn
+        total = 0
+        while True:
+            with self.transaction():
+                deleted = conn.execute(
+                    f"DELETE FROM ratings WHERE pk IN (SELECT pk FROM ratings WHERE {where} LIMIT ?)",
+                    [*params, batch]).rowcount
+            total += deleted
+            if deleted < batch:
+                return total
 
     @_store_errors
     def low_scores_since(self, day: str, max_score: int) -> list[dict[str, Any]]:
