@@ -22,7 +22,7 @@ from server.auth import SESSION_COOKIE, authenticate, csrf_ok, new_session, new_
 from server.compare import compare
 from server.config import ServerConfig
 from server.dashboard import charts
-from server.dashboard.i18n import LANGS, t
+from server.dashboard.i18n import LANGS, code_label, t
 from server.export import iter_csv, month_range, report_data, write_ratings_xlsx
 from server.store import Filters
 
@@ -59,7 +59,9 @@ class Session:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+    # uvicorn turns X-Forwarded-Proto into the scheme, but only from
+    # forwarded_allow_ips (the reverse proxy): anyone else could send the header.
+    return request.url.scheme == "https"
 
 
 def _lang(request: Request) -> str:
@@ -294,8 +296,8 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
 
     def range_form(request: Request, session: Session, lang: str, first: date, last: date,
                    site: str | None, choice: str, action: str) -> str:
-        options = "".join(f'<option value="{k}"{" selected" if k == choice else ""}>{k}</option>'
-                          for k in SUSPECT_CHOICES)
+        options = "".join(f'<option value="{k}"{" selected" if k == choice else ""}>'
+                          f'{escape(code_label(k, lang))}</option>' for k in SUSPECT_CHOICES)
         return (f'<form method="get" action="{action}" class="filters">'
                 f'<label>{t("from", lang)}<input type="date" name="from" value="{first}"></label>'
                 f'<label>{t("to", lang)}<input type="date" name="to" value="{last}"></label>'
@@ -332,7 +334,9 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
                 out.append((str(k[0]), summary.count, summary.index))
             if key == "age_group":
                 out.sort(key=lambda item: AGE_GROUPS.index(item[0]) if item[0] in AGE_GROUPS else 99)
-            return out
+            if key not in ("reason", "age_group"):
+                return out
+            return [(code_label(code, lang), count, index) for code, count, index in out]
 
         total = summarize(s.summary(filters))
         body = [range_form(request, session, lang, first, last, site, choice, "/trends"),
