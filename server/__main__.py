@@ -51,6 +51,7 @@ def serve(config) -> int:
     except ImportError:
         raise ServerError("the server needs its extras: pip install 'onetap[server]'") from None
     from server.alerts import AlertRunner
+    from server.retention import RetentionRunner
     from server.api import create_app
     from server.link import Link
     from server.store import SQLiteStore
@@ -63,12 +64,18 @@ def serve(config) -> int:
     link = Link(config, store_factory, fault=fault_from_env(os.environ.get("ONETAP_FAULT"))).start()
     # Alert rules and suspect flagging, every alerts.interval_s, on their own connection.
     alerts = AlertRunner(config, store_factory, publish=link.publish_retained).start()
+    # Retention: raw ratings older than retention_days go, the daily counts stay.
+    retention = (RetentionRunner(config.retention_days, config.tz, store_factory).start()
+                 if config.retention_days else None)
     # Each terminal's survey, retained on its config topic, from [survey] and [sites.*.survey].
     surveys = SurveyRunner(config, store_factory, link).start()
     host, port = config.listen_address
     app = create_app(store_factory, config, link)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           access_log=False))
+                                           access_log=False, proxy_headers=True,
+                                           # X-Forwarded-Proto (Secure cookies) and -For
+                                           # are believed only from the reverse proxy.
+                                           forwarded_allow_ips=config.forwarded_allow_ips))
     log.info("HTTP API on http://%s:%d, broker %s, database %s", host, port, config.broker, config.db)
     if threading.current_thread() is threading.main_thread():
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the
@@ -79,6 +86,8 @@ def serve(config) -> int:
         # uvicorn handles SIGTERM and SIGINT by finishing its requests and returning.
         server.run()
     finally:
+        if retention is not None:
+            retention.stop()
         surveys.stop()
         alerts.stop()
         link.stop()
