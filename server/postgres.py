@@ -7,7 +7,7 @@ import functools
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
@@ -609,6 +609,25 @@ class PostgresStore:
                     key = _rollup_key(row, suspect)
                     counts[key] = counts.get(key, 0) + delta
         return len(rows)
+
+    def prune_ratings(self, before_day: str, received_before: datetime | None = None,
+                      *, batch: int = 10_000) -> int:
+        """Retention (see Store.prune_ratings): rollups stay; a batch per short transaction."""
+        where = "day < %s"
+        params: list[Any] = [before_day]
+        if received_before is not None:
+            # received_at is stored as RFC 3339 in UTC, so text order is time order.
+            where += " AND received_at < %s"
+            params.append(_iso(received_before.astimezone(timezone.utc)))
+        total = 0
+        while True:
+            with self.transaction():
+                deleted = self.conn.execute(
+                    f"DELETE FROM ratings WHERE pk IN (SELECT pk FROM ratings WHERE {where} LIMIT %s)",
+                    [*params, batch]).rowcount
+            total += deleted
+            if deleted < batch:
+                return total
 
     @_store_errors
     def low_scores_since(self, day: str, max_score: int) -> list[dict[str, Any]]:

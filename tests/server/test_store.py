@@ -270,3 +270,17 @@ def test_concurrent_stores_store_each_id_once(backend):
     assert sum(stores[1].summary(day()).values()) == 1000
     for s in stores:
         s.close()
+
+
+def test_prune_ratings_keeps_the_rollups(store):
+    old = [rating(seq=i, score=1 + i % 5, at="2026-10-01T10:00:00.000+09:00") for i in range(1, 26)]
+    new = [rating(seq=100 + i, at="2026-11-27T10:00:00.000+09:00") for i in range(1, 4)]
+    store.ingest_batch("s1", "t1", old + new, RECEIVED)
+    october = Filters(date(2026, 10, 1), date(2026, 10, 31))
+    before = store.summary(october)
+    assert store.prune_ratings("2026-11-01", RECEIVED - timedelta(days=1)) == 0  # received too recently
+    assert store.prune_ratings("2026-11-01", batch=10) == 25
+    assert store.prune_ratings("2026-11-01") == 0  # again: nothing left to do
+    assert store.counts()["ratings"] == 3
+    assert store.summary(october) == before and sum(before.values()) == 25
+    assert list(store.iter_ratings(october)) == []
