@@ -20,7 +20,11 @@ PROG = "onetap-server"
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config (see deploy/server.example.toml)")
     parser.add_argument("--broker", metavar="URL", help="mqtt://host:port or mqtts://host:port")
-    parser.add_argument("--db", metavar="PATH", help="SQLite database file")
+    parser.add_argument("--db", metavar="PATH",
+                        help="SQLite database file, or postgresql://user@host:5432/dbname")
+    parser.add_argument("--role", choices=("all", "ingest", "api"),
+                        help="all (default): ingest + HTTP API; ingest: one of several ingest"
+                             " workers, no HTTP; api: HTTP API and alerts, no ingest")
     parser.add_argument("--listen", metavar="HOST:PORT", help="HTTP address (default 127.0.0.1:8080)")
     parser.add_argument("--api-token", metavar="TOKEN",
                         help="bearer token for /api/v1 (prefer ONETAP_API_TOKEN in production)")
@@ -35,17 +39,28 @@ def _run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, env=os.environ, overrides={
         "broker": args.broker, "db": args.db, "listen": args.listen, "api_token": args.api_token,
+        "role": args.role,
     })
     if args.check_config:
         print(f"{PROG}: configuration is valid: {config!r}")
         return 0
-    if not config.api_token:
+    if not config.api_token and config.role != "ingest":
         raise ServerError("no api_token: set it in the config, ONETAP_API_TOKEN or --api-token")
     return serve(config)
 
 
 def serve(config) -> int:
-    """Run link + ingest + HTTP API until SIGTERM or Ctrl-C."""
+    """Run link + ingest + HTTP API until SIGTERM or Ctrl-C (by config.role: only some of them)."""
+    from server.backend import describe, open_store
+    from server.link import Link
+
+    def store_factory():
+        return open_store(config.db, config.timezone)
+
+    if config.role == "ingest":
+        store_factory().close()  # create or migrate the database before anything reads it
+        return _serve_ingest(config, Link(config, store_factory,
+                                          fault=fault_from_env(os.environ.get("ONETAP_FAULT"))))
     try:
         import uvicorn
     except ImportError:
@@ -53,12 +68,7 @@ def serve(config) -> int:
     from server.alerts import AlertRunner
     from server.retention import RetentionRunner
     from server.api import create_app
-    from server.link import Link
-    from server.store import SQLiteStore
     from server.survey import SurveyRunner
-
-    def store_factory():
-        return SQLiteStore.open(config.db, config.timezone)
 
     store_factory().close()  # create or migrate the database before anything reads it
     link = Link(config, store_factory, fault=fault_from_env(os.environ.get("ONETAP_FAULT"))).start()
@@ -76,7 +86,8 @@ def serve(config) -> int:
                                            # X-Forwarded-Proto (Secure cookies) and -For
                                            # are believed only from the reverse proxy.
                                            forwarded_allow_ips=config.forwarded_allow_ips))
-    log.info("HTTP API on http://%s:%d, broker %s, database %s", host, port, config.broker, config.db)
+    log.info("HTTP API on http://%s:%d, broker %s, database %s, role %s", host, port, config.broker,
+             describe(config.db), config.role)
     if threading.current_thread() is threading.main_thread():
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the
         # handler it found; the default one would kill us before the finally
@@ -93,6 +104,26 @@ def serve(config) -> int:
         link.stop()
     if not server.started:
         raise ServerError(f"could not listen on {config.listen}")
+    return 0
+
+
+def _serve_ingest(config, link) -> int:
+    """An ingest worker: no HTTP, until SIGTERM or Ctrl-C; then it commits what
+    it holds and sends those Acks before leaving."""
+    from server.backend import describe
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    link.start()
+    log.info("ingest worker %s: broker %s, database %s", link.client._client_id.decode(),
+             config.broker, describe(config.db))
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        link.stop()
     return 0
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -26,6 +28,13 @@ log = logging.getLogger(__name__)
 
 RATINGS_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/ratings"
 STATUS_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/status"
+#: Ingest workers (role "ingest") share the ratings: the broker hands each
+#: message to one member of the group. Statuses are not shared: every worker
+#: stores every status (an idempotent upsert), so each one gets the retained
+#: statuses when it subscribes, which a shared subscription never sends.
+SHARED_GROUP = "onetap-ingest"
+SHARED_RATINGS_SUBSCRIPTION = f"$share/{SHARED_GROUP}/{RATINGS_SUBSCRIPTION}"
+DEFAULT_CLIENT_ID = "onetap-server"
 #: Messages per commit at most: many batches share one FULL commit, then their Acks go.
 MAX_MESSAGES_PER_COMMIT = 200
 #: Received but not yet ingested; when full, paho's thread waits, and the
@@ -34,12 +43,27 @@ QUEUE_LIMIT = 1000
 _STOP = object()
 
 
+def client_id_for(config: ServerConfig) -> str:
+    """The MQTT client id: config's, except that an ingest or api worker left at
+    the default gets one of its own (two clients with one id knock each other off)."""
+    if config.role == "all" or config.client_id != DEFAULT_CLIENT_ID:
+        return config.client_id
+    return f"{DEFAULT_CLIENT_ID}-{config.role}-{socket.gethostname()}-{os.getpid()}"
+
+
 class Link:
     """Subscribes to every terminal's ratings and status and ingests them.
 
     paho's callbacks only enqueue; one worker thread owns the store (made by
     *store_factory* in that thread), commits up to 200 messages at a time and
     only then publishes their Acks (QoS 1, not retained).
+
+    By config ``role``: "all" keeps a persistent session and subscribes to
+    every ratings topic; "ingest" shares the ratings with the other workers
+    ($share/onetap-ingest/...) on a clean session, because mosquitto keeps
+    handing a share of the messages to a member that is away, where they
+    would wait for it (the kiosks' resends make up for what a dead worker
+    held); "api" only publishes (alerts) and ingests nothing.
     """
 
     def __init__(self, config: ServerConfig, store_factory: Callable[[], Store], *,
@@ -60,13 +84,15 @@ class Link:
         self._worker_ready = threading.Event()
         self._worker_error: BaseException | None = None
         self._started = False
+        self.role = config.role
+        self._persistent = self.role == "all"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
+            client_id=client_id_for(config),
             protocol=mqtt.MQTTv311 if config.mqtt_protocol == "3.1.1" else mqtt.MQTTv5,
             # MQTT 3.1.1 keeps the session (and its queued batches) this way;
             # MQTT 5 does it with clean_start=False and a session expiry below.
-            clean_session=False if config.mqtt_protocol == "3.1.1" else None,
+            clean_session=(not self._persistent) if config.mqtt_protocol == "3.1.1" else None,
         )
         if config.username is not None:
             self.client.username_pw_set(config.username, config.password)
@@ -106,13 +132,17 @@ class Link:
             log.error("broker %s refused the connection: %s", self.config.broker, reason_code)
             return
         log.info("connected to %s (session present: %s)", self.config.broker, flags.session_present)
+        if self.role == "api":
+            self._connected.set()  # publishes alerts only; nothing to subscribe to
+            return
+        ratings = SHARED_RATINGS_SUBSCRIPTION if self.role == "ingest" else RATINGS_SUBSCRIPTION
         # Subscribing again is harmless with a kept session; retainHandling=1
         # then skips re-sending every retained status we already stored.
         if self.config.mqtt_protocol == "3.1.1":
-            client.subscribe([(RATINGS_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
+            client.subscribe([(ratings, 1), (STATUS_SUBSCRIPTION, 1)])
             return
         client.subscribe([
-            (RATINGS_SUBSCRIPTION, SubscribeOptions(qos=1)),
+            (ratings, SubscribeOptions(qos=1)),
             (STATUS_SUBSCRIPTION, SubscribeOptions(qos=1, retainHandling=1)),
         ])
 
@@ -123,6 +153,7 @@ class Link:
             log.error("broker refused a subscription: %s", failed)
             return
         # Connected for /healthz means ready to receive, not merely a socket.
+        log.info("subscribed to the terminals' ratings and statuses (role %s)", self.role)
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -193,15 +224,18 @@ class Link:
 
     def start(self) -> "Link":
         """Start the ingest worker and connect (in the background; reconnects forever)."""
-        self._worker = threading.Thread(target=self._work, name="onetap-ingest", daemon=True)
-        self._worker.start()
-        self._worker_ready.wait()
-        if self._worker_error is not None:
-            raise self._worker_error
+        if self.role != "api":
+            self._worker = threading.Thread(target=self._work, name="onetap-ingest", daemon=True)
+            self._worker.start()
+            self._worker_ready.wait()
+            if self._worker_error is not None:
+                raise self._worker_error
         address = self.config.broker_address
         self._started = True
         if self.config.mqtt_protocol == "3.1.1":
             self.client.connect_async(address.host, address.port, keepalive=30)
+        elif not self._persistent:
+            self.client.connect_async(address.host, address.port, keepalive=30, clean_start=True)
         else:
             props = Properties(PacketTypes.CONNECT)
             # Without a session expiry an MQTT 5 session ends with the connection,
