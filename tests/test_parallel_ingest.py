@@ -154,3 +154,37 @@ def test_worker_killed_after_commit_mid_stream_loses_and_doubles_nothing(mosquit
     finally:
         survivor.stop()
         doomed.stop()
+
+
+def test_api_role_serves_what_the_workers_stored_and_ingests_nothing(mosquitto, postgres_database, tmp_path):
+    import requests
+
+    from tests.broker import free_port, wait_for_port
+    from tests.server_process import TOKEN
+
+    backend = make_backend("postgres", tmp_path, postgres_database)
+    backend.open().close()
+    worker = IngestWorker(mosquitto, backend.db, tmp_path, "w1").start()
+    port = free_port()
+    api = subprocess.Popen([str(BIN / "onetap-server"), "run", "--role", "api", "--broker", mosquitto.url,
+                            "--db", str(backend.db), "--listen", f"127.0.0.1:{port}", "--api-token", TOKEN],
+                           stdout=subprocess.DEVNULL, stderr=open(tmp_path / "api.log", "ab"))
+    try:
+        wait_for_port(port, timeout=30)
+        code, out, err = simulate(mosquitto.url, tmp_path / "kiosks", terminals=2, taps=50, site="api")
+        assert code == 0, err[-2000:]
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").json()["broker"] == "connected",
+                   30, "the api process to connect")
+        health = requests.get(f"http://127.0.0.1:{port}/healthz").json()
+        assert health == {"status": "ok", "broker": "connected", "db": "ok"}
+        summary = requests.get(f"http://127.0.0.1:{port}/api/v1/summary?site=api&from=2000-01-01&to=2100-01-01",
+                               headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        assert summary["count"] == 100
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics").text
+        assert "onetap_ingest_messages_total 0" in metrics  # the api process ingested nothing
+        assert_exactly_once(backend, "api", 2, 50)
+    finally:
+        api.terminate()
+        api.wait(15)
+        worker.stop()
+        backend.close()
