@@ -37,7 +37,7 @@ class PostgresDatabase:
         self.name = f"onetap_test_{uuid.uuid4().hex[:12]}"
         self.url = _with_database(self.admin, self.name)
 
-    def create(self) -> "PostgresDatabase":
+    def create(self, durable: bool = False) -> "PostgresDatabase":
         import psycopg
 
         try:
@@ -45,7 +45,8 @@ class PostgresDatabase:
                 conn.execute(f'CREATE DATABASE "{self.name}"')
                 # Tests never crash the database server: commits need not wait
                 # for the disk (this database only; the server's others keep theirs).
-                conn.execute(f'ALTER DATABASE "{self.name}" SET synchronous_commit = off')
+                if not durable:
+                    conn.execute(f'ALTER DATABASE "{self.name}" SET synchronous_commit = off')
         except psycopg.OperationalError as exc:
             raise RuntimeError(
                 f"no PostgreSQL at {self.admin} (set ONETAP_TEST_POSTGRES, or run"
