@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import tomllib
 import types
@@ -11,13 +10,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 from kiosk import protocol
+from kiosk.protocol import is_loopback, parse_broker_url  # noqa: F401 - part of this module's API
 from kiosk.errors import ConfigError
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
-DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 OUTBOX_FILE = "outbox.db"
 
 
@@ -26,42 +24,6 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "onetap"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether *host* is this machine, where plain MQTT never touches a network."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_broker_url(url: str) -> tuple[str, str, int]:
-    """Split ``mqtt://host:port`` or ``mqtts://host:port`` into (scheme, host, port).
-
-    The port defaults to 1883 (mqtt) or 8883 (mqtts). Anything else (another
-    scheme, a path, a query, credentials in the URL) is a ValueError naming
-    what is wrong: passwords belong in the config or environment, not in a URL
-    that ends up in logs and process lists.
-    """
-    if not isinstance(url, str) or not url:
-        raise ValueError("broker URL is empty")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"{url!r} is not a broker URL ({exc})") from None
-    if parts.scheme not in DEFAULT_PORTS:
-        raise ValueError(f"{url!r}: the scheme must be mqtt:// or mqtts://")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"{url!r}: put the user and password in the config or environment, not the URL")
-    if not parts.hostname:
-        raise ValueError(f"{url!r} has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: only mqtt[s]://host:port is allowed (no path or query)")
-    return parts.scheme, parts.hostname, port if port is not None else DEFAULT_PORTS[parts.scheme]
 
 
 class _Invalid(ValueError):

@@ -10,10 +10,12 @@ that is wrong and why, and never anything else for bad input.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import urlsplit
 from typing import Any, Iterable, Mapping, Sequence
 
 VERSION = 1
@@ -71,6 +73,47 @@ class ProtocolError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+# -- broker URLs ------------------------------------------------------------
+
+BROKER_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* is this machine, where plain MQTT never touches a network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_broker_url(url: str) -> tuple[str, str, int]:
+    """Split ``mqtt://host:port`` or ``mqtts://host:port`` into (scheme, host, port).
+
+    The port defaults to 1883 (mqtt) or 8883 (mqtts). Anything else (another
+    scheme, a path, a query, credentials in the URL) is a ValueError naming
+    what is wrong: passwords belong in the config or environment, not in a URL
+    that ends up in logs and process lists.
+    """
+    if not isinstance(url, str) or not url:
+        raise ValueError("broker URL is empty")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a broker URL ({exc})") from None
+    if parts.scheme not in BROKER_DEFAULT_PORTS:
+        raise ValueError(f"{url!r}: the scheme must be mqtt:// or mqtts://")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{url!r}: put the user and password in the config or environment, not the URL")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: only mqtt[s]://host:port is allowed (no path or query)")
+    return parts.scheme, parts.hostname, port if port is not None else BROKER_DEFAULT_PORTS[parts.scheme]
 
 
 # -- topics -----------------------------------------------------------------

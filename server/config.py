@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kiosk.protocol import DEFAULT_REASONS, ProtocolError, is_identifier, parse_hours
+from kiosk.protocol import DEFAULT_REASONS, ProtocolError, is_identifier, is_loopback, parse_hours
+from kiosk.protocol import parse_broker_url as protocol_parse_broker_url
 from server.errors import ConfigError
 
 _REASON_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")
@@ -30,21 +31,8 @@ class BrokerAddress:
 
 def parse_broker_url(url: str) -> BrokerAddress:
     """Parse a broker URL or raise ValueError saying what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"{url!r} must start with mqtt:// or mqtts://")
-    if parts.username or parts.password:
-        raise ValueError(f"{url!r}: put the user and password in username/password, not the URL")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"{url!r} must be mqtt[s]://host[:port] and nothing more")
-    if not parts.hostname:
-        raise ValueError(f"{url!r} has no host")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+    scheme, host, port = protocol_parse_broker_url(url)
+    return BrokerAddress(host, port, scheme == "mqtts")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -236,16 +224,6 @@ def _ip_list(value: Any) -> str:
         except ValueError:
             raise ValueError(f"{part!r} is not an IP address or network (or *)") from None
     return value
-
-
-def is_loopback(host: str) -> bool:
-    """Whether *host* is this machine, where plain MQTT never touches a network."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _mqtt_protocol(value: Any) -> str:

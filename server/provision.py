@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import ipaddress
 import logging
 import os
 import pwd
@@ -15,9 +14,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
-from urllib.parse import urlsplit
 
-from kiosk.protocol import IDENT_PATTERN, TOPIC_ROOT, ProtocolError, check_identifier
+from kiosk.protocol import (
+    IDENT_PATTERN,
+    TOPIC_ROOT,
+    ProtocolError,
+    check_identifier,
+    is_loopback,
+    parse_broker_url,
+)
 from server import passwd
 from server.errors import ServerError
 
@@ -26,7 +31,6 @@ log = logging.getLogger(__name__)
 #: The user mosquitto 2 drops to before it reads its password and ACL files.
 BROKER_USER = "mosquitto"
 DEFAULT_SERVICE_BROKER = "mqtt://127.0.0.1:1883"
-_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 # `terminal@site`: '@' never occurs in an identifier, so the split is
 # unambiguous and no terminal name can equal a service name (an identifier).
@@ -301,31 +305,10 @@ def merge_top_level(text: str, items: Sequence[tuple[str, str]]) -> str:
 
 def check_broker_url(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an `mqtt://host[:port]` or `mqtts://host[:port]` URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS:
-        raise ProvisionError(f"--broker {url!r}: scheme must be mqtt:// or mqtts://")
-    if parts.username or parts.password:
-        raise ProvisionError(
-            f"--broker {url!r}: put no credentials in the URL; provision generates them")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ProvisionError(f"--broker {url!r}: only scheme://host:port is allowed")
     try:
-        port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        return parse_broker_url(url)
     except ValueError as exc:
-        raise ProvisionError(f"--broker {url!r}: {exc}") from None
-    if not parts.hostname:
-        raise ProvisionError(f"--broker {url!r}: no host")
-    return parts.scheme, parts.hostname, port
-
-
-def is_loopback(host: str) -> bool:
-    """Whether *host* names this machine (plain MQTT never leaves it)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        raise ProvisionError(f"--broker {exc}") from None
 
 
 def _check_tls(url: str, ca_file: str | None) -> list[tuple[str, str]]:

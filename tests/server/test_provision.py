@@ -144,7 +144,7 @@ def test_usernames_are_unique_across_sites_and_never_a_service_name():
     (["--service", "srv", "--site", "s", "--terminal", "t"], "not both"),
     (["--service", "Bad_Name"], "--service: 'Bad_Name'"),
     (["--site", "s", "--terminal", "t", "--broker", "http://h"], "mqtt:// or mqtts://"),
-    (["--site", "s", "--terminal", "t", "--broker", "mqtt://u:p@h"], "no credentials"),
+    (["--site", "s", "--terminal", "t", "--broker", "mqtt://u:p@h"], "not the URL"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://h:99999"], "--broker"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://h", "--ca-file", "/etc/hostname"],
      "needs an mqtts://"),
