@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -13,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from kiosk.protocol import ProtocolError, format_timestamp, parse_timestamp, site_topic
 from server.config import AlertsConfig, ServerConfig
-from server.errors import StoreError
+from server.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -273,40 +272,22 @@ class AlertEngine:
                 log.error("could not publish alerts of %s: %s", site, exc)
 
 
-class AlertRunner:
-    """Runs an AlertEngine every interval_s in its own thread, on its own store connection."""
+class AlertRunner(Periodic):
+    """Runs an AlertEngine every alerts.interval_s."""
+
+    name = "onetap-alerts"
 
     def __init__(self, config: ServerConfig, store_factory: Callable[[], Any], *,
                  publish: Callable[[str, bytes], Any] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        super().__init__(store_factory, config.alerts.interval_s)
         self.config = config
-        self.store_factory = store_factory
         self.publish = publish
         self.now = now
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.passes = 0
+        self._engines: dict[int, AlertEngine] = {}
 
-    def start(self) -> "AlertRunner":
-        self._thread = threading.Thread(target=self._loop, name="onetap-alerts", daemon=True)
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        store = self.store_factory()
-        try:
-            engine = AlertEngine(store, self.config, publish=self.publish)
-            while not self._stop.is_set():
-                try:
-                    engine.run_once(self.now())
-                except StoreError as exc:
-                    log.error("alert evaluation failed: %s", exc)
-                self.passes += 1
-                self._stop.wait(self.config.alerts.interval_s)
-        finally:
-            store.close()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def tick(self, store: Any) -> None:
+        engine = self._engines.get(id(store))
+        if engine is None:
+            engine = self._engines[id(store)] = AlertEngine(store, self.config, publish=self.publish)
+        engine.run_once(self.now())

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from server.errors import StoreError
+from server.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +30,23 @@ def cutoff(now: datetime, tz: ZoneInfo, days: int) -> tuple[str, datetime]:
     return (today - timedelta(days=days)).isoformat(), now - timedelta(days=days)
 
 
-class RetentionRunner:
-    """Prunes at start and every *interval_s* in its own thread, on its own store connection."""
+class RetentionRunner(Periodic):
+    """Prunes at start and every *interval_s*."""
+
+    name = "onetap-retention"
 
     def __init__(self, days: int, tz: ZoneInfo, store_factory: Callable[[], Any], *,
                  interval_s: float = INTERVAL_S,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        super().__init__(store_factory, interval_s)
         self.days = days
         self.tz = tz
-        self.store_factory = store_factory
-        self.interval_s = interval_s
         self.now = now
         self.pruned = 0
         self.runs = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+
+    def tick(self, store: Any) -> None:
+        self.run_once(store)
 
     def run_once(self, store: Any) -> int:
         """Delete what is due now; returns how many ratings went."""
@@ -57,29 +58,3 @@ class RetentionRunner:
         self.pruned += deleted
         self.runs += 1
         return deleted
-
-    def start(self) -> "RetentionRunner":
-        self._thread = threading.Thread(target=self._loop, name="onetap-retention", daemon=True)
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        store = None
-        try:
-            while not self._stop.is_set():
-                try:
-                    if store is None:
-                        store = self.store_factory()
-                    self.run_once(store)
-                except StoreError as exc:
-                    # A busy or failing database: the next run catches up.
-                    log.error("retention: could not prune (%s); trying again later", exc)
-                self._stop.wait(self.interval_s)
-        finally:
-            if store is not None:
-                store.close()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)

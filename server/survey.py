@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from kiosk import protocol
 from kiosk.protocol import ProtocolError, SurveyConfig
-from server.errors import ConfigError, StoreError
+from server.errors import ConfigError
+from server.periodic import Periodic
 
 if TYPE_CHECKING:
     from server.config import ServerConfig
-
-log = logging.getLogger(__name__)
 
 KEYS = frozenset(("version", "question", "reasons", "reason_labels", "reason_threshold", "age_group",
                   "cooldown_s", "followup_timeout_s", "thank_you_s", "hours", "count_when_closed"))
@@ -111,37 +108,17 @@ class SurveyPublisher:
         return count
 
 
-class SurveyRunner:
-    """SurveyPublisher every few seconds over the terminals the store knows, in its own thread."""
+class SurveyRunner(Periodic):
+    """SurveyPublisher every few seconds over the terminals the store knows."""
+
+    name = "onetap-survey"
 
     def __init__(self, config: "ServerConfig", store_factory: Callable[[], Any], link: Any,
                  interval_s: float = 5.0):
+        super().__init__(store_factory, interval_s)
         self.publisher = SurveyPublisher(config, link.publish_retained)
-        self.store_factory = store_factory
         self.link = link
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> "SurveyRunner":
-        self._thread = threading.Thread(target=self._loop, name="onetap-survey", daemon=True)
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        store = self.store_factory()
-        try:
-            while not self._stop.is_set():
-                try:
-                    terminals = [(t["site"], t["terminal"]) for t in store.terminals()]
-                    self.publisher.run_once(terminals, self.link.connected)
-                except StoreError as exc:
-                    log.error("survey publishing failed: %s", exc)
-                self._stop.wait(self.interval_s)
-        finally:
-            store.close()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def tick(self, store: Any) -> None:
+        terminals = [(t["site"], t["terminal"]) for t in store.terminals()]
+        self.publisher.run_once(terminals, self.link.connected)
