@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from kiosk.protocol import SCORES, Rating, Status, format_timestamp, parse_timestamp
+from kiosk.protocol import Rating, Status, format_timestamp, parse_timestamp
 from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.errors import StoreError
 
