@@ -288,11 +288,15 @@ class PostgresStore:
             self._pending[-1].merge(done)
 
     def _flush(self, pending: _Pending) -> None:
-        self._write_rollups(pending.counts)
+        # Pipelined (one round trip each group), and the rollups last: their
+        # few hot rows are shared by every worker, so hold them the shortest.
         conn = self.conn
-        for (site, terminal), ops in sorted(pending.terminals.items()):
-            for op in ops:
-                conn.execute(op[0], (site, terminal, *op[1:]))
+        with conn.pipeline():
+            for (site, terminal), ops in sorted(pending.terminals.items()):
+                for op in ops:
+                    conn.execute(op[0], (site, terminal, *op[1:]))
+        with conn.pipeline():
+            self._write_rollups(pending.counts)
 
     def _write_rollups(self, counts: dict[tuple, int]) -> None:
         if not counts:
