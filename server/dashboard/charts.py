@@ -27,7 +27,11 @@ def trend_chart(days: Sequence[str], index: Sequence[float | None], csat: Sequen
         y = top + plot_h * (1 - value / 100)
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{_num(y)}" y2="{_num(y)}" class="grid"/>'
                      f'<text x="{left - 6}" y="{_num(y + 4)}" class="axis" text-anchor="end">{value}</text>')
-    parts.append(f'<text x="{left + plot_w + 6}" y="{top + 10}" class="axis">{max_count}</text>')
+    # Count bars use the lower 35% of the plot: label the tallest one's level.
+    count_top = top + plot_h * (1 - 0.35)
+    parts.append(f'<line x1="{left + plot_w}" x2="{left + plot_w + 4}" y1="{_num(count_top)}" '
+                 f'y2="{_num(count_top)}" class="grid"/>'
+                 f'<text x="{left + plot_w + 6}" y="{_num(count_top + 4)}" class="axis">{max_count}</text>')
     for i, count in enumerate(counts):
         h = plot_h * 0.35 * count / max_count
         parts.append(f'<rect x="{_num(left + i * step + step * 0.15)}" y="{_num(top + plot_h - h)}" '
