@@ -339,7 +339,30 @@ def screenshots(app, result, args):
         shell.close_maintenance()
 
 
-SCENARIOS = {"ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+def buttons(app, result, args):
+    """Physical buttons (gpiozero's mock pins): a bouncing press is one rating, LEDs show state."""
+    from gpiozero import Device
+
+    shell = app.shell
+    yield screen_is(app, "rating")
+    yield lambda: shell.buttons is not None
+    factory = Device.pin_factory
+    button = factory.pin(26)  # [buttons] maps GPIO 26 to score 5
+    # One press whose contact bounces: low, high, low, high within a few ms.
+    for level in (False, True, False, True):
+        button.drive_low() if not level else button.drive_high()
+    yield lambda: shell.last_rating is not None
+    yield 0.5
+    result["screen_after_press"] = shell.flow.screen.value
+    result["presses"] = shell.buttons.presses
+    result["bounces"] = shell.buttons.bounces
+    # No broker (port 9) and a rating waiting: the buffering light, not connected.
+    yield lambda: factory.pin(20).state == 1
+    result["leds"] = {"connected": factory.pin(16).state, "buffering": factory.pin(20).state,
+                      "error": factory.pin(21).state}
+
+
+SCENARIOS = {"buttons": buttons, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":

@@ -171,3 +171,15 @@ def test_every_screen_draws_at_1280x800_with_large_tiles(tmp_path):
     assert {name.split("-zh-")[0].removeprefix("kiosk-") for name in result["shots"]} == names
     for name in result["shots"]:
         assert (shots / name).stat().st_size > 5000  # drawn, not blank
+
+
+def test_a_physical_button_goes_through_the_same_flow(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    result = run_driver(tmp_path, "buttons", ui=(
+        "[buttons]\npins = [5, 6, 13, 19, 26]\nled_connected = 16\nled_buffering = 20\n"
+        "led_error = 21\ndebounce_ms = 50\n"))
+    assert (result["presses"], result["bounces"]) == (1, 1)
+    assert result["screen_after_press"] in ("thanks", "rating")
+    assert result["leds"] == {"connected": 0, "buffering": 1, "error": 0}
+    [row] = rows(tmp_path)
+    assert (row["score"], row["input"], row["held"]) == (5, "button", 0)
