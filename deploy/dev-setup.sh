@@ -28,7 +28,6 @@ if ((${#missing[@]})); then
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
 fi
-# The distribution's broker service is not needed (and tests never use it).
 
 # PostgreSQL for the store and API tests on the second backend (tests/backends.py
 # finds it through ONETAP_TEST_POSTGRES, default
