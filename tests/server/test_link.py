@@ -180,3 +180,43 @@ def test_fault_hook_brackets_each_commit(mosquitto, db_path):
     finally:
         terminal.close()
         link.stop()
+
+
+def test_a_full_server_disk_sends_no_ack_and_the_kiosks_resend_lands_later(mosquitto, tmp_path):
+    """SQLITE_FULL on the server: nothing committed, no Ack, so the kiosk keeps the ratings
+    and sends them again; once there is room they are stored, exactly once."""
+    from kiosk.outbox import Outbox
+    from kiosk.uplink import Uplink
+
+    db_path = tmp_path / "server.db"
+    stores = []
+
+    def full_store():
+        store = SQLiteStore.open(db_path)
+        pages = store.db.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.db.conn.execute(f"PRAGMA max_page_count = {pages}")  # not one page more
+        stores.append(store)
+        return store
+
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-full", db=db_path,
+                          session_expiry_s=600)
+    link = Link(config, full_store).start()
+    assert link.wait_connected(DEADLINE)
+    outbox_path = tmp_path / "kiosk.db"
+    kiosk = Outbox.open(outbox_path)
+    for score in (1, 2, 3, 4, 5) * 40:
+        kiosk.record(score, clock_synced=True)
+    uplink = Uplink(lambda: Outbox.open(outbox_path), site="s1", terminal="full-1",
+                    broker_url=mosquitto.url, ack_timeout=1.0).start()
+    try:
+        wait_for(lambda: link.counters.store_errors >= 1, "the server to hit its full disk")
+        assert kiosk.stats().backlog == 200, "a rating was acknowledged that was never stored"
+        assert SQLiteStore.open(db_path).counts()["ratings"] == 0
+        stores[0].db.conn.execute("PRAGMA max_page_count = 1073741823")  # room again
+        assert uplink.wait_idle(60), "the kiosk's resends never landed"
+        with sqlite3.connect(db_path) as conn:
+            seqs = [row[0] for row in conn.execute("SELECT seq FROM ratings ORDER BY seq")]
+        assert seqs == list(range(1, 201))
+    finally:
+        uplink.stop()
+        link.stop()
