@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
-from kiosk.protocol import Rating, Status, parse_timestamp
+from kiosk.protocol import Rating, Status
 from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.errors import StoreError
 from server.store import (
+    Buckets,
+    IngestPlan,
     _INSERT_COLUMNS,
     _KEY_INDEX,
     _NULLABLE,
@@ -234,7 +236,7 @@ class PostgresStore:
     def __init__(self, url: str, timezone: str = "Asia/Seoul"):
         self.url = url
         self.tz = ZoneInfo(timezone)
-        self._bucket_cache: dict[str, tuple[str, int, int]] = {}
+        self.buckets = Buckets(self.tz)
         self._pending: list[_Pending] = []
         self.conn = self._connect()
         try:
@@ -323,20 +325,6 @@ class PostgresStore:
                     cur.executemany(f"DELETE FROM {name} WHERE {where} AND n <= 0",
                                     [(*k[:len(dims)], *k[skip:]) for k, n in rows if n < 0])
 
-    def _buckets(self, rating: Rating, received: tuple[str, int, int]) -> tuple[str, int, int]:
-        if not rating.clock_synced:
-            return received
-        at = rating.at
-        key = at[:16] + at[-6:]
-        bucket = self._bucket_cache.get(key)
-        if bucket is None:
-            local = parse_timestamp("at", at).astimezone(self.tz)
-            bucket = (local.strftime("%Y-%m-%d"), local.hour, local.isoweekday())
-            if len(self._bucket_cache) > 10_000:
-                self._bucket_cache.clear()
-            self._bucket_cache[key] = bucket
-        return bucket
-
     def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
                      received_at: datetime) -> BatchResult:
         return self.ingest_many([(site, terminal, ratings)], received_at)[0]
@@ -348,26 +336,8 @@ class PostgresStore:
 
     def _ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
                      received_at: datetime) -> list[BatchResult]:
-        # The first sighting of an id (in call order) may be stored; later
-        # ones are duplicates of it (SQLiteStore's rule).
-        first: dict[str, tuple[int, str, str, Rating]] = {}
-        repeats: list[tuple[int, str]] = []
-        for index, (site, terminal, ratings) in enumerate(batches):
-            for rating in ratings:
-                if rating.id in first:
-                    if first[rating.id][0] != index or rating is not first[rating.id][3]:
-                        repeats.append((index, rating.id))
-                else:
-                    first[rating.id] = (index, site, terminal, rating)
-        received_text = _iso(received_at)
-        local = received_at.astimezone(self.tz)
-        received = (local.strftime("%Y-%m-%d"), local.hour, local.isoweekday())
-        values = {}
-        for _, site, terminal, rating in first.values():
-            day, hour, weekday = self._buckets(rating, received)
-            values[rating.id] = (rating.id, site, terminal, rating.seq, rating.score, rating.at,
-                                 int(rating.clock_synced), rating.reason, rating.age_group,
-                                 rating.lang, rating.input, received_text, day, hour, weekday)
+        plan = IngestPlan(batches, received_at, self.buckets)
+        values = plan.rows
         stored: set[str] = set()
         if values:
             # (site, terminal, seq) order: a resend hitting two workers at once
@@ -380,14 +350,7 @@ class PostgresStore:
             for rating_id in stored:
                 key = _rollup_key(values[rating_id], 0)
                 counts[key] = counts.get(key, 0) + 1
-        results = [BatchResult([], []) for _ in batches]
-        for rating_id, (index, _, _, _) in first.items():
-            (results[index].accepted if rating_id in stored else results[index].duplicate
-             ).append(rating_id)
-        for index, rating_id in repeats:
-            if rating_id not in results[index].duplicate and rating_id not in results[index].accepted:
-                results[index].duplicate.append(rating_id)
-        return results
+        return plan.results(stored)
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
                    reason: str, rating_id: str | None = None) -> None:

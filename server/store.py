@@ -302,6 +302,75 @@ def _iso(moment: datetime) -> str:
     return format_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
 
 
+
+class Buckets:
+    """Day, hour and ISO weekday of ratings in a time zone: by ``at`` when the kiosk's
+    clock was synchronised, else by when the server received them."""
+
+    def __init__(self, tz: ZoneInfo):
+        self.tz = tz
+        self._cache: dict[str, tuple[str, int, int]] = {}
+
+    def of(self, moment: datetime) -> tuple[str, int, int]:
+        local = moment.astimezone(self.tz)
+        return local.strftime("%Y-%m-%d"), local.hour, local.isoweekday()
+
+    def rating(self, rating: Rating, received: tuple[str, int, int]) -> tuple[str, int, int]:
+        if not rating.clock_synced:
+            return received
+        at = rating.at
+        # Every rating of the same minute and offset lands in the same hour:
+        # converting once per minute keeps a 500-rating batch cheap.
+        key = at[:16] + at[-6:]
+        bucket = self._cache.get(key)
+        if bucket is None:
+            bucket = self.of(parse_timestamp("at", at))
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = bucket
+        return bucket
+
+
+class IngestPlan:
+    """What ingest_many stores, the same way in every backend.
+
+    The first sighting of an id (in call order) may be stored; a later one in
+    another batch of the same call is that batch's duplicate. ``rows`` holds
+    the insert parameters (_INSERT_COLUMNS order) of each first sighting.
+    """
+
+    def __init__(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+                 received_at: datetime, buckets: Buckets):
+        self.count = len(batches)
+        self.first: dict[str, int] = {}
+        self.repeats: list[tuple[int, str]] = []
+        self.rows: dict[str, tuple] = {}
+        received_text = _iso(received_at)
+        received = buckets.of(received_at)
+        for index, (site, terminal, ratings) in enumerate(batches):
+            for rating in ratings:
+                if rating.id in self.first:
+                    if self.first[rating.id] != index:
+                        self.repeats.append((index, rating.id))
+                    continue
+                self.first[rating.id] = index
+                day, hour, weekday = buckets.rating(rating, received)
+                self.rows[rating.id] = (
+                    rating.id, site, terminal, rating.seq, rating.score, rating.at,
+                    int(rating.clock_synced), rating.reason, rating.age_group, rating.lang,
+                    rating.input, received_text, day, hour, weekday)
+
+    def results(self, stored: set[str] | frozenset[str]) -> list[BatchResult]:
+        """Each batch's accepted (newly *stored*) and duplicate ids, each id once."""
+        results = [BatchResult([], []) for _ in range(self.count)]
+        for rating_id, index in self.first.items():
+            (results[index].accepted if rating_id in stored else results[index].duplicate
+             ).append(rating_id)
+        for index, rating_id in dict.fromkeys(self.repeats):
+            results[index].duplicate.append(rating_id)
+        return results
+
+
 class SQLiteStore:
     """Store on one SQLite connection; use one instance per thread.
 
@@ -313,7 +382,7 @@ class SQLiteStore:
     def __init__(self, db: Database, timezone: str = "Asia/Seoul"):
         self.db = db
         self.tz = ZoneInfo(timezone)
-        self._bucket_cache: dict[str, tuple[str, int, int]] = {}
+        self.buckets = Buckets(self.tz)
         conn = db.conn
         if not db.memory:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -348,22 +417,6 @@ class SQLiteStore:
             # Callers tell a failing store (retry later, send no Ack) from bad input.
             raise StoreError(f"database error: {exc}") from exc
 
-    def _buckets(self, rating: Rating, received: tuple[str, int, int]) -> tuple[str, int, int]:
-        if not rating.clock_synced:
-            return received
-        at = rating.at
-        # Every rating of the same minute and offset lands in the same hour:
-        # converting once per minute keeps a 500-rating batch cheap.
-        key = at[:16] + at[-6:]
-        bucket = self._bucket_cache.get(key)
-        if bucket is None:
-            local = parse_timestamp("at", at).astimezone(self.tz)
-            bucket = (local.strftime("%Y-%m-%d"), local.hour, local.isoweekday())
-            if len(self._bucket_cache) > 10_000:
-                self._bucket_cache.clear()
-            self._bucket_cache[key] = bucket
-        return bucket
-
     def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
                      received_at: datetime) -> BatchResult:
         return self.ingest_many([(site, terminal, ratings)], received_at)[0]
@@ -375,31 +428,12 @@ class SQLiteStore:
 
     def _ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
                      received_at: datetime) -> list[BatchResult]:
-        # The first sighting of an id (in call order) may be stored; later
-        # ones are duplicates of it.
-        first: dict[str, tuple[int, str, str, Rating]] = {}
-        repeats: list[tuple[int, str]] = []
-        for index, (site, terminal, ratings) in enumerate(batches):
-            for rating in ratings:
-                if rating.id in first:
-                    if first[rating.id][0] != index:
-                        repeats.append((index, rating.id))
-                else:
-                    first[rating.id] = (index, site, terminal, rating)
-        received_text = _iso(received_at)
-        local = received_at.astimezone(self.tz)
-        received = (local.strftime("%Y-%m-%d"), local.hour, local.isoweekday())
+        plan = IngestPlan(batches, received_at, self.buckets)
         conn = self.db.conn
 
-        def insert(items) -> None:
-            values = []
+        def insert(values) -> None:
             counts: dict[tuple, int] = {}
-            for _, site, terminal, rating in items:
-                day, hour, weekday = self._buckets(rating, received)
-                value = (rating.id, site, terminal, rating.seq, rating.score, rating.at,
-                         int(rating.clock_synced), rating.reason, rating.age_group,
-                         rating.lang, rating.input, received_text, day, hour, weekday)
-                values.append(value)
+            for value in values:
                 key = _rollup_key(value, 0)
                 counts[key] = counts.get(key, 0) + 1
             conn.executemany(_INSERT_RATING, values)
@@ -411,22 +445,16 @@ class SQLiteStore:
         existing: set[str] = set()
         try:
             with self.db.atomic():
-                insert(first.values())
+                insert(list(plan.rows.values()))
         except sqlite3.IntegrityError:
-            ids = list(first)
+            ids = list(plan.rows)
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 existing.update(row[0] for row in conn.execute(
                     f"SELECT id FROM ratings WHERE id IN ({marks})", chunk))
-            insert(item for rating_id, item in first.items() if rating_id not in existing)
-        results = [BatchResult([], []) for _ in batches]
-        for rating_id, (index, _, _, _) in first.items():
-            (results[index].duplicate if rating_id in existing else results[index].accepted
-             ).append(rating_id)
-        for index, rating_id in dict.fromkeys(repeats):
-            results[index].duplicate.append(rating_id)
-        return results
+            insert([row for rating_id, row in plan.rows.items() if rating_id not in existing])
+        return plan.results(plan.rows.keys() - existing)
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
                    reason: str, rating_id: str | None = None) -> None:
