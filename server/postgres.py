@@ -18,6 +18,8 @@ from kiosk.protocol import Rating, Status
 from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.errors import StoreError
 from server.store import (
+    filter_columns,
+    smallest_rollup,
     Buckets,
     IngestPlan,
     _INSERT_COLUMNS,
@@ -423,25 +425,13 @@ class PostgresStore:
     def _rollup_for(self, needed: set[str]) -> str:
         # Answer only while ratings is there (a damaged database must say so).
         self._execute("SELECT 1 FROM ratings LIMIT 0")
-        needed = needed - {"weekday"}
-        for name, dims in ROLLUPS:
-            if needed <= set(dims):
-                return name
-        raise StoreError(f"no rollup holds {sorted(needed)}")
+        return smallest_rollup(needed)
 
-    @staticmethod
-    def _filter_columns(filters: Filters) -> set[str]:
-        needed = {"day"}
-        if filters.site is not None or filters.sites is not None:
-            needed.add("site")
-        if filters.terminal is not None:
-            needed.add("terminal")
-        return needed
 
     @_store_errors
     def summary(self, filters: Filters) -> Distribution:
         where, params = self._where(filters)
-        table = self._rollup_for(self._filter_columns(filters))
+        table = self._rollup_for(filter_columns(filters))
         dist = empty_distribution()
         for score, count in self._execute(
                 f"SELECT score, sum(n) FROM {table} WHERE {where} GROUP BY score", params):
@@ -455,7 +445,7 @@ class PostgresStore:
             if key not in AGGREGATE_KEYS:
                 raise StoreError(f"cannot aggregate by {key!r}")
         where, params = self._where(filters)
-        table = self._rollup_for(self._filter_columns(filters) | set(by))
+        table = self._rollup_for(filter_columns(filters) | set(by))
         columns = ", ".join(by)
         nullable = [i for i, key in enumerate(by) if key in _NULLABLE]
         groups: dict[tuple, Distribution] = {}

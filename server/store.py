@@ -303,6 +303,25 @@ def _iso(moment: datetime) -> str:
 
 
 
+def smallest_rollup(needed: set[str]) -> str:
+    """The smallest rollup table holding every column in *needed* (weekday comes with day)."""
+    needed = needed - {"weekday"}
+    for name, dims in ROLLUPS:
+        if needed <= set(dims):
+            return name
+    raise StoreError(f"no rollup holds {sorted(needed)}")
+
+
+def filter_columns(filters: Filters) -> set[str]:
+    """The columns a query's *filters* need from its table."""
+    needed = {"day"}
+    if filters.site is not None or filters.sites is not None:
+        needed.add("site")
+    if filters.terminal is not None:
+        needed.add("terminal")
+    return needed
+
+
 class Buckets:
     """Day, hour and ISO weekday of ratings in a time zone: by ``at`` when the kiosk's
     clock was synchronised, else by when the server received them."""
@@ -520,25 +539,13 @@ class SQLiteStore:
         # The rollups are derived from ratings: answer only while ratings is
         # there (a damaged database must say so, not serve stale counts).
         self.db.conn.execute("SELECT 1 FROM ratings LIMIT 0").fetchall()
-        needed = needed - {"weekday"}
-        for name, dims in ROLLUPS:
-            if needed <= set(dims):
-                return name
-        raise StoreError(f"no rollup holds {sorted(needed)}")
+        return smallest_rollup(needed)
 
-    @staticmethod
-    def _filter_columns(filters: Filters) -> set[str]:
-        needed = {"day"}
-        if filters.site is not None or filters.sites is not None:
-            needed.add("site")
-        if filters.terminal is not None:
-            needed.add("terminal")
-        return needed
 
     @_store_errors
     def summary(self, filters: Filters) -> Distribution:
         where, params = self._where(filters)
-        table = self._rollup_for(self._filter_columns(filters))
+        table = self._rollup_for(filter_columns(filters))
         dist = empty_distribution()
         for score, count in self.db.conn.execute(
                 f"SELECT score, sum(n) FROM {table} WHERE {where} GROUP BY score", params):
@@ -552,7 +559,7 @@ class SQLiteStore:
             if key not in AGGREGATE_KEYS:
                 raise StoreError(f"cannot aggregate by {key!r}")
         where, params = self._where(filters)
-        table = self._rollup_for(self._filter_columns(filters) | set(by))
+        table = self._rollup_for(filter_columns(filters) | set(by))
         columns = ", ".join(by)
         nullable = [i for i, key in enumerate(by) if key in _NULLABLE]
         groups: dict[tuple, Distribution] = {}
