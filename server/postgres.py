@@ -427,7 +427,6 @@ class PostgresStore:
         self._execute("SELECT 1 FROM ratings LIMIT 0")
         return smallest_rollup(needed)
 
-
     @_store_errors
     def summary(self, filters: Filters) -> Distribution:
         where, params = self._where(filters)

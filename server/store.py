@@ -541,7 +541,6 @@ class SQLiteStore:
         self.db.conn.execute("SELECT 1 FROM ratings LIMIT 0").fetchall()
         return smallest_rollup(needed)
 
-
     @_store_errors
     def summary(self, filters: Filters) -> Distribution:
         where, params = self._where(filters)
