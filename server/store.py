@@ -6,11 +6,12 @@ import contextlib
 import functools
 import json
 import logging
+import operator
 import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
@@ -250,19 +251,26 @@ def _rollup_key(row: Sequence[Any], suspect: int) -> tuple:
             suspect, score)
 
 
+def _rollup_statement(name: str, dims: tuple[str, ...]) -> tuple[str, str, Callable[[tuple], tuple]]:
+    cols = (*dims, "weekday", "suspect", "score")
+    conflict = ", ".join((*dims, "suspect", "score"))
+    sql = (f"INSERT INTO {name} ({', '.join(cols)}, n) VALUES ({', '.join('?' * (len(cols) + 1))})"
+           f" ON CONFLICT ({conflict}) DO UPDATE SET n = n + excluded.n")
+    # itemgetter projects a full key onto the rollup's columns in C.
+    return name, sql, operator.itemgetter(*(_KEY_INDEX[c] for c in cols))
+
+
+_ROLLUP_STATEMENTS = [_rollup_statement(name, dims) for name, dims in ROLLUPS]
+
+
 def _rollup_deltas(counts: dict[tuple, int]) -> list[tuple[str, str, list[tuple]]]:
     """Full-key counts -> for each rollup, its UPSERT statement and parameter rows."""
     out = []
-    for name, dims in ROLLUPS:
-        cols = (*dims, "weekday", "suspect", "score")
-        index = [_KEY_INDEX[c] for c in cols]
+    for name, sql, project in _ROLLUP_STATEMENTS:
         projected: dict[tuple, int] = {}
         for key, n in counts.items():
-            small = tuple(key[i] for i in index)
+            small = project(key)
             projected[small] = projected.get(small, 0) + n
-        conflict = ", ".join((*dims, "suspect", "score"))
-        sql = (f"INSERT INTO {name} ({', '.join(cols)}, n) VALUES ({', '.join('?' * (len(cols) + 1))})"
-               f" ON CONFLICT ({conflict}) DO UPDATE SET n = n + excluded.n")
         out.append((name, sql, [(*k, n) for k, n in projected.items()]))
     return out
 
