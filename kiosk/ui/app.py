@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
 from pathlib import Path
 
 from kiosk.config import KioskConfig
@@ -22,6 +23,9 @@ def on_raspberry_pi() -> bool:
 def configure_kivy(cfg: KioskConfig, size: tuple[int, int] | None = None) -> None:
     """Kiosk settings; must run before kivy.core.window is imported (the window reads them once)."""
     os.environ.setdefault("KIVY_NO_ARGS", "1")
+    # SDL would turn SIGTERM into a window-close request, which a kiosk
+    # refuses; systemd's stop must instead end the app cleanly (run_app).
+    os.environ.setdefault("SDL_NO_SIGNAL_HANDLERS", "1")
     # Kivy logs through Python's logging, as configured by onetap-kiosk.
     os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
@@ -57,5 +61,15 @@ def run_app(cfg: KioskConfig, *, size: tuple[int, int] | None = None) -> int:
     from kiosk.ui.shell import OnetapApp
 
     app = OnetapApp(cfg)
+
+    def stop_cleanly(signum, _frame) -> None:
+        # On the Kivy thread: the uplink publishes "offline", the outbox closes.
+        log.info("signal %d: stopping", signum)
+        Clock.schedule_once(lambda _dt: app.stop())
+
+    from kivy.clock import Clock
+
+    signal.signal(signal.SIGTERM, stop_cleanly)
+    signal.signal(signal.SIGINT, stop_cleanly)
     app.run()
     return app.exit_code

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -183,3 +184,29 @@ def test_a_physical_button_goes_through_the_same_flow(tmp_path, monkeypatch):
     assert result["leds"] == {"connected": 0, "buffering": 1, "error": 0}
     [row] = rows(tmp_path)
     assert (row["score"], row["input"], row["held"]) == (5, "button", 0)
+
+
+def test_sigterm_stops_the_app_cleanly(tmp_path):
+    """systemd stops the kiosk with SIGTERM: it must end (not be refused like a close request)."""
+    env = {**os.environ, "KIVY_HOME": str(tmp_path / "kivy-home"), "KIVY_NO_ARGS": "1",
+           "SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER", "offscreen"),
+           "SDL_AUDIODRIVER": "dummy", "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "onetap-kiosk"), "run", "--broker", "mqtt://127.0.0.1:9"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = ""
+        deadline = time.monotonic() + 60
+        while "ready in" not in ready and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            ready += line
+        assert "ready in" in ready, ready[-2000:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert (tmp_path / "xdg" / "onetap" / "outbox.db").exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
