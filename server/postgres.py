@@ -15,20 +15,18 @@ import psycopg
 from psycopg.rows import dict_row
 
 from kiosk.protocol import Rating, Status
-from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.errors import StoreError
 from server.store import (
-    filter_columns,
-    smallest_rollup,
-    Buckets,
-    IngestPlan,
     _INSERT_COLUMNS,
     _KEY_INDEX,
     _NULLABLE,
     RATING_COLUMNS,
     ROLLUPS,
     BatchResult,
+    Buckets,
     Filters,
+    IngestPlan,
+    RollupQueries,
     _iso,
     _rollup_key,
 )
@@ -226,7 +224,7 @@ def _safe_url(url: str) -> str:
     return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
-class PostgresStore:
+class PostgresStore(RollupQueries):
     """Store on one PostgreSQL connection (autocommit outside transaction());
     use one instance per thread.
 
@@ -327,15 +325,6 @@ class PostgresStore:
                     cur.executemany(f"DELETE FROM {name} WHERE {where} AND n <= 0",
                                     [(*k[:len(dims)], *k[skip:]) for k, n in rows if n < 0])
 
-    def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
-                     received_at: datetime) -> BatchResult:
-        return self.ingest_many([(site, terminal, ratings)], received_at)[0]
-
-    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
-                    received_at: datetime) -> list[BatchResult]:
-        with self.transaction():
-            return self._ingest_many(batches, received_at)
-
     def _ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
                      received_at: datetime) -> list[BatchResult]:
         plan = IngestPlan(batches, received_at, self.buckets)
@@ -417,72 +406,16 @@ class PostgresStore:
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
         return self._connection().execute(sql, params)
 
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self._execute(sql, params).fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
     def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._connection().cursor(row_factory=dict_row) as cur:
             cur.execute(sql, params)
             return cur.fetchall()
-
-    def _rollup_for(self, needed: set[str]) -> str:
-        # Answer only while ratings is there (a damaged database must say so).
-        self._execute("SELECT 1 FROM ratings LIMIT 0")
-        return smallest_rollup(needed)
-
-    @_store_errors
-    def summary(self, filters: Filters) -> Distribution:
-        where, params = self._where(filters)
-        table = self._rollup_for(filter_columns(filters))
-        dist = empty_distribution()
-        for score, count in self._execute(
-                f"SELECT score, sum(n) FROM {table} WHERE {where} GROUP BY score", params):
-            dist[score] = int(count)
-        return dist
-
-    @_store_errors
-    def aggregates(self, by: Sequence[str], filters: Filters) -> list[tuple[tuple, Distribution]]:
-        for key in by:
-            # Keys become column names: only the fixed list may ever reach SQL.
-            if key not in AGGREGATE_KEYS:
-                raise StoreError(f"cannot aggregate by {key!r}")
-        where, params = self._where(filters)
-        table = self._rollup_for(filter_columns(filters) | set(by))
-        columns = ", ".join(by)
-        nullable = [i for i, key in enumerate(by) if key in _NULLABLE]
-        groups: dict[tuple, Distribution] = {}
-        for row in self._execute(
-                f"SELECT {columns}, score, sum(n) FROM {table} WHERE {where}"
-                f" GROUP BY {columns}, score HAVING sum(n) > 0 ORDER BY {columns}", params):
-            key = row[:len(by)]
-            if nullable:
-                key = tuple(None if i in nullable and v == "" else v for i, v in enumerate(key))
-            groups.setdefault(tuple(key), empty_distribution())[row[-2]] = int(row[-1])
-        return list(groups.items())
-
-    @_store_errors
-    def summary_raw(self, filters: Filters) -> Distribution:
-        """summary() by a plain GROUP BY over the ratings table (for checks and benchmarks)."""
-        where, params = self._where(filters)
-        dist = empty_distribution()
-        for score, count in self._execute(
-                f"SELECT score, count(*) FROM ratings WHERE {where} GROUP BY score", params):
-            dist[score] = count
-        return dist
-
-    @_store_errors
-    def terminals(self, site: str | None = None,
-                  sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
-        out = []
-        for row in self._execute(
-                "SELECT site, terminal, state, last_seen, status, updated_at FROM terminals"
-                " ORDER BY site, terminal"):
-            if site is not None and row[0] != site:
-                continue
-            if sites is not None and row[0] not in sites:
-                continue
-            fields = json.loads(row[4])
-            out.append({**fields, "site": row[0], "terminal": row[1], "state": row[2],
-                        "last_seen": row[3], "status_at": fields.get("at"),
-                        "updated_at": row[5]})
-        return out
 
     def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]:
         """Every rating of *filters*, RATING_COLUMNS (plus ``suspect`` if asked), streamed."""
@@ -521,10 +454,6 @@ class PostgresStore:
         for state, count in self._execute("SELECT state, count(*) FROM terminals GROUP BY state"):
             out[f"terminals_{state}"] = count
         return out
-
-    @_store_errors
-    def quarantine_count(self) -> int:
-        return self._execute("SELECT count(*) FROM quarantine").fetchone()[0]
 
     @_store_errors
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -398,7 +398,87 @@ class IngestPlan:
         return results
 
 
-class SQLiteStore:
+class RollupQueries:
+    """What both backends answer the same way, over ``_read``, ``_where`` and ``transaction``.
+
+    A backend provides ``_read(sql, params) -> rows`` (all rows fetched, its
+    driver's errors raised as StoreError), ``_where(filters)`` in its own
+    parameter style, ``transaction()`` and ``_ingest_many``.
+    """
+
+    def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
+                     received_at: datetime) -> BatchResult:
+        return self.ingest_many([(site, terminal, ratings)], received_at)[0]
+
+    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+                    received_at: datetime) -> list[BatchResult]:
+        with self.transaction():
+            return self._ingest_many(batches, received_at)
+
+    def _rollup_for(self, needed: set[str]) -> str:
+        # The rollups are derived from ratings: answer only while ratings is
+        # there (a damaged database must say so, not serve stale counts).
+        self._read("SELECT 1 FROM ratings LIMIT 0")
+        return smallest_rollup(needed)
+
+    def summary(self, filters: Filters) -> Distribution:
+        where, params = self._where(filters)
+        table = self._rollup_for(filter_columns(filters))
+        dist = empty_distribution()
+        for score, count in self._read(
+                f"SELECT score, sum(n) FROM {table} WHERE {where} GROUP BY score", params):
+            dist[score] = int(count)
+        return dist
+
+    def aggregates(self, by: Sequence[str], filters: Filters) -> list[tuple[tuple, Distribution]]:
+        for key in by:
+            # Keys become column names: only the fixed list may ever reach SQL.
+            if key not in AGGREGATE_KEYS:
+                raise StoreError(f"cannot aggregate by {key!r}")
+        where, params = self._where(filters)
+        table = self._rollup_for(filter_columns(filters) | set(by))
+        columns = ", ".join(by)
+        nullable = [i for i, key in enumerate(by) if key in _NULLABLE]
+        groups: dict[tuple, Distribution] = {}
+        for row in self._read(
+                f"SELECT {columns}, score, sum(n) FROM {table} WHERE {where}"
+                f" GROUP BY {columns}, score HAVING sum(n) > 0 ORDER BY {columns}", params):
+            key = row[:len(by)]
+            if nullable:
+                key = tuple(None if i in nullable and v == "" else v for i, v in enumerate(key))
+            groups.setdefault(tuple(key), empty_distribution())[row[-2]] = int(row[-1])
+        return list(groups.items())
+
+    def summary_raw(self, filters: Filters) -> Distribution:
+        """summary() by a plain GROUP BY over the ratings table (for checks and benchmarks)."""
+        where, params = self._where(filters)
+        dist = empty_distribution()
+        for score, count in self._read(
+                f"SELECT score, count(*) FROM ratings WHERE {where} GROUP BY score", params):
+            dist[score] = int(count)
+        return dist
+
+    def terminals(self, site: str | None = None,
+                  sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        out = []
+        for row in self._read(
+                "SELECT site, terminal, state, last_seen, status, updated_at FROM terminals"
+                " ORDER BY site, terminal"):
+            if site is not None and row[0] != site:
+                continue
+            if sites is not None and row[0] not in sites:
+                continue
+            fields = json.loads(row[4])
+            out.append({**fields, "site": row[0], "terminal": row[1], "state": row[2],
+                        "last_seen": row[3], "status_at": fields.get("at"),
+                        "updated_at": row[5]})
+        return out
+
+    def quarantine_count(self) -> int:
+        return self._read("SELECT count(*) FROM quarantine")[0][0]
+
+
+class SQLiteStore(RollupQueries):
     """Store on one SQLite connection; use one instance per thread.
 
     Days, hours and weekdays (ISO, Monday = 1) are computed in *timezone* when
@@ -443,15 +523,6 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             # Callers tell a failing store (retry later, send no Ack) from bad input.
             raise StoreError(f"database error: {exc}") from exc
-
-    def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
-                     received_at: datetime) -> BatchResult:
-        return self.ingest_many([(site, terminal, ratings)], received_at)[0]
-
-    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
-                    received_at: datetime) -> list[BatchResult]:
-        with self.transaction():
-            return self._ingest_many(batches, received_at)
 
     def _ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
                      received_at: datetime) -> list[BatchResult]:
@@ -527,6 +598,12 @@ class SQLiteStore:
 
     # -- reading --------------------------------------------------------------
 
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self.db.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
     @staticmethod
     def _where(filters: Filters) -> tuple[str, list[Any]]:
         clauses = ["day BETWEEN ? AND ?"]
@@ -545,68 +622,6 @@ class SQLiteStore:
             clauses.append("suspect = ?")
             params.append(int(filters.suspect))
         return " AND ".join(clauses), params
-
-    def _rollup_for(self, needed: set[str]) -> str:
-        # The rollups are derived from ratings: answer only while ratings is
-        # there (a damaged database must say so, not serve stale counts).
-        self.db.conn.execute("SELECT 1 FROM ratings LIMIT 0").fetchall()
-        return smallest_rollup(needed)
-
-    @_store_errors
-    def summary(self, filters: Filters) -> Distribution:
-        where, params = self._where(filters)
-        table = self._rollup_for(filter_columns(filters))
-        dist = empty_distribution()
-        for score, count in self.db.conn.execute(
-                f"SELECT score, sum(n) FROM {table} WHERE {where} GROUP BY score", params):
-            dist[score] = count
-        return dist
-
-    @_store_errors
-    def aggregates(self, by: Sequence[str], filters: Filters) -> list[tuple[tuple, Distribution]]:
-        for key in by:
-            # Keys become column names: only the fixed list may ever reach SQL.
-            if key not in AGGREGATE_KEYS:
-                raise StoreError(f"cannot aggregate by {key!r}")
-        where, params = self._where(filters)
-        table = self._rollup_for(filter_columns(filters) | set(by))
-        columns = ", ".join(by)
-        nullable = [i for i, key in enumerate(by) if key in _NULLABLE]
-        groups: dict[tuple, Distribution] = {}
-        for row in self.db.conn.execute(
-                f"SELECT {columns}, score, sum(n) FROM {table} WHERE {where}"
-                f" GROUP BY {columns}, score HAVING sum(n) > 0 ORDER BY {columns}", params):
-            key = row[:len(by)]
-            if nullable:
-                key = tuple(None if i in nullable and v == "" else v for i, v in enumerate(key))
-            groups.setdefault(tuple(key), empty_distribution())[row[-2]] = row[-1]
-        return list(groups.items())
-
-    def summary_raw(self, filters: Filters) -> Distribution:
-        """summary() by a plain GROUP BY over the ratings table (for checks and benchmarks)."""
-        where, params = self._where(filters)
-        dist = empty_distribution()
-        for score, count in self.db.conn.execute(
-                f"SELECT score, count(*) FROM ratings WHERE {where} GROUP BY score", params):
-            dist[score] = count
-        return dist
-
-    @_store_errors
-    def terminals(self, site: str | None = None,
-                  sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
-        out = []
-        for row in self.db.conn.execute(
-                "SELECT site, terminal, state, last_seen, status, updated_at FROM terminals"
-                " ORDER BY site, terminal"):
-            if site is not None and row[0] != site:
-                continue
-            if sites is not None and row[0] not in sites:
-                continue
-            fields = json.loads(row[4])
-            out.append({**fields, "site": row[0], "terminal": row[1], "state": row[2],
-                        "last_seen": row[3], "status_at": fields.get("at"),
-                        "updated_at": row[5]})
-        return out
 
     def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]:
         """Every rating of *filters*, RATING_COLUMNS (plus ``suspect`` if asked)."""
@@ -647,10 +662,6 @@ class SQLiteStore:
         for state, count in conn.execute("SELECT state, count(*) FROM terminals GROUP BY state"):
             out[f"terminals_{state}"] = count
         return out
-
-    @_store_errors
-    def quarantine_count(self) -> int:
-        return self.db.conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
 
     @_store_errors
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
