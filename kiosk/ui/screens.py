@@ -120,13 +120,33 @@ class LanguageBar(BoxLayout):
                 button.style(theme.button, theme.button_text, border=theme.button_text)
 
 
-class RatingPage(Page):
-    name = "rating"
+class LanguagePage(Page):
+    """A page laid out as one column that starts with the language bar."""
 
     def __init__(self, shell, **kw):
         super().__init__(shell, **kw)
         self.column = BoxLayout(orientation="vertical")
         self.languages = LanguageBar(shell, size_hint_y=None)
+
+    def fill(self, *children) -> None:
+        for child in (self.languages, *children):
+            self.column.add_widget(child)
+        self.add_widget(self.column)
+
+    def refresh_frame(self) -> None:
+        theme, layout = self.shell.theme, self.shell.layout
+        self.set_background(theme.background)
+        self.column.padding = [layout.margin] * 4
+        self.column.spacing = layout.margin * 0.6
+        self.languages.height = layout.bar_height * 0.85
+        self.languages.refresh()
+
+
+class RatingPage(LanguagePage):
+    name = "rating"
+
+    def __init__(self, shell, **kw):
+        super().__init__(shell, **kw)
         self.question = Text(bold=True, size_hint_y=None)
         self.tiles_row = BoxLayout(orientation="horizontal")
         self.tiles = []
@@ -136,18 +156,12 @@ class RatingPage(Page):
             self.tiles.append(tile)
             self.tiles_row.add_widget(tile)
         self.hint = Text(size_hint_y=None)
-        for child in (self.languages, self.question, self.tiles_row, self.hint):
-            self.column.add_widget(child)
-        self.add_widget(self.column)
+        self.fill(self.question, self.tiles_row, self.hint)
 
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
         catalog, scale = shell.catalog, theme.text_scale
-        self.set_background(theme.background)
-        self.column.padding = [layout.margin] * 4
-        self.column.spacing = layout.margin * 0.6
-        self.languages.height = layout.bar_height * 0.85
-        self.languages.refresh()
+        self.refresh_frame()
         self.question.height = layout.question_height
         self.question.text = shell.question_text()
         self.question.font_name = shell.font_for_text(self.question.text)
@@ -178,15 +192,13 @@ class CountdownBar(Widget):
             Rectangle(pos=self.pos, size=(self.width * max(0.0, min(1.0, fraction)), self.height))
 
 
-class FollowupPage(Page):
+class FollowupPage(LanguagePage):
     """The optional why (reasons) or age-group question, with a skip and a countdown."""
 
     def __init__(self, shell, kind: str, **kw):
         super().__init__(shell, **kw)
         self.kind = kind
         self.name = kind
-        self.column = BoxLayout(orientation="vertical")
-        self.languages = LanguageBar(shell, size_hint_y=None)
         self.title = Text(bold=True, size_hint_y=None)
         self.note = Text(size_hint_y=None)
         self.grid = GridLayout()
@@ -200,9 +212,7 @@ class FollowupPage(Page):
         left.add_widget(Widget())
         self.bottom.add_widget(left)
         self.bottom.add_widget(self.skip)
-        for child in (self.languages, self.title, self.note, self.grid, self.bottom):
-            self.column.add_widget(child)
-        self.add_widget(self.column)
+        self.fill(self.title, self.note, self.grid, self.bottom)
         self.options: dict[str, TextButton] = {}
 
     def _codes(self) -> tuple[str, ...]:
@@ -211,11 +221,7 @@ class FollowupPage(Page):
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
         catalog, scale = shell.catalog, theme.text_scale
-        self.set_background(theme.background)
-        self.column.padding = [layout.margin] * 4
-        self.column.spacing = layout.margin * 0.6
-        self.languages.height = layout.bar_height * 0.85
-        self.languages.refresh()
+        self.refresh_frame()
         self.title.height = layout.height * 0.13
         self.title.text = catalog["reason.title" if self.kind == "reason" else "age.title"]
         self.title.font_name = shell.font_for_lang()
