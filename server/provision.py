@@ -357,6 +357,17 @@ def _add_account(passwd_path: Path, acl_path: Path, username: str, rules: Sequen
                  0o644, new_owner=owner)
 
 
+def _checked_paths(broker: str, ca_file: str | None, passwd_path: Path, acl_path: Path,
+                   out_dir: Path) -> tuple[list[tuple[str, str]], Path, Path, Path]:
+    """The TLS keys for the config, and the three paths, each checked before anything is written."""
+    tls = _check_tls(broker, ca_file)
+    passwd_path, acl_path, out_dir = Path(passwd_path), Path(acl_path), Path(out_dir)
+    _parent_exists("--passwd", passwd_path)
+    _parent_exists("--acl", acl_path)
+    _prepare_out(out_dir)
+    return tls, passwd_path, acl_path, out_dir
+
+
 def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
                        acl_path: Path, out_dir: Path, ca_file: str | None = None,
                        password: str | None = None) -> Account:
@@ -368,11 +379,8 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
         username = terminal_username(site, terminal)
     except ProtocolError as exc:
         raise ProvisionError(f"--{exc.field}: {exc.reason}") from None
-    tls = _check_tls(broker, ca_file)
-    passwd_path, acl_path, out_dir = Path(passwd_path), Path(acl_path), Path(out_dir)
-    _parent_exists("--passwd", passwd_path)
-    _parent_exists("--acl", acl_path)
-    _prepare_out(out_dir)
+    tls, passwd_path, acl_path, out_dir = _checked_paths(broker, ca_file, passwd_path,
+                                                         acl_path, out_dir)
     password = password or passwd.new_password()
     config_path = out_dir / "kiosk.toml"
     text = _toml(
@@ -401,11 +409,8 @@ def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Pat
         check_identifier("service", name)
     except ProtocolError as exc:
         raise ProvisionError(f"--{exc.field}: {exc.reason}") from None
-    tls = _check_tls(broker, ca_file)
-    passwd_path, acl_path, out_dir = Path(passwd_path), Path(acl_path), Path(out_dir)
-    _parent_exists("--passwd", passwd_path)
-    _parent_exists("--acl", acl_path)
-    _prepare_out(out_dir)
+    tls, passwd_path, acl_path, out_dir = _checked_paths(broker, ca_file, passwd_path,
+                                                         acl_path, out_dir)
     password = password or passwd.new_password()
     config_path = out_dir / "server.toml"
     # With use_username_as_clientid the broker uses the username anyway;
