@@ -48,6 +48,19 @@ def stored(db: Path) -> int:
         return conn.execute("SELECT count(*) FROM ratings").fetchone()[0]
 
 
+def commit_times(db: Path) -> tuple[list[tuple[str, str]], list[float], float]:
+    """Every stored rating's (at, received_at), its tap-to-commit ms, and the seconds
+    between the first and last commit (the span a sustained rate is taken over)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT at, received_at FROM ratings").fetchall()
+    latencies = [
+        (datetime.fromisoformat(received) - datetime.fromisoformat(at)).total_seconds() * 1000
+        for at, received in rows
+    ]
+    received = sorted(datetime.fromisoformat(r) for _, r in rows)
+    return rows, latencies, (received[-1] - received[0]).total_seconds() or 1
+
+
 def bench_drain(ratings: int, workdir: Path) -> dict:
     """A terminal holding *ratings* unacked ratings reconnects: time to the last Ack."""
     path = workdir / "drain" / "outbox.db"
@@ -143,15 +156,7 @@ def bench_live(terminals: int, seconds: float, rate: float, workdir: Path) -> di
             wall = time.perf_counter() - started
         finally:
             server.stop()
-        with sqlite3.connect(server.db) as conn:
-            rows = conn.execute("SELECT at, received_at FROM ratings").fetchall()
-    latencies = [
-        (datetime.fromisoformat(received) - datetime.fromisoformat(at)).total_seconds() * 1000
-        for at, received in rows
-    ]
-    # Sustained rate: ratings committed per second over the tapping period.
-    received = sorted(datetime.fromisoformat(r) for _, r in rows)
-    span = (received[-1] - received[0]).total_seconds() or 1
+    rows, latencies, span = commit_times(server.db)
     return {
         "terminals": terminals,
         "taps_each": taps,
@@ -220,14 +225,7 @@ def bench_ingest(terminals: int, seconds: float, rate: float, workdir: Path) -> 
                 client.loop_stop()
                 client.disconnect()
             server.stop()
-        with sqlite3.connect(server.db) as conn:
-            rows = conn.execute("SELECT at, received_at FROM ratings").fetchall()
-    latencies = [
-        (datetime.fromisoformat(received) - datetime.fromisoformat(at)).total_seconds() * 1000
-        for at, received in rows
-    ]
-    received = sorted(datetime.fromisoformat(r) for _, r in rows)
-    span = (received[-1] - received[0]).total_seconds() or 1
+    rows, latencies, span = commit_times(server.db)
     return {
         "terminals": terminals,
         "offered_per_s": round(terminals * taps / offered_seconds),
