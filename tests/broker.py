@@ -7,29 +7,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from server.broker import free_port  # noqa: F401 - tests import it from here
+from server.broker import wait_for_port as listening
 
 DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "onetap.conf"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+    """server.broker's wait, raising for tests instead of answering False."""
+    if not listening(port, timeout, host):
+        raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
 class Mosquitto:

@@ -25,6 +25,7 @@ import pytest
 from kiosk import protocol
 from tests.broker import Mosquitto
 from tests.server_process import ServerProcess
+from tests.waiting import wait_for
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -64,15 +65,6 @@ def assert_exactly_once(db: Path, site: str, terminals: int, taps: int) -> None:
         assert sorted(found) == list(range(1, taps + 1)), (
             f"{terminal}: {len(found)} ratings, {len(set(found))} distinct seqs, "
             f"missing {sorted(set(range(1, taps + 1)) - set(found))[:10]}")
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def stored_count(db: Path) -> int:
@@ -123,7 +115,7 @@ def test_duplicate_batches_are_counted_once(broker, server):
         assert subscribed.wait(10)
         for _ in range(3):
             client.publish(protocol.topic("e2e", "dup-01", "ratings"), payload, qos=1)
-        wait_until(lambda: len(acks) >= 3, 30, "three Acks")
+        wait_for(lambda: len(acks) >= 3, "three Acks", timeout=30)
     finally:
         client.loop_stop()
         client.disconnect()
@@ -136,7 +128,7 @@ def test_duplicate_batches_are_counted_once(broker, server):
 def test_simulator_killed_mid_burst_resumes(broker, server, tmp_path):
     data = tmp_path / "kiosks"
     process = simulate(broker.url, data, terminals=2, taps=3000, wait=False)
-    wait_until(lambda: stored_count(server.db) > 300, 60, "the first ratings to arrive")
+    wait_for(lambda: stored_count(server.db) > 300, "the first ratings to arrive", timeout=60)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert stored_count(server.db) < 6000, "the kill came too late to test anything"
@@ -166,7 +158,7 @@ def test_server_killed_before_commit_loses_nothing(broker, tmp_path):
 def test_broker_killed_and_restarted_empty(broker, server, tmp_path):
     process = simulate(broker.url, tmp_path / "kiosks", terminals=3, taps=2000, wait=False,
                        timeout=120)
-    wait_until(lambda: stored_count(server.db) > 200, 60, "the first ratings to arrive")
+    wait_for(lambda: stored_count(server.db) > 200, "the first ratings to arrive", timeout=60)
     broker.restart(empty=True)
     out, err = process.communicate(timeout=240)
     assert process.returncode == 0, err[-2000:]
@@ -191,7 +183,7 @@ def test_broker_down_while_tapping_then_up(tmp_path):
         return total == 1000
 
     try:
-        wait_until(all_taps_recorded, 60, "every tap recorded with no broker")
+        wait_for(all_taps_recorded, "every tap recorded with no broker", timeout=60)
         assert process.poll() is None, "the simulator gave up while the broker was away"
         broker.start()
         server = ServerProcess(broker, tmp_path).start()

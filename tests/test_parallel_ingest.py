@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -22,10 +21,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from kiosk import protocol
-from server.backend import open_store
 from tests.backends import make_backend, tuples
 from tests.server_process import BIN
-from tests.test_exactly_once import simulate, summary_of, wait_until
+from tests.test_exactly_once import simulate, summary_of
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +43,8 @@ class IngestWorker:
         self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
                                         stderr=open(self.log, "ab"), env=self.env)
         # Ready once subscribed: a shared subscription without members drops messages.
-        wait_until(lambda: "subscribed to" in self.log.read_text() or self.process.poll() is not None,
-                   60, f"{self.log.name} to subscribe")
+        wait_for(lambda: "subscribed to" in self.log.read_text() or self.process.poll() is not None,
+                 f"{self.log.name} to subscribe", timeout=60)
         assert self.process.poll() is None, self.log.read_text()[-2000:]
         return self
 
@@ -116,7 +115,7 @@ def test_duplicates_on_two_workers_are_stored_once(mosquitto, database, tmp_path
             for t in terminals:
                 payload = protocol.encode_batch("pi", t, [r.encode() for r in batches[t]])
                 client.publish(protocol.topic("pi", t, "ratings"), payload, qos=1)
-        wait_until(lambda: sum(len(a) for a in acks.values()) >= 3 * len(terminals), 60, "every Ack")
+        wait_for(lambda: sum(len(a) for a in acks.values()) >= 3 * len(terminals), "every Ack", timeout=60)
     finally:
         client.loop_stop()
         client.disconnect()
@@ -173,8 +172,8 @@ def test_api_role_serves_what_the_workers_stored_and_ingests_nothing(mosquitto, 
         wait_for_port(port, timeout=30)
         code, out, err = simulate(mosquitto.url, tmp_path / "kiosks", terminals=2, taps=50, site="api")
         assert code == 0, err[-2000:]
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").json()["broker"] == "connected",
-                   30, "the api process to connect")
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz").json()["broker"] == "connected",
+                 "the api process to connect", timeout=30)
         health = requests.get(f"http://127.0.0.1:{port}/healthz").json()
         assert health == {"status": "ok", "broker": "connected", "db": "ok"}
         summary = requests.get(f"http://127.0.0.1:{port}/api/v1/summary?site=api&from=2000-01-01&to=2100-01-01",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -13,6 +12,7 @@ from kiosk.buttons import BUFFERING, CONNECTED, ERROR, Buttons, Debouncer, statu
 from kiosk.config import ButtonsConfig  # noqa: E402
 from kiosk.flow import Flow, Record, Settings  # noqa: E402
 from kiosk.outbox import Outbox  # noqa: E402
+from tests.waiting import wait_for
 
 
 class FakeClock:
@@ -28,15 +28,6 @@ def factory():
     factory = MockFactory()
     yield factory
     factory.reset()
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def make(factory, presses, clock, **kw):
@@ -114,15 +105,16 @@ def test_leds_flash_on_a_recorded_press_and_show_status(factory):
     try:
         buttons.flash(2)
         led = factory.pin(27)
-        assert wait_for(lambda: any(s.state for s in led.states)), "the LED never lit"
-        assert wait_for(lambda: not led.state), "the LED stayed on"
+        wait_for(lambda: any(s.state for s in led.states), "the LED to light", timeout=10)
+        wait_for(lambda: not led.state, "the LED to go out", timeout=10)
         assert not factory.pin(17).state and len(factory.pin(17).states) <= 1
         buttons.show_status(CONNECTED)
         assert factory.pin(16).state and not factory.pin(20).state
         buttons.show_status(BUFFERING)
         assert factory.pin(20).state and not factory.pin(16).state
         buttons.show_status(ERROR)
-        assert wait_for(lambda: factory.pin(21).state) and not factory.pin(20).state
+        wait_for(lambda: factory.pin(21).state, "the error LED", timeout=10)
+        assert not factory.pin(20).state
     finally:
         buttons.close()
 

@@ -8,14 +8,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from kiosk.simulator import outbox_path, terminal_ids
 from tests.broker import Mosquitto, free_port
-from tests.kiosk.test_uplink import Peer, wait_for
+from tests.kiosk.test_uplink import Peer
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXE = ROOT / ".venv" / "bin" / "onetap-kiosk"
@@ -98,7 +98,7 @@ def test_kill_9_mid_burst_then_resume(mosquitto, tmp_path):
             except sqlite3.OperationalError:
                 return False
 
-        wait_for(some_taps, timeout=30, what="taps before the kill")
+        wait_for(some_taps, "taps before the kill", timeout=30)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert proc.stdout.read() == b""  # killed before its final line

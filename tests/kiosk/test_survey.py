@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from datetime import datetime, timedelta, timezone
 
 import paho.mqtt.client as mqtt
@@ -17,17 +16,9 @@ from kiosk.outbox import Outbox
 from kiosk.protocol import ProtocolError, SurveyConfig
 from kiosk.survey import Survey, hours, is_open, merge
 from kiosk.uplink import Uplink
+from tests.waiting import wait_for
 
 KST = timezone(timedelta(hours=9))
-
-
-def wait_for(condition, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- the message ----------------------------------------------------------------

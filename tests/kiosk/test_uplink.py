@@ -17,17 +17,9 @@ from paho.mqtt.properties import Properties
 from kiosk import protocol
 from kiosk.outbox import Outbox
 from kiosk.uplink import Uplink
+from tests.waiting import wait_for
 
 SITE = "test-site"
-
-
-def wait_for(condition, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Peer:

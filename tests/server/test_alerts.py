@@ -8,7 +8,6 @@ from datetime import date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-import requests
 
 from kiosk.protocol import Rating, Status, format_timestamp
 from server.alerts import AlertEngine, AlertRunner, detect_suspects, evaluate, is_open, terminal_state

@@ -3,7 +3,6 @@
 import os
 import random
 import tempfile
-import socket
 import threading
 import time
 import uuid
@@ -19,6 +18,7 @@ from server.api import create_app
 from server.auth import hash_password
 from server.config import AlertsConfig, ServerConfig, UserConfig
 from server.store import SQLiteStore
+from tests.broker import free_port
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -65,12 +65,6 @@ def seed(path, now):
     store.update_status("seocho-office", "counter-01", Status("offline"), now - timedelta(minutes=40))
     store.add_mark("gangnam-office", today - timedelta(days=20), "번호표 시스템 도입", "admin", now)
     store.close()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

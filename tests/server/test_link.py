@@ -2,7 +2,6 @@
 
 import queue
 import sqlite3
-import time
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -15,18 +14,9 @@ from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, to
 from server.config import ServerConfig
 from server.link import Link
 from server.store import SQLiteStore
+from tests.waiting import wait_for
 
 DEADLINE = 30.0
-
-
-def wait_for(condition, what, timeout=DEADLINE):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def rating(seq):
@@ -51,7 +41,7 @@ class Terminal:
         self.client.connect("127.0.0.1", broker.port)
         self.client.subscribe(topic(site, terminal, "ack"), qos=1)
         self.client.loop_start()
-        wait_for(lambda: self.subscribed, "ack subscription")
+        wait_for(lambda: self.subscribed, "ack subscription", timeout=DEADLINE)
 
     def _on_message(self, client, userdata, message):
         ack = Ack.decode(message.payload)
@@ -122,10 +112,12 @@ def test_status_and_last_will_mark_terminals(mosquitto, db_path):
         online = Status("online", {"at": "2026-11-27T10:00:00.000+09:00", "backlog": 4, "seq": 12,
                                    "version": "0.1.0", "clock_synced": False})
         terminal.publish(topic("s1", "t7", "status"), online.encode(), retain=True)
-        wait_for(lambda: [t for t in store.terminals() if t["state"] == "online"], "online status")
+        wait_for(lambda: [t for t in store.terminals() if t["state"] == "online"], "online status",
+                 timeout=DEADLINE)
         assert store.terminals()[0]["backlog"] == 4
         terminal.close(will=True)
-        wait_for(lambda: [t for t in store.terminals() if t["state"] == "offline"], "Last Will")
+        wait_for(lambda: [t for t in store.terminals() if t["state"] == "offline"], "Last Will",
+                 timeout=DEADLINE)
         assert store.terminals()[0]["backlog"] == 4
     finally:
         link.stop()
@@ -209,7 +201,8 @@ def test_a_full_server_disk_sends_no_ack_and_the_kiosks_resend_lands_later(mosqu
     uplink = Uplink(lambda: Outbox.open(outbox_path), site="s1", terminal="full-1",
                     broker_url=mosquitto.url, ack_timeout=1.0).start()
     try:
-        wait_for(lambda: link.counters.store_errors >= 1, "the server to hit its full disk")
+        wait_for(lambda: link.counters.store_errors >= 1, "the server to hit its full disk",
+                 timeout=DEADLINE)
         assert kiosk.stats().backlog == 200, "a rating was acknowledged that was never stored"
         assert SQLiteStore.open(db_path).counts()["ratings"] == 0
         stores[0].db.conn.execute("PRAGMA max_page_count = 1073741823")  # room again

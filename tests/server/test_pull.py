@@ -4,7 +4,6 @@ import argparse
 import csv
 import io
 import json
-import socket
 import threading
 import time
 import uuid
@@ -19,15 +18,10 @@ from server.config import ServerConfig
 from server.errors import ServerError
 from server.pull import add_arguments, pull, run
 from server.store import SQLiteStore
+from tests.broker import free_port
 
 TOKEN = "central-office-token-123"
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(path, scores_by_site):
