@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Annotated, Any, Callable, Iterator
+from typing import Annotated, Any, Callable
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -19,7 +19,7 @@ from server.aggregate import AGGREGATE_KEYS, distribution_json, parse_by, summar
 from server.config import ServerConfig
 from server.auth import token_hash
 from server.errors import StoreError
-from server.export import iter_csv, write_ratings_xlsx
+from server.export import stream_ratings_csv, write_ratings_xlsx
 from server.store import Filters, Store
 
 log = logging.getLogger(__name__)
@@ -228,21 +228,9 @@ def create_app(
     @app.get("/api/v1/ratings.csv", responses={**errors, 200: {"content": {"text/csv": {}}}},
              response_class=StreamingResponse, tags=["ratings"])
     def ratings_csv(scope: Scope) -> StreamingResponse:
-        # Its own store: the response is read after this function returns,
-        # from whichever pool thread is free, one chunk at a time.
-        export = store_factory()
-        rows = export.iter_ratings(scope)
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from iter_csv(rows)
-            finally:
-                rows.close()
-                export.close()
-
-        name = f"onetap-ratings-{scope.date_from}-{scope.date_to}.csv"
+        chunks, name = stream_ratings_csv(store_factory, scope)
         return StreamingResponse(
-            chunks(), media_type="text/csv; charset=utf-8",
+            chunks, media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     xlsx_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

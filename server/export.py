@@ -56,6 +56,26 @@ def iter_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = RATING_
     yield buffer.getvalue().encode("utf-8")
 
 
+def stream_ratings_csv(store_factory, filters: Filters) -> tuple[Iterator[bytes], str]:
+    """The ratings of *filters* as CSV chunks on a store of their own, and a file name.
+
+    The chunks are read after the request handler returns, from whichever
+    thread is free, so they cannot share the handler's store; the store and
+    its cursor close when the download ends, however it ends.
+    """
+    export = store_factory()
+    rows = export.iter_ratings(filters)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from iter_csv(rows)
+        finally:
+            rows.close()
+            export.close()
+
+    return chunks(), f"onetap-ratings-{filters.date_from}-{filters.date_to}.csv"
+
+
 def _summary_line(label: Any, dist: Mapping[int, int]) -> list[Any]:
     s = summarize(dist)
     return [label, s.count, *(s.distribution[k] for k in range(1, 6)), s.mean, s.csat, s.index]

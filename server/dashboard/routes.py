@@ -23,7 +23,7 @@ from server.compare import compare
 from server.config import ServerConfig
 from server.dashboard import charts
 from server.dashboard.i18n import LANGS, code_label, t
-from server.export import iter_csv, month_range, report_data, write_ratings_xlsx
+from server.export import month_range, report_data, stream_ratings_csv, write_ratings_xlsx
 from server.store import Filters
 
 log = logging.getLogger(__name__)
@@ -506,18 +506,8 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
     @router.get("/export/ratings.csv")
     def export_csv(request: Request, session: Session = Depends(current)) -> StreamingResponse:
         filters = export_filters(request, session)
-        export = store_factory()
-        rows = export.iter_ratings(filters)
-
-        def chunks():
-            try:
-                yield from iter_csv(rows)
-            finally:
-                rows.close()
-                export.close()
-
-        name = f"onetap-ratings-{filters.date_from}-{filters.date_to}.csv"
-        return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8",
+        chunks, name = stream_ratings_csv(store_factory, filters)
+        return StreamingResponse(chunks, media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{name}"',
                                           "Cache-Control": "no-store"})
 
