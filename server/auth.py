@@ -1,4 +1,4 @@
-"""Staff authentication: password hashes (scrypt or argon2), API token hashes, session and CSRF tokens."""
+"""Staff authentication: password hashes (scrypt or argon2), API token hashes, sessions, CSRF and login throttling."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import secrets
 import sys
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping
@@ -124,8 +126,120 @@ def new_session(now: datetime) -> NewSession:
     return NewSession(token, token_hash(token), secrets.token_urlsafe(24), now + SESSION_LIFETIME)
 
 
+def credential_fingerprint(password_hash: str, sites: frozenset[str] | None) -> str:
+    """What a session was granted on: a new password or scope gives another value."""
+    scope = "*" if sites is None else ",".join(sorted(sites))
+    return hashlib.sha256(f"{password_hash}\n{scope}".encode("utf-8")).hexdigest()
+
+
+def session_cookie(token: str, fingerprint: str) -> str:
+    """The session cookie: the token and a tag binding it to the user's credentials at login.
+
+    The tag is an HMAC keyed by the (secret) token, so the cookie is refused as soon
+    as the password or the scope changes, with nothing more kept in the database.
+    """
+    tag = hmac.new(token.encode(), fingerprint.encode(), hashlib.sha256).digest()[:16]
+    return f"{token}.{_b64(tag)}"
+
+
+def session_token(cookie: str) -> str:
+    """The session token inside a session cookie (look its session up by token_hash of it)."""
+    return cookie.rpartition(".")[0]
+
+
+def session_cookie_ok(cookie: str, fingerprint: str) -> bool:
+    """Whether *cookie* was issued for credentials whose fingerprint is *fingerprint*."""
+    token = session_token(cookie)
+    return bool(token) and hmac.compare_digest(session_cookie(token, fingerprint).encode(), cookie.encode())
+
+
 def csrf_ok(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(expected.encode(), given.encode())
+
+
+class HashSlots:
+    """At most *limit* password hashes at once: each costs tens of MiB, so forty
+    parallel logins must queue rather than take the server's memory."""
+
+    def __init__(self, limit: int, wait_s: float):
+        self._slots = threading.BoundedSemaphore(limit)
+        self.wait_s = wait_s
+
+    def acquire(self) -> bool:
+        """Wait up to wait_s for a slot; False when none came free (answer 503)."""
+        return self._slots.acquire(timeout=self.wait_s)
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+    blocked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Failed logins per user and per client address: after *free* failures each
+    try must wait *delay_s*, doubled per further failure; at the lockout count the
+    key is locked for *lockout_s*. Times are plain seconds (a monotonic clock),
+    passed in by the caller. Failures older than *lockout_s* are forgotten.
+
+    Only configured user names get a per-user counter (made-up names would grow
+    the table without bound; the address counter covers them), and at most
+    *max_addresses* addresses are remembered (the oldest forgotten first).
+    """
+
+    def __init__(self, *, free: int, delay_s: float, user_lockout: int, ip_lockout: int,
+                 lockout_s: float, max_addresses: int = 10_000):
+        self.free, self.delay_s, self.lockout_s = free, delay_s, lockout_s
+        self.lockout = {"user": user_lockout, "ip": ip_lockout}
+        self.max_addresses = max_addresses
+        self._keys: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _get(self, kind: str, key: str, now: float) -> _Failures | None:
+        entry = self._keys.get((kind, key))
+        if entry is not None and now - entry.last >= self.lockout_s and now >= entry.blocked_until:
+            del self._keys[(kind, key)]
+            return None
+        return entry
+
+    def wait(self, user: str | None, address: str, now: float) -> float:
+        """Seconds until *user* (None: not a configured user) may try from *address*; 0: now."""
+        with self._lock:
+            waits = [0.0]
+            for kind, key in (("user", user), ("ip", address)):
+                if key is None:
+                    continue
+                entry = self._get(kind, key, now)
+                if entry is not None:
+                    waits.append(entry.blocked_until - now)
+            return max(waits)
+
+    def failed(self, user: str | None, address: str, now: float) -> None:
+        with self._lock:
+            for kind, key in (("user", user), ("ip", address)):
+                if key is None:
+                    continue
+                entry = self._get(kind, key, now) or _Failures()
+                entry.count += 1
+                entry.last = now
+                if entry.count >= self.lockout[kind]:
+                    entry.blocked_until = now + self.lockout_s
+                elif entry.count > self.free:
+                    delay = self.delay_s * 2 ** min(entry.count - self.free - 1, 30)
+                    entry.blocked_until = now + min(delay, self.lockout_s)
+                self._keys[(kind, key)] = entry
+                self._keys.move_to_end((kind, key))
+            while len(self._keys) > self.max_addresses:
+                self._keys.popitem(last=False)
+
+    def succeeded(self, user: str, address: str) -> None:
+        with self._lock:
+            self._keys.pop(("user", user), None)
+            self._keys.pop(("ip", address), None)
 
 
 def main(argv: list[str] | None = None) -> int:

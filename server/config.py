@@ -100,6 +100,26 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """Limits of the HTTP side, from ``[http]``: request bodies, password hashing, login throttling."""
+
+    #: Largest request body of a dashboard form (login included); bigger: 413 unread.
+    max_form_bytes: int = 16 * 1024
+    #: Password hashes computed at once (each scrypt or argon2 takes tens of MiB).
+    max_concurrent_hashes: int = 2
+    #: How long a login waits for a hashing slot before 503 with Retry-After.
+    hash_wait_s: float = 5.0
+    #: Failed logins (per user and per client address) answered without delay.
+    login_free_failures: int = 3
+    #: After those, the next try must wait this long, doubled at each further failure.
+    login_delay_s: float = 1.0
+    #: This many failures for one user, or from one address, lock it out for login_lockout_s.
+    login_user_lockout_failures: int = 10
+    login_ip_lockout_failures: int = 30
+    login_lockout_s: float = 900.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``onetap-server run`` needs; every key is in deploy/server.example.toml."""
 
@@ -124,6 +144,7 @@ class ServerConfig:
     users: Mapping[str, UserConfig] = field(default_factory=dict, repr=False)
     tokens: Mapping[str, TokenConfig] = field(default_factory=dict, repr=False)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     #: CA certificate (PEM) for mqtts://; None: the system's trusted CAs.
     ca_file: Path | None = None
     #: Client certificate and its key for mqtts:// (both or neither).
@@ -461,6 +482,34 @@ def _parse_alerts(table: Any, where: str) -> AlertsConfig:
     return AlertsConfig(**values)
 
 
+#: [http] keys: name -> (parser, environment override).
+HTTP_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "max_form_bytes": (_positive_int, "ONETAP_HTTP_MAX_FORM_BYTES"),
+    "max_concurrent_hashes": (_positive_int, "ONETAP_HTTP_MAX_CONCURRENT_HASHES"),
+    "hash_wait_s": (_positive_float, "ONETAP_HTTP_HASH_WAIT_S"),
+    "login_free_failures": (_non_negative_int, "ONETAP_HTTP_LOGIN_FREE_FAILURES"),
+    "login_delay_s": (_positive_float, "ONETAP_HTTP_LOGIN_DELAY_S"),
+    "login_user_lockout_failures": (_positive_int, "ONETAP_HTTP_LOGIN_USER_LOCKOUT_FAILURES"),
+    "login_ip_lockout_failures": (_positive_int, "ONETAP_HTTP_LOGIN_IP_LOCKOUT_FAILURES"),
+    "login_lockout_s": (_positive_float, "ONETAP_HTTP_LOGIN_LOCKOUT_S"),
+}
+assert set(HTTP_KEYS) == {f.name for f in fields(HttpConfig)}
+
+
+def _parse_http(table: Any, where: str) -> HttpConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [http] must be a table")
+    values = {}
+    for name, value in table.items():
+        if name not in HTTP_KEYS:
+            raise ConfigError(f"{where}: unknown key http.{name}")
+        try:
+            values[name] = HTTP_KEYS[name][0](value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: http.{name} {exc}") from None
+    return HttpConfig(**values)
+
+
 #: Table-valued sections: name -> parser(table, where) giving the ServerConfig
 #: field of the same name. A new section (users, tokens, alerts...) is a field
 #: on ServerConfig plus one entry here.
@@ -470,6 +519,7 @@ SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "users": _named_tables("users", {"password_hash": _password_hash, "sites": _scope}, UserConfig),
     "tokens": _named_tables("tokens", {"sha256": _sha256, "sites": _scope}, TokenConfig),
     "alerts": _parse_alerts,
+    "http": _parse_http,
 }
 
 assert set(KEYS) | set(SECTIONS) | {"source"} == {f.name for f in fields(ServerConfig)}
@@ -522,6 +572,15 @@ def load_config(
                 raise ConfigError(f"environment {variable} {exc}") from None
     if alert_env:
         values["alerts"] = replace(values.get("alerts", AlertsConfig()), **alert_env)
+    http_env = {}
+    for name, (parse, variable) in HTTP_KEYS.items():
+        if variable in env:
+            try:
+                http_env[name] = parse(env[variable])
+            except ValueError as exc:
+                raise ConfigError(f"environment {variable} {exc}") from None
+    if http_env:
+        values["http"] = replace(values.get("http", HttpConfig()), **http_env)
     for name, value in (overrides or {}).items():
         if value is None:
             continue

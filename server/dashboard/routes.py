@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from html import escape
@@ -18,7 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from kiosk.protocol import AGE_GROUPS, is_identifier
 from server.aggregate import summarize
 from server.alerts import is_open, terminal_state
-from server.auth import SESSION_COOKIE, authenticate, csrf_ok, new_session, new_token, token_hash
+from server.auth import (SESSION_COOKIE, HashSlots, LoginThrottle, authenticate, credential_fingerprint,
+                         csrf_ok, new_session, new_token, session_cookie, session_cookie_ok, session_token,
+                         token_hash)
 from server.compare import compare
 from server.config import ServerConfig
 from server.dashboard import charts
@@ -99,18 +102,30 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
     async def to_login(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse("/login", status_code=303)
 
+    limits = config.http
+    throttle = LoginThrottle(free=limits.login_free_failures, delay_s=limits.login_delay_s,
+                             user_lockout=limits.login_user_lockout_failures,
+                             ip_lockout=limits.login_ip_lockout_failures, lockout_s=limits.login_lockout_s)
+    hash_slots = HashSlots(limits.max_concurrent_hashes, limits.hash_wait_s)
+
+    def fingerprint(name: str) -> str | None:
+        user = config.users.get(name)
+        return None if user is None else credential_fingerprint(user.password_hash, user.sites)
+
     def current(request: Request) -> Session:
-        token = request.cookies.get(SESSION_COOKIE)
-        if not token:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie or not session_token(cookie):
             raise LoginRequired()
-        digest = token_hash(token)
+        digest = token_hash(session_token(cookie))
         row = store().get_session(digest)
         if row is None or datetime.fromisoformat(row["expires_at"]) < now():
             raise LoginRequired()
-        user = config.users.get(row["user"])
-        if user is None:  # removed from the config since
+        granted = fingerprint(row["user"])
+        if granted is None or not session_cookie_ok(cookie, granted):
+            # Removed from the config, or a new password or scope since this login.
+            store().delete_session(digest)
             raise LoginRequired()
-        return Session(row["user"], user.sites, row["csrf"], digest)
+        return Session(row["user"], config.users[row["user"]].sites, row["csrf"], digest)
 
     async def form(request: Request) -> dict[str, str]:
         body = (await request.body()).decode("utf-8", "replace")
@@ -206,19 +221,43 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
                             secure=_secure(request), path="/login")
         return response
 
+    def refuse_login(request: Request, status: int, wait: float, message: str) -> Response:
+        lang = _lang(request)
+        seconds = max(1, math.ceil(wait))
+        body = f'<p class="error" id="login-refused">{escape(t(message, lang).format(seconds=seconds))}</p>'
+        response = page(request, None, t("login", lang), body, status=status, body_class="login-page")
+        response.headers["Retry-After"] = str(seconds)
+        return response
+
     @router.post("/login")
     def login(request: Request, data: dict = Depends(form)) -> Response:
         if not csrf_ok(request.cookies.get(LOGIN_CSRF_COOKIE, ""), data.get("csrf")):
             raise HTTPException(403, "invalid or missing CSRF token; reload the login page")
         name = data.get("username", "")
-        if not authenticate(config.users, name, data.get("password", "")):
-            log.warning("failed dashboard login for %r from %s", name,
-                        request.client.host if request.client else "?")
+        # uvicorn puts X-Forwarded-For's client here, believed only from forwarded_allow_ips.
+        address = request.client.host if request.client else "?"
+        known = name if name in config.users else None
+        wait = throttle.wait(known, address, now().timestamp())
+        if wait > 0:
+            # Locked or delayed: answered without hashing, so guessing costs the server nothing.
+            log.warning("dashboard login for %r from %s refused for %.0f s (failed logins)", name, address, wait)
+            return refuse_login(request, 429, wait, "login_locked")
+        if not hash_slots.acquire():
+            return refuse_login(request, 503, limits.hash_wait_s, "login_busy")
+        try:
+            accepted = authenticate(config.users, name, data.get("password", ""))
+        finally:
+            hash_slots.release()
+        if not accepted:
+            throttle.failed(known, address, now().timestamp())
+            log.warning("failed dashboard login for %r from %s", name, address)
             return RedirectResponse("/login?error=1", status_code=303)
+        throttle.succeeded(name, address)
         session = new_session(now())
         store().add_session(session.token_hash, name, session.csrf, now(), session.expires)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="lax",
+        response.set_cookie(SESSION_COOKIE, session_cookie(session.token, fingerprint(name)), httponly=True,
+                            samesite="lax",
                             secure=_secure(request), max_age=int((session.expires - now()).total_seconds()))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         log.info("dashboard login: %s", name)

@@ -167,3 +167,130 @@ def test_example_describes_every_new_key():
         assert f"\n{name} = " in text, name
     assert "\npassword_hash = " in text and "\nsha256 = " in text
     assert config.users and config.tokens
+
+
+# -- dashboard logins: throttling, lockout, hash slots, sessions bound to credentials ---------
+
+
+class Clock:
+    def __init__(self, start):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+
+def login_form(client, name, password):
+    import re
+
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+    return client.post("/login", data={"csrf": csrf, "username": name, "password": password},
+                       follow_redirects=False)
+
+
+def dashboard(tmp_path, users, clock, **http):
+    from server.config import HttpConfig, ServerConfig, UserConfig
+
+    path = tmp_path / "onetap.db"
+    SQLiteStore.open(path).close()
+    config = ServerConfig(api_token=ALL_TOKEN, http=HttpConfig(**http), users={
+        name: UserConfig(hash_password(pw), sites) for name, (pw, sites) in users.items()})
+    return config, path, TestClient(create_app(lambda: SQLiteStore.open(path), config, now=clock))
+
+
+def test_200_wrong_passwords_lock_the_user_out_until_the_lockout_expires(tmp_path):
+    from datetime import timedelta
+
+    clock = Clock(NOW)
+    _, _, client = dashboard(tmp_path, {"kim": ("right-password", None)}, clock, login_lockout_s=900.0,
+                             login_user_lockout_failures=10)
+    statuses = []
+    for i in range(200):
+        answer = login_form(client, "kim", f"wrong-{i}")
+        statuses.append(answer.status_code)
+        wait = int(answer.headers.get("Retry-After", 0))
+        if answer.status_code == 429 and wait < 900:
+            clock.now += timedelta(seconds=wait)  # the most patient guesser: waits out every delay
+    assert statuses[:3] == [303, 303, 303]
+    assert statuses.count(303) == 10  # ten guesses were hashed; the other 190 refused unheard
+    assert statuses[-1] == 429
+    clock.now += timedelta(seconds=600)
+    locked = login_form(client, "kim", "right-password")
+    assert locked.status_code == 429 and "onetap_session" not in locked.cookies
+    assert 290 <= int(locked.headers["Retry-After"]) <= 300
+    assert "다시 시도하세요" in locked.text
+    clock.now += timedelta(seconds=301)
+    accepted = login_form(client, "kim", "right-password")
+    assert accepted.status_code == 303 and accepted.headers["location"] == "/"
+    assert client.get("/", follow_redirects=False).status_code == 200
+
+
+def test_delay_doubles_after_the_free_failures_and_other_users_are_not_delayed(tmp_path):
+    from datetime import timedelta
+
+    clock = Clock(NOW)
+    _, _, client = dashboard(tmp_path, {"kim": ("pw-kim-1234", None), "lee": ("pw-lee-1234", None)}, clock,
+                             login_free_failures=2, login_delay_s=2.0, login_ip_lockout_failures=1000)
+    waits = []
+    for _ in range(5):
+        answer = login_form(client, "kim", "wrong")
+        assert answer.status_code == 303
+        answer = login_form(client, "kim", "wrong")
+        if answer.status_code == 429:
+            waits.append(int(answer.headers["Retry-After"]))
+            clock.now += timedelta(seconds=waits[-1])
+    assert waits == [2, 4, 8, 16][:len(waits)] and len(waits) >= 3
+    assert login_form(client, "lee", "pw-lee-1234").headers["location"] == "/"
+
+
+def test_one_address_is_locked_out_whatever_names_it_tries(tmp_path):
+    clock = Clock(NOW)
+    _, _, client = dashboard(tmp_path, {"kim": ("pw-kim-1234", None)}, clock, login_ip_lockout_failures=5,
+                             login_free_failures=100)
+    for i in range(5):
+        assert login_form(client, f"nobody-{i}", "guess").status_code == 303
+    answer = login_form(client, "kim", "pw-kim-1234")
+    assert answer.status_code == 429 and "Retry-After" in answer.headers
+
+
+def test_throttle_forgets_old_failures_and_bounds_its_table():
+    from server.auth import LoginThrottle
+
+    throttle = LoginThrottle(free=1, delay_s=1.0, user_lockout=3, ip_lockout=50, lockout_s=60.0, max_addresses=100)
+    throttle.failed("kim", "10.0.0.1", 0.0)
+    throttle.failed("kim", "10.0.0.1", 0.0)
+    assert throttle.wait("kim", "10.0.0.9", 0.5) == 0.5
+    assert throttle.wait("kim", "10.0.0.9", 61.0) == 0  # forgotten after lockout_s
+    for i in range(1000):
+        throttle.failed(None, f"10.1.{i // 256}.{i % 256}", 1.0)
+    assert len(throttle._keys) <= 100
+
+
+def test_a_session_is_refused_after_a_password_or_scope_change(tmp_path):
+    from dataclasses import replace
+
+    from server.config import UserConfig
+
+    clock = Clock(NOW)
+    config, path, client = dashboard(tmp_path, {"kim": ("old-password-1", frozenset({"s1"}))}, clock)
+    assert login_form(client, "kim", "old-password-1").headers["location"] == "/"
+    cookie = client.cookies.get("onetap_session")
+    assert client.get("/", follow_redirects=False).status_code == 200
+    for changed in ({"kim": UserConfig(hash_password("new-password-1"), frozenset({"s1"}))},
+                    {"kim": UserConfig(config.users["kim"].password_hash, frozenset({"s1", "s2"}))}):
+        # The server restarted (or reloaded) with the user's new credentials.
+        app = create_app(lambda: SQLiteStore.open(path), replace(config, users=changed), now=clock)
+        with TestClient(app, cookies={"onetap_session": cookie}) as other:
+            answer = other.get("/", follow_redirects=False)
+            assert answer.status_code == 303 and answer.headers["location"] == "/login"
+    # Unchanged credentials keep the session (and a tampered tag does not).
+    app = create_app(lambda: SQLiteStore.open(path), config, now=clock)
+    with TestClient(app, cookies={"onetap_session": cookie}) as same:
+        assert same.get("/", follow_redirects=False).status_code == 303  # the change above deleted it
+    assert login_form(client, "kim", "old-password-1").headers["location"] == "/"
+    fresh = client.cookies.get("onetap_session")
+    with TestClient(app, cookies={"onetap_session": fresh}) as same:
+        assert same.get("/", follow_redirects=False).status_code == 200
+    with TestClient(app, cookies={"onetap_session": fresh[:-2] + "AA"}) as forged:
+        assert forged.get("/", follow_redirects=False).status_code == 303

@@ -107,3 +107,21 @@ def test_db_may_be_a_postgres_url_and_role_is_checked(tmp_path, capsys):
         load_config(env={"ONETAP_DB": "postgresql://db.example"})
     with pytest.raises(ConfigError, match=r"role.*all, ingest, api"):
         load_config(write(tmp_path, 'role = "worker"\n'), env={})
+
+
+def test_example_documents_every_http_key_and_its_variable(tmp_path):
+    from server.config import HTTP_KEYS, HttpConfig
+
+    text = EXAMPLE.read_text()
+    section = text[text.index("\n[http]\n"):]
+    for name, (_, variable) in HTTP_KEYS.items():
+        assert f"\n{name} = " in section, name
+        assert variable in text, variable
+    assert load_config(EXAMPLE, env={}).http == HttpConfig()  # the example shows the defaults
+    config = load_config(write(tmp_path, "[http]\nlogin_lockout_s = 60\n"),
+                         env={"ONETAP_HTTP_MAX_FORM_BYTES": "4096"})
+    assert config.http.login_lockout_s == 60.0 and config.http.max_form_bytes == 4096
+    with pytest.raises(ConfigError, match="unknown key http.login_lockout"):
+        load_config(write(tmp_path, "[http]\nlogin_lockout = 60\n"), env={})
+    with pytest.raises(ConfigError, match="http.max_concurrent_hashes"):
+        load_config(write(tmp_path, "[http]\nmax_concurrent_hashes = 0\n"), env={})
