@@ -308,8 +308,10 @@ def create_app(
         return Response(buffer.getvalue(), media_type=xlsx_type,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
-    @app.get("/metrics", response_class=PlainTextResponse, tags=["health"])
-    def metrics() -> PlainTextResponse:
+    @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ErrorOut}}, tags=["health"])
+    def metrics(who: Caller) -> PlainTextResponse:
+        """Prometheus text. A site-scoped token gets only per-site series of its sites;
+        the process-wide ones (ingest, broker, quarantine) mix every site's traffic."""
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
@@ -318,6 +320,18 @@ def create_app(
             for labels, value in samples:
                 lines.append(f"{name}{labels} {value}")
 
+        today = now().astimezone(tz).date()
+        by_site = store().aggregates(("site",), Filters(today, today, sites=who.sites))
+        metric("onetap_site_ratings_today", "gauge", "Ratings stored for today (local day), by site.",
+               [(f'{{site="{site}"}}', sum(dist.values())) for (site,), dist in by_site])
+        states: dict[tuple[str, str], int] = {}
+        for term in store().terminals(sites=who.sites):
+            key = (term["site"], term.get("state") or "unknown")
+            states[key] = states.get(key, 0) + 1
+        metric("onetap_site_terminals", "gauge", "Known terminals by site and state.",
+               [(f'{{site="{site}",state="{state}"}}', n) for (site, state), n in sorted(states.items())])
+        if who.sites is not None:
+            return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
         counts = store().counts()
         metric("onetap_ratings_stored", "gauge", "Ratings in the database.", [("", counts["ratings"])])
         metric("onetap_quarantine_stored", "gauge", "Quarantined messages and ratings in the database.",

@@ -179,7 +179,8 @@ def test_api_role_serves_what_the_workers_stored_and_ingests_nothing(mosquitto, 
         summary = requests.get(f"http://127.0.0.1:{port}/api/v1/summary?site=api&from=2000-01-01&to=2100-01-01",
                                headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert summary["count"] == 100
-        metrics = requests.get(f"http://127.0.0.1:{port}/metrics").text
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics",
+                               headers={"Authorization": f"Bearer {TOKEN}"}).text
         assert "onetap_ingest_messages_total 0" in metrics  # the api process ingested nothing
         assert_exactly_once(backend, "api", 2, 50)
     finally:

@@ -194,8 +194,26 @@ def test_csv_many_rows_streams_all(backend):
     assert len(rows) == 2501 and len({r[0] for r in rows[1:]}) == 2500
 
 
+def test_metrics_need_a_token_and_a_scoped_token_sees_only_its_sites(db_path, backend):
+    from server.auth import token_hash
+    from server.config import TokenConfig
+
+    scoped = "scoped-metrics-token-0123456789"
+    config = ServerConfig(api_token=TOKEN, tokens={"s2": TokenConfig(token_hash(scoped), frozenset({"s2"}))})
+    with TestClient(create_app(backend.open, config, FakeLinkState(), now=lambda: NOW)) as client:
+        answer = client.get("/metrics")
+        assert answer.status_code == 401 and "onetap_" not in answer.text
+        assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        text = client.get("/metrics", headers={"Authorization": f"Bearer {scoped}"}).text
+        assert 'onetap_site_ratings_today{site="s2"} 1' in text
+        assert 'onetap_site_terminals{site="s2",state="offline"} 1' in text
+        assert 's1' not in text and "onetap_ratings_stored" not in text and "onetap_ingest" not in text
+        everything = client.get("/metrics", headers=AUTH).text
+        assert 'onetap_site_ratings_today{site="s1"} 4' in everything and "onetap_ratings_stored 6" in everything
+
+
 def test_metrics(client):
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=AUTH).text
     assert "onetap_ratings_stored 6" in text
     assert "onetap_broker_connected 1" in text
     assert 'onetap_ingest_ratings_total{result="accepted"} 7' in text
