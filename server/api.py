@@ -362,8 +362,15 @@ def create_app(
     return app
 
 
+#: Days the API answers about: any real question, and every date computed from them stays valid.
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
+
+
 def _parse_date(name: str, text: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise HTTPException(400, f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise HTTPException(400, f"{name}: {text!r} is not between {FIRST_DAY} and {LAST_DAY}")
+    return day

@@ -22,6 +22,7 @@ from server.alerts import is_open, terminal_state
 from server.auth import (SESSION_COOKIE, HashSlots, LoginThrottle, authenticate, credential_fingerprint,
                          csrf_ok, new_session, new_token, session_cookie, session_cookie_ok, session_token,
                          token_hash)
+from server.api import FIRST_DAY, LAST_DAY
 from server.compare import compare
 from server.config import ServerConfig
 from server.dashboard import charts
@@ -36,6 +37,10 @@ LANG_COOKIE = "onetap_lang"
 LOGIN_CSRF_COOKIE = "onetap_login_csrf"
 SUSPECT_CHOICES = {"exclude": False, "include": None, "only": True}
 MAX_RANGE_DAYS = 3660
+#: A before/after mark: from the contract's earliest valid rating date to a year ahead.
+FIRST_MARK_DAY, MARK_DAYS_AHEAD = date(2020, 1, 1), 366
+#: Database row ids are signed 64-bit integers.
+MAX_ROW_ID = 2 ** 63 - 1
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self';"
                                " script-src 'self'; frame-ancestors 'none'; form-action 'self'",
@@ -44,6 +49,24 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+def _row_id(text: str) -> int:
+    """A row id from a URL, or 404: anything else cannot name a row."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and 0 < int(text) <= MAX_ROW_ID):
+        raise HTTPException(404, "no such item")
+    return int(text)
+
+
+def _day(name: str, text: str) -> date:
+    """A date between FIRST_DAY and LAST_DAY, or 400 saying so."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a date YYYY-MM-DD") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise HTTPException(400, f"{name} must be between {FIRST_DAY} and {LAST_DAY}")
+    return day
 
 
 class LoginRequired(Exception):
@@ -177,12 +200,9 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
 
     def date_range(request: Request, default_days: int) -> tuple[date, date]:
         today = now().astimezone(tz).date()
-        try:
-            first = date.fromisoformat(request.query_params.get("from") or
-                                       (today - timedelta(days=default_days - 1)).isoformat())
-            last = date.fromisoformat(request.query_params.get("to") or today.isoformat())
-        except ValueError:
-            raise HTTPException(400, "from/to must be dates YYYY-MM-DD") from None
+        first = _day("from", request.query_params.get("from") or
+                     (today - timedelta(days=default_days - 1)).isoformat())
+        last = _day("to", request.query_params.get("to") or today.isoformat())
         if first > last or (last - first).days > MAX_RANGE_DAYS:
             raise HTTPException(400, "from must not be after to, nor ten years before it")
         return first, last
@@ -397,11 +417,12 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         lang = _lang(request)
         s = store()
         marks = s.marks(session.sites)
-        try:
-            days = max(1, min(365, int(request.query_params.get("days", "28"))))
-            chosen = int(request.query_params["mark"]) if request.query_params.get("mark") else None
-        except ValueError:
-            raise HTTPException(400, "mark and days must be integers") from None
+        text = request.query_params.get("days", "28")
+        if not (text.isascii() and text.isdigit() and len(text) <= 3 and 1 <= int(text) <= 365):
+            raise HTTPException(400, "days must be a whole number of days from 1 to 365")
+        days = int(text)
+        mark_text = request.query_params.get("mark")
+        chosen = _row_id(mark_text) if mark_text else None
         rows = []
         for m in marks:
             rows.append(f'<tr><td>{escape(m["day"])}</td><td>{escape(m["site"] or "*")}</td><td>{escape(m["note"])}</td>'
@@ -420,8 +441,16 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
                f'<button type="submit" id="add-mark">{t("add_mark", lang)}</button></form>')
         result = ""
         mark = next((m for m in marks if m["pk"] == chosen), None)
-        if mark is not None:
-            pivot = date.fromisoformat(mark["day"])
+        try:
+            pivot = date.fromisoformat(str(mark["day"])) if mark is not None else None
+        except ValueError:
+            pivot = None
+        if mark is not None and (pivot is None or not FIRST_DAY + timedelta(days=366) <= pivot
+                                 <= LAST_DAY - timedelta(days=366)):
+            # A mark stored before marks were bounded: said, not computed with.
+            result = (f'<section class="result"><h2>{escape(mark["day"])} · {escape(mark["note"])}</h2>'
+                      f'<p class="error" id="statement">{t("mark_out_of_range", lang)}</p></section>')
+        elif mark is not None:
             before = Filters(pivot - timedelta(days=days), pivot - timedelta(days=1), site=mark["site"],
                              sites=session.sites, suspect=False)
             after = Filters(pivot, min(pivot + timedelta(days=days - 1), today), site=mark["site"],
@@ -459,6 +488,9 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
             day = date.fromisoformat(data.get("day", ""))
         except ValueError:
             raise HTTPException(400, "day must be a date YYYY-MM-DD") from None
+        latest = now().astimezone(tz).date() + timedelta(days=MARK_DAYS_AHEAD)
+        if not FIRST_MARK_DAY <= day <= latest:
+            raise HTTPException(400, f"a mark's day must be between {FIRST_MARK_DAY} and {latest}")
         note = data.get("note", "").strip()[:200]
         if not note:
             raise HTTPException(400, "a mark needs a note")
@@ -469,7 +501,8 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         return RedirectResponse(f"/compare?mark={pk}", status_code=303)
 
     @router.post("/marks/{pk}/delete")
-    def delete_mark(pk: int, session: Session = Depends(current), data: dict = Depends(checked_form)) -> Response:
+    def delete_mark(pk: str, session: Session = Depends(current), data: dict = Depends(checked_form)) -> Response:
+        pk = _row_id(pk)
         mark = next((m for m in store().marks(session.sites) if m["pk"] == pk), None)
         if mark is None or (mark["site"] is None and session.sites is not None):
             raise HTTPException(404, "no such mark")
@@ -505,7 +538,8 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         return page(request, session, t("alerts", lang), body, "alerts")
 
     @router.post("/alerts/{pk}/ack")
-    def ack(pk: int, session: Session = Depends(current), data: dict = Depends(checked_form)) -> Response:
+    def ack(pk: str, session: Session = Depends(current), data: dict = Depends(checked_form)) -> Response:
+        pk = _row_id(pk)
         if not store().ack_alert(pk, session.user, now(), session.sites):
             raise HTTPException(404, "no such alert")
         # An event (suspect burst) ends when someone has looked at it.
@@ -570,6 +604,8 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
             first, last = month_range(request.query_params.get("month") or now().astimezone(tz).strftime("%Y-%m"))
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
+        if not FIRST_DAY <= first <= LAST_DAY:
+            raise HTTPException(400, f"month must be between {FIRST_DAY:%Y-%m} and {LAST_DAY:%Y-%m}")
         filters = Filters(first, last, site=site, sites=session.sites)
         data = report_data(store(), filters)
         total = data["total"]
