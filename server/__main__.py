@@ -35,12 +35,16 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from server.config import load_config
+    from server.config import load_config, secret_problems
 
     config = load_config(args.config, env=os.environ, overrides={
         "broker": args.broker, "db": args.db, "listen": args.listen, "api_token": args.api_token,
         "role": args.role,
     })
+    problems = secret_problems(config)
+    if problems:
+        # A copied example or a short token would serve every site's figures to a guesser.
+        raise ServerError("; ".join(problems))
     if args.check_config:
         print(f"{PROG}: configuration is valid: {config!r}")
         return 0

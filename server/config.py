@@ -593,6 +593,57 @@ def load_config(
     return config
 
 
+# -- secrets ------------------------------------------------------------------
+
+#: A secret shorter than this is guessable (python -m server.auth token makes 43).
+MIN_SECRET_LENGTH = 16
+#: Fewer distinct characters than this in a secret: a pattern, not randomness.
+MIN_SECRET_SYMBOLS = 8
+#: Words that mark a value someone meant to replace.
+_PLACEHOLDER_WORDS = ("change-me", "changeme", "change_me", "replace", "example", "placeholder",
+                      "your-", "secret", "password", "xxxx")
+#: The values deploy/server.example.toml shows for secrets (tests/server/test_config.py
+#: checks that every one of them is refused): a copied example is not a secret.
+EXAMPLE_SECRETS = frozenset({
+    "change-me", "change-me-too",
+    "scrypt$32768$8$1$REPLACE-salt$REPLACE-key", "$argon2id$v=19$m=65536,t=3,p=4$REPLACE$REPLACE",
+    "0" * 64,
+})
+
+
+def _weak_secret(value: str) -> str | None:
+    """Why *value* is not a usable secret, or None."""
+    if value in EXAMPLE_SECRETS:
+        return "is the example file's placeholder"
+    if any(word in value.lower() for word in _PLACEHOLDER_WORDS):
+        return "looks like a placeholder"
+    if len(value) < MIN_SECRET_LENGTH:
+        return (f"is too short ({len(value)} character{'' if len(value) == 1 else 's'};"
+                f" at least {MIN_SECRET_LENGTH} random ones)")
+    if len(set(value)) < MIN_SECRET_SYMBOLS:
+        return f"is not random enough ({len(set(value))} different characters)"
+    return None
+
+
+def secret_problems(config: ServerConfig) -> list[str]:
+    """Each placeholder, short or patterned secret in *config*, said in one line
+    (``run`` and ``--check-config`` refuse a configuration with any)."""
+    problems = []
+    hint = "; python -m server.auth token makes a good one"
+    for name, value in (("api_token", config.api_token), ("password", config.password)):
+        why = _weak_secret(value) if value else None
+        if why:
+            problems.append(f"{name} {why}{hint}")
+    for name, user in config.users.items():
+        if user.password_hash in EXAMPLE_SECRETS:
+            problems.append(f"users.{name}.password_hash is the example file's placeholder;"
+                            " python -m server.auth hash makes one")
+    for name, token in config.tokens.items():
+        if token.sha256 in EXAMPLE_SECRETS or len(set(token.sha256)) < MIN_SECRET_SYMBOLS:
+            problems.append(f"tokens.{name}.sha256 is a placeholder{hint} and its sha256")
+    return problems
+
+
 def _check_tls(config: ServerConfig, where: Callable[[str], str]) -> None:
     """Cross-key rules of the broker connection; raises ConfigError naming the key."""
     address = config.broker_address

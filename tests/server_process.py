@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.broker import Mosquitto, free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
-TOKEN = "test-token"
+TOKEN = "test-token-4f9c2e7a1b8d"
 
 
 class ServerProcess:

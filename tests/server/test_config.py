@@ -87,8 +87,9 @@ def test_parsers():
 
 def test_check_config_exit_codes(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ONETAP_BROKER", raising=False)
-    assert main(["run", "--config", str(EXAMPLE), "--check-config"]) == 0
-    assert "change-me" not in capsys.readouterr().out  # secrets are not printed
+    good = write(tmp_path, 'api_token = "Zq3v-9Kp_w2Lx7Rt4Ym8Nb"\npassword = "Hj5k-Tq8w_Rx2Zc9Vb4N"\n')
+    assert main(["run", "--config", str(good), "--check-config"]) == 0
+    assert "Zq3v" not in capsys.readouterr().out  # secrets are not printed
     bad = write(tmp_path, "nonsense = 1\n")
     assert main(["run", "--config", str(bad), "--check-config"]) == 1
     err = capsys.readouterr().err
@@ -125,3 +126,55 @@ def test_example_documents_every_http_key_and_its_variable(tmp_path):
         load_config(write(tmp_path, "[http]\nlogin_lockout = 60\n"), env={})
     with pytest.raises(ConfigError, match="http.max_concurrent_hashes"):
         load_config(write(tmp_path, "[http]\nmax_concurrent_hashes = 0\n"), env={})
+
+
+def real_secrets(text):
+    """The example file with its secrets replaced as an operator would."""
+    from server.auth import hash_password, new_token, token_hash
+
+    text = text.replace('"change-me-too"', f'"{new_token()}"').replace('"change-me"', f'"{new_token()}"')
+    text = text.replace('"scrypt$32768$8$1$REPLACE-salt$REPLACE-key"', f'"{hash_password("pw")}"')
+    text = text.replace('"$argon2id$v=19$m=65536,t=3,p=4$REPLACE$REPLACE"', f'"{hash_password("pw")}"')
+    return text.replace('"' + "0" * 64 + '"', f'"{token_hash(new_token())}"')
+
+
+def test_the_example_file_as_shipped_is_refused_and_every_placeholder_named(tmp_path, capsys, monkeypatch):
+    import tomllib
+
+    from server.config import EXAMPLE_SECRETS, secret_problems
+
+    monkeypatch.delenv("ONETAP_BROKER", raising=False)
+    assert main(["run", "--config", str(EXAMPLE), "--check-config"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("onetap-server: error: ") and len(err.splitlines()) == 1
+    for name in ("api_token", "password", "users.admin.password_hash", "users.gangnam-staff.password_hash",
+                 "tokens.central-office.sha256"):
+        assert name in err, name
+    # Every secret value the example shows is one the check knows.
+    document = tomllib.loads(EXAMPLE.read_text())
+    shown = {document["api_token"], document["password"], *(u["password_hash"] for u in document["users"].values()),
+             *(t["sha256"] for t in document["tokens"].values())}
+    assert shown <= EXAMPLE_SECRETS
+    fixed = write(tmp_path, real_secrets(EXAMPLE.read_text()))
+    assert secret_problems(load_config(fixed, env={})) == []
+    assert main(["run", "--config", str(fixed), "--check-config"]) == 0
+
+
+@pytest.mark.parametrize("token, why", [
+    ("a", "too short"), ("change-me-too", "placeholder"), ("0123456789abcde", "too short"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaa", "not random enough"), ("abcabcabcabcabcabcabc", "not random enough"),
+    ("my-api-token-CHANGEME-123", "placeholder"), ("our-secret-token-for-2026", "placeholder"),
+])
+def test_run_refuses_weak_api_tokens(tmp_path, capsys, monkeypatch, token, why):
+    monkeypatch.delenv("ONETAP_BROKER", raising=False)
+    monkeypatch.delenv("ONETAP_API_TOKEN", raising=False)
+    db = str(tmp_path / "never.db")
+    assert main(["run", "--api-token", token, "--db", db, "--check-config"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("onetap-server: error: api_token ") and why in err
+    assert len(token) < 3 or token not in err  # the secret itself is not printed
+    # run itself stops before opening anything.
+    assert main(["run", "--api-token", token, "--db", db, "--listen", "127.0.0.1:1"]) == 1
+    assert not (tmp_path / "never.db").exists()
+    monkeypatch.setenv("ONETAP_API_TOKEN", token)
+    assert main(["run", "--db", db, "--check-config"]) == 1
