@@ -9,7 +9,7 @@ from kiosk.protocol import SCORES
 
 #: The keys /api/v1/aggregates can group by, as named in the contract.
 AGGREGATE_KEYS = ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input")
-MAX_BY = 2
+MAX_BY = 3
 
 Distribution = dict[int, int]
 

@@ -268,7 +268,7 @@ def create_app(
     def aggregates(
         scope: Scope,
         by: Annotated[str, Query(max_length=100,
-                                 description=f"one or two of: {', '.join(AGGREGATE_KEYS)}, comma-separated")],
+                                 description=f"one to three of: {', '.join(AGGREGATE_KEYS)}, comma-separated")],
     ) -> dict[str, Any]:
         try:
             keys = parse_by(by)

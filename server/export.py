@@ -131,8 +131,9 @@ def write_ratings_xlsx(out: IO[bytes], store: Any, filters: Filters, *, generate
 
 
 def write_aggregates_xlsx(out: IO[bytes], by: Sequence[str], rows: Sequence[Mapping[str, Any]],
-                          notes: Sequence[str] = ()) -> None:
-    """Merged aggregates (pull): a 'summary' sheet of totals and notes, an 'aggregates' sheet."""
+                          notes: Sequence[tuple[str, str]] = ()) -> None:
+    """Merged aggregates (pull): a 'summary' sheet of totals and labelled notes
+    (the sources, a partial warning), an 'aggregates' sheet."""
     from openpyxl import Workbook
 
     from server.aggregate import merge
@@ -140,8 +141,8 @@ def write_aggregates_xlsx(out: IO[bytes], by: Sequence[str], rows: Sequence[Mapp
     wb = Workbook(write_only=True)
     summary = wb.create_sheet("summary")
     summary.append(["onetap aggregates", "by", ",".join(by)])
-    for note in notes:
-        summary.append(["NOTE", _xlsx_cell(note)])
+    for label, note in notes:
+        summary.append([label, _xlsx_cell(note)])
     summary.append(SUMMARY_HEADER)
     summary.append(_summary_line("total", merge(r["distribution"] for r in rows)))
     sheet = wb.create_sheet("aggregates")

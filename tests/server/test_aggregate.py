@@ -84,7 +84,7 @@ def test_parse_by():
     for key in AGGREGATE_KEYS:
         assert parse_by(key) == (key,)
     for bad, message in (("", "1 to 2"), ("day,", "1 to 2"), ("score", "unknown key 'score'"),
-                         ("day,hour,site", "at most 2"), ("day,day", "twice"),
+                         ("day,hour,site,terminal", "at most 3"), ("day,day", "twice"),
                          ("day;drop", "unknown")):
         with pytest.raises(ValueError, match=message):
             parse_by(bad)

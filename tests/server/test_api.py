@@ -109,7 +109,7 @@ def test_bad_parameters_are_4xx(client, query, status):
     assert response.json()["detail"]
 
 
-@pytest.mark.parametrize("by", ["", "score", "day,hour,site", "day,day", "day;", "x" * 200])
+@pytest.mark.parametrize("by", ["", "score", "day,hour,site,terminal", "day,day", "day;", "x" * 200])
 def test_bad_by_is_4xx(client, by):
     response = client.get(f"/api/v1/aggregates?by={by}", headers=AUTH)
     assert response.status_code in (400, 422), response.text
@@ -131,6 +131,10 @@ def test_aggregates_every_key_and_pair(client):
         assert body["by"] == list(pair)
         assert sum(row["count"] for row in body["rows"]) == 6, pair
         assert all(set(pair) <= row.keys() for row in body["rows"])
+    for triple in itertools.combinations(AGGREGATE_KEYS, 3):
+        response = client.get(f"/api/v1/aggregates?by={','.join(triple)}&{query}", headers=AUTH)
+        assert response.status_code == 200, triple
+        assert sum(row["count"] for row in response.json()["rows"]) == 6, triple
 
 
 def test_aggregates_values(client):
