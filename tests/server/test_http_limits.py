@@ -21,13 +21,16 @@ SERVER = textwrap.dedent("""
     from server.store import SQLiteStore
 
     db, port, slots, wait = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    proxy, ip_lockout = sys.argv[5], int(sys.argv[6])
     SQLiteStore.open(db).close()
     config = ServerConfig(api_token="a-long-random-api-token-0123456789", users={
         "kim": UserConfig(hash_password("the-right-password"), None)},
         http=HttpConfig(max_concurrent_hashes=slots, hash_wait_s=wait, login_free_failures=1000,
-                        login_ip_lockout_failures=1000, login_user_lockout_failures=1000))
+                        login_ip_lockout_failures=ip_lockout, login_user_lockout_failures=1000))
     app = create_app(lambda: SQLiteStore.open(db), config)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    # As `onetap-server run` does: X-Forwarded-For believed only from the proxy.
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=True,
+                forwarded_allow_ips=proxy)
 """)
 
 
@@ -40,12 +43,13 @@ def status_kib(pid, field):
 def start(tmp_path):
     processes = []
 
-    def start(slots=2, wait=30.0):
+    def start(slots=2, wait=30.0, proxy="10.9.9.9", ip_lockout=1000):
         script = tmp_path / "serve.py"
         script.write_text(SERVER)
         port = free_port()
         process = subprocess.Popen([sys.executable, str(script), str(tmp_path / f"{port}.db"), str(port),
-                                    str(slots), str(wait)], stderr=subprocess.DEVNULL)
+                                    str(slots), str(wait), proxy, str(ip_lockout)],
+                                   stderr=subprocess.DEVNULL)
         processes.append(process)
         wait_for_port(port, timeout=30)
         base = f"http://127.0.0.1:{port}"
@@ -58,12 +62,12 @@ def start(tmp_path):
         process.wait(10)
 
 
-def wrong_login(base, name):
+def wrong_login(base, name, password="wrong", headers=None):
     with requests.Session() as session:
         page = session.get(f"{base}/login", timeout=30)
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
-        return session.post(f"{base}/login", data={"csrf": csrf, "username": name, "password": "wrong"},
-                            allow_redirects=False, timeout=120)
+        return session.post(f"{base}/login", data={"csrf": csrf, "username": name, "password": password},
+                            allow_redirects=False, timeout=120, headers=headers)
 
 
 def send_huge(port, headers, chunks):
@@ -134,3 +138,23 @@ def test_logins_beyond_the_wait_get_503_with_retry_after(start):
     busy = [a for a in answers if a.status_code == 503]
     assert busy and all(a.headers["Retry-After"] == "1" for a in busy)
     assert any(a.status_code == 303 for a in answers)
+
+
+def test_behind_the_proxy_each_client_address_has_its_own_count(start):
+    _, base, _ = start(proxy="127.0.0.1", ip_lockout=3)
+    # The warm-up login counted against 127.0.0.1 itself, not against the clients below.
+    guesser = {"X-Forwarded-For": "203.0.113.7"}
+    for i in range(3):
+        assert wrong_login(base, f"guess-{i}", headers=guesser).status_code == 303
+    assert wrong_login(base, "kim", "the-right-password", headers=guesser).status_code == 429
+    staff = {"X-Forwarded-For": "198.51.100.20"}
+    assert wrong_login(base, "kim", "the-right-password", headers=staff).headers["location"] == "/"
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_not_believed(start):
+    _, base, _ = start(proxy="10.9.9.9", ip_lockout=3)  # we are not the proxy
+    for i in range(2):
+        assert wrong_login(base, f"guess-{i}", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code == 303
+    # Three failures from 127.0.0.1 (warm-up included), whatever the header said: locked.
+    answer = wrong_login(base, "kim", "the-right-password", headers={"X-Forwarded-For": "198.51.100.20"})
+    assert answer.status_code == 429
