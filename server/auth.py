@@ -6,6 +6,7 @@ import base64
 import getpass
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import sys
 import threading
@@ -181,21 +182,23 @@ class _Failures:
 
 
 class LoginThrottle:
-    """Failed logins per user and per client address: after *free* failures each
-    try must wait *delay_s*, doubled per further failure; at the lockout count the
-    key is locked for *lockout_s*. Times are plain seconds (a monotonic clock),
+    """Failed logins per user and per client address: after *free* (*ip_free*)
+    failures each try must wait *delay_s*, doubled per further failure; at the
+    lockout count the key is locked for *lockout_s*. Times are plain seconds (a monotonic clock),
     passed in by the caller. Failures older than *lockout_s* are forgotten.
 
-    Only configured user names get a per-user counter (made-up names would grow
-    the table without bound; the address counter covers them), and at most
-    *max_addresses* addresses are remembered (the oldest forgotten first).
+    Every name tried gets a counter, configured or not, so that a lockout does
+    not tell a guesser which names exist; at most *max_keys* names and addresses
+    are remembered (the oldest forgotten first). An IPv6 client is counted by its
+    /64, which one machine can fill with addresses.
     """
 
-    def __init__(self, *, free: int, delay_s: float, user_lockout: int, ip_lockout: int,
-                 lockout_s: float, max_addresses: int = 10_000):
-        self.free, self.delay_s, self.lockout_s = free, delay_s, lockout_s
+    def __init__(self, *, free: int, ip_free: int, delay_s: float, user_lockout: int, ip_lockout: int,
+                 lockout_s: float, max_keys: int = 10_000):
+        self.delay_s, self.lockout_s = delay_s, lockout_s
+        self.free = {"user": free, "ip": ip_free}
         self.lockout = {"user": user_lockout, "ip": ip_lockout}
-        self.max_addresses = max_addresses
+        self.max_keys = max_keys
         self._keys: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -206,40 +209,48 @@ class LoginThrottle:
             return None
         return entry
 
-    def wait(self, user: str | None, address: str, now: float) -> float:
-        """Seconds until *user* (None: not a configured user) may try from *address*; 0: now."""
+    @staticmethod
+    def _keys_of(user: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            pass
+        else:
+            if ip.version == 6 and ip.ipv4_mapped is None:
+                address = str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        # Configured names are at most 64 characters; a longer one needs no more to be told apart.
+        return ("user", user[:256]), ("ip", address)
+
+    def wait(self, user: str, address: str, now: float) -> float:
+        """Seconds until *user* may try from *address*; 0: now."""
         with self._lock:
             waits = [0.0]
-            for kind, key in (("user", user), ("ip", address)):
-                if key is None:
-                    continue
+            for kind, key in self._keys_of(user, address):
                 entry = self._get(kind, key, now)
                 if entry is not None:
                     waits.append(entry.blocked_until - now)
             return max(waits)
 
-    def failed(self, user: str | None, address: str, now: float) -> None:
+    def failed(self, user: str, address: str, now: float) -> None:
         with self._lock:
-            for kind, key in (("user", user), ("ip", address)):
-                if key is None:
-                    continue
+            for kind, key in self._keys_of(user, address):
                 entry = self._get(kind, key, now) or _Failures()
                 entry.count += 1
                 entry.last = now
                 if entry.count >= self.lockout[kind]:
                     entry.blocked_until = now + self.lockout_s
-                elif entry.count > self.free:
-                    delay = self.delay_s * 2 ** min(entry.count - self.free - 1, 30)
+                elif entry.count > self.free[kind]:
+                    delay = self.delay_s * 2 ** min(entry.count - self.free[kind] - 1, 30)
                     entry.blocked_until = now + min(delay, self.lockout_s)
                 self._keys[(kind, key)] = entry
                 self._keys.move_to_end((kind, key))
-            while len(self._keys) > self.max_addresses:
+            while len(self._keys) > self.max_keys:
                 self._keys.popitem(last=False)
 
     def succeeded(self, user: str, address: str) -> None:
         with self._lock:
-            self._keys.pop(("user", user), None)
-            self._keys.pop(("ip", address), None)
+            for key in self._keys_of(user, address):
+                self._keys.pop(key, None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,8 +109,9 @@ class HttpConfig:
     max_concurrent_hashes: int = 2
     #: How long a login waits for a hashing slot before 503 with Retry-After.
     hash_wait_s: float = 5.0
-    #: Failed logins (per user and per client address) answered without delay.
+    #: Failed logins for one user name, and from one client address, answered without delay.
     login_free_failures: int = 3
+    login_ip_free_failures: int = 10
     #: After those, the next try must wait this long, doubled at each further failure.
     login_delay_s: float = 1.0
     #: This many failures for one user, or from one address, lock it out for login_lockout_s.
@@ -488,6 +489,7 @@ HTTP_KEYS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_concurrent_hashes": (_positive_int, "ONETAP_HTTP_MAX_CONCURRENT_HASHES"),
     "hash_wait_s": (_positive_float, "ONETAP_HTTP_HASH_WAIT_S"),
     "login_free_failures": (_non_negative_int, "ONETAP_HTTP_LOGIN_FREE_FAILURES"),
+    "login_ip_free_failures": (_non_negative_int, "ONETAP_HTTP_LOGIN_IP_FREE_FAILURES"),
     "login_delay_s": (_positive_float, "ONETAP_HTTP_LOGIN_DELAY_S"),
     "login_user_lockout_failures": (_positive_int, "ONETAP_HTTP_LOGIN_USER_LOCKOUT_FAILURES"),
     "login_ip_lockout_failures": (_positive_int, "ONETAP_HTTP_LOGIN_IP_LOCKOUT_FAILURES"),

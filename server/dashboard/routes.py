@@ -126,7 +126,8 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         return RedirectResponse("/login", status_code=303)
 
     limits = config.http
-    throttle = LoginThrottle(free=limits.login_free_failures, delay_s=limits.login_delay_s,
+    throttle = LoginThrottle(free=limits.login_free_failures, ip_free=limits.login_ip_free_failures,
+                             delay_s=limits.login_delay_s,
                              user_lockout=limits.login_user_lockout_failures,
                              ip_lockout=limits.login_ip_lockout_failures, lockout_s=limits.login_lockout_s)
     hash_slots = HashSlots(limits.max_concurrent_hashes, limits.hash_wait_s)
@@ -256,8 +257,7 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         name = data.get("username", "")
         # uvicorn puts X-Forwarded-For's client here, believed only from forwarded_allow_ips.
         address = request.client.host if request.client else "?"
-        known = name if name in config.users else None
-        wait = throttle.wait(known, address, now().timestamp())
+        wait = throttle.wait(name, address, now().timestamp())
         if wait > 0:
             # Locked or delayed: answered without hashing, so guessing costs the server nothing.
             log.warning("dashboard login for %r from %s refused for %.0f s (failed logins)", name, address, wait)
@@ -269,7 +269,7 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         finally:
             hash_slots.release()
         if not accepted:
-            throttle.failed(known, address, now().timestamp())
+            throttle.failed(name, address, now().timestamp())
             log.warning("failed dashboard login for %r from %s", name, address)
             return RedirectResponse("/login?error=1", status_code=303)
         throttle.succeeded(name, address)

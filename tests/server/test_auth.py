@@ -231,7 +231,8 @@ def test_delay_doubles_after_the_free_failures_and_other_users_are_not_delayed(t
 
     clock = Clock(NOW)
     _, _, client = dashboard(tmp_path, {"kim": ("pw-kim-1234", None), "lee": ("pw-lee-1234", None)}, clock,
-                             login_free_failures=2, login_delay_s=2.0, login_ip_lockout_failures=1000)
+                             login_free_failures=2, login_delay_s=2.0, login_ip_lockout_failures=1000,
+                             login_ip_free_failures=1000)
     waits = []
     for _ in range(5):
         answer = login_form(client, "kim", "wrong")
@@ -247,7 +248,7 @@ def test_delay_doubles_after_the_free_failures_and_other_users_are_not_delayed(t
 def test_one_address_is_locked_out_whatever_names_it_tries(tmp_path):
     clock = Clock(NOW)
     _, _, client = dashboard(tmp_path, {"kim": ("pw-kim-1234", None)}, clock, login_ip_lockout_failures=5,
-                             login_free_failures=100)
+                             login_free_failures=100, login_ip_free_failures=100)
     for i in range(5):
         assert login_form(client, f"nobody-{i}", "guess").status_code == 303
     answer = login_form(client, "kim", "pw-kim-1234")
@@ -257,14 +258,28 @@ def test_one_address_is_locked_out_whatever_names_it_tries(tmp_path):
 def test_throttle_forgets_old_failures_and_bounds_its_table():
     from server.auth import LoginThrottle
 
-    throttle = LoginThrottle(free=1, delay_s=1.0, user_lockout=3, ip_lockout=50, lockout_s=60.0, max_addresses=100)
+    throttle = LoginThrottle(free=1, ip_free=1, delay_s=1.0, user_lockout=3, ip_lockout=50, lockout_s=60.0, max_keys=100)
     throttle.failed("kim", "10.0.0.1", 0.0)
     throttle.failed("kim", "10.0.0.1", 0.0)
     assert throttle.wait("kim", "10.0.0.9", 0.5) == 0.5
     assert throttle.wait("kim", "10.0.0.9", 61.0) == 0  # forgotten after lockout_s
     for i in range(1000):
-        throttle.failed(None, f"10.1.{i // 256}.{i % 256}", 1.0)
+        throttle.failed(f"name-{i}", f"10.1.{i // 256}.{i % 256}", 1.0)
     assert len(throttle._keys) <= 100
+    # One machine's IPv6 /64 is one address.
+    for i in range(3):
+        throttle.failed(f"other-{i}", f"2001:db8:1:2::{i + 1:x}", 100.0)
+    assert throttle.wait("nobody", "2001:db8:1:2:ffff::1", 100.0) > 0
+    assert throttle.wait("nobody", "2001:db8:1:3::1", 100.0) == 0
+
+
+def test_a_lockout_does_not_tell_which_names_exist(tmp_path):
+    clock = Clock(NOW)
+    _, _, client = dashboard(tmp_path, {"kim": ("pw-kim-1234", None)}, clock, login_ip_lockout_failures=1000,
+                             login_ip_free_failures=1000)
+    answers = {name: [login_form(client, name, "wrong").status_code for _ in range(12)]
+               for name in ("kim", "no-such-user")}
+    assert answers["kim"] == answers["no-such-user"]
 
 
 def test_a_session_is_refused_after_a_password_or_scope_change(tmp_path):

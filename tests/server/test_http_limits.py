@@ -26,7 +26,7 @@ SERVER = textwrap.dedent("""
     config = ServerConfig(api_token="a-long-random-api-token-0123456789", users={
         "kim": UserConfig(hash_password("the-right-password"), None)},
         http=HttpConfig(max_concurrent_hashes=slots, hash_wait_s=wait, login_free_failures=1000,
-                        login_ip_lockout_failures=ip_lockout, login_user_lockout_failures=1000))
+                        login_ip_free_failures=1000, login_ip_lockout_failures=ip_lockout, login_user_lockout_failures=1000))
     app = create_app(lambda: SQLiteStore.open(db), config)
     # As `onetap-server run` does: X-Forwarded-For believed only from the proxy.
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=True,
