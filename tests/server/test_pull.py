@@ -130,6 +130,18 @@ class Hostile(http.server.BaseHTTPRequestHandler):
         Hostile.seen.append((case, self.headers.get("Authorization")))
         if case == "slow":
             time.sleep(3)
+        if case == "trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", "200")
+            self.end_headers()
+            try:
+                for _ in range(200):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # pull gave up on us, as it should
+            return
         status, kind, body, headers = HOSTILE.get(case, (200, "application/json", good_body(), {}))
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -251,6 +263,13 @@ def test_a_slow_server_times_out(hostile):
     started = time.monotonic()
     result = pull([f"{hostile}/slow"], "t", ["site"], timeout=(1, 1))
     assert result.failed[0][1] == "unreachable: timed out" and time.monotonic() - started < 30
+
+
+def test_a_trickling_server_meets_the_deadline(hostile):
+    started = time.monotonic()
+    result = pull([f"{hostile}/trickle"], "t", ["site"], timeout=(1, 1))
+    assert result.failed[0][1] == "bad answer: the answer took too long to arrive"
+    assert time.monotonic() - started < 15
 
 
 def test_check_answer_accepts_what_a_server_sends(servers):
