@@ -53,6 +53,8 @@ class SiteConfig:
     reasons: tuple[str, ...] = DEFAULT_REASONS
     #: The site's survey for its terminals (``[sites.<site>.survey]``), over ``[survey]``.
     survey: Mapping[str, Any] | None = None
+    #: The name staff and reports call the site ("강남구청 민원실"); None: its identifier.
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,17 @@ class ServerConfig:
     registry: Path | None = None
     #: Raw ratings older than this many days are deleted (daily counts stay); 0: kept.
     retention_days: int = 0
+    #: The institution's name on reports and mail ("강남구청"); None: none shown.
+    institution: str | None = None
     #: Whose X-Forwarded-Proto/-For uvicorn believes (the reverse proxy), comma-separated.
     forwarded_allow_ips: str = "127.0.0.1"
     #: Where the file settings came from (for messages), None without a file.
     source: str | None = field(default=None, compare=False)
+
+    def site_name(self, site: str) -> str:
+        """The site's display name, else its identifier."""
+        site_config = self.sites.get(site)
+        return site_config.name if site_config is not None and site_config.name else site
 
     def reasons_for_site(self, site: str) -> tuple[str, ...]:
         site_config = self.sites.get(site)
@@ -212,6 +221,14 @@ def _bool(value: Any) -> bool:
 
 def _non_negative_int(value: Any) -> int:
     return 0 if value in (0, "0") else _positive_int(value)
+
+
+def _display_name(value: Any) -> str:
+    """A name people read: 1..80 characters, no control characters."""
+    text = _nonempty(value).strip()
+    if not text or len(text) > 80 or any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text):
+        raise ValueError("must be 1 to 80 characters without control characters")
+    return text
 
 
 def _ip_list(value: Any) -> str:
@@ -301,6 +318,7 @@ KEYS: dict[str, _Key] = {
     "registry": _Key(_optional(_path), "ONETAP_REGISTRY"),
     "retention_days": _Key(_non_negative_int, "ONETAP_RETENTION_DAYS"),
     "forwarded_allow_ips": _Key(_ip_list, "ONETAP_FORWARDED_ALLOW_IPS"),
+    "institution": _Key(_optional(_display_name), "ONETAP_INSTITUTION"),
 }
 
 
@@ -326,6 +344,12 @@ def _parse_sites(table: Any, where: str) -> dict[str, SiteConfig]:
         for name, value in body.items():
             if name == "survey":
                 values[name] = _parse_survey(value, f"{where}: {key}.survey")
+                continue
+            if name == "name":
+                try:
+                    values[name] = _display_name(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{where}: {key}.{name} {exc}") from None
                 continue
             if name != "reasons":
                 raise ConfigError(f"{where}: unknown key {key}.{name}")

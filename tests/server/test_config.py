@@ -107,3 +107,14 @@ def test_db_may_be_a_postgres_url_and_role_is_checked(tmp_path, capsys):
         load_config(env={"ONETAP_DB": "postgresql://db.example"})
     with pytest.raises(ConfigError, match=r"role.*all, ingest, api"):
         load_config(write(tmp_path, 'role = "worker"\n'), env={})
+
+
+def test_site_display_names_and_the_institution(tmp_path):
+    path = write(tmp_path, 'institution = "강남구청"\n[sites.gangnam-office]\nname = " 강남구청 민원실 "\n')
+    config = load_config(path, env={})
+    assert config.site_name("gangnam-office") == "강남구청 민원실" and config.site_name("other") == "other"
+    assert config.institution == "강남구청"
+    assert load_config(env={"ONETAP_INSTITUTION": "서초구청"}).institution == "서초구청"
+    for bad in ('""', '"a\\u0007b"', '"' + "가" * 81 + '"', "3"):
+        with pytest.raises(ConfigError, match="sites.gangnam-office.name"):
+            load_config(write(tmp_path, f"[sites.gangnam-office]\nname = {bad}\n"), env={})
