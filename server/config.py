@@ -102,6 +102,43 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class MailConfig:
+    """The institution's SMTP server for report mail, from ``[mail]``; the password only
+    from the environment (ONETAP_MAIL_PASSWORD)."""
+
+    host: str
+    sender: str
+    port: int = 587
+    #: STARTTLS before logging in (port 587); false only for a relay on this machine.
+    starttls: bool = True
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: CA certificate (PEM) that signed the SMTP server's; None: the system's trusted CAs.
+    ca_file: Path | None = None
+    timeout_s: float = 30.0
+    #: Further attempts after a failed delivery, one per interval_s.
+    retries: int = 3
+    #: How often due reports are looked for (and failed ones tried again), seconds.
+    interval_s: int = 300
+    #: Local hour from which a period's report is sent (the period is over by then).
+    send_hour: int = 7
+
+
+REPORT_EVERY = ("daily", "weekly", "monthly")
+
+
+@dataclass(frozen=True)
+class ReportScheduleConfig:
+    """A report subscription, from ``[reports.<name>]``: whom, how often, which sites."""
+
+    to: tuple[str, ...]
+    every: str
+    sites: tuple[str, ...]
+    lang: str = "ko"
+    exclude_suspect: bool = True
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``onetap-server run`` needs; every key is in deploy/server.example.toml."""
 
@@ -138,6 +175,10 @@ class ServerConfig:
     registry: Path | None = None
     #: Raw ratings older than this many days are deleted (daily counts stay); 0: kept.
     retention_days: int = 0
+    #: The SMTP server for scheduled reports; None: no report mail.
+    mail: MailConfig | None = None
+    #: Scheduled report mail by name.
+    reports: Mapping[str, ReportScheduleConfig] = field(default_factory=dict)
     #: The institution's name on reports and mail ("강남구청"); None: none shown.
     institution: str | None = None
     #: Whose X-Forwarded-Proto/-For uvicorn believes (the reverse proxy), comma-separated.
@@ -386,7 +427,8 @@ def _sha256(value: Any) -> str:
     return value
 
 
-def _named_tables(kind: str, schema: dict[str, Callable[[Any], Any]], make: Callable[..., Any]):
+def _named_tables(kind: str, schema: dict[str, Callable[[Any], Any]], make: Callable[..., Any],
+                  optional: tuple[str, ...] = ()):
     def parse(table: Any, where: str) -> dict[str, Any]:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [{kind}] must be a table of [{kind}.<name>] tables")
@@ -407,7 +449,7 @@ def _named_tables(kind: str, schema: dict[str, Callable[[Any], Any]], make: Call
                 except ValueError as exc:
                     raise ConfigError(f"{where}: {key}.{item} {exc}") from None
             for item in schema:
-                if item not in values:
+                if item not in values and item not in optional:
                     raise ConfigError(f"{where}: {key}.{item} is missing")
             out[name] = make(**values)
         return out
@@ -485,6 +527,93 @@ def _parse_alerts(table: Any, where: str) -> AlertsConfig:
     return AlertsConfig(**values)
 
 
+_EMAIL_RE = re.compile(r"\A[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}\Z")
+
+
+def _email(value: Any) -> str:
+    if not isinstance(value, str) or not _EMAIL_RE.match(value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def _hostname(value: Any) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]{1,253}", _nonempty(value)):
+        raise ValueError(f"{value!r} is not a host name or address")
+    return value
+
+
+def _port(value: Any) -> int:
+    if _positive_int(value) > 65535:
+        raise ValueError(f"{value!r} is not a port 1..65535")
+    return value
+
+
+def _hour(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 23:
+        raise ValueError(f"{value!r} is not an hour 0..23")
+    return value
+
+
+#: [mail] keys: name -> parser; host and sender are required.
+MAIL_KEYS: dict[str, Callable[[Any], Any]] = {
+    "host": _hostname, "sender": _email, "port": _port, "starttls": _bool,
+    "user": _optional(_nonempty), "ca_file": _optional(_path), "timeout_s": _positive_float,
+    "retries": lambda v: 0 if v == 0 else _positive_int(v), "interval_s": _positive_int, "send_hour": _hour,
+}
+
+
+def _parse_mail(table: Any, where: str) -> MailConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [mail] must be a table")
+    values = {}
+    for name, value in table.items():
+        if name not in MAIL_KEYS:
+            hint = " (the password comes from ONETAP_MAIL_PASSWORD only)" if name == "password" else ""
+            raise ConfigError(f"{where}: unknown key mail.{name}{hint}")
+        try:
+            values[name] = MAIL_KEYS[name](value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: mail.{name} {exc}") from None
+    for name in ("host", "sender"):
+        if name not in values:
+            raise ConfigError(f"{where}: mail.{name} is missing")
+    return MailConfig(**values)
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(value) > 50:
+        raise ValueError("must be a list of 1 to 50 e-mail addresses")
+    return tuple(_email(v) for v in value)
+
+
+def _site_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(value) > 100:
+        raise ValueError("must be a list of 1 to 100 site identifiers")
+    for site in value:
+        if not isinstance(site, str) or not is_identifier(site):
+            raise ValueError(f"{site!r} is not a site identifier")
+    return tuple(value)
+
+
+def _every(value: Any) -> str:
+    if value not in REPORT_EVERY:
+        raise ValueError(f"{value!r} must be one of {', '.join(REPORT_EVERY)}")
+    return value
+
+
+def _report_lang(value: Any) -> str:
+    if value not in ("ko", "en"):
+        raise ValueError(f'{value!r} must be "ko" or "en"')
+    return value
+
+
+def _parse_reports(table: Any, where: str) -> dict[str, ReportScheduleConfig]:
+    parse = _named_tables("reports", {"to": _addresses, "every": _every, "sites": _site_list,
+                                      "lang": _report_lang, "exclude_suspect": _bool},
+                          ReportScheduleConfig, optional=("lang", "exclude_suspect"))
+    return parse(table, where)
+
+
 #: Table-valued sections: name -> parser(table, where) giving the ServerConfig
 #: field of the same name. A new section (users, tokens, alerts...) is a field
 #: on ServerConfig plus one entry here.
@@ -494,6 +623,8 @@ SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "users": _named_tables("users", {"password_hash": _password_hash, "sites": _scope}, UserConfig),
     "tokens": _named_tables("tokens", {"sha256": _sha256, "sites": _scope}, TokenConfig),
     "alerts": _parse_alerts,
+    "mail": _parse_mail,
+    "reports": _parse_reports,
 }
 
 assert set(KEYS) | set(SECTIONS) | {"source"} == {f.name for f in fields(ServerConfig)}
@@ -546,6 +677,10 @@ def load_config(
                 raise ConfigError(f"environment {variable} {exc}") from None
     if alert_env:
         values["alerts"] = replace(values.get("alerts", AlertsConfig()), **alert_env)
+    if values.get("mail") is not None and env.get("ONETAP_MAIL_PASSWORD"):
+        values["mail"] = replace(values["mail"], password=env["ONETAP_MAIL_PASSWORD"])
+    if values.get("reports") and values.get("mail") is None:
+        raise ConfigError(f"{source or 'config'}: [reports] need a [mail] server to send them")
     for name, value in (overrides or {}).items():
         if value is None:
             continue

@@ -58,14 +58,60 @@ WORDS: dict[str, dict[str, str]] = {
 }
 
 
-def word(key: str, lang: str) -> str:
-    entry = WORDS[key]
+#: Words that depend on the report's period (day, week or month).
+PERIOD_WORDS: dict[str, dict[str, dict[str, str]]] = {
+    "day": {"title": {"ko": "일간 만족도 보고서", "en": "Daily satisfaction report"},
+            "this_month": {"ko": "해당일", "en": "This day"},
+            "previous": {"ko": "전일", "en": "Day before"},
+            "last_year": {"ko": "전년 같은 요일", "en": "Same weekday last year"},
+            "comparison": {"ko": "전일·전년 비교", "en": "Against the day before and last year"},
+            "count_definition": {"ko": "이 날 받은 평가의 수", "en": "ratings received this day"}},
+    "week": {"title": {"ko": "주간 만족도 보고서", "en": "Weekly satisfaction report"},
+             "this_month": {"ko": "이번 주", "en": "This week"},
+             "previous": {"ko": "전주", "en": "Previous week"},
+             "last_year": {"ko": "전년 같은 주", "en": "Same week last year"},
+             "comparison": {"ko": "전주·전년 같은 주 비교", "en": "Against the previous week and last year"},
+             "count_definition": {"ko": "이 주에 받은 평가의 수", "en": "ratings received this week"}},
+    "month": {"count_definition": {"ko": "이 달에 받은 평가의 수", "en": "ratings received this month"}},
+}
+PERIODS = ("day", "week", "month")
+
+
+def word(key: str, lang: str, period: str = "month") -> str:
+    entry = PERIOD_WORDS[period].get(key) or WORDS[key]
     return entry.get(lang) or entry["ko"]
 
 
 def last_complete_month(today: date) -> date:
     """The first day of the month before *today*'s (the last month with every day over)."""
     return (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
+def last_complete(today: date, period: str) -> date:
+    """The first day of the last period (day, week from Monday, month) wholly before *today*."""
+    if period == "day":
+        return today - timedelta(days=1)
+    if period == "week":
+        return today - timedelta(days=today.weekday() + 7)
+    return last_complete_month(today)
+
+
+def period_bounds(first: date, period: str) -> tuple[date, date]:
+    if period == "day":
+        return first, first
+    if period == "week":
+        return first, first + timedelta(days=6)
+    return month_bounds(first)
+
+
+def previous_period(first: date, period: str) -> date:
+    return {"day": first - timedelta(days=1), "week": first - timedelta(days=7)}.get(
+        period) or shift_months(first, -1)
+
+
+def last_year_period(first: date, period: str) -> date:
+    # A day or week a year back falls on the same weekdays 52 weeks (364 days) before.
+    return first - timedelta(days=364) if period in ("day", "week") else shift_months(first, -12)
 
 
 def month_bounds(first: date) -> tuple[date, date]:
@@ -95,13 +141,13 @@ class ReportAnswers:
     marks: Sequence[tuple[str, str]] = ()
 
 
-def fetch_answers(store: Any, site: str, first: date, *, exclude_suspect: bool = True,
+def fetch_answers(store: Any, site: str, first: date, *, period: str = "month", exclude_suspect: bool = True,
                   sites: frozenset[str] | None = None) -> ReportAnswers:
-    """Ask *store* what the report of *site* for the month starting *first* shows."""
+    """Ask *store* what the report of *site* for the period (day, week, month) starting *first* shows."""
     suspect = False if exclude_suspect else None
 
     def month(start: date) -> Filters:
-        low, high = month_bounds(start)
+        low, high = period_bounds(start, period)
         return Filters(low, high, site=site, sites=sites, suspect=suspect)
 
     this = month(first)
@@ -115,8 +161,8 @@ def fetch_answers(store: Any, site: str, first: date, *, exclude_suspect: bool =
         ages=store.aggregates(("age_group",), this),
         age_reasons=store.aggregates(("age_group", "reason"), this),
         terminals=store.aggregates(("terminal",), this),
-        previous=store.summary(month(shift_months(first, -1))),
-        last_year=store.summary(month(shift_months(first, -12))),
+        previous=store.summary(month(previous_period(first, period))),
+        last_year=store.summary(month(last_year_period(first, period))),
         marks=[(m["day"], m["note"]) for m in store.marks(sites)
                if m["site"] in (None, site) and this.date_from.isoformat() <= m["day"] <= this.date_to.isoformat()],
     )
@@ -194,7 +240,11 @@ def _verdict(change: Change, lang: str) -> str:
     return word("significant" if change.significant else "not_significant", lang)
 
 
-def _month_label(first: date, lang: str) -> str:
+def _period_label(first: date, lang: str, period: str = "month") -> str:
+    if period == "day":
+        return first.isoformat()
+    if period == "week":
+        return f"{first.isoformat()} – {(first + timedelta(days=6)).isoformat()}"
     return f"{first.year}년 {first.month}월" if lang == "ko" else first.strftime("%B %Y")
 
 
@@ -234,16 +284,18 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
                  generated_at: datetime | None = None, site_name: str | None = None,
                  institution: str | None = None, reasons: Sequence[str] = DEFAULT_REASONS,
                  reason_labels: Mapping[str, Mapping[str, str]] | None = None,
-                 exclude_suspect: bool = True, suspect_rules: Mapping[str, Any] | None = None) -> Report:
-    """The report of *site* for the month starting *first*, as of *today*, for a reader of *lang*."""
+                 exclude_suspect: bool = True, suspect_rules: Mapping[str, Any] | None = None,
+                 period: str = "month") -> Report:
+    """The report of *site* for the period (day, week, month) starting *first*, as of *today*,
+    for a reader of *lang*."""
     labels = Labels(lang, reason_labels)
     lang = labels.lang
-    first, last = month_bounds(first)
+    first, last = period_bounds(first, period)
     total = summarize(answers.total)
 
     figures = [
         Figure("count", word("count", lang), f"{total.count:,}",
-               "이 달에 받은 평가의 수" if lang == "ko" else "ratings received this month"),
+               PERIOD_WORDS[period]["count_definition"][lang]),
         Figure("index", word("index", lang), number(total.index, 1),
                "(평균 − 1) ÷ 4 × 100, 0~100" if lang == "ko" else "(mean − 1) ÷ 4 × 100, 0 to 100"),
         Figure("csat", word("csat", lang), f"{number(total.csat, 1)}%" if total.csat is not None else "–",
@@ -292,19 +344,18 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
                         for r in reason_codes], row_total))
 
     comparisons = []
-    for key, dist, start in (("previous", answers.previous, shift_months(first, -1)),
-                             ("last_year", answers.last_year, shift_months(first, -12))):
+    for key, dist, start in (("previous", answers.previous, previous_period(first, period)),
+                             ("last_year", answers.last_year, last_year_period(first, period))):
         c = compare(dist, answers.total)
-        low, high = month_bounds(start)
         comparisons.append(ComparisonRow(
-            word(key, lang), _month_label(low, lang), c.before, c.index, c.csat,
+            word(key, lang, period), _period_label(start, lang, period), c.before, c.index, c.csat,
             _verdict(c.index, lang), _verdict(c.csat, lang), c.statement(lang)))
 
-    title = word("title", lang)
+    title = word("title", lang, period)
     generated = (generated_at.strftime("%Y-%m-%d %H:%M") if generated_at else today.isoformat())
     return Report(
         lang=lang, title=title, institution=institution, site=site, site_name=site_name or site,
-        month=_month_label(first, lang), first=first, last=last, generated=generated,
+        month=_period_label(first, lang, period), first=first, last=last, generated=generated,
         exclude_suspect=exclude_suspect, suspect=answers.suspect, total=total, figures=figures,
         days=days, marks=list(answers.marks), heat=heat, hours=hours,
         weekdays=[labels.weekday(i) for i in range(7)],
@@ -312,25 +363,26 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
         age_reason_columns=[labels.code("reason", r) for r in reason_codes], age_reasons=matrix,
         terminals=terminal_rows, this_month=total, comparisons=comparisons,
         notes=_notes(lang, exclude_suspect, answers.suspect, suspect_rules or {}),
-        words={key: word(key, lang) for key in WORDS},
+        words={key: word(key, lang, period) for key in WORDS},
     )
 
 
 
 def report_for(config: Any, store: Any, site: str, first: date, *, lang: str, now: datetime,
-               sites: frozenset[str] | None = None, exclude_suspect: bool = True) -> Report:
+               sites: frozenset[str] | None = None, exclude_suspect: bool = True,
+               period: str = "month") -> Report:
     """Fetch and build the report of *site* for the month of *first* with the server's settings
     (display names, reasons and their labels, suspect rules, time zone)."""
     site_config = config.sites.get(site)
     own = (site_config.survey or {}) if site_config is not None else {}
     reason_labels = own.get("reason_labels") or (config.survey or {}).get("reason_labels")
     rules = config.alerts
-    answers = fetch_answers(store, site, first, exclude_suspect=exclude_suspect, sites=sites)
+    answers = fetch_answers(store, site, first, period=period, exclude_suspect=exclude_suspect, sites=sites)
     local = now.astimezone(config.tz)
     return build_report(
         answers, site=site, first=first, today=local.date(), lang=lang, generated_at=local,
         site_name=config.site_name(site), institution=config.institution,
         reasons=config.reasons_for_site(site), reason_labels=reason_labels,
-        exclude_suspect=exclude_suspect,
+        exclude_suspect=exclude_suspect, period=period,
         suspect_rules={"burst_count": rules.burst_count, "burst_interval_s": rules.burst_interval_s,
                        "run_length": rules.run_length, "run_interval_s": rules.run_interval_s})
