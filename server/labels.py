@@ -70,7 +70,8 @@ class Labels:
             return self.hour(int(code))
         if field == "weekday":
             return self.weekday(int(code))
-        return self._messages.get(f"{FIELDS[field]}.{code}", str(code))
+        # Fields without catalogue labels (site, terminal) read as their identifiers.
+        return self._messages.get(f"{FIELDS.get(field, field)}.{code}", str(code))
 
     def hour(self, hour: int) -> str:
         """09시 / 09:00."""

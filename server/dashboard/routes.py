@@ -518,7 +518,9 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
     def export_xlsx(request: Request, session: Session = Depends(current)) -> Response:
         filters = export_filters(request, session)
         buffer = io.BytesIO()
-        write_ratings_xlsx(buffer, store(), filters, generated_at=now().astimezone(tz))
+        write_ratings_xlsx(buffer, store(), filters, generated_at=now().astimezone(tz), lang=_lang(request),
+                           site_names={site: config.site_name(site) for site in config.sites},
+                           reasons=config.reasons_for_site(filters.site) if filters.site else config.reasons)
         name = f"onetap-ratings-{filters.date_from}-{filters.date_to}.xlsx"
         return Response(buffer.getvalue(),
                         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
