@@ -50,17 +50,20 @@ def _charts(report: Report) -> dict[str, Any]:
                                [s.csat if s else None for _, s in report.days],
                                [s.count if s else 0 for _, s in report.days], report.marks,
                                labels=names, width=720, height=230)
-    heat = charts.heatmap(report.heat, report.weekdays, labels=names, hours=report.hours)
+    hour_labels = dict(zip(report.hours, report.hour_labels))
+    heat = charts.heatmap(report.heat, report.weekdays, labels=names, hours=report.hours,
+                          hour_label=hour_labels.__getitem__)
     # The chart module escapes every text it draws (server/dashboard/charts.py).
     return {"trend_svg": Markup(trend), "heat_svg": Markup(heat)}
 
 
-def render_html(report: Report, *, css_href: str = "/static/report.css", script_href: str | None = None,
+def render_html(report: Report, *, css_href: str = "/static/report.css",
+                screen_css_href: str | None = "/static/report-screen.css", script_href: str | None = None,
                 toolbar: Mapping[str, str] | None = None) -> str:
     """The report page; *toolbar* (back, lang_href, lang_label, print, pdf_href) only on screen."""
     template = environment().get_template("report.html")
-    return template.render(r=report, css_href=css_href, script_href=script_href, toolbar=toolbar,
-                           **_charts(report))
+    return template.render(r=report, css_href=css_href, screen_css_href=screen_css_href, script_href=script_href,
+                           toolbar=toolbar, **_charts(report))
 
 
 def _font_faces() -> str:
@@ -75,6 +78,6 @@ def render_pdf(report: Report) -> bytes:
 
     fonts = FontConfiguration()
     css = STATIC_DIR / "report.css"
-    html = render_html(report, css_href=css.as_uri())
+    html = render_html(report, css_href=css.as_uri(), screen_css_href=None)
     document = HTML(string=html, base_url=str(STATIC_DIR))
     return document.write_pdf(stylesheets=[CSS(string=_font_faces(), font_config=fonts)], font_config=fonts)

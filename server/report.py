@@ -218,6 +218,7 @@ class Report:
     marks: list[tuple[str, str]]
     heat: dict[tuple[int, int], tuple[int, float | None]]
     hours: list[int]
+    hour_labels: list[str]
     weekdays: list[str]
     reasons: list[Row]
     ages: list[Row]
@@ -358,6 +359,7 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
         month=_period_label(first, lang, period), first=first, last=last, generated=generated,
         exclude_suspect=exclude_suspect, suspect=answers.suspect, total=total, figures=figures,
         days=days, marks=list(answers.marks), heat=heat, hours=hours,
+        hour_labels=[labels.hour(hour) for hour in hours],
         weekdays=[labels.weekday(i) for i in range(7)],
         reasons=reason_rows, ages=age_rows,
         age_reason_columns=[labels.code("reason", r) for r in reason_codes], age_reasons=matrix,

@@ -55,7 +55,7 @@ def test_the_pdf_holds_the_korean_labels_and_figures(report, tmp_path):
     text = pdf_text(data, tmp_path)
     for expected in ("강남구청 민원실", "월간 만족도 보고서", "2026년 11월", "평가 건수", "만족도 지수",
                      "업무 처리 결과", "70세 이상", "20대", "응답 없음", "전월", "2026년 10월", "전년 동월",
-                     "의심 평가 0건을 제외한 값", "counter-01"):
+                     "의심 평가 0건을 제외한 값", "counter-01", "09시", "16시"):
         assert expected in text, expected
     # 40 ratings, mean (50+40+40+20)/40 = 3.75 -> index 68.75, CSAT 75 %; October index 50.
     assert "40" in text and "68.8" in text and "75.0%" in text and "3.75" in text

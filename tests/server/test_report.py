@@ -69,7 +69,7 @@ def test_labels_in_korean_sorted_by_meaning_with_no_answer_last():
     assert r.age_reason_columns == ["대기 시간", "기타"]
     assert r.age_reasons == [("20대", [(2, 100.0), (0, 0.0)], 2), ("70세 이상", [(3, 75.0), (1, 25.0)], 4)]
     assert [row.label for row in r.terminals] == ["counter-01", "counter-02"]
-    assert r.weekdays[:2] == ["월", "화"] and r.hours == list(range(9, 15))
+    assert r.weekdays[:2] == ["월", "화"] and r.hours == list(range(9, 15)) and r.hour_labels[0] == "09시"
 
 
 def test_english_labels():
@@ -170,3 +170,20 @@ def test_the_report_is_scoped_and_checks_its_query(client):
     assert client.get("/report?site=other-site&month=2026-13").status_code == 400
     assert client.get("/report?site=other-site&suspect=maybe").status_code == 400
     assert client.get("/report?site=other-site").status_code == 200
+
+
+def test_the_exports_page_offers_last_month_and_labelled_suspect_choices(client):
+    login(client)
+    text = client.get("/exports").text
+    assert 'name="month" value="2026-11"' in text
+    assert [m for m in re.findall(r'<option value="(\w+)"[^>]*>([^<]+)</option>', text)
+            if m[0] in ("include", "exclude", "only")] == [("exclude", "제외"), ("include", "포함"), ("only", "의심만")]
+    assert re.search(r'<option value="include" selected>', text)
+
+
+def test_the_pdf_download(client):
+    login(client)
+    response = client.get("/report.pdf?site=gangnam-office&lang=en")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/pdf"
+    assert response.content.startswith(b"%PDF")
+    assert 'filename="onetap-report-gangnam-office-2026-11-en.pdf"' in response.headers["content-disposition"]
