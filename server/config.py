@@ -55,6 +55,8 @@ class SiteConfig:
     survey: Mapping[str, Any] | None = None
     #: The name staff and reports call the site ("강남구청 민원실"); None: its identifier.
     name: str | None = None
+    #: Display names of its terminals ({"counter-01": "1번 창구"}); others show their identifier.
+    terminals: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,11 @@ class ServerConfig:
         site_config = self.sites.get(site)
         return site_config.name if site_config is not None and site_config.name else site
 
+    def terminal_name(self, site: str, terminal: str) -> str:
+        """The terminal's display name, else its identifier."""
+        site_config = self.sites.get(site)
+        return (site_config.terminals.get(terminal) if site_config is not None else None) or terminal
+
     def reasons_for_site(self, site: str) -> tuple[str, ...]:
         site_config = self.sites.get(site)
         return site_config.reasons if site_config is not None else self.reasons
@@ -270,6 +277,16 @@ def _display_name(value: Any) -> str:
     if not text or len(text) > 80 or any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text):
         raise ValueError("must be 1 to 80 characters without control characters")
     return text
+
+
+def _terminal_names(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError('must be a table of terminal = "name"')
+    for terminal, name in value.items():
+        if not is_identifier(terminal):
+            raise ValueError(f"{terminal!r} is not a terminal identifier")
+        _display_name(name)
+    return {terminal: name.strip() for terminal, name in value.items()}
 
 
 def _ip_list(value: Any) -> str:
@@ -386,9 +403,9 @@ def _parse_sites(table: Any, where: str) -> dict[str, SiteConfig]:
             if name == "survey":
                 values[name] = _parse_survey(value, f"{where}: {key}.survey")
                 continue
-            if name == "name":
+            if name in ("name", "terminals"):
                 try:
-                    values[name] = _display_name(value)
+                    values[name] = _display_name(value) if name == "name" else _terminal_names(value)
                 except ValueError as exc:
                     raise ConfigError(f"{where}: {key}.{name} {exc}") from None
                 continue

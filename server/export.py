@@ -215,6 +215,7 @@ def _column_letter(number: int) -> str:
 
 def write_ratings_xlsx(out: IO[bytes], store: Any, filters: Filters, *, generated_at: datetime,
                        lang: str = "ko", site_names: Mapping[str, str] | None = None,
+                       terminal_names: Mapping[tuple[str, str], str] | None = None,
                        reasons: Sequence[str] = DEFAULT_REASONS,
                        reason_labels: Mapping[str, Mapping[str, str]] | None = None) -> int:
     """A workbook for people: summary, days, reasons, age groups and counters with labels in
@@ -266,7 +267,7 @@ def write_ratings_xlsx(out: IO[bytes], store: Any, filters: Filters, *, generate
         table(key, [w(field)], (([labels.code(field, code)], found[code])
                                 for code in in_order(field, found, reasons)), [20])
     table("counters", [w("site"), w("terminal")],
-          (([names.get(site, site), terminal], dist)
+          (([names.get(site, site), (terminal_names or {}).get((site, terminal), terminal)], dist)
            for (site, terminal), dist in store.aggregates(("site", "terminal"), filters)), [22, 16])
 
     columns = [*CSV_COLUMNS, "suspect"]

@@ -286,7 +286,7 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
                  institution: str | None = None, reasons: Sequence[str] = DEFAULT_REASONS,
                  reason_labels: Mapping[str, Mapping[str, str]] | None = None,
                  exclude_suspect: bool = True, suspect_rules: Mapping[str, Any] | None = None,
-                 period: str = "month") -> Report:
+                 period: str = "month", terminal_names: Mapping[str, str] | None = None) -> Report:
     """The report of *site* for the period (day, week, month) starting *first*, as of *today*,
     for a reader of *lang*."""
     labels = Labels(lang, reason_labels)
@@ -321,7 +321,9 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
     def rows(field: str, items: Sequence[tuple[tuple, Distribution]]) -> list[Row]:
         sums = {key[0]: summarize(dist) for key, dist in items}
         count = sum(s.count for s in sums.values()) or 1
-        return [Row(labels.code(field, code), sums[code], round(sums[code].count * 100 / count, 1))
+        named = (lambda code: (terminal_names or {}).get(code) or code) if field == "terminal" else (
+            lambda code: labels.code(field, code))
+        return [Row(named(code), sums[code], round(sums[code].count * 100 / count, 1))
                 for code in in_order(field, sums, reasons)]
 
     reason_rows = rows("reason", answers.reasons)
@@ -384,6 +386,7 @@ def report_for(config: Any, store: Any, site: str, first: date, *, lang: str, no
     return build_report(
         answers, site=site, first=first, today=local.date(), lang=lang, generated_at=local,
         site_name=config.site_name(site), institution=config.institution,
+        terminal_names=site_config.terminals if site_config is not None else None,
         reasons=config.reasons_for_site(site), reason_labels=reason_labels,
         exclude_suspect=exclude_suspect, period=period,
         suspect_rules={"burst_count": rules.burst_count, "burst_interval_s": rules.burst_interval_s,

@@ -520,6 +520,8 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         buffer = io.BytesIO()
         write_ratings_xlsx(buffer, store(), filters, generated_at=now().astimezone(tz), lang=_lang(request),
                            site_names={site: config.site_name(site) for site in config.sites},
+                           terminal_names={(site, terminal): name for site, site_config in config.sites.items()
+                                           for terminal, name in site_config.terminals.items()},
                            reasons=config.reasons_for_site(filters.site) if filters.site else config.reasons)
         name = f"onetap-ratings-{filters.date_from}-{filters.date_to}.xlsx"
         return Response(buffer.getvalue(),

@@ -115,6 +115,11 @@ def test_site_display_names_and_the_institution(tmp_path):
     assert config.site_name("gangnam-office") == "강남구청 민원실" and config.site_name("other") == "other"
     assert config.institution == "강남구청"
     assert load_config(env={"ONETAP_INSTITUTION": "서초구청"}).institution == "서초구청"
+    named = load_config(write(tmp_path, '[sites.s]\nterminals = { counter-01 = "1번 창구" }\n'), env={})
+    assert named.terminal_name("s", "counter-01") == "1번 창구" and named.terminal_name("s", "c2") == "c2"
+    for bad in ('{ "Bad Id" = "x" }', '{ counter-01 = "" }', '"1번 창구"'):
+        with pytest.raises(ConfigError, match="sites.s.terminals"):
+            load_config(write(tmp_path, f"[sites.s]\nterminals = {bad}\n"), env={})
     for bad in ('""', '"a\\u0007b"', '"' + "가" * 81 + '"', "3"):
         with pytest.raises(ConfigError, match="sites.gangnam-office.name"):
             load_config(write(tmp_path, f"[sites.gangnam-office]\nname = {bad}\n"), env={})

@@ -51,7 +51,7 @@ def xlsx(store, filters=None, **options):
 
 
 def test_xlsx_sheets_are_korean_labelled_and_sorted_by_meaning(store):
-    written, book = xlsx(store, site_names={"s1": "강남구청 민원실"})
+    written, book = xlsx(store, site_names={"s1": "강남구청 민원실"}, terminal_names={("s1", "t2"): "2번 창구"})
     assert written == 4
     assert book.sheetnames == ["요약", "일별", "사유", "연령대", "창구별", "원자료"]
     summary = book["요약"]
@@ -64,7 +64,7 @@ def test_xlsx_sheets_are_korean_labelled_and_sorted_by_meaning(store):
     assert [c.value for c in total[:7]] == ["합계", 4, 1, 0, 1, 1, 1]
     assert total[7].value == 3.25 and total[7].number_format == "0.00"
     assert total[8].value == 50.0 and total[8].number_format == "0.0" and total[9].value == 56.25
-    assert [r[:3] for r in book["창구별"].iter_rows(min_row=2, values_only=True)] == [("강남구청 민원실", "t1", 3), ("강남구청 민원실", "t2", 1)]
+    assert [r[:3] for r in book["창구별"].iter_rows(min_row=2, values_only=True)] == [("강남구청 민원실", "t1", 3), ("강남구청 민원실", "2번 창구", 1)]
     assert [r[0] for r in book["사유"].iter_rows(min_row=2, values_only=True)] == ["대기 시간", "응답 없음"]
     assert [r[0] for r in book["연령대"].iter_rows(min_row=2, values_only=True)] == ["30대", "응답 없음"]
     day = book["일별"]["A2"]

@@ -69,6 +69,9 @@ def test_labels_in_korean_sorted_by_meaning_with_no_answer_last():
     assert r.age_reason_columns == ["대기 시간", "기타"]
     assert r.age_reasons == [("20대", [(2, 100.0), (0, 0.0)], 2), ("70세 이상", [(3, 75.0), (1, 25.0)], 4)]
     assert [row.label for row in r.terminals] == ["counter-01", "counter-02"]
+    named = build_report(answers(), site="s", first=date(2026, 11, 1), today=date(2026, 12, 1),
+                         terminal_names={"counter-02": "2번 창구"})
+    assert [row.label for row in named.terminals] == ["counter-01", "2번 창구"]
     assert r.weekdays[:2] == ["월", "화"] and r.hours == list(range(9, 15)) and r.hour_labels[0] == "09시"
 
 
@@ -141,7 +144,7 @@ def login(client, user="admin"):
 def client(store, tmp_path):
     config = ServerConfig(
         db=tmp_path / "onetap.db", api_token="t" * 16, institution="강남구청",
-        sites={"gangnam-office": SiteConfig(name="강남구청 <민원실>")},
+        sites={"gangnam-office": SiteConfig(name="강남구청 <민원실>", terminals={"counter-01": "1번 창구"})},
         users={"admin": UserConfig(hash_password(PASSWORD), None),
                "other": UserConfig(hash_password(PASSWORD), frozenset({"other-site"}))})
     app = create_app(lambda: SQLiteStore.open(tmp_path / "onetap.db"), config, now=lambda: NOW)
@@ -159,6 +162,7 @@ def test_the_report_page_defaults_to_last_month_in_korean_with_escaped_names(cli
     assert "&lt;b&gt;번호표" in text and "<b>번호표" not in text
     assert "업무 처리 결과" in text and "70세 이상" in text and "응답 없음" in text
     assert "resolution" not in text and "70plus" not in text
+    assert "1번 창구" in text and "counter-01" not in text
     assert 'href="/report.pdf?site=gangnam-office&amp;lang=ko"' in text
     english = client.get("/report?site=gangnam-office&month=2026-10&lang=en").text
     assert "October 2026" in english and "Facilities" in english
