@@ -63,3 +63,17 @@ def test_sorted_by_meaning_not_by_code():
         ["wait_time", "parking", "other", "zzz", None]
     assert in_order("hour", [17, 9, 13]) == [9, 13, 17]
     assert in_order("lang", ["ja", "en", "ko"]) == ["ko", "en", "ja"]
+
+
+def test_the_server_reads_the_catalogue_without_importing_the_kiosk():
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "import server.labels, server.report, server.document, server.export, server.subscription\n"
+             "from server.labels import Labels\n"
+             "Labels('ko').code('reason', 'wait_time')\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kiosk'))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['kiosk', 'kiosk.protocol']"
