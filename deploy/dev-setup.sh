@@ -16,6 +16,8 @@ packages=(
     openssl                            # throwaway CAs for the TLS tests
     caddy                              # validates deploy/caddy/Caddyfile
     systemd                            # systemd-analyze verify on deploy units
+    libpango-1.0-0 libpangoft2-1.0-0   # WeasyPrint: the report's PDF
+    poppler-utils                      # pdftotext/pdftoppm: tests read the report's PDF
 )
 missing=()
 for package in "${packages[@]}"; do

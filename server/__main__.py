@@ -72,6 +72,7 @@ def serve(config) -> int:
     from server.alerts import AlertRunner
     from server.retention import RetentionRunner
     from server.api import create_app
+    from server.subscription import ReportMailer
     from server.survey import SurveyRunner
 
     store_factory().close()  # create or migrate the database before anything reads it
@@ -83,6 +84,8 @@ def serve(config) -> int:
                  if config.retention_days else None)
     # Each terminal's survey, retained on its config topic, from [survey] and [sites.*.survey].
     surveys = SurveyRunner(config, store_factory, link).start()
+    # [reports.*] mailed with the PDF attached through [mail].
+    mailer = ReportMailer(config, store_factory).start() if config.reports else None
     host, port = config.listen_address
     app = create_app(store_factory, config, link)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
@@ -101,6 +104,8 @@ def serve(config) -> int:
         # uvicorn handles SIGTERM and SIGINT by finishing its requests and returning.
         server.run()
     finally:
+        if mailer is not None:
+            mailer.stop()
         if retention is not None:
             retention.stop()
         surveys.stop()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from server.aggregate import Summary, normalize_distribution, summarize
+from server.particles import attach
 
 Z95 = 1.959964
 #: Fewer ratings than this on either side: no verdict (the normal approximation is poor).
@@ -100,7 +101,8 @@ def _sentence(change: Change, lang: str) -> str:
         return f"{name}: 비교할 평가가 부족합니다." if ko else f"{name}: not enough ratings to compare."
     ci = f"{change.low:+.1f} ~ {change.high:+.1f}{unit}" if ko else f"{change.low:+.1f} to {change.high:+.1f}{unit}"
     if ko:
-        moved = f"{name}는 {change.before:.1f}에서 {change.after:.1f}로 {change.diff:+.1f}{unit} 변했습니다 (95% 신뢰구간 {ci})."
+        moved = (f"{attach(name, '는')} {change.before:.1f}에서 {attach(f'{change.after:.1f}', '로')}"
+                 f" {change.diff:+.1f}{unit} 변했습니다 (95% 신뢰구간 {ci}).")
         if change.significant is None:
             return moved + f" 어느 쪽이든 {MIN_COUNT}건 미만이라 유의성을 판단하지 않습니다."
         return moved + (" 통계적으로 유의한 변화입니다." if change.significant

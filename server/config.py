@@ -53,6 +53,10 @@ class SiteConfig:
     reasons: tuple[str, ...] = DEFAULT_REASONS
     #: The site's survey for its terminals (``[sites.<site>.survey]``), over ``[survey]``.
     survey: Mapping[str, Any] | None = None
+    #: The name staff and reports call the site ("강남구청 민원실"); None: its identifier.
+    name: str | None = None
+    #: Display names of its terminals ({"counter-01": "1번 창구"}); others show their identifier.
+    terminals: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,43 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class MailConfig:
+    """The institution's SMTP server for report mail, from ``[mail]``; the password only
+    from the environment (ONETAP_MAIL_PASSWORD)."""
+
+    host: str
+    sender: str
+    port: int = 587
+    #: STARTTLS before logging in (port 587); false only for a relay on this machine.
+    starttls: bool = True
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: CA certificate (PEM) that signed the SMTP server's; None: the system's trusted CAs.
+    ca_file: Path | None = None
+    timeout_s: float = 30.0
+    #: Further attempts after a failed delivery, one per interval_s.
+    retries: int = 3
+    #: How often due reports are looked for (and failed ones tried again), seconds.
+    interval_s: int = 300
+    #: Local hour from which a period's report is sent (the period is over by then).
+    send_hour: int = 7
+
+
+REPORT_EVERY = ("daily", "weekly", "monthly")
+
+
+@dataclass(frozen=True)
+class ReportScheduleConfig:
+    """A report subscription, from ``[reports.<name>]``: whom, how often, which sites."""
+
+    to: tuple[str, ...]
+    every: str
+    sites: tuple[str, ...]
+    lang: str = "ko"
+    exclude_suspect: bool = True
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything ``onetap-server run`` needs; every key is in deploy/server.example.toml."""
 
@@ -158,10 +199,26 @@ class ServerConfig:
     registry: Path | None = None
     #: Raw ratings older than this many days are deleted (daily counts stay); 0: kept.
     retention_days: int = 0
+    #: The SMTP server for scheduled reports; None: no report mail.
+    mail: MailConfig | None = None
+    #: Scheduled report mail by name.
+    reports: Mapping[str, ReportScheduleConfig] = field(default_factory=dict)
+    #: The institution's name on reports and mail ("강남구청"); None: none shown.
+    institution: str | None = None
     #: Whose X-Forwarded-Proto/-For uvicorn believes (the reverse proxy), comma-separated.
     forwarded_allow_ips: str = "127.0.0.1"
     #: Where the file settings came from (for messages), None without a file.
     source: str | None = field(default=None, compare=False)
+
+    def site_name(self, site: str) -> str:
+        """The site's display name, else its identifier."""
+        site_config = self.sites.get(site)
+        return site_config.name if site_config is not None and site_config.name else site
+
+    def terminal_name(self, site: str, terminal: str) -> str:
+        """The terminal's display name, else its identifier."""
+        site_config = self.sites.get(site)
+        return (site_config.terminals.get(terminal) if site_config is not None else None) or terminal
 
     def reasons_for_site(self, site: str) -> tuple[str, ...]:
         site_config = self.sites.get(site)
@@ -234,6 +291,24 @@ def _bool(value: Any) -> bool:
 
 def _non_negative_int(value: Any) -> int:
     return 0 if value in (0, "0") else _positive_int(value)
+
+
+def _display_name(value: Any) -> str:
+    """A name people read: 1..80 characters, no control characters."""
+    text = _nonempty(value).strip()
+    if not text or len(text) > 80 or any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in text):
+        raise ValueError("must be 1 to 80 characters without control characters")
+    return text
+
+
+def _terminal_names(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError('must be a table of terminal = "name"')
+    for terminal, name in value.items():
+        if not is_identifier(terminal):
+            raise ValueError(f"{terminal!r} is not a terminal identifier")
+        _display_name(name)
+    return {terminal: name.strip() for terminal, name in value.items()}
 
 
 def _ip_list(value: Any) -> str:
@@ -323,6 +398,7 @@ KEYS: dict[str, _Key] = {
     "registry": _Key(_optional(_path), "ONETAP_REGISTRY"),
     "retention_days": _Key(_non_negative_int, "ONETAP_RETENTION_DAYS"),
     "forwarded_allow_ips": _Key(_ip_list, "ONETAP_FORWARDED_ALLOW_IPS"),
+    "institution": _Key(_optional(_display_name), "ONETAP_INSTITUTION"),
 }
 
 
@@ -348,6 +424,12 @@ def _parse_sites(table: Any, where: str) -> dict[str, SiteConfig]:
         for name, value in body.items():
             if name == "survey":
                 values[name] = _parse_survey(value, f"{where}: {key}.survey")
+                continue
+            if name in ("name", "terminals"):
+                try:
+                    values[name] = _display_name(value) if name == "name" else _terminal_names(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{where}: {key}.{name} {exc}") from None
                 continue
             if name != "reasons":
                 raise ConfigError(f"{where}: unknown key {key}.{name}")
@@ -384,7 +466,8 @@ def _sha256(value: Any) -> str:
     return value
 
 
-def _named_tables(kind: str, schema: dict[str, Callable[[Any], Any]], make: Callable[..., Any]):
+def _named_tables(kind: str, schema: dict[str, Callable[[Any], Any]], make: Callable[..., Any],
+                  optional: tuple[str, ...] = ()):
     def parse(table: Any, where: str) -> dict[str, Any]:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [{kind}] must be a table of [{kind}.<name>] tables")
@@ -405,7 +488,7 @@ def _named_tables(kind: str, schema: dict[str, Callable[[Any], Any]], make: Call
                 except ValueError as exc:
                     raise ConfigError(f"{where}: {key}.{item} {exc}") from None
             for item in schema:
-                if item not in values:
+                if item not in values and item not in optional:
                     raise ConfigError(f"{where}: {key}.{item} is missing")
             out[name] = make(**values)
         return out
@@ -512,6 +595,93 @@ def _parse_http(table: Any, where: str) -> HttpConfig:
     return HttpConfig(**values)
 
 
+_EMAIL_RE = re.compile(r"\A[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}\Z")
+
+
+def _email(value: Any) -> str:
+    if not isinstance(value, str) or not _EMAIL_RE.match(value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def _hostname(value: Any) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]{1,253}", _nonempty(value)):
+        raise ValueError(f"{value!r} is not a host name or address")
+    return value
+
+
+def _port(value: Any) -> int:
+    if _positive_int(value) > 65535:
+        raise ValueError(f"{value!r} is not a port 1..65535")
+    return value
+
+
+def _hour(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 23:
+        raise ValueError(f"{value!r} is not an hour 0..23")
+    return value
+
+
+#: [mail] keys: name -> parser; host and sender are required.
+MAIL_KEYS: dict[str, Callable[[Any], Any]] = {
+    "host": _hostname, "sender": _email, "port": _port, "starttls": _bool,
+    "user": _optional(_nonempty), "ca_file": _optional(_path), "timeout_s": _positive_float,
+    "retries": lambda v: 0 if v == 0 else _positive_int(v), "interval_s": _positive_int, "send_hour": _hour,
+}
+
+
+def _parse_mail(table: Any, where: str) -> MailConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [mail] must be a table")
+    values = {}
+    for name, value in table.items():
+        if name not in MAIL_KEYS:
+            hint = " (the password comes from ONETAP_MAIL_PASSWORD only)" if name == "password" else ""
+            raise ConfigError(f"{where}: unknown key mail.{name}{hint}")
+        try:
+            values[name] = MAIL_KEYS[name](value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: mail.{name} {exc}") from None
+    for name in ("host", "sender"):
+        if name not in values:
+            raise ConfigError(f"{where}: mail.{name} is missing")
+    return MailConfig(**values)
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(value) > 50:
+        raise ValueError("must be a list of 1 to 50 e-mail addresses")
+    return tuple(_email(v) for v in value)
+
+
+def _site_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or len(value) > 100:
+        raise ValueError("must be a list of 1 to 100 site identifiers")
+    for site in value:
+        if not isinstance(site, str) or not is_identifier(site):
+            raise ValueError(f"{site!r} is not a site identifier")
+    return tuple(value)
+
+
+def _every(value: Any) -> str:
+    if value not in REPORT_EVERY:
+        raise ValueError(f"{value!r} must be one of {', '.join(REPORT_EVERY)}")
+    return value
+
+
+def _report_lang(value: Any) -> str:
+    if value not in ("ko", "en"):
+        raise ValueError(f'{value!r} must be "ko" or "en"')
+    return value
+
+
+def _parse_reports(table: Any, where: str) -> dict[str, ReportScheduleConfig]:
+    parse = _named_tables("reports", {"to": _addresses, "every": _every, "sites": _site_list,
+                                      "lang": _report_lang, "exclude_suspect": _bool},
+                          ReportScheduleConfig, optional=("lang", "exclude_suspect"))
+    return parse(table, where)
+
+
 #: Table-valued sections: name -> parser(table, where) giving the ServerConfig
 #: field of the same name. A new section (users, tokens, alerts...) is a field
 #: on ServerConfig plus one entry here.
@@ -522,6 +692,8 @@ SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "tokens": _named_tables("tokens", {"sha256": _sha256, "sites": _scope}, TokenConfig),
     "alerts": _parse_alerts,
     "http": _parse_http,
+    "mail": _parse_mail,
+    "reports": _parse_reports,
 }
 
 assert set(KEYS) | set(SECTIONS) | {"source"} == {f.name for f in fields(ServerConfig)}
@@ -583,6 +755,10 @@ def load_config(
                 raise ConfigError(f"environment {variable} {exc}") from None
     if http_env:
         values["http"] = replace(values.get("http", HttpConfig()), **http_env)
+    if values.get("mail") is not None and env.get("ONETAP_MAIL_PASSWORD"):
+        values["mail"] = replace(values["mail"], password=env["ONETAP_MAIL_PASSWORD"])
+    if values.get("reports") and values.get("mail") is None:
+        raise ConfigError(f"{source or 'config'}: [reports] need a [mail] server to send them")
     for name, value in (overrides or {}).items():
         if value is None:
             continue

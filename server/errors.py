@@ -11,3 +11,7 @@ class ConfigError(ServerError, ValueError):
 
 class StoreError(ServerError, RuntimeError):
     """The store could not do what was asked."""
+
+
+class MailError(ServerError, OSError):
+    """The SMTP server could not be reached or refused a message."""

@@ -1,4 +1,4 @@
-"""Exports: ratings CSV (contract), XLSX (summary and raw sheets), aggregates XLSX, monthly report data."""
+"""Exports: ratings CSV (contract + local day), XLSX for people (labelled sheets + raw), aggregates XLSX."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import io
 from datetime import date, datetime
 from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
+from kiosk.protocol import DEFAULT_REASONS
 from server.aggregate import summarize
-from server.store import RATING_COLUMNS, Filters
+from server.labels import Labels, in_order
+from server.store import CSV_COLUMNS, Filters
 
 # Spreadsheet programs run a cell starting with these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -38,7 +40,7 @@ def _xlsx_cell(value: Any) -> Any:
     return csv_cell(value)
 
 
-def iter_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = RATING_COLUMNS,
+def iter_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = CSV_COLUMNS,
              chunk_rows: int = 1000) -> Iterator[bytes]:
     """UTF-8 CSV with a BOM (Excel reads UTF-8 only with one), CRLF lines, in chunks."""
     buffer = io.StringIO()
@@ -83,46 +85,205 @@ def _summary_line(label: Any, dist: Mapping[int, int]) -> list[Any]:
 
 SUMMARY_HEADER = ["", "count", "1", "2", "3", "4", "5", "mean", "csat", "index"]
 
+#: Words of the human-facing sheets, per reader language.
+XLSX_WORDS: dict[str, dict[str, str]] = {
+    "summary": {"ko": "요약", "en": "Summary"},
+    "days": {"ko": "일별", "en": "Days"},
+    "reasons": {"ko": "사유", "en": "Reasons"},
+    "ages": {"ko": "연령대", "en": "Age groups"},
+    "counters": {"ko": "창구별", "en": "Per counter"},
+    "raw": {"ko": "원자료", "en": "Raw"},
+    "title": {"ko": "onetap 현장 만족도 평가", "en": "onetap ratings"},
+    "period": {"ko": "기간", "en": "Period"},
+    "site": {"ko": "기관", "en": "Site"},
+    "terminal": {"ko": "단말기", "en": "Terminal"},
+    "all": {"ko": "전체", "en": "All"},
+    "suspect": {"ko": "의심 평가", "en": "Suspect ratings"},
+    "suspect_none": {"ko": "포함", "en": "included"},
+    "suspect_false": {"ko": "제외", "en": "excluded"},
+    "suspect_true": {"ko": "의심 평가만", "en": "only suspect ratings"},
+    "generated": {"ko": "작성", "en": "Generated"},
+    "note": {"ko": "참고", "en": "Note"},
+    "capped": {"ko": "원자료 시트에는 {count:,}건 중 처음 {max:,}건만 있습니다. 전체는 ratings.csv를 받으십시오.",
+               "en": "The raw sheet holds the first {max:,} of {count:,} ratings; use ratings.csv for all."},
+    "group": {"ko": "구분", "en": ""},
+    "total": {"ko": "합계", "en": "Total"},
+    "day": {"ko": "날짜", "en": "Day"},
+    "reason": {"ko": "사유", "en": "Reason"},
+    "age_group": {"ko": "연령대", "en": "Age group"},
+    "count": {"ko": "건수", "en": "Count"},
+    "score": {"ko": "{n}점", "en": "Score {n}"},
+    "mean": {"ko": "평균 점수", "en": "Mean score"},
+    "csat": {"ko": "CSAT (%)", "en": "CSAT (%)"},
+    "index": {"ko": "만족도 지수", "en": "Satisfaction index"},
+    "definitions": {"ko": "만족도 지수 = (평균 점수 − 1) ÷ 4 × 100; CSAT = 4·5점의 비율(%). 날짜와 시각은 {tz} 기준입니다.",
+                    "en": "Satisfaction index = (mean score − 1) ÷ 4 × 100; CSAT = share (%) of scores 4 and 5. "
+                          "Days and times are in {tz}."},
+}
 
-def write_ratings_xlsx(out: IO[bytes], store: Any, filters: Filters, *, generated_at: datetime) -> int:
-    """A workbook with a 'summary' sheet (totals, per site/terminal, per day) and a 'raw'
-    sheet (every rating, as the CSV, plus suspect). Returns the raw rows written."""
+_DATE_FORMAT = "yyyy-mm-dd"
+_TIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
+#: Number formats of a summary line's columns after the label: count, scores 1..5, mean, csat, index.
+_LINE_FORMATS = ["#,##0"] * 6 + ["0.00", "0.0", "0.0"]
+
+
+def _word(key: str, lang: str, **values: Any) -> str:
+    entry = XLSX_WORDS[key]
+    text = entry.get(lang, entry["ko"]) if lang in entry else entry["ko"]
+    return text.format(**values) if values else text
+
+
+def _local_time(text: Any, tz) -> datetime | Any:
+    """An RFC 3339 timestamp as a naive local datetime (spreadsheets know no zones)."""
+    if not isinstance(text, str):
+        return text
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        return text
+    return moment.astimezone(tz).replace(tzinfo=None)
+
+
+def _local_day(text: Any) -> date | Any:
+    try:
+        return date.fromisoformat(text) if isinstance(text, str) else text
+    except ValueError:
+        return text
+
+
+class _Sheet:
+    """A write-only sheet with a bold frozen header, column widths and number formats."""
+
+    def __init__(self, book, title: str, widths: Sequence[float], *, landscape: bool = False,
+                 header_row: int = 1):
+        from openpyxl.styles import Font
+
+        self.sheet = book.create_sheet(title)
+        self.bold = Font(bold=True)
+        self.rows = 0
+        for number, width in enumerate(widths, start=1):
+            self.sheet.column_dimensions[_column_letter(number)].width = width
+        setup = self.sheet.page_setup
+        setup.paperSize = "9"  # A4 in the OOXML paper size table
+        setup.orientation = "landscape" if landscape else "portrait"
+        # Fit every column on the page's width, as many pages down as it takes.
+        self.sheet.sheet_properties.pageSetUpPr.fitToPage = True
+        setup.fitToWidth, setup.fitToHeight = 1, 0
+        # A write-only sheet writes its view before its rows: freeze now, below the header to come.
+        self.header_row = header_row
+        self.sheet.freeze_panes = f"A{header_row + 1}"
+        self.sheet.print_title_rows = f"{header_row}:{header_row}"
+
+    def header(self, names: Sequence[str], label_columns: int | None = None) -> None:
+        """The bold header row, at the row the sheet was told (it scrolls and prints below it);
+        the headers of number columns (after *label_columns*) align right like their numbers."""
+        if self.rows + 1 != self.header_row:
+            raise ValueError(f"header on row {self.rows + 1}, expected on {self.header_row}")
+        self.append(names, bold=True, right_from=label_columns)
+
+    def append(self, values: Sequence[Any], formats: Sequence[str | None] = (), *, bold: bool = False,
+               right_from: int | None = None) -> None:
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.styles import Alignment
+
+        cells = []
+        for i, value in enumerate(values):
+            cell = WriteOnlyCell(self.sheet, _xlsx_cell(value) if not isinstance(value, (date, datetime)) else value)
+            fmt = formats[i] if i < len(formats) else None
+            if isinstance(value, datetime):
+                fmt = _TIME_FORMAT
+            elif isinstance(value, date):
+                fmt = _DATE_FORMAT
+            if fmt:
+                cell.number_format = fmt
+            if bold:
+                cell.font = self.bold
+            if right_from is not None and i >= right_from:
+                cell.alignment = Alignment(horizontal="right")
+            cells.append(cell)
+        self.sheet.append(cells)
+        self.rows += 1
+
+
+def _column_letter(number: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(number)
+
+
+def write_ratings_xlsx(out: IO[bytes], store: Any, filters: Filters, *, generated_at: datetime,
+                       lang: str = "ko", site_names: Mapping[str, str] | None = None,
+                       terminal_names: Mapping[tuple[str, str], str] | None = None,
+                       reasons: Sequence[str] = DEFAULT_REASONS,
+                       reason_labels: Mapping[str, Mapping[str, str]] | None = None) -> int:
+    """A workbook for people: summary, days, reasons, age groups and counters with labels in
+    *lang* (ko or en), and the raw ratings (the API's columns) printable on landscape A4.
+    Dates and times are real spreadsheet dates in *generated_at*'s zone. Returns the raw rows written."""
     from openpyxl import Workbook
 
+    lang = "en" if lang == "en" else "ko"
+    tz = generated_at.tzinfo
+    labels = Labels(lang, reason_labels)
+    names = site_names or {}
+    w = lambda key, **values: _word(key, lang, **values)  # noqa: E731
+    line_header = [w("count"), *(w("score", n=n) for n in range(1, 6)), w("mean"), w("csat"), w("index")]
+    line_widths = [10] + [8] * 5 + [11, 10, 12]
+
     wb = Workbook(write_only=True)
-    summary = wb.create_sheet("summary")
     total = store.summary(filters)
     count = sum(total.values())
-    summary.append(["onetap ratings"])
-    summary.append(["from", filters.date_from.isoformat(), "to", filters.date_to.isoformat()])
-    summary.append(["site", _xlsx_cell(filters.site or "*"), "terminal", _xlsx_cell(filters.terminal or "*")])
-    summary.append(["suspect ratings", {None: "included", False: "excluded", True: "only"}[filters.suspect]])
-    summary.append(["generated", generated_at.isoformat(timespec="seconds")])
-    if count > XLSX_MAX_ROWS:
-        summary.append(["NOTE", f"raw sheet holds the first {XLSX_MAX_ROWS} of {count} ratings;"
-                                " use ratings.csv for all"])
+    capped = count > XLSX_MAX_ROWS
+    # title, period, site, terminal, suspect, generated, [capped], definitions, blank, header
+    summary = _Sheet(wb, w("summary"), [22, 19, 12, 8, 8, 8, 8, 11, 10, 12], header_row=9 + capped)
+    summary.append([w("title")], bold=True)
+    summary.append([w("period"), filters.date_from, filters.date_to])
+    site = filters.site
+    summary.append([w("site"), names.get(site, site) if site else w("all")])
+    summary.append([w("terminal"), filters.terminal or w("all")])
+    summary.append([w("suspect"), w({None: "suspect_none", False: "suspect_false", True: "suspect_true"}[
+        filters.suspect])])
+    summary.append([w("generated"), generated_at.astimezone(tz).replace(tzinfo=None)])
+    if capped:
+        summary.append([w("note"), w("capped", count=count, max=XLSX_MAX_ROWS)])
+    summary.append([w("note"), w("definitions", tz=str(tz))])
     summary.append([])
-    summary.append(SUMMARY_HEADER)
-    summary.append(_summary_line("total", total))
-    summary.append([])
-    summary.append(["site / terminal", *SUMMARY_HEADER[1:]])
-    for (site, terminal), dist in store.aggregates(("site", "terminal"), filters):
-        summary.append(_summary_line(_xlsx_cell(f"{site} / {terminal}"), dist))
-    summary.append([])
-    summary.append(["day", *SUMMARY_HEADER[1:]])
-    for (day,), dist in store.aggregates(("day",), filters):
-        summary.append(_summary_line(day, dist))
+    summary.header([w("group"), *line_header], label_columns=1)
+    summary.append(_summary_line(w("total"), total), [None, *_LINE_FORMATS])
 
-    raw = wb.create_sheet("raw")
-    columns = [*RATING_COLUMNS, "suspect"]
-    raw.append(columns)
+    def table(key: str, first: Sequence[str], rows: Iterable[tuple[Sequence[Any], Mapping[int, int]]],
+              first_widths: Sequence[float]) -> None:
+        sheet = _Sheet(wb, w(key), [*first_widths, *line_widths])
+        sheet.header([*first, *line_header], label_columns=len(first))
+        for label, dist in rows:
+            line = _summary_line(None, dist)[1:]
+            sheet.append([*label, *line], [None] * len(first) + _LINE_FORMATS)
+
+    table("days", [w("day")], (([_local_day(day)], dist) for (day,), dist in store.aggregates(("day",), filters)),
+          [12])
+    for key, field in (("reasons", "reason"), ("ages", "age_group")):
+        found = {k[0]: dist for k, dist in store.aggregates((field,), filters)}
+        table(key, [w(field)], (([labels.code(field, code)], found[code])
+                                for code in in_order(field, found, reasons)), [20])
+    table("counters", [w("site"), w("terminal")],
+          (([names.get(site, site), (terminal_names or {}).get((site, terminal), terminal)], dist)
+           for (site, terminal), dist in store.aggregates(("site", "terminal"), filters)), [22, 16])
+
+    columns = [*CSV_COLUMNS, "suspect"]
+    raw = _Sheet(wb, w("raw"), [37, 16, 14, 7, 6, 19, 13, 15, 10, 5, 8, 19, 11, 8], landscape=True)
+    raw.header(columns)
     written = 0
     rows = store.iter_ratings(filters, with_suspect=True)
     try:
         for row in rows:
             if written >= XLSX_MAX_ROWS:
                 break
-            raw.append([_xlsx_cell(row[c]) for c in columns])
+            values = [row[c] for c in columns]
+            values[columns.index("at")] = _local_time(row["at"], tz)
+            values[columns.index("received_at")] = _local_time(row["received_at"], tz)
+            values[columns.index("local_day")] = _local_day(row["local_day"])
+            raw.append(values)
             written += 1
     finally:
         rows.close()
@@ -161,22 +322,3 @@ def month_range(month: str) -> tuple[date, date]:
     except (ValueError, TypeError):
         raise ValueError(f"{month!r} is not a month YYYY-MM") from None
     return first, date(year, number, calendar.monthrange(year, number)[1])
-
-
-def report_data(store: Any, filters: Filters) -> dict[str, Any]:
-    """What a monthly report shows: totals, suspects apart, per day, terminal, hour, reason, age group."""
-    clean = Filters(filters.date_from, filters.date_to, filters.site, filters.terminal, filters.sites, False)
-    flagged = Filters(filters.date_from, filters.date_to, filters.site, filters.terminal, filters.sites, True)
-
-    def by(key: str) -> list[tuple[Any, Any]]:
-        return [(k[0], summarize(d)) for k, d in store.aggregates((key,), clean)]
-
-    return {
-        "total": summarize(store.summary(clean)),
-        "suspect": sum(store.summary(flagged).values()),
-        "days": by("day"),
-        "terminals": by("terminal"),
-        "hours": by("hour"),
-        "reasons": by("reason"),
-        "age_groups": by("age_group"),
-    }

@@ -418,7 +418,7 @@ class PostgresStore(RollupQueries):
             return cur.fetchall()
 
     def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]:
-        """Every rating of *filters*, RATING_COLUMNS (plus ``suspect`` if asked), streamed."""
+        """Every rating of *filters*, RATING_COLUMNS and local_day (plus ``suspect`` if asked), streamed."""
         where, params = self._where(filters)
         try:
             cursor = self._connection().cursor()
@@ -427,14 +427,16 @@ class PostgresStore(RollupQueries):
         try:
             # Streamed in chunks: a year's export never sits in memory whole.
             stream = cursor.stream(
-                f"SELECT {', '.join(RATING_COLUMNS)}, suspect FROM ratings WHERE {where}"
+                f"SELECT {', '.join(RATING_COLUMNS)}, suspect, day FROM ratings WHERE {where}"
                 " ORDER BY day, at, pk", params, size=1000)
             try:
                 for row in stream:
                     record = dict(zip(RATING_COLUMNS, row))
                     record["clock_synced"] = bool(record["clock_synced"])
+                    # The local day it is counted on (the server's, bounded), for exports.
+                    record["local_day"] = row[-1]
                     if with_suspect:
-                        record["suspect"] = bool(row[-1])
+                        record["suspect"] = bool(row[-2])
                     yield record
             finally:
                 stream.close()

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 #: Columns of /api/v1/ratings.csv and of iter_ratings() rows, in order.
 RATING_COLUMNS = ("id", "site", "terminal", "seq", "score", "at", "clock_synced",
                   "reason", "age_group", "lang", "input", "received_at")
+#: ratings.csv: the contract's columns, then the local day each rating is counted on.
+CSV_COLUMNS = (*RATING_COLUMNS, "local_day")
 
 
 @dataclass(frozen=True)
@@ -624,11 +626,11 @@ class SQLiteStore(RollupQueries):
         return " AND ".join(clauses), params
 
     def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]:
-        """Every rating of *filters*, RATING_COLUMNS (plus ``suspect`` if asked)."""
+        """Every rating of *filters*, RATING_COLUMNS and local_day (plus ``suspect`` if asked)."""
         where, params = self._where(filters)
         try:
             cursor = self.db.conn.execute(
-                f"SELECT {', '.join(RATING_COLUMNS)}, suspect FROM ratings WHERE {where}"
+                f"SELECT {', '.join(RATING_COLUMNS)}, suspect, day FROM ratings WHERE {where}"
                 " ORDER BY day, at, pk",
                 params)
         except sqlite3.Error as exc:
@@ -644,8 +646,10 @@ class SQLiteStore(RollupQueries):
                 for row in rows:
                     record = dict(zip(RATING_COLUMNS, row))
                     record["clock_synced"] = bool(record["clock_synced"])
+                    # The local day it is counted on (the server's, bounded), for exports.
+                    record["local_day"] = row[-1]
                     if with_suspect:
-                        record["suspect"] = bool(row[-1])
+                        record["suspect"] = bool(row[-2])
                     yield record
         finally:
             cursor.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Sequence
+from typing import Callable, Sequence
 
 PALETTE = {"index": "#1f5fa8", "csat": "#d9822b", "count": "#c9d3df", "mark": "#b3261e"}
 
@@ -90,7 +90,8 @@ def _heat_colour(index: float | None) -> str:
 
 
 def heatmap(cells: dict[tuple[int, int], tuple[int, float | None]], weekdays: Sequence[str], *,
-            labels: dict[str, str], hours: Sequence[int] | None = None) -> str:
+            labels: dict[str, str], hours: Sequence[int] | None = None,
+            hour_label: Callable[[int], str] = "{:02d}".format) -> str:
     """Hour (rows) x ISO weekday 1..7 (columns), coloured by index, count in each cell."""
     if hours is None:
         used = sorted({h for h, _ in cells})
@@ -103,7 +104,7 @@ def heatmap(cells: dict[tuple[int, int], tuple[int, float | None]], weekdays: Se
         parts.append(f'<text x="{left + d * cw + cw / 2}" y="14" class="axis" text-anchor="middle">{escape(name)}</text>')
     for r, hour in enumerate(hours):
         y = top + r * ch
-        parts.append(f'<text x="{left - 6}" y="{y + 15}" class="axis" text-anchor="end">{hour:02d}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 15}" class="axis" text-anchor="end">{escape(hour_label(hour))}</text>')
         for d in range(1, 8):
             count, index = cells.get((hour, d), (0, None))
             x = left + (d - 1) * cw

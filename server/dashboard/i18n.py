@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from kiosk.protocol import AGE_GROUPS
+from server.labels import Labels
+
 LANGS = ("ko", "en")
 
 TEXT: dict[str, dict[str, str]] = {
@@ -98,21 +101,9 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
-#: Labels of the codes ratings carry (reason, age group) and of the suspect filter.
-CODES: dict[str, dict[str, str]] = {
-    "wait_time": {"ko": "대기 시간", "en": "Waiting time"},
-    "staff_attitude": {"ko": "직원 응대", "en": "Staff manner"},
-    "resolution": {"ko": "처리 결과", "en": "Outcome"},
-    "information": {"ko": "안내·정보", "en": "Information"},
-    "facilities": {"ko": "시설", "en": "Facilities"},
-    "other": {"ko": "기타", "en": "Other"},
-    "under20": {"ko": "20세 미만", "en": "Under 20"},
-    "20s": {"ko": "20대", "en": "20s"},
-    "30s": {"ko": "30대", "en": "30s"},
-    "40s": {"ko": "40대", "en": "40s"},
-    "50s": {"ko": "50대", "en": "50s"},
-    "60s": {"ko": "60대", "en": "60s"},
-    "70plus": {"ko": "70세 이상", "en": "70 and over"},
+#: Labels of the suspect filter's choices. The codes ratings carry (reasons, age
+#: groups, ...) take their labels from the kiosk's catalogue: server/labels.py.
+SUSPECT_LABELS: dict[str, dict[str, str]] = {
     "exclude": {"ko": "제외", "en": "Exclude"},
     "include": {"ko": "포함", "en": "Include"},
     "only": {"ko": "의심만", "en": "Only suspect"},
@@ -120,9 +111,13 @@ CODES: dict[str, dict[str, str]] = {
 
 
 def code_label(code: str, lang: str) -> str:
-    """A code's label; a site's own reason codes (not known here) show as they are."""
-    entry = CODES.get(code)
-    return (entry.get(lang) or entry["ko"]) if entry else code
+    """A suspect choice's, age group's or reason's label; a site's own reason code
+    without a label anywhere shows as it is."""
+    entry = SUSPECT_LABELS.get(code)
+    if entry:
+        return entry.get(lang) or entry["ko"]
+    field = "age_group" if code in AGE_GROUPS else "reason"
+    return Labels(lang).code(field, code)
 
 
 def t(key: str, lang: str) -> str:

@@ -27,7 +27,9 @@ from server.compare import compare
 from server.config import ServerConfig
 from server.dashboard import charts
 from server.dashboard.i18n import LANGS, code_label, t
-from server.export import month_range, report_data, stream_ratings_csv, write_ratings_xlsx
+from server.document import render_html, render_pdf
+from server.export import month_range, stream_ratings_csv, write_ratings_xlsx
+from server.report import last_complete_month, report_for
 from server.store import Filters
 
 log = logging.getLogger(__name__)
@@ -554,13 +556,14 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
     def exports_page(request: Request, session: Session = Depends(current)) -> HTMLResponse:
         lang = _lang(request)
         first, last = date_range(request, 30)
-        options = "".join(f'<option value="{k}">{k}</option>' for k in SUSPECT_CHOICES)
-        month = now().astimezone(tz).strftime("%Y-%m")
+        options = "".join(f'<option value="{k}"{" selected" if k == "include" else ""}>'
+                          f'{escape(code_label(k, lang))}</option>' for k in SUSPECT_CHOICES)
+        month = last_complete_month(now().astimezone(tz).date()).strftime("%Y-%m")
         body = (f'<section><form method="get" class="filters" action="/export/ratings.csv" id="export-form">'
                 f'<label>{t("from", lang)}<input type="date" name="from" value="{first}"></label>'
                 f'<label>{t("to", lang)}<input type="date" name="to" value="{last}"></label>'
                 f'<label>{t("site", lang)}{site_select(session, None, lang)}</label>'
-                f'<label>{t("suspect", lang)}<select name="suspect"><option value="include">include</option>{options}</select></label>'
+                f'<label>{t("suspect", lang)}<select name="suspect">{options}</select></label>'
                 f'<button type="submit" id="csv">{t("csv", lang)}</button>'
                 f'<button type="submit" id="xlsx" formaction="/export/ratings.xlsx">{t("xlsx", lang)}</button>'
                 f'</form></section>'
@@ -588,61 +591,57 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
     def export_xlsx(request: Request, session: Session = Depends(current)) -> Response:
         filters = export_filters(request, session)
         buffer = io.BytesIO()
-        write_ratings_xlsx(buffer, store(), filters, generated_at=now().astimezone(tz))
+        write_ratings_xlsx(buffer, store(), filters, generated_at=now().astimezone(tz), lang=_lang(request),
+                           site_names={site: config.site_name(site) for site in config.sites},
+                           terminal_names={(site, terminal): name for site, site_config in config.sites.items()
+                                           for terminal, name in site_config.terminals.items()},
+                           reasons=config.reasons_for_site(filters.site) if filters.site else config.reasons)
         name = f"onetap-ratings-{filters.date_from}-{filters.date_to}.xlsx"
         return Response(buffer.getvalue(),
                         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
-    @router.get("/report")
-    def report(request: Request, session: Session = Depends(current)) -> HTMLResponse:
+    def report_model(request: Request, session: Session):
         lang = _lang(request)
         site = scoped_site(session, request.query_params.get("site"))
         if site is None:
             raise HTTPException(400, "a report is for one site: give site")
+        today = now().astimezone(tz).date()
         try:
-            first, last = month_range(request.query_params.get("month") or now().astimezone(tz).strftime("%Y-%m"))
+            first, _ = month_range(request.query_params.get("month")
+                                   or last_complete_month(today).strftime("%Y-%m"))
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         if not FIRST_DAY <= first <= LAST_DAY:
             raise HTTPException(400, f"month must be between {FIRST_DAY:%Y-%m} and {LAST_DAY:%Y-%m}")
-        filters = Filters(first, last, site=site, sites=session.sites)
-        data = report_data(store(), filters)
-        total = data["total"]
-        labels = {k: t(k, lang) for k in ("trend", "index", "count", "heatmap", "bars", "none")}
-        by_day = dict(data["days"])
-        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-        marks = [(m["day"], m["note"]) for m in store().marks(session.sites) if m["site"] in (None, site)]
-        trend = charts.trend_chart(days, [by_day[d].index if d in by_day else None for d in days],
-                                   [by_day[d].csat if d in by_day else None for d in days],
-                                   [by_day[d].count if d in by_day else 0 for d in days], marks,
-                                   labels=labels, width=720, height=240)
+        choice = request.query_params.get("suspect", "exclude")
+        if choice not in ("exclude", "include"):
+            raise HTTPException(400, "suspect must be exclude or include")
+        return report_for(config, store(), site, first, lang=lang, now=now(), sites=session.sites,
+                          exclude_suspect=choice == "exclude")
 
-        no_data = t("no_data", lang)
+    @router.get("/report")
+    def report(request: Request, session: Session = Depends(current)) -> HTMLResponse:
+        model = report_model(request, session)
+        query = dict(request.query_params)
+        query["lang"] = "en" if model.lang == "ko" else "ko"
+        pdf_query = {k: v for k, v in request.query_params.items() if k != "lang"}
+        pdf_query["lang"] = model.lang
+        html = render_html(model, script_href="/static/report.js", toolbar={
+            "back": t("exports", model.lang), "print": t("print", model.lang),
+            "lang_href": "?" + urlencode(query), "lang_label": "English" if model.lang == "ko" else "한국어",
+            "pdf_href": "/report.pdf?" + urlencode(pdf_query)})
+        response = HTMLResponse(html, headers=SECURITY_HEADERS)
+        if request.query_params.get("lang") in LANGS:
+            response.set_cookie(LANG_COOKIE, model.lang, max_age=365 * 86400, samesite="lax",
+                                secure=_secure(request))
+        return response
 
-        def table(title: str, rows: list[tuple[Any, Any]], first_col: str) -> str:
-            lines = "".join(f'<tr><td>{_fmt(k) if k is not None else "–"}</td><td class="num">{s.count}</td>'
-                            f'<td class="num">{_fmt(s.mean, 2)}</td><td class="num">{_fmt(s.csat)}</td>'
-                            f'<td class="num">{_fmt(s.index)}</td></tr>' for k, s in rows)
-            return (f'<section class="keep"><h2>{title}</h2><table><thead><tr><th>{first_col}</th><th>{t("count", lang)}</th>'
-                    f'<th>{t("mean", lang)}</th><th>CSAT %</th><th>{t("index", lang)}</th></tr></thead>'
-                    f'<tbody>{lines or f"<tr><td colspan=5>{no_data}</td></tr>"}</tbody></table></section>')
-
-        body = (f'<p class="report-head">{t("site", lang)}: <b>{escape(site)}</b> · {first} – {last} · '
-                f'{t("generated", lang)} {now().astimezone(tz).strftime("%Y-%m-%d %H:%M")}'
-                f'<a href="#" id="print" class="button noprint">{t("print", lang)}</a></p>'
-                f'<div class="tiles"><div class="tile"><span>{t("count", lang)}</span><b>{total.count}</b></div>'
-                f'<div class="tile"><span>{t("mean", lang)}</span><b>{_fmt(total.mean, 2)}</b></div>'
-                f'<div class="tile"><span>CSAT %</span><b>{_fmt(total.csat)}</b></div>'
-                f'<div class="tile"><span>{t("index", lang)}</span><b>{_fmt(total.index)}</b></div>'
-                f'<div class="tile muted"><span>{t("suspect", lang)}</span><b>{data["suspect"]}</b></div></div>'
-                f'<section class="keep"><h2>{t("daily", lang)}</h2>{trend}</section>'
-                f'{table(t("terminals", lang), data["terminals"], t("terminal", lang))}'
-                f'{table(t("reasons", lang), data["reasons"], t("reasons", lang))}'
-                f'{table(t("age_groups", lang), data["age_groups"], t("age_groups", lang))}'
-                f'{table(t("hour", lang), data["hours"], t("hour", lang))}'
-                f'{table(t("day", lang), data["days"], t("day", lang))}')
-        return page(request, session, f'{t("monthly_report", lang)} {first.strftime("%Y-%m")}', body,
-                    "exports", extra_head='<script src="/static/report.js" defer></script>', body_class="report")
+    @router.get("/report.pdf")
+    def report_pdf(request: Request, session: Session = Depends(current)) -> Response:
+        model = report_model(request, session)
+        name = f"onetap-report-{model.site}-{model.first.strftime('%Y-%m')}-{model.lang}.pdf"
+        return Response(render_pdf(model), media_type="application/pdf",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
     app.include_router(router)

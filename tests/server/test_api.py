@@ -164,8 +164,9 @@ def test_csv_is_bom_utf8_with_the_contract_header(client):
     raw = response.content
     assert raw.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
-    assert rows[0] == list(RATING_COLUMNS)
-    assert ",".join(rows[0]) == "id,site,terminal,seq,score,at,clock_synced,reason,age_group,lang,input,received_at"
+    assert rows[0] == [*RATING_COLUMNS, "local_day"]
+    assert ",".join(rows[0]) == ("id,site,terminal,seq,score,at,clock_synced,reason,age_group,lang,input,received_at,"
+                                 "local_day")
     assert len(rows) == 7
     assert {r[6] for r in rows[1:]} == {"true"}
 

@@ -178,3 +178,44 @@ def test_run_refuses_weak_api_tokens(tmp_path, capsys, monkeypatch, token, why):
     assert not (tmp_path / "never.db").exists()
     monkeypatch.setenv("ONETAP_API_TOKEN", token)
     assert main(["run", "--db", db, "--check-config"]) == 1
+
+
+def test_site_display_names_and_the_institution(tmp_path):
+    path = write(tmp_path, 'institution = "강남구청"\n[sites.gangnam-office]\nname = " 강남구청 민원실 "\n')
+    config = load_config(path, env={})
+    assert config.site_name("gangnam-office") == "강남구청 민원실" and config.site_name("other") == "other"
+    assert config.institution == "강남구청"
+    assert load_config(env={"ONETAP_INSTITUTION": "서초구청"}).institution == "서초구청"
+    named = load_config(write(tmp_path, '[sites.s]\nterminals = { counter-01 = "1번 창구" }\n'), env={})
+    assert named.terminal_name("s", "counter-01") == "1번 창구" and named.terminal_name("s", "c2") == "c2"
+    for bad in ('{ "Bad Id" = "x" }', '{ counter-01 = "" }', '"1번 창구"'):
+        with pytest.raises(ConfigError, match="sites.s.terminals"):
+            load_config(write(tmp_path, f"[sites.s]\nterminals = {bad}\n"), env={})
+    for bad in ('""', '"a\\u0007b"', '"' + "가" * 81 + '"', "3"):
+        with pytest.raises(ConfigError, match="sites.gangnam-office.name"):
+            load_config(write(tmp_path, f"[sites.gangnam-office]\nname = {bad}\n"), env={})
+
+
+def test_mail_and_report_subscriptions(tmp_path):
+    from server.config import MAIL_KEYS
+
+    text = EXAMPLE.read_text()
+    for name in MAIL_KEYS:
+        assert f"\n{name} = " in text.split("[mail]")[1], name
+    config = load_config(EXAMPLE, env={"ONETAP_MAIL_PASSWORD": "secret"})
+    assert config.mail.password == "secret" and config.mail.starttls and config.mail.port == 587
+    [(name, schedule)] = config.reports.items()
+    assert schedule.every == "monthly" and schedule.sites == ("gangnam-office",) and schedule.lang == "ko"
+    mail = '[mail]\nhost = "smtp.example.go.kr"\nsender = "a@example.go.kr"\n'
+    with pytest.raises(ConfigError, match="ONETAP_MAIL_PASSWORD"):
+        load_config(write(tmp_path, mail + 'password = "x"\n'), env={})
+    with pytest.raises(ConfigError, match="need a \\[mail\\]"):
+        load_config(write(tmp_path, '[reports.x]\nto = ["a@b.kr"]\nevery = "daily"\nsites = ["s"]\n'), env={})
+    for bad, key in (('every = "hourly"', "reports.x.every"), ('to = ["not-an-address"]', "reports.x.to"),
+                     ('sites = ["Bad Site"]', "reports.x.sites")):
+        body = {"every": 'every = "daily"', "to": 'to = ["a@b.kr"]', "sites": 'sites = ["s"]'}
+        body[key.split(".")[-1]] = bad
+        with pytest.raises(ConfigError, match=key):
+            load_config(write(tmp_path, mail + "[reports.x]\n" + "\n".join(body.values()) + "\n"), env={})
+    with pytest.raises(ConfigError, match="mail.sender is missing"):
+        load_config(write(tmp_path, '[mail]\nhost = "smtp.example.go.kr"\n'), env={})

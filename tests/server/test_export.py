@@ -1,8 +1,9 @@
-"""Exports: CSV cells, XLSX summary and raw sheets (formula-safe), month ranges, report data, exclude_suspect in the API."""
+"""Exports: CSV cells and the local day, XLSX sheets for people (labels, dates, formats, print), month ranges, exclude_suspect in the API."""
 
 import io
 import uuid
 from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,10 +12,11 @@ from openpyxl import load_workbook
 from kiosk.protocol import Rating
 from server.api import create_app
 from server.config import ServerConfig
-from server.export import csv_cell, iter_csv, month_range, report_data, write_ratings_xlsx
-from server.store import Filters, SQLiteStore
+from server.export import csv_cell, iter_csv, month_range, write_ratings_xlsx
+from server.store import RATING_COLUMNS, Filters, SQLiteStore
 
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
+SEOUL = ZoneInfo("Asia/Seoul")
 
 
 def rating(seq, score, **extra):
@@ -41,22 +43,69 @@ def test_csv_cells_and_bom():
     assert data == "\ufeffid,site\r\na,'+s\r\n".encode("utf-8")
 
 
-def test_xlsx_has_summary_and_raw_and_is_formula_safe(store):
+def xlsx(store, filters=None, **options):
     buffer = io.BytesIO()
-    day = Filters(date(2026, 11, 27), date(2026, 11, 27))
-    assert write_ratings_xlsx(buffer, store, day, generated_at=NOW) == 4
-    book = load_workbook(io.BytesIO(buffer.getvalue()))
-    assert book.sheetnames == ["summary", "raw"]
-    summary = list(book["summary"].iter_rows(values_only=True))
-    total = next(r for r in summary if r and r[0] == "total")
-    assert total[1:7] == (4, 1, 0, 1, 1, 1) and total[8] == 50.0 and total[9] == 56.25
-    assert any(r and r[0] == "s1 / t2" for r in summary)
-    raw = list(book["raw"].iter_rows(values_only=True))
-    assert raw[0][:3] == ("id", "site", "terminal") and raw[0][-1] == "suspect" and len(raw) == 5
-    langs = [r[raw[0].index("lang")] for r in raw[1:]]
+    filters = filters or Filters(date(2026, 11, 27), date(2026, 11, 27))
+    written = write_ratings_xlsx(buffer, store, filters, generated_at=NOW.astimezone(SEOUL), **options)
+    return written, load_workbook(io.BytesIO(buffer.getvalue()))
+
+
+def test_xlsx_sheets_are_korean_labelled_and_sorted_by_meaning(store):
+    written, book = xlsx(store, site_names={"s1": "강남구청 민원실"}, terminal_names={("s1", "t2"): "2번 창구"})
+    assert written == 4
+    assert book.sheetnames == ["요약", "일별", "사유", "연령대", "창구별", "원자료"]
+    summary = book["요약"]
+    header = next(r for r in summary.iter_rows() if r[0].value == "구분")
+    assert [c.value for c in header] == ["구분", "건수", "1점", "2점", "3점", "4점", "5점", "평균 점수",
+                                         "CSAT (%)", "만족도 지수"]
+    assert all(c.font.bold for c in header)
+    assert summary.freeze_panes == f"A{header[0].row + 1}"
+    total = [c for c in summary[header[0].row + 1]]
+    assert [c.value for c in total[:7]] == ["합계", 4, 1, 0, 1, 1, 1]
+    assert total[7].value == 3.25 and total[7].number_format == "0.00"
+    assert total[8].value == 50.0 and total[8].number_format == "0.0" and total[9].value == 56.25
+    assert [r[:3] for r in book["창구별"].iter_rows(min_row=2, values_only=True)] == [("강남구청 민원실", "t1", 3), ("강남구청 민원실", "2번 창구", 1)]
+    assert [r[0] for r in book["사유"].iter_rows(min_row=2, values_only=True)] == ["대기 시간", "응답 없음"]
+    assert [r[0] for r in book["연령대"].iter_rows(min_row=2, values_only=True)] == ["30대", "응답 없음"]
+    day = book["일별"]["A2"]
+    assert day.value == datetime(2026, 11, 27) and day.is_date and day.number_format == "yyyy-mm-dd"
+    assert book["일별"].column_dimensions["A"].width >= 10 and book["일별"].freeze_panes == "A2"
+
+
+def test_xlsx_in_english(store):
+    _, book = xlsx(store, lang="en")
+    assert book.sheetnames == ["Summary", "Days", "Reasons", "Age groups", "Per counter", "Raw"]
+    assert [r[0] for r in book["Reasons"].iter_rows(min_row=2, values_only=True)] == ["Waiting time", "No answer"]
+
+
+def test_the_raw_sheet_has_real_local_times_numbers_and_prints_on_landscape_a4(store):
+    _, book = xlsx(store)
+    raw = book["원자료"]
+    header = [c.value for c in raw[1]]
+    assert header[:3] == ["id", "site", "terminal"] and header[-2:] == ["local_day", "suspect"]
+    assert raw.max_row == 5 and raw.freeze_panes == "A2" and all(c.font.bold for c in raw[1])
+    row = {name: cell for name, cell in zip(header, raw[2])}
+    assert row["at"].is_date and row["at"].value == datetime(2026, 11, 27, 10, 15, 2, 417000)  # Seoul time
+    assert row["at"].number_format == "yyyy-mm-dd hh:mm:ss"
+    assert row["received_at"].value == datetime(2026, 11, 27, 12, 0)  # 03:00 UTC
+    assert row["local_day"].value == datetime(2026, 11, 27) and row["local_day"].is_date
+    assert isinstance(row["score"].value, int) and isinstance(row["seq"].value, int)
+    assert raw.page_setup.orientation == "landscape" and raw.page_setup.fitToWidth == 1
+    assert raw.sheet_properties.pageSetUpPr.fitToPage and raw.print_title_rows == "$1:$1"
+    langs = [r[header.index("lang")] for r in raw.iter_rows(min_row=2, values_only=True)]
     assert "'=cmd|' /c calc'!A1" in langs  # text, not a formula
-    for row in book["raw"].iter_rows(min_row=2):
+    for row in raw.iter_rows(min_row=2):
         assert all(cell.data_type != "f" for cell in row)
+
+
+def test_csv_keeps_the_contract_and_adds_the_local_day(store):
+    late = Rating(id=str(uuid.uuid4()), seq=9, score=4, at="2026-11-30T15:30:00Z", clock_synced=True)
+    store.ingest_batch("s1", "t3", [late], datetime(2026, 11, 30, 15, 31, tzinfo=timezone.utc))
+    rows = store.iter_ratings(Filters(date(2026, 12, 1), date(2026, 12, 1)))
+    text = b"".join(iter_csv(rows)).decode("utf-8")
+    header, line = text.lstrip("\ufeff").splitlines()[:2]
+    assert header == ",".join(RATING_COLUMNS) + ",local_day"
+    assert line.endswith(",2026-12-01") and "2026-11-30T15:30:00" in line  # UTC 11-30 is 12-01 in Seoul
 
 
 def test_month_range():
@@ -65,15 +114,6 @@ def test_month_range():
     for bad in ("2026-13", "2026", "x-y", ""):
         with pytest.raises(ValueError):
             month_range(bad)
-
-
-def test_report_data_keeps_suspects_apart(store):
-    pk = store.ratings_after(0)[0]["pk"]
-    store.mark_suspect([pk])
-    data = report_data(store, Filters(date(2026, 11, 1), date(2026, 11, 30), site="s1"))
-    assert data["total"].count == 3 and data["suspect"] == 1
-    assert [k for k, _ in data["terminals"]] == ["t1", "t2"]
-    assert dict(data["reasons"])["wait_time"].count == 1
 
 
 def test_api_exclude_suspect(store, tmp_path):

@@ -148,7 +148,7 @@ def test_iter_ratings_streams_every_column(store):
     store.ingest_batch("s1", "t1", [r], RECEIVED)
     rows = list(store.iter_ratings(day()))
     assert rows == [{**r.to_dict(), "site": "s1", "terminal": "t1",
-                     "received_at": "2026-11-27T01:30:00.000+00:00"}]
+                     "received_at": "2026-11-27T01:30:00.000+00:00", "local_day": r.at[:10]}]
 
 
 def test_quarantine_keeps_raw_bytes(store):

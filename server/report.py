@@ -1,0 +1,393 @@
+"""The monthly report of one site as a model: figures, tables and words in the reader's language (pure).
+
+``fetch_answers`` asks the store the questions a report needs (the only
+I/O here); ``build_report`` turns those answers, ``today`` and the reader's
+language into what the template prints, so every figure is tested without a
+database or a browser.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Mapping, Sequence
+
+from kiosk.protocol import DEFAULT_REASONS
+from server.aggregate import Distribution, Summary, summarize
+from server.compare import MIN_COUNT, Change, compare
+from server.labels import Labels, in_order
+from server.particles import attach
+from server.store import Filters
+
+#: The words of the report, per reader language.
+WORDS: dict[str, dict[str, str]] = {
+    "title": {"ko": "월간 만족도 보고서", "en": "Monthly satisfaction report"},
+    "period": {"ko": "기간", "en": "Period"},
+    "generated": {"ko": "작성", "en": "Generated"},
+    "count": {"ko": "평가 건수", "en": "Ratings"},
+    "index": {"ko": "만족도 지수", "en": "Satisfaction index"},
+    "csat": {"ko": "CSAT (만족 비율)", "en": "CSAT (share satisfied)"},
+    "mean": {"ko": "평균 점수", "en": "Mean score"},
+    "daily": {"ko": "일별 추이 (만족도 지수, CSAT, 건수)", "en": "Daily trend (index, CSAT, count)"},
+    "heatmap": {"ko": "시간대 × 요일 (만족도 지수, 칸 안은 건수)", "en": "Hour × weekday (index; count in each cell)"},
+    "reasons": {"ko": "아쉬운 점 (사유)", "en": "What could be better (reasons)"},
+    "reason": {"ko": "사유", "en": "Reason"},
+    "age_reasons": {"ko": "연령대별 아쉬운 점 (건수, 행 비율)", "en": "Reasons by age group (count, share of the row)"},
+    "age_group": {"ko": "연령대", "en": "Age group"},
+    "ages": {"ko": "연령대", "en": "Age groups"},
+    "terminals": {"ko": "창구(단말기)별", "en": "Per counter (terminal)"},
+    "terminal": {"ko": "단말기", "en": "Terminal"},
+    "share": {"ko": "비율", "en": "Share"},
+    "total": {"ko": "합계", "en": "Total"},
+    "distribution": {"ko": "점수 분포 1→5", "en": "Scores 1→5"},
+    "comparison": {"ko": "전월·전년 동월 비교", "en": "Against last month and the same month last year"},
+    "this_month": {"ko": "이번 달", "en": "This month"},
+    "previous": {"ko": "전월", "en": "Previous month"},
+    "last_year": {"ko": "전년 동월", "en": "Same month last year"},
+    "change": {"ko": "변화", "en": "Change"},
+    "ci": {"ko": "95% 신뢰구간", "en": "95% CI"},
+    "verdict": {"ko": "판단", "en": "Verdict"},
+    "significant": {"ko": "유의함", "en": "significant"},
+    "not_significant": {"ko": "유의하지 않음", "en": "not significant"},
+    "no_verdict": {"ko": "판단 보류", "en": "no verdict"},
+    "no_data": {"ko": "자료 없음", "en": "No data"},
+    "notes": {"ko": "정의와 기준", "en": "Definitions"},
+    "page": {"ko": "쪽", "en": "Page"},
+    "suspect": {"ko": "의심 평가", "en": "Suspect ratings"},
+}
+
+
+#: Words that depend on the report's period (day, week or month).
+PERIOD_WORDS: dict[str, dict[str, dict[str, str]]] = {
+    "day": {"title": {"ko": "일간 만족도 보고서", "en": "Daily satisfaction report"},
+            "this_month": {"ko": "해당일", "en": "This day"},
+            "previous": {"ko": "전일", "en": "Day before"},
+            "last_year": {"ko": "전년 같은 요일", "en": "Same weekday last year"},
+            "comparison": {"ko": "전일·전년 비교", "en": "Against the day before and last year"},
+            "count_definition": {"ko": "이 날 받은 평가의 수", "en": "ratings received this day"}},
+    "week": {"title": {"ko": "주간 만족도 보고서", "en": "Weekly satisfaction report"},
+             "this_month": {"ko": "이번 주", "en": "This week"},
+             "previous": {"ko": "전주", "en": "Previous week"},
+             "last_year": {"ko": "전년 같은 주", "en": "Same week last year"},
+             "comparison": {"ko": "전주·전년 같은 주 비교", "en": "Against the previous week and last year"},
+             "count_definition": {"ko": "이 주에 받은 평가의 수", "en": "ratings received this week"}},
+    "month": {"count_definition": {"ko": "이 달에 받은 평가의 수", "en": "ratings received this month"}},
+}
+PERIODS = ("day", "week", "month")
+
+
+def word(key: str, lang: str, period: str = "month") -> str:
+    entry = PERIOD_WORDS[period].get(key) or WORDS[key]
+    return entry.get(lang) or entry["ko"]
+
+
+def last_complete_month(today: date) -> date:
+    """The first day of the month before *today*'s (the last month with every day over)."""
+    return (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
+def last_complete(today: date, period: str) -> date:
+    """The first day of the last period (day, week from Monday, month) wholly before *today*."""
+    if period == "day":
+        return today - timedelta(days=1)
+    if period == "week":
+        return today - timedelta(days=today.weekday() + 7)
+    return last_complete_month(today)
+
+
+def period_bounds(first: date, period: str) -> tuple[date, date]:
+    if period == "day":
+        return first, first
+    if period == "week":
+        return first, first + timedelta(days=6)
+    return month_bounds(first)
+
+
+def previous_period(first: date, period: str) -> date:
+    return {"day": first - timedelta(days=1), "week": first - timedelta(days=7)}.get(
+        period) or shift_months(first, -1)
+
+
+def last_year_period(first: date, period: str) -> date:
+    # A day or week a year back falls on the same weekdays 52 weeks (364 days) before.
+    return first - timedelta(days=364) if period in ("day", "week") else shift_months(first, -12)
+
+
+def month_bounds(first: date) -> tuple[date, date]:
+    first = first.replace(day=1)
+    return first, first.replace(day=calendar.monthrange(first.year, first.month)[1])
+
+
+def shift_months(first: date, months: int) -> date:
+    index = first.year * 12 + first.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+@dataclass(frozen=True)
+class ReportAnswers:
+    """What the store answered for one site and month (distributions by key)."""
+
+    total: Distribution
+    suspect: int
+    days: Sequence[tuple[tuple, Distribution]]
+    hour_weekday: Sequence[tuple[tuple, Distribution]]
+    reasons: Sequence[tuple[tuple, Distribution]]
+    ages: Sequence[tuple[tuple, Distribution]]
+    age_reasons: Sequence[tuple[tuple, Distribution]]
+    terminals: Sequence[tuple[tuple, Distribution]]
+    previous: Distribution
+    last_year: Distribution
+    marks: Sequence[tuple[str, str]] = ()
+
+
+def fetch_answers(store: Any, site: str, first: date, *, period: str = "month", exclude_suspect: bool = True,
+                  sites: frozenset[str] | None = None) -> ReportAnswers:
+    """Ask *store* what the report of *site* for the period (day, week, month) starting *first* shows."""
+    suspect = False if exclude_suspect else None
+
+    def month(start: date) -> Filters:
+        low, high = period_bounds(start, period)
+        return Filters(low, high, site=site, sites=sites, suspect=suspect)
+
+    this = month(first)
+    flagged = Filters(this.date_from, this.date_to, site=site, sites=sites, suspect=True)
+    return ReportAnswers(
+        total=store.summary(this),
+        suspect=sum(store.summary(flagged).values()),
+        days=store.aggregates(("day",), this),
+        hour_weekday=store.aggregates(("hour", "weekday"), this),
+        reasons=store.aggregates(("reason",), this),
+        ages=store.aggregates(("age_group",), this),
+        age_reasons=store.aggregates(("age_group", "reason"), this),
+        terminals=store.aggregates(("terminal",), this),
+        previous=store.summary(month(previous_period(first, period))),
+        last_year=store.summary(month(last_year_period(first, period))),
+        marks=[(m["day"], m["note"]) for m in store.marks(sites)
+               if m["site"] in (None, site) and this.date_from.isoformat() <= m["day"] <= this.date_to.isoformat()],
+    )
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A cover figure: label, value as printed, and its definition."""
+
+    key: str
+    label: str
+    value: str
+    definition: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row: its label and the summary of its ratings (share: % of the table's total)."""
+
+    label: str
+    summary: Summary
+    share: float | None = None
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    label: str
+    period: str
+    summary: Summary
+    index: Change
+    csat: Change
+    index_verdict: str
+    csat_verdict: str
+    sentence: str
+
+
+@dataclass(frozen=True)
+class Report:
+    lang: str
+    title: str
+    institution: str | None
+    site: str
+    site_name: str
+    month: str
+    first: date
+    last: date
+    generated: str
+    exclude_suspect: bool
+    suspect: int
+    total: Summary
+    figures: list[Figure]
+    days: list[tuple[str, Summary | None]]
+    marks: list[tuple[str, str]]
+    heat: dict[tuple[int, int], tuple[int, float | None]]
+    hours: list[int]
+    hour_labels: list[str]
+    weekdays: list[str]
+    reasons: list[Row]
+    ages: list[Row]
+    age_reason_columns: list[str]
+    age_reasons: list[tuple[str, list[tuple[int, float | None]], int]]
+    terminals: list[Row]
+    this_month: Summary
+    comparisons: list[ComparisonRow]
+    notes: list[str]
+    words: Mapping[str, str] = field(default_factory=dict)
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _verdict(change: Change, lang: str) -> str:
+    if change.significant is None:
+        return word("no_verdict", lang)
+    return word("significant" if change.significant else "not_significant", lang)
+
+
+def _period_label(first: date, lang: str, period: str = "month") -> str:
+    if period == "day":
+        return first.isoformat()
+    if period == "week":
+        return f"{first.isoformat()} – {(first + timedelta(days=6)).isoformat()}"
+    return f"{first.year}년 {first.month}월" if lang == "ko" else first.strftime("%B %Y")
+
+
+def _notes(lang: str, exclude_suspect: bool, suspect: int, rules: Mapping[str, Any]) -> list[str]:
+    burst, burst_s = rules.get("burst_count", 4), rules.get("burst_interval_s", 1.0)
+    run, run_s = rules.get("run_length", 20), rules.get("run_interval_s", 3.0)
+    if lang == "ko":
+        excluded = (f"이 보고서의 수치는 의심 평가 {attach(f'{suspect:,}건', '을')} 제외한 값입니다."
+                    if exclude_suspect else
+                    f"이 보고서의 수치는 의심 평가 {attach(f'{suspect:,}건', '을')} 포함한 값입니다.")
+        return [
+            "만족도 지수 = (평균 점수 − 1) ÷ 4 × 100. 모든 평가가 ‘매우 만족’(5점)이면 100, ‘매우 불만족’(1점)이면 0입니다.",
+            "CSAT = 4점(만족)과 5점(매우 만족)의 비율(%). 평균 점수는 1~5점의 산술 평균입니다.",
+            f"비교의 ‘유의함’은 두 기간 차이의 95% 신뢰구간이 0을 포함하지 않는다는 뜻입니다. "
+            f"어느 한쪽이 {MIN_COUNT}건 미만이면 판단을 보류합니다.",
+            f"의심 평가: 한 단말기에서 {burst}번 이상 연달아 {burst_s:g}초 안쪽 간격으로 누른 평가, 또는 "
+            f"같은 점수를 {run}번 이상 {run_s:g}초 안쪽 간격으로 누른 평가입니다(기계적 속도). "
+            f"지우지 않고 표시만 합니다. {excluded}",
+            "‘응답 없음’은 사유나 연령대를 묻지 않았거나 답하지 않은 평가입니다. 날짜와 시간은 현지 시각입니다.",
+        ]
+    verb = "exclude" if exclude_suspect else "include"
+    return [
+        "Satisfaction index = (mean score − 1) ÷ 4 × 100: 100 when every rating is ‘very satisfied’ (5), "
+        "0 when every one is ‘very dissatisfied’ (1).",
+        "CSAT = the share (%) of ratings 4 (satisfied) and 5 (very satisfied). The mean score is the "
+        "arithmetic mean of the scores 1 to 5.",
+        f"‘Significant’ in the comparison: the 95% confidence interval of the difference excludes 0. "
+        f"With fewer than {MIN_COUNT} ratings on either side there is no verdict.",
+        f"Suspect ratings: {burst} or more taps at one terminal each less than {burst_s:g} s apart, or "
+        f"{run} or more equal scores each less than {run_s:g} s apart (machine pace). They are flagged, "
+        f"never deleted. The figures of this report {verb} the {suspect:,} suspect ratings.",
+        "‘No answer’: the reason or age group was not asked or not answered. Days and hours are local time.",
+    ]
+
+
+def build_report(answers: ReportAnswers, *, site: str, first: date, today: date, lang: str = "ko",
+                 generated_at: datetime | None = None, site_name: str | None = None,
+                 institution: str | None = None, reasons: Sequence[str] = DEFAULT_REASONS,
+                 reason_labels: Mapping[str, Mapping[str, str]] | None = None,
+                 exclude_suspect: bool = True, suspect_rules: Mapping[str, Any] | None = None,
+                 period: str = "month", terminal_names: Mapping[str, str] | None = None) -> Report:
+    """The report of *site* for the period (day, week, month) starting *first*, as of *today*,
+    for a reader of *lang*."""
+    labels = Labels(lang, reason_labels)
+    lang = labels.lang
+    first, last = period_bounds(first, period)
+    total = summarize(answers.total)
+
+    figures = [
+        Figure("count", word("count", lang), f"{total.count:,}",
+               PERIOD_WORDS[period]["count_definition"][lang]),
+        Figure("index", word("index", lang), number(total.index, 1),
+               "(평균 − 1) ÷ 4 × 100, 0~100" if lang == "ko" else "(mean − 1) ÷ 4 × 100, 0 to 100"),
+        Figure("csat", word("csat", lang), f"{number(total.csat, 1)}%" if total.csat is not None else "–",
+               "4점·5점의 비율" if lang == "ko" else "share of scores 4 and 5"),
+        Figure("mean", word("mean", lang), number(total.mean, 2),
+               "1~5점 평균" if lang == "ko" else "mean of scores 1 to 5"),
+    ]
+
+    by_day = {key[0]: summarize(dist) for key, dist in answers.days}
+    days = []
+    for offset in range((last - first).days + 1):
+        day = (first + timedelta(days=offset)).isoformat()
+        days.append((day, by_day.get(day)))
+
+    heat = {}
+    for (hour, weekday), dist in answers.hour_weekday:
+        s = summarize(dist)
+        heat[(int(hour), int(weekday))] = (s.count, s.index)
+    used = sorted({hour for hour, _ in heat})
+    hours = list(range(min(used), max(used) + 1)) if used else list(range(9, 18))
+
+    def rows(field: str, items: Sequence[tuple[tuple, Distribution]]) -> list[Row]:
+        sums = {key[0]: summarize(dist) for key, dist in items}
+        count = sum(s.count for s in sums.values()) or 1
+        named = (lambda code: (terminal_names or {}).get(code) or code) if field == "terminal" else (
+            lambda code: labels.code(field, code))
+        return [Row(named(code), sums[code], round(sums[code].count * 100 / count, 1))
+                for code in in_order(field, sums, reasons)]
+
+    reason_rows = rows("reason", answers.reasons)
+    age_rows = rows("age_group", answers.ages)
+    terminal_rows = rows("terminal", answers.terminals)
+
+    # Age groups x reasons: only ratings that name a reason, so each row says
+    # what that age group found lacking (the share is of the row).
+    cells: dict[Any, dict[Any, int]] = {}
+    for (age, reason), dist in answers.age_reasons:
+        if reason is None:
+            continue
+        cells.setdefault(age, {})[reason] = sum(dist.values())
+    reason_codes = in_order("reason", {r for row in cells.values() for r in row}, reasons)
+    age_codes = in_order("age_group", cells, reasons)
+    matrix = []
+    for age in age_codes:
+        row_total = sum(cells[age].values())
+        matrix.append((labels.code("age_group", age),
+                       [(cells[age].get(r, 0), round(cells[age].get(r, 0) * 100 / row_total, 1) if row_total else None)
+                        for r in reason_codes], row_total))
+
+    comparisons = []
+    for key, dist, start in (("previous", answers.previous, previous_period(first, period)),
+                             ("last_year", answers.last_year, last_year_period(first, period))):
+        c = compare(dist, answers.total)
+        comparisons.append(ComparisonRow(
+            word(key, lang, period), _period_label(start, lang, period), c.before, c.index, c.csat,
+            _verdict(c.index, lang), _verdict(c.csat, lang), c.statement(lang)))
+
+    title = word("title", lang, period)
+    generated = (generated_at.strftime("%Y-%m-%d %H:%M") if generated_at else today.isoformat())
+    return Report(
+        lang=lang, title=title, institution=institution, site=site, site_name=site_name or site,
+        month=_period_label(first, lang, period), first=first, last=last, generated=generated,
+        exclude_suspect=exclude_suspect, suspect=answers.suspect, total=total, figures=figures,
+        days=days, marks=list(answers.marks), heat=heat, hours=hours,
+        hour_labels=[labels.hour(hour) for hour in hours],
+        weekdays=[labels.weekday(i) for i in range(7)],
+        reasons=reason_rows, ages=age_rows,
+        age_reason_columns=[labels.code("reason", r) for r in reason_codes], age_reasons=matrix,
+        terminals=terminal_rows, this_month=total, comparisons=comparisons,
+        notes=_notes(lang, exclude_suspect, answers.suspect, suspect_rules or {}),
+        words={key: word(key, lang, period) for key in WORDS},
+    )
+
+
+
+def report_for(config: Any, store: Any, site: str, first: date, *, lang: str, now: datetime,
+               sites: frozenset[str] | None = None, exclude_suspect: bool = True,
+               period: str = "month") -> Report:
+    """Fetch and build the report of *site* for the month of *first* with the server's settings
+    (display names, reasons and their labels, suspect rules, time zone)."""
+    site_config = config.sites.get(site)
+    own = (site_config.survey or {}) if site_config is not None else {}
+    reason_labels = own.get("reason_labels") or (config.survey or {}).get("reason_labels")
+    rules = config.alerts
+    answers = fetch_answers(store, site, first, period=period, exclude_suspect=exclude_suspect, sites=sites)
+    local = now.astimezone(config.tz)
+    return build_report(
+        answers, site=site, first=first, today=local.date(), lang=lang, generated_at=local,
+        site_name=config.site_name(site), institution=config.institution,
+        terminal_names=site_config.terminals if site_config is not None else None,
+        reasons=config.reasons_for_site(site), reason_labels=reason_labels,
+        exclude_suspect=exclude_suspect, period=period,
+        suspect_rules={"burst_count": rules.burst_count, "burst_interval_s": rules.burst_interval_s,
+                       "run_length": rules.run_length, "run_interval_s": rules.run_interval_s})
