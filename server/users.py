@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
 import getpass
 import os
 import re
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from kiosk.protocol import is_identifier
 from server.auth import hash_password
@@ -136,19 +134,6 @@ def list_users(text: str) -> list[tuple[str, str]]:
 # -- the file -------------------------------------------------------------------
 
 
-@contextmanager
-def locked_directory(path: Path) -> Iterator[None]:
-    """One writer at a time for files in *path*'s directory (which are replaced by
-    rename, so a lock on the file itself would not exclude the next writer);
-    a lock on the directory leaves no lock file behind."""
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -176,7 +161,7 @@ def _check(text: str, path: Path) -> None:
 
 def edit(path: Path, change) -> None:
     """Apply *change(text) -> text* to the config file, checked, atomically, keeping its mode."""
-    from server.provision import write_atomic
+    from server.provision import locked_directory, write_atomic
 
     path = Path(path)
     with locked_directory(path):

@@ -158,3 +158,26 @@ def _address(hex_address: str) -> str:
     # /proc prints each 32-bit word in host (little-endian) order.
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     return str(ipaddress.ip_address(words))
+
+
+def login(port: int, username: str, password: str, timeout: float = 10.0):
+    """The CONNACK reason code mosquitto gives this account on loopback (MQTT 5)."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answered = threading.Event()
+    reasons = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    client.on_connect = lambda c, u, f, rc, p: (reasons.append(rc), answered.set())
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        if not answered.wait(timeout):
+            raise TimeoutError("no CONNACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return reasons[0]

@@ -270,3 +270,46 @@ def test_server_toml_loads_as_the_servers_config(tmp_path, broker, with_ca):
     assert config.broker_address.tls == with_ca
     # The server accepts exactly the terminals provisioned into the same ACL file.
     assert config.registry == acl.absolute()
+
+
+def test_rotating_the_service_changes_only_what_it_was_asked(tmp_path):
+    """Rotation without --broker keeps the broker, its CA and every comment (issue: it
+    used to write mqtt://127.0.0.1:1883 back over an mqtts:// broker)."""
+    pw, acl, out = files(tmp_path)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    first = provision.provision_service("onetap-server", pw, acl, out,
+                                        broker="mqtts://broker.example:8883", ca_file=str(ca))
+    server_toml = out / "server.toml"
+    server_toml.write_text(server_toml.read_text()
+                           + '# the operator\'s note\napi_token = "keep-me"\n'
+                           'db = "postgresql://onetap@127.0.0.1:5432/onetap"\n')
+    before = server_toml.read_text()
+    code, _, err = run_cli("--service", "onetap-server", "--passwd", str(pw), "--acl", str(acl),
+                           "--out", str(out))
+    assert code == 0, err
+    assert "systemctl restart onetap-server" in err
+    data = tomllib.loads(server_toml.read_text())
+    assert data["password"] != first.password
+    assert data["broker"] == "mqtts://broker.example:8883"
+    assert data["ca_file"] == str(ca.absolute())
+    assert data["db"] == "postgresql://onetap@127.0.0.1:5432/onetap"
+    after = server_toml.read_text()
+    assert [line for line in before.splitlines() if not line.startswith("password")] == \
+        [line for line in after.splitlines() if not line.startswith("password")]
+    assert passwd.verify_password(data["password"], dict(
+        line.split(":", 1) for line in pw.read_text().splitlines())["onetap-server"])
+    # No lock file is left beside the broker's files.
+    assert sorted(p.name for p in pw.parent.iterdir() if p.name.endswith(".lock")) == []
+
+
+def test_a_rotation_that_would_break_server_toml_writes_nothing(tmp_path):
+    pw, acl, out = files(tmp_path)
+    provision.provision_service("onetap-server", pw, acl, out)
+    server_toml = out / "server.toml"
+    server_toml.write_text(server_toml.read_text() + 'ca_file = "/etc/onetap/ca.crt"\n')
+    before, passwd_before = server_toml.read_text(), pw.read_text()
+    code, _, err = run_cli("--service", "onetap-server", "--passwd", str(pw), "--acl", str(acl),
+                           "--out", str(out))
+    assert code == 1 and "would not be valid" in err and "ca_file" in err
+    assert server_toml.read_text() == before and pw.read_text() == passwd_before
