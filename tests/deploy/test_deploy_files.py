@@ -165,3 +165,17 @@ def test_bridge_forwards_ratings_out_and_acks_in(tmp_path):
     finally:
         site.stop()
         central.stop()
+
+
+def test_the_server_unit_leaves_db_and_listen_to_server_toml():
+    """The unit once passed --db and --listen, which silently replaced a
+    PostgreSQL `db` in server.toml by SQLite: the config file is the one source."""
+    unit = (DEPLOY / "systemd" / "onetap-server.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    for flag in ("--db", "--listen", "--broker", "--api-token", "--role"):
+        assert flag not in exec_start
+    from server.config import ServerConfig
+
+    default = ServerConfig().db
+    assert default.is_absolute() and str(default) == "/var/lib/onetap/onetap.db"
+    assert f"ReadWritePaths={default.parent}" in unit
