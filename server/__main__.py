@@ -208,6 +208,18 @@ def _user(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.terminals import add_arguments
+
+    add_arguments(parser)
+
+
+def _terminal(args: argparse.Namespace) -> int:
+    from server.terminals import run
+
+    return run(args)
+
+
 #: name -> (help, add_arguments(parser), run(args) -> exit code). Adding a
 #: subcommand is one entry here plus its two functions.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
@@ -217,6 +229,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "provision": ("add or rotate a broker account", _add_provision_arguments, _provision),
     "pull": ("central office: fetch and merge aggregates from many servers", _add_pull_arguments, _pull),
     "user": ("dashboard users: add, passwd, remove, list", _add_user_arguments, _user),
+    "terminal": ("terminals: list, retire (ratings kept)", _add_terminal_arguments, _terminal),
 }
 
 

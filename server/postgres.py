@@ -130,6 +130,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             expires_at text NOT NULL)""",
         "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
     ]),
+    # `onetap-server terminal retire`: off the board and the alert rules, ratings kept.
+    ("m003_terminals_retired_at", [
+        "ALTER TABLE terminals ADD COLUMN retired_at text",
+    ]),
 ]
 
 
@@ -370,6 +374,17 @@ class PostgresStore(RollupQueries):
                       " updated_at = excluded.updated_at",
                       status.state, now)
             self._pending[-1].terminals.setdefault((site, terminal), []).append(op)
+
+    def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
+        now = _iso(at)
+        with self.transaction():
+            changed = self.conn.execute(
+                "INSERT INTO terminals (site, terminal, state, updated_at, retired_at)"
+                " VALUES (%s, %s, 'retired', %s, %s)"
+                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at"
+                " WHERE terminals.retired_at IS NULL",
+                (site, terminal, now, now)).rowcount
+        return changed > 0
 
     def seen(self, site: str, terminal: str, received_at: datetime) -> None:
         now = _iso(received_at)

@@ -143,6 +143,38 @@ def set_acl_block(text: str, username: str, rules: Sequence[str], comment: str) 
     return "".join(out)
 
 
+def remove_acl_block(text: str, username: str) -> str:
+    """*text* of an ACL file without *username*'s block (its `user` line and the
+    `topic` lines it owns); operators' `pattern` lines and every other block stay."""
+    out: list[str] = []
+    inside = False
+    for line in text.splitlines(keepends=True):
+        user = _acl_user(line)
+        if user is not None:
+            inside = user == username
+            if inside:
+                continue
+        elif inside and not line.strip().startswith("pattern"):
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def remove_account(passwd_path: Path, acl_path: Path, username: str) -> bool:
+    """Delete a broker account from the password and ACL files (reload mosquitto
+    afterwards); False when neither file had it."""
+    passwd_path, acl_path = Path(passwd_path), Path(acl_path)
+    with locked_directory(passwd_path):
+        old_passwd, old_acl = _read(passwd_path), _read(acl_path)
+        new_passwd = passwd.remove_entry(old_passwd, username)
+        new_acl = remove_acl_block(old_acl, username)
+        if new_passwd != old_passwd:
+            write_atomic(passwd_path, new_passwd, 0o600, deny_other=True)
+        if new_acl != old_acl:
+            write_atomic(acl_path, new_acl, 0o644)
+    return new_passwd != old_passwd or new_acl != old_acl
+
+
 def registry_from_text(text: str) -> set[tuple[str, str]]:
     """(site, terminal) of every terminal account in an ACL file's *text*."""
     found = set()

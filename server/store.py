@@ -84,8 +84,14 @@ class Store(Protocol):
 
     def aggregates(self, by: Sequence[str], filters: Filters) -> list[tuple[tuple, Distribution]]: ...
 
-    def terminals(self, site: str | None = None,
-                  sites: frozenset[str] | None = None) -> list[dict[str, Any]]: ...
+    def terminals(self, site: str | None = None, sites: frozenset[str] | None = None,
+                  include_retired: bool = False) -> list[dict[str, Any]]:
+        """The terminals board: each terminal's state and last status; retired ones
+        (`onetap-server terminal retire`) only with *include_retired*."""
+
+    def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
+        """Take a terminal off the board and out of the alert rules; its ratings stay.
+        False when it was retired already."""
 
     def iter_ratings(self, filters: Filters) -> Iterator[dict[str, Any]]: ...
 
@@ -202,6 +208,12 @@ def m002_rollups_suspect_staff(db: Database) -> None:
             expires_at TEXT NOT NULL
         )""")
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@migrations()
+def m003_terminals_retired_at(db: Database) -> None:
+    # `onetap-server terminal retire`: off the board and the alert rules, ratings kept.
+    db.execute("ALTER TABLE terminals ADD COLUMN retired_at TEXT")
 
 
 #: Count tables kept in the same transaction as each insert, smallest first:
@@ -458,20 +470,22 @@ class RollupQueries:
             dist[score] = int(count)
         return dist
 
-    def terminals(self, site: str | None = None,
-                  sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    def terminals(self, site: str | None = None, sites: frozenset[str] | None = None,
+                  include_retired: bool = False) -> list[dict[str, Any]]:
         out = []
         for row in self._read(
-                "SELECT site, terminal, state, last_seen, status, updated_at FROM terminals"
-                " ORDER BY site, terminal"):
+                "SELECT site, terminal, state, last_seen, status, updated_at, retired_at"
+                " FROM terminals ORDER BY site, terminal"):
             if site is not None and row[0] != site:
                 continue
             if sites is not None and row[0] not in sites:
                 continue
+            if row[6] is not None and not include_retired:
+                continue
             fields = json.loads(row[4])
             out.append({**fields, "site": row[0], "terminal": row[1], "state": row[2],
                         "last_seen": row[3], "status_at": fields.get("at"),
-                        "updated_at": row[5]})
+                        "updated_at": row[5], "retired_at": row[6]})
         return out
 
     def quarantine_count(self) -> int:
@@ -583,6 +597,17 @@ class SQLiteStore(RollupQueries):
                     " ON CONFLICT (site, terminal) DO UPDATE SET state = excluded.state,"
                     " updated_at = excluded.updated_at",
                     (site, terminal, status.state, now))
+
+    def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
+        now = _iso(at)
+        with self.transaction():
+            changed = self.db.conn.execute(
+                "INSERT INTO terminals (site, terminal, state, updated_at, retired_at)"
+                " VALUES (?, ?, 'retired', ?, ?)"
+                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at"
+                " WHERE terminals.retired_at IS NULL",
+                (site, terminal, now, now)).rowcount
+        return changed > 0
 
     def seen(self, site: str, terminal: str, received_at: datetime) -> None:
         now = _iso(received_at)
