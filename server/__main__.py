@@ -220,6 +220,18 @@ def _terminal(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_backup_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.backup import add_arguments
+
+    add_arguments(parser)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from server.backup import run
+
+    return run(args)
+
+
 #: name -> (help, add_arguments(parser), run(args) -> exit code). Adding a
 #: subcommand is one entry here plus its two functions.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
@@ -230,6 +242,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "pull": ("central office: fetch and merge aggregates from many servers", _add_pull_arguments, _pull),
     "user": ("dashboard users: add, passwd, remove, list", _add_user_arguments, _user),
     "terminal": ("terminals: list, retire (ratings kept)", _add_terminal_arguments, _terminal),
+    "backup": ("a consistent copy of the live database, mode 0600", _add_backup_arguments, _backup),
 }
 
 
