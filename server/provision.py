@@ -8,6 +8,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import sys
 import tempfile
 import tomllib
@@ -50,6 +51,21 @@ class Account:
     username: str
     password: str
     config_path: Path
+    #: A terminal's maintenance PIN, written into its kiosk.toml and shown once.
+    pin: str | None = None
+
+
+#: Digits of a terminal's maintenance PIN: 10**6 guesses at the kiosk's screen,
+#: which locks out after a few wrong tries.
+PIN_DIGITS = 6
+
+
+def new_pin() -> str:
+    """A random maintenance PIN (never the kiosk's default 0000)."""
+    while True:
+        pin = "".join(secrets.choice("0123456789") for _ in range(PIN_DIGITS))
+        if len(set(pin)) > 1:  # not 000000, 111111...: the first thing tried
+            return pin
 
 
 # -- names and rules ----------------------------------------------------------
@@ -418,19 +434,23 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
     tls, passwd_path, acl_path, out_dir = _checked_paths(broker, ca_file, passwd_path,
                                                          acl_path, out_dir)
     password = password or passwd.new_password()
+    pin = new_pin()
     config_path = out_dir / "kiosk.toml"
     text = _toml(
         [f"onetap kiosk {site}/{terminal}, written by `onetap-server provision`.",
          "Secret (broker password): keep it mode 0600, readable by root only."],
         # The shape of kiosk/config.py: identity and broker on top, account in [mqtt].
         [("site", site), ("terminal", terminal), ("broker", broker)],
-        [("mqtt", [("username", username), ("password", password), *tls])],
+        [("mqtt", [("username", username), ("password", password), *tls]),
+         # The maintenance screen's PIN: random per terminal, shown once by
+         # `provision`, never the default 0000.
+         ("ui", [("maintenance_pin", pin)])],
     )
     with locked_directory(passwd_path):
         _add_account(passwd_path, acl_path, username, terminal_rules(site, terminal),
                      f"terminal site={site} terminal={terminal}", password)
         write_atomic(config_path, text, 0o600, keep_mode=False)
-    return Account(username, password, config_path)
+    return Account(username, password, config_path, pin)
 
 
 def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Path,
@@ -547,6 +567,9 @@ def run(args: argparse.Namespace) -> int:
             "now reload mosquitto (systemctl reload mosquitto) and copy the file to the kiosk")
     print(f"provisioned broker account {account.username!r}; wrote {account.config_path}; "
           f"{then}", file=sys.stderr)
+    if account.pin is not None:
+        print(f"maintenance PIN of {args.site}/{args.terminal}: {account.pin} (shown this once; "
+              "give it to the staff who look after this kiosk)", file=sys.stderr)
     print(account.config_path)
     return 0
 

@@ -48,6 +48,7 @@ def test_terminal_account_rules_and_kiosk_toml(tmp_path):
     assert data == {
         "site": SITE, "terminal": "counter-03", "broker": "mqtt://127.0.0.1:1883",
         "mqtt": {"username": "counter-03@gangnam-office", "password": data["mqtt"]["password"]},
+        "ui": {"maintenance_pin": data["ui"]["maintenance_pin"]},
     }
     user, hashed = pw.read_text().strip().split(":", 1)
     assert user == "counter-03@gangnam-office"
@@ -313,3 +314,20 @@ def test_a_rotation_that_would_break_server_toml_writes_nothing(tmp_path):
                            "--out", str(out))
     assert code == 1 and "would not be valid" in err and "ca_file" in err
     assert server_toml.read_text() == before and pw.read_text() == passwd_before
+
+
+def test_each_terminal_gets_its_own_random_maintenance_pin_shown_once(tmp_path):
+    pw, acl, out = files(tmp_path)
+    pins = []
+    for terminal in ("counter-01", "counter-02"):
+        code, _, err = run_cli("--site", SITE, "--terminal", terminal, "--broker",
+                               "mqtt://127.0.0.1:1883", "--passwd", str(pw), "--acl", str(acl),
+                               "--out", str(out / terminal))
+        assert code == 0, err
+        config = load_config(out / terminal / "kiosk.toml", env={})
+        pin = config.ui.maintenance_pin
+        assert pin != "0000" and pin.isdigit() and len(pin) == provision.PIN_DIGITS
+        assert f"maintenance PIN of {SITE}/{terminal}: {pin}" in err
+        pins.append(pin)
+    assert pins[0] != pins[1] or provision.new_pin() != pins[0]
+    assert len({provision.new_pin() for _ in range(50)}) > 40
