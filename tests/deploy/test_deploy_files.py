@@ -91,7 +91,7 @@ def test_units_are_hardened_and_take_secrets_as_credentials(unit):
     assert lines["ReadWritePaths"] == f"/var/lib/{lines['StateDirectory'].split()[0]}"
 
 
-def test_sysusers_creates_both_service_users(tmp_path):
+def test_sysusers_creates_the_server_user_and_setup_sh_the_kiosk_user(tmp_path):
     need("systemd-sysusers", "systemd")
     (tmp_path / "etc").mkdir()
     subprocess.run(["systemd-sysusers", f"--root={tmp_path}",
@@ -99,9 +99,32 @@ def test_sysusers_creates_both_service_users(tmp_path):
                    check=True, capture_output=True)
     users = {line.split(":")[0]: line.split(":")[6]
              for line in (tmp_path / "etc" / "passwd").read_text().splitlines()}
-    units = {u.read_text().split("\nUser=")[1].split("\n")[0] for u in UNITS}
-    assert units <= set(users)
-    assert all(users[name] == "/usr/sbin/nologin" for name in units)
+    owners = {u.name: u.read_text().split("\nUser=")[1].split("\n")[0] for u in UNITS}
+    kiosk_user = owners.pop("onetap-kiosk.service")
+    # The server machine gets only the server's user, with no login shell.
+    assert set(owners.values()) == {"onetap"} and set(users) == {"onetap"}
+    assert users["onetap"] == "/usr/sbin/nologin"
+    # The kiosk's user is made on the Pi by setup.sh.
+    setup = (DEPLOY / "pi" / "setup.sh").read_text()
+    assert f"kiosk_user={kiosk_user}" in setup and "--shell /usr/sbin/nologin" in setup
+
+
+def test_setup_sh_refuses_bad_closed_network_and_display_options():
+    setup = DEPLOY / "pi" / "setup.sh"
+    for argv, message in ((["--rotate", "45"], "give 0, 90, 180 or 270"),
+                          (["--wheelhouse", "/nonexistent"], "not a directory"),
+                          (["--ntp", "ntp.example;reboot"], "comma-separated")):
+        result = subprocess.run(["bash", str(setup), *argv], capture_output=True, text=True)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+def test_the_kiosk_unit_lets_the_app_read_the_clock_state():
+    """ProtectClock= filters adjtimex() even for reading (EPERM): the kiosk's
+    clock_synced would then rest on a fallback."""
+    unit = (DEPLOY / "systemd" / "onetap-kiosk.service").read_text()
+    settings = [line for line in unit.splitlines() if not line.startswith("#")]
+    assert not any(line.startswith("ProtectClock=") for line in settings)
+    assert "CapabilityBoundingSet=" in settings  # and still no CAP_SYS_TIME
 
 
 def test_caddyfile_is_valid():
