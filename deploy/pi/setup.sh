@@ -146,6 +146,8 @@ if [ -d "${source_spec}" ]; then
     # The docs the units point at (Documentation=file:///opt/onetap/src/...).
     mkdir -p /opt/onetap/src
     cp -r "${source_spec}/docs" /opt/onetap/src/
+elif [ -f "${source_spec}" ]; then
+    "${venv}/bin/pip" install "${pip_args[@]}" --upgrade "${source_spec}[kiosk]"   # a wheel
 else
     "${venv}/bin/pip" install "${pip_args[@]}" --upgrade "onetap[kiosk] @ ${source_spec}"
 fi
