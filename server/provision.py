@@ -498,15 +498,17 @@ def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Pat
                  "`onetap-server provision`; other keys: deploy/server.example.toml.",
                  "Secret (broker password): keep it mode 0600, readable by root only."],
                 items)
-        _check_server_config(text, config_path)
+        check_server_config(text, config_path)
         _add_account(passwd_path, acl_path, name, service_rules(),
                      f"service name={name}", password)
         write_atomic(config_path, text, 0o600, keep_mode=False)
     return Account(name, password, config_path)
 
 
-def _check_server_config(text: str, config_path: Path) -> None:
-    """ProvisionError unless *text* loads as the server's config (checked from a private temp file)."""
+def check_server_config(text: str, config_path: Path) -> None:
+    """ProvisionError unless *text*, meant for *config_path*, loads as the server's
+    config (checked from a private temporary file beside it): a tool that edits
+    server.toml never leaves a server that will not start."""
     from server.config import load_config
     from server.errors import ConfigError
 

@@ -7,13 +7,12 @@ import getpass
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import TextIO
 
 from kiosk.protocol import is_identifier
 from server.auth import hash_password
-from server.errors import ConfigError, ServerError
+from server.errors import ServerError
 
 DEFAULT_CONFIG = "/etc/onetap/server.toml"
 #: KISA's guide for public bodies asks for at least 10 characters of two kinds,
@@ -142,31 +141,14 @@ def _read(path: Path) -> str:
                         "`onetap-server provision --service ...` first)") from None
 
 
-def _check(text: str, path: Path) -> None:
-    """The edited text must still load as the server's config, or nothing is written."""
-    from server.config import load_config
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".check")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        load_config(tmp, env={})
-    except ConfigError as exc:
-        raise UserError(f"{path} would no longer be valid, nothing written: "
-                        f"{str(exc).replace(tmp, str(path))}") from None
-    finally:
-        os.unlink(tmp)
-
-
 def edit(path: Path, change) -> None:
     """Apply *change(text) -> text* to the config file, checked, atomically, keeping its mode."""
-    from server.provision import locked_directory, write_atomic
+    from server.provision import check_server_config, locked_directory, write_atomic
 
     path = Path(path)
     with locked_directory(path):
         text = change(_read(path))
-        _check(text, path)
+        check_server_config(text, path)
         # The file holds secrets: never wider than it was, never world-readable.
         write_atomic(path, text, 0o600, deny_other=True)
 
