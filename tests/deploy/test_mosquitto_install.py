@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import socket
 import ssl
@@ -20,6 +21,7 @@ from tests.deploy.installed_broker import (
     InstalledMosquitto,
     listening_sockets,
 )
+from tests.pki import Pki
 
 SITE = "gangnam-office"
 DEADLINE = 10.0
@@ -150,5 +152,39 @@ def test_the_bridge_example_installed_too_leaves_the_listeners_alone(pki):
         broker.start()
         ports = {port for _, port in listening_sockets(broker.process.pid)}
         assert ports == {broker.plain_port, broker.tls_port}
+    finally:
+        broker.cleanup()
+
+
+def test_the_docs_certificate_commands_make_a_certificate_kiosks_accept(tmp_path):
+    """docs/deploy.md step 2, run as written: the broker serves the certificate and
+    a client checking the CA accepts it by DNS name and by IP address, and
+    refuses any other name. Nothing but the two keys and certificates is left."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    doc = (DEPLOY_MOSQUITTO.parents[1] / "docs" / "deploy.md").read_text()
+    section = doc.split("### 2. The broker's TLS certificate", 1)[1]
+    commands = next(block for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+                    if "openssl req" in block)
+    work = tmp_path / "offline-machine"
+    work.mkdir()
+    subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=work, check=True,
+                   capture_output=True)
+    assert sorted(p.name for p in work.iterdir()) == ["broker.crt", "broker.key", "ca.crt", "ca.key"]
+    pki = Pki(ca=work / "ca.crt", wrong_ca=work / "ca.crt", cert=work / "broker.crt",
+              key=work / "broker.key")
+    broker = InstalledMosquitto(pki)
+    provision.provision_terminal(SITE, "counter-03", "mqtt://127.0.0.1:1", broker.passwd,
+                                 broker.acl, broker.root / "kiosk")
+    try:
+        broker.start()
+        context = ssl.create_default_context(cafile=str(pki.ca))
+        for name in ("onetap.gangnam.example.go.kr", "10.1.2.3"):
+            with socket.create_connection(("127.0.0.1", broker.tls_port), timeout=DEADLINE) as raw:
+                with context.wrap_socket(raw, server_hostname=name) as tls:
+                    assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            with socket.create_connection(("127.0.0.1", broker.tls_port), timeout=DEADLINE) as raw:
+                context.wrap_socket(raw, server_hostname="other.example.go.kr")
     finally:
         broker.cleanup()
