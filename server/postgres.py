@@ -29,6 +29,7 @@ from server.store import (
     RollupQueries,
     _iso,
     _rollup_key,
+    is_retired,
 )
 
 log = logging.getLogger(__name__)
@@ -378,13 +379,17 @@ class PostgresStore(RollupQueries):
     def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
         now = _iso(at)
         with self.transaction():
-            changed = self.conn.execute(
+            row = self.conn.execute("SELECT retired_at, last_seen FROM terminals"
+                                    " WHERE site = %s AND terminal = %s FOR UPDATE",
+                                    (site, terminal)).fetchone()
+            if row is not None and is_retired(*row):
+                return False
+            self.conn.execute(
                 "INSERT INTO terminals (site, terminal, state, updated_at, retired_at)"
                 " VALUES (%s, %s, 'retired', %s, %s)"
-                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at"
-                " WHERE terminals.retired_at IS NULL",
-                (site, terminal, now, now)).rowcount
-        return changed > 0
+                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at",
+                (site, terminal, now, now))
+        return True
 
     def seen(self, site: str, terminal: str, received_at: datetime) -> None:
         now = _iso(received_at)

@@ -322,6 +322,15 @@ def _iso(moment: datetime) -> str:
     return format_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
 
 
+def is_retired(retired_at: str | None, last_seen: str | None) -> bool:
+    """Whether a terminal is retired: `terminal retire` set *retired_at* and it has
+    not spoken since (a terminal provisioned again under the name comes back)."""
+    if retired_at is None:
+        return False
+    return (last_seen is None
+            or parse_timestamp("last_seen", last_seen) <= parse_timestamp("retired_at", retired_at))
+
+
 
 def smallest_rollup(needed: set[str]) -> str:
     """The smallest rollup table holding every column in *needed* (weekday comes with day)."""
@@ -480,12 +489,13 @@ class RollupQueries:
                 continue
             if sites is not None and row[0] not in sites:
                 continue
-            if row[6] is not None and not include_retired:
+            if not include_retired and is_retired(row[6], row[3]):
                 continue
             fields = json.loads(row[4])
             out.append({**fields, "site": row[0], "terminal": row[1], "state": row[2],
                         "last_seen": row[3], "status_at": fields.get("at"),
-                        "updated_at": row[5], "retired_at": row[6]})
+                        "updated_at": row[5],
+                        "retired_at": row[6] if is_retired(row[6], row[3]) else None})
         return out
 
     def quarantine_count(self) -> int:
@@ -600,14 +610,18 @@ class SQLiteStore(RollupQueries):
 
     def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
         now = _iso(at)
+        conn = self.db.conn
         with self.transaction():
-            changed = self.db.conn.execute(
+            row = conn.execute("SELECT retired_at, last_seen FROM terminals"
+                               " WHERE site = ? AND terminal = ?", (site, terminal)).fetchone()
+            if row is not None and is_retired(*row):
+                return False
+            conn.execute(
                 "INSERT INTO terminals (site, terminal, state, updated_at, retired_at)"
                 " VALUES (?, ?, 'retired', ?, ?)"
-                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at"
-                " WHERE terminals.retired_at IS NULL",
-                (site, terminal, now, now)).rowcount
-        return changed > 0
+                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at",
+                (site, terminal, now, now))
+        return True
 
     def seen(self, site: str, terminal: str, received_at: datetime) -> None:
         now = _iso(received_at)

@@ -55,6 +55,19 @@ def test_retired_terminal_keeps_its_ratings_and_leaves_board_and_alerts(store):
     assert not engine.run_once(NOW + timedelta(days=1))["raised"]
 
 
+def test_a_terminal_provisioned_again_under_the_name_comes_back(store):
+    """Retired, then a new kiosk is provisioned as counter-02: once it speaks
+    (an online status or ratings), it is on the board and in the rules again."""
+    rate(store, "counter-02", 2)
+    assert store.retire_terminal(SITE, "counter-02", NOW)
+    store.update_status(SITE, "counter-02", Status("online", {"backlog": 0}), NOW + timedelta(days=3))
+    assert [t["terminal"] for t in store.terminals()] == ["counter-02"]
+    assert store.terminals()[0]["retired_at"] is None
+    # And it can be retired again.
+    assert store.retire_terminal(SITE, "counter-02", NOW + timedelta(days=4))
+    assert store.terminals() == []
+
+
 def test_a_terminal_never_seen_can_be_retired(store):
     assert store.retire_terminal(SITE, "spare", NOW)
     assert store.terminals() == []
