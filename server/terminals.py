@@ -49,10 +49,11 @@ def retire(store, site: str, terminal: str, *, now: datetime, passwd_path: Path 
             f"{site}/{terminal} last reported {backlog} unsent ratings: let it drain (backlog 0 "
             "on the terminals board) or carry its outbox to its replacement; --force retires it anyway")
     done = []
-    if passwd_path is not None and acl_path is not None:
-        if remove_account(passwd_path, acl_path, terminal_username(site, terminal)):
-            done.append(f"removed its broker account from {passwd_path} and {acl_path}; "
-                        "reload mosquitto (systemctl reload mosquitto)")
+    if passwd_path is None or acl_path is None:
+        done.append("no `registry` (ACL file) in the config: remove its broker account by hand")
+    elif remove_account(passwd_path, acl_path, terminal_username(site, terminal)):
+        done.append(f"removed its broker account from {passwd_path} and {acl_path}; "
+                    "reload mosquitto (systemctl reload mosquitto)")
     if store.retire_terminal(site, terminal, now):
         done.append("retired: off the terminals board and the alert rules; its ratings stay")
     else:
