@@ -195,10 +195,13 @@ def test_bridge_forwards_ratings_out_and_acks_in(tmp_path):
 def test_the_server_unit_leaves_db_and_listen_to_server_toml():
     """The unit once passed --db and --listen, which silently replaced a
     PostgreSQL `db` in server.toml by SQLite: the config file is the one source."""
+    for path in [DEPLOY / "systemd" / "onetap-server.service",
+                 *sorted((DEPLOY / "central").glob("*.service"))]:
+        exec_start = next(line for line in path.read_text().splitlines()
+                          if line.startswith("ExecStart="))
+        for flag in ("--db", "--listen", "--broker", "--api-token", "--role"):
+            assert flag not in exec_start, f"{path.name} overrides the config with {flag}"
     unit = (DEPLOY / "systemd" / "onetap-server.service").read_text()
-    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    for flag in ("--db", "--listen", "--broker", "--api-token", "--role"):
-        assert flag not in exec_start
     from server.config import ServerConfig
 
     default = ServerConfig().db
