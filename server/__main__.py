@@ -195,14 +195,63 @@ def fault_from_env(spec: str | None) -> Callable[[str, int], None] | None:
     return fault
 
 
+def _run_and_check_users(args: argparse.Namespace) -> int:
+    """`run`, and with --check-config a warning when nobody can log in to the dashboard."""
+    code = _run(args)
+    if code == 0 and args.check_config:
+        from server.users import warn_without_dashboard_user
+
+        warn_without_dashboard_user(args.config, args.role)
+    return code
+
+
+def _add_user_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.users import add_arguments
+
+    add_arguments(parser)
+
+
+def _user(args: argparse.Namespace) -> int:
+    from server.users import run
+
+    return run(args)
+
+
+def _add_terminal_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.terminals import add_arguments
+
+    add_arguments(parser)
+
+
+def _terminal(args: argparse.Namespace) -> int:
+    from server.terminals import run
+
+    return run(args)
+
+
+def _add_backup_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.backup import add_arguments
+
+    add_arguments(parser)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from server.backup import run
+
+    return run(args)
+
+
 #: name -> (help, add_arguments(parser), run(args) -> exit code). Adding a
 #: subcommand is one entry here plus its two functions.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
                              Callable[[argparse.Namespace], int]]] = {
-    "run": ("ingest ratings and serve the HTTP API", _add_run_arguments, _run),
+    "run": ("ingest ratings and serve the HTTP API", _add_run_arguments, _run_and_check_users),
     "demo": ("broker, server and a kiosk on this machine", _add_demo_arguments, _demo),
     "provision": ("add or rotate a broker account", _add_provision_arguments, _provision),
     "pull": ("central office: fetch and merge aggregates from many servers", _add_pull_arguments, _pull),
+    "user": ("dashboard users: add, passwd, remove, list", _add_user_arguments, _user),
+    "terminal": ("terminals: list, retire (ratings kept)", _add_terminal_arguments, _terminal),
+    "backup": ("a consistent copy of the live database, mode 0600", _add_backup_arguments, _backup),
 }
 
 

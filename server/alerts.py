@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from kiosk.protocol import ProtocolError, format_timestamp, parse_timestamp, site_topic
 from server.config import AlertsConfig, ServerConfig
 from server.periodic import Periodic
+from server.restarts import find_restarts
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,11 @@ class AlertEngine:
             raised.append(self.store.raise_alert(
                 site, terminal, "suspect",
                 f"{site}/{terminal}: {count} ratings at machine pace flagged suspect (kept, excludable)", now))
+        for (site, terminal), starts in find_restarts(self.store).items():
+            raised.append(self.store.raise_alert(
+                site, terminal, "seq_restart",
+                f"{site}/{terminal}: numbering began again at 1 ({starts} times in all): "
+                "a kiosk replaced without its outbox? (ratings kept)", now))
         by_pk = {r["pk"]: r for r in self.store.alerts(limit=100_000)} if raised or cleared else {}
         changes = {"raised": [alert_json(by_pk[pk]) for pk in raised],
                    "cleared": [alert_json(by_pk[pk]) for pk in cleared]}

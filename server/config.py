@@ -175,7 +175,9 @@ class ServerConfig:
     mqtt_protocol: str = "5"
     session_expiry_s: int = 7 * 24 * 3600
     #: A SQLite file, or a postgresql:// URL (server/backend.py picks the store).
-    db: Path | str = Path("onetap.db")
+    #: Absolute, where the systemd unit's StateDirectory is: never a file that
+    #: depends on the directory the server happened to start in.
+    db: Path | str = Path("/var/lib/onetap/onetap.db")
     listen: str = "127.0.0.1:8080"
     api_token: str | None = field(default=None, repr=False)
     timezone: str = "Asia/Seoul"

@@ -103,6 +103,11 @@ def set_entry(text: str, username: str, hashed: str) -> str:
     return "".join(out)
 
 
+def remove_entry(text: str, username: str) -> str:
+    """*text* of a password file without *username*'s line(s); every other line kept."""
+    return "".join(line for line in text.splitlines(keepends=True) if entry_user(line) != username)
+
+
 def users(text: str) -> list[str]:
     """Usernames defined in a password file's *text*, in file order."""
     return [user for line in text.splitlines() if (user := entry_user(line)) is not None]

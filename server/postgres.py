@@ -29,6 +29,7 @@ from server.store import (
     RollupQueries,
     _iso,
     _rollup_key,
+    is_retired,
 )
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             created_at text NOT NULL,
             expires_at text NOT NULL)""",
         "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
+    ]),
+    # `onetap-server terminal retire`: off the board and the alert rules, ratings kept.
+    ("m003_terminals_retired_at", [
+        "ALTER TABLE terminals ADD COLUMN retired_at text",
     ]),
 ]
 
@@ -370,6 +375,21 @@ class PostgresStore(RollupQueries):
                       " updated_at = excluded.updated_at",
                       status.state, now)
             self._pending[-1].terminals.setdefault((site, terminal), []).append(op)
+
+    def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
+        now = _iso(at)
+        with self.transaction():
+            row = self.conn.execute("SELECT retired_at, last_seen FROM terminals"
+                                    " WHERE site = %s AND terminal = %s FOR UPDATE",
+                                    (site, terminal)).fetchone()
+            if row is not None and is_retired(*row):
+                return False
+            self.conn.execute(
+                "INSERT INTO terminals (site, terminal, state, updated_at, retired_at)"
+                " VALUES (%s, %s, 'retired', %s, %s)"
+                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at",
+                (site, terminal, now, now))
+        return True
 
     def seen(self, site: str, terminal: str, received_at: datetime) -> None:
         now = _iso(received_at)

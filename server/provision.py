@@ -8,8 +8,10 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import sys
 import tempfile
+import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,21 @@ class Account:
     username: str
     password: str
     config_path: Path
+    #: A terminal's maintenance PIN, written into its kiosk.toml and shown once.
+    pin: str | None = None
+
+
+#: Digits of a terminal's maintenance PIN: 10**6 guesses at the kiosk's screen,
+#: which locks out after a few wrong tries.
+PIN_DIGITS = 6
+
+
+def new_pin() -> str:
+    """A random maintenance PIN (never the kiosk's default 0000)."""
+    while True:
+        pin = "".join(secrets.choice("0123456789") for _ in range(PIN_DIGITS))
+        if len(set(pin)) > 1:  # not 000000, 111111...: the first thing tried
+            return pin
 
 
 # -- names and rules ----------------------------------------------------------
@@ -142,6 +159,38 @@ def set_acl_block(text: str, username: str, rules: Sequence[str], comment: str) 
     return "".join(out)
 
 
+def remove_acl_block(text: str, username: str) -> str:
+    """*text* of an ACL file without *username*'s block (its `user` line and the
+    `topic` lines it owns); operators' `pattern` lines and every other block stay."""
+    out: list[str] = []
+    inside = False
+    for line in text.splitlines(keepends=True):
+        user = _acl_user(line)
+        if user is not None:
+            inside = user == username
+            if inside:
+                continue
+        elif inside and not line.strip().startswith("pattern"):
+            continue
+        out.append(line)
+    return "".join(out)
+
+
+def remove_account(passwd_path: Path, acl_path: Path, username: str) -> bool:
+    """Delete a broker account from the password and ACL files (reload mosquitto
+    afterwards); False when neither file had it."""
+    passwd_path, acl_path = Path(passwd_path), Path(acl_path)
+    with locked_directory(passwd_path):
+        old_passwd, old_acl = _read(passwd_path), _read(acl_path)
+        new_passwd = passwd.remove_entry(old_passwd, username)
+        new_acl = remove_acl_block(old_acl, username)
+        if new_passwd != old_passwd:
+            write_atomic(passwd_path, new_passwd, 0o600, deny_other=True)
+        if new_acl != old_acl:
+            write_atomic(acl_path, new_acl, 0o644)
+    return new_passwd != old_passwd or new_acl != old_acl
+
+
 def registry_from_text(text: str) -> set[tuple[str, str]]:
     """(site, terminal) of every terminal account in an ACL file's *text*."""
     found = set()
@@ -166,11 +215,14 @@ def read_registry(acl_path: str | os.PathLike[str]) -> set[tuple[str, str]]:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # A lock file beside, not the file itself: the file is replaced by rename,
-    # so a lock on its inode would not exclude the next writer.
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+def locked_directory(path: Path) -> Iterator[None]:
+    """One writer at a time for the files in *path*'s directory.
+
+    Files are replaced by rename, so a lock on a file's inode would not
+    exclude the next writer; a lock on the directory does, and leaves no
+    lock file behind.
+    """
+    fd = os.open(Path(path).parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -382,44 +434,61 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
     tls, passwd_path, acl_path, out_dir = _checked_paths(broker, ca_file, passwd_path,
                                                          acl_path, out_dir)
     password = password or passwd.new_password()
+    pin = new_pin()
     config_path = out_dir / "kiosk.toml"
     text = _toml(
         [f"onetap kiosk {site}/{terminal}, written by `onetap-server provision`.",
          "Secret (broker password): keep it mode 0600, readable by root only."],
         # The shape of kiosk/config.py: identity and broker on top, account in [mqtt].
         [("site", site), ("terminal", terminal), ("broker", broker)],
-        [("mqtt", [("username", username), ("password", password), *tls])],
+        [("mqtt", [("username", username), ("password", password), *tls]),
+         # The maintenance screen's PIN: random per terminal, shown once by
+         # `provision`, never the default 0000.
+         ("ui", [("maintenance_pin", pin)])],
     )
-    with _locked(passwd_path):
+    with locked_directory(passwd_path):
         _add_account(passwd_path, acl_path, username, terminal_rules(site, terminal),
                      f"terminal site={site} terminal={terminal}", password)
         write_atomic(config_path, text, 0o600, keep_mode=False)
-    return Account(username, password, config_path)
+    return Account(username, password, config_path, pin)
 
 
 def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Path,
-                      broker: str = DEFAULT_SERVICE_BROKER, ca_file: str | None = None,
+                      broker: str | None = None, ca_file: str | None = None,
                       password: str | None = None) -> Account:
     """Add or rotate the server's own account in `out_dir/server.toml` (0600).
 
-    An existing server.toml keeps every other key and table; only broker,
-    username, password, client_id, registry (and ca_file) are set.
+    Only what was asked changes: username, password, client_id and registry
+    always; broker and ca_file when given (a new file gets the default broker).
+    Every other key, table and comment of an existing server.toml is kept, and
+    the result must still load as the server's config, or nothing is written.
+    The running server reads its config once: restart it after a rotation
+    (docs/deploy.md, "Rotating the server's broker password").
     """
     try:
         check_identifier("service", name)
     except ProtocolError as exc:
         raise ProvisionError(f"--{exc.field}: {exc.reason}") from None
-    tls, passwd_path, acl_path, out_dir = _checked_paths(broker, ca_file, passwd_path,
+    config_path = Path(out_dir) / "server.toml"
+    old = _read(config_path)
+    try:
+        current = tomllib.loads(old)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProvisionError(f"{config_path}: not valid TOML ({exc}); fix it first") from None
+    effective_broker = broker or current.get("broker") or DEFAULT_SERVICE_BROKER
+    if not isinstance(effective_broker, str):
+        raise ProvisionError(f"{config_path}: broker must be a string")
+    tls, passwd_path, acl_path, out_dir = _checked_paths(effective_broker, ca_file, passwd_path,
                                                          acl_path, out_dir)
     password = password or passwd.new_password()
-    config_path = out_dir / "server.toml"
     # With use_username_as_clientid the broker uses the username anyway;
     # saying so keeps the persistent session's id the same everywhere.
-    items = [("broker", broker), ("username", name), ("password", password),
-             ("client_id", name), *tls,
+    items = [("username", name), ("password", password), ("client_id", name), *tls,
              # The ACL file is the registry of terminals the server accepts.
              ("registry", str(acl_path.absolute()))]
-    with _locked(passwd_path):
+    if broker is not None or "broker" not in current:
+        items.insert(0, ("broker", effective_broker))
+    with locked_directory(passwd_path):
         old = _read(config_path)
         if old.strip():
             text = merge_top_level(old, items)
@@ -429,10 +498,32 @@ def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Pat
                  "`onetap-server provision`; other keys: deploy/server.example.toml.",
                  "Secret (broker password): keep it mode 0600, readable by root only."],
                 items)
+        check_server_config(text, config_path)
         _add_account(passwd_path, acl_path, name, service_rules(),
                      f"service name={name}", password)
         write_atomic(config_path, text, 0o600, keep_mode=False)
     return Account(name, password, config_path)
+
+
+def check_server_config(text: str, config_path: Path) -> None:
+    """ProvisionError unless *text*, meant for *config_path*, loads as the server's
+    config (checked from a private temporary file beside it): a tool that edits
+    server.toml never leaves a server that will not start."""
+    from server.config import load_config
+    from server.errors import ConfigError
+
+    fd, tmp = tempfile.mkstemp(dir=config_path.parent, prefix=f".{config_path.name}.",
+                               suffix=".check")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        load_config(tmp, env={})
+    except ConfigError as exc:
+        raise ProvisionError(f"{config_path} would not be valid, nothing written: "
+                             f"{str(exc).replace(tmp, str(config_path))}") from None
+    finally:
+        os.unlink(tmp)
 
 
 # -- command line -------------------------------------------------------------
@@ -451,7 +542,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--service", metavar="NAME", help="the server's account name")
     parser.add_argument("--broker", metavar="URL",
                         help="mqtt://host:port or mqtts://host:port the client will use "
-                             f"(required for a terminal; service default {DEFAULT_SERVICE_BROKER})")
+                             "(required for a terminal; a service keeps the broker of its "
+                             f"server.toml, else {DEFAULT_SERVICE_BROKER})")
     parser.add_argument("--passwd", metavar="FILE", required=True,
                         help="mosquitto password_file")
     parser.add_argument("--acl", metavar="FILE", required=True, help="mosquitto acl_file")
@@ -472,8 +564,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"onetap-server: error: {exc}", file=sys.stderr)
         return 1
+    then = ("now reload mosquitto, then restart the server: systemctl reload mosquitto && "
+            "systemctl restart onetap-server" if args.service is not None else
+            "now reload mosquitto (systemctl reload mosquitto) and copy the file to the kiosk")
     print(f"provisioned broker account {account.username!r}; wrote {account.config_path}; "
-          f"now reload mosquitto (systemctl reload mosquitto)", file=sys.stderr)
+          f"{then}", file=sys.stderr)
+    if account.pin is not None:
+        print(f"maintenance PIN of {args.site}/{args.terminal}: {account.pin} (shown this once; "
+              "give it to the staff who look after this kiosk)", file=sys.stderr)
     print(account.config_path)
     return 0
 
@@ -484,8 +582,7 @@ def _run(args: argparse.Namespace) -> Account:
         raise ProvisionError("give either --service NAME or --site S --terminal T, not both")
     if args.service is not None:
         return provision_service(args.service, Path(args.passwd), Path(args.acl),
-                                 Path(args.out), broker=args.broker or DEFAULT_SERVICE_BROKER,
-                                 ca_file=args.ca_file)
+                                 Path(args.out), broker=args.broker, ca_file=args.ca_file)
     if args.site is None or args.terminal is None:
         raise ProvisionError("a terminal needs both --site and --terminal "
                              "(or give --service NAME for the server's account)")

@@ -86,8 +86,14 @@ class Store(Protocol):
 
     def aggregates(self, by: Sequence[str], filters: Filters) -> list[tuple[tuple, Distribution]]: ...
 
-    def terminals(self, site: str | None = None,
-                  sites: frozenset[str] | None = None) -> list[dict[str, Any]]: ...
+    def terminals(self, site: str | None = None, sites: frozenset[str] | None = None,
+                  include_retired: bool = False) -> list[dict[str, Any]]:
+        """The terminals board: each terminal's state and last status; retired ones
+        (`onetap-server terminal retire`) only with *include_retired*."""
+
+    def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
+        """Take a terminal off the board and out of the alert rules; its ratings stay.
+        False when it was retired already."""
 
     def iter_ratings(self, filters: Filters) -> Iterator[dict[str, Any]]: ...
 
@@ -206,6 +212,12 @@ def m002_rollups_suspect_staff(db: Database) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+@migrations()
+def m003_terminals_retired_at(db: Database) -> None:
+    # `onetap-server terminal retire`: off the board and the alert rules, ratings kept.
+    db.execute("ALTER TABLE terminals ADD COLUMN retired_at TEXT")
+
+
 #: Count tables kept in the same transaction as each insert, smallest first:
 #: a query reads the first one holding every column it groups or filters by,
 #: so a year of ratings is summed from a few thousand rows, not millions.
@@ -310,6 +322,15 @@ def _store_errors(method):
 
 def _iso(moment: datetime) -> str:
     return format_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc))
+
+
+def is_retired(retired_at: str | None, last_seen: str | None) -> bool:
+    """Whether a terminal is retired: `terminal retire` set *retired_at* and it has
+    not spoken since (a terminal provisioned again under the name comes back)."""
+    if retired_at is None:
+        return False
+    return (last_seen is None
+            or parse_timestamp("last_seen", last_seen) <= parse_timestamp("retired_at", retired_at))
 
 
 
@@ -460,20 +481,23 @@ class RollupQueries:
             dist[score] = int(count)
         return dist
 
-    def terminals(self, site: str | None = None,
-                  sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    def terminals(self, site: str | None = None, sites: frozenset[str] | None = None,
+                  include_retired: bool = False) -> list[dict[str, Any]]:
         out = []
         for row in self._read(
-                "SELECT site, terminal, state, last_seen, status, updated_at FROM terminals"
-                " ORDER BY site, terminal"):
+                "SELECT site, terminal, state, last_seen, status, updated_at, retired_at"
+                " FROM terminals ORDER BY site, terminal"):
             if site is not None and row[0] != site:
                 continue
             if sites is not None and row[0] not in sites:
                 continue
+            if not include_retired and is_retired(row[6], row[3]):
+                continue
             fields = json.loads(row[4])
             out.append({**fields, "site": row[0], "terminal": row[1], "state": row[2],
                         "last_seen": row[3], "status_at": fields.get("at"),
-                        "updated_at": row[5]})
+                        "updated_at": row[5],
+                        "retired_at": row[6] if is_retired(row[6], row[3]) else None})
         return out
 
     def quarantine_count(self) -> int:
@@ -585,6 +609,21 @@ class SQLiteStore(RollupQueries):
                     " ON CONFLICT (site, terminal) DO UPDATE SET state = excluded.state,"
                     " updated_at = excluded.updated_at",
                     (site, terminal, status.state, now))
+
+    def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
+        now = _iso(at)
+        conn = self.db.conn
+        with self.transaction():
+            row = conn.execute("SELECT retired_at, last_seen FROM terminals"
+                               " WHERE site = ? AND terminal = ?", (site, terminal)).fetchone()
+            if row is not None and is_retired(*row):
+                return False
+            conn.execute(
+                "INSERT INTO terminals (site, terminal, state, updated_at, retired_at)"
+                " VALUES (?, ?, 'retired', ?, ?)"
+                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at",
+                (site, terminal, now, now))
+        return True
 
     def seen(self, site: str, terminal: str, received_at: datetime) -> None:
         now = _iso(received_at)

@@ -47,11 +47,11 @@ class Mosquitto:
 
     def _write_conf(self) -> None:
         deploy = DEPLOY_CONF.read_text()
-        deploy = deploy.replace("persistence_location /var/lib/mosquitto/",
-                                f"persistence_location {self.directory}/data/")
         (self.directory / "data").mkdir(exist_ok=True)
         self.conf_path.write_text(
-            deploy
+            # What Debian's stock mosquitto.conf sets before including onetap.conf.
+            f"persistence true\npersistence_location {self.directory}/data/\n"
+            + deploy
             + f"\nlistener {self.port} 127.0.0.1\n"
             + f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
             # mosquitto started as root drops to user "mosquitto", which

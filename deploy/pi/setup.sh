@@ -2,6 +2,7 @@
 # Turn a fresh Raspberry Pi OS Lite (bookworm) into an onetap rating kiosk.
 #
 #   sudo deploy/pi/setup.sh --config kiosk.toml [--ca-file ca.crt] [--source DIR|WHEEL|SPEC]
+#        [--wheelhouse DIR] [--ntp SERVER[,SERVER]] [--rotate 0|90|180|270]
 #
 # kiosk.toml comes from `onetap-server provision --site S --terminal T ...` on
 # the server (docs/deploy.md). Safe to run again: every step checks before it
@@ -10,13 +11,19 @@ set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-usage: setup.sh [--config FILE] [--ca-file FILE] [--source DIR|WHEEL|SPEC] [--no-apt]
+usage: setup.sh [--config FILE] [--ca-file FILE] [--source DIR|WHEEL|SPEC]
+                [--wheelhouse DIR] [--ntp SERVERS] [--rotate DEGREES] [--no-apt]
 
-  --config FILE   kiosk.toml from `onetap-server provision` (installed as
-                  /etc/onetap/kiosk.toml, root only); needed on the first run
-  --ca-file FILE  the CA certificate for an mqtts:// broker (/etc/onetap/ca.crt)
-  --source X      what to pip-install (default: this repository's checkout)
-  --no-apt        skip apt-get (packages already installed, or offline)
+  --config FILE     kiosk.toml from `onetap-server provision` (installed as
+                    /etc/onetap/kiosk.toml, root only); needed on the first run
+  --ca-file FILE    the CA certificate for an mqtts:// broker (/etc/onetap/ca.crt)
+  --source X        what to pip-install (default: this repository's checkout)
+  --wheelhouse DIR  closed network: install from the wheels in DIR only, never
+                    from PyPI (docs/deploy.md, "A closed network")
+  --ntp SERVERS     the institution's NTP servers, comma-separated (timesyncd);
+                    without it, the distribution's pool (needs the internet)
+  --rotate DEGREES  turn the screen: 0 (default), 90, 180 or 270 clockwise
+  --no-apt          skip apt-get (packages already installed, or offline)
 USAGE
 }
 
@@ -25,6 +32,9 @@ repo_dir="$(cd "${script_dir}/../.." && pwd)"
 source_spec="${repo_dir}"
 config=""
 ca_file=""
+wheelhouse=""
+ntp_servers=""
+rotate=0
 use_apt=1
 
 while (($#)); do
@@ -32,11 +42,27 @@ while (($#)); do
         --config) config="${2:?--config needs a file}"; shift 2 ;;
         --ca-file) ca_file="${2:?--ca-file needs a file}"; shift 2 ;;
         --source) source_spec="${2:?--source needs a directory, wheel or spec}"; shift 2 ;;
+        --wheelhouse) wheelhouse="${2:?--wheelhouse needs a directory}"; shift 2 ;;
+        --ntp) ntp_servers="${2:?--ntp needs one or more servers}"; shift 2 ;;
+        --rotate) rotate="${2:?--rotate needs 0, 90, 180 or 270}"; shift 2 ;;
         --no-apt) use_apt=0; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "setup.sh: error: unknown argument $1" >&2; usage >&2; exit 1 ;;
     esac
 done
+
+case "${rotate}" in
+    0 | 90 | 180 | 270) ;;
+    *) echo "setup.sh: error: --rotate ${rotate}: give 0, 90, 180 or 270" >&2; exit 1 ;;
+esac
+if [ -n "${wheelhouse}" ] && [ ! -d "${wheelhouse}" ]; then
+    echo "setup.sh: error: --wheelhouse ${wheelhouse}: not a directory" >&2
+    exit 1
+fi
+if [[ -n "${ntp_servers}" && ! "${ntp_servers}" =~ ^[A-Za-z0-9.:-]+(,[A-Za-z0-9.:-]+)*$ ]]; then
+    echo "setup.sh: error: --ntp ${ntp_servers}: host names or addresses, comma-separated" >&2
+    exit 1
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup.sh: error: run as root (sudo $0 ...)" >&2
@@ -92,8 +118,9 @@ if ! id -u "${kiosk_user}" >/dev/null 2>&1; then
     useradd --system --home-dir "/var/lib/${kiosk_user}" --no-create-home \
         --shell /usr/sbin/nologin --user-group "${kiosk_user}"
 fi
-# Display, GPU, touchscreen and GPIO buttons; each group only where it exists.
-for group in video render input gpio; do
+# Display, GPU, touchscreen, GPIO buttons and sound ([ui] sound = true); each
+# group only where it exists.
+for group in video render input gpio audio; do
     if getent group "${group}" >/dev/null; then
         usermod -a -G "${group}" "${kiosk_user}"
     fi
@@ -106,14 +133,23 @@ if [ ! -x "${venv}/bin/python" ]; then
     # System site packages: python3-lgpio comes from apt, not PyPI.
     python3 -m venv --system-site-packages "${venv}"
 fi
-"${venv}/bin/pip" install -q --upgrade pip
+pip_args=(-q)
+if [ -n "${wheelhouse}" ]; then
+    # Closed network: nothing from PyPI; every wheel (Kivy's included) was
+    # fetched on a connected machine with `pip download` for this Pi.
+    pip_args+=(--no-index --find-links "${wheelhouse}")
+else
+    "${venv}/bin/pip" install -q --upgrade pip
+fi
 if [ -d "${source_spec}" ]; then
-    "${venv}/bin/pip" install -q --upgrade "${source_spec}[kiosk]"
+    "${venv}/bin/pip" install "${pip_args[@]}" --upgrade "${source_spec}[kiosk]"
     # The docs the units point at (Documentation=file:///opt/onetap/src/...).
     mkdir -p /opt/onetap/src
     cp -r "${source_spec}/docs" /opt/onetap/src/
+elif [ -f "${source_spec}" ]; then
+    "${venv}/bin/pip" install "${pip_args[@]}" --upgrade "${source_spec}[kiosk]"   # a wheel
 else
-    "${venv}/bin/pip" install -q --upgrade "onetap[kiosk] @ ${source_spec}"
+    "${venv}/bin/pip" install "${pip_args[@]}" --upgrade "onetap[kiosk] @ ${source_spec}"
 fi
 
 # -- configuration -------------------------------------------------------------------
@@ -130,6 +166,12 @@ fi
 # -- clock -----------------------------------------------------------------------------
 step "NTP"
 # Ratings carry clock_synced; without NTP a Pi restarts at its last saved time.
+if [ -n "${ntp_servers}" ]; then
+    # A closed network: the institution's own servers instead of the pool.
+    install -d -m 0755 /etc/systemd/timesyncd.conf.d
+    printf '[Time]\nNTP=%s\n' "${ntp_servers//,/ }" > /etc/systemd/timesyncd.conf.d/onetap.conf
+    systemctl restart systemd-timesyncd.service
+fi
 systemctl enable --now systemd-timesyncd.service
 timedatectl set-ntp true
 
@@ -151,6 +193,12 @@ done
 # -- the kiosk session -----------------------------------------------------------------
 step "kiosk service"
 install -m 0644 "${unit_src}" /etc/systemd/system/onetap-kiosk.service
+# Screen rotation: cage turns its output 90 degrees clockwise per -r.
+install -d -m 0755 /etc/systemd/system/onetap-kiosk.service.d
+cage_rotate=""
+for ((turn = 0; turn < rotate / 90; turn++)); do cage_rotate+=" -r"; done
+printf '[Service]\nEnvironment=ONETAP_CAGE_ARGS=%s\n' "${cage_rotate# }" \
+    > /etc/systemd/system/onetap-kiosk.service.d/display.conf
 systemctl daemon-reload
 # Boot to the console, not a desktop: the kiosk unit is the only session on tty1.
 systemctl set-default multi-user.target

@@ -18,6 +18,7 @@ from tests.broker import Mosquitto
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+TIMERS = sorted((DEPLOY / "systemd").glob("*.timer"))
 SCRIPTS = sorted(DEPLOY.rglob("*.sh"))
 
 
@@ -64,14 +65,14 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
         stub.write_text("#!/bin/sh\n")
         stub.chmod(0o755)
     copies = []
-    for unit in UNITS:
+    for unit in [*UNITS, *TIMERS]:
         copy = tmp_path / unit.name
         copy.write_text(unit.read_text().replace("/opt/onetap/venv/bin/", f"{bin_dir}/"))
         copies.append(str(copy))
     result = subprocess.run(["systemd-analyze", "verify", *copies],
                             capture_output=True, text=True)
     ours = [line for line in (result.stdout + result.stderr).splitlines()
-            if str(tmp_path) in line or any(u.name in line for u in UNITS)]
+            if str(tmp_path) in line or any(u.name in line for u in [*UNITS, *TIMERS])]
     assert result.returncode == 0 and not ours, result.stdout + result.stderr
 
 
@@ -79,17 +80,18 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
 def test_units_are_hardened_and_take_secrets_as_credentials(unit):
     lines = {line.split("=", 1)[0]: line.split("=", 1)[1]
              for line in unit.read_text().splitlines() if "=" in line and not line.startswith("#")}
-    assert lines["Restart"] == "always"
+    if lines.get("Type") != "oneshot":  # a one-shot job (the backup) is run again by its timer
+        assert lines["Restart"] == "always"
     assert lines["NoNewPrivileges"] == "yes"
     assert lines["ProtectSystem"] == "strict"
     assert lines["PrivateTmp"] == "yes"
     assert lines["User"] not in ("root", "0")
     assert lines["LoadCredential"].startswith(("kiosk.toml:", "server.toml:"))
     assert "%d/" in lines["ExecStart"]  # the config is read from the credential
-    assert lines["ReadWritePaths"] == f"/var/lib/{lines['StateDirectory']}"
+    assert lines["ReadWritePaths"] == f"/var/lib/{lines['StateDirectory'].split()[0]}"
 
 
-def test_sysusers_creates_both_service_users(tmp_path):
+def test_sysusers_creates_the_server_user_and_setup_sh_the_kiosk_user(tmp_path):
     need("systemd-sysusers", "systemd")
     (tmp_path / "etc").mkdir()
     subprocess.run(["systemd-sysusers", f"--root={tmp_path}",
@@ -97,9 +99,32 @@ def test_sysusers_creates_both_service_users(tmp_path):
                    check=True, capture_output=True)
     users = {line.split(":")[0]: line.split(":")[6]
              for line in (tmp_path / "etc" / "passwd").read_text().splitlines()}
-    units = {u.read_text().split("\nUser=")[1].split("\n")[0] for u in UNITS}
-    assert units <= set(users)
-    assert all(users[name] == "/usr/sbin/nologin" for name in units)
+    owners = {u.name: u.read_text().split("\nUser=")[1].split("\n")[0] for u in UNITS}
+    kiosk_user = owners.pop("onetap-kiosk.service")
+    # The server machine gets only the server's user, with no login shell.
+    assert set(owners.values()) == {"onetap"} and set(users) == {"onetap"}
+    assert users["onetap"] == "/usr/sbin/nologin"
+    # The kiosk's user is made on the Pi by setup.sh.
+    setup = (DEPLOY / "pi" / "setup.sh").read_text()
+    assert f"kiosk_user={kiosk_user}" in setup and "--shell /usr/sbin/nologin" in setup
+
+
+def test_setup_sh_refuses_bad_closed_network_and_display_options():
+    setup = DEPLOY / "pi" / "setup.sh"
+    for argv, message in ((["--rotate", "45"], "give 0, 90, 180 or 270"),
+                          (["--wheelhouse", "/nonexistent"], "not a directory"),
+                          (["--ntp", "ntp.example;reboot"], "comma-separated")):
+        result = subprocess.run(["bash", str(setup), *argv], capture_output=True, text=True)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+def test_the_kiosk_unit_lets_the_app_read_the_clock_state():
+    """ProtectClock= filters adjtimex() even for reading (EPERM): the kiosk's
+    clock_synced would then rest on a fallback."""
+    unit = (DEPLOY / "systemd" / "onetap-kiosk.service").read_text()
+    settings = [line for line in unit.splitlines() if not line.startswith("#")]
+    assert not any(line.startswith("ProtectClock=") for line in settings)
+    assert "CapabilityBoundingSet=" in settings  # and still no CAP_SYS_TIME
 
 
 def test_caddyfile_is_valid():
@@ -165,3 +190,20 @@ def test_bridge_forwards_ratings_out_and_acks_in(tmp_path):
     finally:
         site.stop()
         central.stop()
+
+
+def test_the_server_unit_leaves_db_and_listen_to_server_toml():
+    """The unit once passed --db and --listen, which silently replaced a
+    PostgreSQL `db` in server.toml by SQLite: the config file is the one source."""
+    for path in [DEPLOY / "systemd" / "onetap-server.service",
+                 *sorted((DEPLOY / "central").glob("*.service"))]:
+        exec_start = next(line for line in path.read_text().splitlines()
+                          if line.startswith("ExecStart="))
+        for flag in ("--db", "--listen", "--broker", "--api-token", "--role"):
+            assert flag not in exec_start, f"{path.name} overrides the config with {flag}"
+    unit = (DEPLOY / "systemd" / "onetap-server.service").read_text()
+    from server.config import ServerConfig
+
+    default = ServerConfig().db
+    assert default.is_absolute() and str(default) == "/var/lib/onetap/onetap.db"
+    assert f"ReadWritePaths={default.parent}" in unit

@@ -103,7 +103,7 @@ def test_db_may_be_a_postgres_url_and_role_is_checked(tmp_path, capsys):
                               "ONETAP_ROLE": "ingest"})
     assert config.db == "postgresql://onetap:hunter2@db.example:5432/onetap" and config.role == "ingest"
     assert "hunter2" not in repr(config)
-    assert load_config(env={}).role == "all" and load_config(env={}).db == Path("onetap.db")
+    assert load_config(env={}).role == "all" and load_config(env={}).db == Path("/var/lib/onetap/onetap.db")
     with pytest.raises(ConfigError, match="ONETAP_DB.*no database"):
         load_config(env={"ONETAP_DB": "postgresql://db.example"})
     with pytest.raises(ConfigError, match=r"role.*all, ingest, api"):

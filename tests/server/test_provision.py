@@ -48,6 +48,7 @@ def test_terminal_account_rules_and_kiosk_toml(tmp_path):
     assert data == {
         "site": SITE, "terminal": "counter-03", "broker": "mqtt://127.0.0.1:1883",
         "mqtt": {"username": "counter-03@gangnam-office", "password": data["mqtt"]["password"]},
+        "ui": {"maintenance_pin": data["ui"]["maintenance_pin"]},
     }
     user, hashed = pw.read_text().strip().split(":", 1)
     assert user == "counter-03@gangnam-office"
@@ -270,3 +271,63 @@ def test_server_toml_loads_as_the_servers_config(tmp_path, broker, with_ca):
     assert config.broker_address.tls == with_ca
     # The server accepts exactly the terminals provisioned into the same ACL file.
     assert config.registry == acl.absolute()
+
+
+def test_rotating_the_service_changes_only_what_it_was_asked(tmp_path):
+    """Rotation without --broker keeps the broker, its CA and every comment (issue: it
+    used to write mqtt://127.0.0.1:1883 back over an mqtts:// broker)."""
+    pw, acl, out = files(tmp_path)
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    first = provision.provision_service("onetap-server", pw, acl, out,
+                                        broker="mqtts://broker.example:8883", ca_file=str(ca))
+    server_toml = out / "server.toml"
+    server_toml.write_text(server_toml.read_text()
+                           + '# the operator\'s note\napi_token = "keep-me"\n'
+                           'db = "postgresql://onetap@127.0.0.1:5432/onetap"\n')
+    before = server_toml.read_text()
+    code, _, err = run_cli("--service", "onetap-server", "--passwd", str(pw), "--acl", str(acl),
+                           "--out", str(out))
+    assert code == 0, err
+    assert "systemctl restart onetap-server" in err
+    data = tomllib.loads(server_toml.read_text())
+    assert data["password"] != first.password
+    assert data["broker"] == "mqtts://broker.example:8883"
+    assert data["ca_file"] == str(ca.absolute())
+    assert data["db"] == "postgresql://onetap@127.0.0.1:5432/onetap"
+    after = server_toml.read_text()
+    assert [line for line in before.splitlines() if not line.startswith("password")] == \
+        [line for line in after.splitlines() if not line.startswith("password")]
+    assert passwd.verify_password(data["password"], dict(
+        line.split(":", 1) for line in pw.read_text().splitlines())["onetap-server"])
+    # No lock file is left beside the broker's files.
+    assert sorted(p.name for p in pw.parent.iterdir() if p.name.endswith(".lock")) == []
+
+
+def test_a_rotation_that_would_break_server_toml_writes_nothing(tmp_path):
+    pw, acl, out = files(tmp_path)
+    provision.provision_service("onetap-server", pw, acl, out)
+    server_toml = out / "server.toml"
+    server_toml.write_text(server_toml.read_text() + 'ca_file = "/etc/onetap/ca.crt"\n')
+    before, passwd_before = server_toml.read_text(), pw.read_text()
+    code, _, err = run_cli("--service", "onetap-server", "--passwd", str(pw), "--acl", str(acl),
+                           "--out", str(out))
+    assert code == 1 and "would not be valid" in err and "ca_file" in err
+    assert server_toml.read_text() == before and pw.read_text() == passwd_before
+
+
+def test_each_terminal_gets_its_own_random_maintenance_pin_shown_once(tmp_path):
+    pw, acl, out = files(tmp_path)
+    pins = []
+    for terminal in ("counter-01", "counter-02"):
+        code, _, err = run_cli("--site", SITE, "--terminal", terminal, "--broker",
+                               "mqtt://127.0.0.1:1883", "--passwd", str(pw), "--acl", str(acl),
+                               "--out", str(out / terminal))
+        assert code == 0, err
+        config = load_config(out / terminal / "kiosk.toml", env={})
+        pin = config.ui.maintenance_pin
+        assert pin != "0000" and pin.isdigit() and len(pin) == provision.PIN_DIGITS
+        assert f"maintenance PIN of {SITE}/{terminal}: {pin}" in err
+        pins.append(pin)
+    assert pins[0] != pins[1] or provision.new_pin() != pins[0]
+    assert len({provision.new_pin() for _ in range(50)}) > 40
