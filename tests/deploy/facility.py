@@ -13,6 +13,7 @@ from kiosk.config import load_config as load_kiosk_config
 from kiosk.outbox import Outbox
 from kiosk.uplink import Uplink
 from tests.broker import free_port, wait_for_port
+from tests.server_process import TOKEN
 from tests.waiting import wait_for
 
 BIN = Path(sys.executable).parent
@@ -56,7 +57,7 @@ class Server:
             [str(BIN / "onetap-server"), "run", "--config", str(self.config),
              "--listen", f"127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL, stderr=open(self.directory / "server.log", "ab"),
-            env={**os.environ, "ONETAP_API_TOKEN": "test-token"})
+            env={**os.environ, "ONETAP_API_TOKEN": TOKEN})
         wait_for_port(self.port, timeout=30)
         wait_for(lambda: self.health().get("broker") == "connected",
                  "the server connected to the broker", timeout=DEADLINE)

@@ -23,8 +23,8 @@ SERVER_TOML = """\
 # written by provision; the operator added comments and keys below
 broker = "mqtt://127.0.0.1:1883"
 username = "onetap-server"
-password = "broker-secret"  # rotated by provision
-api_token = "token-0123456789"
+password = "Xq7vR2mK9pL4sT8wZ3nB6yC1"  # rotated by provision
+api_token = "hG5tY8uJ2kL9mN4bV7cX1zQ3wE6rT0aS"
 db = "/var/lib/onetap/onetap.db"
 
 # Gangnam's own reasons
