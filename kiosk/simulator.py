@@ -1,4 +1,4 @@
-"""Headless terminals for load and fault tests: the real outbox and uplink, taps from a seeded RNG."""
+"""Headless terminals for load and fault tests: the real flow, outbox and uplink, taps from a seeded RNG."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from kiosk import protocol
+from kiosk import protocol, survey as survey_mod
 from kiosk.errors import KioskError
+from kiosk.flow import Flow, Screen, Settings
 from kiosk.outbox import Outbox
+from kiosk.terminal import Terminal
 from kiosk.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,22 @@ log = logging.getLogger(__name__)
 # Roughly what counters see: most citizens are satisfied.
 SCORE_WEIGHTS = (5, 7, 15, 33, 40)
 LANGS = ("ko", "ko", "ko", "ko", "en", "zh", "vi")
-FOLLOW_UP_SHARE = 0.5  # of 1- and 2-star taps: they answer "why?"
+ANSWER_SHARE = 0.5  # of follow-up questions shown: answered, the others skipped
+#: A simulated citizen reads a question this long (simulated seconds) before answering.
+READ_S = 1.0
+#: The kiosk's own visit settings before a site's survey config arrives: ask why
+#: after 1 and 2, and the age group after every score.
+BASE_SETTINGS = Settings(questions=survey_mod.questions(age_group=True))
+
+
+class SimulatedClock:
+    """The flow's monotonic clock, moved by the simulated citizens (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def terminal_ids(count: int) -> list[str]:
@@ -48,15 +65,36 @@ class Result:
 
 class _Terminal:
     def __init__(self, terminal: str, path: Path, uplink: Uplink, taps: int,
-                 rate: float | None, seed: str):
+                 rate: float | None, seed: str, survey: survey_mod.Survey):
         self.terminal = terminal
         self.path = path
         self.uplink = uplink
         self.goal = taps
         self.rate = rate
         self.seed = seed
+        self.survey = survey
         self.error: str | None = None
         self.thread = threading.Thread(target=self._tap, name=f"taps-{terminal}", daemon=True)
+
+    def _visit(self, terminal: Terminal, clock: SimulatedClock, rng: random.Random) -> None:
+        """One citizen: a language, a face, then each follow-up question answered or skipped."""
+        flow = terminal.flow
+        settings = flow.settings
+        clock.now += settings.cooldown_s + settings.thank_you_s + 1.0
+        terminal.tick()  # the last visit's thank-you closes
+        clock.now += settings.guard_s + READ_S
+        lang = rng.choice(LANGS)
+        if lang in settings.languages:
+            terminal.set_language(lang)
+        terminal.press(rng.choices(protocol.SCORES, SCORE_WEIGHTS)[0])
+        if flow.screen == Screen.ERROR:
+            raise KioskError(f"tap not recorded: {terminal.record_error}")
+        while flow.screen == Screen.QUESTION and flow.question is not None:
+            clock.now += settings.guard_s + READ_S
+            if rng.random() < ANSWER_SHARE:
+                terminal.answer(flow.question.field, rng.choice(flow.question.codes))
+            else:
+                terminal.skip()
 
     def _tap(self) -> None:
         try:
@@ -65,6 +103,11 @@ class _Terminal:
             self.error = f"{self.terminal}: {exc}"
             return
         try:
+            clock = SimulatedClock()
+            applied = self.survey.current
+            flow = Flow(survey_mod.merge(BASE_SETTINGS, applied), clock())
+            terminal = Terminal(flow, outbox, monotonic=clock,
+                                on_release=lambda _id: self.uplink.notify())
             done = outbox.stats().last_seq
             rng = random.Random(f"{self.seed}/{done}")
             interval = 1.0 / self.rate if self.rate else 0.0
@@ -75,17 +118,13 @@ class _Terminal:
                     if delay > 0:
                         time.sleep(delay)
                     next_at += interval
-                score = rng.choices(protocol.SCORES, SCORE_WEIGHTS)[0]
-                lang = rng.choice(LANGS)
-                if score <= 2 and rng.random() < FOLLOW_UP_SHARE:
-                    rating = outbox.record(score, lang=lang, hold=True)
-                    outbox.annotate(rating.id, reason=rng.choice(protocol.DEFAULT_REASONS),
-                                    age_group=rng.choice(protocol.AGE_GROUPS))
-                    outbox.release(rating.id)
-                else:
-                    rating = outbox.record(score, lang=lang)
-                done = rating.seq
-                self.uplink.notify()
+                current = self.survey.current
+                if current is not applied:
+                    # The site's survey config arrived (on the uplink's thread): next visit on.
+                    applied = current
+                    terminal.configure(survey_mod.merge(BASE_SETTINGS, current))
+                self._visit(terminal, clock, rng)
+                done = terminal.last_rating.seq if terminal.last_rating else done
         except KioskError as exc:
             self.error = f"{self.terminal}: {exc}"
             log.error("simulated terminal %s stopped tapping: %s", self.terminal, exc)
@@ -134,14 +173,16 @@ def simulate(
             watchers[terminal] = watcher
             # A follow-up cut short by a crash: send the tap as it is.
             watcher.release_all_held()
+            survey = survey_mod.Survey(path.with_suffix(".survey.json"))
             uplink = Uplink(
                 (lambda p=path: Outbox.open(p)),
                 site=site, terminal=terminal, broker_url=broker,
                 username=username, password=password,
                 ack_timeout=ack_timeout, reconnect_delay=(0.5, reconnect_max_delay),
-                mqtt_protocol=mqtt_protocol,
+                mqtt_protocol=mqtt_protocol, on_config=survey.offer,
             )
-            sims.append(_Terminal(terminal, path, uplink, taps, rate, seed=f"{site}/{terminal}"))
+            sims.append(_Terminal(terminal, path, uplink, taps, rate, seed=f"{site}/{terminal}",
+                                  survey=survey))
         for sim in sims:
             sim.uplink.start()
         for sim in sims:
