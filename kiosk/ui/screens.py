@@ -288,6 +288,10 @@ class FollowupPage(LanguagePage):
         self.skip.font_name = shell.font_for_lang()
         self.skip.font_size = layout.font("body", scale)
         self.skip.style(theme.skip, theme.skip_text)
+        # Lay out now, not at the next frame: a touch arriving before it must
+        # already find the answers beside the face, not where the last visit had them.
+        for box in (self.column, self.body, self.grid, self.bottom):
+            box.do_layout()
         self.tick()
 
     def tick(self) -> None:

@@ -221,6 +221,9 @@ class Shell:
         if page is not self._page:
             self.root.clear_widgets()
             self.root.add_widget(page)
+            # The page's size now, so that its refresh lays it out for real.
+            self.root.do_layout()
+            page.do_layout()
             self._page = page
             self.shown.append((self.flow.view, self.monotonic()))
         page.refresh()

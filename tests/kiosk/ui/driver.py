@@ -356,6 +356,46 @@ def screenshots(app, result, args):
         shell.close_maintenance()
 
 
+def double_taps(app, result, args):
+    """Each face with a follow-up, tapped twice on one spot 50-450 ms apart: the second tap answers nothing."""
+    from kiosk.flow import Screen
+
+    shell = app.shell
+    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, thank_you_s=0.2, followup_timeout_s=60)
+    result["guard_s"] = shell.flow.settings.guard_s
+    result["visits"] = []
+    for score in range(1, 6):
+        for gap in (0.05, 0.15, 0.25, 0.35, 0.45):
+            yield ready(app, "rating")
+            tile = page(app).tiles[score - 1]
+            x, y = tile.to_window(*tile.center)
+            ignored = shell.flow.ignored_taps
+            first_at = time.monotonic()
+            touch_at(x, y).touch_up()
+            question = shell.flow.view
+            follow_up = page(app)
+            targets = {**follow_up.options, "skip": follow_up.skip, **follow_up.languages.buttons}
+            under = sorted(name for name, widget in targets.items()
+                           if widget.collide_point(*widget.to_widget(x, y)))
+            yield gap
+            second_at = time.monotonic()
+            touch_at(x, y).touch_up()
+            after_second = shell.flow.view
+            # A finger that slips onto an answer within the guard: refused too. (Checked
+            # against the flow's own clock just before the touch, so it is inside the guard.)
+            slipped = time.monotonic() - shell.flow.shown_at < shell.flow.settings.guard_s - 0.02
+            if slipped:
+                tap(next(iter(follow_up.options.values())))
+            result["visits"].append({
+                "score": score, "gap": gap, "interval": second_at - first_at, "question": question,
+                "after_second": after_second, "under": under, "slipped": slipped,
+                "ignored": shell.flow.ignored_taps - ignored, "after_slip": shell.flow.view,
+            })
+            while shell.flow.screen == Screen.QUESTION:
+                yield ready(app, shell.flow.view)
+                tap(page(app).skip)
+
+
 def buttons(app, result, args):
     """Physical buttons (gpiozero's mock pins): a bouncing press is one rating, LEDs show state."""
     from gpiozero import Device
@@ -379,7 +419,7 @@ def buttons(app, result, args):
                       "error": factory.pin(21).state}
 
 
-SCENARIOS = {"buttons": buttons, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+SCENARIOS = {"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":
