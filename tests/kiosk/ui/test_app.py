@@ -113,7 +113,8 @@ def test_a_double_tap_on_any_face_answers_no_follow_up_question(tmp_path):
         (score, gap) for score in range(1, 6) for gap in (0.05, 0.15, 0.25, 0.35, 0.45)]
     for visit in visits:
         assert visit["question"] == ("reason" if visit["score"] <= 2 else "age_group"), visit
-        assert visit["interval"] >= visit["gap"], visit  # the second touch came no sooner than asked
+        # The second touch came no sooner than asked (the driver's wait starts a moment before the first).
+        assert visit["interval"] >= visit["gap"] - 0.01, visit
         assert visit["under"] == [], visit  # no control under the face just tapped
         assert visit["after_second"] == visit["question"], visit  # the second tap moved nothing on
         # A tap on an answer inside the new screen's guard is refused (and counted).
