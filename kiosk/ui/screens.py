@@ -298,8 +298,21 @@ class FollowupPage(LanguagePage):
         self.countdown.show(self.shell.time_left_fraction(), self.shell.theme.countdown)
 
 
+def draw_check(canvas, cx: float, cy: float, radius: float, colour) -> None:
+    """A ring with a check mark: "received", the same after every score (no face, no smile)."""
+    with canvas:
+        Color(*colour, 1)
+        stroke = max(2.0, radius * 0.09)
+        Line(circle=(cx, cy, radius - stroke), width=stroke)
+        Line(points=[cx - radius * 0.42, cy + radius * 0.02, cx - radius * 0.12, cy - radius * 0.3,
+                     cx + radius * 0.45, cy + radius * 0.32], width=stroke * 1.2, cap="round", joint="round")
+
+
 class MessagePage(Page):
-    """A full-screen message (thank-you, could-not-save, closed) with an optional drawn face."""
+    """A full-screen message (thank-you, could-not-save, closed) with a drawn sign.
+
+    The thank-you screen is the same whatever the score: a check mark, never a face.
+    """
 
     def __init__(self, shell, name: str, **kw):
         super().__init__(shell, **kw)
@@ -338,11 +351,12 @@ class MessagePage(Page):
             label.color = _rgba(fg)
             label.fit(layout.font(role, scale))
         self.face.canvas.clear()
-        if self.name != "sleep":
-            radius = layout.height * 0.16
-            cx, cy = layout.width / 2, layout.height * 0.72
-            draw_face(self.face.canvas, cx, cy, radius, 5 if self.name == "thanks" else 2,
-                      theme.face[4 if self.name == "thanks" else 1], theme.feature)
+        radius = layout.height * 0.16
+        cx, cy = layout.width / 2, layout.height * 0.72
+        if self.name == "thanks":
+            draw_check(self.face.canvas, cx, cy, radius, fg)
+        elif self.name == "error":
+            draw_face(self.face.canvas, cx, cy, radius, 2, theme.face[1], theme.feature)
 
     def on_touch_down(self, touch):
         if self.collide_point(*touch.pos):

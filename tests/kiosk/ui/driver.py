@@ -141,6 +141,19 @@ def page(app):
     return app.shell._page
 
 
+def drawing(widget) -> list:
+    """What a widget's canvas draws, comparable: each instruction's kind, colour and points."""
+    out = []
+    for instruction in widget.canvas.children:
+        entry = [type(instruction).__name__]
+        for attribute in ("rgba", "points", "pos", "size", "circle"):
+            value = getattr(instruction, attribute, None)
+            if value is not None:
+                entry.append([round(v, 2) for v in value])
+        out.append(entry)
+    return out
+
+
 def settings(app, **changes):
     """Change the visit settings; reason_threshold and age_group become the questions, as a survey config's do."""
     import dataclasses
@@ -173,11 +186,15 @@ def ratings(app, result, args):
     # 1. every tile, no follow-up
     settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.3)
     ids = []
+    result["thanks_drawn"] = []
     for index in range(5):
         yield ready(app, "rating")
         tap(page(app).tiles[index])
         yield screen_is(app, "thanks")
         ids.append(shell.last_rating.id)
+        thanks = page(app)
+        result["thanks_drawn"].append({"sign": drawing(thanks.face), "background": list(thanks._bg),
+                                       "texts": visible_texts(thanks)})
     result["tile_ids"] = ids
     # 2. follow-up answered: reason and age group
     settings(app, reason_threshold=2, age_group=True, followup_timeout_s=1.0)

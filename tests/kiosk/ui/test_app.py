@@ -81,6 +81,11 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
     assert [r["id"] for r in saved[:5]] == result["tile_ids"]
     assert all(r["lang"] == "ko" and r["input"] == "touch" for r in saved[:5])
     assert all(r["held"] == 0 for r in saved)  # every visit released its rating for sending
+    # The thank-you screen is the same after 매우 불만족 as after 매우 만족: no face, no score colour.
+    first_thanks = result["thanks_drawn"][0]
+    assert all(drawn == first_thanks for drawn in result["thanks_drawn"])
+    assert first_thanks["sign"] and not any(kind == "Ellipse" for kind, *_ in first_thanks["sign"])
+    assert tuple(first_thanks["background"]) == theme.STANDARD.thanks
     # Rating screen in Korean by default, labels inside the tiles.
     assert result["start_texts"] == visible_for("ko")
     assert result["tile_labels"] == ["매우 불만족", "불만족", "보통", "만족", "매우 만족"]
