@@ -199,10 +199,16 @@ class Uplink:
 
     # -- worker -------------------------------------------------------------
 
+    @property
+    def client_id(self) -> str:
+        """Unique per broker: every site has its counter-01. (A broker with
+        use_username_as_clientid uses the account's username instead.)"""
+        return f"onetap-{self.site}-{self.terminal}"
+
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=self.terminal,
+            client_id=self.client_id,
             protocol=mqtt.MQTTv311 if self.mqtt_protocol == "3.1.1" else mqtt.MQTTv5,
             # MQTT 3.1.1 keeps the session this way; MQTT 5 with clean_start
             # False and a session expiry (see _run).
