@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kiosk import protocol, survey as survey_mod
+from kiosk.config import KioskConfig
 from kiosk.errors import KioskError
 from kiosk.flow import Flow, Screen, Settings
 from kiosk.outbox import Outbox
@@ -132,11 +133,21 @@ class _Terminal:
             outbox.close()
 
 
+#: Why a provisioned account simulates one terminal only.
+ONE_ACCOUNT_ONE_TERMINAL = (
+    "--config is one provisioned terminal ({site}/{terminal}): its broker account may speak only "
+    "on that terminal's topics, and a broker with use_username_as_clientid gives every connection "
+    "of the account the same client id, so a second simulated terminal would take the first one's "
+    "session over. Provision one account per terminal and run one simulate per kiosk.toml "
+    "(or use --broker and --site on a test broker for sim-NNN terminals)"
+)
+
+
 def simulate(
     *,
-    broker: str,
-    site: str,
-    terminals: int,
+    broker: str | None = None,
+    site: str | None = None,
+    terminals: int = 1,
     taps: int,
     data_dir: Path,
     rate: float | None = None,
@@ -146,24 +157,35 @@ def simulate(
     ack_timeout: float = 10.0,
     reconnect_max_delay: float = 5.0,
     mqtt_protocol: str = "5",
+    config: KioskConfig | None = None,
     progress: TextIO = sys.stderr,
 ) -> Result:
     """Run *terminals* headless terminals until each has recorded *taps* taps.
 
-    Taps already recorded in *data_dir* (an earlier, interrupted run) count
-    toward the goal. After the last tap, waits up to *timeout* seconds for
-    the server's Acks, then stops every uplink gracefully.
+    With *config* (a provisioned kiosk.toml), one terminal with its site,
+    name, broker account and TLS settings; otherwise sim-001.. at *site* on
+    *broker*. Taps already recorded in *data_dir* (an earlier, interrupted
+    run) count toward the goal. After the last tap, waits up to *timeout*
+    seconds for the server's Acks, then stops every uplink gracefully. When
+    the broker refuses a terminal, says why on *progress* at once.
     """
-    protocol.check_identifier("site", site)
     if terminals < 1:
         raise ValueError("--terminals must be at least 1")
+    if config is not None:
+        if terminals != 1:
+            raise ValueError(ONE_ACCOUNT_ONE_TERMINAL.format(site=config.site, terminal=config.terminal))
+        site, ids = config.site, [config.terminal]
+    else:
+        if broker is None or site is None:
+            raise ValueError("give --config FILE, or --broker URL and --site S")
+        protocol.check_identifier("site", site)
+        ids = terminal_ids(terminals)
     if taps < 0:
         raise ValueError("--taps must be >= 0")
     if rate is not None and rate <= 0:
         raise ValueError("--rate must be > 0")
     started = time.monotonic()
     data_dir = Path(data_dir)
-    ids = terminal_ids(terminals)
     watchers: dict[str, Outbox] = {}
     sims: list[_Terminal] = []
     try:
@@ -174,13 +196,20 @@ def simulate(
             # A follow-up cut short by a crash: send the tap as it is.
             watcher.release_all_held()
             survey = survey_mod.Survey(path.with_suffix(".survey.json"))
-            uplink = Uplink(
-                (lambda p=path: Outbox.open(p)),
-                site=site, terminal=terminal, broker_url=broker,
-                username=username, password=password,
-                ack_timeout=ack_timeout, reconnect_delay=(0.5, reconnect_max_delay),
-                mqtt_protocol=mqtt_protocol, on_config=survey.offer,
-            )
+            if config is not None:
+                # The terminal's own account and TLS; its outbox here, not the kiosk's.
+                uplink = Uplink.from_config(
+                    config, outbox_factory=lambda p=path: Outbox.open(p),
+                    reconnect_delay=(0.5, reconnect_max_delay), on_config=survey.offer,
+                )
+            else:
+                uplink = Uplink(
+                    (lambda p=path: Outbox.open(p)),
+                    site=site, terminal=terminal, broker_url=broker,
+                    username=username, password=password,
+                    ack_timeout=ack_timeout, reconnect_delay=(0.5, reconnect_max_delay),
+                    mqtt_protocol=mqtt_protocol, on_config=survey.offer,
+                )
             sims.append(_Terminal(terminal, path, uplink, taps, rate, seed=f"{site}/{terminal}",
                                   survey=survey))
         for sim in sims:
@@ -198,7 +227,14 @@ def simulate(
 
         last_report = 0.0
         deadline: float | None = None
+        told: dict[str, str | None] = {}
         while True:
+            for sim in sims:
+                refusal = sim.uplink.refusal
+                if refusal is not None and told.get(sim.terminal) != refusal:
+                    # At once, not at the end: taps pending silently explain nothing.
+                    print(f"simulate: {site}/{sim.terminal}: {refusal}", file=progress, flush=True)
+                told[sim.terminal] = refusal
             tapping = any(sim.thread.is_alive() for sim in sims)
             recorded, pending = totals()
             now = time.monotonic()
@@ -224,4 +260,5 @@ def simulate(
     errors.extend(
         f"{sim.terminal}: uplink failed: {sim.uplink.failure}" for sim in sims if sim.uplink.failure
     )
+    errors.extend(f"{site}/{sim.terminal}: {sim.uplink.refusal}" for sim in sims if sim.uplink.refusal)
     return Result(recorded, recorded - pending, pending, time.monotonic() - started, errors)

@@ -172,6 +172,13 @@ class Shell:
         """Status fields only the UI knows (called on the uplink's thread: plain reads)."""
         return {"config_version": self.survey.version, "ignored_taps": self.flow.ignored_taps}
 
+    def uplink_problem(self) -> str | None:
+        """Why ratings cannot leave: the uplink failed, or the broker refuses this terminal."""
+        uplink = self.uplink
+        if uplink is None:
+            return None
+        return str(uplink.failure) if uplink.failure else uplink.refusal
+
     def maintenance_info(self) -> dict[str, str]:
         catalog = self.catalog
         try:
@@ -193,7 +200,7 @@ class Shell:
             "software": kiosk.__version__,
             "ip": local_ip(host),
             "ignored_taps": str(self.flow.ignored_taps),
-            "error": stats.error or (str(self.uplink.failure) if self.uplink and self.uplink.failure else none),
+            "error": stats.error or self.uplink_problem() or none,
         }
 
     # -- screens ----------------------------------------------------------------
@@ -302,7 +309,7 @@ class Shell:
             return
         try:
             stats = self.outbox.stats()
-            error = stats.error or (str(self.uplink.failure) if self.uplink and self.uplink.failure else None)
+            error = stats.error or self.uplink_problem()
             backlog = stats.backlog
         except OutboxError as exc:
             error, backlog = str(exc), 0
