@@ -95,7 +95,7 @@ def main() -> int:
         screen = shell.flow.screen.value
         if state["phase"] == "start" and screen == "rating":
             figures["start_to_first_screen_s"] = round(now - STARTED, 3)
-            shell.flow.configure(dataclasses.replace(shell.flow.settings, reason_threshold=0, cooldown_s=0.0,
+            shell.flow.configure(dataclasses.replace(shell.flow.settings, questions=(), guard_s=0.0, cooldown_s=0.0,
                                                      thank_you_s=0.01), shell.monotonic())
             wrap_record(shell.outbox)
             state["phase"] = "ready"

@@ -28,10 +28,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--check-config", action="store_true",
                      help="validate the configuration, print it (password hidden) and exit 0 or 1")
 
-    sim = sub.add_parser("simulate", help="headless terminals using the real outbox and uplink")
-    sim.add_argument("--broker", required=True, help="mqtt://host:port or mqtts://host:port")
-    sim.add_argument("--site", required=True)
-    sim.add_argument("--terminals", type=int, required=True, help="how many (sim-001, ...)")
+    sim = sub.add_parser(
+        "simulate", help="headless terminals using the real flow, outbox and uplink",
+        description="Either --config FILE (one provisioned terminal: its site, name, broker account "
+                    "and TLS) or --broker URL --site S (terminals sim-001, sim-002, ...).")
+    sim.add_argument("--config", type=Path,
+                     help="a provisioned kiosk.toml: simulate that one terminal (then --terminals is 1)")
+    sim.add_argument("--broker", help="mqtt://host:port or mqtts://host:port (without --config)")
+    sim.add_argument("--site", help="site identifier (without --config)")
+    sim.add_argument("--terminals", type=int, default=None,
+                     help="how many (sim-001, ...); with --config only 1 (one account is one terminal)")
     sim.add_argument("--taps", type=int, required=True,
                      help="taps per terminal in total, counting those already in --data-dir; 0 only drains")
     sim.add_argument("--rate", type=float, default=None, help="taps/s per terminal (default: as fast as possible)")
@@ -76,19 +82,29 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from kiosk.config import parse_broker_url
+    from kiosk.config import load_config, parse_broker_url
     from kiosk.simulator import simulate
 
-    try:
-        parse_broker_url(args.broker)
-    except ValueError as exc:
-        return _error(f"--broker: {exc}")
+    config = None
+    if args.config is not None:
+        if args.broker or args.site:
+            return _error("--config names the broker and the site: give --config, or --broker and --site")
+        config = load_config(args.config)
+    else:
+        if not args.broker or not args.site:
+            return _error("give --config FILE (a provisioned kiosk.toml), or --broker URL and --site S")
+        if args.terminals is None:
+            return _error("--terminals N is needed with --broker and --site")
+        try:
+            parse_broker_url(args.broker)
+        except ValueError as exc:
+            return _error(f"--broker: {exc}")
     try:
         result = simulate(
-            broker=args.broker, site=args.site, terminals=args.terminals, taps=args.taps,
-            data_dir=args.data_dir, rate=args.rate, timeout=args.timeout,
+            broker=args.broker, site=args.site, terminals=1 if args.terminals is None else args.terminals,
+            taps=args.taps, data_dir=args.data_dir, rate=args.rate, timeout=args.timeout,
             username=args.username, password=args.password, ack_timeout=args.ack_timeout,
-            mqtt_protocol=args.mqtt_protocol,
+            mqtt_protocol=args.mqtt_protocol, config=config,
         )
     except ValueError as exc:
         return _error(exc)

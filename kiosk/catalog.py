@@ -32,10 +32,11 @@ class Catalog:
     def score(self, score: int) -> str:
         return self.messages[f"score.{score}"]
 
-    def reason(self, code: str, labels: Mapping[str, Mapping[str, str]] | None = None) -> str:
-        """A reason's label: the site's own label in this language, the catalog's, the site's Korean one, the code."""
+    def label(self, key: str, code: str, labels: Mapping[str, Mapping[str, str]] | None = None) -> str:
+        """An answer's label (*key*: the question's catalog prefix): the site's own label in this
+        language, the catalog's, the site's Korean one, the code."""
         own = (labels or {}).get(code, {})
-        return (own.get(self.lang) or self.messages.get(f"reason.{code}")
+        return (own.get(self.lang) or self.messages.get(f"{key}.{code}")
                 or own.get(DEFAULT_LANG) or code)
 
     def question(self, texts: Mapping[str, str] | None = None) -> str:

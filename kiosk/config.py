@@ -94,6 +94,7 @@ class UiConfig:
     languages: tuple[str, ...] = ("ko", "en", "zh", "vi", "ja")
     large_text: bool = False
     high_contrast: bool = False
+    guard_ms: int = 500
     cooldown_s: float = 3.0
     followup_timeout_s: float = 10.0
     thank_you_s: float = 2.5
@@ -122,6 +123,7 @@ class UiConfig:
         for key, (low, high) in protocol.SURVEY_TIMINGS.items():
             _range(key, getattr(self, key), low, high)
         _range("reason_threshold", self.reason_threshold, 0, 5)
+        _range("guard_ms", self.guard_ms, 0, 3000)
         _range("maintenance_hold_s", self.maintenance_hold_s, 1, 60)
         _range("fps", self.fps, 1, 120)
         try:

@@ -3,15 +3,20 @@
 Every method takes ``now`` (monotonic seconds) and returns the effects the
 caller must carry out, in order: :class:`Record` (commit the tap to the
 outbox at once, then call :meth:`Flow.recorded` with its id), :class:`Annotate`,
-:class:`Release` and :class:`Quit`.
+:class:`Release` and :class:`Quit`. kiosk/terminal.py carries them out.
+
+The follow-up questions are data (:class:`Question`, built from the survey
+config by kiosk/survey.py): a new rating field asked on screen is one more
+Question, not one more screen or method.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hmac
 from dataclasses import dataclass
-from typing import Union
+from typing import Mapping, Union
 
 from kiosk import protocol
 from kiosk.catalog import DEFAULT_LANG, LANGUAGES
@@ -19,8 +24,8 @@ from kiosk.catalog import DEFAULT_LANG, LANGUAGES
 
 class Screen(str, enum.Enum):
     RATING = "rating"
-    REASON = "reason"
-    AGE = "age"
+    #: A follow-up question (:attr:`Flow.question` says which).
+    QUESTION = "question"
     THANKS = "thanks"
     ERROR = "error"
     SLEEP = "sleep"
@@ -28,17 +33,38 @@ class Screen(str, enum.Enum):
     MAINTENANCE = "maintenance"
 
 
-FOLLOW_UP = (Screen.REASON, Screen.AGE)
+@dataclass(frozen=True)
+class Question:
+    """One optional follow-up question: the rating field it fills, its answers, the scores it follows."""
+
+    #: The Rating field the answer is stored in ("reason", "age_group").
+    field: str
+    #: The answers offered, in order (each a valid value of the field).
+    codes: tuple[str, ...]
+    #: Asked after scores at or below this (5: after every score).
+    max_score: int = 5
+    #: Prefix of its texts in the message catalogs ("<key>.title", "<key>.<code>"); default: field.
+    key: str = ""
+    #: The site's own labels: code -> {language: text} (before the catalog's).
+    labels: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def catalog_key(self) -> str:
+        return self.key or self.field
+
+    def asked_after(self, score: int) -> bool:
+        return bool(self.codes) and score <= self.max_score
 
 
 @dataclass(frozen=True)
 class Settings:
     """What shapes a visit: the kiosk's [ui] config overlaid with the site's survey config."""
 
-    reasons: tuple[str, ...] = protocol.DEFAULT_REASONS
-    #: Ask why for scores at or below this (0: never).
-    reason_threshold: int = 2
-    age_group: bool = False
+    #: The follow-up questions, in the order they are asked.
+    questions: tuple[Question, ...] = ()
+    #: Every new screen ignores input this long after it appears (a double tap
+    #: must not answer the next screen's question).
+    guard_s: float = 0.5
     cooldown_s: float = 3.0
     followup_timeout_s: float = 10.0
     thank_you_s: float = 2.5
@@ -66,8 +92,8 @@ class Record:
 @dataclass(frozen=True)
 class Annotate:
     rating_id: str
-    reason: str | None = None
-    age_group: str | None = None
+    field: str
+    code: str
 
 
 @dataclass(frozen=True)
@@ -89,21 +115,25 @@ class Flow:
     def __init__(self, settings: Settings, now: float, *, open: bool = True):
         self.settings = settings
         self.screen = Screen.RATING if open else Screen.SLEEP
+        #: The follow-up question on screen (None on any other screen).
+        self.question: Question | None = None
         self.lang = settings.default_lang
-        #: Taps ignored during a cooldown (reported in Status as ``ignored_taps``).
+        #: Taps ignored during a cooldown or a new screen's guard (reported in Status as ``ignored_taps``).
         self.ignored_taps = 0
         #: The visit's rating (held in the outbox while follow-up questions show).
         self.rating_id: str | None = None
         self.score: int | None = None
         #: When the current screen closes by itself (None: it does not).
         self.deadline: float | None = None
+        #: When the current screen appeared (its input guard runs from here).
+        self.shown_at = now
         self.pin_entry = ""
         self.pin_error = False
         self._open = open
         self._cooldown_until = float("-inf")
         self._awake_until = float("-inf")
         self._last_activity = now
-        self._questions: list[Screen] = []
+        self._questions: list[Question] = []
         self._recording: Record | None = None
         self._pin_attempts = 0
 
@@ -113,8 +143,33 @@ class Flow:
     def is_open(self) -> bool:
         return self._open
 
+    @property
+    def view(self) -> str:
+        """The screen's name, a question by its field ("rating", "reason", "age_group", "thanks", ...)."""
+        if self.screen == Screen.QUESTION and self.question is not None:
+            return self.question.field
+        return self.screen.value
+
     def in_cooldown(self, now: float) -> bool:
         return now < self._cooldown_until
+
+    def guarding(self, now: float) -> bool:
+        """Whether the screen appeared too recently to take input."""
+        return now < self.shown_at + self.settings.guard_s
+
+    def _show(self, screen: Screen, now: float, question: Question | None = None) -> None:
+        if (screen, question) != (self.screen, self.question):
+            self.shown_at = now
+        self.screen = screen
+        self.question = question
+
+    def _refused(self, now: float) -> bool:
+        """Input during the new screen's guard: ignored (and counted, unless staff input)."""
+        if self.guarding(now):
+            if self.screen not in (Screen.PIN, Screen.MAINTENANCE):
+                self.ignored_taps += 1
+            return True
+        return False
 
     def configure(self, settings: Settings, now: float) -> None:
         """New settings (say, a survey config from the server); the visit in progress keeps going."""
@@ -128,7 +183,7 @@ class Flow:
 
     def _to_rest(self, now: float) -> None:
         """The visit is over: back to the first screen, in the default language."""
-        self.screen = self._rest_screen(now)
+        self._show(self._rest_screen(now), now)
         self.lang = self.settings.default_lang
         self.rating_id = None
         self.score = None
@@ -140,13 +195,13 @@ class Flow:
         if self.screen in (Screen.RATING, Screen.SLEEP):
             rest = self._rest_screen(now)
             if rest != self.screen:
-                self.screen = rest
+                self._show(rest, now)
                 self.lang = self.settings.default_lang
 
     # -- the visit ------------------------------------------------------------
 
     def press(self, score: int, now: float, input: str = "touch") -> list[Effect]:
-        """A face tile or a physical button: record at once, unless in a cooldown or asleep."""
+        """A face tile or a physical button: record at once, unless in a cooldown, a guard or asleep."""
         if score not in protocol.SCORES:
             raise ValueError(f"score {score!r} is not 1..5")
         if self._recording is not None:
@@ -157,6 +212,8 @@ class Flow:
         if self.screen in (Screen.PIN, Screen.MAINTENANCE):
             return []
         if self.screen == Screen.SLEEP and not self.settings.count_when_closed:
+            return []
+        if self._refused(now):
             return []
         self._recording = Record(score, self.lang, input)
         return [self._recording]
@@ -174,23 +231,19 @@ class Flow:
         self.score = record.score
         self._cooldown_until = now + self.settings.cooldown_s
         self._last_activity = now
-        self._questions = []
-        if self.settings.reasons and record.score <= self.settings.reason_threshold:
-            self._questions.append(Screen.REASON)
-        if self.settings.age_group:
-            self._questions.append(Screen.AGE)
+        self._questions = [q for q in self.settings.questions if q.asked_after(record.score)]
         return effects + self._advance(now)
 
     def record_failed(self, now: float) -> list[Effect]:
         """The outbox could not commit the tap (say, a full disk): say so, never thank."""
         self._recording = None
-        self.screen = Screen.ERROR
+        self._show(Screen.ERROR, now)
         self.deadline = now + self.settings.error_s
         return []
 
     def _advance(self, now: float) -> list[Effect]:
         if self._questions:
-            self.screen = self._questions.pop(0)
+            self._show(Screen.QUESTION, now, self._questions.pop(0))
             self.deadline = now + self.settings.followup_timeout_s
             return []
         return self._finish(now)
@@ -200,36 +253,37 @@ class Flow:
         if self.rating_id is not None:
             effects.append(Release(self.rating_id))
         self._questions = []
-        self.screen = Screen.THANKS
+        self._show(Screen.THANKS, now)
         self.deadline = now + self.settings.thank_you_s
         return effects
 
-    def answer_reason(self, code: str, now: float) -> list[Effect]:
-        if self.screen != Screen.REASON or self.rating_id is None or code not in self.settings.reasons:
+    def answer(self, field: str, code: str, now: float) -> list[Effect]:
+        """An answer to the question on screen: stored in the visit's rating, then the next question."""
+        question = self.question
+        if (self.screen != Screen.QUESTION or question is None or question.field != field
+                or self.rating_id is None or code not in question.codes):
+            return []
+        if self._refused(now):
             return []
         self._last_activity = now
-        return [Annotate(self.rating_id, reason=code), *self._advance(now)]
-
-    def answer_age(self, group: str, now: float) -> list[Effect]:
-        if self.screen != Screen.AGE or self.rating_id is None or group not in protocol.AGE_GROUPS:
-            return []
-        self._last_activity = now
-        return [Annotate(self.rating_id, age_group=group), *self._advance(now)]
+        return [Annotate(self.rating_id, field, code), *self._advance(now)]
 
     def skip(self, now: float) -> list[Effect]:
         """The citizen skips this question (the rating stays)."""
-        if self.screen not in FOLLOW_UP:
+        if self.screen != Screen.QUESTION or self._refused(now):
             return []
         self._last_activity = now
         return self._advance(now)
 
     def stray_tap(self, now: float) -> None:
-        """A touch that is not a control (the thank-you screen): counted when in a cooldown."""
-        if now < self._cooldown_until:
+        """A touch that is not a control (the thank-you screen): counted when in a cooldown or guard."""
+        if now < self._cooldown_until or self.guarding(now):
             self.ignored_taps += 1
 
     def set_language(self, lang: str, now: float) -> None:
         if lang not in self.settings.languages or self.screen in (Screen.PIN, Screen.MAINTENANCE):
+            return
+        if self._refused(now):
             return
         self.lang = lang
         self._last_activity = now
@@ -241,16 +295,16 @@ class Flow:
 
     def wake(self, now: float) -> None:
         """A touch on the sleep screen: the rating screen, when taps count outside hours."""
-        if self.screen == Screen.SLEEP and self.settings.count_when_closed:
+        if self.screen == Screen.SLEEP and self.settings.count_when_closed and not self._refused(now):
             self._awake_until = now + self.settings.wake_s
             self._last_activity = now
-            self.screen = Screen.RATING
+            self._show(Screen.RATING, now)
 
     def tick(self, now: float) -> list[Effect]:
         """Time passes: timeouts close screens (call it a few times a second)."""
         screen = self.screen
         if self.deadline is not None and now >= self.deadline:
-            if screen in FOLLOW_UP:
+            if screen == Screen.QUESTION:
                 return self._finish(now)
             self._to_rest(now)
             self._pin_attempts = 0
@@ -267,7 +321,7 @@ class Flow:
         """The hidden gesture was made: ask for the staff PIN."""
         if self.screen not in (Screen.RATING, Screen.SLEEP) or self._recording is not None:
             return
-        self.screen = Screen.PIN
+        self._show(Screen.PIN, now)
         self.pin_entry = ""
         self.pin_error = False
         self.deadline = now + self.settings.pin_timeout_s
@@ -275,25 +329,27 @@ class Flow:
     def pin_digit(self, digit: str, now: float) -> None:
         if self.screen != Screen.PIN or digit not in "0123456789" or len(digit) != 1:
             return
+        if self._refused(now):
+            return
         if len(self.pin_entry) < 12:
             self.pin_entry += digit
         self.pin_error = False
         self.deadline = now + self.settings.pin_timeout_s
 
     def pin_clear(self, now: float) -> None:
-        if self.screen == Screen.PIN:
+        if self.screen == Screen.PIN and not self._refused(now):
             self.pin_entry = ""
             self.deadline = now + self.settings.pin_timeout_s
 
     def pin_submit(self, now: float) -> bool:
         """Check the PIN: right opens maintenance; wrong clears it; too many wrong closes the pad."""
-        if self.screen != Screen.PIN:
+        if self.screen != Screen.PIN or self._refused(now):
             return False
         entry, self.pin_entry = self.pin_entry, ""
         if self.settings.pin and hmac.compare_digest(entry.encode(), self.settings.pin.encode()):
             self._pin_attempts = 0
             self.pin_error = False
-            self.screen = Screen.MAINTENANCE
+            self._show(Screen.MAINTENANCE, now)
             self.deadline = now + self.settings.maintenance_timeout_s
             return True
         self._pin_attempts += 1
@@ -306,12 +362,12 @@ class Flow:
 
     def close_maintenance(self, now: float) -> None:
         """Cancel on the PIN pad, or Back on the staff screen."""
-        if self.screen in (Screen.PIN, Screen.MAINTENANCE):
+        if self.screen in (Screen.PIN, Screen.MAINTENANCE) and not self._refused(now):
             self.pin_entry = ""
             self._to_rest(now)
 
     def quit(self, now: float) -> list[Effect]:
         """Exit the app: only from the staff screen, which only the PIN opens."""
-        if self.screen != Screen.MAINTENANCE:
+        if self.screen != Screen.MAINTENANCE or self._refused(now):
             return []
         return [Quit()]

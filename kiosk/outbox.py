@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 _WORST_OVERHEAD = protocol.batch_overhead("a" * 63, "b" * 63)
 DEFAULT_MAX_BYTES = protocol.MAX_BATCH_BYTES - _WORST_OVERHEAD
 PRUNE_BATCH = 5000
+#: What a tap records; every other Rating field is a follow-up answer, added while the rating is held.
+TAP_FIELDS = frozenset(("id", "seq", "score", "at", "clock_synced", "lang", "input"))
+ANSWER_FIELDS = frozenset(f.name for f in dataclasses.fields(Rating)) - TAP_FIELDS
 BUSY_TIMEOUT_MS = 10_000
 
 migrations = Migrations("onetap.kiosk.outbox")
@@ -244,17 +247,20 @@ class Outbox:
             raise OutboxError(f"rating {rating_id} is no longer held (already sendable)")
         return row[0]
 
-    def annotate(self, rating_id: str, *, reason: str | None = None,
-                 age_group: str | None = None) -> Rating:
-        """Add the follow-up answers to a held rating (None leaves a field as it is)."""
+    def annotate(self, rating_id: str, **fields: str | None) -> Rating:
+        """Add follow-up answers (``reason="wait_time"``, ``age_group="30s"``) to a held rating.
+
+        Only the answer fields may change, never what the tap itself recorded;
+        None leaves a field as it is. A bad value raises ProtocolError.
+        """
+        unknown = sorted(set(fields) - ANSWER_FIELDS)
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a follow-up answer field "
+                             f"(known: {', '.join(sorted(ANSWER_FIELDS))})")
+        changes = {key: value for key, value in fields.items() if value is not None}
 
         def work(conn: sqlite3.Connection) -> Rating:
             current = Rating.from_dict(json.loads(self._held_row(conn, rating_id)))
-            changes = {}
-            if reason is not None:
-                changes["reason"] = reason
-            if age_group is not None:
-                changes["age_group"] = age_group
             updated = dataclasses.replace(current, **changes)
             conn.execute("UPDATE ratings SET payload = ? WHERE id = ?", (updated.encode(), rating_id))
             return updated

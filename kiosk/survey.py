@@ -8,10 +8,10 @@ import os
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from kiosk import protocol
-from kiosk.flow import Settings
+from kiosk.flow import Question, Settings
 from kiosk.protocol import ProtocolError, SurveyConfig
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,25 @@ def is_open(lines: Iterable[str], moment: datetime) -> bool:
     return any(day in days and start <= minute < end for days, start, end in spans)
 
 
+def questions(reasons: Iterable[str] = protocol.DEFAULT_REASONS, reason_threshold: int = 2,
+              age_group: bool = False,
+              reason_labels: Mapping[str, Mapping[str, str]] | None = None) -> tuple[Question, ...]:
+    """The follow-up questions a survey config asks: why (low scores), then the age group."""
+    asked = []
+    if reason_threshold > 0 and tuple(reasons):
+        asked.append(Question("reason", tuple(reasons), reason_threshold, labels=dict(reason_labels or {})))
+    if age_group:
+        asked.append(Question("age_group", protocol.AGE_GROUPS, key="age"))
+    return tuple(asked)
+
+
 def merge(base: Settings, survey: SurveyConfig | None) -> Settings:
     """The kiosk's own settings overlaid with what the site's config sets."""
     if survey is None:
         return base
-    changes = {
-        "reasons": survey.reasons,
-        "reason_threshold": survey.reason_threshold,
-        "age_group": survey.age_group,
+    changes: dict[str, object] = {
+        "questions": questions(survey.reasons, survey.reason_threshold, survey.age_group,
+                               survey.reason_labels),
     }
     for key in ("cooldown_s", "followup_timeout_s", "thank_you_s", "count_when_closed"):
         value = getattr(survey, key)

@@ -33,6 +33,13 @@ MAX_INFLIGHT = 20
 #: the server stays silent, so a week-long outage does not flood the broker.
 MAX_ACK_TIMEOUT = 600.0
 KEEPALIVE = 30
+#: MQTT 5 reason code of a DISCONNECT sent because another client took the session over.
+SESSION_TAKEN_OVER = 142
+#: A connection lost this soon after it was made, this many times in a row, is
+#: taken to be another client with the same id taking the session over: some
+#: brokers (mosquitto 2.0.11) just close the socket instead of saying 142.
+FLAP_S = 5.0
+FLAPS = 3
 #: Confirmed ratings older than the retention are deleted this often (and at start).
 PRUNE_INTERVAL = 6 * 3600.0
 _TICK = 1.0
@@ -109,6 +116,9 @@ class Uplink:
         self._idle_gen = -1
         self._wake_queued = False
         self.failure: BaseException | None = None
+        #: Why the broker refuses this terminal (bad account, ACL, session taken over), or None.
+        self.refusal: str | None = None
+        self._refusal_kind: str | None = None
         #: Counters for tests, status and benchmarks.
         self.counters = {"batches_sent": 0, "ratings_sent": 0, "acked": 0,
                          "ack_timeouts": 0, "malformed_acks": 0, "connects": 0}
@@ -124,6 +134,9 @@ class Uplink:
         self._next_status = float("inf")
         self._last_status_backlog: int | None = None
         self._next_prune = 0.0
+        self._published: dict[int, str] = {}
+        self._connected_at = 0.0
+        self._flaps = 0
 
     @classmethod
     def from_config(cls, cfg: "KioskConfig", **kw: Any) -> "Uplink":
@@ -197,12 +210,21 @@ class Uplink:
     def _on_message(self, client, userdata, message) -> None:
         self._events.put(("message", (message.topic, message.payload)))
 
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._events.put(("puback", (mid, reason_code)))
+
     # -- worker -------------------------------------------------------------
+
+    @property
+    def client_id(self) -> str:
+        """Unique per broker: every site has its counter-01. (A broker with
+        use_username_as_clientid uses the account's username instead.)"""
+        return f"onetap-{self.site}-{self.terminal}"
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=self.terminal,
+            client_id=self.client_id,
             protocol=mqtt.MQTTv311 if self.mqtt_protocol == "3.1.1" else mqtt.MQTTv5,
             # MQTT 3.1.1 keeps the session this way; MQTT 5 with clean_start
             # False and a session expiry (see _run).
@@ -211,6 +233,7 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         client.max_inflight_messages_set(MAX_INFLIGHT)
         low, high = self.reconnect_delay
         # Jitter, so that a facility's kiosks do not all retry in step after
@@ -288,14 +311,36 @@ class Uplink:
     def _handle(self, kind: str, value: Any) -> None:
         if kind == "connect":
             if value.is_failure:
-                log.error("uplink %s: broker refused the connection: %s", self.terminal, value)
+                self._refuse("connect", f"the broker refused the connection: {value} "
+                             f"(account {self.username!r})")
                 return
+            if self._refusal_kind == "connect":
+                self._refuse(None, None)
             self._on_connected()
         elif kind == "disconnect":
             if self._connected:
+                lasted = time.monotonic() - self._connected_at
+                self._flaps = self._flaps + 1 if lasted < FLAP_S else 0
+            if getattr(value, "value", None) == SESSION_TAKEN_OVER or self._flaps >= FLAPS:
+                how = ("the broker says so" if getattr(value, "value", None) == SESSION_TAKEN_OVER
+                       else f"dropped {self._flaps} times in a row within {FLAP_S:.0f}s of connecting")
+                self._refuse("takeover", f"another connection took this terminal's session over ({how}): "
+                             f"is a second kiosk or simulator running with client id {self.client_id!r} "
+                             f"or, where the broker names clients by account, account {self.username!r}?")
+            elif self._connected:
                 log.warning("uplink %s: disconnected (%s)", self.terminal, value)
             self._connected = False
             self._reset_window()
+            self._published.clear()
+        elif kind == "puback":
+            mid, reason = value
+            topic = self._published.pop(mid, None)
+            if topic is not None and getattr(reason, "is_failure", False):
+                self._refuse("publish", f"the broker refused to take {topic}: {reason} (its ACL "
+                             f"does not let account {self.username!r} speak for "
+                             f"{self.site}/{self.terminal})")
+            elif topic == self.topics[protocol.RATINGS] and self._refusal_kind == "publish":
+                self._refuse(None, None)
         elif kind == "message":
             topic, payload = value
             if topic == self.topics[protocol.ACK]:
@@ -308,11 +353,18 @@ class Uplink:
             with self._cond:
                 self._wake_queued = False
 
+    def _refuse(self, kind: str | None, reason: str | None) -> None:
+        """Record why the broker refuses this terminal (logged once per new reason); None clears it."""
+        if reason is not None and reason != self.refusal:
+            log.error("uplink %s/%s: %s", self.site, self.terminal, reason)
+        self._refusal_kind, self.refusal = kind, reason
+
     def _on_connected(self) -> None:
         assert self._client is not None
         log.info("uplink %s: connected to %s:%s", self.terminal, self.host, self.port)
         self.counters["connects"] += 1
         self._connected = True
+        self._connected_at = time.monotonic()
         self._client.subscribe(
             [(self.topics[protocol.ACK], 1), (self.topics[protocol.CONFIG], 1)]
         )
@@ -422,7 +474,9 @@ class Uplink:
         assert self._client is not None
         payload = protocol.encode_batch(self.site, self.terminal, [r[2] for r in rows])
         info = self._client.publish(self.topics[protocol.RATINGS], payload, qos=1)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._published[info.mid] = self.topics[protocol.RATINGS]
+        else:
             # Lost the connection meanwhile: the disconnect event resets the
             # window and the next connect replays from SQLite.
             log.warning("uplink %s: publish failed (%s)", self.terminal, mqtt.error_string(info.rc))
@@ -488,6 +542,7 @@ class Uplink:
             self.topics[protocol.STATUS], Status("online", fields).encode(), qos=1, retain=True
         )
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._published[info.mid] = self.topics[protocol.STATUS]
             self._last_status_backlog = fields["backlog"]
             self._next_status = time.monotonic() + self.status_interval
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import secrets
@@ -115,13 +116,13 @@ def seed_history(config: ServerConfig, days: int = 30, seed: int = 20261127) -> 
 
 
 def choose_kiosk(requested: str, env) -> str:
+    """A kiosk window where there is a display and Kivy is installed, else simulated terminals."""
     if requested != "auto":
         return requested
     if not has_display(env):
         return "simulated"
-    try:
-        import kiosk.ui  # noqa: F401 - only asks whether the UI is installed
-    except ImportError:
+    # kiosk.ui is part of every installation; Kivy, which it needs, only of the kiosk's.
+    if importlib.util.find_spec("kivy") is None:
         return "simulated"
     return "window"
 

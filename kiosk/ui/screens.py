@@ -193,37 +193,67 @@ class CountdownBar(Widget):
 
 
 class FollowupPage(LanguagePage):
-    """The optional why (reasons) or age-group question, with a skip and a countdown."""
+    """One follow-up question (kiosk.flow.Question): its answers, a skip and a countdown.
 
-    def __init__(self, shell, kind: str, **kw):
+    The answers and the skip sit beside the face just tapped, never over it:
+    the second tap of a double tap lands on empty space.
+    """
+
+    def __init__(self, shell, field: str, **kw):
         super().__init__(shell, **kw)
-        self.kind = kind
-        self.name = kind
+        self.field = field
+        self.name = field
         self.title = Text(bold=True, size_hint_y=None)
         self.note = Text(size_hint_y=None)
+        self.body = BoxLayout(orientation="horizontal")
         self.grid = GridLayout()
+        self.keep_out = Widget(size_hint_x=None)
         self.bottom = BoxLayout(orientation="horizontal", size_hint_y=None)
         self.countdown = CountdownBar(size_hint_y=None)
         self.skip = TextButton(bold=True, size_hint_x=None)
         self.skip.bind(on_release=lambda _b: self.shell.skip())
-        left = BoxLayout(orientation="vertical")
-        left.add_widget(Widget())
-        left.add_widget(self.countdown)
-        left.add_widget(Widget())
-        self.bottom.add_widget(left)
-        self.bottom.add_widget(self.skip)
-        self.fill(self.title, self.note, self.grid, self.bottom)
+        self.timer = BoxLayout(orientation="vertical")
+        self.timer.add_widget(Widget())
+        self.timer.add_widget(self.countdown)
+        self.timer.add_widget(Widget())
+        self.fill(self.title, self.note, self.body, self.bottom)
         self.options: dict[str, TextButton] = {}
+        self._side: str | None = None
 
-    def _codes(self) -> tuple[str, ...]:
-        return self.shell.flow.settings.reasons if self.kind == "reason" else protocol.AGE_GROUPS
+    def _place(self, layout, score: int | None) -> None:
+        """Answers and skip on the wider side of the tapped face's column (right when none)."""
+        if score is None:
+            low = high = layout.margin
+        else:
+            low = layout.tile_x(score - 1)
+            high = low + layout.tile_width
+        left_room = low - layout.margin
+        right_room = layout.width - layout.margin - high
+        side = "right" if right_room >= left_room else "left"
+        # The empty column spans the face and one gap beyond it.
+        self.keep_out.width = (high + layout.gap - layout.margin if side == "right"
+                               else layout.width - layout.margin - low + layout.gap)
+        if side != self._side:
+            self._side = side
+            self.body.clear_widgets()
+            self.bottom.clear_widgets()
+            first, second = (self.keep_out, self.grid) if side == "right" else (self.grid, self.keep_out)
+            self.body.add_widget(first)
+            self.body.add_widget(second)
+            first, second = (self.timer, self.skip) if side == "right" else (self.skip, self.timer)
+            self.bottom.add_widget(first)
+            self.bottom.add_widget(second)
 
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
         catalog, scale = shell.catalog, theme.text_scale
+        question = shell.flow.question
+        if question is None or question.field != self.field:
+            return  # leaving this screen: the next render shows another page
+        key = question.catalog_key
         self.refresh_frame()
         self.title.height = layout.height * 0.13
-        self.title.text = catalog["reason.title" if self.kind == "reason" else "age.title"]
+        self.title.text = catalog[f"{key}.title"]
         self.title.font_name = shell.font_for_lang()
         self.title.fit(layout.font("question", scale))
         self.title.color = _rgba(theme.text)
@@ -232,27 +262,22 @@ class FollowupPage(LanguagePage):
         self.note.font_name = shell.font_for_lang()
         self.note.font_size = layout.font("hint", scale)
         self.note.color = _rgba(theme.muted_text)
-        codes = self._codes()
+        self._place(layout, shell.flow.score)
+        codes = question.codes
         if list(self.options) != list(codes):
             self.grid.clear_widgets()
             self.options = {}
             for code in codes:
                 button = TextButton()
-                if self.kind == "reason":
-                    button.bind(on_release=lambda _b, c=code: self.shell.answer_reason(c))
-                else:
-                    button.bind(on_release=lambda _b, c=code: self.shell.answer_age(c))
+                button.bind(on_release=lambda _b, c=code: self.shell.answer(self.field, c))
                 self.options[code] = button
                 self.grid.add_widget(button)
-        self.grid.cols = 3 if len(codes) <= 6 or len(codes) == 9 else 4
+        room = layout.width - 2 * layout.margin - self.keep_out.width
+        self.grid.cols = 3 if room > layout.width * 0.55 else 2
         self.grid.spacing = layout.gap
         for code, button in self.options.items():
-            if self.kind == "reason":
-                button.text = catalog.reason(code, shell.reason_labels())
-                button.font_name = shell.font_for_text(button.text)
-            else:
-                button.text = catalog[f"age.{code}"]
-                button.font_name = shell.font_for_lang()
+            button.text = catalog.label(key, code, question.labels)
+            button.font_name = shell.font_for_text(button.text)
             button.font_size = layout.font("body", scale)
             button.style(theme.button, theme.button_text, border=theme.button_text)
         self.bottom.height = layout.height * 0.14
@@ -263,14 +288,31 @@ class FollowupPage(LanguagePage):
         self.skip.font_name = shell.font_for_lang()
         self.skip.font_size = layout.font("body", scale)
         self.skip.style(theme.skip, theme.skip_text)
+        # Lay out now, not at the next frame: a touch arriving before it must
+        # already find the answers beside the face, not where the last visit had them.
+        for box in (self.column, self.body, self.grid, self.bottom):
+            box.do_layout()
         self.tick()
 
     def tick(self) -> None:
         self.countdown.show(self.shell.time_left_fraction(), self.shell.theme.countdown)
 
 
+def draw_check(canvas, cx: float, cy: float, radius: float, colour) -> None:
+    """A ring with a check mark: "received", the same after every score (no face, no smile)."""
+    with canvas:
+        Color(*colour, 1)
+        stroke = max(2.0, radius * 0.09)
+        Line(circle=(cx, cy, radius - stroke), width=stroke)
+        Line(points=[cx - radius * 0.42, cy + radius * 0.02, cx - radius * 0.12, cy - radius * 0.3,
+                     cx + radius * 0.45, cy + radius * 0.32], width=stroke * 1.2, cap="round", joint="round")
+
+
 class MessagePage(Page):
-    """A full-screen message (thank-you, could-not-save, closed) with an optional drawn face."""
+    """A full-screen message (thank-you, could-not-save, closed) with a drawn sign.
+
+    The thank-you screen is the same whatever the score: a check mark, never a face.
+    """
 
     def __init__(self, shell, name: str, **kw):
         super().__init__(shell, **kw)
@@ -309,11 +351,12 @@ class MessagePage(Page):
             label.color = _rgba(fg)
             label.fit(layout.font(role, scale))
         self.face.canvas.clear()
-        if self.name != "sleep":
-            radius = layout.height * 0.16
-            cx, cy = layout.width / 2, layout.height * 0.72
-            draw_face(self.face.canvas, cx, cy, radius, 5 if self.name == "thanks" else 2,
-                      theme.face[4 if self.name == "thanks" else 1], theme.feature)
+        radius = layout.height * 0.16
+        cx, cy = layout.width / 2, layout.height * 0.72
+        if self.name == "thanks":
+            draw_check(self.face.canvas, cx, cy, radius, fg)
+        elif self.name == "error":
+            draw_face(self.face.canvas, cx, cy, radius, 2, theme.face[1], theme.feature)
 
     def on_touch_down(self, touch):
         if self.collide_point(*touch.pos):

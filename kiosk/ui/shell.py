@@ -23,9 +23,10 @@ from kiosk.buttons import Buttons, status_light
 from kiosk.catalog import load_catalogs
 from kiosk.config import KioskConfig, parse_broker_url
 from kiosk.errors import OutboxError
-from kiosk.flow import Annotate, Flow, Quit, Record, Release, Screen, Settings
+from kiosk.flow import Flow, Screen, Settings
 from kiosk.outbox import Outbox
-from kiosk.protocol import SurveyConfig
+from kiosk.protocol import Rating, SurveyConfig
+from kiosk.terminal import Terminal
 from kiosk.ui import fonts, theme as theme_mod
 from kiosk.ui.screens import FollowupPage, MaintenancePage, MessagePage, PinPage, RatingPage
 from kiosk.uplink import Uplink
@@ -42,7 +43,8 @@ CORNER = 0.12  # the hidden corner's side, as a fraction of the window height
 def base_settings(cfg: KioskConfig) -> Settings:
     ui = cfg.ui
     return Settings(
-        reason_threshold=ui.reason_threshold, age_group=ui.age_group, cooldown_s=ui.cooldown_s,
+        questions=survey_mod.questions(reason_threshold=ui.reason_threshold, age_group=ui.age_group),
+        guard_s=ui.guard_ms / 1000, cooldown_s=ui.cooldown_s,
         followup_timeout_s=ui.followup_timeout_s, thank_you_s=ui.thank_you_s,
         count_when_closed=ui.count_when_closed, default_lang=ui.language,
         languages=tuple(ui.languages), pin=ui.maintenance_pin,
@@ -96,12 +98,11 @@ class Root(FloatLayout):
 
 
 class Shell:
-    """The flow, the outbox and the screens, on Kivy's thread."""
+    """The terminal (flow and outbox) and its screens, on Kivy's thread."""
 
     def __init__(self, cfg: KioskConfig, outbox: Outbox, survey: survey_mod.Survey,
                  monotonic=time.monotonic):
         self.cfg = cfg
-        self.outbox = outbox
         self.survey = survey
         self.monotonic = monotonic
         self.uplink: Uplink | None = None
@@ -110,18 +111,29 @@ class Shell:
         self.theme = theme_mod.theme(cfg.ui.high_contrast, cfg.ui.large_text)
         self.layout = theme_mod.Layout(*Window.size)
         self._base = base_settings(cfg)
-        now = monotonic()
-        self.flow = Flow(survey_mod.merge(self._base, survey.current), now, open=self._open_now())
+        flow = Flow(survey_mod.merge(self._base, survey.current), monotonic(), open=self._open_now())
+        self.terminal = Terminal(flow, outbox, monotonic=monotonic, on_record=self._recorded,
+                                 on_release=self._released, on_quit=lambda: App.get_running_app().stop())
         self.root = Root(self)
-        self.pages: dict[Screen, Any] = {}
+        self.pages: dict[str, Any] = {}
         self._page = None
         self._fonts: dict[tuple[str, str], str] = {}
         self._sound = None
-        self.last_rating = None
-        #: Screens shown (for tests and the benchmark): (screen, monotonic time).
+        #: Screens shown (for tests and the benchmark): (view, monotonic time).
         self.shown: list[tuple[str, float]] = []
-        self.on_quit = None
         Window.bind(size=self._on_resize)
+
+    @property
+    def flow(self) -> Flow:
+        return self.terminal.flow
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.terminal.outbox
+
+    @property
+    def last_rating(self) -> Rating | None:
+        return self.terminal.last_rating
 
     # -- state the screens read ----------------------------------------------
 
@@ -143,10 +155,6 @@ class Shell:
         current = self.survey.current
         return self.catalog.question(current.question if current is not None else None)
 
-    def reason_labels(self):
-        current = self.survey.current
-        return current.reason_labels if current is not None else {}
-
     def hours_lines(self) -> tuple[str, ...]:
         return survey_mod.hours(tuple(self.cfg.ui.hours), self.survey.current)
 
@@ -163,6 +171,13 @@ class Shell:
     def status_extra(self) -> dict[str, Any]:
         """Status fields only the UI knows (called on the uplink's thread: plain reads)."""
         return {"config_version": self.survey.version, "ignored_taps": self.flow.ignored_taps}
+
+    def uplink_problem(self) -> str | None:
+        """Why ratings cannot leave: the uplink failed, or the broker refuses this terminal."""
+        uplink = self.uplink
+        if uplink is None:
+            return None
+        return str(uplink.failure) if uplink.failure else uplink.refusal
 
     def maintenance_info(self) -> dict[str, str]:
         catalog = self.catalog
@@ -185,34 +200,39 @@ class Shell:
             "software": kiosk.__version__,
             "ip": local_ip(host),
             "ignored_taps": str(self.flow.ignored_taps),
-            "error": stats.error or (str(self.uplink.failure) if self.uplink and self.uplink.failure else none),
+            "error": stats.error or self.uplink_problem() or none,
         }
 
     # -- screens ----------------------------------------------------------------
 
-    def _page_for(self, screen: Screen):
-        page = self.pages.get(screen)
+    def _page_for(self, flow: Flow):
+        view = flow.view
+        page = self.pages.get(view)
         if page is None:
+            screen = flow.screen
             if screen == Screen.RATING:
                 page = RatingPage(self)
-            elif screen in (Screen.REASON, Screen.AGE):
-                page = FollowupPage(self, screen.value)
+            elif screen == Screen.QUESTION:
+                page = FollowupPage(self, view)
             elif screen == Screen.PIN:
                 page = PinPage(self)
             elif screen == Screen.MAINTENANCE:
                 page = MaintenancePage(self)
             else:
-                page = MessagePage(self, screen.value)
-            self.pages[screen] = page
+                page = MessagePage(self, view)
+            self.pages[view] = page
         return page
 
     def render(self) -> None:
-        page = self._page_for(self.flow.screen)
+        page = self._page_for(self.flow)
         if page is not self._page:
             self.root.clear_widgets()
             self.root.add_widget(page)
+            # The page's size now, so that its refresh lays it out for real.
+            self.root.do_layout()
+            page.do_layout()
             self._page = page
-            self.shown.append((self.flow.screen.value, self.monotonic()))
+            self.shown.append((self.flow.view, self.monotonic()))
         page.refresh()
 
     def _on_resize(self, _window, size) -> None:
@@ -222,69 +242,61 @@ class Shell:
     # -- touches, buttons, time ---------------------------------------------------
 
     def press(self, score: int, input: str = "touch") -> None:
-        now = self.monotonic()
-        self._run(self.flow.press(score, now, input), now)
-
-    def set_language(self, lang: str) -> None:
-        self.flow.set_language(lang, self.monotonic())
+        self.terminal.press(score, input)
         self.render()
 
-    def answer_reason(self, code: str) -> None:
-        now = self.monotonic()
-        self._run(self.flow.answer_reason(code, now), now)
-
-    def answer_age(self, group: str) -> None:
-        now = self.monotonic()
-        self._run(self.flow.answer_age(group, now), now)
+    def answer(self, field: str, code: str) -> None:
+        self.terminal.answer(field, code)
+        self.render()
 
     def skip(self) -> None:
-        now = self.monotonic()
-        self._run(self.flow.skip(now), now)
+        self.terminal.skip()
+        self.render()
 
     def stray_tap(self) -> None:
-        self.flow.stray_tap(self.monotonic())
+        self.terminal.stray_tap()
+
+    def set_language(self, lang: str) -> None:
+        self.terminal.set_language(lang)
+        self.render()
 
     def wake(self) -> None:
-        self.flow.wake(self.monotonic())
+        self.terminal.wake()
         self.render()
 
     def open_pin(self) -> None:
-        self.flow.open_pin(self.monotonic())
+        self.terminal.open_pin()
         self.render()
 
     def pin_digit(self, digit: str) -> None:
-        self.flow.pin_digit(digit, self.monotonic())
+        self.terminal.pin_digit(digit)
         self.render()
 
     def pin_clear(self) -> None:
-        self.flow.pin_clear(self.monotonic())
+        self.terminal.pin_clear()
         self.render()
 
     def pin_submit(self) -> None:
-        if not self.flow.pin_submit(self.monotonic()):
+        if not self.terminal.pin_submit() and self.flow.pin_error:
             log.warning("maintenance: wrong PIN entered")
         self.render()
 
     def close_maintenance(self) -> None:
-        self.flow.close_maintenance(self.monotonic())
+        self.terminal.close_maintenance()
         self.render()
 
     def quit(self) -> None:
-        now = self.monotonic()
-        self._run(self.flow.quit(now), now)
+        self.terminal.quit()
 
     def tick(self, _dt: float = 0.0) -> None:
-        now = self.monotonic()
-        before = self.flow.screen
-        effects = self.flow.tick(now)
-        if effects or self.flow.screen != before:
-            self._run(effects, now)
-        elif self.flow.screen in (Screen.REASON, Screen.AGE) and self._page is not None:
+        if self.terminal.tick():
+            self.render()
+        elif self.flow.screen == Screen.QUESTION and self._page is not None:
             self._page.tick()
 
     def check_hours(self, _dt: float = 0.0) -> None:
         before = self.flow.screen
-        self.flow.set_open(self._open_now(), self.monotonic())
+        self.terminal.set_open(self._open_now())
         if self.flow.screen != before:
             self.render()
 
@@ -297,7 +309,7 @@ class Shell:
             return
         try:
             stats = self.outbox.stats()
-            error = stats.error or (str(self.uplink.failure) if self.uplink and self.uplink.failure else None)
+            error = stats.error or self.uplink_problem()
             backlog = stats.backlog
         except OutboxError as exc:
             error, backlog = str(exc), 0
@@ -305,43 +317,18 @@ class Shell:
 
     def apply_survey(self, config: SurveyConfig) -> None:
         """A new survey config (already validated and cached): in force from now on."""
-        now = self.monotonic()
-        self.flow.configure(survey_mod.merge(self._base, config), now)
-        self.flow.set_open(self._open_now(), now)
+        self.terminal.configure(survey_mod.merge(self._base, config))
+        self.terminal.set_open(self._open_now())
         self.render()
 
-    # -- effects -------------------------------------------------------------------
+    # -- the terminal's hooks ----------------------------------------------------------
 
-    def _run(self, effects, now: float) -> None:
-        for effect in effects:
-            if isinstance(effect, Record):
-                try:
-                    rating = self.outbox.record(effect.score, hold=True, lang=effect.lang, input=effect.input)
-                except (OutboxError, ValueError) as exc:
-                    log.error("tap %s NOT recorded: %s", effect.score, exc)
-                    self._run(self.flow.record_failed(now), now)
-                    continue
-                self.last_rating = rating
-                self._chime(effect.score)
-                self._run(self.flow.recorded(rating.id, now), now)
-            elif isinstance(effect, Annotate):
-                try:
-                    self.outbox.annotate(effect.rating_id, reason=effect.reason, age_group=effect.age_group)
-                except (OutboxError, ValueError) as exc:
-                    log.error("follow-up answer for %s not stored: %s", effect.rating_id, exc)
-            elif isinstance(effect, Release):
-                try:
-                    self.outbox.release(effect.rating_id)
-                except OutboxError as exc:
-                    # Still held: release_all_held() at the next start frees it.
-                    log.error("rating %s not released: %s", effect.rating_id, exc)
-                if self.uplink is not None:
-                    self.uplink.notify()
-            elif isinstance(effect, Quit):
-                log.info("maintenance: quit from the staff screen")
-                App.get_running_app().stop()
-                return
-        self.render()
+    def _recorded(self, rating: Rating) -> None:
+        self._chime(rating.score)
+
+    def _released(self, _rating_id: str) -> None:
+        if self.uplink is not None:
+            self.uplink.notify()
 
     def _chime(self, score: int) -> None:
         if self.buttons is not None:

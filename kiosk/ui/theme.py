@@ -94,7 +94,8 @@ STANDARD = Theme(
     button_active_text=hex_rgb("#FFFFFF"),
     skip=hex_rgb("#37474F"),
     skip_text=hex_rgb("#FFFFFF"),
-    thanks=hex_rgb("#1E6B34"),
+    # The same navy after any score: green would say "good answer".
+    thanks=hex_rgb("#1F4E79"),
     thanks_text=hex_rgb("#FFFFFF"),
     error=hex_rgb("#B3261E"),
     error_text=hex_rgb("#FFFFFF"),

@@ -10,8 +10,9 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 from kiosk.buttons import BUFFERING, CONNECTED, ERROR, Buttons, Debouncer, status_light  # noqa: E402
 from kiosk.config import ButtonsConfig  # noqa: E402
-from kiosk.flow import Flow, Record, Settings  # noqa: E402
+from kiosk.flow import Flow, Screen, Settings  # noqa: E402
 from kiosk.outbox import Outbox  # noqa: E402
+from kiosk.terminal import Terminal  # noqa: E402
 from tests.waiting import wait_for
 
 
@@ -36,27 +37,27 @@ def make(factory, presses, clock, **kw):
     return Buttons.from_config(cfg, presses.append, pin_factory=factory, monotonic=clock)
 
 
-def test_a_press_goes_through_the_flow_into_the_outbox(factory, tmp_path):
+def test_a_press_goes_through_the_terminal_into_the_outbox(factory, tmp_path):
+    clock = FakeClock()
     outbox = Outbox.open(tmp_path / "outbox.db")
-    flow = Flow(Settings(reason_threshold=0), now=0.0)
-    recorded = []
-
-    def on_press(score):  # what the app schedules on its own thread
-        for effect in flow.press(score, 1.0, "button"):
-            assert isinstance(effect, Record)
-            rating = outbox.record(effect.score, hold=True, lang=effect.lang, input=effect.input)
-            recorded.append(rating)
-            flow.recorded(rating.id, 1.0)
-
-    buttons = Buttons({19: 4}, on_press, pin_factory=factory)
+    terminal = Terminal(Flow(Settings(guard_s=0.5), now=clock()), outbox, monotonic=clock)
+    # What the app schedules on its own thread for each press.
+    buttons = Buttons({19: 4, 26: 5}, lambda score: terminal.press(score, "button"),
+                      pin_factory=factory, monotonic=clock)
     try:
+        factory.pin(26).drive_low()  # the screen just appeared: inside its guard
+        factory.pin(26).drive_high()
+        assert terminal.last_rating is None and terminal.flow.ignored_taps == 1
+        clock.now += 0.5
         factory.pin(19).drive_low()
         factory.pin(19).drive_high()
     finally:
         buttons.close()
-    (rating,) = recorded
-    row = outbox.conn.execute("SELECT score, payload FROM ratings").fetchone()
+    rating = terminal.last_rating
+    assert rating is not None and terminal.flow.screen == Screen.THANKS
+    row = outbox.conn.execute("SELECT score, payload, held FROM ratings").fetchone()
     assert row[0] == 4 and '"input":"button"' in row[1] and rating.input == "button"
+    assert row[2] == 0  # released: no question follows, so it may be sent
 
 
 def test_each_pin_maps_to_its_score(factory):

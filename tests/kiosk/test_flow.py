@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from kiosk.flow import Annotate, Flow, Quit, Record, Release, Screen, Settings
+from kiosk import protocol
+from kiosk.flow import Annotate, Flow, Question, Quit, Record, Release, Screen, Settings
+from kiosk.survey import questions
+
+
+def settings(reasons=protocol.DEFAULT_REASONS, reason_threshold=2, age_group=False, **kw) -> Settings:
+    """Settings with the questions a survey config of these values asks."""
+    return Settings(questions=questions(reasons, reason_threshold, age_group), **kw)
 
 
 def tap(flow: Flow, score: int, now: float, rating_id: str = "r1", input: str = "touch"):
@@ -19,7 +26,7 @@ def tap(flow: Flow, score: int, now: float, rating_id: str = "r1", input: str = 
 
 @pytest.mark.parametrize("score", [1, 2, 3, 4, 5])
 def test_each_score_is_recorded_first_with_language_and_input(score):
-    flow = Flow(Settings(reason_threshold=0), now=0.0)
+    flow = Flow(settings(reason_threshold=0), now=0.0)
     record, after = tap(flow, score, 1.0, input="button")
     assert record == Record(score, "ko", "button")
     assert after == [Release("r1")]
@@ -28,62 +35,62 @@ def test_each_score_is_recorded_first_with_language_and_input(score):
 
 @pytest.mark.parametrize("score,asks", [(1, True), (2, True), (3, False), (4, False), (5, False)])
 def test_reasons_are_asked_at_or_below_the_threshold(score, asks):
-    flow = Flow(Settings(reason_threshold=2), now=0.0)
+    flow = Flow(settings(reason_threshold=2), now=0.0)
     _, after = tap(flow, score, 1.0)
     if asks:
-        assert after == [] and flow.screen == Screen.REASON and flow.deadline == 11.0
+        assert after == [] and flow.view == "reason" and flow.deadline == 11.0
     else:
         assert after == [Release("r1")] and flow.screen == Screen.THANKS
 
 
 def test_follow_up_answered_annotates_the_same_rating_then_releases_it():
-    flow = Flow(Settings(reason_threshold=3, age_group=True), now=0.0)
+    flow = Flow(settings(reason_threshold=3, age_group=True), now=0.0)
     tap(flow, 2, 1.0, "abc")
-    assert flow.answer_reason("wait_time", 2.0) == [Annotate("abc", reason="wait_time")]
-    assert flow.screen == Screen.AGE and flow.deadline == 12.0
-    assert flow.answer_age("30s", 3.0) == [Annotate("abc", age_group="30s"), Release("abc")]
+    assert flow.answer("reason", "wait_time", 2.0) == [Annotate("abc", "reason", "wait_time")]
+    assert flow.view == "age_group" and flow.deadline == 12.0
+    assert flow.answer("age_group", "30s", 3.0) == [Annotate("abc", "age_group", "30s"), Release("abc")]
     assert flow.screen == Screen.THANKS and flow.deadline == 5.5
     assert flow.tick(5.4) == [] and flow.screen == Screen.THANKS
     assert flow.tick(5.5) == [] and flow.screen == Screen.RATING and flow.rating_id is None
 
 
 def test_unknown_answers_are_refused():
-    flow = Flow(Settings(reasons=("wait_time",), age_group=True), now=0.0)
+    flow = Flow(settings(reasons=("wait_time",), age_group=True), now=0.0)
     tap(flow, 1, 1.0)
-    assert flow.answer_reason("parking", 2.0) == []
-    assert flow.answer_age("30s", 2.0) == []  # not the age screen yet
-    assert flow.screen == Screen.REASON
+    assert flow.answer("reason", "parking", 2.0) == []
+    assert flow.answer("age_group", "30s", 2.0) == []  # not the age screen yet
+    assert flow.view == "reason"
 
 
 def test_follow_up_skipped_keeps_the_rating():
-    flow = Flow(Settings(age_group=True), now=0.0)
+    flow = Flow(settings(age_group=True), now=0.0)
     tap(flow, 1, 1.0)
-    assert flow.skip(2.0) == [] and flow.screen == Screen.AGE
+    assert flow.skip(2.0) == [] and flow.view == "age_group"
     assert flow.skip(3.0) == [Release("r1")] and flow.screen == Screen.THANKS
     assert flow.skip(3.1) == []
 
 
 def test_follow_up_timeout_closes_it_keeping_the_rating():
-    flow = Flow(Settings(followup_timeout_s=10.0, age_group=True), now=0.0)
+    flow = Flow(settings(followup_timeout_s=10.0, age_group=True), now=0.0)
     tap(flow, 1, 1.0)
-    assert flow.tick(10.9) == [] and flow.screen == Screen.REASON
+    assert flow.tick(10.9) == [] and flow.view == "reason"
     assert flow.tick(11.0) == [Release("r1")] and flow.screen == Screen.THANKS
 
 
 def test_age_question_alone_for_good_scores():
-    flow = Flow(Settings(age_group=True), now=0.0)
+    flow = Flow(settings(age_group=True), now=0.0)
     _, after = tap(flow, 5, 1.0)
-    assert after == [] and flow.screen == Screen.AGE
+    assert after == [] and flow.view == "age_group"
 
 
 def test_no_reasons_configured_means_no_reason_question():
-    flow = Flow(Settings(reasons=(), reason_threshold=5), now=0.0)
+    flow = Flow(settings(reasons=(), reason_threshold=5), now=0.0)
     _, after = tap(flow, 1, 1.0)
     assert after == [Release("r1")]
 
 
 def test_cooldown_ignores_and_counts_taps():
-    flow = Flow(Settings(cooldown_s=3.0, thank_you_s=1.0, reason_threshold=0), now=0.0)
+    flow = Flow(settings(cooldown_s=3.0, thank_you_s=1.0, reason_threshold=0), now=0.0)
     tap(flow, 5, 10.0)
     flow.stray_tap(10.5)  # on the thank-you screen
     flow.tick(11.0)
@@ -96,32 +103,32 @@ def test_cooldown_ignores_and_counts_taps():
 
 
 def test_a_button_press_during_a_follow_up_ends_that_visit_and_starts_another():
-    flow = Flow(Settings(cooldown_s=1.0), now=0.0)
+    flow = Flow(settings(cooldown_s=1.0), now=0.0)
     tap(flow, 1, 1.0, "first")
-    assert flow.screen == Screen.REASON
+    assert flow.view == "reason"
     record, after = tap(flow, 2, 5.0, "second", input="button")
     assert after == [Release("first")] and flow.rating_id == "second"
-    assert flow.screen == Screen.REASON
+    assert flow.view == "reason"
 
 
 def test_press_while_recording_is_not_doubled():
-    flow = Flow(Settings(), now=0.0)
+    flow = Flow(settings(), now=0.0)
     assert flow.press(3, 1.0)
     assert flow.press(3, 1.0) == []
 
 
 def test_record_failure_shows_an_error_never_thanks():
-    flow = Flow(Settings(error_s=3.0), now=0.0)
+    flow = Flow(settings(error_s=3.0), now=0.0)
     flow.press(5, 1.0)
     assert flow.record_failed(1.0) == []
     assert flow.screen == Screen.ERROR and flow.rating_id is None
     flow.tick(4.0)
     assert flow.screen == Screen.RATING
-    assert flow.press(5, 4.0)  # no cooldown after a failure
+    assert flow.press(5, 4.6)  # no cooldown after a failure (only the new screen's guard)
 
 
 def test_language_is_recorded_and_reset_after_the_visit():
-    flow = Flow(Settings(reason_threshold=0, thank_you_s=2.0), now=0.0)
+    flow = Flow(settings(reason_threshold=0, thank_you_s=2.0), now=0.0)
     flow.set_language("vi", 1.0)
     record, _ = tap(flow, 4, 2.0)
     assert record.lang == "vi" and flow.lang == "vi"
@@ -130,7 +137,7 @@ def test_language_is_recorded_and_reset_after_the_visit():
 
 
 def test_language_resets_when_nobody_taps():
-    flow = Flow(Settings(idle_reset_s=60.0), now=0.0)
+    flow = Flow(settings(idle_reset_s=60.0), now=0.0)
     flow.set_language("ja", 10.0)
     flow.tick(69.0)
     assert flow.lang == "ja"
@@ -139,13 +146,13 @@ def test_language_resets_when_nobody_taps():
 
 
 def test_unknown_language_is_ignored():
-    flow = Flow(Settings(languages=("ko", "en")), now=0.0)
+    flow = Flow(settings(languages=("ko", "en")), now=0.0)
     flow.set_language("zh", 1.0)
     assert flow.lang == "ko"
 
 
 def test_sleep_outside_hours_taps_do_not_count_by_default():
-    flow = Flow(Settings(), now=0.0, open=False)
+    flow = Flow(settings(), now=0.0, open=False)
     assert flow.screen == Screen.SLEEP
     assert flow.press(5, 1.0, "button") == []
     flow.wake(1.0)
@@ -158,7 +165,7 @@ def test_sleep_outside_hours_taps_do_not_count_by_default():
 
 
 def test_sleep_with_count_when_closed_wakes_on_touch_and_records_buttons():
-    flow = Flow(Settings(count_when_closed=True, wake_s=30.0, reason_threshold=0, thank_you_s=1.0), now=0.0,
+    flow = Flow(settings(count_when_closed=True, wake_s=30.0, reason_threshold=0, thank_you_s=1.0), now=0.0,
                 open=False)
     record, _ = tap(flow, 2, 1.0, input="button")
     assert record == Record(2, "ko", "button")
@@ -173,17 +180,17 @@ def test_sleep_with_count_when_closed_wakes_on_touch_and_records_buttons():
 
 
 def test_closing_time_during_a_visit_finishes_the_visit_first():
-    flow = Flow(Settings(thank_you_s=1.0), now=0.0)
+    flow = Flow(settings(thank_you_s=1.0), now=0.0)
     tap(flow, 1, 1.0)
     flow.set_open(False, 2.0)
-    assert flow.screen == Screen.REASON
+    assert flow.view == "reason"
     assert flow.skip(3.0) == [Release("r1")]
     flow.tick(4.0)
     assert flow.screen == Screen.SLEEP
 
 
 def test_maintenance_pin_right_opens_the_staff_screen_and_allows_quit():
-    flow = Flow(Settings(pin="2468"), now=0.0)
+    flow = Flow(settings(pin="2468"), now=0.0)
     assert flow.quit(0.5) == []
     flow.open_pin(1.0)
     assert flow.screen == Screen.PIN
@@ -197,7 +204,7 @@ def test_maintenance_pin_right_opens_the_staff_screen_and_allows_quit():
 
 
 def test_maintenance_pin_wrong_is_refused_then_the_pad_closes():
-    flow = Flow(Settings(pin="2468", max_pin_attempts=3), now=0.0)
+    flow = Flow(settings(pin="2468", max_pin_attempts=3), now=0.0)
     flow.open_pin(1.0)
     for attempt in range(2):
         flow.pin_digit("1", 2.0)
@@ -210,40 +217,99 @@ def test_maintenance_pin_wrong_is_refused_then_the_pad_closes():
 
 
 def test_maintenance_screens_time_out():
-    flow = Flow(Settings(pin="1", pin_timeout_s=30.0, maintenance_timeout_s=300.0), now=0.0)
+    flow = Flow(settings(pin="1", pin_timeout_s=30.0, maintenance_timeout_s=300.0), now=0.0)
     flow.open_pin(1.0)
     flow.tick(31.0)
     assert flow.screen == Screen.RATING
     flow.open_pin(40.0)
-    flow.pin_digit("1", 40.0)
-    flow.pin_submit(40.0)
-    flow.tick(339.0)
-    assert flow.screen == Screen.MAINTENANCE
+    flow.pin_digit("1", 41.0)
+    flow.pin_submit(41.0)
     flow.tick(340.0)
+    assert flow.screen == Screen.MAINTENANCE
+    flow.tick(341.0)
     assert flow.screen == Screen.RATING
 
 
 def test_pin_pad_cannot_open_mid_visit():
-    flow = Flow(Settings(), now=0.0)
+    flow = Flow(settings(), now=0.0)
     tap(flow, 1, 1.0)
     flow.open_pin(2.0)
-    assert flow.screen == Screen.REASON
+    assert flow.view == "reason"
 
 
 def test_empty_pin_never_opens():
-    flow = Flow(Settings(pin=""), now=0.0)
+    flow = Flow(settings(pin=""), now=0.0)
     flow.open_pin(1.0)
     assert not flow.pin_submit(1.0)
 
 
 def test_bad_score_is_an_error():
     with pytest.raises(ValueError):
-        Flow(Settings(), now=0.0).press(6, 1.0)
+        Flow(settings(), now=0.0).press(6, 1.0)
 
 
 def test_configure_applies_new_settings_to_the_next_visit():
-    flow = Flow(Settings(reason_threshold=0), now=0.0)
-    flow.configure(Settings(reason_threshold=5, reasons=("parking",)), 1.0)
+    flow = Flow(settings(reason_threshold=0), now=0.0)
+    flow.configure(settings(reason_threshold=5, reasons=("parking",)), 1.0)
     tap(flow, 5, 2.0)
-    assert flow.screen == Screen.REASON
-    assert flow.answer_reason("parking", 3.0)[0] == Annotate("r1", reason="parking")
+    assert flow.view == "reason"
+    assert flow.answer("reason", "parking", 3.0)[0] == Annotate("r1", "reason", "parking")
+
+
+# -- questions as data ---------------------------------------------------------------
+
+
+def test_any_question_is_asked_and_answered_by_its_field():
+    visit_purpose = Question("visit_purpose", ("permit", "tax"), max_score=5)
+    flow = Flow(Settings(questions=(visit_purpose,)), now=0.0)
+    _, after = tap(flow, 5, 1.0, "r9")
+    assert after == [] and flow.view == "visit_purpose" and flow.question is visit_purpose
+    assert flow.answer("visit_purpose", "parking", 2.0) == []  # not one of its codes
+    assert flow.answer("reason", "permit", 2.0) == []  # not the question on screen
+    assert flow.answer("visit_purpose", "tax", 2.0) == [Annotate("r9", "visit_purpose", "tax"), Release("r9")]
+    assert flow.screen == Screen.THANKS
+
+
+def test_a_question_follows_only_scores_at_or_below_its_max():
+    flow = Flow(Settings(questions=(Question("reason", ("a",), max_score=3),)), now=0.0)
+    _, after = tap(flow, 4, 1.0)
+    assert after == [Release("r1")]
+    flow.tick(10.0)
+    _, after = tap(flow, 3, 20.0, "r2")
+    assert after == [] and flow.view == "reason"
+
+
+# -- the new screen's guard ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("gap", [0.05, 0.2, 0.45])
+def test_a_double_tap_never_answers_the_follow_up(gap):
+    flow = Flow(settings(age_group=True, guard_s=0.5), now=0.0)
+    tap(flow, 2, 1.0)
+    assert flow.view == "reason"
+    assert flow.answer("reason", "information", 1.0 + gap) == []
+    assert flow.skip(1.0 + gap) == [] and flow.view == "reason"
+    assert flow.ignored_taps == 2
+    assert flow.answer("reason", "information", 1.5) == [Annotate("r1", "reason", "information")]
+    assert flow.view == "age_group"
+    assert flow.answer("age_group", "70plus", 1.5 + gap) == []  # the next question has its own guard
+    assert flow.answer("age_group", "70plus", 2.0)[0] == Annotate("r1", "age_group", "70plus")
+
+
+def test_every_new_screen_has_the_guard_buttons_too():
+    flow = Flow(settings(reason_threshold=0, cooldown_s=0.0, thank_you_s=1.0, guard_s=0.5), now=0.0)
+    assert flow.press(4, 0.2, "button") == []  # the first screen, just drawn
+    assert flow.press(4, 0.5, "button")
+    flow.recorded("r1", 0.5)
+    flow.tick(1.5)
+    assert flow.screen == Screen.RATING
+    flow.set_language("en", 1.7)
+    assert flow.lang == "ko"
+    assert flow.press(3, 1.9, "button") == []
+    assert flow.press(3, 2.0, "button") == [Record(3, "ko", "button")]
+
+
+def test_a_zero_guard_takes_input_at_once():
+    flow = Flow(settings(guard_s=0.0), now=0.0)
+    tap(flow, 1, 0.0)
+    assert flow.answer("reason", "other", 0.0) == [Annotate("r1", "reason", "other"), Release("r1")]

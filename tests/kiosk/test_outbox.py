@@ -83,6 +83,8 @@ def test_hold_annotate_release(outbox):
     assert outbox.annotate(held.id, age_group="40s").reason == "wait_time"
     with pytest.raises(protocol.ProtocolError):
         outbox.annotate(held.id, age_group="teen")
+    with pytest.raises(ValueError, match="score: not a follow-up answer field"):
+        outbox.annotate(held.id, score=5)  # what the tap recorded never changes
     outbox.release(held.id)
     rows = outbox.pending()
     assert [r[1] for r in rows] == [held.id, other.id]

@@ -11,7 +11,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk import protocol
-from kiosk.flow import Settings
+from kiosk.flow import Question, Settings
 from kiosk.outbox import Outbox
 from kiosk.protocol import ProtocolError, SurveyConfig
 from kiosk.survey import Survey, hours, is_open, merge
@@ -107,10 +107,13 @@ def test_opening_hours():
 def test_merge_takes_what_the_site_sets_and_keeps_the_rest():
     base = Settings(cooldown_s=3.0, followup_timeout_s=10.0, thank_you_s=2.5, pin="1234")
     assert merge(base, None) is base
-    merged = merge(base, SurveyConfig("1", reasons=("parking",), reason_threshold=4, cooldown_s=8))
-    assert merged.reasons == ("parking",) and merged.reason_threshold == 4
+    merged = merge(base, SurveyConfig("1", reasons=("parking",), reason_threshold=4, cooldown_s=8,
+                                      reason_labels={"parking": {"ko": "주차"}}))
+    assert merged.questions == (Question("reason", ("parking",), 4, labels={"parking": {"ko": "주차"}}),)
     assert merged.cooldown_s == 8.0 and merged.followup_timeout_s == 10.0 and merged.pin == "1234"
     assert merge(base, full_config()).count_when_closed is True
+    assert merge(base, SurveyConfig("2", reason_threshold=0, age_group=True)).questions == (
+        Question("age_group", protocol.AGE_GROUPS, 5, key="age"),)
     assert hours(("mon 09:00-10:00",), None) == ("mon 09:00-10:00",)
     assert hours(("mon 09:00-10:00",), SurveyConfig("1", hours=())) == ()
 

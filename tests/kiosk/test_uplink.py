@@ -315,3 +315,30 @@ def test_from_config_and_prune_at_start(mosquitto, tmp_path):
     finally:
         uplink.stop()
         peer.close()
+
+
+def test_same_terminal_name_at_two_sites_both_stay_connected(mosquitto, tmp_path):
+    """Every facility has a counter-01: their client ids differ, so neither kicks the other off."""
+    peer = Peer(mosquitto)
+    uplinks = [Uplink(lambda site=site: Outbox.open(tmp_path / f"{site}.db"), site=site,
+                      terminal="counter-01", broker_url=mosquitto.url, reconnect_delay=(0.2, 1.0))
+               for site in ("site-a", "site-b")]
+    try:
+        for uplink in uplinks:
+            outbox = Outbox.open(tmp_path / f"{uplink.site}.db")
+            tap(outbox, 3)
+            outbox.close()
+            uplink.start()
+        for uplink in uplinks:
+            assert uplink.wait_idle(20), uplink.site
+        time.sleep(2.0)  # a kicked-off client reconnects within a second: give it the chance
+        assert [u.counters["connects"] for u in uplinks] == [1, 1]
+        assert all(u.connected for u in uplinks)
+        assert [u.client_id for u in uplinks] == ["onetap-site-a-counter-01", "onetap-site-b-counter-01"]
+        log = (mosquitto.directory / "mosquitto.log").read_text()
+        assert "as onetap-site-a-counter-01" in log and "as onetap-site-b-counter-01" in log
+        assert len(peer.received("counter-01")) == 6
+    finally:
+        for uplink in uplinks:
+            uplink.stop()
+        peer.close()

@@ -137,3 +137,54 @@ def test_demo_with_a_kiosk_window(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def without_kivy(directory: Path) -> str:
+    """A PYTHONPATH like this venv's site-packages with Kivy left out (as a server-only install)."""
+    import site
+
+    directory.mkdir()
+    for packages in site.getsitepackages():
+        for entry in Path(packages).iterdir():
+            if not entry.name.lower().startswith("kivy") and not (directory / entry.name).exists():
+                (directory / entry.name).symlink_to(entry)
+    return os.pathsep.join([str(Path(__file__).resolve().parents[2]), str(directory)])
+
+
+def test_demo_without_kivy_simulates_its_terminals_even_with_a_display(tmp_path):
+    """kiosk.ui imports on every install; only Kivy tells whether a window can open."""
+    port = free_port()
+    env = {**os.environ, "DISPLAY": ":99", "PYTHONPATH": without_kivy(tmp_path / "site")}
+    probe = subprocess.run([sys.executable, "-S", "-c", "import kivy"], env=env, capture_output=True, text=True)
+    assert "No module named 'kivy'" in probe.stderr  # the environment really lacks Kivy
+    process = subprocess.Popen(
+        [sys.executable, "-S", "-c", "import sys; from server.__main__ import main; sys.exit(main())",
+         "demo", "--listen", f"127.0.0.1:{port}", "--no-history", "--data-dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        banner = ""
+        while "data:" not in banner:
+            line = process.stdout.readline()
+            assert line, process.stderr.read()
+            banner += line
+        assert "kiosk:      3 simulated terminals" in banner
+        token = re.search(r"API token:\s+(\S+)", banner).group(1)
+        online = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(online) < 3:
+            try:
+                terminals = requests.get(f"http://127.0.0.1:{port}/api/v1/terminals", timeout=5,
+                                         headers={"Authorization": f"Bearer {token}"}).json()
+            except requests.RequestException:
+                terminals = []
+            online = sorted(t["terminal"] for t in terminals if t["state"] == "online")
+            time.sleep(0.5)
+        assert online == ["sim-001", "sim-002", "sim-003"], (tmp_path / "demo" / "kiosk.log").read_text()[-3000:]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -109,9 +109,21 @@ def touch_at(x: float, y: float):
 
 
 def screen_is(app, name: str):
+    """The screen *name* (a question by its field: "reason", "age_group") is drawn."""
     def check():
-        return app.shell.flow.screen.value == name and app.shell._page is app.shell.pages.get(app.shell.flow.screen)
+        shell = app.shell
+        return shell.flow.view == name and shell._page is shell.pages.get(name)
     check.what = f"screen {name}"
+    return check
+
+
+def ready(app, name: str):
+    """The screen *name* is drawn and its input guard is over: a tap now is a citizen's choice."""
+    drawn = screen_is(app, name)
+
+    def check():
+        return drawn() and not app.shell.flow.guarding(app.shell.monotonic())
+    check.what = f"screen {name}, past its guard"
     return check
 
 
@@ -129,9 +141,28 @@ def page(app):
     return app.shell._page
 
 
+def drawing(widget) -> list:
+    """What a widget's canvas draws, comparable: each instruction's kind, colour and points."""
+    out = []
+    for instruction in widget.canvas.children:
+        entry = [type(instruction).__name__]
+        for attribute in ("rgba", "points", "pos", "size", "circle"):
+            value = getattr(instruction, attribute, None)
+            if value is not None:
+                entry.append([round(v, 2) for v in value])
+        out.append(entry)
+    return out
+
+
 def settings(app, **changes):
+    """Change the visit settings; reason_threshold and age_group become the questions, as a survey config's do."""
     import dataclasses
 
+    from kiosk.survey import questions
+
+    if "reason_threshold" in changes or "age_group" in changes:
+        changes["questions"] = questions(reason_threshold=changes.pop("reason_threshold", 2),
+                                         age_group=changes.pop("age_group", False))
     shell = app.shell
     shell.flow.configure(dataclasses.replace(shell.flow.settings, **changes), shell.monotonic())
     shell.render()
@@ -155,36 +186,40 @@ def ratings(app, result, args):
     # 1. every tile, no follow-up
     settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.3)
     ids = []
+    result["thanks_drawn"] = []
     for index in range(5):
-        yield screen_is(app, "rating")
+        yield ready(app, "rating")
         tap(page(app).tiles[index])
         yield screen_is(app, "thanks")
         ids.append(shell.last_rating.id)
+        thanks = page(app)
+        result["thanks_drawn"].append({"sign": drawing(thanks.face), "background": list(thanks._bg),
+                                       "texts": visible_texts(thanks)})
     result["tile_ids"] = ids
     # 2. follow-up answered: reason and age group
     settings(app, reason_threshold=2, age_group=True, followup_timeout_s=1.0)
-    yield screen_is(app, "rating")
+    yield ready(app, "rating")
     tap(page(app).tiles[0])
-    yield screen_is(app, "reason")
+    yield ready(app, "reason")
     result["reason_texts"] = visible_texts(shell.root)
     tap(page(app).options["wait_time"])
-    yield screen_is(app, "age")
+    yield ready(app, "age_group")
     tap(page(app).options["30s"])
     yield screen_is(app, "thanks")
     result["answered_id"] = shell.last_rating.id
     # 3. follow-up skipped, then timed out
-    yield screen_is(app, "rating")
+    yield ready(app, "rating")
     tap(page(app).tiles[1])
-    yield screen_is(app, "reason")
+    yield ready(app, "reason")
     tap(page(app).skip)
-    yield screen_is(app, "age")
+    yield screen_is(app, "age_group")
     yield screen_is(app, "thanks")  # the age question times out by itself
     result["skipped_id"] = shell.last_rating.id
     # 4. language switch changes every visible label and the recorded lang
     settings(app, reason_threshold=0, age_group=False)
     result["languages"] = {}
     for lang in ("en", "zh", "vi", "ja"):
-        yield screen_is(app, "rating")
+        yield ready(app, "rating")
         tap(page(app).languages.buttons[lang])
         yield lambda: shell.flow.lang == lang
         result["languages"][lang] = visible_texts(shell.root)
@@ -204,12 +239,12 @@ def guards(app, result, args):
     from kivy.core.window import Window
 
     shell = app.shell
-    yield screen_is(app, "rating")
+    yield ready(app, "rating")
     settings(app, reason_threshold=0, cooldown_s=60.0, thank_you_s=0.3)
     tap(page(app).tiles[4])
     yield screen_is(app, "thanks")
     tap(page(app))  # a child hammering the thank-you screen
-    yield screen_is(app, "rating")
+    yield ready(app, "rating")
     tap(page(app).tiles[2])
     tap(page(app).tiles[2])
     yield 0.2
@@ -223,7 +258,7 @@ def guards(app, result, args):
     result["alive_after_escape"] = True
     # hidden gesture: a long press in the bottom-left corner
     touch = touch_at(3, 3)
-    yield screen_is(app, "pin")
+    yield ready(app, "pin")
     touch.touch_up()
     pin = page(app)
     for digit in "9999":
@@ -234,7 +269,7 @@ def guards(app, result, args):
     for digit in shell.cfg.ui.maintenance_pin:
         tap(pin.keys[digit])
     tap(pin.keys["ok"])
-    yield screen_is(app, "maintenance")
+    yield ready(app, "maintenance")
     result["maintenance_texts"] = visible_texts(shell.root)
     result["maintenance_info"] = shell.maintenance_info()
     result["expect_stop"] = True
@@ -246,7 +281,7 @@ def guards(app, result, args):
 def sleep(app, result, args):
     """Outside opening hours: the sleep screen; taps do not count."""
     shell = app.shell
-    yield screen_is(app, "sleep")
+    yield ready(app, "sleep")
     result["sleep_texts"] = visible_texts(shell.root)
     tap(page(app))
     yield 0.3
@@ -271,8 +306,9 @@ def survey(app, result, args):
         result["after_reject_question"] = page(app).question.text
         result["after_reject_version"] = shell.survey.version
     if expected.get("reason"):
+        yield ready(app, "rating")
         tap(page(app).tiles[0])
-        yield screen_is(app, "reason")
+        yield ready(app, "reason")
         result["reason_texts"] = visible_texts(shell.root)
         tap(page(app).options[expected["reason"]])
         yield screen_is(app, "thanks")
@@ -300,17 +336,16 @@ def screenshots(app, result, args):
         result["shots"].append(path.name)
 
     for lang in args.langs.split(","):
-        yield screen_is(app, "rating")
+        yield ready(app, "rating")
         shell.set_language(lang)
         yield 0.2
         shot("rating", lang)
+        yield ready(app, "rating")
         shell.press(1)
-        yield screen_is(app, "reason")
-        yield 0.2
+        yield ready(app, "reason")
         shot("followup-reason", lang)
         shell.skip()
-        yield screen_is(app, "age")
-        yield 0.2
+        yield ready(app, "age_group")
         shot("followup-age", lang)
         shell.skip()
         yield screen_is(app, "thanks")
@@ -328,15 +363,54 @@ def screenshots(app, result, args):
         shell.check_hours()
         shell.flow.lang = lang
         shell.open_pin()
-        yield screen_is(app, "pin")
+        yield ready(app, "pin")
         shell.flow.lang = lang
         for digit in shell.cfg.ui.maintenance_pin:
             shell.pin_digit(digit)
         shell.pin_submit()
-        yield screen_is(app, "maintenance")
-        yield 0.2
+        yield ready(app, "maintenance")
         shot("maintenance", lang)
         shell.close_maintenance()
+
+
+def double_taps(app, result, args):
+    """Each face with a follow-up, tapped twice on one spot 50-450 ms apart: the second tap answers nothing."""
+    from kiosk.flow import Screen
+
+    shell = app.shell
+    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, thank_you_s=0.2, followup_timeout_s=60)
+    result["guard_s"] = shell.flow.settings.guard_s
+    result["visits"] = []
+    for score in range(1, 6):
+        for gap in (0.05, 0.15, 0.25, 0.35, 0.45):
+            yield ready(app, "rating")
+            tile = page(app).tiles[score - 1]
+            x, y = tile.to_window(*tile.center)
+            ignored = shell.flow.ignored_taps
+            first_at = time.monotonic()
+            touch_at(x, y).touch_up()
+            question = shell.flow.view
+            follow_up = page(app)
+            targets = {**follow_up.options, "skip": follow_up.skip, **follow_up.languages.buttons}
+            under = sorted(name for name, widget in targets.items()
+                           if widget.collide_point(*widget.to_widget(x, y)))
+            yield gap
+            second_at = time.monotonic()
+            touch_at(x, y).touch_up()
+            after_second = shell.flow.view
+            # A finger that slips onto an answer within the guard: refused too. (Checked
+            # against the flow's own clock just before the touch, so it is inside the guard.)
+            slipped = time.monotonic() - shell.flow.shown_at < shell.flow.settings.guard_s - 0.02
+            if slipped:
+                tap(next(iter(follow_up.options.values())))
+            result["visits"].append({
+                "score": score, "gap": gap, "interval": second_at - first_at, "question": question,
+                "after_second": after_second, "under": under, "slipped": slipped,
+                "ignored": shell.flow.ignored_taps - ignored, "after_slip": shell.flow.view,
+            })
+            while shell.flow.screen == Screen.QUESTION:
+                yield ready(app, shell.flow.view)
+                tap(page(app).skip)
 
 
 def buttons(app, result, args):
@@ -344,7 +418,7 @@ def buttons(app, result, args):
     from gpiozero import Device
 
     shell = app.shell
-    yield screen_is(app, "rating")
+    yield ready(app, "rating")
     yield lambda: shell.buttons is not None
     factory = Device.pin_factory
     button = factory.pin(26)  # [buttons] maps GPIO 26 to score 5
@@ -362,7 +436,7 @@ def buttons(app, result, args):
                       "error": factory.pin(21).state}
 
 
-SCENARIOS = {"buttons": buttons, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+SCENARIOS = {"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":

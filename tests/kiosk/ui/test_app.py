@@ -81,6 +81,11 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
     assert [r["id"] for r in saved[:5]] == result["tile_ids"]
     assert all(r["lang"] == "ko" and r["input"] == "touch" for r in saved[:5])
     assert all(r["held"] == 0 for r in saved)  # every visit released its rating for sending
+    # The thank-you screen is the same after 매우 불만족 as after 매우 만족: no face, no score colour.
+    first_thanks = result["thanks_drawn"][0]
+    assert all(drawn == first_thanks for drawn in result["thanks_drawn"])
+    assert first_thanks["sign"] and not any(kind == "Ellipse" for kind, *_ in first_thanks["sign"])
+    assert tuple(first_thanks["background"]) == theme.STANDARD.thanks
     # Rating screen in Korean by default, labels inside the tiles.
     assert result["start_texts"] == visible_for("ko")
     assert result["tile_labels"] == ["매우 불만족", "불만족", "보통", "만족", "매우 만족"]
@@ -102,6 +107,27 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
     assert result["thanks_texts_en"] == [CATALOGS["en"]["thanks.title"], CATALOGS["en"]["thanks.body"]]
     # ... and the next visit starts in Korean again.
     assert result["after_visit_lang"] == "ko" and result["after_visit_texts"] == visible_for("ko")
+
+
+def test_a_double_tap_on_any_face_answers_no_follow_up_question(tmp_path):
+    """Older citizens double-tap: the second tap must not record a reason or an age nobody gave."""
+    result = run_driver(tmp_path, "double_taps", ui="guard_ms = 600", timeout=240)
+    assert result["guard_s"] == 0.6  # [ui] guard_ms reaches the running flow
+    visits = result["visits"]
+    assert [(v["score"], v["gap"]) for v in visits] == [
+        (score, gap) for score in range(1, 6) for gap in (0.05, 0.15, 0.25, 0.35, 0.45)]
+    for visit in visits:
+        assert visit["question"] == ("reason" if visit["score"] <= 2 else "age_group"), visit
+        # The second touch came no sooner than asked (the driver's wait starts a moment before the first).
+        assert visit["interval"] >= visit["gap"] - 0.01, visit
+        assert visit["under"] == [], visit  # no control under the face just tapped
+        assert visit["after_second"] == visit["question"], visit  # the second tap moved nothing on
+        # A tap on an answer inside the new screen's guard is refused (and counted).
+        assert visit["ignored"] == int(visit["slipped"]) and visit["after_slip"] == visit["question"], visit
+    assert sum(v["slipped"] for v in visits) >= 10  # the guard itself was tried, not only the layout
+    saved = rows(tmp_path)
+    assert [r["score"] for r in saved] == [v["score"] for v in visits]
+    assert all(r["reason"] is None and r["age_group"] is None and r["held"] == 0 for r in saved)
 
 
 def test_cooldown_escape_and_the_staff_screen(tmp_path):

@@ -43,3 +43,10 @@ def test_tiles_are_at_least_20_mm_wide(size):
 def test_large_text_scales_fonts():
     assert theme.theme(large_text=True).text_scale > 1.0
     assert theme.theme(high_contrast=True).name == "high_contrast"
+
+
+@pytest.mark.parametrize("chosen", [theme.STANDARD, theme.HIGH_CONTRAST], ids=lambda t: t.name)
+def test_the_thank_you_screen_wears_no_score_colour(chosen):
+    """The thank-you screen follows every score: staff nearby must not read the score off its colour."""
+    score_colours = {*chosen.face, *chosen.tile, *chosen.tile_border} - {chosen.background}
+    assert chosen.thanks not in score_colours and chosen.thanks_text not in set(chosen.face)
