@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
 CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock")
 #: Alerts that describe an event: open until someone acknowledges them.
-EVENT_KINDS = ("suspect",)
+EVENT_KINDS = ("suspect", "quarantine")
 _WATERMARK = "alerts.suspect_pk"
 
 
