@@ -142,7 +142,10 @@ class Link:
             client.subscribe([(ratings, 1), (STATUS_SUBSCRIPTION, 1)])
             return
         client.subscribe([
-            (ratings, SubscribeOptions(qos=1)),
+            # retainAsPublished: a batch published retained keeps its flag on the
+            # way to us too, so ingest refuses it the first time, not only when
+            # the broker hands it out again after a restart.
+            (ratings, SubscribeOptions(qos=1, retainAsPublished=True)),
             (STATUS_SUBSCRIPTION, SubscribeOptions(qos=1, retainHandling=1)),
         ])
 
