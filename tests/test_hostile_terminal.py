@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import time
 import uuid
@@ -17,6 +16,7 @@ import requests
 
 from kiosk import protocol
 from server.auth import hash_password
+from tests.backends import BACKENDS, make_backend, query
 from tests.broker import Mosquitto
 from tests.server_process import ServerProcess
 from tests.waiting import wait_for
@@ -106,12 +106,23 @@ def broker(tmp_path):
         yield running
 
 
-def stored(db, sql, params=()):
-    conn = sqlite3.connect(db)
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    postgres = request.getfixturevalue("postgres_database") if request.param == "postgres" else None
+    made = make_backend(request.param, tmp_path, postgres, name="server.db")
+    yield made
+    made.close()
+
+
+def stored(backend, sql, params=()):
+    """Rows as tuples; *sql* with ? placeholders on either backend."""
+    store = backend.open()
     try:
-        return conn.execute(sql, params).fetchall()
+        if backend.kind == "postgres":
+            sql = sql.replace("?", "%s")
+        return [tuple(row.values()) for row in query(store, sql, params)]
     finally:
-        conn.close()
+        store.close()
 
 
 def dashboard_pages(base: str) -> dict[str, int]:
@@ -124,11 +135,11 @@ def dashboard_pages(base: str) -> dict[str, int]:
     return {path: session.get(f"{base}{path}", timeout=10).status_code for path in ("/", "/live")}
 
 
-def test_poison_ratings_and_status_stop_nobodys_counting(broker, tmp_path):
+def test_poison_ratings_and_status_stop_nobodys_counting(broker, backend, tmp_path):
     config = tmp_path / "server.toml"
     config.write_text(f'[users.admin]\npassword_hash = "{hash_password(PASSWORD)}"\nsites = "*"\n'
                       '[alerts]\ninterval_s = 1\nopening_hours = ["mon-sun 00:00-24:00"]\n')
-    server = ServerProcess(broker, tmp_path, args=("--config", str(config))).start()
+    server = ServerProcess(broker, tmp_path, args=("--config", str(config), "--db", str(backend.db))).start()
     base = f"http://127.0.0.1:{server.port}"
     wait_for(lambda: requests.get(f"{base}/healthz", timeout=5).json().get("broker") == "connected",
              "the server connected to the broker", timeout=30)
@@ -199,7 +210,7 @@ def test_poison_ratings_and_status_stop_nobodys_counting(broker, tmp_path):
     # /healthz answered 200 ok throughout (but for the restart itself).
     assert [check.bad for check in checks] == [[], []]
     assert all(check.checks >= 5 for check in checks)
-    db = server.db
+    db = backend
     for terminal in GOOD:
         ids = {row[0] for row in stored(db, "SELECT id FROM ratings WHERE terminal = ?", [terminal])}
         assert ids == sent[terminal]
