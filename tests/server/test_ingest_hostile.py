@@ -208,3 +208,65 @@ def test_hostile_values_never_raise_through_ingest_store_board_and_alerts(store,
     for t in store.terminals():
         json.dumps(t, ensure_ascii=False).encode("utf-8")
     AlertEngine(store, ServerConfig()).run_once(NOW + timedelta(minutes=5))
+
+
+# -- the Status path under Hypothesis: store -> board/API -> dashboard -> alerts ----
+
+PASSWORD = "status-path-password"
+
+
+@st.composite
+def hostile_statuses(draw):
+    fields = {}
+    for name in draw(st.lists(st.sampled_from(["at", "oldest_pending_at", "last_tap_at", "last_ack_at"]),
+                              max_size=4)):
+        fields[name] = draw(extreme_times)
+    for name in draw(st.lists(st.sampled_from(["version", "error", "backlog", "seq", "uptime_s",
+                                               "disk_free_mb", "config_version", "ignored_taps",
+                                               "clock_synced"]), max_size=4)):
+        fields[name] = draw(extreme_values)
+    fields.setdefault("at", draw(extreme_times))
+    fields.setdefault("backlog", 1)
+    fields.setdefault("seq", 1)
+    state = draw(st.sampled_from(["online", "online", "offline"]))
+    text = json.dumps({"v": 1, "state": state, **fields}, ensure_ascii=draw(st.booleans()), allow_nan=True)
+    if draw(st.booleans()):
+        text = text.replace('"seq": 1', '"seq": ' + draw(st.sampled_from(RAW_NUMBERS)))
+    return text.encode("utf-8", "surrogatepass")
+
+
+def test_hostile_statuses_never_break_the_board_the_dashboard_or_the_alerts(backend):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from server.api import create_app
+    from server.auth import hash_password
+    from server.config import UserConfig
+
+    config = ServerConfig(api_token="s" * 24, users={"admin": UserConfig(hash_password(PASSWORD), None)})
+    store = backend.open()
+    app = create_app(backend.open, config, now=lambda: NOW)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        page = client.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert client.post("/login", data={"csrf": csrf, "username": "admin", "password": PASSWORD},
+                           follow_redirects=False).status_code == 303
+        ingest = Ingest(store, now=lambda: NOW)
+        engine = AlertEngine(store, config)
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(st.lists(st.tuples(st.sampled_from(["t1", "t2"]), hostile_statuses()), min_size=1, max_size=3))
+        def check(statuses):
+            ingest.handle([(topic("s1", terminal, "status"), payload, True) for terminal, payload in statuses])
+            assert not any(q["reason"].startswith("internal error") for q in store.quarantined(1000))
+            api = client.get("/api/v1/terminals", headers={"Authorization": f"Bearer {config.api_token}"})
+            assert api.status_code == 200, api.text
+            for path in ("/", "/live"):
+                assert client.get(path).status_code == 200, path
+            engine.run_once(NOW + timedelta(hours=1))
+
+        try:
+            check()
+        finally:
+            store.close()
