@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from kiosk.protocol import ProtocolError, format_timestamp, in_time_window, parse_timestamp, site_topic
 from server.config import AlertsConfig, ServerConfig
+from server.ingest import QUARANTINE_ALERT
 from server.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,10 @@ log = logging.getLogger(__name__)
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
 CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock")
 #: Alerts that describe an event: open until someone acknowledges them.
-EVENT_KINDS = ("suspect", "quarantine")
+EVENT_KINDS = ("suspect", QUARANTINE_ALERT)
 _WATERMARK = "alerts.suspect_pk"
+#: Quarantine-cap alerts are raised by ingest; the engine delivers them once.
+_QUARANTINE_WATERMARK = "alerts.quarantine_pk"
 
 
 def _time(text: Any) -> datetime | None:
@@ -294,6 +297,11 @@ class AlertEngine:
             raised.append(self.store.raise_alert(
                 site, terminal, "suspect",
                 f"{site}/{terminal}: {count} ratings at machine pace flagged suspect (kept, excludable)", now))
+        delivered = int(self.store.get_meta(_QUARANTINE_WATERMARK, "0"))
+        from_ingest = [r["pk"] for r in open_rows if r["kind"] == QUARANTINE_ALERT and r["pk"] > delivered]
+        if from_ingest:
+            raised.extend(from_ingest)
+            self.store.set_meta(_QUARANTINE_WATERMARK, str(max(from_ingest)))
         by_pk = {r["pk"]: r for r in self.store.alerts(limit=100_000)} if raised or cleared else {}
         changes = {"raised": [alert_json(by_pk[pk]) for pk in raised],
                    "cleared": [alert_json(by_pk[pk]) for pk in cleared]}

@@ -21,6 +21,7 @@ from kiosk.protocol import (
     decode_batch,
     is_identifier,
     loads_bounded,
+    parse_timestamp,
     parse_topic,
     printable,
     topic as make_topic,
@@ -204,7 +205,8 @@ class Ingest:
                 log.warning("%s/%s reached its daily quarantine cap (%d rows, %d bytes); dropping"
                             " its further bad messages until tomorrow (counted)", site, terminal,
                             self.caps.rows_per_day, self.caps.bytes_per_day)
-                if is_identifier(site) and is_identifier(terminal):
+                if is_identifier(site) and is_identifier(terminal) and not self._alerted_today(
+                        site, terminal, day_start):
                     self.store.raise_alert(
                         site, terminal, QUARANTINE_ALERT,
                         f"{site}/{terminal} reached its daily quarantine cap ({rows} rows,"
@@ -213,6 +215,12 @@ class Ingest:
             return False
         usage[1], usage[2] = rows + 1, size_so_far + size
         return True
+
+    def _alerted_today(self, site: str, terminal: str, day_start: datetime) -> bool:
+        # A restarted ingest must not raise the day's alert again.
+        return any(a["site"] == site and a["terminal"] == terminal and a["kind"] == QUARANTINE_ALERT
+                   and parse_timestamp("raised_at", a["raised_at"]) >= day_start
+                   for a in self.store.open_alerts())
 
     def _one(self, topic: str, payload: bytes, retained: bool, received_at: datetime,
              counters: IngestCounters) -> "tuple[str, Ack] | _Pending | None":

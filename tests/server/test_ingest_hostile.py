@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from kiosk.protocol import CLOCK_SUSPECT_FIELDS, Ack, Rating, Status, encode_batch, topic
 from server.alerts import AlertEngine
 from server.config import ServerConfig
-from server.ingest import Ingest, QuarantineCaps
+from server.ingest import MAX_QUARANTINE_PAYLOAD, Ingest, QuarantineCaps
 from server.store import Filters
 from tests.backends import query
 
@@ -117,10 +117,18 @@ def test_quarantine_caps_count_and_drop_per_terminal_and_alert_once(store):
     assert store.quarantine_usage("s1", "ok", NOW.replace(hour=0, minute=0)) == (1, 8)
     alerts = [a for a in store.open_alerts() if a["kind"] == "quarantine"]
     assert [(a["site"], a["terminal"]) for a in alerts] == [("s1", "bad")]
+    # The alert engine delivers it (webhook, MQTT) once, like the alerts it raises itself.
+    published = []
+    engine = AlertEngine(store, ServerConfig(), publish=lambda t, p: published.append((t, json.loads(p))))
+    raised = engine.run_once(NOW + timedelta(seconds=30))["raised"]
+    assert [(a["kind"], a["terminal"]) for a in raised] == [("quarantine", "bad")]
+    assert [a["kind"] for a in published[-1][1]["alerts"]] == ["quarantine"]
+    assert engine.run_once(NOW + timedelta(seconds=60))["raised"] == []
     # A restarted ingest (a new Ingest on the same store) keeps the day's cap.
     again = Ingest(store, now=lambda: NOW, quarantine_caps=caps)
     again.handle([junk])
     assert again.counters.quarantine_dropped == 1
+    assert len([a for a in store.open_alerts() if a["terminal"] == "bad"]) == 1  # not raised again
     # Bytes cap: a 1 MB payload exceeds 10 kB at once.
     ingest.handle([(topic("s1", "big", "ratings"), b"y" * 1_000_000)])
     assert store.quarantine_usage("s1", "big", NOW.replace(hour=0, minute=0)) == (0, 0)
@@ -128,6 +136,14 @@ def test_quarantine_caps_count_and_drop_per_terminal_and_alert_once(store):
     tomorrow = Ingest(store, now=lambda: NOW + timedelta(days=1), quarantine_caps=caps)
     tomorrow.handle([junk])
     assert tomorrow.counters.quarantined == 1
+
+
+def test_one_quarantine_row_keeps_at_most_a_mebibyte_and_says_so(store):
+    ingest = Ingest(store, now=lambda: NOW)
+    ingest.handle([(topic("s1", "t1", "ratings"), b"z" * 3_000_000)])
+    (row,) = store.quarantined()
+    assert len(row["payload"]) == MAX_QUARANTINE_PAYLOAD
+    assert "payload of 3000000 bytes" in row["reason"]
 
 
 # -- the whole path under Hypothesis: decode -> plan -> store -> Ack --------------
