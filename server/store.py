@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from kiosk.protocol import (Rating, Status, bound_status_fields, clock_suspect, format_timestamp,
+from kiosk.protocol import (Rating, Status, bound_status_fields, format_timestamp, in_time_window,
                             parse_timestamp)
 from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.errors import StoreError
@@ -387,26 +387,37 @@ class Buckets:
 
     def __init__(self, tz: ZoneInfo):
         self.tz = tz
-        self._cache: dict[str, tuple[str, int, int]] = {}
+        #: minute and offset of an ``at`` -> [its moment, its bucket once computed]
+        self._cache: dict[str, list] = {}
 
     def of(self, moment: datetime) -> tuple[str, int, int]:
         local = moment.astimezone(self.tz)
         return local.strftime("%Y-%m-%d"), local.hour, local.isoweekday()
 
-    def rating(self, rating: Rating, received: tuple[str, int, int]) -> tuple[str, int, int]:
-        if not rating.clock_synced:
-            return received
+    def rating(self, rating: Rating, received: tuple[str, int, int],
+               received_at: datetime) -> tuple[tuple[str, int, int], bool]:
+        """(bucket, clock_suspect) of a valid rating received at *received_at*.
+
+        clock_suspect: ``at`` is outside the time window (kiosk.protocol.in_time_window);
+        such a rating, like an unsynchronised one, takes the *received* bucket.
+        """
         at = rating.at
         # Every rating of the same minute and offset lands in the same hour:
-        # converting once per minute keeps a 500-rating batch cheap.
+        # parsing and converting once per minute keeps a 500-rating batch
+        # cheap. (So the window is checked to the minute, which is plenty.)
         key = at[:16] + at[-6:]
-        bucket = self._cache.get(key)
-        if bucket is None:
-            bucket = self.of(parse_timestamp("at", at))
+        entry = self._cache.get(key)
+        if entry is None:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[key] = bucket
-        return bucket
+            entry = self._cache[key] = [parse_timestamp("at", at), None]
+        if not in_time_window(entry[0], received_at):
+            return received, True
+        if not rating.clock_synced:
+            return received, False
+        if entry[1] is None:
+            entry[1] = self.of(entry[0])
+        return entry[1], False
 
 
 #: A rating's identity: (site, terminal, id).
@@ -442,17 +453,13 @@ class IngestPlan:
                         self.repeats.append((index, rating.id))
                     continue
                 self.first[key] = index
-                suspect = clock_suspect(rating.at, received_at)
-                bucket = received
-                if not suspect:
-                    try:
-                        bucket = buckets.rating(rating, received)
-                    except (OverflowError, ValueError):
-                        # Inside the window nothing overflows; should it ever,
-                        # the rating is still counted, by receipt.
-                        log.exception("cannot bucket rating %s at %r", rating.id, rating.at)
-                        suspect = True
-                day, hour, weekday = bucket
+                try:
+                    (day, hour, weekday), suspect = buckets.rating(rating, received, received_at)
+                except (OverflowError, ValueError):
+                    # Inside the window nothing overflows and a valid rating
+                    # parses; should either ever fail, it is still counted, by receipt.
+                    log.exception("cannot bucket rating %s at %r", rating.id, rating.at)
+                    (day, hour, weekday), suspect = received, True
                 self.rows[key] = (
                     rating.id, site, terminal, rating.seq, rating.score, rating.at,
                     int(rating.clock_synced), rating.reason, rating.age_group, rating.lang,
