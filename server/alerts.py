@@ -116,6 +116,9 @@ DELIVERY_S = 10.0
 #: each under this many seconds apart is flagged, whatever the kiosk claims:
 #: no service counter serves twenty people that fast.
 DELIVERED_RUN_INTERVAL_S = 30.0
+#: A synchronised clock does not go back a day between two taps: a rating
+#: dated that much before the tap before it (in seq order) was backdated.
+BACKDATED_S = 24 * 3600.0
 
 
 def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -> set[int]:
@@ -134,7 +137,10 @@ def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -
     * a run of run_length equal scores delivered together (received well
       inside their claimed spacing), each claimed under
       DELIVERED_RUN_INTERVAL_S apart: spacing invented to stay under
-      run_interval_s does not hide what arrived at once.
+      run_interval_s does not hide what arrived at once;
+    * a rating with a synchronised clock dated over BACKDATED_S before the
+      rating before it in seq order: taps are numbered as they happen, so a
+      later seq dated a month earlier was backdated (to land on a past day).
 
     A rating whose ``at`` was outside the time window (clock_suspect) is timed
     by its receipt.
@@ -191,6 +197,11 @@ def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -
     chains(same_and_quick, rules.run_length)
     chains(out_of_sequence, rules.burst_count)
     chains(delivered_run, rules.run_length)
+    for i in range(1, len(ratings)):
+        g = gap(i)
+        if (g is not None and g < -BACKDATED_S and ratings[i].get("clock_synced", True)
+                and not ratings[i].get("clock_suspect")):
+            suspects.add(ratings[i]["pk"])
     return suspects
 
 

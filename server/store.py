@@ -342,7 +342,8 @@ _INSERT_RATING = (
 )
 _CHUNK = 500  # bound on host parameters per IN (...) lookup
 #: What burst detection reads of a rating: the kiosk's claims and the server's own evidence.
-SUSPECT_COLUMNS = "pk, site, terminal, seq, score, at, received_at, clock_suspect, suspect"
+SUSPECT_COLUMNS = ("pk, site, terminal, seq, score, at, clock_synced, received_at, clock_suspect,"
+                   " suspect")
 
 
 def _store_errors(method):

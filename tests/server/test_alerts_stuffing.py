@@ -111,3 +111,20 @@ def test_live_people_are_not_flagged(store, pace_s):
         at += timedelta(seconds=pace_s)
     count, _ = flagged(store, AlertEngine(store, ServerConfig()), clock.moment)
     assert count == 0
+
+
+def test_a_rating_backdated_to_a_past_month_is_flagged(store):
+    clock = Clock(NOW)
+    ingest = Ingest(store, now=clock)
+    at = NOW - timedelta(hours=3)
+    ratings = []
+    for seq in range(1, 6):  # people, live; one clock correction of 40 s back
+        at += timedelta(minutes=10) if seq != 3 else -timedelta(seconds=40)
+        ratings.append(tap(seq, at, score=4))
+    backdated = tap(6, NOW - timedelta(days=35), score=1)
+    for r in [*ratings, backdated]:
+        clock.moment = max(clock.moment, datetime.fromisoformat(r.at) + timedelta(seconds=1))
+        ingest.handle([(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [r.encode()]))])
+    AlertEngine(store, ServerConfig()).run_once(clock.moment)
+    everything = Filters(date(2026, 10, 1), date(2026, 11, 30), suspect=True)
+    assert store.summary(everything) == {1: 1, 2: 0, 3: 0, 4: 0, 5: 0}
