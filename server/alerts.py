@@ -265,15 +265,23 @@ class AlertEngine:
         fresh = self.store.ratings_after(watermark)
         if not fresh:
             return 0
-        spans: dict[tuple[str, str], list[int]] = {}
+        by_terminal: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         for r in fresh:
-            span = spans.setdefault((r["site"], r["terminal"]), [r["seq"], r["seq"]])
-            span[0], span[1] = min(span[0], r["seq"]), max(span[1], r["seq"])
+            by_terminal.setdefault((r["site"], r["terminal"]), []).append(r)
         # A chain may have begun before the last pass: look back one chain length.
         reach = max(rules.run_length, rules.burst_count)
         flagged_by_terminal: dict[tuple[str, str], int] = {}
-        for (site, terminal), (low, high) in spans.items():
-            rows = self.store.terminal_ratings(site, terminal, low - reach, high)
+        for (site, terminal), arrived in by_terminal.items():
+            low = min(r["seq"] for r in arrived)
+            high = max(r["seq"] for r in arrived)
+            # Made-up seqs (1 and 2**63 - 1) must not make us read a terminal's
+            # whole history: at most a few times what arrived, plus what arrived.
+            limit = 4 * (len(arrived) + reach)
+            rows = self.store.terminal_ratings(site, terminal, low - reach, high, limit=limit)
+            if len(rows) >= limit:
+                merged = {r["pk"]: r for r in rows}
+                merged.update((r["pk"], r) for r in arrived)
+                rows = sorted(merged.values(), key=lambda r: (r["seq"], r["pk"]))
             already = {r["pk"] for r in rows if r["suspect"]}
             pks = [pk for pk in detect_suspects(rows, rules) if pk not in already]
             if pks:

@@ -518,12 +518,13 @@ class PostgresStore(RollupQueries):
             " ORDER BY pk LIMIT %s", [pk, limit])
 
     @_store_errors
-    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
-        """One terminal's ratings with seq in [seq_from, seq_to], in seq order."""
+    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int,
+                         limit: int = 1_000_000) -> list[dict[str, Any]]:
+        """One terminal's ratings with seq in [seq_from, seq_to], in seq order (the first *limit*)."""
         return self._dicts(
             f"SELECT {SUSPECT_COLUMNS} FROM ratings"
-            " WHERE site = %s AND terminal = %s AND seq BETWEEN %s AND %s ORDER BY seq, pk",
-            [site, terminal, seq_from, seq_to])
+            " WHERE site = %s AND terminal = %s AND seq BETWEEN %s AND %s ORDER BY seq, pk LIMIT %s",
+            [site, terminal, seq_from, seq_to, limit])
 
     def mark_suspect(self, pks: Sequence[int]) -> int:
         """Flag ratings as suspect (never deleting them), moving their counts in

@@ -790,12 +790,13 @@ class SQLiteStore(RollupQueries):
             " ORDER BY pk LIMIT ?", [pk, limit])]
 
     @_store_errors
-    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
-        """One terminal's ratings with seq in [seq_from, seq_to], in seq order."""
+    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int,
+                         limit: int = 1_000_000) -> list[dict[str, Any]]:
+        """One terminal's ratings with seq in [seq_from, seq_to], in seq order (the first *limit*)."""
         return [dict(row) for row in self.db.query(
             f"SELECT {SUSPECT_COLUMNS} FROM ratings"
-            " WHERE site = ? AND terminal = ? AND seq BETWEEN ? AND ? ORDER BY seq, pk",
-            [site, terminal, seq_from, seq_to])]
+            " WHERE site = ? AND terminal = ? AND seq BETWEEN ? AND ? ORDER BY seq, pk LIMIT ?",
+            [site, terminal, seq_from, seq_to, limit])]
 
     def mark_suspect(self, pks: Sequence[int]) -> int:
         """Flag ratings as suspect (never deleting them), moving their counts in

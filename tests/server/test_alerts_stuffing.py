@@ -128,3 +128,29 @@ def test_a_rating_backdated_to_a_past_month_is_flagged(store):
     AlertEngine(store, ServerConfig()).run_once(clock.moment)
     everything = Filters(date(2026, 10, 1), date(2026, 11, 30), suspect=True)
     assert store.summary(everything) == {1: 1, 2: 0, 3: 0, 4: 0, 5: 0}
+
+
+def test_made_up_seqs_never_make_a_pass_read_a_terminals_whole_history(store):
+    clock = Clock(NOW)
+    rng = random.Random(3)
+    at = NOW - timedelta(days=20)
+    history = []
+    for seq in range(1, 3001):
+        at += timedelta(seconds=rng.randint(200, 400))
+        history.append(tap(seq, at, score=rng.randint(1, 5)))
+    deliver(store, clock, history)
+    engine = AlertEngine(store, ServerConfig())
+    engine.run_once(clock.moment)
+    read = []
+    original = store.terminal_ratings
+
+    def spy(*args, **kwargs):
+        rows = original(*args, **kwargs)
+        read.append(len(rows))
+        return rows
+
+    store.terminal_ratings = spy
+    clock.moment += timedelta(minutes=1)
+    deliver(store, clock, [tap(1, clock.moment, score=5), tap(2**63 - 1, clock.moment, score=5)])
+    engine.run_once(clock.moment)
+    assert read and max(read) <= 4 * (2 + ServerConfig().alerts.run_length)
