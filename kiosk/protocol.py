@@ -32,6 +32,8 @@ TERMINAL_TOPIC_KINDS = (RATINGS, ACK, STATUS, CONFIG)
 
 MAX_BATCH_RATINGS = 500
 MAX_BATCH_BYTES = 256 * 1024
+#: A status is a few hundred bytes; anything near this is not one.
+MAX_STATUS_BYTES = 16 * 1024
 
 SCORES = (1, 2, 3, 4, 5)
 DEFAULT_REASONS = (
@@ -706,6 +708,8 @@ class Status:
     def decode(cls, payload: bytes, now: datetime | None = None) -> "Status":
         """Validate a status; with *now* (the server's receipt time), also bound its
         times to the window (see :func:`bound_status_fields`)."""
+        if isinstance(payload, (bytes, bytearray)) and len(payload) > MAX_STATUS_BYTES:
+            raise ProtocolError("status", f"{len(payload)} bytes exceeds {MAX_STATUS_BYTES}")
         obj = _load_json(payload, "status")
         if not isinstance(obj, dict):
             raise ProtocolError("status", "must be a JSON object")

@@ -366,3 +366,9 @@ def test_any_status_value_is_bounded_or_named(value):
         str(exc).encode("utf-8")
         return
     json.dumps(status.fields, ensure_ascii=False).encode("utf-8")
+
+
+def test_a_status_larger_than_16_kib_is_rejected_unread():
+    payload = _status()[:-1] + b',"error":"' + b"e" * protocol.MAX_STATUS_BYTES + b'"}'
+    with pytest.raises(ProtocolError, match="exceeds"):
+        Status.decode(payload)
