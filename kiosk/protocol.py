@@ -1,7 +1,7 @@
 """onetap MQTT protocol v1: topics and messages, encoded, decoded and validated.
 
 This module is the one home of the wire format spoken between a kiosk and the
-server (see DESIGN.md, "MQTT protocol v1"). It imports only the standard
+server (see docs/protocol.md). It imports only the standard
 library so that the server, the simulator and anyone's own client can share it.
 
 Every decoding function raises :class:`ProtocolError`, which names the field
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -31,6 +32,8 @@ TERMINAL_TOPIC_KINDS = (RATINGS, ACK, STATUS, CONFIG)
 
 MAX_BATCH_RATINGS = 500
 MAX_BATCH_BYTES = 256 * 1024
+#: A status is a few hundred bytes; anything near this is not one.
+MAX_STATUS_BYTES = 16 * 1024
 
 SCORES = (1, 2, 3, 4, 5)
 DEFAULT_REASONS = (
@@ -54,10 +57,23 @@ _LANG_RE = re.compile(r"\A[a-z]{2,3}(-[a-z0-9]{2,8})?\Z")
 _REASON_RE = re.compile(r"\A[a-z][a-z0-9_]{0,31}\Z")
 # RFC 3339 requires the date/time separator, seconds and an offset; Python's
 # fromisoformat alone accepts far more (no offset, week dates, ...).
+# ASCII digits only: \d would let other scripts' digits through to fromisoformat.
 _RFC3339_RE = re.compile(
-    r"\A\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z"
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
 )
 _MAX_SEQ = 2**63 - 1
+#: The most digits an integer on the wire may have (2**63 - 1 has 19): longer
+#: ones are never converted, so no message can reach Python's int-str limit.
+_MAX_INT_DIGITS = 19
+#: The time window the server computes with. A rating's ``at`` outside it is
+#: counted by receipt time and flagged clock_suspect; a Status time outside it
+#: is dropped (see :func:`bound_status_fields`).
+TIME_FLOOR = datetime(2020, 1, 1, tzinfo=timezone.utc)
+MAX_CLOCK_AHEAD = timedelta(hours=24)
+#: Longest free-text status values (version, error) and field names in errors.
+MAX_STATUS_TEXT = 200
+_MAX_FIELD_NAME = 80
 
 OFFLINE_STATUS = b'{"v":1,"state":"offline"}'
 
@@ -70,9 +86,38 @@ class ProtocolError(ValueError):
     """
 
     def __init__(self, field: str, reason: str):
+        # Both may quote hostile input (an unknown key, a value): escaped and
+        # bounded here so that an error can always be stored, logged and Acked.
+        field = printable(field, _MAX_FIELD_NAME)
+        reason = printable(reason, 2 * MAX_STATUS_TEXT)
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+def is_clean_text(value: str) -> bool:
+    """Whether *value* holds no lone surrogate and no control character.
+
+    str.isprintable() is False for both (and for the line and paragraph
+    separators), True for Korean, CJK and every other script's letters.
+    """
+    return value.isprintable()
+
+
+def printable(text: object, limit: int = MAX_STATUS_TEXT) -> str:
+    """*text* with lone surrogates and control characters escaped, at most *limit* characters.
+
+    For error messages and quarantine reasons: whatever a terminal sent, the
+    result can be encoded as UTF-8 and stored in any database.
+    """
+    if not isinstance(text, str):
+        text = repr(text)
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
 
 
 # -- broker URLs ------------------------------------------------------------
@@ -205,6 +250,26 @@ def parse_timestamp(name: str, value: object) -> datetime:
         return datetime.fromisoformat(text.replace("t", "T"))
     except ValueError as exc:
         raise ProtocolError(name, f"{value!r} is not a valid time ({exc})") from None
+
+
+def in_time_window(moment: datetime, now: datetime) -> bool:
+    """Whether *moment* is between 2020-01-01 and a day after *now* (both aware).
+
+    Comparing aware datetimes never overflows; converting one near year 1 or
+    9999 to another offset does, so nothing outside this window is converted.
+    """
+    return TIME_FLOOR <= moment <= now + MAX_CLOCK_AHEAD
+
+
+def clock_suspect(at: str, now: datetime) -> bool:
+    """Whether a rating's ``at`` (already valid RFC 3339) lies outside the window at *now*.
+
+    Such a rating is counted by the server's receipt time, not on the day it claims.
+    """
+    try:
+        return not in_time_window(parse_timestamp("at", at), now)
+    except ProtocolError:
+        return True
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -364,6 +429,57 @@ def batch_overhead(site: str, terminal: str) -> int:
     return len(encode_batch(site, terminal, []))
 
 
+class OutOfRange:
+    """A JSON number the protocol never uses (too many digits, NaN, infinite).
+
+    Parsing puts this in its place, so that the value fails its field's type
+    check with a clear error and only the rating holding it is rejected.
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        if len(self.text) > 24:
+            return f"<number of {len(self.text)} digits>"
+        return f"<number {self.text}>"
+
+
+def _bounded_int(text: str) -> int | OutOfRange:
+    digits = len(text) - (text[0] == "-")
+    return OutOfRange(text) if digits > _MAX_INT_DIGITS else int(text)
+
+
+def _bounded_float(text: str) -> float | OutOfRange:
+    if len(text) > 64:
+        return OutOfRange(text)
+    value = float(text)
+    return value if math.isfinite(value) else OutOfRange(text)
+
+
+def _json_default(value: object) -> str:
+    # Only OutOfRange can be in a decoded message and not be JSON itself.
+    return repr(value)
+
+
+def loads_bounded(text: str | bytes) -> Any:
+    """json.loads whose numbers are bounded (see OutOfRange); raises ValueError or RecursionError."""
+    return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float,
+                      parse_constant=OutOfRange)
+
+
+def dumps_raw(obj: object) -> bytes:
+    """A decoded value back to JSON bytes for quarantine, whatever strings it holds."""
+    try:
+        text = json.dumps(obj, ensure_ascii=False, default=_json_default)
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates: keep them as the JSON escapes they arrived as.
+        return json.dumps(obj, default=_json_default).encode("ascii")
+    except (RecursionError, ValueError, TypeError) as exc:
+        return f"<unrepresentable: {printable(str(exc))}>".encode("utf-8")
+
+
 def _load_json(payload: bytes, what: str) -> Any:
     if not isinstance(payload, (bytes, bytearray)):
         raise ProtocolError(what, "payload must be bytes")
@@ -372,8 +488,8 @@ def _load_json(payload: bytes, what: str) -> Any:
     except UnicodeDecodeError as exc:
         raise ProtocolError(what, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        return loads_bounded(text)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError(what, f"not JSON ({exc})") from None
 
 
@@ -410,7 +526,7 @@ def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> Decode
             rating_id = item.get("id") if isinstance(item, dict) else None
             if not isinstance(rating_id, str) or not _UUID_RE.match(rating_id):
                 rating_id = None
-            raw = json.dumps(item, ensure_ascii=False).encode("utf-8")
+            raw = dumps_raw(item)
             bad.append(RejectedRating(rating_id, str(exc), raw))
             continue
         # Already validated: skip __post_init__'s second check on the hot path.
@@ -505,6 +621,69 @@ _STATUS_FIELDS = {
     "error": (str, type(None)),
 }
 _TIMESTAMP_STATUS_FIELDS = ("at", "oldest_pending_at", "last_tap_at", "last_ack_at")
+#: A kiosk's own error text may hold anything (an OS message with a newline):
+#: it is escaped and shortened rather than losing the whole status.
+_FREE_TEXT_STATUS_FIELDS = ("error",)
+#: Largest number any status field may hold (an int64, as the store's integers).
+_MAX_STATUS_NUMBER = 2**63 - 1
+#: Set by the server (never sent by a kiosk) when it dropped a status time
+#: outside the window: the names of the fields it dropped.
+CLOCK_SUSPECT_FIELDS = "clock_suspect_fields"
+
+
+def _check_status_field(key: str, value: object) -> None:
+    """Raise ProtocolError unless *value* is a valid, bounded value of status field *key*."""
+    if key not in _STATUS_FIELDS:
+        raise ProtocolError(key, "is not a field of protocol v1 status")
+    types = _STATUS_FIELDS[key]
+    if type(value) is bool and bool not in types:
+        raise ProtocolError(key, f"{value!r} has the wrong type")
+    if not isinstance(value, types):
+        raise ProtocolError(key, f"{value!r} has the wrong type")
+    if isinstance(value, str):
+        if key in _TIMESTAMP_STATUS_FIELDS:
+            parse_timestamp(key, value)
+        elif key in _FREE_TEXT_STATUS_FIELDS:
+            pass  # escaped and shortened instead (see _bounded_text)
+        elif len(value) > MAX_STATUS_TEXT:
+            raise ProtocolError(key, f"longer than {MAX_STATUS_TEXT} characters")
+        elif not is_clean_text(value):
+            raise ProtocolError(key, f"{value!r} holds a control character or a lone surrogate")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ProtocolError(key, f"{value!r} is negative")
+        if value > _MAX_STATUS_NUMBER:
+            raise ProtocolError(key, f"{value!r} is out of range")
+
+
+def bound_status_fields(fields: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """A status's fields as the server may compute with them at *now*.
+
+    Fields that are not valid (say, stored before this check existed) are left
+    out; a time outside the window (before 2020, or over a day after *now*) is
+    set to None and its name listed under ``clock_suspect_fields``. Never raises.
+    """
+    out: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in fields.items():
+        if key == CLOCK_SUSPECT_FIELDS:
+            if isinstance(value, list):
+                dropped.extend(v for v in value if v in _TIMESTAMP_STATUS_FIELDS)
+            continue
+        try:
+            _check_status_field(key, value)
+        except ProtocolError:
+            continue
+        if key in _TIMESTAMP_STATUS_FIELDS and value is not None:
+            if not in_time_window(parse_timestamp(key, value), now):
+                dropped.append(key)
+                value = None
+        elif key in _FREE_TEXT_STATUS_FIELDS and isinstance(value, str):
+            value = printable(value, MAX_STATUS_TEXT)
+        out[key] = value
+    if dropped:
+        out[CLOCK_SUSPECT_FIELDS] = sorted(set(dropped))
+    return out
 
 
 @dataclass(frozen=True)
@@ -526,7 +705,11 @@ class Status:
         ).encode("utf-8")
 
     @classmethod
-    def decode(cls, payload: bytes) -> "Status":
+    def decode(cls, payload: bytes, now: datetime | None = None) -> "Status":
+        """Validate a status; with *now* (the server's receipt time), also bound its
+        times to the window (see :func:`bound_status_fields`)."""
+        if isinstance(payload, (bytes, bytearray)) and len(payload) > MAX_STATUS_BYTES:
+            raise ProtocolError("status", f"{len(payload)} bytes exceeds {MAX_STATUS_BYTES}")
         obj = _load_json(payload, "status")
         if not isinstance(obj, dict):
             raise ProtocolError("status", "must be a JSON object")
@@ -536,20 +719,15 @@ class Status:
             raise ProtocolError("state", f"{state!r} is not online or offline")
         rest = {k: v for k, v in obj.items() if k not in ("v", "state")}
         for key, value in rest.items():
-            if key not in _STATUS_FIELDS:
-                raise ProtocolError(key, "is not a field of protocol v1 status")
-            types = _STATUS_FIELDS[key]
-            if type(value) is bool and bool not in types:
-                raise ProtocolError(key, f"{value!r} has the wrong type")
-            if not isinstance(value, types):
-                raise ProtocolError(key, f"{value!r} has the wrong type")
-            if key in _TIMESTAMP_STATUS_FIELDS and value is not None:
-                parse_timestamp(key, value)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise ProtocolError(key, f"{value!r} is negative")
+            _check_status_field(key, value)
         if state == "online":
             for key in ("at", "backlog", "seq"):
                 _require(rest, key, "")
+        for key in _FREE_TEXT_STATUS_FIELDS:
+            if isinstance(rest.get(key), str):
+                rest[key] = printable(rest[key], MAX_STATUS_TEXT)
+        if now is not None:
+            rest = bound_status_fields(rest, now)
         return cls(state, rest)
 
 

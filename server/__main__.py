@@ -79,9 +79,11 @@ def serve(config) -> int:
     link = Link(config, store_factory, fault=fault_from_env(os.environ.get("ONETAP_FAULT"))).start()
     # Alert rules and suspect flagging, every alerts.interval_s, on their own connection.
     alerts = AlertRunner(config, store_factory, publish=link.publish_retained).start()
-    # Retention: raw ratings older than retention_days go, the daily counts stay.
-    retention = (RetentionRunner(config.retention_days, config.tz, store_factory).start()
-                 if config.retention_days else None)
+    # Retention: raw ratings older than retention_days go, the daily counts stay;
+    # quarantine rows older than quarantine_days go.
+    retention = (RetentionRunner(config.retention_days, config.tz, store_factory,
+                                 quarantine_days=config.quarantine_days).start()
+                 if config.retention_days or config.quarantine_days else None)
     # Each terminal's survey, retained on its config topic, from [survey] and [sites.*.survey].
     surveys = SurveyRunner(config, store_factory, link).start()
     # [reports.*] mailed with the PDF attached through [mail].

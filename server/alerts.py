@@ -10,8 +10,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from kiosk.protocol import ProtocolError, format_timestamp, parse_timestamp, site_topic
+from kiosk.protocol import ProtocolError, format_timestamp, in_time_window, parse_timestamp, site_topic
 from server.config import AlertsConfig, ServerConfig
+from server.ingest import QUARANTINE_ALERT
 from server.periodic import Periodic
 from server.restarts import find_restarts
 
@@ -20,8 +21,10 @@ log = logging.getLogger(__name__)
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
 CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock")
 #: Alerts that describe an event: open until someone acknowledges them.
-EVENT_KINDS = ("suspect",)
+EVENT_KINDS = ("suspect", QUARANTINE_ALERT)
 _WATERMARK = "alerts.suspect_pk"
+#: Quarantine-cap alerts are raised by ingest; the engine delivers them once.
+_QUARANTINE_WATERMARK = "alerts.quarantine_pk"
 
 
 def _time(text: Any) -> datetime | None:
@@ -81,7 +84,11 @@ def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: 
                                      f"{site}/{name} {state} for {minutes} min during opening hours"))
         if state in ("online", "stale"):
             oldest = _time(t.get("oldest_pending_at"))
+            if oldest is not None and not in_time_window(oldest, now):
+                oldest = None  # converting it to local time could overflow
             backlog = t.get("backlog") or 0
+            if not isinstance(backlog, int):
+                backlog = 0
             if backlog > 0 and oldest is not None and now - oldest >= timedelta(minutes=rules.backlog_minutes):
                 out.append(Condition(site, name, "backlog",
                                      f"{site}/{name} backlog {backlog} not draining"
@@ -103,11 +110,44 @@ def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: 
     return out
 
 
+#: Ratings of one terminal the server received within this many seconds of
+#: each other came in one delivery (a batch, or a burst of them).
+DELIVERY_S = 10.0
+#: A run of run_length equal scores delivered together whose claimed taps are
+#: each under this many seconds apart is flagged, whatever the kiosk claims:
+#: no service counter serves twenty people that fast.
+DELIVERED_RUN_INTERVAL_S = 30.0
+#: A synchronised clock does not go back a day between two taps: a rating
+#: dated that much before the tap before it (in seq order) was backdated.
+BACKDATED_S = 24 * 3600.0
+
+
 def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -> set[int]:
-    """pks of one terminal's ratings (in seq order) given at machine pace: a chain of
-    at least burst_count taps each under burst_interval_s apart, or at least run_length
-    equal scores each under run_interval_s apart."""
-    times = [_time(r["at"]) for r in ratings]
+    """pks of one terminal's ratings (in seq order) that look machine-made.
+
+    On the kiosk's claims (``at``): a chain of at least burst_count taps each
+    under burst_interval_s apart, or at least run_length equal scores each
+    under run_interval_s apart. A seq gap does not break a chain: missing taps
+    make a claimed pace faster, not slower.
+
+    On the server's own evidence (``received_at``, present on stored rows):
+
+    * seq holes or repeats within one delivery: an outbox sends its ratings
+      in seq order with no hole, so a chain of burst_count ratings delivered
+      together whose seqs do not follow one another was made up;
+    * a run of run_length equal scores delivered together (received well
+      inside their claimed spacing), each claimed under
+      DELIVERED_RUN_INTERVAL_S apart: spacing invented to stay under
+      run_interval_s does not hide what arrived at once;
+    * a rating with a synchronised clock dated over BACKDATED_S before the
+      rating before it in seq order: taps are numbered as they happen, so a
+      later seq dated a month earlier was backdated (to land on a past day).
+
+    A rating whose ``at`` was outside the time window (clock_suspect) is timed
+    by its receipt.
+    """
+    received = [_time(r.get("received_at")) for r in ratings]
+    times = [received[i] if r.get("clock_suspect") else _time(r["at"]) for i, r in enumerate(ratings)]
     suspects: set[int] = set()
 
     def chains(linked: Callable[[int], bool], minimum: int) -> None:
@@ -120,9 +160,21 @@ def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -
             start = i
 
     def gap(i: int) -> float | None:
-        if times[i] is None or times[i - 1] is None or ratings[i]["seq"] != ratings[i - 1]["seq"] + 1:
+        if times[i] is None or times[i - 1] is None:
             return None
         return (times[i] - times[i - 1]).total_seconds()
+
+    def received_gap(i: int) -> float | None:
+        if received[i] is None or received[i - 1] is None:
+            return None
+        return abs((received[i] - received[i - 1]).total_seconds())
+
+    def together(i: int) -> bool:
+        r = received_gap(i)
+        return r is not None and r <= DELIVERY_S
+
+    def same_score(i: int) -> bool:
+        return ratings[i]["score"] == ratings[i - 1]["score"]
 
     def fast(i: int) -> bool:
         g = gap(i)
@@ -130,11 +182,27 @@ def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -
 
     def same_and_quick(i: int) -> bool:
         g = gap(i)
-        return (g is not None and 0 <= g < rules.run_interval_s
-                and ratings[i]["score"] == ratings[i - 1]["score"])
+        return g is not None and 0 <= g < rules.run_interval_s and same_score(i)
+
+    def out_of_sequence(i: int) -> bool:
+        return ratings[i]["seq"] != ratings[i - 1]["seq"] + 1 and together(i)
+
+    def delivered_run(i: int) -> bool:
+        # Delivered together: received well inside the claimed spacing (a live
+        # kiosk's taps arrive as far apart as they were made).
+        g, r = gap(i), received_gap(i)
+        return (g is not None and r is not None and 0 <= g < DELIVERED_RUN_INTERVAL_S
+                and r <= DELIVERY_S and 2 * r <= g and same_score(i))
 
     chains(fast, rules.burst_count)
     chains(same_and_quick, rules.run_length)
+    chains(out_of_sequence, rules.burst_count)
+    chains(delivered_run, rules.run_length)
+    for i in range(1, len(ratings)):
+        g = gap(i)
+        if (g is not None and g < -BACKDATED_S and ratings[i].get("clock_synced", True)
+                and not ratings[i].get("clock_suspect")):
+            suspects.add(ratings[i]["pk"])
     return suspects
 
 
@@ -198,15 +266,23 @@ class AlertEngine:
         fresh = self.store.ratings_after(watermark)
         if not fresh:
             return 0
-        spans: dict[tuple[str, str], list[int]] = {}
+        by_terminal: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
         for r in fresh:
-            span = spans.setdefault((r["site"], r["terminal"]), [r["seq"], r["seq"]])
-            span[0], span[1] = min(span[0], r["seq"]), max(span[1], r["seq"])
+            by_terminal.setdefault((r["site"], r["terminal"]), []).append(r)
         # A chain may have begun before the last pass: look back one chain length.
         reach = max(rules.run_length, rules.burst_count)
         flagged_by_terminal: dict[tuple[str, str], int] = {}
-        for (site, terminal), (low, high) in spans.items():
-            rows = self.store.terminal_ratings(site, terminal, low - reach, high)
+        for (site, terminal), arrived in by_terminal.items():
+            low = min(r["seq"] for r in arrived)
+            high = max(r["seq"] for r in arrived)
+            # Made-up seqs (1 and 2**63 - 1) must not make us read a terminal's
+            # whole history: at most a few times what arrived, plus what arrived.
+            limit = 4 * (len(arrived) + reach)
+            rows = self.store.terminal_ratings(site, terminal, low - reach, high, limit=limit)
+            if len(rows) >= limit:
+                merged = {r["pk"]: r for r in rows}
+                merged.update((r["pk"], r) for r in arrived)
+                rows = sorted(merged.values(), key=lambda r: (r["seq"], r["pk"]))
             already = {r["pk"] for r in rows if r["suspect"]}
             pks = [pk for pk in detect_suspects(rows, rules) if pk not in already]
             if pks:
@@ -246,6 +322,11 @@ class AlertEngine:
                 site, terminal, "seq_restart",
                 f"{site}/{terminal}: numbering began again at 1 ({starts} times in all): "
                 "a kiosk replaced without its outbox? (ratings kept)", now))
+        delivered = int(self.store.get_meta(_QUARANTINE_WATERMARK, "0"))
+        from_ingest = [r["pk"] for r in open_rows if r["kind"] == QUARANTINE_ALERT and r["pk"] > delivered]
+        if from_ingest:
+            raised.extend(from_ingest)
+            self.store.set_meta(_QUARANTINE_WATERMARK, str(max(from_ingest)))
         by_pk = {r["pk"]: r for r in self.store.alerts(limit=100_000)} if raised or cleared else {}
         changes = {"raised": [alert_json(by_pk[pk]) for pk in raised],
                    "cleared": [alert_json(by_pk[pk]) for pk in cleared]}

@@ -348,6 +348,11 @@ def create_app(
                    [(f'{{result="{r}"}}', c[f"ratings_{r}"]) for r in ("accepted", "duplicate", "rejected")])
             metric("onetap_ingest_quarantined_total", "counter", "Messages and ratings quarantined.",
                    [("", c["quarantined"])])
+            metric("onetap_ingest_quarantine_dropped_total", "counter",
+                   "Bad messages dropped over a terminal's daily quarantine cap.",
+                   [("", c["quarantine_dropped"])])
+            metric("onetap_ingest_retained_refused_total", "counter",
+                   "Retained messages on ratings topics, refused.", [("", c["retained_refused"])])
             metric("onetap_ingest_statuses_total", "counter", "Terminal statuses stored.", [("", c["statuses"])])
             metric("onetap_ingest_acks_total", "counter", "Acks published.", [("", c["acks"])])
             metric("onetap_ingest_store_errors_total", "counter",

@@ -207,6 +207,13 @@ class ServerConfig:
     reports: Mapping[str, ReportScheduleConfig] = field(default_factory=dict)
     #: The institution's name on reports and mail ("강남구청"); None: none shown.
     institution: str | None = None
+    #: Per terminal and UTC day: quarantine rows and payload bytes kept; beyond
+    #: them bad messages are counted (onetap_ingest_quarantine_dropped_total)
+    #: and dropped, and an alert is raised.
+    quarantine_rows_per_day: int = 1000
+    quarantine_bytes_per_day: int = 16 * 1024 * 1024
+    #: Quarantine rows older than this many days are deleted by retention; 0: kept.
+    quarantine_days: int = 90
     #: Whose X-Forwarded-Proto/-For uvicorn believes (the reverse proxy), comma-separated.
     forwarded_allow_ips: str = "127.0.0.1"
     #: Where the file settings came from (for messages), None without a file.
@@ -399,6 +406,9 @@ KEYS: dict[str, _Key] = {
     "allow_plain_remote": _Key(_bool, "ONETAP_ALLOW_PLAIN_REMOTE"),
     "registry": _Key(_optional(_path), "ONETAP_REGISTRY"),
     "retention_days": _Key(_non_negative_int, "ONETAP_RETENTION_DAYS"),
+    "quarantine_rows_per_day": _Key(_positive_int, "ONETAP_QUARANTINE_ROWS_PER_DAY"),
+    "quarantine_bytes_per_day": _Key(_positive_int, "ONETAP_QUARANTINE_BYTES_PER_DAY"),
+    "quarantine_days": _Key(_non_negative_int, "ONETAP_QUARANTINE_DAYS"),
     "forwarded_allow_ips": _Key(_ip_list, "ONETAP_FORWARDED_ALLOW_IPS"),
     "institution": _Key(_optional(_display_name), "ONETAP_INSTITUTION"),
 }

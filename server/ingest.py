@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, Union
 
 from kiosk.protocol import (
     ACK,
@@ -20,7 +19,11 @@ from kiosk.protocol import (
     Rating,
     Status,
     decode_batch,
+    is_identifier,
+    loads_bounded,
+    parse_timestamp,
     parse_topic,
+    printable,
     topic as make_topic,
 )
 from server.errors import StoreError
@@ -30,7 +33,22 @@ log = logging.getLogger(__name__)
 
 _UUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
-Message = tuple[str, bytes]
+#: (topic, payload) or (topic, payload, retained): the MQTT retain flag as received.
+Message = Union[tuple[str, bytes], tuple[str, bytes, bool]]
+
+#: The longest payload one quarantine row keeps (the rest is cut, and said so):
+#: four times the largest valid batch is plenty to see what a terminal sent.
+MAX_QUARANTINE_PAYLOAD = 4 * 256 * 1024
+#: Alert kind raised when a terminal reaches its daily quarantine cap.
+QUARANTINE_ALERT = "quarantine"
+
+
+@dataclass(frozen=True)
+class QuarantineCaps:
+    """How much one terminal may put in quarantine per (UTC) day; beyond, it is counted and dropped."""
+
+    rows_per_day: int = 1000
+    bytes_per_day: int = 16 * 1024 * 1024
 
 
 @dataclass
@@ -43,6 +61,10 @@ class IngestCounters:
     ratings_duplicate: int = 0
     ratings_rejected: int = 0
     quarantined: int = 0
+    #: Over a terminal's daily quarantine cap: counted here, not stored.
+    quarantine_dropped: int = 0
+    #: Retained messages on ratings topics: quarantined, never counted or Acked.
+    retained_refused: int = 0
     statuses: int = 0
     acks: int = 0
     store_errors: int = 0
@@ -72,8 +94,13 @@ class Ingest:
         now: Callable[[], datetime] = _utcnow,
         counters: IngestCounters | None = None,
         is_known: Callable[[str, str], bool] | None = None,
+        quarantine_caps: QuarantineCaps = QuarantineCaps(),
     ):
         self.store = store
+        self.caps = quarantine_caps
+        #: (site, terminal) -> [UTC day, rows, bytes] quarantined that day; seeded
+        #: from the store on first use each day, so a restart keeps the cap.
+        self._usage: dict[tuple[str, str], list] = {}
         #: (site, terminal) -> provisioned for that site? None: every terminal is.
         self.is_known = is_known
         self.reasons_for_site = reasons_for_site
@@ -90,13 +117,25 @@ class Ingest:
         """
         received_at = self.now()
         counters = IngestCounters()
-        with self._lock, self.store.transaction():
+        with self._lock:
+            try:
+                return self._handle(messages, received_at, counters)
+            except BaseException:
+                # The commit failed: what the tally counted was not stored.
+                self._usage.clear()
+                raise
+
+    def _handle(self, messages: Sequence[Message], received_at: datetime,
+                counters: IngestCounters) -> list[tuple[str, Ack]]:
+        with self.store.transaction():
             pending: list[_Pending] = []
             acks: list[tuple[str, Ack] | _Pending] = []
-            for topic, payload in messages:
+            for message in messages:
+                topic, payload = message[0], message[1]
+                retained = len(message) > 2 and bool(message[2])
                 counters.messages += 1
                 try:
-                    outcome = self._one(topic, payload, received_at, counters)
+                    outcome = self._one(topic, payload, retained, received_at, counters)
                 except StoreError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - quarantined below, never dropped
@@ -136,16 +175,54 @@ class Ingest:
 
     def _quarantine(self, topic: object, payload: object, reason: str, received_at: datetime,
                     counters: IngestCounters, rating_id: str | None = None) -> None:
-        self.store.quarantine(
-            received_at=received_at,
-            topic=topic if isinstance(topic, str) else repr(topic),
-            payload=bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else repr(payload).encode(),
-            reason=reason,
-            rating_id=rating_id,
-        )
+        topic_text = topic if isinstance(topic, str) else repr(topic)
+        raw = bytes(payload) if isinstance(payload, (bytes, bytearray, memoryview)) else repr(payload).encode()
+        reason = printable(reason, 1000)
+        if len(raw) > MAX_QUARANTINE_PAYLOAD:
+            reason = f"{reason} (payload of {len(raw)} bytes, first {MAX_QUARANTINE_PAYLOAD} kept)"
+            raw = raw[:MAX_QUARANTINE_PAYLOAD]
+        site, terminal = _source(topic_text)
+        if not self._within_cap(site, terminal, len(raw), received_at, counters):
+            return
+        self.store.quarantine(received_at=received_at, topic=topic_text, payload=raw, reason=reason,
+                              rating_id=rating_id, site=site, terminal=terminal)
         counters.quarantined += 1
 
-    def _one(self, topic: str, payload: bytes, received_at: datetime,
+    def _within_cap(self, site: str, terminal: str, size: int, received_at: datetime,
+                    counters: IngestCounters) -> bool:
+        """Count one quarantine row of *size* bytes for the terminal; False (and counted
+        as dropped) when it is over its daily cap. The first drop of a day raises an alert."""
+        day_start = received_at.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        usage = self._usage.get((site, terminal))
+        if usage is None or usage[0] != day_start:
+            usage = [day_start, *self.store.quarantine_usage(site, terminal, day_start)]
+            self._usage[site, terminal] = usage
+        rows, size_so_far = usage[1], usage[2]
+        if rows + 1 > self.caps.rows_per_day or size_so_far + size > self.caps.bytes_per_day:
+            counters.quarantine_dropped += 1
+            if len(usage) == 3:  # the first drop today
+                usage.append(True)
+                log.warning("%s/%s reached its daily quarantine cap (%d rows, %d bytes); dropping"
+                            " its further bad messages until tomorrow (counted)", site, terminal,
+                            self.caps.rows_per_day, self.caps.bytes_per_day)
+                if is_identifier(site) and is_identifier(terminal) and not self._alerted_today(
+                        site, terminal, day_start):
+                    self.store.raise_alert(
+                        site, terminal, QUARANTINE_ALERT,
+                        f"{site}/{terminal} reached its daily quarantine cap ({rows} rows,"
+                        f" {size_so_far} bytes): further bad messages are counted and dropped",
+                        received_at)
+            return False
+        usage[1], usage[2] = rows + 1, size_so_far + size
+        return True
+
+    def _alerted_today(self, site: str, terminal: str, day_start: datetime) -> bool:
+        # A restarted ingest must not raise the day's alert again.
+        return any(a["site"] == site and a["terminal"] == terminal and a["kind"] == QUARANTINE_ALERT
+                   and parse_timestamp("raised_at", a["raised_at"]) >= day_start
+                   for a in self.store.open_alerts())
+
+    def _one(self, topic: str, payload: bytes, retained: bool, received_at: datetime,
              counters: IngestCounters) -> "tuple[str, Ack] | _Pending | None":
         try:
             site, terminal, kind = parse_topic(topic)
@@ -154,6 +231,13 @@ class Ingest:
             return None
         if not isinstance(payload, (bytes, bytearray)):
             self._quarantine(topic, payload, "payload is not bytes", received_at, counters)
+            return None
+        if kind == RATINGS and retained:
+            # A kiosk never retains a batch; a retained one would come back at
+            # every restart. Refused whole: never counted, never Acked.
+            counters.retained_refused += 1
+            self._quarantine(topic, payload, "retained message on a ratings topic: refused (a batch"
+                             " is never retained)", received_at, counters)
             return None
         if kind in (RATINGS, STATUS) and self.is_known is not None and not self.is_known(site, terminal):
             return self._unknown(topic, site, terminal, kind, bytes(payload), received_at, counters)
@@ -180,7 +264,7 @@ class Ingest:
     def _status(self, topic: str, site: str, terminal: str, payload: bytes,
                 received_at: datetime, counters: IngestCounters) -> None:
         try:
-            status = Status.decode(payload)
+            status = Status.decode(payload, now=received_at)
         except ProtocolError as exc:
             self._quarantine(topic, payload, f"bad status: {exc}", received_at, counters)
             return
@@ -229,7 +313,7 @@ class _Pending:
 def readable_rating_ids(payload: bytes) -> list[str]:
     """The distinct UUIDs under ``ratings[*].id`` of a payload, however broken the rest is."""
     try:
-        obj = json.loads(bytes(payload).decode("utf-8"))
+        obj = loads_bounded(bytes(payload).decode("utf-8"))
     except (ValueError, RecursionError):
         return []
     items = obj.get("ratings") if isinstance(obj, dict) else None
@@ -237,3 +321,11 @@ def readable_rating_ids(payload: bytes) -> list[str]:
         return []
     ids = (item.get("id") for item in items if isinstance(item, dict))
     return list(dict.fromkeys(i for i in ids if isinstance(i, str) and _UUID_RE.match(i)))
+
+
+def _source(topic: str) -> tuple[str, str]:
+    """(site, terminal) a topic names, for quarantine caps; printable, and ("", "") if none."""
+    parts = topic.split("/")
+    if len(parts) != 5:
+        return "", ""
+    return printable(parts[2], 64), printable(parts[3], 64)

@@ -20,7 +20,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from kiosk.protocol import TOPIC_ROOT
 from server.config import ServerConfig
 from server.errors import StoreError
-from server.ingest import Ingest, IngestCounters, Message
+from server.ingest import Ingest, IngestCounters, Message, QuarantineCaps
 from server.registry import Registry
 from server.store import Store
 
@@ -142,7 +142,10 @@ class Link:
             client.subscribe([(ratings, 1), (STATUS_SUBSCRIPTION, 1)])
             return
         client.subscribe([
-            (ratings, SubscribeOptions(qos=1)),
+            # retainAsPublished: a batch published retained keeps its flag on the
+            # way to us too, so ingest refuses it the first time, not only when
+            # the broker hands it out again after a restart.
+            (ratings, SubscribeOptions(qos=1, retainAsPublished=True)),
             (STATUS_SUBSCRIPTION, SubscribeOptions(qos=1, retainHandling=1)),
         ])
 
@@ -166,7 +169,9 @@ class Link:
             topic = message.topic
         except UnicodeDecodeError:
             topic = message._topic.decode("utf-8", "replace")  # quarantined by ingest
-        self._queue.put((topic, bytes(message.payload)))
+        # The retain flag goes along: a retained message on a ratings topic is
+        # refused by ingest (quarantined, never counted, never Acked).
+        self._queue.put((topic, bytes(message.payload), bool(message.retain)))
 
     # -- ingest worker ------------------------------------------------------
 
@@ -178,7 +183,9 @@ class Link:
             self._worker_ready.set()
             raise
         ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters,
-                        is_known=self.registry.is_known if self.registry is not None else None)
+                        is_known=self.registry.is_known if self.registry is not None else None,
+                        quarantine_caps=QuarantineCaps(self.config.quarantine_rows_per_day,
+                                                       self.config.quarantine_bytes_per_day))
         self._worker_ready.set()
         backoff = 0.5
         commits = 0

@@ -20,8 +20,10 @@ from server.store import (
     _INSERT_COLUMNS,
     _KEY_INDEX,
     _NULLABLE,
+    _PRUNE_BATCH,
     RATING_COLUMNS,
     ROLLUPS,
+    SUSPECT_COLUMNS,
     BatchResult,
     Buckets,
     Filters,
@@ -131,8 +133,27 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             expires_at text NOT NULL)""",
         "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
     ]),
+    # A rating is (site, terminal, id): one terminal sending another's ids must
+    # neither claim nor suppress them. Rows unique by id are unique by this too.
+    ("m003_rating_identity_site_terminal_id", [
+        "DROP INDEX ratings_id",
+        "CREATE UNIQUE INDEX ratings_identity ON ratings (site, terminal, id)",
+    ]),
+    # 1: the kiosk's ``at`` was outside the time window; counted by receipt time.
+    ("m004_ratings_clock_suspect", [
+        "ALTER TABLE ratings ADD COLUMN clock_suspect smallint NOT NULL DEFAULT 0",
+    ]),
+    # Per-terminal daily quarantine caps, and retention by receipt time.
+    ("m005_quarantine_by_terminal", [
+        f"ALTER TABLE quarantine ADD COLUMN site {_TEXT}",
+        f"ALTER TABLE quarantine ADD COLUMN terminal {_TEXT}",
+        "UPDATE quarantine SET site = split_part(topic, '/', 3), terminal = split_part(topic, '/', 4)"
+        " WHERE topic LIKE 'onetap/v1/%/%/%' AND split_part(topic, '/', 6) = ''",
+        "CREATE INDEX quarantine_terminal ON quarantine (site, terminal, received_at)",
+        "CREATE INDEX quarantine_received ON quarantine (received_at)",
+    ]),
     # `onetap-server terminal retire`: off the board and the alert rules, ratings kept.
-    ("m003_terminals_retired_at", [
+    ("m006_terminals_retired_at", [
         "ALTER TABLE terminals ADD COLUMN retired_at text",
     ]),
 ]
@@ -201,11 +222,11 @@ def _rollup_upsert(name: str, dims: tuple[str, ...]) -> tuple[str, tuple[str, ..
 _ROLLUP_SQL = {name: _rollup_upsert(name, dims) for name, dims in ROLLUPS}
 
 _INSERT_TYPES = ("text", "text", "text", "bigint", "smallint", "text", "smallint", "text", "text",
-                 "text", "text", "text", "text", "smallint", "smallint")
+                 "text", "text", "text", "text", "smallint", "smallint", "smallint")
 _INSERT_RATINGS = (
     f"INSERT INTO ratings ({', '.join(_INSERT_COLUMNS)})"
     f" SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _INSERT_TYPES)})"
-    " ON CONFLICT (id) DO NOTHING RETURNING id"
+    " ON CONFLICT (site, terminal, id) DO NOTHING RETURNING site, terminal, id"
 )
 
 
@@ -234,7 +255,7 @@ class PostgresStore(RollupQueries):
     use one instance per thread.
 
     Buckets, idempotence and rollups as SQLiteStore. Many processes may write
-    at once: the unique index on ``id`` settles which one stores a rating
+    at once: the unique index on (site, terminal, id) settles which one stores a rating
     (the other reports it duplicate once the first commits).
     """
 
@@ -334,27 +355,50 @@ class PostgresStore(RollupQueries):
                      received_at: datetime) -> list[BatchResult]:
         plan = IngestPlan(batches, received_at, self.buckets)
         values = plan.rows
-        stored: set[str] = set()
+        stored: set[tuple[str, str, str]] = set()
         if values:
             # (site, terminal, seq) order: a resend hitting two workers at once
             # takes the unique-index locks in the same order in both.
             rows = sorted(values.values(), key=lambda v: (v[1], v[2], v[3], v[0]))
             with self.conn.cursor() as cur:
                 cur.execute(_INSERT_RATINGS, [list(column) for column in zip(*rows)])
-                stored = {row[0] for row in cur.fetchall()}
+                stored = {(row[0], row[1], row[2]) for row in cur.fetchall()}
             counts = self._pending[-1].counts
-            for rating_id in stored:
-                key = _rollup_key(values[rating_id], 0)
+            for identity in stored:
+                key = _rollup_key(values[identity], 0)
                 counts[key] = counts.get(key, 0) + 1
         return plan.results(stored)
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
-                   reason: str, rating_id: str | None = None) -> None:
+                   reason: str, rating_id: str | None = None, site: str | None = None,
+                   terminal: str | None = None) -> None:
         with self.transaction():
             self.conn.execute(
-                "INSERT INTO quarantine (received_at, topic, payload, reason, rating_id)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                (_iso(received_at), _text(topic), bytes(payload), _text(reason), _text(rating_id)))
+                "INSERT INTO quarantine (received_at, topic, payload, reason, rating_id, site, terminal)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (_iso(received_at), _text(topic), bytes(payload), _text(reason), _text(rating_id),
+                 _text(site), _text(terminal)))
+
+    @_store_errors
+    def quarantine_usage(self, site: str, terminal: str, since: datetime) -> tuple[int, int]:
+        rows, size = self._execute(
+            "SELECT count(*), coalesce(sum(octet_length(payload)), 0) FROM quarantine"
+            " WHERE site = %s AND terminal = %s AND received_at >= %s",
+            [site, terminal, _iso(since.astimezone(timezone.utc))]).fetchone()
+        return int(rows), int(size)
+
+    def prune_quarantine(self, received_before: datetime) -> int:
+        total = 0
+        before = _iso(received_before.astimezone(timezone.utc))
+        while True:
+            with self.transaction():
+                deleted = self.conn.execute(
+                    "DELETE FROM quarantine WHERE pk IN"
+                    " (SELECT pk FROM quarantine WHERE received_at < %s LIMIT %s)",
+                    [before, _PRUNE_BATCH]).rowcount
+            total += deleted
+            if deleted < _PRUNE_BATCH:
+                return total
 
     def update_status(self, site: str, terminal: str, status: Status,
                       received_at: datetime) -> None:
@@ -486,22 +530,23 @@ class PostgresStore(RollupQueries):
 
     @_store_errors
     def ratings_after(self, pk: int, limit: int = 50_000) -> list[dict[str, Any]]:
-        """Ratings stored after row *pk* (pk, site, terminal, seq, score, at), oldest first.
+        """Ratings stored after row *pk* (SUSPECT_COLUMNS), oldest first.
 
         With several writers a smaller pk may commit after a larger one was
         read; burst detection tolerates that (it re-reads by terminal and seq).
         """
         return self._dicts(
-            "SELECT pk, site, terminal, seq, score, at, suspect FROM ratings WHERE pk > %s"
+            f"SELECT {SUSPECT_COLUMNS} FROM ratings WHERE pk > %s"
             " ORDER BY pk LIMIT %s", [pk, limit])
 
     @_store_errors
-    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
-        """One terminal's ratings with seq in [seq_from, seq_to], in seq order."""
+    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int,
+                         limit: int = 1_000_000) -> list[dict[str, Any]]:
+        """One terminal's ratings with seq in [seq_from, seq_to], in seq order (the first *limit*)."""
         return self._dicts(
-            "SELECT pk, site, terminal, seq, score, at, suspect FROM ratings"
-            " WHERE site = %s AND terminal = %s AND seq BETWEEN %s AND %s ORDER BY seq",
-            [site, terminal, seq_from, seq_to])
+            f"SELECT {SUSPECT_COLUMNS} FROM ratings"
+            " WHERE site = %s AND terminal = %s AND seq BETWEEN %s AND %s ORDER BY seq, pk LIMIT %s",
+            [site, terminal, seq_from, seq_to, limit])
 
     def mark_suspect(self, pks: Sequence[int]) -> int:
         """Flag ratings as suspect (never deleting them), moving their counts in

@@ -1,4 +1,4 @@
-"""Retention: raw ratings older than retention_days are deleted; the daily counts stay."""
+"""Retention: raw ratings older than retention_days and quarantine rows older than quarantine_days are deleted; the daily counts stay."""
 
 from __future__ import annotations
 
@@ -31,18 +31,21 @@ def cutoff(now: datetime, tz: ZoneInfo, days: int) -> tuple[str, datetime]:
 
 
 class RetentionRunner(Periodic):
-    """Prunes at start and every *interval_s*."""
+    """Prunes at start and every *interval_s*: ratings when *days* > 0, quarantine
+    rows when *quarantine_days* > 0."""
 
     name = "onetap-retention"
 
     def __init__(self, days: int, tz: ZoneInfo, store_factory: Callable[[], Any], *,
-                 interval_s: float = INTERVAL_S,
+                 quarantine_days: int = 0, interval_s: float = INTERVAL_S,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         super().__init__(store_factory, interval_s)
         self.days = days
+        self.quarantine_days = quarantine_days
         self.tz = tz
         self.now = now
         self.pruned = 0
+        self.pruned_quarantine = 0
         self.runs = 0
 
     def tick(self, store: Any) -> None:
@@ -50,11 +53,21 @@ class RetentionRunner(Periodic):
 
     def run_once(self, store: Any) -> int:
         """Delete what is due now; returns how many ratings went."""
-        before_day, received_before = cutoff(self.now(), self.tz, self.days)
-        deleted = store.prune_ratings(before_day, received_before)
-        if deleted:
-            log.info("retention: deleted %d raw ratings of days before %s (daily counts kept)",
-                     deleted, before_day)
+        now = self.now()
+        deleted = 0
+        if self.days > 0:
+            before_day, received_before = cutoff(now, self.tz, self.days)
+            deleted = store.prune_ratings(before_day, received_before)
+            if deleted:
+                log.info("retention: deleted %d raw ratings of days before %s (daily counts kept)",
+                         deleted, before_day)
+        if self.quarantine_days > 0:
+            # Quarantine rows are evidence of bad input, not counts: by receipt time alone.
+            gone = store.prune_quarantine(now - timedelta(days=self.quarantine_days))
+            if gone:
+                log.info("retention: deleted %d quarantine rows older than %d days", gone,
+                         self.quarantine_days)
+            self.pruned_quarantine += gone
         self.pruned += deleted
         self.runs += 1
         return deleted

@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from kiosk.protocol import Rating, Status, format_timestamp, parse_timestamp
+from kiosk.protocol import (Rating, Status, bound_status_fields, format_timestamp, in_time_window,
+                            parse_timestamp)
 from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.errors import StoreError
 
@@ -61,19 +62,31 @@ class Store(Protocol):
 
     def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
                      received_at: datetime) -> BatchResult:
-        """Store ratings idempotently by id; an id already stored, or repeated, is a duplicate."""
+        """Store ratings idempotently by (site, terminal, id); one already stored, or
+        repeated, is a duplicate. Another terminal's ratings never make one a duplicate."""
 
     def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
                     received_at: datetime) -> list[BatchResult]:
         """ingest_batch for many (site, terminal, ratings) at once, one result each, in order.
 
-        One insert for all: an id already stored, or met earlier in the same
+        One insert for all: an identity already stored, or met earlier in the same
         call (a kiosk's resend in the same commit), is that batch's duplicate.
+        Never raises on a rating that passed kiosk.protocol's validation: an
+        ``at`` outside the time window is counted by *received_at* and stored
+        with clock_suspect set.
         """
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
-                   reason: str, rating_id: str | None = None) -> None:
-        """Keep a message or rating that failed a rule, with its raw bytes and why."""
+                   reason: str, rating_id: str | None = None, site: str | None = None,
+                   terminal: str | None = None) -> None:
+        """Keep a message or rating that failed a rule, with its raw bytes and why
+        (and the terminal it came from, when the topic names one)."""
+
+    def quarantine_usage(self, site: str, terminal: str, since: datetime) -> tuple[int, int]:
+        """(rows, payload bytes) quarantined for one terminal since *since*."""
+
+    def prune_quarantine(self, received_before: datetime) -> int:
+        """Retention: delete quarantine rows received before *received_before*; how many went."""
 
     def update_status(self, site: str, terminal: str, status: Status,
                       received_at: datetime) -> None:
@@ -117,6 +130,10 @@ class Store(Protocol):
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+#: Quarantine rows per commit when pruning.
+_PRUNE_BATCH = 10_000
 
 
 # -- SQLite -----------------------------------------------------------------
@@ -213,7 +230,37 @@ def m002_rollups_suspect_staff(db: Database) -> None:
 
 
 @migrations()
-def m003_terminals_retired_at(db: Database) -> None:
+def m003_rating_identity_site_terminal_id(db: Database) -> None:
+    # A rating is (site, terminal, id): one terminal sending another's ids must
+    # neither claim nor suppress them. Existing rows are unique by id, so also
+    # by (site, terminal, id).
+    db.execute("DROP INDEX ratings_id")
+    db.execute("CREATE UNIQUE INDEX ratings_identity ON ratings (site, terminal, id)")
+
+
+@migrations()
+def m004_ratings_clock_suspect(db: Database) -> None:
+    # 1: the kiosk's ``at`` was outside the time window; counted by receipt time.
+    db.execute("ALTER TABLE ratings ADD COLUMN clock_suspect INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m005_quarantine_by_terminal(db: Database) -> None:
+    # Per-terminal daily caps count a terminal's rows and bytes; retention
+    # prunes by receipt time.
+    db.execute("ALTER TABLE quarantine ADD COLUMN site TEXT")
+    db.execute("ALTER TABLE quarantine ADD COLUMN terminal TEXT")
+    rows = db.execute("SELECT pk, topic FROM quarantine WHERE topic LIKE 'onetap/v1/%'").fetchall()
+    for pk, topic in rows:
+        parts = topic.split("/")
+        if len(parts) == 5:
+            db.execute("UPDATE quarantine SET site = ?, terminal = ? WHERE pk = ?", [parts[2], parts[3], pk])
+    db.execute("CREATE INDEX quarantine_terminal ON quarantine (site, terminal, received_at)")
+    db.execute("CREATE INDEX quarantine_received ON quarantine (received_at)")
+
+
+@migrations()
+def m006_terminals_retired_at(db: Database) -> None:
     # `onetap-server terminal retire`: off the board and the alert rules, ratings kept.
     db.execute("ALTER TABLE terminals ADD COLUMN retired_at TEXT")
 
@@ -260,7 +307,7 @@ def _create_rollup(db: Database, name: str, dims: tuple[str, ...]) -> None:
 def _rollup_key(row: Sequence[Any], suspect: int) -> tuple:
     """A stored ratings row (as _INSERT_RATING's parameters) -> the full rollup key."""
     (_id, site, terminal, _seq, score, _at, _synced, reason, age_group, lang, input_,
-     _received, day, hour, weekday) = row
+     _received, day, hour, weekday, *_rest) = row
     return (day, hour, weekday, site, terminal, reason or "", age_group or "", lang, input_,
             suspect, score)
 
@@ -301,12 +348,16 @@ def _apply_rollups(conn: sqlite3.Connection, counts: dict[tuple, int]) -> None:
 
 
 _INSERT_COLUMNS = ("id", "site", "terminal", "seq", "score", "at", "clock_synced", "reason",
-                   "age_group", "lang", "input", "received_at", "day", "hour", "weekday")
+                   "age_group", "lang", "input", "received_at", "day", "hour", "weekday",
+                   "clock_suspect")
 _INSERT_RATING = (
     f"INSERT INTO ratings ({', '.join(_INSERT_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
 )
 _CHUNK = 500  # bound on host parameters per IN (...) lookup
+#: What burst detection reads of a rating: the kiosk's claims and the server's own evidence.
+SUSPECT_COLUMNS = ("pk, site, terminal, seq, score, at, clock_synced, received_at, clock_suspect,"
+                   " suspect")
 
 
 def _store_errors(method):
@@ -355,67 +406,95 @@ def filter_columns(filters: Filters) -> set[str]:
 
 class Buckets:
     """Day, hour and ISO weekday of ratings in a time zone: by ``at`` when the kiosk's
-    clock was synchronised, else by when the server received them."""
+    clock was synchronised (and ``at`` is inside the time window), else by when the
+    server received them."""
 
     def __init__(self, tz: ZoneInfo):
         self.tz = tz
-        self._cache: dict[str, tuple[str, int, int]] = {}
+        #: minute and offset of an ``at`` -> [its moment, its bucket once computed]
+        self._cache: dict[str, list] = {}
 
     def of(self, moment: datetime) -> tuple[str, int, int]:
         local = moment.astimezone(self.tz)
         return local.strftime("%Y-%m-%d"), local.hour, local.isoweekday()
 
-    def rating(self, rating: Rating, received: tuple[str, int, int]) -> tuple[str, int, int]:
-        if not rating.clock_synced:
-            return received
+    def rating(self, rating: Rating, received: tuple[str, int, int],
+               received_at: datetime) -> tuple[tuple[str, int, int], bool]:
+        """(bucket, clock_suspect) of a valid rating received at *received_at*.
+
+        clock_suspect: ``at`` is outside the time window (kiosk.protocol.in_time_window);
+        such a rating, like an unsynchronised one, takes the *received* bucket.
+        """
         at = rating.at
         # Every rating of the same minute and offset lands in the same hour:
-        # converting once per minute keeps a 500-rating batch cheap.
+        # parsing and converting once per minute keeps a 500-rating batch
+        # cheap. (So the window is checked to the minute, which is plenty.)
         key = at[:16] + at[-6:]
-        bucket = self._cache.get(key)
-        if bucket is None:
-            bucket = self.of(parse_timestamp("at", at))
+        entry = self._cache.get(key)
+        if entry is None:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[key] = bucket
-        return bucket
+            entry = self._cache[key] = [parse_timestamp("at", at), None]
+        if not in_time_window(entry[0], received_at):
+            return received, True
+        if not rating.clock_synced:
+            return received, False
+        if entry[1] is None:
+            entry[1] = self.of(entry[0])
+        return entry[1], False
+
+
+#: A rating's identity: (site, terminal, id).
+Identity = tuple[str, str, str]
 
 
 class IngestPlan:
     """What ingest_many stores, the same way in every backend.
 
-    The first sighting of an id (in call order) may be stored; a later one in
-    another batch of the same call is that batch's duplicate. ``rows`` holds
-    the insert parameters (_INSERT_COLUMNS order) of each first sighting.
+    The first sighting of an identity (site, terminal, id), in call order, may
+    be stored; a later one in another batch of the same call is that batch's
+    duplicate. ``rows`` holds the insert parameters (_INSERT_COLUMNS order) of
+    each first sighting, by identity.
+
+    Never raises on a rating that passed validation: an ``at`` outside the time
+    window (kiosk.protocol.clock_suspect) is bucketed by *received_at* and
+    marked clock_suspect, so it never lands on the far day it claims.
     """
 
     def __init__(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
                  received_at: datetime, buckets: Buckets):
         self.count = len(batches)
-        self.first: dict[str, int] = {}
+        self.first: dict[Identity, int] = {}
         self.repeats: list[tuple[int, str]] = []
-        self.rows: dict[str, tuple] = {}
+        self.rows: dict[Identity, tuple] = {}
         received_text = _iso(received_at)
         received = buckets.of(received_at)
         for index, (site, terminal, ratings) in enumerate(batches):
             for rating in ratings:
-                if rating.id in self.first:
-                    if self.first[rating.id] != index:
+                key = (site, terminal, rating.id)
+                if key in self.first:
+                    if self.first[key] != index:
                         self.repeats.append((index, rating.id))
                     continue
-                self.first[rating.id] = index
-                day, hour, weekday = buckets.rating(rating, received)
-                self.rows[rating.id] = (
+                self.first[key] = index
+                try:
+                    (day, hour, weekday), suspect = buckets.rating(rating, received, received_at)
+                except (OverflowError, ValueError):
+                    # Inside the window nothing overflows and a valid rating
+                    # parses; should either ever fail, it is still counted, by receipt.
+                    log.exception("cannot bucket rating %s at %r", rating.id, rating.at)
+                    (day, hour, weekday), suspect = received, True
+                self.rows[key] = (
                     rating.id, site, terminal, rating.seq, rating.score, rating.at,
                     int(rating.clock_synced), rating.reason, rating.age_group, rating.lang,
-                    rating.input, received_text, day, hour, weekday)
+                    rating.input, received_text, day, hour, weekday, int(suspect))
 
-    def results(self, stored: set[str] | frozenset[str]) -> list[BatchResult]:
+    def results(self, stored: set[Identity] | frozenset[Identity]) -> list[BatchResult]:
         """Each batch's accepted (newly *stored*) and duplicate ids, each id once."""
         results = [BatchResult([], []) for _ in range(self.count)]
-        for rating_id, index in self.first.items():
-            (results[index].accepted if rating_id in stored else results[index].duplicate
-             ).append(rating_id)
+        for key, index in self.first.items():
+            (results[index].accepted if key in stored else results[index].duplicate
+             ).append(key[2])
         for index, rating_id in dict.fromkeys(self.repeats):
             results[index].duplicate.append(rating_id)
         return results
@@ -493,7 +572,13 @@ class RollupQueries:
                 continue
             if not include_retired and is_retired(row[6], row[3]):
                 continue
-            fields = json.loads(row[4])
+            # Bounded again on the way out: rows stored before the boundary
+            # existed must not break the board, the API or the alerts either.
+            try:
+                fields = bound_status_fields(json.loads(row[4]), datetime.now(timezone.utc))
+            except (ValueError, RecursionError, AttributeError):
+                log.warning("terminal %s/%s has an unreadable stored status", row[0], row[1])
+                fields = {}
             out.append({**fields, "site": row[0], "terminal": row[1], "state": row[2],
                         "last_seen": row[3], "status_at": fields.get("at"),
                         "updated_at": row[5],
@@ -566,27 +651,53 @@ class SQLiteStore(RollupQueries):
 
         # Resends are rare: try everything at once first and look up which ids
         # exist only when the unique index says some do.
-        existing: set[str] = set()
+        existing: set[Identity] = set()
         try:
             with self.db.atomic():
                 insert(list(plan.rows.values()))
         except sqlite3.IntegrityError:
-            ids = list(plan.rows)
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start:start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                existing.update(row[0] for row in conn.execute(
-                    f"SELECT id FROM ratings WHERE id IN ({marks})", chunk))
-            insert([row for rating_id, row in plan.rows.items() if rating_id not in existing])
+            by_terminal: dict[tuple[str, str], list[str]] = {}
+            for site, terminal, rating_id in plan.rows:
+                by_terminal.setdefault((site, terminal), []).append(rating_id)
+            for (site, terminal), ids in by_terminal.items():
+                for start in range(0, len(ids), _CHUNK):
+                    chunk = ids[start:start + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    existing.update((site, terminal, row[0]) for row in conn.execute(
+                        f"SELECT id FROM ratings WHERE site = ? AND terminal = ? AND id IN ({marks})",
+                        [site, terminal, *chunk]))
+            insert([row for key, row in plan.rows.items() if key not in existing])
         return plan.results(plan.rows.keys() - existing)
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
-                   reason: str, rating_id: str | None = None) -> None:
+                   reason: str, rating_id: str | None = None, site: str | None = None,
+                   terminal: str | None = None) -> None:
         with self.transaction():
             self.db.conn.execute(
-                "INSERT INTO quarantine (received_at, topic, payload, reason, rating_id)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (_iso(received_at), topic, bytes(payload), reason, rating_id))
+                "INSERT INTO quarantine (received_at, topic, payload, reason, rating_id, site, terminal)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_iso(received_at), topic, bytes(payload), reason, rating_id, site, terminal))
+
+    @_store_errors
+    def quarantine_usage(self, site: str, terminal: str, since: datetime) -> tuple[int, int]:
+        rows, size = self.db.conn.execute(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM quarantine"
+            " WHERE site = ? AND terminal = ? AND received_at >= ?",
+            [site, terminal, _iso(since.astimezone(timezone.utc))]).fetchone()
+        return int(rows), int(size)
+
+    def prune_quarantine(self, received_before: datetime) -> int:
+        total = 0
+        before = _iso(received_before.astimezone(timezone.utc))
+        while True:
+            with self.transaction():
+                deleted = self.db.conn.execute(
+                    "DELETE FROM quarantine WHERE pk IN"
+                    " (SELECT pk FROM quarantine WHERE received_at < ? LIMIT ?)",
+                    [before, _PRUNE_BATCH]).rowcount
+            total += deleted
+            if deleted < _PRUNE_BATCH:
+                return total
 
     def update_status(self, site: str, terminal: str, status: Status,
                       received_at: datetime) -> None:
@@ -716,18 +827,19 @@ class SQLiteStore(RollupQueries):
 
     @_store_errors
     def ratings_after(self, pk: int, limit: int = 50_000) -> list[dict[str, Any]]:
-        """Ratings stored after row *pk* (pk, site, terminal, seq, score, at), oldest first."""
+        """Ratings stored after row *pk* (SUSPECT_COLUMNS), oldest first."""
         return [dict(row) for row in self.db.query(
-            "SELECT pk, site, terminal, seq, score, at, suspect FROM ratings WHERE pk > ?"
+            f"SELECT {SUSPECT_COLUMNS} FROM ratings WHERE pk > ?"
             " ORDER BY pk LIMIT ?", [pk, limit])]
 
     @_store_errors
-    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
-        """One terminal's ratings with seq in [seq_from, seq_to], in seq order."""
+    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int,
+                         limit: int = 1_000_000) -> list[dict[str, Any]]:
+        """One terminal's ratings with seq in [seq_from, seq_to], in seq order (the first *limit*)."""
         return [dict(row) for row in self.db.query(
-            "SELECT pk, site, terminal, seq, score, at, suspect FROM ratings"
-            " WHERE site = ? AND terminal = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-            [site, terminal, seq_from, seq_to])]
+            f"SELECT {SUSPECT_COLUMNS} FROM ratings"
+            " WHERE site = ? AND terminal = ? AND seq BETWEEN ? AND ? ORDER BY seq, pk LIMIT ?",
+            [site, terminal, seq_from, seq_to, limit])]
 
     def mark_suspect(self, pks: Sequence[int]) -> int:
         """Flag ratings as suspect (never deleting them), moving their counts in

@@ -228,3 +228,147 @@ def test_timestamps_keep_offset_and_accept_z_and_nanoseconds():
         datetime(2026, 11, 27, 1, 15, 2, 417123, tzinfo=timezone.utc)
     with pytest.raises(ValueError):
         protocol.format_timestamp(datetime(2026, 1, 1))
+
+
+# -- the sanitising boundary (issue 9) -------------------------------------------
+
+RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
+
+
+def _rating_dict(**change):
+    good = Rating(id=str(uuid.uuid4()), seq=1, score=5, at="2026-11-27T10:15:02.417+09:00",
+                  clock_synced=True).to_dict()
+    good.update(change)
+    return good
+
+
+def _batch_text(items):
+    return ('{"v":1,"site":"s1","terminal":"t1","ratings":[' + ",".join(items) + "]}").encode()
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00",
+                                "2019-12-31T23:59:59Z", "2026-11-28T01:30:01Z"])
+def test_times_outside_the_window_are_clock_suspect_and_never_overflow(at):
+    # Valid RFC 3339: accepted by decoding, but flagged for the server to count by receipt.
+    decoded = decode_batch(encode_batch("s1", "t1", [json.dumps(_rating_dict(at=at))]))
+    assert decoded.rejected == () and len(decoded.ratings) == 1
+    assert protocol.clock_suspect(at, RECEIVED)
+    assert not protocol.in_time_window(protocol.parse_timestamp("at", at), RECEIVED)
+
+
+@pytest.mark.parametrize("at", ["2020-01-01T00:00:00Z", "2026-11-27T10:15:02+09:00",
+                                "2026-11-28T01:30:00Z"])
+def test_times_inside_the_window_are_not_suspect(at):
+    assert not protocol.clock_suspect(at, RECEIVED)
+
+
+def test_non_ascii_digits_are_not_a_time():
+    with pytest.raises(ProtocolError):
+        protocol.parse_timestamp("at", "٢٠٢٦-11-27T10:15:02Z")
+
+
+@pytest.mark.parametrize("field_text", [
+    '"lang":"\\ud800"', '"lang":"k\\u0000"', '"reason":"a\\nb"', '"\\ud800x":1', '"lang":"\\udfff"',
+])
+def test_lone_surrogates_and_control_characters_reject_only_their_rating(field_text):
+    good = _rating_dict()
+    bad = json.dumps(_rating_dict())[:-1] + "," + field_text + "}"
+    decoded = decode_batch(_batch_text([json.dumps(good), bad, json.dumps(_rating_dict())]))
+    assert [r.id for r in decoded.ratings][0] == good["id"] and len(decoded.ratings) == 2
+    (rejected,) = decoded.rejected
+    # The error and the raw bytes can always be encoded, stored and Acked.
+    rejected.error.encode("utf-8")
+    assert rejected.error.isprintable()
+    assert isinstance(rejected.raw, bytes)
+    protocol.Ack(rejected=((rejected.id or good["id"], rejected.error),)).encode()
+
+
+@pytest.mark.parametrize("field", ["seq", "score"])
+def test_a_five_thousand_digit_integer_rejects_only_its_rating(field):
+    huge = "9" * 5000
+    bad = json.dumps(_rating_dict())
+    bad = bad.replace(f'"{field}": {json.loads(bad)[field]}', f'"{field}": {huge}')
+    assert huge in bad
+    decoded = decode_batch(_batch_text([json.dumps(_rating_dict()), bad]))
+    assert len(decoded.ratings) == 1
+    (rejected,) = decoded.rejected
+    assert rejected.error.startswith(f"ratings[1].{field}: <number of 5000 digits>")
+    assert b"5000 digits" in rejected.raw
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_numbers_are_rejected_with_their_field(constant):
+    bad = json.dumps(_rating_dict()).replace('"score": 5', f'"score": {constant}')
+    decoded = decode_batch(_batch_text([bad]))
+    assert decoded.ratings == () and "score" in decoded.rejected[0].error
+    with pytest.raises(ProtocolError, match="uptime_s"):
+        Status.decode(('{"v":1,"state":"online","at":"2026-11-27T10:00:00Z","backlog":0,"seq":1,'
+                       f'"uptime_s":{constant}}}').encode())
+
+
+def _status(**fields):
+    body = {"v": 1, "state": "online", "at": "2026-11-27T10:00:00+09:00", "backlog": 0, "seq": 3}
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("field", ["oldest_pending_at", "last_tap_at", "last_ack_at", "at"])
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59Z"])
+def test_status_times_outside_the_window_are_dropped_and_named(field, value):
+    status = Status.decode(_status(**{field: value}), now=RECEIVED)
+    assert status.fields[field] is None
+    assert status.fields[protocol.CLOCK_SUSPECT_FIELDS] == [field]
+    # Without the server's time (the kiosk's own decoding) nothing is changed.
+    assert Status.decode(_status(**{field: value})).fields[field] == value
+
+
+@pytest.mark.parametrize("text", ['"\\ud800"', '"1.0\\u0007"', '"' + "v" * 201 + '"'])
+def test_status_version_with_surrogates_control_characters_or_too_long_is_rejected(text):
+    payload = _status()[:-1] + b',"version":' + text.encode() + b"}"
+    with pytest.raises(ProtocolError, match="version"):
+        Status.decode(payload)
+
+
+def test_status_error_text_is_escaped_and_shortened_not_rejected():
+    payload = _status()[:-1] + b',"error":"disk\\nfull \\ud800' + b"x" * 500 + b'"}'
+    error = Status.decode(payload).fields["error"]
+    assert error.startswith("disk\\nfull \\ud800") and len(error) < 260 and error.isprintable()
+
+
+@pytest.mark.parametrize("field,value", [("backlog", 2**63), ("ignored_taps", "9" * 5000),
+                                         ("disk_free_mb", -1), ("uptime_s", "1e308")])
+def test_status_numbers_are_bounded(field, value):
+    payload = _status()[:-1] + f',"{field}":{value}}}'.encode()
+    with pytest.raises(ProtocolError, match=field):
+        Status.decode(payload)
+
+
+def test_bound_status_fields_drops_what_is_invalid_and_never_raises():
+    stored = {"at": "2026-11-27T10:00:00+09:00", "version": "\ud800", "backlog": -3,
+              "oldest_pending_at": "0001-01-01T00:00:00+14:00", "unknown": 1, "seq": 4,
+              "error": "a\nb"}
+    bounded = protocol.bound_status_fields(stored, RECEIVED)
+    assert bounded == {"at": "2026-11-27T10:00:00+09:00", "oldest_pending_at": None, "seq": 4,
+                       "error": "a\\nb", protocol.CLOCK_SUSPECT_FIELDS: ["oldest_pending_at"]}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20))
+def test_any_status_value_is_bounded_or_named(value):
+    payload = json.dumps({"v": 1, "state": "online", "at": "2026-11-27T10:00:00Z",
+                          "backlog": 0, "seq": 1, "version": value}).encode()
+    try:
+        status = Status.decode(payload, now=RECEIVED)
+    except ProtocolError as exc:
+        str(exc).encode("utf-8")
+        return
+    json.dumps(status.fields, ensure_ascii=False).encode("utf-8")
+
+
+def test_a_status_larger_than_16_kib_is_rejected_unread():
+    payload = _status()[:-1] + b',"error":"' + b"e" * protocol.MAX_STATUS_BYTES + b'"}'
+    with pytest.raises(ProtocolError, match="exceeds"):
+        Status.decode(payload)

@@ -91,9 +91,9 @@ def test_detect_suspects_on_crafted_bursts():
     assert not suspects & set(range(1, 10))
     assert not suspects & set(range(17, 20))
     assert not suspects & set(range(45, 52))
-    # a seq gap breaks a chain (lost taps are not proof of speed)
+    # a seq gap no longer breaks a chain: missing taps make the claimed pace faster, not slower
     gapped = [dict(r, seq=r["seq"] + (100 if r["pk"] > 12 else 0)) for r in rows[9:15]]
-    assert detect_suspects(gapped, RULES) == set()
+    assert detect_suspects(gapped, RULES) == {r["pk"] for r in gapped}
 
 
 class Receiver:
@@ -206,3 +206,37 @@ def test_runner_thread_evaluates_with_its_own_connection(tmp_path):
         check.close()
     finally:
         runner.stop()
+
+
+def test_detect_suspects_on_the_servers_own_evidence():
+    received = ts(NOW)
+    start = NOW - timedelta(hours=2)
+    # Claimed a minute apart (human), seqs skipping, all delivered at once: made up.
+    holes = [{"pk": i, "seq": 3 * i, "score": 4, "at": ts(start + timedelta(minutes=i)),
+              "received_at": received} for i in range(1, 6)]
+    assert detect_suspects(holes, RULES) == {1, 2, 3, 4, 5}
+    # The same seqs received live, each a minute apart: not evidence of anything.
+    live = [dict(r, received_at=r["at"]) for r in holes]
+    assert detect_suspects(live, RULES) == set()
+    # A repeated seq inside one delivery is a hole too.
+    repeats = [dict(r, seq=7) for r in holes]
+    assert detect_suspects(repeats, RULES) == {1, 2, 3, 4, 5}
+    # Equal scores claimed 3.5 s apart (just over run_interval_s) but delivered together.
+    run = [{"pk": i, "seq": i, "score": 5, "at": ts(start + timedelta(seconds=3.5 * i)),
+            "received_at": received} for i in range(1, RULES.run_length + 1)]
+    assert detect_suspects(run, RULES) == set(range(1, RULES.run_length + 1))
+    assert detect_suspects(run[1:], RULES) == set()  # one short of a run
+    assert detect_suspects([dict(r, received_at=r["at"]) for r in run], RULES) == set()
+    # A clock_suspect rating is timed by its receipt, not its far-off claim.
+    far = [{"pk": i, "seq": i, "score": 3, "at": "9999-12-31T23:59:59Z", "clock_suspect": 1,
+            "received_at": ts(NOW + timedelta(seconds=0.1 * i))} for i in range(1, 6)]
+    assert detect_suspects(far, RULES) == {1, 2, 3, 4, 5}
+
+
+def test_evaluate_never_converts_a_time_outside_the_window():
+    terminals = [{"site": "s", "terminal": "t", "state": "online", "updated_at": ts(NOW), "backlog": 4,
+                  "oldest_pending_at": "0001-01-01T00:00:00+14:00"},
+                 {"site": "s", "terminal": "u", "state": "online", "updated_at": ts(NOW), "backlog": "x",
+                  "oldest_pending_at": "9999-12-31T23:59:59Z"}]
+    lows = [{"site": "s", "terminal": "t", "score": 1, "at": "0001-01-01T00:00:00+14:00"}]
+    assert evaluate(NOW, terminals, lows, RULES, KST) == []

@@ -33,7 +33,7 @@ class FakeLinkState:
     queue_depth = 0
 
     def __init__(self):
-        self.counters = IngestCounters(messages=3, ratings_accepted=7)
+        self.counters = IngestCounters(messages=3, ratings_accepted=7, quarantine_dropped=2)
 
 
 @pytest.fixture
@@ -224,6 +224,8 @@ def test_metrics(client):
     assert 'onetap_ingest_ratings_total{result="accepted"} 7' in text
     assert 'onetap_terminals{state="offline"} 1' in text
     assert "# TYPE onetap_ingest_messages_total counter" in text
+    assert "onetap_ingest_quarantine_dropped_total 2" in text
+    assert "onetap_ingest_retained_refused_total 0" in text
 
 
 def test_openapi_describes_the_endpoints(client):

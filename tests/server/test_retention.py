@@ -158,3 +158,22 @@ def test_runner_prunes_at_start_in_its_thread(db_path):
     store = SQLiteStore.open(db_path)
     assert store.counts()["ratings"] == 31 * 6
     store.close()
+
+
+@pytest.mark.parametrize("rating_days", [0, 30])
+def test_quarantine_rows_older_than_quarantine_days_are_pruned(backend, rating_days):
+    store = backend.open()
+    try:
+        for back in (0, 5, 9, 11, 40):
+            store.quarantine(received_at=NOW - timedelta(days=back, seconds=1), topic="onetap/v1/s1/t1/ratings",
+                             payload=b"junk", reason=f"{back} days old", site="s1", terminal="t1")
+        store.ingest_batch("s1", "t1", [rating(date(2026, 9, 1), 1)], NOW - timedelta(days=80))
+        runner = RetentionRunner(rating_days, SEOUL, backend.open, quarantine_days=10, now=lambda: NOW)
+        deleted = runner.run_once(store)
+        assert sorted(q["reason"] for q in store.quarantined()) == ["0 days old", "5 days old", "9 days old"]
+        assert runner.pruned_quarantine == 2
+        # Ratings follow retention_days only (0: kept).
+        assert deleted == (1 if rating_days else 0)
+        assert store.counts()["ratings"] == (0 if rating_days else 1)
+    finally:
+        store.close()

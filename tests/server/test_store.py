@@ -31,9 +31,10 @@ def test_is_a_store_with_wal_and_full_sync(tmp_path):
     conn = store.db.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    # ratings is a rowid table with a unique index on the UUID
+    # ratings is a rowid table with a unique index on its identity (site, terminal, id)
     assert store.db["ratings"].pks == ["pk"]
-    assert any(i.unique and i.columns == ["id"] for i in store.db["ratings"].indexes)
+    assert any(i.unique and i.columns == ["site", "terminal", "id"] for i in store.db["ratings"].indexes)
+    assert not any(i.unique and i.columns == ["id"] for i in store.db["ratings"].indexes)
     store.close()
 
 
@@ -50,7 +51,8 @@ def test_postgres_is_a_store_with_a_bigint_key_and_unique_id(postgres_database):
     indexes = [r["indexdef"] for r in query(
         store, "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()"
                " AND tablename = 'ratings'")]
-    assert any("UNIQUE" in d and "(id)" in d for d in indexes)
+    assert any("UNIQUE" in d and "(site, terminal, id)" in d for d in indexes)
+    assert not any("UNIQUE" in d and "(id)" in d for d in indexes)
     assert any("PRIMARY" in d or "pkey" in d for d in indexes)
     assert query(store, "SELECT current_setting('synchronous_commit') AS s")[0]["s"] in ("on", "off")
     store.close()
