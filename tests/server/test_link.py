@@ -1,6 +1,8 @@
 """The MQTT link against a real mosquitto: Acks only after commit, statuses, Last Will, sessions."""
 
 import queue
+import threading
+import time
 import sqlite3
 import uuid
 
@@ -168,7 +170,8 @@ def test_fault_hook_brackets_each_commit(mosquitto, db_path):
         terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [rating(1).encode()]))
         terminal.acks.get(timeout=DEADLINE)
         # Before the commit nothing is stored; after it the row is, and the Ack is not yet sent.
-        assert calls[:2] == [("before-commit", 1, 0), ("after-commit", 1, 1)]
+        # ("message", 1) is the first message's own hook, inside the commit's guard.
+        assert calls[:3] == [("before-commit", 1, 0), ("message", 1, 0), ("after-commit", 1, 1)]
     finally:
         terminal.close()
         link.stop()
@@ -213,3 +216,133 @@ def test_a_full_server_disk_sends_no_ack_and_the_kiosks_resend_lands_later(mosqu
     finally:
         uplink.stop()
         link.stop()
+
+
+class PoisonStore(SQLiteStore):
+    """A real SQLite store that fails, as a value the store cannot convert would,
+    on any commit holding a rating with seq 999 (the poison)."""
+
+    def ingest_many(self, batches, received_at):
+        if any(r.seq == 999 for _, _, ratings in batches for r in ratings):
+            raise OverflowError("date value out of range")
+        return super().ingest_many(batches, received_at)
+
+
+class Gate:
+    """A fault hook that holds the worker before the n-th commit until released."""
+
+    def __init__(self, commit):
+        self.commit = commit
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, point, n):
+        if point == "before-commit" and n == self.commit:
+            self.held.set()
+            self.release.wait(60)
+
+
+def test_an_exception_escaping_a_whole_commit_costs_only_the_message_that_causes_it(mosquitto, db_path):
+    gate = Gate(commit=1)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-poison", db=db_path)
+    link = Link(config, lambda: PoisonStore.open(db_path), fault=gate).start()
+    assert link.wait_connected(DEADLINE)
+    terminals = [Terminal(mosquitto, db_path, terminal=f"t{i}", will=False) for i in range(4)]
+    try:
+        terminals[0].publish(topic("s1", "t0", "ratings"), encode_batch("s1", "t0", [rating(1).encode()]))
+        assert gate.held.wait(DEADLINE)
+        # These wait in the queue, so that they share the second commit with the poison.
+        good = {i: [rating(s) for s in (2, 3)] for i in (1, 2, 3)}
+        for i in (1, 3):
+            terminals[i].publish(topic("s1", f"t{i}", "ratings"),
+                                 encode_batch("s1", f"t{i}", [r.encode() for r in good[i]]))
+        poison = rating(999)
+        terminals[2].publish(topic("s1", "t2", "ratings"), encode_batch("s1", "t2", [poison.encode()]))
+        terminals[2].publish(topic("s1", "t2", "ratings"),
+                             encode_batch("s1", "t2", [r.encode() for r in good[2]]))
+        wait_for(lambda: link.queue_depth == 4, "the four batches to wait", timeout=DEADLINE)
+        gate.release.set()
+        for i in (1, 2, 3):
+            ack, stored = terminals[i].acks.get(timeout=DEADLINE)
+            assert set(ack.accepted) == {r.id for r in good[i]} and stored == 2
+        assert terminals[2].acks.empty(), "the poison was Acked"
+        store = SQLiteStore.open(db_path)
+        assert store.counts()["ratings"] == 7
+        [row] = store.db.conn.execute("SELECT reason, payload FROM quarantine").fetchall()
+        assert row[0] == "internal error: OverflowError('date value out of range')"
+        assert poison.id.encode() in row[1]
+        # The worker goes on: the next batch is stored, and one failure is not unhealthy.
+        later = rating(4)
+        terminals[3].publish(topic("s1", "t3", "ratings"), encode_batch("s1", "t3", [later.encode()]))
+        ack, stored = terminals[3].acks.get(timeout=DEADLINE)
+        assert ack.accepted == (later.id,) and stored == 1
+        assert link.supervisor.threads() == {"onetap-ingest": "running"}
+        assert link.supervisor.problems() == []
+    finally:
+        gate.release.set()
+        for terminal in terminals:
+            terminal.close()
+        link.stop()
+
+
+def test_a_stuck_worker_is_reported_and_the_keepalive_loss_is_told_truly(mosquitto, db_path):
+    gate = Gate(commit=2)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-stuck", db=db_path,
+                          ingest_stall_s=2, session_expiry_s=600)
+    link = Link(config, lambda: SQLiteStore.open(db_path), fault=gate, queue_limit=3, keepalive_s=2).start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path, will=False)
+    try:
+        first = rating(1)
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [first.encode()]))
+        terminal.acks.get(timeout=DEADLINE)
+        assert link.supervisor.problems() == [] and link.connected
+        state = link.ingest_state()
+        assert state["pending"] == 0 and state["last_processed_s"] is not None
+        # Held before the second commit; the inbox (3) fills, then paho's thread waits for room.
+        stuck = [rating(i) for i in range(2, 10)]
+        for r in stuck:
+            terminal.client.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [r.encode()]), qos=1)
+        assert gate.held.wait(DEADLINE)
+        problems = wait_for(lambda: [p for p in link.supervisor.problems() if p.reason.startswith("ingest is")],
+                            "ingest to be reported stuck", timeout=DEADLINE)
+        assert problems[0].restart and problems[0].reason.startswith("ingest is stuck: ")
+        assert link.supervisor.threads() == {"onetap-ingest": "stuck"}
+        state = link.ingest_state()
+        assert state["pending"] >= 2 and state["queue"] == 3 and state["waiting_s"] > 2
+        # paho cannot answer the broker's pings: the broker drops us, and we say so.
+        wait_for(lambda: not link.connected, "the link to admit the keepalive loss", timeout=DEADLINE)
+        wait_for(lambda: "exceeded timeout" in (mosquitto.directory / "mosquitto.log").read_text(),
+                 "mosquitto to drop the silent client", timeout=DEADLINE)
+        gate.release.set()
+        # Free again: it reconnects, everything is ingested once and Acked, healthy again.
+        wait_for(lambda: SQLiteStore.open(db_path).counts()["ratings"] == 9, "every rating stored",
+                 timeout=DEADLINE)
+        wait_for(lambda: link.connected, "the link to reconnect", timeout=DEADLINE)
+        wait_for(lambda: link.supervisor.problems() == [], "ingest to be healthy again", timeout=DEADLINE)
+    finally:
+        gate.release.set()
+        terminal.close()
+        link.stop()
+
+
+def test_stop_returns_in_time_with_a_wedged_worker_and_a_full_inbox(mosquitto, db_path):
+    gate = Gate(commit=1)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-wedged", db=db_path)
+    link = Link(config, lambda: SQLiteStore.open(db_path), fault=gate, queue_limit=2).start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path, will=False)
+    try:
+        for seq in range(1, 7):
+            terminal.client.publish(topic("s1", "t1", "ratings"),
+                                    encode_batch("s1", "t1", [rating(seq).encode()]), qos=1)
+        assert gate.held.wait(DEADLINE)
+        wait_for(lambda: link._queue.put_blocked_since is not None, "paho's thread to wait for room",
+                 timeout=DEADLINE)
+        started = time.monotonic()
+        link.stop(timeout=2)
+        assert time.monotonic() - started < 5
+        assert SQLiteStore.open(db_path).counts()["ratings"] == 0 and terminal.acks.empty()
+    finally:
+        gate.release.set()
+        terminal.close()
