@@ -186,11 +186,10 @@ class Supervisor:
         with self._lock:
             handles = list(self._threads.values())
             checks = list(self._checks)
-        out = [p for p in (h.problem(now) for h in handles) if p is not None]
-        for check in checks:
-            problem = check()
-            if problem is not None:
-                out.append(problem)
+        # The checks' findings first: "ingest is stuck: 3 messages waiting" says more
+        # than "thread onetap-ingest is stuck", which it usually comes with.
+        out = [p for p in (check() for check in checks) if p is not None]
+        out += [p for p in (h.problem(now) for h in handles) if p is not None]
         return out
 
     def threads(self) -> dict[str, str]:
