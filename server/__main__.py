@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 
 #: After SIGTERM everything is stopped within this, however wedged a thread is:
 #: an orderly stop gets STOP_BUDGET_S, then the process exits regardless.
-STOP_BUDGET_S = 7.0
+STOP_BUDGET_S = 6.0
 EXIT_DEADLINE_S = 9.0
 
 
