@@ -97,5 +97,6 @@ class Watchdog:
     def stopping(self) -> None:
         """The process is shutting down: tell systemd, and stop petting."""
         if self._thread is not None:
-            notify("STOPPING=1", self.env)
             self._thread.request_stop()
+            self._thread.join(1.0)  # so that no WATCHDOG=1 follows
+            notify("STOPPING=1", self.env)
