@@ -327,19 +327,22 @@ class Link:
 
     def _work(self, thread: Supervised) -> None:
         """The supervised ingest loop: take up to max_messages, commit them, Ack them."""
+        store = None
         try:
             with thread.busy():
                 store = self.store_factory()
+                ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters,
+                                is_known=self.registry.is_known if self.registry is not None else None)
         except Exception as exc:
+            if store is not None:
+                store.close()
             if self._worker_ready.is_set():
                 raise  # a restart: the supervisor tries again later
             self._worker_error = exc  # the first start: Link.start raises it
             self._worker_ready.set()
             return
+        self._worker_ready.set()
         try:
-            ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters,
-                            is_known=self.registry.is_known if self.registry is not None else None)
-            self._worker_ready.set()
             while True:
                 taken = self._queue.take(self.max_messages, timeout=1.0)
                 if not taken:
@@ -387,14 +390,17 @@ class Link:
             return False
         except Exception as exc:  # noqa: BLE001 - retried message by message below
             log.exception("ingest failed on a commit of %d messages; trying them one by one", len(taken))
-            thread.failed(exc)
             acks = []
+            ingested = 0
             for item in taken:
                 try:
-                    acks.extend(self._one_alone(ingest, store, item))
-                except StoreError as exc:
+                    alone = self._one_alone(ingest, store, item)
+                    if alone is not None:
+                        acks.extend(alone)
+                        ingested += 1
+                except StoreError as store_error:
                     # Nothing more is committed now; the rest get no Ack and come again.
-                    self._store_failed(exc, len(taken))
+                    self._store_failed(store_error, len(taken))
                     break
                 except Exception:  # noqa: BLE001 - not even its quarantine row could be written
                     log.exception("could not quarantine a message from %r; it gets no Ack and will be resent",
@@ -402,6 +408,11 @@ class Link:
             else:
                 self._store_failing = None
                 self._backoff = 0.5
+            # Failing for the supervisor while nothing at all gets through.
+            if ingested:
+                thread.succeeded()
+            else:
+                thread.failed(exc)
         else:
             thread.succeeded()
             self._store_failing = None
@@ -412,8 +423,9 @@ class Link:
             self.client.publish(ack_topic, ack.encode(), qos=1)
         return True
 
-    def _one_alone(self, ingest: Ingest, store: Store, item: tuple[int, Any]) -> list:
-        """Ingest one message in its own commit; quarantine it if even that fails."""
+    def _one_alone(self, ingest: Ingest, store: Store, item: tuple[int, Any]) -> list | None:
+        """Ingest one message in its own commit and return its Acks; if even that
+        fails, quarantine it and return None."""
         try:
             self._fault_messages([item])
             return ingest.handle([item[1]])
@@ -426,7 +438,7 @@ class Link:
                 store.quarantine(received_at=datetime.now(timezone.utc), topic=topic, payload=payload,
                                  reason=f"internal error: {exc!r}"[:1000])
             self.counters.quarantined += 1
-            return []
+            return None
 
     def _fault_messages(self, taken: list[tuple[int, Any]]) -> None:
         if self._fault is not None:
