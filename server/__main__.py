@@ -83,12 +83,13 @@ def serve(config) -> int:
     from server.survey import SurveyRunner
 
     main_thread = threading.current_thread() is threading.main_thread()
+    deadlines: list[threading.Timer] = []
 
     class HttpServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame) -> None:
             # uvicorn's own SIGTERM/SIGINT handler: from here on, the clock runs.
-            if main_thread:
-                _exit_deadline(EXIT_DEADLINE_S)
+            if main_thread and not deadlines:
+                deadlines.append(_exit_deadline(EXIT_DEADLINE_S))
             super().handle_exit(sig, frame)
 
     store_factory().close()  # create or migrate the database before anything reads it
@@ -127,6 +128,8 @@ def serve(config) -> int:
     finally:
         watchdog.stopping()
         _stop(link, runners)
+        for deadline in deadlines:
+            deadline.cancel()  # stopped in time; what follows (the demo's clean-up) is not ours
     if not server.started:
         raise ServerError(f"could not listen on {config.listen}")
     return 0
@@ -138,9 +141,11 @@ def _serve_ingest(config, link, watchdog) -> int:
     from server.backend import describe
 
     stop = threading.Event()
+    deadlines: list[threading.Timer] = []
     if threading.current_thread() is threading.main_thread():
         def on_signal(signum: int, frame) -> None:
-            _exit_deadline(EXIT_DEADLINE_S)
+            if not deadlines:
+                deadlines.append(_exit_deadline(EXIT_DEADLINE_S))
             stop.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -155,6 +160,8 @@ def _serve_ingest(config, link, watchdog) -> int:
     finally:
         watchdog.stopping()
         _stop(link, [])
+        for deadline in deadlines:
+            deadline.cancel()
     return 0
 
 
@@ -168,9 +175,10 @@ def _stop(link, runners) -> None:
         runner.stop(timeout=max(0.0, deadline - time.monotonic()))
 
 
-def _exit_deadline(seconds: float) -> None:
-    """From a stop signal on, the process is gone within *seconds*, even if a thread is
-    wedged: nothing is lost (what was not committed was not Acked, and is resent)."""
+def _exit_deadline(seconds: float) -> threading.Timer:
+    """From a stop signal on, the process is gone within *seconds* (unless the
+    returned timer is cancelled), even if a thread is wedged: nothing is lost
+    (what was not committed was not Acked, and is resent)."""
 
     def expire() -> None:
         log.error("stopping took over %.0f s (a thread is wedged); exiting now", seconds)
@@ -180,6 +188,7 @@ def _exit_deadline(seconds: float) -> None:
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
     timer.start()
+    return timer
 
 
 def _add_demo_arguments(parser: argparse.ArgumentParser) -> None:

@@ -241,3 +241,22 @@ def test_an_ingest_worker_pets_the_watchdog_until_stuck_and_stops_on_sigterm(
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def test_the_exit_deadline_ends_a_process_whose_orderly_stop_hangs():
+    """The last resort behind the 10 s promise, when even the orderly stop is wedged."""
+    import sys
+
+    code = ("import threading\n"
+            "from server.__main__ import _exit_deadline\n"
+            "_exit_deadline(1.0)\n"
+            "threading.Event().wait(30)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 1 and time.monotonic() - started < 10
+    assert "stopping took over 1 s (a thread is wedged); exiting now" in done.stderr
+    cancelled = ("import threading, time\n"
+                 "from server.__main__ import _exit_deadline\n"
+                 "_exit_deadline(0.3).cancel()\n"
+                 "time.sleep(1)\n")
+    assert subprocess.run([sys.executable, "-c", cancelled], timeout=20).returncode == 0
