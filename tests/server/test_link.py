@@ -346,3 +346,45 @@ def test_stop_returns_in_time_with_a_wedged_worker_and_a_full_inbox(mosquitto, d
     finally:
         gate.release.set()
         terminal.close()
+
+
+@pytest.mark.parametrize("poison_at", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00"])
+def test_the_poison_rating_of_issue_9_stops_no_one(mosquitto, db_path, poison_at):
+    """A date the server's time zone cannot hold, in the same commit as three other
+    terminals' batches: theirs are stored and Acked, the worker goes on, and the
+    poison is kept (quarantined, or counted by receipt time once the protocol's
+    boundary bounds it), never lost silently."""
+    gate = Gate(commit=1)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-issue9", db=db_path)
+    link = Link(config, lambda: SQLiteStore.open(db_path), fault=gate).start()
+    assert link.wait_connected(DEADLINE)
+    terminals = {name: Terminal(mosquitto, db_path, terminal=name, will=False) for name in ("a", "b", "c", "p")}
+    try:
+        terminals["a"].publish(topic("s1", "a", "ratings"), encode_batch("s1", "a", [rating(1).encode()]))
+        assert gate.held.wait(DEADLINE)
+        poison = Rating(id=str(uuid.uuid4()), seq=1, score=5, at=poison_at, clock_synced=True)
+        good = {name: rating(2) for name in ("a", "b", "c")}
+        terminals["p"].publish(topic("s1", "p", "ratings"), encode_batch("s1", "p", [poison.encode()]))
+        for name, r in good.items():
+            terminals[name].publish(topic("s1", name, "ratings"), encode_batch("s1", name, [r.encode()]))
+        wait_for(lambda: link.queue_depth == 4, "the four batches to share a commit", timeout=DEADLINE)
+        gate.release.set()
+        terminals["a"].acks.get(timeout=DEADLINE)  # the first commit's
+        for name, r in good.items():
+            ack, stored = terminals[name].acks.get(timeout=DEADLINE)
+            assert ack.accepted == (r.id,) and stored == 1
+        with sqlite3.connect(db_path) as conn:
+            kept = conn.execute("SELECT count(*) FROM ratings WHERE id = ?", (poison.id,)).fetchone()[0]
+            kept += sum(poison.id.encode() in bytes(row[0])
+                        for row in conn.execute("SELECT payload FROM quarantine"))
+        assert kept == 1
+        later = rating(3)
+        terminals["b"].publish(topic("s1", "b", "ratings"), encode_batch("s1", "b", [later.encode()]))
+        ack, _ = terminals["b"].acks.get(timeout=DEADLINE)
+        assert ack.accepted == (later.id,)
+        assert link.supervisor.problems() == []
+    finally:
+        gate.release.set()
+        for terminal in terminals.values():
+            terminal.close()
+        link.stop()
