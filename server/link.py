@@ -122,6 +122,11 @@ class _Inbox:
             self._closed = True
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """Wake a worker waiting in ``take`` (to see that it is asked to stop)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def qsize(self) -> int:
         return len(self._items)
 
@@ -339,6 +344,7 @@ class Link:
             if self._worker_ready.is_set():
                 raise  # a restart: the supervisor tries again later
             self._worker_error = exc  # the first start: Link.start raises it
+            thread.request_stop()
             self._worker_ready.set()
             return
         self._worker_ready.set()
@@ -488,6 +494,7 @@ class Link:
         if self._worker is not None:
             self._stopping.set()
             self._worker.request_stop()
+            self._queue.wake()
             if not self._worker.join(timeout):
                 log.warning("ingest worker still busy after %.1f s; leaving it (what it holds is not "
                             "Acked, so the kiosks resend it)", timeout)

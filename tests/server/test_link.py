@@ -14,6 +14,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, topic
 from server.config import ServerConfig
+from server.errors import StoreError
 from server.link import Link
 from server.store import SQLiteStore
 from tests.waiting import wait_for
@@ -388,3 +389,15 @@ def test_the_poison_rating_of_issue_9_stops_no_one(mosquitto, db_path, poison_at
         for terminal in terminals.values():
             terminal.close()
         link.stop()
+
+
+def test_a_database_that_cannot_be_opened_stops_the_start(mosquitto, tmp_path):
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-nodb", db=tmp_path / "x.db")
+
+    def no_store():
+        raise StoreError("unable to open database file")
+
+    link = Link(config, no_store)
+    with pytest.raises(StoreError, match="unable to open"):
+        link.start()
+    assert link.supervisor.threads() == {"onetap-ingest": "stopped"} and link.supervisor.problems() == []
