@@ -260,3 +260,54 @@ def test_the_exit_deadline_ends_a_process_whose_orderly_stop_hangs():
                  "_exit_deadline(0.3).cancel()\n"
                  "time.sleep(1)\n")
     assert subprocess.run([sys.executable, "-c", cancelled], timeout=20).returncode == 0
+
+
+def poison_batch(terminal: str, at: str) -> tuple[Rating, bytes]:
+    rating = Rating(id=str(uuid.uuid4()), seq=1, score=5, at=at, clock_synced=True)
+    return rating, encode_batch("s1", terminal, [rating.encode()])
+
+
+def test_issue_9_poison_plain_and_retained_and_a_poison_status_stop_no_one_across_a_restart(
+        mosquitto, kiosk, tmp_path):
+    """The poison ratings (one of them retained, so the broker hands it over again at
+    every restart) and a poison Status, between three other terminals' ratings: every
+    valid rating is stored and Acked before and after a restart, and /healthz says
+    ok exactly when every supervised thread runs."""
+    env = {"ONETAP_ALERTS_INTERVAL_S": "1"}
+    server = ServerProcess(mosquitto, tmp_path, env=env).start()
+    try:
+        wait_for(lambda: health(server).json()["broker"] == "connected", "the server to subscribe",
+                 timeout=DEADLINE)
+        _, plain = poison_batch("p1", "9999-12-31T23:59:59Z")
+        _, retained = poison_batch("p2", "0001-01-01T00:00:00+14:00")
+        kiosk.client.publish(topic("s1", "p1", "ratings"), plain, qos=1).wait_for_publish(DEADLINE)
+        kiosk.client.publish(topic("s1", "p2", "ratings"), retained, qos=1, retain=True).wait_for_publish(DEADLINE)
+        kiosk.client.publish(topic("s1", "p3", "status"), b'{"v":1,"state":"online","at":"2026-11-27T10:00:00+09:00",'
+                             b'"oldest_pending_at":"0001-01-01T00:00:00+14:00","backlog":1}', qos=1,
+                             retain=True).wait_for_publish(DEADLINE)
+        sent = {f"t{i}": kiosk.send(f"t{i}", 1) for i in (1, 2, 3)}
+        assert dict(kiosk.ack() for _ in sent) == {t: Ack(accepted=(r.id,)) for t, r in sent.items()}
+
+        def truthful():
+            body = health(server).json()
+            all_running = all(state == "running" for state in body["threads"].values())
+            assert (body["status"] == "ok") == all_running, body
+            assert body["threads"]["onetap-ingest"] == "running", body
+            return body
+
+        time.sleep(3)  # a few alert passes over the poison status
+        truthful()
+        assert sigterm_within_limit(server.process) < SIGTERM_LIMIT_S
+        server.start()  # the retained poison comes again
+        wait_for(lambda: health(server).json()["broker"] == "connected", "the server to subscribe again",
+                 timeout=DEADLINE)
+        again = {f"t{i}": kiosk.send(f"t{i}", 2) for i in (1, 2, 3)}
+        assert dict(kiosk.ack() for _ in again) == {t: Ack(accepted=(r.id,)) for t, r in again.items()}
+        assert truthful()["ingest"]["pending"] == 0
+        with sqlite3.connect(server.db) as conn:
+            stored = {row[0] for row in conn.execute("SELECT id FROM ratings")}
+        assert {r.id for r in (*sent.values(), *again.values())} <= stored
+    finally:
+        kiosk.client.publish(topic("s1", "p2", "ratings"), b"", qos=1, retain=True)
+        kiosk.client.publish(topic("s1", "p3", "status"), b"", qos=1, retain=True)
+        server.kill9()
