@@ -59,7 +59,6 @@ def principals(config: ServerConfig) -> list[tuple[str, Principal]]:
 class Health(BaseModel):
     """ok, or error (503) with the reason; ingest liveness and each supervised thread's state."""
 
-    model_config = ConfigDict(extra="allow")
     status: str
     broker: str
     db: str

@@ -21,7 +21,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from kiosk.protocol import TOPIC_ROOT
 from server.config import ServerConfig
 from server.errors import StoreError
-from server.ingest import Ingest, IngestCounters, Message
+from server.ingest import Ingest, IngestCounters
 from server.registry import Registry
 from server.store import Store
 from server.supervisor import Problem, Supervised, Supervisor
