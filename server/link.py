@@ -255,7 +255,8 @@ class Link:
         if not self._connected.is_set() or not self.client.is_connected():
             return False
         blocked_since = self._queue.put_blocked_since
-        return blocked_since is None or time.monotonic() - blocked_since < self.keepalive_s
+        # The broker's rule (MQTT): silent for 1.5 keepalives, the client is gone.
+        return blocked_since is None or time.monotonic() - blocked_since < 1.5 * self.keepalive_s
 
     @property
     def queue_depth(self) -> int:
