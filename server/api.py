@@ -119,9 +119,14 @@ class BodyLimit:
 
 
 class Health(BaseModel):
+    """ok, or error (503) with the reason; ingest liveness and each supervised thread's state."""
+
     status: str
     broker: str
     db: str
+    reason: str | None = None
+    ingest: dict[str, Any] | None = None
+    threads: dict[str, str] | None = None
 
 
 class SummaryOut(BaseModel):
@@ -247,18 +252,31 @@ def create_app(
     Scope = Annotated[Filters, Depends(filters)]
     errors = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 400: {"model": ErrorOut}}
 
-    @app.get("/healthz", response_model=Health, tags=["health"])
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["health"])
     def healthz() -> JSONResponse:
+        """200 when the database answers, ingest makes progress and every supervised
+        thread runs; otherwise 503 with the reason (docs/deploy.md, "Health and watchdog")."""
         try:
             db_ok = store().ping()
         except StoreError:
             db_ok = False
-        body = {
-            "status": "ok" if db_ok else "error",
+        reasons = [] if db_ok else ["the database does not answer"]
+        body: dict[str, Any] = {
+            "status": "ok",
             "broker": "connected" if link is not None and link.connected else "disconnected",
             "db": "ok" if db_ok else "error",
         }
-        return JSONResponse(body, status_code=200 if db_ok else 503)
+        supervisor = link.supervisor if link is not None else None
+        if supervisor is not None:
+            reasons += [problem.reason for problem in supervisor.problems()]
+            ingest = link.ingest_state()
+            if ingest is not None:
+                body["ingest"] = ingest
+            body["threads"] = supervisor.threads()
+        if reasons:
+            body["status"] = "error"
+            body["reason"] = "; ".join(reasons)
+        return JSONResponse(body, status_code=503 if reasons else 200)
 
     @app.get("/api/v1/summary", response_model=SummaryOut, responses=errors, tags=["ratings"])
     def summary(scope: Scope) -> dict[str, Any]:

@@ -216,6 +216,12 @@ class ServerConfig:
     quarantine_days: int = 90
     #: Whose X-Forwarded-Proto/-For uvicorn believes (the reverse proxy), comma-separated.
     forwarded_allow_ips: str = "127.0.0.1"
+    #: Messages waiting with none processed for this many seconds: ingest is
+    #: stuck (/healthz 503, systemd's watchdog no longer petted).
+    ingest_stall_s: int = 20
+    #: Any other supervised thread (alerts, retention, survey) busy in one pass
+    #: for this many seconds is stuck.
+    thread_stall_s: int = 600
     #: Where the file settings came from (for messages), None without a file.
     source: str | None = field(default=None, compare=False)
 
@@ -411,6 +417,8 @@ KEYS: dict[str, _Key] = {
     "quarantine_days": _Key(_non_negative_int, "ONETAP_QUARANTINE_DAYS"),
     "forwarded_allow_ips": _Key(_ip_list, "ONETAP_FORWARDED_ALLOW_IPS"),
     "institution": _Key(_optional(_display_name), "ONETAP_INSTITUTION"),
+    "ingest_stall_s": _Key(_positive_int, "ONETAP_INGEST_STALL_S"),
+    "thread_stall_s": _Key(_positive_int, "ONETAP_THREAD_STALL_S"),
 }
 
 

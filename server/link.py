@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -20,9 +21,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from kiosk.protocol import TOPIC_ROOT
 from server.config import ServerConfig
 from server.errors import StoreError
-from server.ingest import Ingest, IngestCounters, Message, QuarantineCaps
+from server.ingest import Ingest, IngestCounters, QuarantineCaps
 from server.registry import Registry
 from server.store import Store
+from server.supervisor import Problem, Supervised, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ MAX_MESSAGES_PER_COMMIT = 200
 #: Received but not yet ingested; when full, paho's thread waits, and the
 #: broker keeps the rest queued in our session.
 QUEUE_LIMIT = 1000
-_STOP = object()
+#: MQTT keepalive: the broker drops a client silent for 1.5 times this.
+KEEPALIVE_S = 30
 
 
 def client_id_for(config: ServerConfig) -> str:
@@ -49,6 +52,119 @@ def client_id_for(config: ServerConfig) -> str:
     if config.role == "all" or config.client_id != DEFAULT_CLIENT_ID:
         return config.client_id
     return f"{DEFAULT_CLIENT_ID}-{config.role}-{socket.gethostname()}-{os.getpid()}"
+
+
+class _Inbox:
+    """What paho received and the ingest worker has not finished, with the times /healthz judges by.
+
+    Bounded: when full, ``put`` (paho's thread) waits, and the broker keeps the
+    rest queued in our session. Once closed, ``put`` drops instead of
+    waiting, so a wedged worker cannot hold paho's thread (and the process)
+    at shutdown; a dropped batch is never Acked, so its kiosk sends it again.
+    """
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self._clock = clock
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.received = 0
+        self.processed = 0
+        self.last_received: float | None = None
+        self.last_processed: float | None = None
+        #: When the messages now waiting started to wait (nothing pending before).
+        self._backlog_since: float | None = None
+        #: Since when paho's thread waits for room (None: it does not).
+        self.put_blocked_since: float | None = None
+
+    def put(self, item: Any) -> bool:
+        with self._cond:
+            while len(self._items) >= self.limit and not self._closed:
+                if self.put_blocked_since is None:
+                    self.put_blocked_since = self._clock()
+                self._cond.wait(0.5)
+            self.put_blocked_since = None
+            if self._closed:
+                log.warning("link stopping: a message from %r is dropped unacknowledged (its kiosk resends it)",
+                            item[0] if isinstance(item, tuple) and item else item)
+                return False
+            now = self._clock()
+            if self.received == self.processed:
+                self._backlog_since = now
+            self.received += 1
+            self.last_received = now
+            self._items.append((self.received, item))
+            self._cond.notify_all()
+            return True
+
+    def take(self, most: int, timeout: float) -> list[tuple[int, Any]]:
+        """Up to *most* (ordinal, message), waiting up to *timeout* for the first."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            out = []
+            while self._items and len(out) < most:
+                out.append(self._items.popleft())
+            if out:
+                self._cond.notify_all()
+            return out
+
+    def done(self, count: int, progress: bool) -> None:
+        """*count* taken messages are finished; *progress*: committed (not dropped for a resend)."""
+        with self._cond:
+            self.processed += count
+            if progress:
+                self.last_processed = self._clock()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake a worker waiting in ``take`` (to see that it is asked to stop)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def state(self) -> dict[str, Any]:
+        """Pending (queued or in hand), queue depth, ages (s) of the last message received and
+        processed, and how long the pending ones have waited with none processed."""
+        now = self._clock()
+        with self._cond:
+            pending = self.received - self.processed
+            waiting = None
+            if pending:
+                since = max(self._backlog_since or now, self.last_processed or 0.0)
+                waiting = now - since
+            return {
+                "pending": pending,
+                "queue": len(self._items),
+                "last_received_s": _age(now, self.last_received),
+                "last_processed_s": _age(now, self.last_processed),
+                "waiting_s": None if waiting is None else round(waiting, 1),
+            }
+
+
+def _guarded(callback: Callable[..., None]) -> Callable[..., None]:
+    """*callback* for paho's thread: what escapes it is logged with its traceback, and
+    paho's thread goes on (a message it was handling gets no Ack; its kiosk resends it)."""
+
+    def guarded(*args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception:  # noqa: BLE001 - paho's thread carries every message; it must not end
+            log.exception("%s failed in paho's thread", callback.__name__)
+
+    guarded.__name__ = callback.__name__
+    return guarded
+
+
+def _age(now: float, then: float | None) -> float | None:
+    return None if then is None else round(now - then, 1)
 
 
 class Link:
@@ -68,22 +184,35 @@ class Link:
 
     def __init__(self, config: ServerConfig, store_factory: Callable[[], Store], *,
                  max_messages_per_commit: int = MAX_MESSAGES_PER_COMMIT,
-                 fault: Callable[[str, int], None] | None = None):
+                 fault: Callable[[str, int], None] | None = None,
+                 supervisor: Supervisor | None = None,
+                 queue_limit: int = QUEUE_LIMIT, keepalive_s: int = KEEPALIVE_S):
         self.config = config
         # Read now, so a missing or unreadable registry stops the start-up.
         self.registry = Registry(config.registry) if config.registry is not None else None
         # Fault injection for end-to-end tests: called with ("before-commit", n)
-        # and ("after-commit", n) around the n-th commit (see server.__main__).
+        # and ("after-commit", n) around the n-th commit, and ("message", n)
+        # inside the guard, for each attempt to ingest the n-th message
+        # received (see server.__main__).
         self._fault = fault
         self.store_factory = store_factory
         self.max_messages = max_messages_per_commit
         self.counters = IngestCounters()
-        self._queue: queue.Queue = queue.Queue(QUEUE_LIMIT)
+        #: The process's threads run under it; /healthz and the watchdog ask it.
+        self.supervisor = supervisor if supervisor is not None else Supervisor()
+        self.stall_s = float(config.ingest_stall_s)
+        self.keepalive_s = keepalive_s
+        self._queue = _Inbox(queue_limit)
         self._connected = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._worker: Supervised | None = None
         self._worker_ready = threading.Event()
         self._worker_error: BaseException | None = None
+        self._stopping = threading.Event()
+        #: Since when commits fail (StoreError), and why; None while they succeed.
+        self._store_failing: tuple[float, str] | None = None
         self._started = False
+        self._commits = 0
+        self._backoff = 0.5
         self.role = config.role
         self._persistent = self.role == "all"
         self.client = mqtt.Client(
@@ -107,20 +236,52 @@ class Link:
             )
             self.client.tls_insecure_set(False)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
+        # An exception in a callback would end paho's thread, and with it all traffic.
+        self.client.on_connect = _guarded(self._on_connect)
+        self.client.on_disconnect = _guarded(self._on_disconnect)
+        self.client.on_message = _guarded(self._on_message)
+        self.client.on_subscribe = _guarded(self._on_subscribe)
 
     # -- state --------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        """Subscribed, paho's socket up, and paho's thread free to answer the broker's keepalive.
+
+        paho notices a lost connection only in its own thread; while that
+        thread waits for room in a full inbox (a stuck ingest), the broker
+        drops us for keepalive and nothing says so but this.
+        """
+        if not self._connected.is_set() or not self.client.is_connected():
+            return False
+        blocked_since = self._queue.put_blocked_since
+        # The broker's rule (MQTT): silent for 1.5 keepalives, the client is gone.
+        return blocked_since is None or time.monotonic() - blocked_since < 1.5 * self.keepalive_s
 
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    def ingest_state(self) -> dict[str, Any] | None:
+        """For /healthz: pending, queue, last_received_s, last_processed_s, waiting_s
+        (None for role "api", which ingests nothing)."""
+        return None if self.role == "api" else self._queue.state()
+
+    def _ingest_problem(self) -> Problem | None:
+        failing = self._store_failing
+        if failing is not None:
+            # Not stuck but refused: a restart would not give the database room
+            # or bring it back, so the watchdog is still petted.
+            failing_s = time.monotonic() - failing[0]
+            if failing_s > self.stall_s:
+                return Problem(f"ingest cannot store for {failing_s:.0f} s: {failing[1]}", restart=False)
+            return None
+        state = self._queue.state()
+        waiting = state["waiting_s"]
+        if waiting is not None and waiting > self.stall_s:
+            return Problem(f"ingest is stuck: {state['pending']} messages waiting, none processed for "
+                           f"{waiting:.0f} s", restart=True)
+        return None
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -175,94 +336,177 @@ class Link:
 
     # -- ingest worker ------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, thread: Supervised) -> None:
+        """The supervised ingest loop: take up to max_messages, commit them, Ack them."""
+        store = None
         try:
-            store = self.store_factory()
-        except BaseException as exc:
-            self._worker_error = exc
+            with thread.busy():
+                store = self.store_factory()
+                ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters,
+                                is_known=self.registry.is_known if self.registry is not None else None,
+                                quarantine_caps=QuarantineCaps(self.config.quarantine_rows_per_day,
+                                                               self.config.quarantine_bytes_per_day))
+        except Exception as exc:
+            if store is not None:
+                store.close()
+            if self._worker_ready.is_set():
+                raise  # a restart: the supervisor tries again later
+            self._worker_error = exc  # the first start: Link.start raises it
+            thread.request_stop()
             self._worker_ready.set()
-            raise
-        ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters,
-                        is_known=self.registry.is_known if self.registry is not None else None,
-                        quarantine_caps=QuarantineCaps(self.config.quarantine_rows_per_day,
-                                                       self.config.quarantine_bytes_per_day))
+            return
         self._worker_ready.set()
-        backoff = 0.5
-        commits = 0
         try:
-            stopping = False
-            while not stopping:
-                item = self._queue.get()
-                if item is _STOP:
-                    break
-                messages: list[Message] = [item]
-                while len(messages) < self.max_messages:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stopping = True
-                        break
-                    messages.append(item)
-                commits += 1
-                if self._fault is not None:
-                    self._fault("before-commit", commits)
-                try:
-                    acks = ingest.handle(messages)
-                except StoreError as exc:
-                    # Nothing was committed and no Ack goes out: each kiosk
-                    # resends after its timeout. Back off so a full disk does
-                    # not spin.
-                    self.counters.store_errors += 1
-                    log.error("could not store %d messages (%s); they will be resent", len(messages), exc)
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 30)
+            while True:
+                taken = self._queue.take(self.max_messages, timeout=1.0)
+                if not taken:
+                    if self._stopping.is_set():
+                        return  # asked to stop, and everything received is done
                     continue
-                backoff = 0.5
-                if self._fault is not None:
-                    self._fault("after-commit", commits)
-                for ack_topic, ack in acks:
-                    self.client.publish(ack_topic, ack.encode(), qos=1)
+                progress = False
+                try:
+                    with thread.busy():
+                        progress = self._commit(ingest, store, taken, thread)
+                except Exception as exc:  # noqa: BLE001 - logged; the kiosks resend what was not Acked
+                    log.exception("ingest failed on %d messages; they get no Ack and will be resent",
+                                  len(taken))
+                    thread.failed(exc)
+                finally:
+                    self._queue.done(len(taken), progress)
+                if self._store_failing is not None:
+                    # Back off so a full disk does not spin (outside busy: waiting is not stuck).
+                    self._stopping.wait(self._backoff)
+                    self._backoff = min(self._backoff * 2, 30)
         finally:
-            store.close()
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection must not hide why
+                log.exception("closing the ingest store failed")
+
+    def _commit(self, ingest: Ingest, store: Store, taken: list[tuple[int, Any]],
+                thread: Supervised) -> bool:
+        """Ingest *taken* in one commit, then publish the Acks; whether it committed.
+
+        An exception escaping the whole list (a bug, or a value the store
+        cannot take) does not end the worker or cost the other messages:
+        they are ingested again one by one, and the one that fails on its
+        own is quarantined with the reason.
+        """
+        self._commits += 1
+        if self._fault is not None:
+            self._fault("before-commit", self._commits)
+        messages = [message for _, message in taken]
+        try:
+            self._fault_messages(taken)
+            acks = ingest.handle(messages)
+        except StoreError as exc:
+            self._store_failed(exc, len(messages))
+            return False
+        except Exception as exc:  # noqa: BLE001 - retried message by message below
+            log.exception("ingest failed on a commit of %d messages; trying them one by one", len(taken))
+            acks = []
+            ingested = 0
+            for item in taken:
+                try:
+                    alone = self._one_alone(ingest, store, item)
+                    if alone is not None:
+                        acks.extend(alone)
+                        ingested += 1
+                except StoreError as store_error:
+                    # Nothing more is committed now; the rest get no Ack and come again.
+                    self._store_failed(store_error, len(taken))
+                    break
+                except Exception:  # noqa: BLE001 - not even its quarantine row could be written
+                    log.exception("could not quarantine a message from %r; it gets no Ack and will be resent",
+                                  item[1][0])
+            else:
+                self._store_failing = None
+                self._backoff = 0.5
+            # Failing for the supervisor while nothing at all gets through.
+            if ingested:
+                thread.succeeded()
+            else:
+                thread.failed(exc)
+        else:
+            thread.succeeded()
+            self._store_failing = None
+            self._backoff = 0.5
+        if self._fault is not None:
+            self._fault("after-commit", self._commits)
+        for ack_topic, ack in acks:
+            self.client.publish(ack_topic, ack.encode(), qos=1)
+        return True
+
+    def _one_alone(self, ingest: Ingest, store: Store, item: tuple[int, Any]) -> list | None:
+        """Ingest one message in its own commit and return its Acks; if even that
+        fails, quarantine it and return None."""
+        try:
+            self._fault_messages([item])
+            return ingest.handle([item[1]])
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - quarantined with the reason, never dropped
+            topic, payload = item[1][0], item[1][1]
+            log.exception("ingest failed on a message from %r; quarantined", topic)
+            with store.transaction():
+                store.quarantine(received_at=datetime.now(timezone.utc), topic=topic, payload=payload,
+                                 reason=f"internal error: {exc!r}"[:1000])
+            self.counters.quarantined += 1
+            return None
+
+    def _fault_messages(self, taken: list[tuple[int, Any]]) -> None:
+        if self._fault is not None:
+            for ordinal, _ in taken:
+                self._fault("message", ordinal)
+
+    def _store_failed(self, exc: StoreError, count: int) -> None:
+        # Nothing was committed and no Ack goes out: each kiosk resends after its timeout.
+        self.counters.store_errors += 1
+        if self._store_failing is None:
+            self._store_failing = (time.monotonic(), str(exc))
+        log.error("could not store %d messages (%s); they will be resent", count, exc)
 
     # -- life cycle ---------------------------------------------------------
 
     def start(self) -> "Link":
         """Start the ingest worker and connect (in the background; reconnects forever)."""
         if self.role != "api":
-            self._worker = threading.Thread(target=self._work, name="onetap-ingest", daemon=True)
-            self._worker.start()
+            self._worker = self.supervisor.start("onetap-ingest", self._work, stall_s=self.stall_s)
             self._worker_ready.wait()
             if self._worker_error is not None:
                 raise self._worker_error
+            self.supervisor.add_check(self._ingest_problem)
         address = self.config.broker_address
         self._started = True
         if self.config.mqtt_protocol == "3.1.1":
-            self.client.connect_async(address.host, address.port, keepalive=30)
+            self.client.connect_async(address.host, address.port, keepalive=self.keepalive_s)
         elif not self._persistent:
-            self.client.connect_async(address.host, address.port, keepalive=30, clean_start=True)
+            self.client.connect_async(address.host, address.port, keepalive=self.keepalive_s,
+                                      clean_start=True)
         else:
             props = Properties(PacketTypes.CONNECT)
             # Without a session expiry an MQTT 5 session ends with the connection,
             # and batches sent while the server is down would not be queued for it.
             props.SessionExpiryInterval = self.config.session_expiry_s
-            self.client.connect_async(address.host, address.port, keepalive=30,
+            self.client.connect_async(address.host, address.port, keepalive=self.keepalive_s,
                                       clean_start=False, properties=props)
         self.client.loop_start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ingest what was received, publish its Acks, then disconnect (the session stays)."""
+        """Ingest what was received and publish its Acks (for up to *timeout*), then
+        disconnect (the session stays). A wedged worker is left behind, unacknowledged."""
         if not self._started:
             return
         self._started = False
         if self._worker is not None:
-            self._queue.put(_STOP)
-            self._worker.join(timeout)
-            if self._worker.is_alive():
-                log.warning("ingest worker still busy after %.0f s; leaving it", timeout)
+            self._stopping.set()
+            self._worker.request_stop()
+            self._queue.wake()
+            if not self._worker.join(timeout):
+                log.warning("ingest worker still busy after %.1f s; leaving it (what it holds is not "
+                            "Acked, so the kiosks resend it)", timeout)
+        self._queue.close()  # paho's thread must not wait for room any more
         self.client.disconnect()
         self.client.loop_stop()
         self._connected.clear()

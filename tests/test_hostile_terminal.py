@@ -18,7 +18,7 @@ from kiosk import protocol
 from server.auth import hash_password
 from tests.backends import BACKENDS, make_backend, query
 from tests.broker import Mosquitto
-from tests.server_process import ServerProcess
+from tests.server_process import TOKEN, ServerProcess
 from tests.waiting import wait_for
 
 SITE = "e2e"
@@ -181,7 +181,7 @@ def test_poison_ratings_and_status_stop_nobodys_counting(broker, backend, tmp_pa
         all_acked_within(15)
         assert terminals.acked(HOSTILE) == {r.id for r in plain}  # never the retained one
         assert dashboard_pages(base) == {"/": 200, "/live": 200}
-        api = requests.get(f"{base}/api/v1/terminals", headers={"Authorization": "Bearer test-token"},
+        api = requests.get(f"{base}/api/v1/terminals", headers={"Authorization": f"Bearer {TOKEN}"},
                            timeout=10)
         assert api.status_code == 200
         hostile = [t for t in api.json() if t["terminal"] == HOSTILE][0]

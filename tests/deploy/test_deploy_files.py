@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
 TIMERS = sorted((DEPLOY / "systemd").glob("*.timer"))
+#: Every unit that runs onetap-server, the facility's and the central office's.
+SERVER_UNITS = [DEPLOY / "systemd" / "onetap-server.service", *sorted((DEPLOY / "central").glob("*.service"))]
 SCRIPTS = sorted(DEPLOY.rglob("*.sh"))
 
 
@@ -65,15 +67,33 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
         stub.write_text("#!/bin/sh\n")
         stub.chmod(0o755)
     copies = []
-    for unit in [*UNITS, *TIMERS]:
+    for unit in sorted(set(UNITS) | set(SERVER_UNITS) | set(TIMERS)):
         copy = tmp_path / unit.name
         copy.write_text(unit.read_text().replace("/opt/onetap/venv/bin/", f"{bin_dir}/"))
         copies.append(str(copy))
     result = subprocess.run(["systemd-analyze", "verify", *copies],
                             capture_output=True, text=True)
     ours = [line for line in (result.stdout + result.stderr).splitlines()
-            if str(tmp_path) in line or any(u.name in line for u in [*UNITS, *TIMERS])]
+            if str(tmp_path) in line or any(u.name in line for u in (*UNITS, *SERVER_UNITS, *TIMERS))]
     assert result.returncode == 0 and not ours, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("unit", SERVER_UNITS, ids=lambda p: p.name)
+def test_server_units_use_the_watchdog_and_give_sigterm_its_time(unit):
+    from server.config import ServerConfig
+
+    lines = {line.split("=", 1)[0]: line.split("=", 1)[1]
+             for line in unit.read_text().splitlines() if "=" in line and not line.startswith("#")}
+    # The server sends READY=1 and WATCHDOG=1 itself (server/watchdog.py), from its main process.
+    assert lines["Type"] == "notify" and lines["NotifyAccess"] == "main"
+    watchdog_s = int(lines["WatchdogSec"])
+    # Petted every WatchdogSec/3 while healthy; a stuck ingest is seen after
+    # ingest_stall_s and the process restarted at most WatchdogSec later.
+    assert ServerConfig().ingest_stall_s <= watchdog_s <= 60
+    # SIGTERM ends the process within 10 s (tests/test_health.py); systemd waits a little longer.
+    assert 10 < int(lines["TimeoutStopSec"]) <= 30
+    assert lines["KillSignal"] == "SIGTERM" and lines["Restart"] == "always"
+    assert "AF_UNIX" in lines["RestrictAddressFamilies"]  # $NOTIFY_SOCKET is a unix socket
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)

@@ -15,6 +15,7 @@ from server.api import create_app
 from server.config import ServerConfig
 from server.ingest import IngestCounters
 from server.store import RATING_COLUMNS
+from server.supervisor import Problem, Supervisor
 from tests.backends import execute
 
 TOKEN = "s3cret-token"
@@ -27,13 +28,18 @@ def rating(score, at="2026-11-27T10:15:02.417+09:00", **extra):
 
 
 class FakeLinkState:
-    """Only the link's read side: connected, counters, queue depth (no broker needed here)."""
+    """Only the link's read side: connected, counters, queue depth, health (no broker needed here)."""
 
     connected = True
     queue_depth = 0
+    INGEST = {"pending": 0, "queue": 0, "last_received_s": 1.5, "last_processed_s": 1.4, "waiting_s": None}
 
     def __init__(self):
         self.counters = IngestCounters(messages=3, ratings_accepted=7, quarantine_dropped=2)
+        self.supervisor = Supervisor()
+
+    def ingest_state(self):
+        return self.INGEST
 
 
 @pytest.fixture
@@ -62,7 +68,23 @@ def client(db_path, backend):
 def test_healthz_needs_no_token(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "broker": "connected", "db": "ok"}
+    assert response.json() == {"status": "ok", "broker": "connected", "db": "ok",
+                               "ingest": FakeLinkState.INGEST, "threads": {}}
+
+
+def test_healthz_is_503_with_the_reason_when_the_supervisor_sees_a_problem(db_path, backend):
+    link = FakeLinkState()
+    problems = []
+    link.supervisor.add_check(lambda: problems[0] if problems else None)
+    app = create_app(backend.open, ServerConfig(db=db_path, api_token=TOKEN), link, now=lambda: NOW)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        problems.append(Problem("ingest is stuck: 3 messages waiting, none processed for 25 s", restart=True))
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "error", "broker": "connected", "db": "ok",
+                               "reason": "ingest is stuck: 3 messages waiting, none processed for 25 s",
+                               "ingest": FakeLinkState.INGEST, "threads": {}}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/summary", "/api/v1/aggregates?by=day", "/api/v1/terminals",

@@ -60,7 +60,9 @@ def test_demo_serves_ratings_and_stops_cleanly(tmp_path, broker_flag):
             if health.get("broker") == "connected":
                 break
             time.sleep(0.2)
-        assert health == {"status": "ok", "broker": "connected", "db": "ok"}
+        assert {k: health.get(k) for k in ("status", "broker", "db")} == {
+            "status": "ok", "broker": "connected", "db": "ok"}
+        assert health["threads"]["onetap-ingest"] == "running"
         assert requests.get(f"{base}/api/v1/summary", timeout=5).status_code == 401
 
         count = 0

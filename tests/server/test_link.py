@@ -1,6 +1,8 @@
 """The MQTT link against a real mosquitto: Acks only after commit, statuses, Last Will, sessions."""
 
 import queue
+import threading
+import time
 import sqlite3
 import uuid
 
@@ -12,8 +14,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, topic
 from server.config import ServerConfig
+from server.errors import StoreError
 from server.link import Link
 from server.store import SQLiteStore
+from tests.backends import tuples
 from tests.waiting import wait_for
 
 DEADLINE = 30.0
@@ -45,6 +49,9 @@ class Terminal:
 
     def _on_message(self, client, userdata, message):
         ack = Ack.decode(message.payload)
+        if self.db_path is None:  # a database the test checks itself
+            self.acks.put((ack, None))
+            return
         conn = sqlite3.connect(self.db_path)
         try:
             ids = list(ack.accepted + ack.duplicate)
@@ -168,7 +175,8 @@ def test_fault_hook_brackets_each_commit(mosquitto, db_path):
         terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [rating(1).encode()]))
         terminal.acks.get(timeout=DEADLINE)
         # Before the commit nothing is stored; after it the row is, and the Ack is not yet sent.
-        assert calls[:2] == [("before-commit", 1, 0), ("after-commit", 1, 1)]
+        # ("message", 1) is the first message's own hook, inside the commit's guard.
+        assert calls[:3] == [("before-commit", 1, 0), ("message", 1, 0), ("after-commit", 1, 1)]
     finally:
         terminal.close()
         link.stop()
@@ -213,3 +221,188 @@ def test_a_full_server_disk_sends_no_ack_and_the_kiosks_resend_lands_later(mosqu
     finally:
         uplink.stop()
         link.stop()
+
+
+class PoisonStore(SQLiteStore):
+    """A real SQLite store that fails, as a value the store cannot convert would,
+    on any commit holding a rating with seq 999 (the poison)."""
+
+    def ingest_many(self, batches, received_at):
+        if any(r.seq == 999 for _, _, ratings in batches for r in ratings):
+            raise OverflowError("date value out of range")
+        return super().ingest_many(batches, received_at)
+
+
+class Gate:
+    """A fault hook that holds the worker before the n-th commit until released."""
+
+    def __init__(self, commit):
+        self.commit = commit
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, point, n):
+        if point == "before-commit" and n == self.commit:
+            self.held.set()
+            self.release.wait(60)
+
+
+def test_an_exception_escaping_a_whole_commit_costs_only_the_message_that_causes_it(mosquitto, db_path):
+    gate = Gate(commit=1)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-poison", db=db_path)
+    link = Link(config, lambda: PoisonStore.open(db_path), fault=gate).start()
+    assert link.wait_connected(DEADLINE)
+    terminals = [Terminal(mosquitto, db_path, terminal=f"t{i}", will=False) for i in range(4)]
+    try:
+        terminals[0].publish(topic("s1", "t0", "ratings"), encode_batch("s1", "t0", [rating(1).encode()]))
+        assert gate.held.wait(DEADLINE)
+        # These wait in the queue, so that they share the second commit with the poison.
+        good = {i: [rating(s) for s in (2, 3)] for i in (1, 2, 3)}
+        for i in (1, 3):
+            terminals[i].publish(topic("s1", f"t{i}", "ratings"),
+                                 encode_batch("s1", f"t{i}", [r.encode() for r in good[i]]))
+        poison = rating(999)
+        terminals[2].publish(topic("s1", "t2", "ratings"), encode_batch("s1", "t2", [poison.encode()]))
+        terminals[2].publish(topic("s1", "t2", "ratings"),
+                             encode_batch("s1", "t2", [r.encode() for r in good[2]]))
+        wait_for(lambda: link.queue_depth == 4, "the four batches to wait", timeout=DEADLINE)
+        gate.release.set()
+        for i in (1, 2, 3):
+            ack, stored = terminals[i].acks.get(timeout=DEADLINE)
+            assert set(ack.accepted) == {r.id for r in good[i]} and stored == 2
+        assert terminals[2].acks.empty(), "the poison was Acked"
+        store = SQLiteStore.open(db_path)
+        assert store.counts()["ratings"] == 7
+        [row] = store.db.conn.execute("SELECT reason, payload FROM quarantine").fetchall()
+        assert row[0] == "internal error: OverflowError('date value out of range')"
+        assert poison.id.encode() in row[1]
+        # The worker goes on: the next batch is stored, and one failure is not unhealthy.
+        later = rating(4)
+        terminals[3].publish(topic("s1", "t3", "ratings"), encode_batch("s1", "t3", [later.encode()]))
+        ack, stored = terminals[3].acks.get(timeout=DEADLINE)
+        assert ack.accepted == (later.id,) and stored == 1
+        assert link.supervisor.threads() == {"onetap-ingest": "running"}
+        assert link.supervisor.problems() == []
+    finally:
+        gate.release.set()
+        for terminal in terminals:
+            terminal.close()
+        link.stop()
+
+
+def test_a_stuck_worker_is_reported_and_the_keepalive_loss_is_told_truly(mosquitto, db_path):
+    gate = Gate(commit=2)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-stuck", db=db_path,
+                          ingest_stall_s=2, session_expiry_s=600)
+    link = Link(config, lambda: SQLiteStore.open(db_path), fault=gate, queue_limit=3, keepalive_s=2).start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path, will=False)
+    try:
+        first = rating(1)
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [first.encode()]))
+        terminal.acks.get(timeout=DEADLINE)
+        assert link.supervisor.problems() == [] and link.connected
+        state = link.ingest_state()
+        assert state["pending"] == 0 and state["last_processed_s"] is not None
+        # Held before the second commit; the inbox (3) fills, then paho's thread waits for room.
+        stuck = [rating(i) for i in range(2, 10)]
+        for r in stuck:
+            terminal.client.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [r.encode()]), qos=1)
+        assert gate.held.wait(DEADLINE)
+        problems = wait_for(lambda: [p for p in link.supervisor.problems() if p.reason.startswith("ingest is")],
+                            "ingest to be reported stuck", timeout=DEADLINE)
+        assert problems[0].restart and problems[0].reason.startswith("ingest is stuck: ")
+        assert link.supervisor.threads() == {"onetap-ingest": "stuck"}
+        state = link.ingest_state()
+        assert state["pending"] >= 2 and state["queue"] == 3 and state["waiting_s"] > 2
+        # paho cannot answer the broker's pings: the broker drops us, and we say so.
+        wait_for(lambda: not link.connected, "the link to admit the keepalive loss", timeout=DEADLINE)
+        wait_for(lambda: "exceeded timeout" in (mosquitto.directory / "mosquitto.log").read_text(),
+                 "mosquitto to drop the silent client", timeout=DEADLINE)
+        gate.release.set()
+        # Free again: it reconnects, everything is ingested once and Acked, healthy again.
+        wait_for(lambda: SQLiteStore.open(db_path).counts()["ratings"] == 9, "every rating stored",
+                 timeout=DEADLINE)
+        wait_for(lambda: link.connected, "the link to reconnect", timeout=DEADLINE)
+        wait_for(lambda: link.supervisor.problems() == [], "ingest to be healthy again", timeout=DEADLINE)
+    finally:
+        gate.release.set()
+        terminal.close()
+        link.stop()
+
+
+def test_stop_returns_in_time_with_a_wedged_worker_and_a_full_inbox(mosquitto, db_path):
+    gate = Gate(commit=1)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-wedged", db=db_path)
+    link = Link(config, lambda: SQLiteStore.open(db_path), fault=gate, queue_limit=2).start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path, will=False)
+    try:
+        for seq in range(1, 7):
+            terminal.client.publish(topic("s1", "t1", "ratings"),
+                                    encode_batch("s1", "t1", [rating(seq).encode()]), qos=1)
+        assert gate.held.wait(DEADLINE)
+        wait_for(lambda: link._queue.put_blocked_since is not None, "paho's thread to wait for room",
+                 timeout=DEADLINE)
+        started = time.monotonic()
+        link.stop(timeout=2)
+        assert time.monotonic() - started < 5
+        assert SQLiteStore.open(db_path).counts()["ratings"] == 0 and terminal.acks.empty()
+    finally:
+        gate.release.set()
+        terminal.close()
+
+
+@pytest.mark.parametrize("poison_at", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00"])
+def test_the_poison_rating_of_issue_9_stops_no_one(mosquitto, backend, poison_at):
+    """A date the server's time zone cannot hold, in the same commit as three other
+    terminals' batches: theirs are stored and Acked, the worker goes on, and the
+    poison is kept (quarantined, or counted by receipt time once the protocol's
+    boundary bounds it), never lost silently. On SQLite and PostgreSQL."""
+    gate = Gate(commit=1)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-issue9", db=backend.db)
+    link = Link(config, backend.open, fault=gate).start()
+    assert link.wait_connected(DEADLINE)
+    terminals = {name: Terminal(mosquitto, None, terminal=name, will=False) for name in ("a", "b", "c", "p")}
+    store = backend.open()
+    try:
+        terminals["a"].publish(topic("s1", "a", "ratings"), encode_batch("s1", "a", [rating(1).encode()]))
+        assert gate.held.wait(DEADLINE)
+        poison = Rating(id=str(uuid.uuid4()), seq=1, score=5, at=poison_at, clock_synced=True)
+        good = {name: rating(2) for name in ("a", "b", "c")}
+        terminals["p"].publish(topic("s1", "p", "ratings"), encode_batch("s1", "p", [poison.encode()]))
+        for name, r in good.items():
+            terminals[name].publish(topic("s1", name, "ratings"), encode_batch("s1", name, [r.encode()]))
+        wait_for(lambda: link.queue_depth == 4, "the four batches to share a commit", timeout=DEADLINE)
+        gate.release.set()
+        terminals["a"].acks.get(timeout=DEADLINE)  # the first commit's
+        for name, r in good.items():
+            ack, _ = terminals[name].acks.get(timeout=DEADLINE)
+            assert ack.accepted == (r.id,)
+        stored = {row[0] for row in tuples(store, "SELECT id FROM ratings")}
+        assert {r.id for r in good.values()} <= stored
+        quarantined = [bytes(row[0]) for row in tuples(store, "SELECT payload FROM quarantine")]
+        assert (poison.id in stored) + sum(poison.id.encode() in q for q in quarantined) == 1
+        later = rating(3)
+        terminals["b"].publish(topic("s1", "b", "ratings"), encode_batch("s1", "b", [later.encode()]))
+        ack, _ = terminals["b"].acks.get(timeout=DEADLINE)
+        assert ack.accepted == (later.id,)
+        assert link.supervisor.problems() == []
+    finally:
+        gate.release.set()
+        for terminal in terminals.values():
+            terminal.close()
+        link.stop()
+        store.close()
+
+
+def test_a_database_that_cannot_be_opened_stops_the_start(mosquitto, tmp_path):
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-nodb", db=tmp_path / "x.db")
+
+    def no_store():
+        raise StoreError("unable to open database file")
+
+    link = Link(config, no_store)
+    with pytest.raises(StoreError, match="unable to open"):
+        link.start()
+    assert link.supervisor.threads() == {"onetap-ingest": "stopped"} and link.supervisor.problems() == []

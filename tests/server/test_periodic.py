@@ -4,6 +4,7 @@ import threading
 
 from server.errors import StoreError
 from server.periodic import Periodic
+from tests.waiting import wait_for
 
 
 class FakeStore:
@@ -44,3 +45,45 @@ def test_a_failing_store_is_retried_and_the_connection_closed_at_stop():
         runner.stop()
     assert runner.passes >= 5
     assert len(runner.stores) == 1 and runner.stores[0].closed
+
+
+class Raising(Counting):
+    name = "test-raising"
+
+    def tick(self, store):
+        self.ticks += 1
+        if self.ticks <= self.fail_first:
+            raise OverflowError("date value out of range")
+        if self.ticks >= self.fail_first + 2:
+            self.enough.set()
+
+
+def test_an_unexpected_exception_is_logged_with_its_traceback_and_the_task_goes_on(caplog):
+    from server.supervisor import Supervisor
+
+    supervisor = Supervisor()
+    with caplog.at_level("ERROR", logger="server.periodic"):
+        runner = Raising(fail_first=2).start(supervisor)
+        try:
+            assert runner.enough.wait(10), "the task died with its first exception"
+            assert supervisor.threads() == {"test-raising": "running"} and supervisor.problems() == []
+        finally:
+            assert runner.stop()
+    logged = [r for r in caplog.records if "test-raising failed" in r.getMessage()]
+    assert len(logged) == 2 and all(r.exc_info[0] is OverflowError for r in logged)
+    # A pass that raised may have left its connection mid-way: the next one opens another.
+    assert len(runner.stores) == 3 and all(s.closed for s in runner.stores)
+
+
+def test_a_task_failing_every_time_makes_the_process_unhealthy():
+    from server.supervisor import MAX_FAILURES, Supervisor
+
+    supervisor = Supervisor()
+    runner = Raising(fail_first=10 ** 6).start(supervisor)
+    try:
+        wait_for(lambda: supervisor.problems(), "the failures to be reported")
+        [problem] = supervisor.problems()
+        assert problem.reason.startswith(f"thread test-raising failed {MAX_FAILURES} times in a row")
+        assert not problem.restart
+    finally:
+        assert runner.stop()
