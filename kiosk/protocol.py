@@ -10,6 +10,9 @@ that is wrong and why, and never anything else for bad input.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import ipaddress
 import json
 import math
@@ -289,7 +292,7 @@ def _optional_timestamp(name: str, value: object) -> str | None:
 # -- ratings ----------------------------------------------------------------
 
 _RATING_KEYS = frozenset(
-    ("id", "seq", "score", "at", "clock_synced", "reason", "age_group", "lang", "input")
+    ("id", "seq", "score", "at", "clock_synced", "reason", "age_group", "lang", "input", "chain")
 )
 
 
@@ -306,12 +309,15 @@ class Rating:
     age_group: str | None = None
     lang: str = "ko"
     input: str = "touch"
+    #: The terminal's hash chain up to this rating (see "audit chain" below);
+    #: None from kiosks that do not chain, and while the rating is held.
+    chain: str | None = None
 
     def __post_init__(self) -> None:
         validate_rating(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "seq": self.seq,
             "score": self.score,
@@ -322,6 +328,10 @@ class Rating:
             "lang": self.lang,
             "input": self.input,
         }
+        # Left out when absent, so an unchained rating is byte for byte what it always was.
+        if self.chain is not None:
+            out["chain"] = self.chain
+        return out
 
     def encode(self) -> str:
         """The rating as compact JSON text, ready to be joined into a batch."""
@@ -379,11 +389,14 @@ def validate_rating(
     input_kind = _require(obj, "input", where)
     if input_kind not in INPUTS:
         raise ProtocolError(f"{where}input", f"{input_kind!r} is not touch or button")
+    chain = obj.get("chain")
+    if chain is not None and not is_chain(chain):
+        raise ProtocolError(f"{where}chain", f"{printable(chain, 80)} is not 64 lower-case hex digits")
 
 
 # -- batches ----------------------------------------------------------------
 
-_BATCH_KEYS = frozenset(("v", "site", "terminal", "ratings"))
+_BATCH_KEYS = frozenset(("v", "site", "terminal", "ratings", "head_sig"))
 
 
 @dataclass(frozen=True)
@@ -403,9 +416,12 @@ class DecodedBatch:
     terminal: str
     ratings: tuple[Rating, ...]
     rejected: tuple[RejectedRating, ...]
+    #: Base64 Ed25519 signature over the chain of the batch's highest-seq rating.
+    head_sig: str | None = None
 
 
-def encode_batch(site: str, terminal: str, rating_jsons: Sequence[str]) -> bytes:
+def encode_batch(site: str, terminal: str, rating_jsons: Sequence[str],
+                 head_sig: str | None = None) -> bytes:
     """A RatingBatch from ratings already encoded by :meth:`Rating.encode`.
 
     The outbox stores each rating's JSON, so making a batch is a join.
@@ -414,8 +430,12 @@ def encode_batch(site: str, terminal: str, rating_jsons: Sequence[str]) -> bytes
     check_identifier("terminal", terminal)
     if len(rating_jsons) > MAX_BATCH_RATINGS:
         raise ProtocolError("ratings", f"at most {MAX_BATCH_RATINGS} per batch")
+    signature = ""
+    if head_sig is not None:
+        check_head_sig("head_sig", head_sig)
+        signature = f',"head_sig":"{head_sig}"'
     payload = (
-        f'{{"v":{VERSION},"site":"{site}","terminal":"{terminal}","ratings":['
+        f'{{"v":{VERSION},"site":"{site}","terminal":"{terminal}"{signature},"ratings":['
         + ",".join(rating_jsons)
         + "]}"
     ).encode("utf-8")
@@ -425,8 +445,8 @@ def encode_batch(site: str, terminal: str, rating_jsons: Sequence[str]) -> bytes
 
 
 def batch_overhead(site: str, terminal: str) -> int:
-    """Bytes a batch adds around its ratings (plus one comma per extra rating)."""
-    return len(encode_batch(site, terminal, []))
+    """Bytes a batch adds around its ratings (plus one comma per extra rating), a head signature included."""
+    return len(encode_batch(site, terminal, [], "A" * (HEAD_SIG_CHARS - 2) + "=="))
 
 
 class OutOfRange:
@@ -514,6 +534,9 @@ def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> Decode
         raise ProtocolError("ratings", "must be an array")
     if len(items) > MAX_BATCH_RATINGS:
         raise ProtocolError("ratings", f"{len(items)} ratings exceeds {MAX_BATCH_RATINGS}")
+    head_sig = obj.get("head_sig")
+    if head_sig is not None:
+        check_head_sig("head_sig", head_sig)
     if reasons is not None:
         reasons = frozenset(reasons)
     good: list[Rating] = []
@@ -535,10 +558,90 @@ def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> Decode
             "id": item["id"], "seq": item["seq"], "score": item["score"],
             "at": item["at"], "clock_synced": item["clock_synced"],
             "reason": item.get("reason"), "age_group": item.get("age_group"),
-            "lang": item["lang"], "input": item["input"],
+            "lang": item["lang"], "input": item["input"], "chain": item.get("chain"),
         })
         good.append(rating)
-    return DecodedBatch(site, terminal, tuple(good), tuple(bad))
+    return DecodedBatch(site, terminal, tuple(good), tuple(bad), head_sig)
+
+
+# -- audit chain ----------------------------------------------------------------
+#
+# Each rating may carry ``chain``: SHA-256 over the previous rating's chain (32
+# bytes) followed by this rating's canonical bytes, as 64 lower-case hex
+# digits. A terminal's first rating chains from its seed (fixed at
+# provisioning). A batch may carry ``head_sig``: the terminal's Ed25519
+# signature over the 32 bytes of the chain of its highest-seq rating. The
+# signing itself lives with the key holders (kiosk/uplink.py, server/audit.py):
+# this module stays standard library only. See docs/protocol.md, "Audit chain".
+
+CHAIN_HEX_CHARS = 64
+#: An Ed25519 signature is 64 bytes: 88 base64 characters with padding.
+HEAD_SIG_BYTES = 64
+HEAD_SIG_CHARS = 88
+_CHAIN_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+#: The fields of a rating's canonical form, in this order (``chain`` is not one).
+CANONICAL_FIELDS = ("id", "seq", "score", "at", "clock_synced", "reason", "age_group", "lang", "input")
+_SEED_CONTEXT = b"onetap/v1 chain seed\x00"
+
+
+def is_chain(value: object) -> bool:
+    """Whether *value* is a chain value: 64 lower-case hex digits."""
+    return isinstance(value, str) and _CHAIN_RE.match(value) is not None
+
+
+def check_head_sig(name: str, value: object) -> bytes:
+    """The 64 signature bytes of a ``head_sig``, or ProtocolError naming *name*."""
+    if not isinstance(value, str) or len(value) != HEAD_SIG_CHARS:
+        raise ProtocolError(name, f"must be base64 of {HEAD_SIG_BYTES} bytes ({HEAD_SIG_CHARS} characters)")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(name, "is not base64") from None
+    if len(raw) != HEAD_SIG_BYTES:
+        raise ProtocolError(name, f"must be base64 of {HEAD_SIG_BYTES} bytes")
+    return raw
+
+
+def canonical_rating(rating: Rating | Mapping[str, Any]) -> bytes:
+    """The bytes a rating's chain covers: a compact JSON array of CANONICAL_FIELDS' values.
+
+    Pure ASCII (``\\uXXXX`` escapes), no spaces, integers in decimal, booleans
+    ``true``/``false``, absent answers ``null``, ``at`` exactly as the kiosk
+    wrote it (never re-formatted: the same instant in another offset is
+    another text, and the kiosk's own text is what was signed).
+    """
+    obj = rating.to_dict() if isinstance(rating, Rating) else rating
+    values = [obj.get(name) for name in CANONICAL_FIELDS]
+    return json.dumps(values, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def chain_next(previous: str, rating: Rating | Mapping[str, Any]) -> str:
+    """The chain of *rating* after the chain value *previous* (both 64 hex digits)."""
+    return hashlib.sha256(bytes.fromhex(previous) + canonical_rating(rating)).hexdigest()
+
+
+def default_chain_seed(site: str, terminal: str, public_key: bytes | None = None) -> str:
+    """The chain value a terminal's first rating chains from.
+
+    SHA-256 of "onetap/v1 chain seed", NUL, site, NUL, terminal, and (when the
+    terminal has a key) NUL and the 32 raw bytes of its Ed25519 public key:
+    `onetap-server provision` writes exactly this to kiosk.toml as
+    ``chain_seed``, and the server and the verifier compute it again from
+    the registered key, so a re-provisioned terminal starts a new chain.
+    """
+    check_identifier("site", site)
+    check_identifier("terminal", terminal)
+    data = _SEED_CONTEXT + site.encode() + b"\x00" + terminal.encode()
+    if public_key is not None:
+        data += b"\x00" + bytes(public_key)
+    return hashlib.sha256(data).hexdigest()
+
+
+def head_message(chain: str) -> bytes:
+    """The bytes a batch's ``head_sig`` signs: the head rating's chain, 32 raw bytes."""
+    if not is_chain(chain):
+        raise ProtocolError("chain", "is not 64 lower-case hex digits")
+    return bytes.fromhex(chain)
 
 
 # -- acks -------------------------------------------------------------------

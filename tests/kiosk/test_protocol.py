@@ -372,3 +372,79 @@ def test_a_status_larger_than_16_kib_is_rejected_unread():
     payload = _status()[:-1] + b',"error":"' + b"e" * protocol.MAX_STATUS_BYTES + b'"}'
     with pytest.raises(ProtocolError, match="exceeds"):
         Status.decode(payload)
+
+
+# -- audit chain ------------------------------------------------------------------
+
+chains = st.binary(min_size=32, max_size=32).map(bytes.hex)
+signatures = st.binary(min_size=64, max_size=64).map(lambda b: __import__("base64").b64encode(b).decode())
+
+
+@given(ratings, chains)
+def test_canonical_bytes_ignore_the_chain_and_key_order(rating, chain):
+    import dataclasses
+
+    chained = dataclasses.replace(rating, chain=chain)
+    shuffled = dict(reversed(list(rating.to_dict().items())))
+    assert protocol.canonical_rating(chained) == protocol.canonical_rating(rating)
+    assert protocol.canonical_rating(shuffled) == protocol.canonical_rating(rating)
+    assert protocol.canonical_rating(rating).isascii()
+    assert json.loads(protocol.canonical_rating(rating)) == [
+        rating.to_dict()[name] for name in protocol.CANONICAL_FIELDS]
+
+
+@given(ratings, chains, st.sampled_from(["score", "reason", "age_group", "at", "seq", "lang"]))
+def test_changing_any_field_changes_the_chain(rating, previous, name):
+    import dataclasses
+
+    other = {"score": rating.score % 5 + 1, "seq": rating.seq % (2**63 - 2) + 1,
+             "reason": "other" if rating.reason != "other" else None,
+             "age_group": "30s" if rating.age_group != "30s" else None,
+             "at": "2021-02-03T04:05:06.007+09:00" if rating.at != "2021-02-03T04:05:06.007+09:00"
+             else "2021-02-03T04:05:06.008+09:00",
+             "lang": "en" if rating.lang != "en" else "ko"}[name]
+    changed = dataclasses.replace(rating, **{name: other})
+    assert protocol.chain_next(previous, changed) != protocol.chain_next(previous, rating)
+    assert protocol.is_chain(protocol.chain_next(previous, rating))
+
+
+@given(identifiers, identifiers, st.lists(ratings, min_size=1, max_size=10), chains, signatures)
+def test_chain_and_head_sig_round_trip(site, terminal, items, chain, signature):
+    import dataclasses
+
+    items = [dataclasses.replace(r, chain=chain) for r in items]
+    payload = encode_batch(site, terminal, [r.encode() for r in items], signature)
+    batch = decode_batch(payload)
+    assert batch.head_sig == signature
+    assert batch.ratings == tuple(items)
+    assert len(payload) - sum(len(r.encode().encode()) for r in items) - (len(items) - 1) \
+        == protocol.batch_overhead(site, terminal)
+
+
+def test_unchained_rating_encodes_as_before():
+    rating = Rating(str(uuid.uuid4()), 1, 5, "2026-01-02T09:00:00.000+09:00", True)
+    assert "chain" not in json.loads(rating.encode())
+    assert decode_batch(encode_batch("s", "t", [rating.encode()])).head_sig is None
+
+
+@pytest.mark.parametrize("bad", ["A" * 63, "g" * 64, "A" * 64, "a" * 65, 7, ""])
+def test_bad_chain_is_named(bad):
+    rating = dict(Rating(str(uuid.uuid4()), 1, 5, "2026-01-02T09:00:00.000+09:00", True).to_dict(), chain=bad)
+    batch = decode_batch(json.dumps({"v": 1, "site": "s", "terminal": "t", "ratings": [rating]}).encode())
+    assert not batch.ratings and "ratings[0].chain" in batch.rejected[0].error
+
+
+@pytest.mark.parametrize("bad", ["A" * 88, "A" * 86 + "=", "*" * 86 + "==", "A" * 84 + "====",
+                                 __import__("base64").b64encode(b"x" * 63).decode(), 5])
+def test_bad_head_sig_refuses_the_batch(bad):
+    payload = json.dumps({"v": 1, "site": "s", "terminal": "t", "head_sig": bad, "ratings": []}).encode()
+    with pytest.raises(ProtocolError) as info:
+        decode_batch(payload)
+    assert info.value.field == "head_sig"
+
+
+def test_seed_depends_on_site_terminal_and_key():
+    seeds = {protocol.default_chain_seed("s", "t"), protocol.default_chain_seed("s", "u"),
+             protocol.default_chain_seed("s2", "t"), protocol.default_chain_seed("s", "t", b"k" * 32)}
+    assert len(seeds) == 4 and all(protocol.is_chain(s) for s in seeds)
+    assert protocol.default_chain_seed("s", "t") == protocol.default_chain_seed("s", "t")
