@@ -81,6 +81,18 @@ class OutboxConfig:
             raise _Invalid("retention_days", f"{self.retention_days!r} must be >= 0")
 
 
+@dataclass(frozen=True)
+class AuditConfig:
+    """``[audit]``: the terminal's signing key and chain seed (written by `onetap-server provision`)."""
+
+    key_file: Path | None = None
+    chain_seed: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.chain_seed is not None and not protocol.is_chain(self.chain_seed):
+            raise _Invalid("chain_seed", "must be 64 lower-case hex digits")
+
+
 def _range(key: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise _Invalid(key, f"{value!r} must be between {low:g} and {high:g}")
@@ -202,6 +214,7 @@ class KioskConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     buttons: ButtonsConfig = field(default_factory=ButtonsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     #: Where the file came from (None: defaults only); not a key.
     source: Path | None = field(default=None, compare=False)
 
@@ -224,6 +237,11 @@ class KioskConfig:
     @property
     def outbox_path(self) -> Path:
         return self.data_dir / OUTBOX_FILE
+
+    @property
+    def chain_seed(self) -> str:
+        """The seed the outbox chains from: [audit] chain_seed, else the keyless default."""
+        return self.audit.chain_seed or protocol.default_chain_seed(self.site, self.terminal)
 
     @property
     def tls(self) -> bool:

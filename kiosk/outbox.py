@@ -67,6 +67,16 @@ def m001_ratings(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('last_seq', 0), ('last_ack_at', NULL)")
 
 
+@migrations()
+def m002_chain(db: sqlite_utils.Database) -> None:
+    # The audit chain (docs/protocol.md): computed at release, in seq order.
+    # chain_seq is the last seq chained; ratings taken before this migration
+    # stay unchained and are sent as they are. chain_seed NULL: not chaining.
+    db.execute("ALTER TABLE ratings ADD COLUMN chain TEXT")
+    db.execute("INSERT INTO meta (key, value) SELECT 'chain_seq', value FROM meta WHERE key = 'last_seq'")
+    db.execute("INSERT INTO meta (key, value) VALUES ('chain_head', NULL), ('chain_seed', NULL)")
+
+
 @dataclass(frozen=True)
 class OutboxStats:
     """What a Status message and the UI report about the outbox."""
@@ -99,7 +109,8 @@ class Outbox:
     for every write, a busy timeout.
     """
 
-    def __init__(self, db: sqlite_utils.Database, *, retention_days: int = 30):
+    def __init__(self, db: sqlite_utils.Database, *, retention_days: int = 30,
+                 chain_seed: str | None = None):
         self.db = db
         self.conn: sqlite3.Connection = db.conn
         self.retention_days = retention_days
@@ -114,13 +125,25 @@ class Outbox:
             # FULL: a tap acknowledged to the citizen survives power loss.
             self.conn.execute("PRAGMA synchronous = FULL")
             migrations.apply(db)
+            if chain_seed is not None:
+                self._set_seed(chain_seed)
             path = self.path
             self._key = str(path.resolve()) if path is not None else None
         except sqlite3.Error as exc:
             raise self._wrap(exc, "open") from exc
 
+    def _set_seed(self, seed: str) -> None:
+        # Kept in the file: every Outbox on it (the UI's, the uplink's) chains
+        # the same way, whichever of them was given the seed.
+        if not protocol.is_chain(seed):
+            raise OutboxError(f"chain_seed {seed!r} is not 64 lower-case hex digits")
+        self.conn.execute("UPDATE meta SET value = ? WHERE key = 'chain_seed' AND value IS NOT ?", (seed, seed))
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+
     @classmethod
-    def open(cls, path: str | Path, *, retention_days: int = 30) -> "Outbox":
+    def open(cls, path: str | Path, *, retention_days: int = 30,
+             chain_seed: str | None = None) -> "Outbox":
         """An outbox on a file (its directory created when missing)."""
         path = Path(path)
         try:
@@ -131,7 +154,7 @@ class Outbox:
             db = sqlite_utils.Database(path)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open {path}: {exc}") from exc
-        return cls(db, retention_days=retention_days)
+        return cls(db, retention_days=retention_days, chain_seed=chain_seed)
 
     @property
     def path(self) -> Path | None:
@@ -231,6 +254,9 @@ class Outbox:
                 "INSERT INTO ratings (id, seq, score, at, payload, held) VALUES (?, ?, ?, ?, ?, ?)",
                 (rating_id, seq, score, at, rating.encode(), 1 if hold else 0),
             )
+            if not hold:
+                chained = _advance_chain(conn)
+                rating = chained.get(seq, rating)
             return rating
 
         rating = self._write("recording a tap", work)
@@ -272,6 +298,7 @@ class Outbox:
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE ratings SET held = 0 WHERE id = ? AND held = 1", (rating_id,))
+            _advance_chain(conn)
 
         self._write("releasing a rating", work)
 
@@ -279,9 +306,11 @@ class Outbox:
         """Release every held rating (at start-up: a crash mid-follow-up must not lose the tap)."""
 
         def work(conn: sqlite3.Connection) -> int:
-            return conn.execute(
+            count = conn.execute(
                 "UPDATE ratings SET held = 0 WHERE acked_at IS NULL AND held = 1"
             ).rowcount
+            _advance_chain(conn)
+            return count
 
         count = self._write("releasing held ratings", work)
         if count:
@@ -303,9 +332,14 @@ class Outbox:
         least one row whenever there is one, since a single rating always fits.
         """
         limit = max(1, min(limit, protocol.MAX_BATCH_RATINGS))
+        # A released rating waits for its chain (for an earlier one still held):
+        # chain_seq only moves in seq order, and is last_seq when not chaining.
         rows = self.conn.execute(
             "SELECT rowid, id, payload, length(CAST(payload AS BLOB)) FROM ratings "
-            "WHERE acked_at IS NULL AND held = 0 AND rowid > ? ORDER BY rowid LIMIT ?",
+            "WHERE acked_at IS NULL AND held = 0 AND rowid > ? "
+            "AND (seq <= (SELECT value FROM meta WHERE key = 'chain_seq') "
+            "     OR (SELECT value FROM meta WHERE key = 'chain_seed') IS NULL) "
+            "ORDER BY rowid LIMIT ?",
             (after_rowid, limit),
         ).fetchall()
         if self.conn.in_transaction:
@@ -388,6 +422,14 @@ class Outbox:
 
         return self._write("marking acked ratings", work)
 
+    def chain_head(self) -> tuple[int, str | None]:
+        """(last chained seq, its chain): the head the uplink signs up to."""
+        meta = dict(self.conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('chain_seq', 'chain_head')").fetchall())
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+        return int(meta.get("chain_seq") or 0), meta.get("chain_head")
+
     # -- reporting and housekeeping -------------------------------------------
 
     def stats(self) -> OutboxStats:
@@ -435,3 +477,45 @@ class Outbox:
         if total:
             log.info("outbox: pruned %d acked rating(s) older than %d days", total, self.retention_days)
         return total
+
+
+def _advance_chain(conn: sqlite3.Connection) -> dict[int, Rating]:
+    """Chain every released rating after the chain's head, in seq order, up to the
+    first one still held; returns the ratings chained, by seq. Inside the caller's
+    transaction: a rating's chain is written with its release, never later.
+
+    Each chained rating's stored JSON is re-encoded with its ``chain`` (a batch
+    stays a join of stored payloads). A seq missing from the table (never on a
+    healthy kiosk) is passed over: the server sees it as a missing range.
+    """
+    meta = dict(conn.execute(
+        "SELECT key, value FROM meta WHERE key IN ('chain_seq', 'chain_head', 'chain_seed')").fetchall())
+    seed = meta.get("chain_seed")
+    if seed is None:
+        (last,) = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'chain_seq'", (last,))
+        return {}
+    seq = int(meta.get("chain_seq") or 0)
+    head = meta.get("chain_head") or seed
+    chained: dict[int, Rating] = {}
+    while True:
+        rows = conn.execute(
+            "SELECT rowid, seq, payload, held FROM ratings WHERE seq > ? ORDER BY seq LIMIT 500", (seq,)
+        ).fetchall()
+        updates = []
+        for rowid, row_seq, payload, held in rows:
+            if held:
+                break
+            obj = json.loads(payload)
+            obj.pop("chain", None)
+            head = protocol.chain_next(head, obj)
+            rating = Rating.from_dict(dict(obj, chain=head))
+            updates.append((rating.encode(), head, rowid))
+            chained[row_seq] = rating
+            seq = row_seq
+        if updates:
+            conn.executemany("UPDATE ratings SET payload = ?, chain = ? WHERE rowid = ?", updates)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'chain_seq'", (seq,))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'chain_head'", (head,))
+        if len(updates) < 500:
+            return chained

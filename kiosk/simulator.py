@@ -191,7 +191,9 @@ def simulate(
     try:
         for terminal in ids:
             path = outbox_path(data_dir, site, terminal)
-            watcher = Outbox.open(path)
+            # The seed is kept in the outbox file: every Outbox on it chains.
+            seed = config.chain_seed if config is not None else protocol.default_chain_seed(site, terminal)
+            watcher = Outbox.open(path, chain_seed=seed)
             watchers[terminal] = watcher
             # A follow-up cut short by a crash: send the tap as it is.
             watcher.release_all_held()

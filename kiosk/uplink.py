@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import queue
 import random
 import shutil
@@ -10,8 +12,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -20,6 +26,7 @@ from paho.mqtt.properties import Properties
 import kiosk
 from kiosk import clock, protocol
 from kiosk.config import KioskConfig, parse_broker_url
+from kiosk.errors import ConfigError
 from kiosk.outbox import Outbox, OutboxError
 from kiosk.protocol import Ack, ProtocolError, Status
 
@@ -52,6 +59,33 @@ class _Batch:
     sent_at: float
 
 
+def load_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """The terminal's Ed25519 private key from its PEM file (written by `onetap-server provision`)."""
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigError(f"audit.key_file {path}: cannot read it ({exc.strerror})") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(f"audit.key_file {path}: not a PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"audit.key_file {path}: not an Ed25519 key")
+    return key
+
+
+#: Where the chain sits in a stored payload: Rating.encode() writes it last.
+_CHAIN_TAIL = len(',"chain":"') + protocol.CHAIN_HEX_CHARS + len('"}')
+
+
+def payload_chain(payload: str) -> str | None:
+    """The ``chain`` of one stored rating payload, or None when it has none."""
+    tail = payload[-_CHAIN_TAIL:]
+    if tail.startswith(',"chain":"') and tail.endswith('"}'):
+        chain = tail[10:-2]
+        if protocol.is_chain(chain):
+            return chain
+    return None
+
+
 class Uplink:
     """Owns an MQTT client and a worker thread that drains the outbox.
 
@@ -81,6 +115,7 @@ class Uplink:
         reconnect_delay: tuple[float, float] = (1.0, 30.0),
         keepalive: int = KEEPALIVE,
         mqtt_protocol: str = "5",
+        signing_key: Ed25519PrivateKey | None = None,
     ):
         protocol.check_identifier("site", site)
         protocol.check_identifier("terminal", terminal)
@@ -102,6 +137,8 @@ class Uplink:
         if mqtt_protocol not in ("5", "3.1.1"):
             raise ValueError(f"mqtt_protocol {mqtt_protocol!r} must be \"5\" or \"3.1.1\"")
         self.mqtt_protocol = mqtt_protocol
+        #: Signs each batch's head (docs/protocol.md, "Audit chain"); None: unsigned.
+        self.signing_key = signing_key
         self.topics = {k: protocol.topic(site, terminal, k) for k in protocol.TERMINAL_TOPIC_KINDS}
         self._max_bytes = protocol.MAX_BATCH_BYTES - protocol.batch_overhead(site, terminal)
 
@@ -155,9 +192,12 @@ class Uplink:
             ack_timeout=cfg.mqtt.ack_timeout_s, session_expiry=cfg.mqtt.session_expiry_s,
             status_interval=cfg.mqtt.status_interval_s, mqtt_protocol=cfg.mqtt.mqtt_protocol,
         )
+        if cfg.audit.key_file is not None:
+            args["signing_key"] = load_signing_key(cfg.audit.key_file)
         args.update(kw)
+        seed = cfg.chain_seed
         factory = args.pop("outbox_factory", None) or (
-            lambda: Outbox.open(path, retention_days=retention)
+            lambda: Outbox.open(path, retention_days=retention, chain_seed=seed)
         )
         return cls(factory, **args)
 
@@ -472,7 +512,13 @@ class Uplink:
 
     def _send(self, rows: list[tuple[int, str, str]]) -> bool:
         assert self._client is not None
-        payload = protocol.encode_batch(self.site, self.terminal, [r[2] for r in rows])
+        head_sig = None
+        if self.signing_key is not None:
+            # Rows come in seq order: the last one is the batch's head.
+            chain = payload_chain(rows[-1][2])
+            if chain is not None:
+                head_sig = base64.b64encode(self.signing_key.sign(protocol.head_message(chain))).decode("ascii")
+        payload = protocol.encode_batch(self.site, self.terminal, [r[2] for r in rows], head_sig)
         info = self._client.publish(self.topics[protocol.RATINGS], payload, qos=1)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._published[info.mid] = self.topics[protocol.RATINGS]

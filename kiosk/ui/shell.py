@@ -362,7 +362,8 @@ class OnetapApp(App):
     def build(self):
         fonts.register()
         cfg = self.cfg
-        outbox = Outbox.open(cfg.outbox_path, retention_days=cfg.outbox.retention_days)
+        outbox = Outbox.open(cfg.outbox_path, retention_days=cfg.outbox.retention_days,
+                             chain_seed=cfg.chain_seed)
         # A crash mid-follow-up left ratings held: they are complete, send them.
         outbox.release_all_held()
         survey = survey_mod.Survey(cfg.data_dir / survey_mod.CACHE_FILE)

@@ -253,3 +253,66 @@ def test_clock_state_is_read_when_not_given(outbox, monkeypatch):
     rating = outbox.record(4)
     assert rating.clock_synced is False
     assert protocol.parse_timestamp("at", rating.at).utcoffset() is not None
+
+
+# -- audit chain ------------------------------------------------------------------
+
+SEED = protocol.default_chain_seed("s", "t")
+
+
+def chained_outbox() -> Outbox:
+    return Outbox(sqlite_utils.Database(memory=True), chain_seed=SEED)
+
+
+def test_chain_is_computed_at_release_in_seq_order_over_the_answers():
+    outbox = chained_outbox()
+    first = outbox.record(2, now=NOW, clock_synced=True, hold=True)
+    second = outbox.record(5, now=NOW, clock_synced=True)
+    # The second waits for the first: the chain runs in seq order.
+    assert second.chain is None and outbox.pending() == []
+    outbox.annotate(first.id, reason="wait_time")
+    outbox.release(first.id)
+    rows = [protocol.Rating.from_dict(json.loads(p)) for _, _, p in outbox.pending()]
+    assert [r.seq for r in rows] == [1, 2]
+    assert rows[0].reason == "wait_time"
+    head = SEED
+    for rating in rows:
+        head = protocol.chain_next(head, rating)
+        assert rating.chain == head
+    assert outbox.chain_head() == (2, head)
+    third = outbox.record(3, now=NOW, clock_synced=True)
+    assert third.chain == protocol.chain_next(head, third)
+
+
+def test_seed_is_kept_in_the_file_for_every_outbox_on_it(tmp_path):
+    path = tmp_path / "outbox.db"
+    Outbox.open(path, chain_seed=SEED).close()
+    other = Outbox.open(path)
+    rating = other.record(4, now=NOW, clock_synced=True)
+    assert rating.chain == protocol.chain_next(SEED, rating)
+
+
+def test_without_a_seed_nothing_is_chained_and_an_upgraded_file_starts_after_its_backlog(tmp_path):
+    path = tmp_path / "outbox.db"
+    plain = Outbox.open(path)
+    old = plain.record(4, now=NOW, clock_synced=True)
+    assert old.chain is None and "chain" not in plain.pending()[0][2]
+    plain.close()
+    upgraded = Outbox.open(path, chain_seed=SEED)
+    new = upgraded.record(1, now=NOW, clock_synced=True)
+    # The backlog from before goes out unchained; the first chained rating chains from the seed.
+    assert [r[1] for r in upgraded.pending()] == [old.id, new.id]
+    assert new.chain == protocol.chain_next(SEED, new)
+
+
+def test_release_all_held_chains_what_a_crash_left_held():
+    outbox = chained_outbox()
+    held = outbox.record(1, now=NOW, clock_synced=True, hold=True)
+    assert outbox.release_all_held() == 1
+    [(_, _, payload)] = outbox.pending()
+    assert json.loads(payload)["chain"] == protocol.chain_next(SEED, held)
+
+
+def test_bad_seed_is_refused():
+    with pytest.raises(OutboxError):
+        Outbox(sqlite_utils.Database(memory=True), chain_seed="nothex")

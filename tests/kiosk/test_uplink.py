@@ -342,3 +342,56 @@ def test_same_terminal_name_at_two_sites_both_stay_connected(mosquitto, tmp_path
         for uplink in uplinks:
             uplink.stop()
         peer.close()
+
+
+def test_signs_each_batch_head_with_the_terminal_key(mosquitto, outbox_path):
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    seed = protocol.default_chain_seed(SITE, "t-sig")
+    peer = Peer(mosquitto)
+    outbox = Outbox.open(outbox_path, chain_seed=seed)
+    tap(outbox, 700)
+    uplink = make_uplink(outbox_path, mosquitto, terminal="t-sig", signing_key=key).start()
+    try:
+        assert uplink.wait_idle(30)
+        assert len(peer.batches) >= 2
+        head = seed
+        by_seq = sorted((r for b in peer.batches for r in b.ratings), key=lambda r: r.seq)
+        for rating in by_seq:
+            head = protocol.chain_next(head, rating)
+            assert rating.chain == head
+        for batch in peer.batches:
+            top = max(batch.ratings, key=lambda r: r.seq)
+            key.public_key().verify(base64.b64decode(batch.head_sig), protocol.head_message(top.chain))
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_without_a_key_batches_go_unsigned(mosquitto, outbox_path):
+    peer = Peer(mosquitto)
+    outbox = Outbox.open(outbox_path, chain_seed=protocol.default_chain_seed(SITE, "t-nokey"))
+    tap(outbox, 3)
+    uplink = make_uplink(outbox_path, mosquitto, terminal="t-nokey").start()
+    try:
+        assert uplink.wait_idle(30)
+        assert peer.batches and all(b.head_sig is None for b in peer.batches)
+        assert all(r.chain is not None for b in peer.batches for r in b.ratings)
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_load_signing_key_names_a_bad_file(tmp_path):
+    from kiosk.errors import ConfigError
+    from kiosk.uplink import load_signing_key
+
+    bad = tmp_path / "k.pem"
+    bad.write_text("not a key")
+    with pytest.raises(ConfigError, match="not a PEM private key"):
+        load_signing_key(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_signing_key(tmp_path / "missing.pem")
