@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import fcntl
 import logging
 import os
@@ -22,6 +23,7 @@ from kiosk.protocol import (
     TOPIC_ROOT,
     ProtocolError,
     check_identifier,
+    default_chain_seed,
     is_loopback,
     parse_broker_url,
 )
@@ -420,6 +422,50 @@ def _checked_paths(broker: str, ca_file: str | None, passwd_path: Path, acl_path
     return tls, passwd_path, acl_path, out_dir
 
 
+# -- audit keys ------------------------------------------------------------------
+#
+# Each terminal gets an Ed25519 key pair at provisioning (docs/audit.md): the
+# private key beside its kiosk.toml (0600), the public key in the server's
+# registry as keys/{site}/{terminal}.pub next to the ACL file: one line, the
+# 32 raw bytes in base64. Provisioning again makes a new pair (and so a new
+# chain seed): the old key stops verifying at once.
+
+KEY_FILE = "audit.key"
+
+
+def keys_dir(acl_path: str | os.PathLike[str]) -> Path:
+    """The directory of terminals' public keys: ``keys/`` beside the ACL file (the registry)."""
+    return Path(acl_path).parent / "keys"
+
+
+def public_key_path(directory: Path, site: str, terminal: str) -> Path:
+    check_identifier("site", site)
+    check_identifier("terminal", terminal)
+    return directory / site / f"{terminal}.pub"
+
+
+def _new_terminal_key(out_dir: Path, acl_path: Path, site: str, terminal: str) -> list[tuple[str, str]]:
+    """Write a new key pair for the terminal; return its kiosk.toml [audit] items."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode("ascii")
+    public_raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key_path = out_dir / KEY_FILE
+    write_atomic(key_path, private_pem, 0o600, keep_mode=False)
+    pub_path = public_key_path(keys_dir(acl_path), site, terminal)
+    try:
+        pub_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProvisionError(f"{pub_path.parent}: cannot create it ({exc})") from None
+    # 0644: a public key is no secret, and the server reads it.
+    write_atomic(pub_path, base64.b64encode(public_raw).decode("ascii") + "\n", 0o644, keep_mode=False)
+    return [("key_file", str(key_path.absolute())),
+            ("chain_seed", default_chain_seed(site, terminal, public_raw))]
+
+
 def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
                        acl_path: Path, out_dir: Path, ca_file: str | None = None,
                        password: str | None = None) -> Account:
@@ -447,6 +493,8 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
          ("ui", [("maintenance_pin", pin)])],
     )
     with locked_directory(passwd_path):
+        audit = _new_terminal_key(out_dir, acl_path, site, terminal)
+        text += _toml([], [], [("audit", audit)])
         _add_account(passwd_path, acl_path, username, terminal_rules(site, terminal),
                      f"terminal site={site} terminal={terminal}", password)
         write_atomic(config_path, text, 0o600, keep_mode=False)

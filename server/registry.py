@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 from pathlib import Path
 
 from server.errors import ConfigError
-from server.provision import registry_from_text
+from server.provision import keys_dir, public_key_path, registry_from_text
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,8 @@ class Registry:
         self._signature: tuple[int, int, int] | None = None
         self._known: frozenset[tuple[str, str]] = frozenset()
         self._failing = False
+        #: Terminals' public keys, in keys/ beside the ACL file (server/provision.py).
+        self.keys = PublicKeys(keys_dir(self.path))
         try:
             self._reload(self._signature_now())
         except (OSError, UnicodeDecodeError) as exc:
@@ -59,6 +63,57 @@ class Registry:
         self.refresh()
         return (site, terminal) in self._known
 
+    def public_key(self, site: str, terminal: str) -> bytes | None:
+        """The terminal's Ed25519 public key (32 bytes), or None when it has none."""
+        return self.keys.get(site, terminal)
+
     @property
     def terminals(self) -> frozenset[tuple[str, str]]:
         return self._known
+
+
+def load_public_key(directory: Path, site: str, terminal: str) -> bytes | None:
+    """A terminal's Ed25519 public key (32 raw bytes) from ``directory/{site}/{terminal}.pub``,
+    or None when it has none (a kiosk provisioned before keys: unsigned, unchained or not).
+
+    A file that is there but unreadable or malformed is a ConfigError: a key the
+    server cannot read must not quietly turn signed terminals into unsigned ones.
+    """
+    path = public_key_path(directory, site, terminal)
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"public key {path}: cannot read it ({exc})") from None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(f"public key {path}: not the base64 of a 32-byte Ed25519 public key")
+    return raw
+
+
+class PublicKeys:
+    """Terminals' public keys under one ``keys/`` directory, re-read when a file changes."""
+
+    def __init__(self, directory: str | os.PathLike[str]):
+        self.directory = Path(directory)
+        self._cache: dict[tuple[str, str], tuple[tuple[int, int, int] | None, bytes | None]] = {}
+
+    def get(self, site: str, terminal: str) -> bytes | None:
+        path = public_key_path(self.directory, site, terminal)
+        try:
+            info = os.stat(path)
+            signature: tuple[int, int, int] | None = (info.st_ino, info.st_mtime_ns, info.st_size)
+        except FileNotFoundError:
+            signature = None
+        cached = self._cache.get((site, terminal))
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        key = load_public_key(self.directory, site, terminal) if signature is not None else None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[site, terminal] = (signature, key)
+        return key

@@ -49,6 +49,8 @@ def test_terminal_account_rules_and_kiosk_toml(tmp_path):
         "site": SITE, "terminal": "counter-03", "broker": "mqtt://127.0.0.1:1883",
         "mqtt": {"username": "counter-03@gangnam-office", "password": data["mqtt"]["password"]},
         "ui": {"maintenance_pin": data["ui"]["maintenance_pin"]},
+        "audit": {"key_file": str((out / provision.KEY_FILE).absolute()),
+                  "chain_seed": data["audit"]["chain_seed"]},
     }
     user, hashed = pw.read_text().strip().split(":", 1)
     assert user == "counter-03@gangnam-office"
@@ -331,3 +333,40 @@ def test_each_terminal_gets_its_own_random_maintenance_pin_shown_once(tmp_path):
         pins.append(pin)
     assert pins[0] != pins[1] or provision.new_pin() != pins[0]
     assert len({provision.new_pin() for _ in range(50)}) > 40
+
+
+def test_terminal_gets_a_key_pair_private_beside_its_toml_public_in_the_registry(tmp_path):
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from kiosk import protocol
+    from kiosk.uplink import load_signing_key
+    from server.registry import Registry
+
+    pw, acl = tmp_path / "passwd", tmp_path / "acl"
+    provision.provision_terminal(SITE, "a", "mqtt://127.0.0.1", pw, acl, tmp_path / "ka")
+    cfg = load_config(tmp_path / "ka" / "kiosk.toml", env={})
+    assert cfg.audit.key_file == (tmp_path / "ka" / provision.KEY_FILE).absolute()
+    assert stat.S_IMODE(os.stat(cfg.audit.key_file).st_mode) == 0o600
+    key = load_signing_key(cfg.audit.key_file)
+    pub_path = tmp_path / "keys" / SITE / "a.pub"
+    public = base64.b64decode(pub_path.read_text())
+    registry = Registry(acl)
+    assert registry.public_key(SITE, "a") == public
+    assert registry.public_key(SITE, "nobody") is None
+    assert cfg.audit.chain_seed == protocol.default_chain_seed(SITE, "a", public)
+    Ed25519PublicKey.from_public_bytes(public).verify(key.sign(b"x"), b"x")
+    # Provisioning again makes a new pair; the registry sees it without a restart.
+    provision.provision_terminal(SITE, "a", "mqtt://127.0.0.1", pw, acl, tmp_path / "ka")
+    assert registry.public_key(SITE, "a") not in (None, public)
+
+
+def test_malformed_public_key_is_a_config_error(tmp_path):
+    from server.errors import ConfigError
+    from server.registry import load_public_key
+
+    (tmp_path / SITE).mkdir()
+    (tmp_path / SITE / "a.pub").write_text("bm90IGEga2V5\n")
+    with pytest.raises(ConfigError, match="32-byte"):
+        load_public_key(tmp_path, SITE, "a")
