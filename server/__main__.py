@@ -327,6 +327,18 @@ def _backup(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.audit import add_arguments
+
+    add_arguments(parser)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from server.audit import run
+
+    return run(args)
+
+
 #: name -> (help, add_arguments(parser), run(args) -> exit code). Adding a
 #: subcommand is one entry here plus its two functions.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
@@ -338,6 +350,8 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None],
     "user": ("dashboard users: add, passwd, remove, list", _add_user_arguments, _user),
     "terminal": ("terminals: list, retire (ratings kept)", _add_terminal_arguments, _terminal),
     "backup": ("a consistent copy of the live database, mode 0600", _add_backup_arguments, _backup),
+    "audit": ("audit chain: export a site's ratings with their proofs, verify an export",
+              _add_audit_arguments, _audit),
 }
 
 

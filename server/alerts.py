@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from kiosk.protocol import ProtocolError, format_timestamp, in_time_window, parse_timestamp, site_topic
+from server import audit
 from server.config import AlertsConfig, ServerConfig
 from server.ingest import QUARANTINE_ALERT
 from server.periodic import Periodic
@@ -19,9 +20,12 @@ from server.restarts import find_restarts
 log = logging.getLogger(__name__)
 
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
-CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock")
+CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", audit.MISSING_ALERT)
 #: Alerts that describe an event: open until someone acknowledges them.
-EVENT_KINDS = ("suspect", QUARANTINE_ALERT)
+EVENT_KINDS = ("suspect", QUARANTINE_ALERT, audit.CHAIN_ALERT, audit.SIGNATURE_ALERT, audit.TAMPER_ALERT)
+#: Event alerts ingest raises itself; the engine delivers them once.
+INGEST_KINDS = (QUARANTINE_ALERT, audit.CHAIN_ALERT, audit.SIGNATURE_ALERT)
+_SELF_CHECK_AT = "alerts.audit_check_at"
 _WATERMARK = "alerts.suspect_pk"
 #: Quarantine-cap alerts are raised by ingest; the engine delivers them once.
 _QUARANTINE_WATERMARK = "alerts.quarantine_pk"
@@ -300,6 +304,9 @@ class AlertEngine:
         conditions = evaluate(now, self.store.terminals(),
                               self.store.low_scores_since(since.isoformat(), self.rules.low_score_max),
                               self.rules, tz)
+        conditions += [Condition(site, terminal, audit.MISSING_ALERT, message)
+                       for site, terminal, message in audit.missing_conditions(
+                           now, self.store.chain_states(), self.rules.missing_minutes)]
         current = {c.key: c for c in conditions}
         open_rows = self.store.open_alerts()
         open_keys = {(r["site"], r["terminal"], r["kind"]): r for r in open_rows}
@@ -322,8 +329,9 @@ class AlertEngine:
                 site, terminal, "seq_restart",
                 f"{site}/{terminal}: numbering began again at 1 ({starts} times in all): "
                 "a kiosk replaced without its outbox? (ratings kept)", now))
+        raised.extend(self.self_check(now))
         delivered = int(self.store.get_meta(_QUARANTINE_WATERMARK, "0"))
-        from_ingest = [r["pk"] for r in open_rows if r["kind"] == QUARANTINE_ALERT and r["pk"] > delivered]
+        from_ingest = [r["pk"] for r in open_rows if r["kind"] in INGEST_KINDS and r["pk"] > delivered]
         if from_ingest:
             raised.extend(from_ingest)
             self.store.set_meta(_QUARANTINE_WATERMARK, str(max(from_ingest)))
@@ -332,6 +340,35 @@ class AlertEngine:
                    "cleared": [alert_json(by_pk[pk]) for pk in cleared]}
         self.deliver(changes)
         return changes
+
+    def self_check(self, now: datetime) -> list[int]:
+        """Every audit_check_minutes, re-verify the stored chains; a "tamper" alert per terminal
+        whose stored ratings no longer verify (changed in the database). Returns alerts raised."""
+        minutes = self.rules.audit_check_minutes
+        if minutes <= 0:
+            return []
+        last = _time(self.store.get_meta(_SELF_CHECK_AT))
+        if last is not None and (now - last).total_seconds() < minutes * 60:
+            return []
+        self.store.set_meta(_SELF_CHECK_AT, format_timestamp(now))
+        registry = self.config.registry
+        keys = audit.PublicKeysFor(registry)
+        by_terminal: dict[tuple[str, str], list[audit.Finding]] = {}
+        for finding in audit.self_check(self.store, keys.get):
+            by_terminal.setdefault((finding.site, finding.terminal), []).append(finding)
+        open_tamper = {(r["site"], r["terminal"]) for r in self.store.open_alerts()
+                       if r["kind"] == audit.TAMPER_ALERT}
+        raised = []
+        for (site, terminal), findings in sorted(by_terminal.items()):
+            if (site, terminal) in open_tamper:
+                continue
+            shown = "; ".join(str(f) for f in findings[:5])
+            more = f" (and {len(findings) - 5} more)" if len(findings) > 5 else ""
+            log.error("audit self-check: %s", shown)
+            raised.append(self.store.raise_alert(
+                site, terminal, audit.TAMPER_ALERT,
+                f"stored ratings no longer verify: {shown}{more}", now))
+        return raised
 
     def deliver(self, changes: Mapping[str, list[dict[str, Any]]]) -> None:
         if self.session is not None and self.rules.webhook_url:

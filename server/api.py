@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from kiosk.protocol import IDENT_PATTERN
-from server import __version__
+from server import __version__, audit
 from server.aggregate import AGGREGATE_KEYS, distribution_json, parse_by, summarize
 from server.config import ServerConfig
 from server.auth import token_hash
@@ -169,6 +169,15 @@ class TerminalOut(BaseModel):
     disk_free_mb: float | None = None
     config_version: int | str | None = None
     status_at: str | None = None
+    #: The audit chain as ingest verified it (docs/audit.md): ok, broken or unchained.
+    chain_status: str = "unchained"
+    chain_broken_seq: int | None = None
+    #: Highest seq up to which every rating arrived, and the seq ranges [low, high] still missing.
+    contiguous_seq: int | None = None
+    missing_ranges: list[list[int]] = []
+    missing_since: str | None = None
+    verified_head_seq: int | None = None
+    verified_head_at: str | None = None
 
 
 class ErrorOut(BaseModel):
@@ -305,7 +314,9 @@ def create_app(
     ) -> list[dict[str, Any]]:
         if site is not None and not who.allows(site):
             raise HTTPException(403, f"this token may not read site {site!r}")
-        return store().terminals(site, who.sites)
+        chains = {(c["site"], c["terminal"]): c for c in store().chain_states(site)}
+        return [{**row, **audit.public_view(chains.get((row["site"], row["terminal"])))}
+                for row in store().terminals(site, who.sites)]
 
     @app.get("/api/v1/ratings.csv", responses={**errors, 200: {"content": {"text/csv": {}}}},
              response_class=StreamingResponse, tags=["ratings"])

@@ -93,6 +93,10 @@ class AlertsConfig:
     run_interval_s: float = 3.0
     backlog_minutes: int = 30
     clock_unsynced: bool = True
+    #: Audit chain: a missing seq range older than this raises an alert; the
+    #: stored chains are re-verified every audit_check_minutes (0: never).
+    missing_minutes: int = 30
+    audit_check_minutes: int = 60
     webhook_url: str | None = field(default=None, repr=False)
     webhook_timeout_s: float = 5.0
     webhook_retries: int = 3
@@ -564,6 +568,8 @@ ALERT_KEYS: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "run_interval_s": (_positive_float, None),
     "backlog_minutes": (_positive_int, None),
     "clock_unsynced": (_bool, None),
+    "missing_minutes": (_positive_int, None),
+    "audit_check_minutes": (_non_negative_int, "ONETAP_ALERTS_AUDIT_CHECK_MINUTES"),
     "webhook_url": (_optional(_http_url), "ONETAP_ALERTS_WEBHOOK_URL"),
     "webhook_timeout_s": (_positive_float, None),
     "webhook_retries": (lambda v: 0 if v == 0 else _positive_int(v), None),

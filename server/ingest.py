@@ -26,6 +26,7 @@ from kiosk.protocol import (
     printable,
     topic as make_topic,
 )
+from server import audit
 from server.errors import StoreError
 from server.store import BatchResult, Store
 
@@ -65,6 +66,8 @@ class IngestCounters:
     quarantine_dropped: int = 0
     #: Retained messages on ratings topics: quarantined, never counted or Acked.
     retained_refused: int = 0
+    #: Batches whose head signature did not verify: quarantined, never counted.
+    bad_signatures: int = 0
     statuses: int = 0
     acks: int = 0
     store_errors: int = 0
@@ -95,6 +98,7 @@ class Ingest:
         counters: IngestCounters | None = None,
         is_known: Callable[[str, str], bool] | None = None,
         quarantine_caps: QuarantineCaps = QuarantineCaps(),
+        public_key: Callable[[str, str], bytes | None] | None = None,
     ):
         self.store = store
         self.caps = quarantine_caps
@@ -103,6 +107,8 @@ class Ingest:
         self._usage: dict[tuple[str, str], list] = {}
         #: (site, terminal) -> provisioned for that site? None: every terminal is.
         self.is_known = is_known
+        #: (site, terminal) -> its Ed25519 public key (32 bytes) or None (Registry.public_key).
+        self.public_key = public_key
         self.reasons_for_site = reasons_for_site
         self.now = now
         self.counters = counters if counters is not None else IngestCounters()
@@ -153,6 +159,7 @@ class Ingest:
                     item.result = result
                     counters.ratings_accepted += len(result.accepted)
                     counters.ratings_duplicate += len(result.duplicate)
+                    self._chain(item, received_at)
                 for site, terminal in dict.fromkeys((p.site, p.terminal) for p in pending):
                     self.store.seen(site, terminal, received_at)
         out = []
@@ -295,7 +302,61 @@ class Ingest:
             if bad.id is not None:
                 rejected.append((bad.id, bad.error))
         counters.ratings_rejected += len(batch.rejected)
-        return _Pending(ack_topic, site, terminal, batch.ratings, rejected)
+        key = self.public_key(site, terminal) if self.public_key is not None else None
+        head = None
+        if batch.head_sig is not None and key is not None:
+            top = max(batch.ratings, key=lambda r: r.seq, default=None)
+            if top is None or top.chain is None or not audit.verify_head(key, top.chain, batch.head_sig):
+                return self._bad_signature(topic, site, terminal, payload, batch, rejected,
+                                           received_at, counters)
+            head = (top.seq, top.chain, batch.head_sig)
+        return _Pending(ack_topic, site, terminal, batch.ratings, rejected, key=key, head=head)
+
+    def _bad_signature(self, topic: str, site: str, terminal: str, payload: bytes, batch,
+                       rejected: list[tuple[str, str]], received_at: datetime,
+                       counters: IngestCounters) -> tuple[str, Ack] | None:
+        """A batch whose head signature fails: quarantined whole, every rating rejected, alerted."""
+        reason = ("bad head signature: head_sig does not verify with the terminal's registered key"
+                  " over the chain of the batch's highest-seq rating")
+        counters.bad_signatures += 1
+        self._quarantine(topic, payload, reason, received_at, counters)
+        counters.ratings_rejected += len(batch.ratings)
+        log.warning("%s/%s: a batch of %d ratings with a bad head signature quarantined",
+                    site, terminal, len(batch.ratings))
+        # One open alert per terminal: a flood of forged batches is one event to look at.
+        if not any(a["site"] == site and a["terminal"] == terminal and a["kind"] == audit.SIGNATURE_ALERT
+                   for a in self.store.open_alerts()):
+            self.store.raise_alert(site, terminal, audit.SIGNATURE_ALERT,
+                                   f"{site}/{terminal}: a batch of {len(batch.ratings)} ratings whose"
+                                   " signature does not verify was quarantined, not counted (forged, or"
+                                   " the kiosk's key does not match the registry)", received_at)
+        ids = [r.id for r in batch.ratings] + [i for i, _ in rejected]
+        if not ids:
+            return None
+        return (make_topic(site, terminal, ACK), Ack(rejected=tuple((i, reason) for i in ids)))
+
+    def _chain(self, item: "_Pending", received_at: datetime) -> None:
+        """Store the chains of a batch's new ratings and move the terminal's chain state on."""
+        result = item.result
+        accepted = set(result.accepted) if result is not None else set()
+        fresh = [r for r in item.ratings if r.id in accepted]
+        if not fresh and item.head is None:
+            return
+        site, terminal = item.site, item.terminal
+        head_seq = item.head[0] if item.head is not None else None
+        rows = [(r.id, r.chain, item.head[2] if r.seq == head_seq else None)
+                for r in fresh if r.chain is not None]
+        if rows:
+            self.store.set_rating_chains(site, terminal, rows)
+        state, breaks = audit.track(
+            self.store.chain_state(site, terminal), site, terminal, fresh,
+            seed=audit.terminal_seed(site, terminal, item.key),
+            previous_chain=lambda seq: self.store.rating_chain(site, terminal, seq),
+            now=received_at, head=item.head)
+        self.store.save_chain_state(state)
+        for message in breaks:
+            log.warning("%s", message)
+            self.store.raise_alert(site, terminal, audit.CHAIN_ALERT, message, received_at)
 
 
 @dataclass
@@ -307,6 +368,9 @@ class _Pending:
     terminal: str
     ratings: Sequence[Rating]
     rejected: list[tuple[str, str]]
+    #: The terminal's public key, and the batch's verified (seq, chain, head_sig).
+    key: bytes | None = None
+    head: tuple[int, str, str] | None = None
     result: BatchResult | None = None
 
 

@@ -344,6 +344,7 @@ class Link:
                 store = self.store_factory()
                 ingest = Ingest(store, reasons_for_site=self.config.reasons_for_site, counters=self.counters,
                                 is_known=self.registry.is_known if self.registry is not None else None,
+                                public_key=self.registry.public_key if self.registry is not None else None,
                                 quarantine_caps=QuarantineCaps(self.config.quarantine_rows_per_day,
                                                                self.config.quarantine_bytes_per_day))
         except Exception as exc:

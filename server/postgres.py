@@ -24,6 +24,9 @@ from server.store import (
     RATING_COLUMNS,
     ROLLUPS,
     SUSPECT_COLUMNS,
+    AUDIT_COLUMNS,
+    CHAIN_STATE_COLUMNS,
+    CHAIN_STATE_DDL,
     BatchResult,
     Buckets,
     Filters,
@@ -155,6 +158,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     # `onetap-server terminal retire`: off the board and the alert rules, ratings kept.
     ("m006_terminals_retired_at", [
         "ALTER TABLE terminals ADD COLUMN retired_at text",
+    ]),
+    # The audit chain (docs/audit.md), as SQLite's m007.
+    ("m007_audit_chain", [
+        "ALTER TABLE ratings ADD COLUMN chain text",
+        "ALTER TABLE ratings ADD COLUMN head_sig text",
+        f"CREATE TABLE chain_state ({CHAIN_STATE_DDL}, PRIMARY KEY (site, terminal))",
     ]),
 ]
 
@@ -587,6 +596,70 @@ class PostgresStore(RollupQueries):
         return self._dicts(
             "SELECT site, terminal, score, at FROM ratings"
             " WHERE day >= %s AND score <= %s AND suspect = 0", [day, max_score])
+
+    # -- audit chain (m007) ------------------------------------------------------
+
+    def set_rating_chains(self, site: str, terminal: str,
+                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
+        """Store (id, chain, head_sig) of ratings just inserted."""
+        with self.transaction():
+            with self.conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE ratings SET chain = %s, head_sig = %s WHERE site = %s AND terminal = %s AND id = %s",
+                    [(chain, sig, site, terminal, rating_id) for rating_id, chain, sig in rows])
+
+    @_store_errors
+    def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
+        rows = self._read("SELECT chain FROM ratings WHERE site = %s AND terminal = %s AND seq = %s"
+                          " ORDER BY pk LIMIT 1", [site, terminal, seq])
+        return rows[0][0] if rows else None
+
+    @_store_errors
+    def chain_state(self, site: str, terminal: str) -> dict[str, Any] | None:
+        rows = self._dicts("SELECT * FROM chain_state WHERE site = %s AND terminal = %s", [site, terminal])
+        return rows[0] if rows else None
+
+    @_store_errors
+    def chain_states(self, site: str | None = None) -> list[dict[str, Any]]:
+        if site is None:
+            return self._dicts("SELECT * FROM chain_state ORDER BY site, terminal")
+        return self._dicts("SELECT * FROM chain_state WHERE site = %s ORDER BY terminal", [site])
+
+    def save_chain_state(self, state: dict[str, Any]) -> None:
+        cols = ", ".join(CHAIN_STATE_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in CHAIN_STATE_COLUMNS[2:])
+        with self.transaction():
+            self.conn.execute(
+                f"INSERT INTO chain_state ({cols}) VALUES ({', '.join(['%s'] * len(CHAIN_STATE_COLUMNS))})"
+                f" ON CONFLICT (site, terminal) DO UPDATE SET {updates}",
+                [state.get(c) for c in CHAIN_STATE_COLUMNS])
+
+    @_store_errors
+    def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
+        return [tuple(row) for row in self._read(
+            "SELECT terminal, min(seq), max(seq) FROM ratings WHERE site = %s AND day BETWEEN %s AND %s"
+            " GROUP BY terminal ORDER BY terminal", [site, day_from, day_to])]
+
+    @_store_errors
+    def audit_rows(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
+        return self._dicts(
+            f"SELECT {AUDIT_COLUMNS} FROM ratings WHERE site = %s AND terminal = %s"
+            " AND seq BETWEEN %s AND %s ORDER BY seq, pk", [site, terminal, seq_from, seq_to])
+
+    @_store_errors
+    def audit_neighbours(self, site: str, terminal: str, seq_from: int, seq_to: int) -> tuple[int | None, int | None]:
+        before = self._read("SELECT max(seq) FROM ratings WHERE site = %s AND terminal = %s AND seq < %s",
+                            [site, terminal, seq_from])[0][0]
+        signed = self._read("SELECT min(seq) FROM ratings WHERE site = %s AND terminal = %s AND seq >= %s"
+                            " AND head_sig IS NOT NULL", [site, terminal, seq_to])[0][0]
+        return before, signed
+
+    @_store_errors
+    def audit_cut(self, site: str, terminal: str, before_day: str) -> dict[str, Any] | None:
+        rows = self._dicts(
+            f"SELECT {AUDIT_COLUMNS} FROM ratings WHERE site = %s AND terminal = %s AND day < %s"
+            " ORDER BY seq DESC LIMIT 1", [site, terminal, before_day])
+        return rows[0] if rows else None
 
     # -- meta, marks, alerts, sessions ----------------------------------------
 

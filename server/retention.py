@@ -57,6 +57,10 @@ class RetentionRunner(Periodic):
         deleted = 0
         if self.days > 0:
             before_day, received_before = cutoff(now, self.tz, self.days)
+            # The chain at the cut stays, so later ranges still verify (docs/audit.md).
+            from server.audit import checkpoint_before_prune
+
+            checkpoint_before_prune(store, before_day)
             deleted = store.prune_ratings(before_day, received_before)
             if deleted:
                 log.info("retention: deleted %d raw ratings of days before %s (daily counts kept)",

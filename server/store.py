@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
@@ -265,6 +265,16 @@ def m006_terminals_retired_at(db: Database) -> None:
     db.execute("ALTER TABLE terminals ADD COLUMN retired_at TEXT")
 
 
+@migrations()
+def m007_audit_chain(db: Database) -> None:
+    # The audit chain (docs/audit.md): each rating's chain and, on a batch's
+    # highest-seq rating, the terminal's signature over it; per terminal what
+    # ingest verified (CHAIN_STATE_COLUMNS).
+    db.execute("ALTER TABLE ratings ADD COLUMN chain TEXT")
+    db.execute("ALTER TABLE ratings ADD COLUMN head_sig TEXT")
+    db.execute(f"CREATE TABLE chain_state ({CHAIN_STATE_DDL}, PRIMARY KEY (site, terminal))")
+
+
 #: Count tables kept in the same transaction as each insert, smallest first:
 #: a query reads the first one holding every column it groups or filters by,
 #: so a year of ratings is summed from a few thousand rows, not millions.
@@ -355,6 +365,18 @@ _INSERT_RATING = (
     f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
 )
 _CHUNK = 500  # bound on host parameters per IN (...) lookup
+#: Per terminal, what ingest verified of its chain (server/ingest.py ChainTracker).
+CHAIN_STATE_COLUMNS = (
+    "site", "terminal", "contiguous_seq", "max_seq", "missing", "missing_since", "status",
+    "broken_seq", "tip_seq", "tip_chain", "head_seq", "head_chain", "head_sig", "head_at",
+    "checkpoint_seq", "checkpoint_chain", "checkpoint_sig", "updated_at")
+_CHAIN_STATE_INTEGERS = ("contiguous_seq", "max_seq", "broken_seq", "tip_seq", "head_seq", "checkpoint_seq")
+CHAIN_STATE_DDL = ", ".join(
+    f"{c} {'bigint' if c in _CHAIN_STATE_INTEGERS else 'text'}"
+    f"{' NOT NULL' if c in ('site', 'terminal', 'status', 'missing', 'updated_at') else ''}"
+    for c in CHAIN_STATE_COLUMNS)
+#: What an audit export holds of a rating: its canonical fields, chain and head signature.
+AUDIT_COLUMNS = "id, seq, score, at, clock_synced, reason, age_group, lang, input, chain, head_sig"
 #: What burst detection reads of a rating: the kiosk's claims and the server's own evidence.
 SUSPECT_COLUMNS = ("pk, site, terminal, seq, score, at, clock_synced, received_at, clock_suspect,"
                    " suspect")
@@ -892,6 +914,75 @@ class SQLiteStore(RollupQueries):
         return [dict(row) for row in self.db.query(
             "SELECT site, terminal, score, at FROM ratings"
             " WHERE day >= ? AND score <= ? AND suspect = 0", [day, max_score])]
+
+    # -- audit chain (m007) ------------------------------------------------------
+
+    def set_rating_chains(self, site: str, terminal: str,
+                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
+        """Store (id, chain, head_sig) of ratings just inserted."""
+        with self.transaction():
+            self.db.conn.executemany(
+                "UPDATE ratings SET chain = ?, head_sig = ? WHERE site = ? AND terminal = ? AND id = ?",
+                [(chain, sig, site, terminal, rating_id) for rating_id, chain, sig in rows])
+
+    @_store_errors
+    def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
+        """The stored chain of the terminal's rating *seq* (the first stored, if several)."""
+        row = self.db.conn.execute(
+            "SELECT chain FROM ratings WHERE site = ? AND terminal = ? AND seq = ? ORDER BY pk LIMIT 1",
+            [site, terminal, seq]).fetchone()
+        return row[0] if row else None
+
+    @_store_errors
+    def chain_state(self, site: str, terminal: str) -> dict[str, Any] | None:
+        rows = self.db.query("SELECT * FROM chain_state WHERE site = ? AND terminal = ?", [site, terminal])
+        return next((dict(row) for row in rows), None)
+
+    @_store_errors
+    def chain_states(self, site: str | None = None) -> list[dict[str, Any]]:
+        if site is None:
+            return [dict(row) for row in self.db.query("SELECT * FROM chain_state ORDER BY site, terminal")]
+        return [dict(row) for row in self.db.query(
+            "SELECT * FROM chain_state WHERE site = ? ORDER BY terminal", [site])]
+
+    def save_chain_state(self, state: Mapping[str, Any]) -> None:
+        marks = ", ".join("?" * len(CHAIN_STATE_COLUMNS))
+        with self.transaction():
+            self.db.conn.execute(
+                f"INSERT OR REPLACE INTO chain_state ({', '.join(CHAIN_STATE_COLUMNS)}) VALUES ({marks})",
+                [state.get(c) for c in CHAIN_STATE_COLUMNS])
+
+    @_store_errors
+    def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
+        """(terminal, lowest seq, highest seq) of the site's ratings on local days in [day_from, day_to]."""
+        return [tuple(row) for row in self.db.conn.execute(
+            "SELECT terminal, min(seq), max(seq) FROM ratings WHERE site = ? AND day BETWEEN ? AND ?"
+            " GROUP BY terminal ORDER BY terminal", [site, day_from, day_to])]
+
+    @_store_errors
+    def audit_rows(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
+        """The terminal's ratings with seq in [seq_from, seq_to] (AUDIT_COLUMNS), in seq order."""
+        return [dict(row) for row in self.db.query(
+            f"SELECT {AUDIT_COLUMNS} FROM ratings WHERE site = ? AND terminal = ?"
+            " AND seq BETWEEN ? AND ? ORDER BY seq, pk", [site, terminal, seq_from, seq_to])]
+
+    @_store_errors
+    def audit_neighbours(self, site: str, terminal: str, seq_from: int, seq_to: int) -> tuple[int | None, int | None]:
+        """(highest seq below seq_from, lowest seq >= seq_to carrying a head signature)."""
+        conn = self.db.conn
+        before = conn.execute("SELECT max(seq) FROM ratings WHERE site = ? AND terminal = ? AND seq < ?",
+                              [site, terminal, seq_from]).fetchone()[0]
+        signed = conn.execute("SELECT min(seq) FROM ratings WHERE site = ? AND terminal = ? AND seq >= ?"
+                              " AND head_sig IS NOT NULL", [site, terminal, seq_to]).fetchone()[0]
+        return before, signed
+
+    @_store_errors
+    def audit_cut(self, site: str, terminal: str, before_day: str) -> dict[str, Any] | None:
+        """The highest-seq rating of the terminal on a local day before *before_day* (what pruning deletes)."""
+        rows = self.db.query(
+            f"SELECT {AUDIT_COLUMNS} FROM ratings WHERE site = ? AND terminal = ? AND day < ?"
+            " ORDER BY seq DESC LIMIT 1", [site, terminal, before_day])
+        return next((dict(row) for row in rows), None)
 
     # -- meta, marks, alerts, sessions ----------------------------------------
 

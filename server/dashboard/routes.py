@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.staticfiles import StaticFiles
 
 from kiosk.protocol import AGE_GROUPS, is_identifier
+from server import audit
 from server.aggregate import summarize
 from server.alerts import is_open, terminal_state
 from server.auth import (SESSION_COOKIE, HashSlots, LoginThrottle, authenticate, credential_fingerprint,
@@ -300,7 +301,13 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         moment = now()
         open_now = is_open(moment.astimezone(tz), rules.hours)
         rows = []
+        chains = {(c["site"], c["terminal"]): audit.public_view(c) for c in store().chain_states()}
         for term in store().terminals(sites=session.sites):
+            chain = chains.get((term["site"], term["terminal"])) or audit.public_view(None)
+            chain_text = t(f"chain_{chain['chain_status']}", lang).format(seq=chain["chain_broken_seq"])
+            if chain["missing_ranges"]:
+                chain_text += " · " + t("chain_missing", lang).format(ranges=", ".join(
+                    str(a) if a == b else f"{a}–{b}" for a, b in chain["missing_ranges"][:5]))
             state = terminal_state(moment, term, rules.status_interval_s)
             alarm = state in ("offline", "stale") and open_now
             clock = term.get("clock_synced")
@@ -313,12 +320,14 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
                 f'<td>{_short_time(term.get("oldest_pending_at"), tz)}</td>'
                 f'<td>{"–" if clock is None else t("yes" if clock else "no", lang)}</td>'
                 f'<td>{_fmt(term.get("version"))}</td><td>{_fmt(term.get("config_version"))}</td>'
-                f'<td>{_short_time(term.get("updated_at"), tz)}</td></tr>')
+                f'<td>{_short_time(term.get("updated_at"), tz)}</td>'
+                f'<td class="chain-{chain["chain_status"]}">{escape(chain_text)}</td></tr>')
         board = (f'<table class="board" id="terminals"><thead><tr><th>{t("site", lang)}</th><th>{t("terminal", lang)}</th>'
                  f'<th>{t("state", lang)}</th><th>{t("last_tap", lang)}</th><th>{t("backlog", lang)}</th>'
                  f'<th>{t("oldest_pending", lang)}</th><th>{t("clock", lang)}</th><th>{t("version", lang)}</th>'
-                 f'<th>{t("config_version", lang)}</th><th>{t("last_status", lang)}</th></tr></thead>'
-                 f'<tbody>{"".join(rows) or f"<tr><td colspan=10>{no_data}</td></tr>"}</tbody></table>')
+                 f'<th>{t("config_version", lang)}</th><th>{t("last_status", lang)}</th>'
+                 f'<th>{t("chain", lang)}</th></tr></thead>'
+                 f'<tbody>{"".join(rows) or f"<tr><td colspan=11>{no_data}</td></tr>"}</tbody></table>')
         today = moment.astimezone(tz).date()
         filters = Filters(today, today, sites=session.sites, suspect=False)
         total = summarize(store().summary(filters))
