@@ -568,7 +568,7 @@ ALERT_KEYS: dict[str, tuple[Callable[[Any], Any], str | None]] = {
     "run_interval_s": (_positive_float, None),
     "backlog_minutes": (_positive_int, None),
     "clock_unsynced": (_bool, None),
-    "missing_minutes": (_positive_int, None),
+    "missing_minutes": (_non_negative_int, None),
     "audit_check_minutes": (_non_negative_int, "ONETAP_ALERTS_AUDIT_CHECK_MINUTES"),
     "webhook_url": (_optional(_http_url), "ONETAP_ALERTS_WEBHOOK_URL"),
     "webhook_timeout_s": (_positive_float, None),
