@@ -61,20 +61,37 @@ def commit_times(db: Path) -> tuple[list[tuple[str, str]], list[float], float]:
     return rows, latencies, (received[-1] - received[0]).total_seconds() or 1
 
 
-def bench_drain(ratings: int, workdir: Path) -> dict:
-    """A terminal holding *ratings* unacked ratings reconnects: time to the last Ack."""
-    path = workdir / "drain" / "outbox.db"
+def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
+    """A terminal holding *ratings* unacked ratings reconnects: time to the last Ack.
+
+    *chained*: the audit chain on (each rating chained at release, each batch head
+    signed with a provisioned key, the server verifying against its registry)."""
+    name = "drain-chained" if chained else "drain"
+    path = workdir / name / "outbox.db"
     path.parent.mkdir(parents=True)
-    outbox = Outbox.open(path)
+    seed = key = None
+    server_args: tuple[str, ...] = ()
+    if chained:
+        from kiosk.config import load_config
+        from kiosk.uplink import load_signing_key
+        from server.provision import provision_terminal
+
+        account = provision_terminal("bench", "drain-01", "mqtt://127.0.0.1:1883", workdir / name / "passwd",
+                                     workdir / name / "acl", workdir / name / "kiosk")
+        kiosk = load_config(account.config_path, env={})
+        seed, key = kiosk.chain_seed, load_signing_key(kiosk.audit.key_file)
+        (workdir / name / "server.toml").write_text(f'registry = "{workdir / name / "acl"}"\n')
+        server_args = ("--config", str(workdir / name / "server.toml"))
+    outbox = Outbox.open(path, chain_seed=seed)
     # Build the backlog fast (the figure measured is the drain, not the taps).
     for _ in range(ratings):
         outbox.record(4, clock_synced=True)
     outbox.close()
-    with Mosquitto(workdir / "broker-drain") as broker:
-        server = ServerProcess(broker, workdir).start()
+    with Mosquitto(workdir / f"broker-{name}") as broker:
+        server = ServerProcess(broker, workdir / name, args=server_args).start()
         try:
             uplink = Uplink(lambda: Outbox.open(path), site="bench", terminal="drain-01",
-                            broker_url=broker.url, ack_timeout=30)
+                            broker_url=broker.url, ack_timeout=30, signing_key=key)
             started = time.perf_counter()
             uplink.start()
             drained = uplink.wait_idle(600)
@@ -83,8 +100,12 @@ def bench_drain(ratings: int, workdir: Path) -> dict:
             assert drained and stored(server.db) == ratings, "drain incomplete"
         finally:
             server.stop()
+        if chained:
+            return {"chained": True, "ratings": ratings, "drain_seconds": round(seconds, 3),
+                    "drain_per_s": round(ratings / seconds)}
         naive_seconds = bench_naive(broker, ratings)
     return {
+        "chained": chained,
         "ratings": ratings,
         "drain_seconds": round(seconds, 3),
         "drain_per_s": round(ratings / seconds),
@@ -115,10 +136,13 @@ def bench_naive(broker: Mosquitto, ratings: int) -> float:
         client.disconnect()
 
 
-def bench_tap(taps: int, workdir: Path) -> dict:
-    """Recording one tap in the outbox: one FULL commit, on this machine's disk."""
-    (workdir / "tap").mkdir()
-    outbox = Outbox.open(workdir / "tap" / "outbox.db")
+def bench_tap(taps: int, workdir: Path, chained: bool = False) -> dict:
+    """Recording one tap in the outbox: one FULL commit, on this machine's disk
+    (*chained*: the rating chained in the same commit, as a tap without follow-up is)."""
+    name = "tap-chained" if chained else "tap"
+    (workdir / name).mkdir()
+    seed = protocol.default_chain_seed("bench", "tap-01") if chained else None
+    outbox = Outbox.open(workdir / name / "outbox.db", chain_seed=seed)
     durations = []
     for i in range(taps):
         started = time.perf_counter()
@@ -250,8 +274,10 @@ def main() -> None:
         workdir = Path(tmp)
         if args.which in ("tap", "all"):
             print(json.dumps({"tap": bench_tap(args.taps, workdir)}), flush=True)
+            print(json.dumps({"tap_chained": bench_tap(args.taps, workdir, chained=True)}), flush=True)
         if args.which in ("drain", "all"):
             print(json.dumps({"drain": bench_drain(args.ratings, workdir)}), flush=True)
+            print(json.dumps({"drain": bench_drain(args.ratings, workdir, chained=True)}), flush=True)
         if args.which in ("ingest", "all"):
             print(json.dumps({"ingest": bench_ingest(args.terminals, args.seconds, args.rate,
                                                      workdir)}), flush=True)

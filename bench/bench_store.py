@@ -105,13 +105,73 @@ def raw_aggregates(store: SQLiteStore, by, filters: Filters):
         f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score", params).fetchall()
 
 
+def bench_chain_ingest(path: Path, db: str | None = None, batches: int = 100) -> None:
+    """Ingest.handle() of the same 500-rating batches, audit chain off (unchained, unsigned)
+    and on (chained, signed, the key registered: signature, links and state verified), in one run."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from kiosk import protocol
+    from server.backend import open_store
+    from server.ingest import Ingest
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    seconds_by: dict[bool, list[float]] = {False: [], True: []}
+    # Alternating rounds, medians: a warm-up or a neighbour's burst does not favour either side.
+    for round_no, chained in [(r, c) for r in range(3) for c in (False, True)]:
+        target = db or str(path.with_suffix(f".chain-{int(chained)}-{round_no}.db"))
+        store = open_store(target)
+        terminal = f"t-{int(chained)}-{uuid.uuid4().hex[:6]}"
+        head = protocol.default_chain_seed("s1", terminal, public)
+        payloads = []
+        for b in range(batches):
+            ratings = []
+            for i in range(500):
+                rating = Rating(id=str(uuid.uuid4()), seq=b * 500 + i + 1, score=random.randint(1, 5),
+                                at=f"2026-11-27T10:{i % 60:02d}:00.000+09:00", clock_synced=True,
+                                reason=random.choice([None, "wait_time"]), age_group=random.choice([None, "30s"]))
+                if chained:
+                    head = protocol.chain_next(head, rating)
+                    rating = Rating(**{**rating.to_dict(), "chain": head})
+                ratings.append(rating.encode())
+            sig = base64.b64encode(key.sign(protocol.head_message(head))).decode() if chained else None
+            payloads.append(protocol.encode_batch("s1", terminal, ratings, sig))
+        ingest = Ingest(store, public_key=lambda site, name: public if chained else None)
+        topic = protocol.topic("s1", terminal, "ratings")
+        started = time.perf_counter()
+        for payload in payloads:
+            ingest.handle([(topic, payload)])
+        seconds_by[chained].append(time.perf_counter() - started)
+        store.close()
+        if not target.startswith("postgresql"):
+            for suffix in ("", "-wal", "-shm"):
+                Path(target + suffix).unlink(missing_ok=True)
+    total = 500 * batches
+    for chained in (False, True):
+        seconds = statistics.median(seconds_by[chained])
+        print(f"Ingest.handle, audit chain {'on ' if chained else 'off'} ({'postgres' if db else 'sqlite'}):"
+              f" {total / seconds:,.0f} ratings/s, {seconds / total * 1e6:.1f} µs per rating"
+              f" (median of 3, {batches} batches of 500)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratings", type=int, default=10_000_000)
     parser.add_argument("--db", default="/tmp/onetap-bench.db")
     parser.add_argument("--reuse", action="store_true", help="keep an existing database of the right size")
+    parser.add_argument("--chain-only", action="store_true",
+                        help="only Ingest.handle with the audit chain off and on (no big database)")
+    parser.add_argument("--postgres", metavar="URL", help="with --chain-only: also on this PostgreSQL database")
     args = parser.parse_args()
     path = Path(args.db)
+    if args.chain_only:
+        bench_chain_ingest(path)
+        if args.postgres:
+            bench_chain_ingest(path, args.postgres)
+        return 0
     today = date(2026, 11, 27)
     if not args.reuse:
         for suffix in ("", "-wal", "-shm"):

@@ -602,11 +602,16 @@ class PostgresStore(RollupQueries):
     def set_rating_chains(self, site: str, terminal: str,
                           rows: Sequence[tuple[str, str | None, str | None]]) -> None:
         """Store (id, chain, head_sig) of ratings just inserted."""
+        if not rows:
+            return
+        ids, chains, sigs = (list(column) for column in zip(*rows))
+        # One statement for the batch (an UPDATE per rating cost more than the insert).
         with self.transaction():
-            with self.conn.cursor() as cur:
-                cur.executemany(
-                    "UPDATE ratings SET chain = %s, head_sig = %s WHERE site = %s AND terminal = %s AND id = %s",
-                    [(chain, sig, site, terminal, rating_id) for rating_id, chain, sig in rows])
+            self.conn.execute(
+                "UPDATE ratings AS r SET chain = v.chain, head_sig = v.sig"
+                " FROM unnest(%s::text[], %s::text[], %s::text[]) AS v(id, chain, sig)"
+                " WHERE r.site = %s AND r.terminal = %s AND r.id = v.id",
+                [ids, chains, sigs, site, terminal])
 
     @_store_errors
     def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
