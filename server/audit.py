@@ -259,8 +259,12 @@ def _canonical_ok(rating: Mapping[str, Any]) -> bool:
     return True
 
 
-def verify_terminal(site: str, entry: Mapping[str, Any]) -> tuple[list[Finding], list[str]]:
-    """Findings and notes for one terminal of an export."""
+def verify_terminal(site: str, entry: Mapping[str, Any], *, final: bool = True) -> tuple[list[Finding], list[str]]:
+    """Findings and notes for one terminal of an export.
+
+    *final* False: a window of a longer history (the self-check reads it in
+    windows): the head and what no signature covers yet are the last window's business.
+    """
     terminal = entry["terminal"]
     findings: list[Finding] = []
     notes: list[str] = []
@@ -356,7 +360,7 @@ def verify_terminal(site: str, entry: Mapping[str, Any]) -> tuple[list[Finding],
         if valid:
             uncovered.clear()
         prev_seq, prev_chain = seq, genuine["chain"]
-    head = entry.get("head")
+    head = entry.get("head") if final else None
     if head is not None and key is not None and head.get("seq") is not None:
         if not verify_head(key, head["chain"], head["head_sig"]):
             find(head["seq"], "bad signature", "the last verified head")
@@ -364,7 +368,7 @@ def verify_terminal(site: str, entry: Mapping[str, Any]) -> tuple[list[Finding],
             find(prev_seq + 1, "missing", "before the last verified head", head["seq"])
         elif head["seq"] in by_seq and not any(r.get("chain") == head["chain"] for r in by_seq[head["seq"]]):
             find(head["seq"], "altered", "it differs from the last verified head")
-    if key is not None:
+    if key is not None and final:
         for seq in uncovered:
             if not any(f.seq == seq and f.kind in ("altered", "inserted") for f in findings):
                 find(seq, "inserted", "no signed head covers it")
@@ -392,7 +396,12 @@ def verify(document: Mapping[str, Any]) -> tuple[list[Finding], list[str]]:
             check_identifier("terminal", entry.get("terminal"))
         except (ProtocolError, AttributeError) as exc:
             raise AuditError(f"a terminal entry: {exc}") from None
-        more, told = verify_terminal(site, entry)
+        try:
+            more, told = verify_terminal(site, entry)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, AuditError):
+                raise
+            raise AuditError(f"{site}/{entry.get('terminal')}: malformed export ({exc!r})") from None
         findings += more
         notes += told
     return findings, notes
@@ -409,12 +418,9 @@ def self_check(store: Any, public_key: Callable[[str, str], bytes | None]) -> li
         if state.get("tip_seq") is None:
             continue
         key = public_key(site, terminal)
-        rows: list[dict[str, Any]] = []
+        encoded_key = base64.b64encode(key).decode("ascii") if key is not None else None
         start = 1 if state.get("checkpoint_seq") is None else state["checkpoint_seq"] + 1
         top = max(state.get("max_seq") or 0, state.get("head_seq") or 0)
-        while start <= top:
-            rows.extend(_rating_json(r) for r in store.audit_rows(site, terminal, start, start + _CHUNK - 1))
-            start += _CHUNK
         anchor = None
         if state.get("checkpoint_seq") is not None:
             anchor = {"seq": state["checkpoint_seq"], "chain": state["checkpoint_chain"],
@@ -422,9 +428,25 @@ def self_check(store: Any, public_key: Callable[[str, str], bytes | None]) -> li
         head = None
         if state.get("head_seq") is not None:
             head = {"seq": state["head_seq"], "chain": state["head_chain"], "head_sig": state["head_sig"]}
-        entry = {"terminal": terminal, "anchor": anchor, "head": head, "ratings": rows,
-                 "public_key": base64.b64encode(key).decode("ascii") if key is not None else None}
-        more, _ = verify_terminal(site, entry)
+        more: list[Finding] = []
+        # In windows (a terminal may hold millions of ratings), each read one seq
+        # further so that its last rating's chain is vouched for by the next.
+        while True:
+            end = start + _CHUNK - 1
+            final = end >= top
+            rows = [_rating_json(r) for r in store.audit_rows(site, terminal, start, end + 1)]
+            entry = {"terminal": terminal, "anchor": anchor, "head": head, "ratings": rows,
+                     "public_key": encoded_key}
+            found, _ = verify_terminal(site, entry, final=final)
+            more += found if final else [f for f in found if f.seq <= end]
+            if final:
+                break
+            inside = [r for r in rows if r["seq"] <= end]
+            if inside:
+                last = inside[-1]
+                anchor = {"seq": last["seq"], "chain": last["chain"], "head_sig": None}
+            start = end + 1
+        more = list(dict.fromkeys(more))  # a range seen from two windows is one finding
         # Seqs the kiosk never delivered are the "missing" alert's business, not tampering.
         lost = missing_ranges(state)
         findings += [f for f in more if not (f.kind == "missing" and any(

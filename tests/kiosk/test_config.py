@@ -210,3 +210,17 @@ def test_client_certificate_needs_both_files_and_tls(tmp_path):
     path = write(tmp_path, 'broker = "mqtt://127.0.0.1"\n[mqtt]\nca_file = "/ca.pem"\n')
     with pytest.raises(ConfigError, match="mqtts"):
         load_config(path, env={})
+
+
+def test_audit_section_key_file_and_chain_seed(tmp_path):
+    from kiosk import protocol
+
+    seed = protocol.default_chain_seed("s", "t", b"k" * 32)
+    cfg = load_config(write(tmp_path, f'site = "s"\nterminal = "t"\n[audit]\nkey_file = "{tmp_path}/a.key"\n'
+                                      f'chain_seed = "{seed}"\n'), env={})
+    assert cfg.audit.key_file == tmp_path / "a.key" and cfg.chain_seed == seed
+    # Without [audit] (provisioned before keys): the keyless default seed.
+    cfg = load_config(write(tmp_path, 'site = "s"\nterminal = "t"\n'), env={})
+    assert cfg.audit.key_file is None and cfg.chain_seed == protocol.default_chain_seed("s", "t")
+    with pytest.raises(ConfigError, match="chain_seed"):
+        load_config(write(tmp_path, '[audit]\nchain_seed = "abc"\n'), env={})

@@ -236,7 +236,10 @@ def test_pruning_keeps_a_checkpoint_and_a_later_range_verifies(store, kiosk_t1, 
     assert code == 1 and "seq 11: altered" in out
 
 
-def test_self_check_names_what_changed_in_the_database(store, kiosk_t1):
+@pytest.mark.parametrize("window", [10_000, 4, 7])
+def test_self_check_names_what_changed_in_the_database(store, kiosk_t1, monkeypatch, window):
+    # Read in windows (as for a terminal with millions of ratings): the same findings.
+    monkeypatch.setattr(audit, "_CHUNK", window)
     keys = {"t-1": kiosk_t1.public}
     assert audit.self_check(store, lambda s, t: keys.get(t)) == []
     execute(store, "UPDATE ratings SET score = CASE WHEN score = 5 THEN 4 ELSE 5 END WHERE terminal = 't-1' AND seq = 3")
@@ -295,3 +298,40 @@ def test_verify_refuses_what_is_not_an_export(tmp_path, capsys):
     path.write_text('{"format": "something else"}')
     assert main(["audit", "verify", str(path)]) == 1
     assert "not an onetap audit export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("document", [
+    {"format": "onetap-audit/1", "site": "s", "terminals": [{"terminal": "t", "ratings": [{"seq": 1}]}]},
+    {"format": "onetap-audit/1", "site": "s", "terminals": [{"terminal": "t", "ratings": [7]}]},
+    {"format": "onetap-audit/1", "site": "s", "terminals": [{"terminal": "t", "public_key": "x",
+                                                           "ratings": []}]},
+    {"format": "onetap-audit/1", "site": "S!", "terminals": []},
+    {"format": "onetap-audit/1", "site": "s", "terminals": [{"terminal": 5}]},
+])
+def test_a_malformed_export_is_a_clear_error(document):
+    with pytest.raises(audit.AuditError):
+        audit.verify(document)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_missing_ranges_are_the_seqs_not_delivered(seed):
+    import random
+
+    rng = random.Random(seed)
+    top = rng.randint(1, 60)
+    delivered = rng.sample(range(1, top + 1), rng.randint(1, top))  # any order, in batches
+    expected_missing = set(range(1, max(delivered) + 1)) - set(delivered)
+    state = None
+    while delivered:
+        batch, delivered = delivered[:rng.randint(1, 8)], delivered
+        delivered = delivered[len(batch):]
+        ratings = [Rating(str(uuid.uuid4()), seq, 3, "2026-11-01T10:00:00.000+09:00", True) for seq in batch]
+        state, breaks = audit.track(state, SITE, "t", ratings, seed=protocol.default_chain_seed(SITE, "t"),
+                                    previous_chain=lambda seq: None, now=NOW)
+        assert breaks == []
+    got = set()
+    for low, high in audit.missing_ranges(state):
+        got.update(range(low, high + 1))
+    assert got == expected_missing
+    assert state["contiguous_seq"] == (min(got) - 1 if got else state["max_seq"])
+    assert state["status"] == audit.UNCHAINED
