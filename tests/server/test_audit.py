@@ -335,3 +335,60 @@ def test_missing_ranges_are_the_seqs_not_delivered(seed):
     assert got == expected_missing
     assert state["contiguous_seq"] == (min(got) - 1 if got else state["max_seq"])
     assert state["status"] == audit.UNCHAINED
+
+
+def test_terminals_api_and_board_show_the_chain(backend):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from server.api import create_app
+    from server.auth import hash_password
+    from server.config import ServerConfig, UserConfig
+
+    store = backend.open()
+    try:
+        kiosk = Kiosk("t-5")
+        kiosk.tap(9)
+        rows = kiosk.outbox.pending()
+        keep = [r for i, r in enumerate(rows) if i not in (4, 5, 6)]
+        sig = base64.b64encode(kiosk.key.sign(protocol.head_message(payload_chain(keep[-1][2])))).decode()
+        deliver(make_ingest(store, [kiosk]), kiosk, [encode_batch(SITE, "t-5", [r[2] for r in keep], sig)])
+    finally:
+        store.close()
+    token = "an-api-token-long-enough-0123"
+    config = ServerConfig(api_token=token, users={"admin": UserConfig(hash_password("admin-password"), None)})
+    client = TestClient(create_app(backend.open, config, now=lambda: NOW))
+    [terminal] = client.get("/api/v1/terminals", headers={"Authorization": f"Bearer {token}"}).json()
+    assert terminal["chain_status"] == "ok" and terminal["missing_ranges"] == [[5, 7]]
+    assert terminal["contiguous_seq"] == 4 and terminal["verified_head_seq"] == 9
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+    client.post("/login", data={"csrf": csrf, "username": "admin", "password": "admin-password"})
+    board = client.get("/live").text
+    assert "기록 무결성" in board and "정상 · 누락: 5–7번" in board
+
+
+def test_signed_batch_from_a_terminal_without_a_registered_key_is_accepted_unsigned(store):
+    kiosk = Kiosk("t-6")
+    kiosk.tap(3)
+    ingest = Ingest(store, now=lambda: NOW, public_key=lambda site, terminal: None)
+    [(_, ack)] = deliver(ingest, kiosk, kiosk.batches(3))
+    assert len(ack.accepted) == 3
+    [state] = store.chain_states()
+    assert state["head_seq"] is None  # nothing verified: the server has no key to verify with
+
+
+def test_ingest_alerts_are_delivered_by_the_engine(store):
+    from server.alerts import AlertEngine
+    from server.config import ServerConfig
+
+    kiosk = Kiosk("t-7")
+    kiosk.tap(3)
+    impostor = Ed25519PrivateKey.generate()
+    rows = kiosk.outbox.pending()
+    sig = base64.b64encode(impostor.sign(protocol.head_message(payload_chain(rows[-1][2])))).decode()
+    deliver(make_ingest(store, [kiosk]), kiosk, [encode_batch(SITE, "t-7", [r[2] for r in rows], sig)])
+    changes = AlertEngine(store, ServerConfig()).run_once(NOW)
+    assert [a["kind"] for a in changes["raised"]] == [audit.SIGNATURE_ALERT]
+    assert AlertEngine(store, ServerConfig()).run_once(NOW)["raised"] == []  # once
