@@ -239,6 +239,15 @@ class KioskConfig:
         return self.data_dir / OUTBOX_FILE
 
     @property
+    def key_path(self) -> Path | None:
+        """[audit] key_file, a relative one read beside the config file (as provision writes it;
+        on a Pi, systemd hands both over in the service's credentials directory)."""
+        key = self.audit.key_file
+        if key is None or key.is_absolute() or self.source is None:
+            return key
+        return self.source.parent / key
+
+    @property
     def chain_seed(self) -> str:
         """The seed the outbox chains from: [audit] chain_seed, else the keyless default."""
         return self.audit.chain_seed or protocol.default_chain_seed(self.site, self.terminal)

@@ -192,8 +192,8 @@ class Uplink:
             ack_timeout=cfg.mqtt.ack_timeout_s, session_expiry=cfg.mqtt.session_expiry_s,
             status_interval=cfg.mqtt.status_interval_s, mqtt_protocol=cfg.mqtt.mqtt_protocol,
         )
-        if cfg.audit.key_file is not None:
-            args["signing_key"] = load_signing_key(cfg.audit.key_file)
+        if cfg.key_path is not None:
+            args["signing_key"] = load_signing_key(cfg.key_path)
         args.update(kw)
         seed = cfg.chain_seed
         factory = args.pop("outbox_factory", None) or (

@@ -462,7 +462,8 @@ def _new_terminal_key(out_dir: Path, acl_path: Path, site: str, terminal: str) -
         raise ProvisionError(f"{pub_path.parent}: cannot create it ({exc})") from None
     # 0644: a public key is no secret, and the server reads it.
     write_atomic(pub_path, base64.b64encode(public_raw).decode("ascii") + "\n", 0o644, keep_mode=False)
-    return [("key_file", str(key_path.absolute())),
+    # Relative: beside kiosk.toml wherever the two are installed (docs/deploy.md).
+    return [("key_file", KEY_FILE),
             ("chain_seed", default_chain_seed(site, terminal, public_raw))]
 
 

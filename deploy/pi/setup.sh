@@ -162,6 +162,17 @@ fi
 if [ -n "${ca_file}" ]; then
     install -m 0644 -o root -g root "${ca_file}" /etc/onetap/ca.crt
 fi
+# The terminal's signing key (docs/audit.md), written by provision beside kiosk.toml:
+# handed to the service as a credential too, so key_file = "audit.key" is found
+# beside the config. A drop-in only when there is a key: older configs have none.
+if [ -n "${config}" ] && [ -f "$(dirname "${config}")/audit.key" ]; then
+    install -m 0600 -o root -g root "$(dirname "${config}")/audit.key" /etc/onetap/audit.key
+fi
+if [ -f /etc/onetap/audit.key ]; then
+    install -d -m 0755 /etc/systemd/system/onetap-kiosk.service.d
+    printf '[Service]\nLoadCredential=audit.key:/etc/onetap/audit.key\n' \
+        > /etc/systemd/system/onetap-kiosk.service.d/audit-key.conf
+fi
 
 # -- clock -----------------------------------------------------------------------------
 step "NTP"

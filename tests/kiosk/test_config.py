@@ -218,7 +218,9 @@ def test_audit_section_key_file_and_chain_seed(tmp_path):
     seed = protocol.default_chain_seed("s", "t", b"k" * 32)
     cfg = load_config(write(tmp_path, f'site = "s"\nterminal = "t"\n[audit]\nkey_file = "{tmp_path}/a.key"\n'
                                       f'chain_seed = "{seed}"\n'), env={})
-    assert cfg.audit.key_file == tmp_path / "a.key" and cfg.chain_seed == seed
+    assert cfg.key_path == tmp_path / "a.key" and cfg.chain_seed == seed
+    relative = load_config(write(tmp_path, '[audit]\nkey_file = "audit.key"\n'), env={})
+    assert relative.key_path == tmp_path / "audit.key"  # beside the config file
     # Without [audit] (provisioned before keys): the keyless default seed.
     cfg = load_config(write(tmp_path, 'site = "s"\nterminal = "t"\n'), env={})
     assert cfg.audit.key_file is None and cfg.chain_seed == protocol.default_chain_seed("s", "t")

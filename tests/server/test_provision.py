@@ -49,7 +49,7 @@ def test_terminal_account_rules_and_kiosk_toml(tmp_path):
         "site": SITE, "terminal": "counter-03", "broker": "mqtt://127.0.0.1:1883",
         "mqtt": {"username": "counter-03@gangnam-office", "password": data["mqtt"]["password"]},
         "ui": {"maintenance_pin": data["ui"]["maintenance_pin"]},
-        "audit": {"key_file": str((out / provision.KEY_FILE).absolute()),
+        "audit": {"key_file": provision.KEY_FILE,
                   "chain_seed": data["audit"]["chain_seed"]},
     }
     user, hashed = pw.read_text().strip().split(":", 1)
@@ -347,9 +347,9 @@ def test_terminal_gets_a_key_pair_private_beside_its_toml_public_in_the_registry
     pw, acl = tmp_path / "passwd", tmp_path / "acl"
     provision.provision_terminal(SITE, "a", "mqtt://127.0.0.1", pw, acl, tmp_path / "ka")
     cfg = load_config(tmp_path / "ka" / "kiosk.toml", env={})
-    assert cfg.audit.key_file == (tmp_path / "ka" / provision.KEY_FILE).absolute()
-    assert stat.S_IMODE(os.stat(cfg.audit.key_file).st_mode) == 0o600
-    key = load_signing_key(cfg.audit.key_file)
+    assert cfg.key_path == tmp_path / "ka" / provision.KEY_FILE
+    assert stat.S_IMODE(os.stat(cfg.key_path).st_mode) == 0o600
+    key = load_signing_key(cfg.key_path)
     pub_path = tmp_path / "keys" / SITE / "a.pub"
     public = base64.b64decode(pub_path.read_text())
     registry = Registry(acl)
