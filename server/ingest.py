@@ -159,6 +159,8 @@ class Ingest:
                     item.result = result
                     counters.ratings_accepted += len(result.accepted)
                     counters.ratings_duplicate += len(result.duplicate)
+                # Terminals in one order: workers locking their chain states never deadlock.
+                for item in sorted(pending, key=lambda p: (p.site, p.terminal)):
                     self._chain(item, received_at)
                 for site, terminal in dict.fromkeys((p.site, p.terminal) for p in pending):
                     self.store.seen(site, terminal, received_at)
@@ -349,7 +351,7 @@ class Ingest:
         if rows:
             self.store.set_rating_chains(site, terminal, rows)
         state, breaks = audit.track(
-            self.store.chain_state(site, terminal), site, terminal, fresh,
+            self.store.chain_state(site, terminal, for_update=True), site, terminal, fresh,
             seed=audit.terminal_seed(site, terminal, item.key),
             previous_chain=lambda seq: self.store.rating_chain(site, terminal, seq),
             now=received_at, head=item.head)

@@ -620,9 +620,24 @@ class PostgresStore(RollupQueries):
         return rows[0][0] if rows else None
 
     @_store_errors
-    def chain_state(self, site: str, terminal: str) -> dict[str, Any] | None:
-        rows = self._dicts("SELECT * FROM chain_state WHERE site = %s AND terminal = %s", [site, terminal])
-        return rows[0] if rows else None
+    def chain_state(self, site: str, terminal: str, *, for_update: bool = False) -> dict[str, Any] | None:
+        """The terminal's chain state; *for_update* (inside a transaction): locked until the
+        commit, so that ingest workers sharing the subscription move it on one at a time."""
+        if not for_update:
+            rows = self._dicts("SELECT * FROM chain_state WHERE site = %s AND terminal = %s", [site, terminal])
+            return rows[0] if rows else None
+        rows = self._dicts("SELECT * FROM chain_state WHERE site = %s AND terminal = %s FOR UPDATE",
+                           [site, terminal])
+        if rows:
+            return rows[0]
+        # No row to lock yet: make one (a racing worker's wins), then lock it.
+        self.conn.execute(
+            "INSERT INTO chain_state (site, terminal, status, missing, updated_at, contiguous_seq, max_seq)"
+            " VALUES (%s, %s, 'unchained', '[]', '', 0, 0) ON CONFLICT (site, terminal) DO NOTHING",
+            [site, terminal])
+        rows = self._dicts("SELECT * FROM chain_state WHERE site = %s AND terminal = %s FOR UPDATE",
+                           [site, terminal])
+        return rows[0] if rows and rows[0]["updated_at"] else None
 
     @_store_errors
     def chain_states(self, site: str | None = None) -> list[dict[str, Any]]:

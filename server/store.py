@@ -934,7 +934,8 @@ class SQLiteStore(RollupQueries):
         return row[0] if row else None
 
     @_store_errors
-    def chain_state(self, site: str, terminal: str) -> dict[str, Any] | None:
+    def chain_state(self, site: str, terminal: str, *, for_update: bool = False) -> dict[str, Any] | None:
+        # for_update: nothing to do, ingest's transaction already holds SQLite's one write lock.
         rows = self.db.query("SELECT * FROM chain_state WHERE site = ? AND terminal = ?", [site, terminal])
         return next((dict(row) for row in rows), None)
 

@@ -184,6 +184,10 @@ def edited(config: Path, tmp_path: Path, name: str, **changes: str) -> Path:
         assert count == 1, key
     out = tmp_path / name
     out.write_text(text)
+    key = config.parent / "audit.key"  # [audit] key_file is read beside the config
+    if key.exists():
+        (tmp_path / "audit.key").write_bytes(key.read_bytes())
+        (tmp_path / "audit.key").chmod(0o600)
     return out
 
 
