@@ -15,6 +15,7 @@ from server.config import AlertsConfig, ServerConfig
 from server.ingest import QUARANTINE_ALERT
 from server.periodic import Periodic
 from server.restarts import find_restarts
+from server.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ class AlertEngine:
     the webhook goes through *session* (a requests.Session).
     """
 
-    def __init__(self, store: Any, config: ServerConfig, *,
+    def __init__(self, store: Store, config: ServerConfig, *,
                  publish: Callable[[str, bytes], Any] | None = None, session: Any = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.store = store
@@ -364,7 +365,7 @@ class AlertRunner(Periodic):
 
     name = "onetap-alerts"
 
-    def __init__(self, config: ServerConfig, store_factory: Callable[[], Any], *,
+    def __init__(self, config: ServerConfig, store_factory: Callable[[], Store], *,
                  publish: Callable[[str, bytes], Any] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         super().__init__(store_factory, config.alerts.interval_s)
@@ -373,7 +374,7 @@ class AlertRunner(Periodic):
         self.now = now
         self._engines: dict[int, AlertEngine] = {}
 
-    def tick(self, store: Any) -> None:
+    def tick(self, store: Store) -> None:
         engine = self._engines.get(id(store))
         if engine is None:
             engine = self._engines[id(store)] = AlertEngine(store, self.config, publish=self.publish)

@@ -53,12 +53,12 @@ def open_store(db: str | Path, timezone: str = "Asia/Seoul") -> Store:
     The only place that knows which backend is in use; everything else takes
     a ``store_factory`` that calls this.
     """
+    from server.store import PostgresStore, SQLiteStore
+
     if is_postgres_url(db):
         try:
-            from server.postgres import PostgresStore
+            import psycopg  # noqa: F401  (server.dialect imports it when a PostgreSQL store opens)
         except ImportError:
             raise StoreError("a postgresql:// database needs psycopg: pip install 'onetap[server]'") from None
         return PostgresStore.open(str(db), timezone)
-    from server.store import SQLiteStore
-
     return SQLiteStore.open(db, timezone)

@@ -18,7 +18,7 @@ from server.aggregate import Distribution, Summary, summarize
 from server.compare import MIN_COUNT, Change, compare
 from server.labels import Labels, in_order
 from server.particles import attach
-from server.store import Filters
+from server.store import Filters, Store
 
 #: The words of the report, per reader language.
 WORDS: dict[str, dict[str, str]] = {
@@ -141,7 +141,7 @@ class ReportAnswers:
     marks: Sequence[tuple[str, str]] = ()
 
 
-def fetch_answers(store: Any, site: str, first: date, *, period: str = "month", exclude_suspect: bool = True,
+def fetch_answers(store: Store, site: str, first: date, *, period: str = "month", exclude_suspect: bool = True,
                   sites: frozenset[str] | None = None) -> ReportAnswers:
     """Ask *store* what the report of *site* for the period (day, week, month) starting *first* shows."""
     suspect = False if exclude_suspect else None
@@ -372,7 +372,7 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
 
 
 
-def report_for(config: Any, store: Any, site: str, first: date, *, lang: str, now: datetime,
+def report_for(config: Any, store: Store, site: str, first: date, *, lang: str, now: datetime,
                sites: frozenset[str] | None = None, exclude_suspect: bool = True,
                period: str = "month") -> Report:
     """Fetch and build the report of *site* for the month of *first* with the server's settings

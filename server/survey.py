@@ -10,6 +10,7 @@ from kiosk import protocol
 from kiosk.protocol import ProtocolError, SurveyConfig
 from server.errors import ConfigError
 from server.periodic import Periodic
+from server.store import Store
 
 if TYPE_CHECKING:
     from server.config import ServerConfig
@@ -113,12 +114,12 @@ class SurveyRunner(Periodic):
 
     name = "onetap-survey"
 
-    def __init__(self, config: "ServerConfig", store_factory: Callable[[], Any], link: Any,
+    def __init__(self, config: "ServerConfig", store_factory: Callable[[], Store], link: Any,
                  interval_s: float = 5.0):
         super().__init__(store_factory, interval_s)
         self.publisher = SurveyPublisher(config, link.publish_retained)
         self.link = link
 
-    def tick(self, store: Any) -> None:
+    def tick(self, store: Store) -> None:
         terminals = [(t["site"], t["terminal"]) for t in store.terminals()]
         self.publisher.run_once(terminals, self.link.connected)

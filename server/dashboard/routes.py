@@ -30,7 +30,7 @@ from server.dashboard.i18n import LANGS, code_label, t
 from server.document import render_html, render_pdf
 from server.export import month_range, stream_ratings_csv, write_ratings_xlsx
 from server.report import last_complete_month, report_for
-from server.store import Filters
+from server.store import Filters, Store
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,8 @@ def _short_time(text: str | None, tz) -> str:
     return moment.strftime("%m-%d %H:%M:%S")
 
 
-def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
-            store_factory: Callable[[], Any], now: Callable[[], datetime]) -> None:
+def install(app: FastAPI, config: ServerConfig, store: Callable[[], Store],
+            store_factory: Callable[[], Store], now: Callable[[], datetime]) -> None:
     """Mount the dashboard at / on *app* (HTML routes are left out of the OpenAPI schema)."""
     tz = config.tz
     rules = config.alerts

@@ -39,7 +39,7 @@ def test_is_a_store_with_wal_and_full_sync(tmp_path):
 
 
 def test_postgres_is_a_store_with_a_bigint_key_and_unique_id(postgres_database):
-    from server.postgres import PostgresStore
+    from server.store import PostgresStore
 
     url = postgres_database.new_schema()
     store = open_store(url)
