@@ -84,14 +84,13 @@ class SQLite:
         groups: dict[tuple, list] = {}
         for k in keys:
             groups.setdefault(k[:-1], []).append(k[-1])
-        where = " AND ".join(f"{c} = ?" for c in group_columns)
         existing: set[tuple] = set()
         for group, values in groups.items():
             for start in range(0, len(values), CHUNK):
                 chunk = values[start:start + CHUNK]
+                where = [f"{c} = ?" for c in group_columns] + [f"{last} IN ({','.join('?' * len(chunk))})"]
                 existing.update((*group, value) for (value,) in self.db.conn.execute(
-                    f"SELECT {last} FROM {table} WHERE {where} AND {last} IN ({','.join('?' * len(chunk))})",
-                    [*group, *chunk]))
+                    f"SELECT {last} FROM {table} WHERE {' AND '.join(where)}", [*group, *chunk]))
         fresh = [(k, row) for k, row in zip(keys, rows) if k not in existing]
         self.bulk(table, columns, [row for _, row in fresh])
         return {k for k, _ in fresh}

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import operator
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -364,7 +365,8 @@ def _store_errors(method):
 
 
 _ROLLUP_UPSERTS = [
-    (name, (*dims, *ROLLUP_TAIL), [_KEY_INDEX[c] for c in (*dims, *ROLLUP_TAIL)],
+    # itemgetter projects a full key onto the rollup's columns in C.
+    (name, (*dims, *ROLLUP_TAIL), operator.itemgetter(*(_KEY_INDEX[c] for c in (*dims, *ROLLUP_TAIL))),
      f"ON CONFLICT ({', '.join((*dims, 'suspect', 'score'))}) DO UPDATE SET n = {name}.n + excluded.n",
      f"DELETE FROM {name} WHERE {' AND '.join(f'{c} = ?' for c in (*dims, 'suspect', 'score'))} AND n <= 0")
     for name, dims in ROLLUPS]
@@ -447,10 +449,10 @@ class SQLStore:
                 self._execute(sql, (site, terminal, *params))
         if not pending.counts:
             return
-        for name, columns, index, upsert, delete in _ROLLUP_UPSERTS:
+        for name, columns, project, upsert, delete in _ROLLUP_UPSERTS:
             projected: dict[tuple, int] = {}
             for key, n in pending.counts.items():
-                small = tuple([key[i] for i in index])
+                small = project(key)
                 projected[small] = projected.get(small, 0) + n
             # Key order (weekday, a function of day, sorts with it) = lock order.
             rows = sorted((*k, n) for k, n in projected.items() if n != 0)
