@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from server.errors import StoreError
-from server.store import Store
+from server.store import PostgresStore, SQLiteStore, Store
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -48,17 +49,13 @@ def describe(db: str | Path) -> str:
 
 
 def open_store(db: str | Path, timezone: str = "Asia/Seoul") -> Store:
-    """The store for *db*, migrated: PostgresStore for a postgresql:// URL, else SQLiteStore.
+    """The store for *db*, migrated: on PostgreSQL for a postgresql:// URL, else on SQLite.
 
     The only place that knows which backend is in use; everything else takes
     a ``store_factory`` that calls this.
     """
-    from server.store import PostgresStore, SQLiteStore
-
     if is_postgres_url(db):
-        try:
-            import psycopg  # noqa: F401  (server.dialect imports it when a PostgreSQL store opens)
-        except ImportError:
-            raise StoreError("a postgresql:// database needs psycopg: pip install 'onetap[server]'") from None
+        if importlib.util.find_spec("psycopg") is None:
+            raise StoreError("a postgresql:// database needs psycopg: pip install 'onetap[server]'")
         return PostgresStore.open(str(db), timezone)
     return SQLiteStore.open(db, timezone)

@@ -1,4 +1,4 @@
-"""Dialect: all that differs between SQLite and PostgreSQL under the one store (types, connection, bulk writes, migration records)."""
+"""Dialect: all that differs between SQLite and PostgreSQL under the one store."""
 
 from __future__ import annotations
 
@@ -67,22 +67,21 @@ class SQLite:
     def many(self, sql: str, rows: list[tuple]) -> None:
         self.db.conn.executemany(sql, rows)
 
-    def insert_new(self, table: str, columns: Sequence[str], rows: list[tuple],
+    def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
                    key: tuple[str, ...]) -> set[tuple]:
-        """Insert the rows whose *key* is not stored yet; return the keys inserted."""
-        at = [columns.index(c) for c in key]
-        keys = [tuple(row[i] for i in at) for row in rows]
+        """Insert the rows (by their values of the unique *key*) whose key is not
+        stored yet; return the keys inserted."""
         # Resends are rare: try everything at once first and look up which keys
         # exist only when the unique index says some do.
         try:
             with self.db.atomic():
-                self.bulk(table, columns, rows)
-            return set(keys)
+                self.bulk(table, columns, list(rows.values()))
+            return set(rows)
         except sqlite3.IntegrityError:
             pass
         *group_columns, last = key
         groups: dict[tuple, list] = {}
-        for k in keys:
+        for k in rows:
             groups.setdefault(k[:-1], []).append(k[-1])
         existing: set[tuple] = set()
         for group, values in groups.items():
@@ -91,9 +90,9 @@ class SQLite:
                 where = [f"{c} = ?" for c in group_columns] + [f"{last} IN ({','.join('?' * len(chunk))})"]
                 existing.update((*group, value) for (value,) in self.db.conn.execute(
                     f"SELECT {last} FROM {table} WHERE {' AND '.join(where)}", [*group, *chunk]))
-        fresh = [(k, row) for k, row in zip(keys, rows) if k not in existing]
-        self.bulk(table, columns, [row for _, row in fresh])
-        return {k for k, _ in fresh}
+        fresh = {k: row for k, row in rows.items() if k not in existing}
+        self.bulk(table, columns, list(fresh.values()))
+        return set(fresh)
 
     def stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple]:
         cursor = self.db.conn.execute(sql, params)
@@ -186,17 +185,16 @@ class Postgres:
         with self.conn.cursor() as cur:
             cur.executemany(self.sql(sql), rows)
 
-    def insert_new(self, table: str, columns: Sequence[str], rows: list[tuple],
+    def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
                    key: tuple[str, ...]) -> set[tuple]:
-        """Insert the rows whose *key* is not stored yet; return the keys inserted.
+        """Insert the rows (by their values of the unique *key*) whose key is not
+        stored yet; return the keys inserted.
 
         Many workers may insert at once: the unique index settles which one
         stores a row (the other finds it stored once the first commits). Rows
         go in key order, so two workers take the index locks in the same order.
         """
-        at = [columns.index(c) for c in key]
-        rows = sorted(rows, key=lambda row: tuple(row[i] for i in at))
-        stored = self.bulk(table, columns, rows,
+        stored = self.bulk(table, columns, [row for _, row in sorted(rows.items())],
                            f"ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING {', '.join(key)}")
         return {tuple(row) for row in stored}
 

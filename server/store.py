@@ -473,11 +473,12 @@ class SQLStore:
             plan = IngestPlan(batches, received_at, self.buckets)
             stored: set = set()
             if plan.rows:
-                stored = self.dialect.insert_new("ratings", INSERT_COLUMNS, list(plan.rows.values()),
+                stored = self.dialect.insert_new("ratings", INSERT_COLUMNS, plan.rows,
                                                  ("site", "terminal", "id"))
-                pending = self._pending[-1]
+                counts = self._pending[-1].counts
                 for identity in stored:
-                    pending.count(plan.rows[identity], 0, 1)
+                    key = _rollup_key(plan.rows[identity], 0)
+                    counts[key] = counts.get(key, 0) + 1
             return plan.results(stored)
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,

@@ -13,10 +13,12 @@ def test_postgres_renders_the_one_placeholder_style():
 def test_insert_new_stores_only_keys_not_yet_stored(store):
     dialect = store.dialect
     with store.transaction():
-        assert dialect.insert_new("meta", ("key", "value"), [("a", "1"), ("b", "2")], ("key",)) == {("a",), ("b",)}
+        assert dialect.insert_new("meta", ("key", "value"), {("a",): ("a", "1"), ("b",): ("b", "2")},
+                                  ("key",)) == {("a",), ("b",)}
     with store.transaction():
         # "a" is stored already: it is neither reported nor overwritten.
-        assert dialect.insert_new("meta", ("key", "value"), [("a", "9"), ("c", "3")], ("key",)) == {("c",)}
+        assert dialect.insert_new("meta", ("key", "value"), {("a",): ("a", "9"), ("c",): ("c", "3")},
+                                  ("key",)) == {("c",)}
     assert {r["key"]: r["value"] for r in query(store, "SELECT key, value FROM meta")} == \
         {"a": "1", "b": "2", "c": "3"}
 

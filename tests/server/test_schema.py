@@ -1,4 +1,4 @@
-"""The one schema: migrations build exactly what it defines on both backends, and databases of the old code migrate forward without loss."""
+"""The one schema: its migrations build what it defines, and old databases migrate forward without loss."""
 
 import sqlite3
 import uuid
