@@ -200,7 +200,6 @@ def is_retired(retired_at: str | None, last_seen: str | None) -> bool:
             or parse_timestamp("last_seen", last_seen) <= parse_timestamp("retired_at", retired_at))
 
 
-
 def smallest_rollup(needed: set[str]) -> str:
     """The smallest rollup table holding every column in *needed* (weekday comes with day)."""
     needed = needed - {"weekday"}
