@@ -178,7 +178,7 @@ def test_api_role_serves_what_the_workers_stored_and_ingests_nothing(mosquitto, 
         assert {k: health[k] for k in ("status", "broker", "db")} == {"status": "ok", "broker": "connected",
                                                                        "db": "ok"}
         assert "ingest" not in health  # the api process ingests nothing
-        assert set(health["threads"]) == {"onetap-alerts", "onetap-survey"}
+        assert set(health["threads"]) == {"onetap-alerts", "onetap-retention", "onetap-survey"}
         summary = requests.get(f"http://127.0.0.1:{port}/api/v1/summary?site=api&from=2000-01-01&to=2100-01-01",
                                headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert summary["count"] == 100
