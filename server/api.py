@@ -56,8 +56,8 @@ def principals(config: ServerConfig) -> list[tuple[str, Principal]]:
 # -- request bodies ---------------------------------------------------------------
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """More body bytes arrived than the route accepts (BodyLimit answers 413)."""
 
 
 class BodyLimit:
@@ -91,7 +91,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge()
+                    raise BodyTooLarge()
             return message
 
         async def tracked_send(message: dict) -> None:
@@ -101,7 +101,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             if started:
                 raise
             await self._refuse(send, limit)

@@ -91,6 +91,9 @@ class Store(Protocol):
 
     def iter_ratings(self, filters: Filters) -> Iterator[dict[str, Any]]: ...
 
+    def last_taps(self, sites: frozenset[str] | None = None) -> dict[tuple[str, str], str]:
+        """When each terminal's newest stored rating was tapped, by (site, terminal)."""
+
     def counts(self) -> dict[str, int]:
         """ratings, quarantine, and terminals by state, for /metrics."""
 
@@ -416,6 +419,28 @@ class RollupQueries:
                     received_at: datetime) -> list[BatchResult]:
         with self.transaction():
             return self._ingest_many(batches, received_at)
+
+    def last_taps(self, sites: frozenset[str] | None = None) -> dict[tuple[str, str], str]:
+        """When each terminal's newest stored rating was tapped (its ``at`` if the kiosk clock
+        was synchronised, else when it was received), by (site, terminal).
+
+        The newest is the highest seq (one per tap, never reused), found through the
+        (site, terminal, seq) index rather than by reading every rating."""
+        out: dict[tuple[str, str], tuple[datetime, str]] = {}
+        for site, terminal, at, synced, received in self._read(
+                "SELECT r.site, r.terminal, r.at, r.clock_synced, r.received_at FROM ratings r"
+                " JOIN (SELECT site, terminal, max(seq) AS seq FROM ratings GROUP BY site, terminal) m"
+                " ON r.site = m.site AND r.terminal = m.terminal AND r.seq = m.seq"):
+            if sites is not None and site not in sites:
+                continue
+            chosen = at if synced else received
+            try:
+                moment = datetime.fromisoformat(chosen.replace("Z", "+00:00"))
+            except ValueError:
+                chosen, moment = received, datetime.fromisoformat(received.replace("Z", "+00:00"))
+            if (site, terminal) not in out or moment > out[site, terminal][0]:
+                out[site, terminal] = (moment, chosen)
+        return {key: text for key, (_, text) in out.items()}
 
     def _rollup_for(self, needed: set[str]) -> str:
         # The rollups are derived from ratings: answer only while ratings is

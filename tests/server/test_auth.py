@@ -151,7 +151,7 @@ def test_scoped_token_without_site_sees_only_its_sites(client):
     csv_text = client.get("/api/v1/ratings.csv", headers=s1).content.decode("utf-8-sig")
     assert len(csv_text.strip().splitlines()) == 3 and ",s2," not in csv_text
     book = load_workbook(io.BytesIO(client.get("/api/v1/ratings.xlsx", headers=s1).content))
-    assert [row[1] for row in book["raw"].iter_rows(min_row=2, values_only=True)] == ["s1", "s1"]
+    assert [row[1] for row in book["원자료"].iter_rows(min_row=2, values_only=True)] == ["s1", "s1"]
     everyone = {"Authorization": f"Bearer {ALL_TOKEN}"}
     assert client.get("/api/v1/summary", headers=everyone).json()["count"] == 3
 

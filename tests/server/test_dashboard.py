@@ -156,7 +156,9 @@ def test_staff_journey(server, browser, tmp_path):
 
     page.click("nav >> text=알림")
     open_alerts = page.inner_text("#open-alerts")
-    assert "offline" in open_alerts and "clock" in open_alerts and "backlog" in open_alerts
+    # Kinds and messages in the reader's language, never the codes.
+    assert "연결 끊김" in open_alerts and "시계 미동기화" in open_alerts and "미전송 누적" in open_alerts
+    assert "시계가 동기화되지 않았습니다" in open_alerts and "clock" not in open_alerts
     page.screenshot(path=str(SHOTS / "dashboard-alerts.png"), full_page=True)
     page.click("#open-alerts button >> nth=0")
     assert "확인함: admin" in page.inner_text("#open-alerts")
