@@ -88,3 +88,14 @@ def test_parse_by():
                          ("day;drop", "unknown")):
         with pytest.raises(ValueError, match=message):
             parse_by(bad)
+
+
+def test_regroup_sums_sites_into_every_group_holding_them_and_keeps_the_rest_apart():
+    from server.aggregate import regroup, store_keys
+
+    assert store_keys(("day", "group")) == ("day", "site") and store_keys(("group", "site")) == ("site",)
+    rows = [(("a",), {5: 2}), (("b",), {1: 1}), (("c",), {3: 4})]
+    out = dict(regroup(rows, ("group",), {"g1": ("a", "b"), "g2": ("b",)}))
+    assert out[("g1",)][5] == 2 and out[("g1",)][1] == 1
+    assert out[("g2",)] == {1: 1, 2: 0, 3: 0, 4: 0, 5: 0}
+    assert out[(None,)][3] == 4  # a site in no group is not lost
