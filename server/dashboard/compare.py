@@ -82,7 +82,7 @@ def add_mark(request: Request, session: Session = Depends(checked), day: str = F
     try:
         when = date.fromisoformat(day)
     except ValueError:
-        raise PageError(400, "bad_date", name=t("day", reader_lang(request))) from None
+        raise PageError(400, "bad_date", name="day") from None
     latest = dash.today() + timedelta(days=MARK_DAYS_AHEAD)
     if not FIRST_MARK_DAY <= when <= latest:
         raise PageError(400, "mark_day_out_of_range", first=FIRST_MARK_DAY, last=latest)

@@ -19,7 +19,7 @@ from server.api import FIRST_DAY, LAST_DAY
 from server.auth import (SESSION_COOKIE, HashSlots, LoginThrottle, credential_fingerprint, csrf_ok,
                          session_cookie_ok, session_token, token_hash)
 from server.config import ServerConfig
-from server.dashboard.i18n import LANGS, code_label, t
+from server.dashboard.i18n import LANGS, TEXT, code_label, t
 from server.store import Filters
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,9 @@ class PageError(HTTPException):
         self.params = params
 
     def text(self, lang: str) -> str:
-        return t(self.key, lang).format(**self.params)
+        # A field's name (from, to, day) is itself a text key: read in the same language.
+        params = {k: t(v, lang) if k == "name" and v in TEXT else v for k, v in self.params.items()}
+        return t(self.key, lang).format(**params)
 
 
 class LoginRequired(Exception):
