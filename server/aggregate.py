@@ -86,7 +86,13 @@ def summarize(distribution: Mapping[Any, Any]) -> Summary:
     )
 
 
-def parse_by(value: str | Sequence[str], known: Sequence[str] = AGGREGATE_KEYS) -> tuple[str, ...]:
+#: Not a stored column: a site's group, from the server's [groups] (see regroup).
+GROUP_KEY = "group"
+#: What /api/v1/aggregates and pull accept: the stored keys and the group.
+BY_KEYS = (*AGGREGATE_KEYS, GROUP_KEY)
+
+
+def parse_by(value: str | Sequence[str], known: Sequence[str] = BY_KEYS) -> tuple[str, ...]:
     """Validate ``by`` ("day,site" or a sequence): 1..MAX_BY of the *known* keys, no repeats; ValueError if not."""
     keys = [k.strip() for k in value.split(",")] if isinstance(value, str) else list(value)
     if not keys or any(not k for k in keys):
@@ -99,10 +105,6 @@ def parse_by(value: str | Sequence[str], known: Sequence[str] = AGGREGATE_KEYS) 
     if len(set(keys)) != len(keys):
         raise ValueError("by: a key is named twice")
     return tuple(keys)
-
-
-#: Not a stored column: a site's group, from the server's [groups] (see regroup).
-GROUP_KEY = "group"
 
 
 def store_keys(by: Sequence[str]) -> tuple[str, ...]:

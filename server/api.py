@@ -314,7 +314,7 @@ def create_app(
             "each site into every [groups.<id>] holding it (a site in none: null)"))],
     ) -> dict[str, Any]:
         try:
-            keys = parse_by(by, (*AGGREGATE_KEYS, GROUP_KEY))
+            keys = parse_by(by)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         found = store().aggregates(store_keys(keys), scope)
