@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 from urllib.parse import urlencode
 
 from fastapi import Depends, Form, HTTPException, Request
@@ -22,7 +21,6 @@ from server.config import ServerConfig
 from server.dashboard.i18n import LANGS, TEXT, code_label, t
 from server.store import Filters
 
-log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 LANG_COOKIE = "onetap_lang"
@@ -294,10 +292,6 @@ def short_time(text: str | None, tz: Any) -> str:
         return text
     return moment.strftime("%m-%d %H:%M:%S")
 
-
-def names(config: ServerConfig) -> Mapping[str, Any]:
-    """Display names for templates: site(id), terminal(site, id)."""
-    return {"site": config.site_name, "terminal": config.terminal_name, "group": config.group_name}
 
 
 #: Database row ids are signed 64-bit integers.

@@ -197,6 +197,7 @@ TEXT: dict[str, dict[str, str]] = {
     "error_hint_404": {"ko": "주소가 바뀌었거나 지워진 항목입니다.", "en": "The address has changed or the item was deleted."},
     "error_hint_500": {"ko": "문제가 기록되었습니다. 잠시 뒤에 다시 시도하세요.",
                        "en": "The problem was logged. Try again in a moment."},
+    "error_hint_503": {"ko": "잠시 뒤에 다시 시도하세요.", "en": "Try again in a moment."},
     "not_found": {"ko": "그런 항목이 없습니다.", "en": "There is no such item."},
     "no_such_mark": {"ko": "그런 기준일 표시가 없습니다.", "en": "There is no such mark."},
     "no_such_alert": {"ko": "그런 알림이 없습니다.", "en": "There is no such alert."},
@@ -229,6 +230,8 @@ TEXT: dict[str, dict[str, str]] = {
                           "en": "A report is of one site or one group: choose a site or a group."},
     "bad_month": {"ko": "월을 YYYY-MM 형식으로 입력하세요.", "en": "month must be YYYY-MM."},
     "month_out_of_range": {"ko": "월은 {first}부터 {last}까지입니다.", "en": "month must be between {first} and {last}."},
+    "store_down": {"ko": "데이터베이스를 지금 읽을 수 없습니다. 잠시 뒤에 다시 시도하세요.",
+                   "en": "The database cannot be read just now. Try again in a moment."},
     "bad_form": {"ko": "양식의 값이 올바르지 않습니다.", "en": "The form's values are not valid."},
 }
 

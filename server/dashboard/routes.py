@@ -10,13 +10,14 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.api import BodyTooLarge
 from server.auth import HashSlots, LoginThrottle
 from server.config import ServerConfig
+from server.errors import StoreError
 from server.dashboard import alerts, compare, exports, help, home, login, report, trends
 from server.dashboard.context import Dashboard, LoginRequired, PageError, current, reader_lang, render
 from server.dashboard.i18n import t
@@ -35,13 +36,14 @@ def for_people(request: Request) -> bool:
     return not request.url.path.startswith(MACHINE_PREFIXES)
 
 
-def error_page(request: Request, status: int, message: str | None) -> Response:
-    lang = reader_lang(request)
-    try:
-        session = current(request)
-    except Exception:  # noqa: BLE001 - an error page must render whether or not a session is valid
-        session = None
-    title = t(ERROR_TITLES.get(status, "error_400"), lang)
+def error_page(request: Request, status: int, message: str | None, *, with_session: bool = True) -> Response:
+    session = None
+    if with_session:
+        try:
+            session = current(request)
+        except Exception as exc:  # noqa: BLE001 - an error page renders whether or not a session is valid
+            log.debug("error page without a session: %s", exc)
+    title = t(ERROR_TITLES.get(status, "error_400"), reader_lang(request))
     return render(request, "error.html", session=session, title=title, status=status, code=status,
                   message=message, back="/" if session is not None else "/login")
 
@@ -81,6 +83,13 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Any],
         if not for_people(request):
             return await request_validation_exception_handler(request, exc)
         return error_page(request, 400, t("bad_form", reader_lang(request)))
+
+    @app.exception_handler(StoreError)
+    async def store_down(request: Request, exc: StoreError) -> Response:
+        log.error("store error on %s: %s", request.url.path, exc)
+        if not for_people(request):
+            return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
+        return error_page(request, 503, t("store_down", reader_lang(request)), with_session=False)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:

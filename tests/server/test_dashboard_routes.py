@@ -49,3 +49,20 @@ def test_a_crash_is_a_500_page_and_logged(admin, monkeypatch, caplog):
     answer = admin.get("/help?lang=ko")
     assert answer.status_code == 500 and "서버에 문제가 생겼습니다" in answer.text and "disk on fire" not in answer.text
     assert "disk on fire" in caplog.text
+
+
+def test_a_database_failure_is_a_503_page_for_people_and_json_for_the_api(site_db, monkeypatch):
+    from server.errors import StoreError
+    from server.store import SQLiteStore
+    from tests.server.dashboard_site import client_for
+
+    client = client_for(site_db)
+
+    def down(self, *args, **kwargs):
+        raise StoreError("database error: disk I/O error")
+
+    monkeypatch.setattr(SQLiteStore, "summary", down)
+    page = client.get("/trends?lang=ko")
+    assert page.status_code == 503 and "데이터베이스를 지금 읽을 수 없습니다" in page.text and "disk I/O" not in page.text
+    api = client.get("/api/v1/summary", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert api.status_code == 503 and api.json() == {"detail": "the database is unavailable"}
