@@ -39,3 +39,14 @@ def test_a_report_needs_a_site_or_a_group(admin):
     answer = admin.get("/report?month=2026-11")
     assert answer.status_code == 400 and "기관이나 권역을 고르세요" in answer.text
     assert admin.get("/report?site=gangnam-office&suspect=only").status_code == 400
+
+
+def test_the_pdf_of_a_group_and_of_a_counter(admin, tmp_path):
+    from tests.server.test_document import pdf_text
+
+    answer = admin.get("/report.pdf?group=south&month=2026-11&lang=ko")
+    assert answer.status_code == 200 and answer.content.startswith(b"%PDF")
+    text = pdf_text(answer.content, tmp_path)
+    assert "남부 권역" in text and "361" in text
+    counter = admin.get("/report.pdf?site=gangnam-office&terminal=counter-02&month=2026-11")
+    assert "onetap-report-gangnam-office-2026-11" in counter.headers["content-disposition"]
