@@ -20,6 +20,7 @@ from server.config import ServerConfig
 from server.errors import StoreError
 from server.dashboard import alerts, compare, exports, help, home, login, report, trends
 from server.dashboard.context import Dashboard, LoginRequired, PageError, current, reader_lang, render
+from server.dashboard.login import LOGIN_CSRF_COOKIE  # noqa: F401 - where the deploy tests look for it
 from server.dashboard.i18n import t
 
 log = logging.getLogger(__name__)
