@@ -448,12 +448,21 @@ def report_for(config: Any, store: Any, site: str | None, first: date, *, lang: 
                             terminal=terminal)
     local = now.astimezone(config.tz)
     name = config.site_name(site) if site else config.group_name(group)
+    if site_config is not None:
+        terminal_names = dict(site_config.terminals)
+    elif site is None:
+        # A group's counters are keyed site/terminal (fetch_answers): named by both.
+        terminal_names = {f"{row['site']}/{row['terminal']}": f"{config.site_name(row['site'])} · "
+                          f"{config.terminal_name(row['site'], row['terminal'])}"
+                          for row in store.terminals(sites=sites)}
+    else:
+        terminal_names = None
     if site and terminal:
         name = f"{name} · {config.terminal_name(site, terminal)}"
     return build_report(
         answers, site=site or group, first=first, today=local.date(), lang=lang, generated_at=local,
         site_name=name, institution=config.institution,
-        terminal_names=site_config.terminals if site_config is not None else None,
+        terminal_names=terminal_names,
         reasons=config.reasons_for_site(site) if site else config.reasons, reason_labels=reason_labels,
         exclude_suspect=exclude_suspect, period=period, target=config.target(site, group),
         suspect_rules={"burst_count": rules.burst_count, "burst_interval_s": rules.burst_interval_s,

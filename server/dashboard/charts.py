@@ -14,8 +14,9 @@ def _num(value: float) -> str:
 
 def trend_chart(days: Sequence[str], index: Sequence[float | None], csat: Sequence[float | None],
                 counts: Sequence[int], marks: Sequence[tuple[str, str]] = (), *,
-                labels: dict[str, str], width: int = 860, height: int = 300) -> str:
-    """Daily index and CSAT (0..100, lines) over count bars, with vertical lines at marks (day, note)."""
+                labels: dict[str, str], width: int = 860, height: int = 300, target: float | None = None) -> str:
+    """Daily index and CSAT (0..100, lines) over count bars, with vertical lines at marks (day, note)
+    and, if given, a horizontal line at the target index."""
     left, right, top, bottom = 44, 44, 16, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(len(days), 1)
@@ -55,6 +56,12 @@ def trend_chart(days: Sequence[str], index: Sequence[float | None], csat: Sequen
             else:
                 parts.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{PALETTE[name]}" '
                              f'stroke-width="2"/>')
+    if target is not None:
+        y = top + plot_h * (1 - target / 100)
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{_num(y)}" y2="{_num(y)}" class="target" '
+                     f'stroke="{PALETTE["index"]}"><title>{escape(labels.get("target", "target"))} {target:g}'
+                     f'</title></line><text x="{left + plot_w - 4}" y="{_num(y - 4)}" class="axis" '
+                     f'text-anchor="end">{escape(labels.get("target", "target"))} {target:g}</text>')
     tick = max(1, n // 8)
     for i in range(0, len(days), tick):
         parts.append(f'<text x="{_num(left + (i + 0.5) * step)}" y="{height - bottom + 16}" class="axis" '

@@ -33,10 +33,12 @@ def trends(request: Request, session: Session = Depends(current)) -> HTMLRespons
     days = [(scope.first + timedelta(days=i)).isoformat() for i in range((scope.last - scope.first).days + 1)]
     marks = [(m["day"], m["note"]) for m in store.marks(filters.sites)
              if scope.site is None or m["site"] in (None, scope.site)]
-    words = {k: t(k, lang) for k in ("trend", "index", "count", "heatmap", "bars", "none", "no_data")}
+    words = {k: t(k, lang) for k in ("trend", "index", "count", "heatmap", "bars", "none", "no_data", "target")}
+    target = config.target(scope.site, scope.group)
     trend = charts.trend_chart(days, [by_day[d].index if d in by_day else None for d in days],
                                [by_day[d].csat if d in by_day else None for d in days],
-                               [by_day[d].count if d in by_day else 0 for d in days], marks, labels=words)
+                               [by_day[d].count if d in by_day else 0 for d in days], marks, labels=words,
+                               target=target)
     cells = {}
     for (hour, weekday), dist in store.aggregates(("hour", "weekday"), filters):
         s = summarize(dist)
@@ -63,4 +65,4 @@ def trends(request: Request, session: Session = Depends(current)) -> HTMLRespons
                   reasons=charts.bars(bar_items("reason"), labels=words),
                   ages=charts.bars(bar_items("age_group"), labels=words),
                   per_site=charts.bars(per_site, labels=words) if per_site else None,
-                  target=config.target(scope.site, scope.group))
+                  target=target)

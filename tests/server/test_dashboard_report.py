@@ -22,7 +22,7 @@ def test_a_groups_report_sums_its_sites_and_keeps_counters_apart(admin, gangnam)
     html = admin.get("/report?group=south&month=2026-11").text
     assert figure(html, "count") == str(285 + 76) and "남부 권역" in html
     table = html[html.index('id="terminals"'):]
-    assert "gangnam-office/counter-01" in table and "seocho-office/counter-01" in table
+    assert "강남구청 민원실 · 1번 창구" in table and "seocho-office · counter-01" in table
     # A scoped user's group report covers only their sites.
     assert figure(gangnam.get("/report?group=south&month=2026-11").text, "count") == "285"
 

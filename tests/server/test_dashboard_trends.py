@@ -54,3 +54,11 @@ def test_suspect_choice_is_printed_under_every_figure(admin):
     html = admin.get(f"/trends?{RANGE}&suspect=only").text
     assert html.count("의심 평가: 의심만") >= 4
     assert total(html) == 6
+
+
+def test_the_target_of_the_site_or_group_is_drawn_and_shown(admin):
+    site = admin.get(f"/trends?{RANGE}&site=gangnam-office").text
+    assert 'class="target"' in site and 'id="target">70.0<' in site
+    group = admin.get(f"/trends?{RANGE}&group=south").text
+    assert 'id="target">60.0<' in group
+    assert 'class="target"' not in admin.get(f"/trends?{RANGE}&site=seocho-office").text
