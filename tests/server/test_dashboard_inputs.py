@@ -82,12 +82,12 @@ def test_out_of_range_parameters_are_400(dashboard, query):
     assert answer.status_code in (400, 404), (query, answer.status_code, answer.text[:200])
 
 
-PARAMS = ["from", "to", "site", "suspect", "days", "mark", "month", "lang", "error"]
+PARAMS = ["from", "to", "site", "suspect", "days", "mark", "month", "lang", "error", "group", "terminal", "cell"]
 ROUTES = ["/", "/live", "/trends", "/compare", "/alerts", "/exports", "/export/ratings.csv",
-          "/export/ratings.xlsx", "/report", "/login"]
+          "/export/ratings.xlsx", "/report", "/login", "/help", "/no-such-page"]
 hostile = st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=30), st.integers().map(str),
                     st.sampled_from(["0001-01-01", "9999-12-31", "2026-02-30", "-1", "0", "99999999999999999999",
-                                     "s1", "only", "2026-11"]),
+                                     "s1", "only", "2026-11", "t1", "s1/t1", "s1/", "/t1", "count"]),
     st.dates().map(str))
 
 
