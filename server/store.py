@@ -9,7 +9,7 @@ import logging
 import operator
 import sqlite3
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 from zoneinfo import ZoneInfo
@@ -29,6 +29,9 @@ RATING_COLUMNS = ("id", "site", "terminal", "seq", "score", "at", "clock_synced"
 #: ratings.csv: the contract's columns, then the local day each rating is counted on.
 CSV_COLUMNS = (*RATING_COLUMNS, "local_day")
 
+
+#: The contract's earliest plausible tap: an earlier kiosk time reads as when the rating was received.
+FIRST_VALID_AT = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 @dataclass(frozen=True)
 class Filters:
@@ -433,11 +436,16 @@ class RollupQueries:
                 " ON r.site = m.site AND r.terminal = m.terminal AND r.seq = m.seq"):
             if sites is not None and site not in sites:
                 continue
-            chosen = at if synced else received
-            try:
-                moment = datetime.fromisoformat(chosen.replace("Z", "+00:00"))
-            except ValueError:
-                chosen, moment = received, datetime.fromisoformat(received.replace("Z", "+00:00"))
+            arrived = datetime.fromisoformat(received.replace("Z", "+00:00"))
+            chosen, moment = received, arrived
+            if synced:
+                try:
+                    tapped = datetime.fromisoformat(at.replace("Z", "+00:00"))
+                except ValueError:
+                    tapped = None
+                # The contract's bounds: an `at` before 2020 or over a day after receipt counts by receipt.
+                if tapped is not None and FIRST_VALID_AT <= tapped <= arrived + timedelta(hours=24):
+                    chosen, moment = at, tapped
             if (site, terminal) not in out or moment > out[site, terminal][0]:
                 out[site, terminal] = (moment, chosen)
         return {key: text for key, (_, text) in out.items()}

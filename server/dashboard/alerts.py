@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from server.dashboard.context import (Session, board, checked, current, filter_options, reader_lang, render, row_id,
-                                      scope_of, short_time, PageError)
+from server.dashboard.context import (PageError, Session, board, checked, current, filter_options, reader_lang,
+                                      render, row_id, scope_of, short_time)
 from server.dashboard.i18n import alert_kind, alert_text, t
 
 router = APIRouter(include_in_schema=False)
@@ -27,7 +27,7 @@ def alerts_page(request: Request, session: Session = Depends(current)) -> HTMLRe
                "site_name": config.site_name(a["site"]),
                "terminal_name": config.terminal_name(a["site"], a["terminal"]) if a["terminal"] else "",
                "kind_label": alert_kind(a["kind"], lang),
-               "text": alert_text(a["kind"], a["message"], lang, config)}
+               "text": alert_text(a["kind"], a["message"], lang)}
         (open_rows if a["cleared_at"] is None else past_rows).append(row)
     return render(request, "alerts.html", session=session, title=t("alerts", lang), active="alerts",
                   scope=scope, options=filter_options(dash, session, lang), open_rows=open_rows,

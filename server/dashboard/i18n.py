@@ -270,7 +270,7 @@ def alert_kind(kind: str, lang: str) -> str:
     return t(f"alert_{kind}", lang) if f"alert_{kind}" in TEXT else kind
 
 
-def alert_text(kind: str, message: str, lang: str, config=None) -> str:
+def alert_text(kind: str, message: str, lang: str) -> str:
     """An alert's sentence in *lang*, from its kind and the figures its stored message carries
     (server/alerts.py writes one English message per condition); an unknown kind keeps its message."""
     pattern = _ALERT_PARAMS.get(kind)

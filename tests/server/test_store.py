@@ -299,3 +299,12 @@ def test_last_taps_are_the_newest_stored_rating_of_each_terminal(store):
     # An unsynchronised clock: received time, not the kiosk's 2019.
     assert datetime.fromisoformat(taps["s2", "counter-01"].replace("Z", "+00:00")) == received
     assert set(store.last_taps(frozenset({"s2"}))) == {("s2", "counter-01")}
+
+
+def test_a_last_tap_outside_the_contracts_bounds_reads_as_its_receipt(store):
+    received = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
+    store.ingest_batch("s1", "t1", [rating(seq=1, at="2031-01-01T00:00:00.000+09:00")], received)
+    store.ingest_batch("s1", "t2", [rating(seq=1, at="2019-06-01T00:00:00.000+09:00")], received)
+    taps = store.last_taps()
+    for terminal in ("t1", "t2"):
+        assert datetime.fromisoformat(taps["s1", terminal].replace("Z", "+00:00")) == received
