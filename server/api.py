@@ -11,11 +11,13 @@ from typing import Annotated, Any, Callable
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from kiosk.protocol import IDENT_PATTERN
 from server import __version__
-from server.aggregate import AGGREGATE_KEYS, distribution_json, parse_by, summarize
+from server.aggregate import (AGGREGATE_KEYS, GROUP_KEY, distribution_json, parse_by, regroup, store_keys,
+                              summarize)
+from server.alerts import alert_json
 from server.config import ServerConfig
 from server.auth import token_hash
 from server.errors import StoreError
@@ -56,8 +58,8 @@ def principals(config: ServerConfig) -> list[tuple[str, Principal]]:
 # -- request bodies ---------------------------------------------------------------
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """More body bytes arrived than the route accepts (BodyLimit answers 413)."""
 
 
 class BodyLimit:
@@ -91,7 +93,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge()
+                    raise BodyTooLarge()
             return message
 
         async def tracked_send(message: dict) -> None:
@@ -101,7 +103,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             if started:
                 raise
             await self._refuse(send, limit)
@@ -171,6 +173,29 @@ class TerminalOut(BaseModel):
     status_at: str | None = None
 
 
+class AlertOut(BaseModel):
+    pk: int
+    site: str
+    terminal: str | None
+    kind: str
+    message: str
+    raised_at: str
+    cleared_at: str | None
+    acked_at: str | None
+    acked_by: str | None
+
+
+class AlertsOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    date_from: str = Field(alias="from")
+    date_to: str = Field(alias="to")
+    alerts: list[AlertOut]
+
+
+#: The newest alerts /api/v1/alerts looks through (alerts are few: conditions, not ratings).
+ALERTS_LIMIT = 10_000
+
+
 class ErrorOut(BaseModel):
     detail: str
 
@@ -237,17 +262,34 @@ def create_app(
                                              description="last local day, inclusive (default today)")] = None,
         site: Annotated[str | None, Query(pattern=_IDENT)] = None,
         terminal: Annotated[str | None, Query(pattern=_IDENT)] = None,
+        group: Annotated[str | None, Query(pattern=_IDENT, description="a [groups.<id>] of the server: its sites")] = None,
         exclude_suspect: Annotated[bool, Query(
             description="leave out ratings flagged suspect (machine-pace bursts)")] = False,
     ) -> Filters:
+        first, last = day_range(date_from, date_to)
+        if site is not None and not who.allows(site):
+            raise HTTPException(403, f"this token may not read site {site!r}")
+        return Filters(first, last, site, terminal, scoped_sites(who, group), False if exclude_suspect else None)
+
+    def day_range(date_from: str | None, date_to: str | None) -> tuple[date, date]:
         today = now().astimezone(tz).date()
         first = _parse_date("from", date_from) if date_from else today
         last = _parse_date("to", date_to) if date_to else today
         if first > last:
             raise HTTPException(400, f"from ({first}) is after to ({last})")
-        if site is not None and not who.allows(site):
-            raise HTTPException(403, f"this token may not read site {site!r}")
-        return Filters(first, last, site, terminal, who.sites, False if exclude_suspect else None)
+        return first, last
+
+    def scoped_sites(who: Principal, group: str | None) -> frozenset[str] | None:
+        """The sites a caller reads: its token's, narrowed to *group*'s if given."""
+        if group is None:
+            return who.sites
+        if group not in config.groups:
+            raise HTTPException(400, f"no group {group!r} on this server")
+        members = frozenset(config.groups[group].sites)
+        allowed = members if who.sites is None else who.sites & members
+        if not allowed:
+            raise HTTPException(403, f"this token may not read any site of group {group!r}")
+        return allowed
 
     Scope = Annotated[Filters, Depends(filters)]
     errors = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 400: {"model": ErrorOut}}
@@ -285,18 +327,44 @@ def create_app(
     @app.get("/api/v1/aggregates", response_model=AggregatesOut, responses=errors, tags=["ratings"])
     def aggregates(
         scope: Scope,
-        by: Annotated[str, Query(max_length=100,
-                                 description=f"one to three of: {', '.join(AGGREGATE_KEYS)}, comma-separated")],
+        by: Annotated[str, Query(max_length=100, description=(
+            f"one to three of: {', '.join(AGGREGATE_KEYS)}, {GROUP_KEY}, comma-separated; {GROUP_KEY} sums "
+            "each site into every [groups.<id>] holding it (a site in none: null)"))],
     ) -> dict[str, Any]:
         try:
             keys = parse_by(by)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
+        found = store().aggregates(store_keys(keys), scope)
+        if GROUP_KEY in keys:
+            found = regroup(found, keys, {gid: g.sites for gid, g in config.groups.items()})
         rows = []
-        for key, dist in store().aggregates(keys, scope):
+        for key, dist in found:
             rows.append({**dict(zip(keys, key)), "count": sum(dist.values()),
                          "distribution": distribution_json(dist)})
         return {"by": list(keys), "rows": rows}
+
+    @app.get("/api/v1/alerts", response_model=AlertsOut, responses=errors, tags=["alerts"])
+    def alerts(
+        who: Caller,
+        date_from: Annotated[str | None, Query(alias="from", pattern=_DATE_PATTERN,
+                                               description="first local day raised, YYYY-MM-DD (default today)")] = None,
+        date_to: Annotated[str | None, Query(alias="to", pattern=_DATE_PATTERN,
+                                             description="last local day raised, inclusive (default today)")] = None,
+        site: Annotated[str | None, Query(pattern=_IDENT)] = None,
+        group: Annotated[str | None, Query(pattern=_IDENT)] = None,
+    ) -> dict[str, Any]:
+        """Alerts raised in the range (open and cleared), newest first, at most ALERTS_LIMIT."""
+        first, last = day_range(date_from, date_to)
+        if site is not None and not who.allows(site):
+            raise HTTPException(403, f"this token may not read site {site!r}")
+        allowed = scoped_sites(who, group)
+        out = []
+        for row in store().alerts(allowed, limit=ALERTS_LIMIT):
+            raised = _local_day(row["raised_at"], tz)
+            if (site is None or row["site"] == site) and raised is not None and first <= raised <= last:
+                out.append(alert_json(row))
+        return {"from": first.isoformat(), "to": last.isoformat(), "alerts": out}
 
     @app.get("/api/v1/terminals", response_model=list[TerminalOut], responses=errors, tags=["terminals"])
     def terminals(
@@ -387,6 +455,13 @@ def create_app(
 
 #: Days the API answers about: any real question, and every date computed from them stays valid.
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
+
+
+def _local_day(text: str | None, tz: Any) -> date | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(tz).date()
+    except ValueError:
+        return None
 
 
 def _parse_date(name: str, text: str) -> date:

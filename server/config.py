@@ -57,6 +57,19 @@ class SiteConfig:
     name: str | None = None
     #: Display names of its terminals ({"counter-01": "1번 창구"}); others show their identifier.
     terminals: Mapping[str, str] = field(default_factory=dict)
+    #: The satisfaction index (0..100) the site aims for; None: no target.
+    target: float | None = None
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """A group of sites (an institution's region), from ``[groups.<id>]``."""
+
+    sites: tuple[str, ...]
+    #: The name staff and reports call the group; None: its identifier.
+    name: str | None = None
+    #: The satisfaction index (0..100) the group aims for; None: no target.
+    target: float | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +196,8 @@ class ServerConfig:
     timezone: str = "Asia/Seoul"
     reasons: tuple[str, ...] = DEFAULT_REASONS
     sites: Mapping[str, SiteConfig] = field(default_factory=dict)
+    #: Groups of sites by identifier (``[groups.<id>]``): a filter on every page, ``by=group`` in the API.
+    groups: Mapping[str, GroupConfig] = field(default_factory=dict)
     #: Survey defaults for every site's terminals (``[survey]``); None: publish none.
     survey: Mapping[str, Any] | None = None
     users: Mapping[str, UserConfig] = field(default_factory=dict, repr=False)
@@ -234,6 +249,19 @@ class ServerConfig:
         """The terminal's display name, else its identifier."""
         site_config = self.sites.get(site)
         return (site_config.terminals.get(terminal) if site_config is not None else None) or terminal
+
+    def group_name(self, group: str) -> str:
+        """The group's display name, else its identifier."""
+        group_config = self.groups.get(group)
+        return group_config.name if group_config is not None and group_config.name else group
+
+    def target(self, site: str | None = None, group: str | None = None) -> float | None:
+        """The target index of *site* (else of *group*); None when none is set."""
+        site_config = self.sites.get(site) if site else None
+        if site_config is not None and site_config.target is not None:
+            return site_config.target
+        group_config = self.groups.get(group) if group else None
+        return group_config.target if group_config is not None else None
 
     def reasons_for_site(self, site: str) -> tuple[str, ...]:
         site_config = self.sites.get(site)
@@ -445,9 +473,10 @@ def _parse_sites(table: Any, where: str) -> dict[str, SiteConfig]:
             if name == "survey":
                 values[name] = _parse_survey(value, f"{where}: {key}.survey")
                 continue
-            if name in ("name", "terminals"):
+            if name in ("name", "terminals", "target"):
                 try:
-                    values[name] = _display_name(value) if name == "name" else _terminal_names(value)
+                    values[name] = {"name": _display_name, "terminals": _terminal_names,
+                                    "target": _target}[name](value)
                 except ValueError as exc:
                     raise ConfigError(f"{where}: {key}.{name} {exc}") from None
                 continue
@@ -683,6 +712,22 @@ def _site_list(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _target(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ValueError("must be a satisfaction index from 0 to 100")
+    return float(value)
+
+
+def _parse_groups(table: Any, where: str) -> dict[str, GroupConfig]:
+    groups = _named_tables("groups", {"sites": _site_list, "name": _display_name, "target": _target},
+                           GroupConfig, optional=("name", "target"))(table, where)
+    for group in groups:
+        # A group's id goes into URLs and API answers like a site's.
+        if not is_identifier(group):
+            raise ConfigError(f"{where}: groups.{group}: {group!r} is not an identifier (a-z, 0-9, -)")
+    return groups
+
+
 def _every(value: Any) -> str:
     if value not in REPORT_EVERY:
         raise ValueError(f"{value!r} must be one of {', '.join(REPORT_EVERY)}")
@@ -707,6 +752,7 @@ def _parse_reports(table: Any, where: str) -> dict[str, ReportScheduleConfig]:
 #: on ServerConfig plus one entry here.
 SECTIONS: dict[str, Callable[[Any, str], Any]] = {
     "sites": _parse_sites,
+    "groups": lambda table, where: _parse_groups(table, where),
     "survey": lambda table, where: _parse_survey(table, f"{where}: survey"),
     "users": _named_tables("users", {"password_hash": _password_hash, "sites": _scope}, UserConfig),
     "tokens": _named_tables("tokens", {"sha256": _sha256, "sites": _scope}, TokenConfig),

@@ -124,7 +124,7 @@ sites = ["s1"]
 
 
 ENDPOINTS = ["/api/v1/summary", "/api/v1/aggregates?by=site", "/api/v1/terminals",
-             "/api/v1/ratings.csv", "/api/v1/ratings.xlsx"]
+             "/api/v1/ratings.csv", "/api/v1/ratings.xlsx", "/api/v1/alerts"]
 
 
 def test_every_api_path_is_covered_here(client):

@@ -219,3 +219,26 @@ def test_mail_and_report_subscriptions(tmp_path):
             load_config(write(tmp_path, mail + "[reports.x]\n" + "\n".join(body.values()) + "\n"), env={})
     with pytest.raises(ConfigError, match="mail.sender is missing"):
         load_config(write(tmp_path, '[mail]\nhost = "smtp.example.go.kr"\n'), env={})
+
+
+def test_groups_and_targets_are_read_checked_and_documented(tmp_path):
+    config = load_config(EXAMPLE, env={})
+    text = EXAMPLE.read_text()
+    # Every key of a [groups.<id>] table and a site's target is shown in the example.
+    from server.config import GroupConfig
+    from dataclasses import fields as dataclass_fields
+
+    for name in (f.name for f in dataclass_fields(GroupConfig)):
+        assert f"\n{name} = " in text[text.index("[groups."):], name
+    assert "\ntarget = " in text[text.index("[sites."):text.index("[groups.")]
+    assert config.groups["gangnam-gu"].sites == ("gangnam-office", "yeoksam-office")
+    assert config.group_name("gangnam-gu") == "강남구 권역" and config.group_name("other") == "other"
+    assert config.target("gangnam-office") == 80 and config.target("yeoksam-office", "gangnam-gu") == 78
+    assert config.target("elsewhere") is None
+    for body, message in (('[groups.North]\nsites = ["a"]\n', "not an identifier"),
+                          ('[groups.north]\nname = "x"\n', "groups.north.sites is missing"),
+                          ('[groups.north]\nsites = ["a"]\ncolour = 1\n', "unknown key groups.north.colour"),
+                          ('[groups.north]\nsites = ["a"]\ntarget = 101\n', "target"),
+                          ("[sites.a]\ntarget = true\n", "sites.a.target")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, body), env={})
