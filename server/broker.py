@@ -16,8 +16,8 @@ from server.errors import ServerError
 
 log = logging.getLogger(__name__)
 
-# The same queue limits as deploy/mosquitto/onetap.conf: the defaults drop
-# queued QoS 1 messages (measured; see DESIGN.md).
+# The same queue limits as deploy/mosquitto/onetap.conf: mosquitto's defaults
+# drop queued QoS 1 messages of a terminal that is away for long (measured).
 _MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1
 user {user}

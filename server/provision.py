@@ -593,7 +593,7 @@ def _run(args: argparse.Namespace) -> Account:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m server.provision ...`, until the lead wires the subcommand."""
+    """`python -m server.provision ...`: the same as `onetap-server provision ...`."""
     parser = argparse.ArgumentParser(prog="onetap-server provision")
     add_arguments(parser)
     logging.basicConfig(level=logging.WARNING, format="onetap-server: %(levelname)s: %(message)s")

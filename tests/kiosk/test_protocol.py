@@ -230,7 +230,7 @@ def test_timestamps_keep_offset_and_accept_z_and_nanoseconds():
         protocol.format_timestamp(datetime(2026, 1, 1))
 
 
-# -- the sanitising boundary (issue 9) -------------------------------------------
+# -- the sanitising boundary ---------------------------------------------------
 
 RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
 
