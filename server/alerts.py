@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -10,7 +9,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from kiosk.protocol import ProtocolError, format_timestamp, in_time_window, parse_timestamp, site_topic
+from kiosk.protocol import (
+    ALERT_FIELDS,
+    ALERTS,
+    ProtocolError,
+    SiteAlerts,
+    format_timestamp,
+    in_time_window,
+    is_open,
+    parse_timestamp,
+    site_topic,
+)
 from server.config import AlertsConfig, ServerConfig
 from server.ingest import QUARANTINE_ALERT
 from server.periodic import Periodic
@@ -48,12 +57,6 @@ def terminal_state(now: datetime, terminal: Mapping[str, Any], status_interval_s
     if updated is not None and (now - updated).total_seconds() > 2 * status_interval_s:
         return "stale"
     return "online"
-
-
-def is_open(local: datetime, hours: Sequence[tuple[frozenset[int], int, int]]) -> bool:
-    """Whether the local time *local* is within opening hours (weekday 0 = Monday)."""
-    minute = local.hour * 60 + local.minute
-    return any(local.weekday() in days and start <= minute < end for days, start, end in hours)
 
 
 @dataclass(frozen=True)
@@ -234,8 +237,7 @@ def post_webhook(session: Any, url: str, body: Mapping[str, Any], *, timeout: fl
 
 
 def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("pk", "site", "terminal", "kind", "message", "raised_at",
-                                      "cleared_at", "acked_at", "acked_by")}
+    return {k: row.get(k) for k in ALERT_FIELDS}
 
 
 class AlertEngine:
@@ -350,11 +352,9 @@ class AlertEngine:
         """Each site's open alerts, retained on onetap/v1/{site}/alerts."""
         open_rows = self.store.open_alerts()
         for site in sorted(sites):
-            body = {"v": 1, "site": site,
-                    "alerts": [alert_json(r) for r in open_rows if r["site"] == site]}
+            message = SiteAlerts(site, tuple(r for r in open_rows if r["site"] == site))
             try:
-                self.publish(site_topic(site, "alerts"),
-                             json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+                self.publish(site_topic(site, ALERTS), message.encode())
             except Exception as exc:  # the broker side must not stop the evaluation loop
                 log.error("could not publish alerts of %s: %s", site, exc)
 
