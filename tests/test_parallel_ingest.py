@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from kiosk import protocol
+from server.process import stop_process
 from tests.backends import make_backend, tuples
 from tests.server_process import BIN
 from tests.test_exactly_once import simulate, summary_of
@@ -49,13 +50,7 @@ class IngestWorker:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -187,7 +182,6 @@ def test_api_role_serves_what_the_workers_stored_and_ingests_nothing(mosquitto, 
         assert "onetap_ingest_messages_total 0" in metrics  # the api process ingested nothing
         assert_exactly_once(backend, "api", 2, 50)
     finally:
-        api.terminate()
-        api.wait(15)
+        stop_process(api, timeout=15)
         worker.stop()
         backend.close()

@@ -12,6 +12,7 @@ import requests
 from kiosk.config import load_config as load_kiosk_config
 from kiosk.outbox import Outbox
 from kiosk.uplink import Uplink
+from server.process import stop_process
 from tests.broker import free_port, wait_for_port
 from tests.server_process import TOKEN
 from tests.waiting import wait_for
@@ -73,6 +74,4 @@ class Server:
         self.start()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        stop_process(self.process, timeout=30)

@@ -10,6 +10,7 @@ import threading
 import pytest
 import requests
 
+from server.process import stop_process
 from tests.broker import free_port, wait_for_port
 
 SERVER = textwrap.dedent("""
@@ -58,8 +59,7 @@ def start(tmp_path):
 
     yield start
     for process in processes:
-        process.terminate()
-        process.wait(10)
+        stop_process(process, timeout=10)
 
 
 def wrong_login(base, name, password="wrong", headers=None):
