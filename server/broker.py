@@ -64,8 +64,12 @@ def launch_mosquitto(conf: Path, ports: Iterable[int], timeout: float = 10.0) ->
     """
     process = subprocess.Popen(["mosquitto", "-c", str(conf)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
     for port in ports:
-        if not wait_for_port(port, timeout):
+        # A mosquitto that refused its config has exited: no need to wait out the timeout.
+        while not wait_for_port(port, 0.2) and process.poll() is None and time.monotonic() < deadline:
+            pass
+        if not wait_for_port(port, 0.05):
             kill_process(process)
             err = process.stderr.read() if process.stderr else b""
             raise BrokerError(f"mosquitto did not start (exit {process.returncode}): "
