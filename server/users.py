@@ -228,7 +228,7 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None, stdout: TextIO
     if action == "passwd":
         if name not in dict(list_users(_read(path))):
             raise UserError(f"no user {name!r} in {path}")
-        hashed = hash_password(read_password(stdin), "argon2")
+        hashed = hash_password(read_password(stdin))
         edit(path, lambda text: set_user(text, name, hashed, None))
         print(f"new password for {name!r} in {path}; restart the server", file=sys.stderr)
         return 0
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None, stdout: TextIO
     if name in dict(list_users(_read(path))):
         raise UserError(f"user {name!r} exists in {path}: `user passwd` changes the password, "
                         "`user remove` then `user add` the sites")
-    hashed = hash_password(read_password(stdin), "argon2")
+    hashed = hash_password(read_password(stdin))
     edit(path, lambda text: set_user(text, name, hashed, scope))
     print(f"user {name!r} written to {path}; restart the server", file=sys.stderr)
     return 0
