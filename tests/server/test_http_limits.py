@@ -122,7 +122,7 @@ def test_forty_parallel_wrong_logins_hash_two_at_a_time(start):
         thread.join(300)
     assert len(answers) == 40 and all(a.status_code == 303 for a in answers)  # all waited their turn
     grown = (status_kib(process.pid, "VmHWM") - before) / 1024
-    # One scrypt hash holds 32 MiB; forty at once took 1.3 GiB before.
+    # One argon2id hash holds 64 MiB; forty at once would take 2.5 GiB.
     assert grown < 120, f"peak RSS grew {grown:.0f} MiB"
 
 
