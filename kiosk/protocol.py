@@ -493,6 +493,16 @@ def _load_json(payload: bytes, what: str) -> Any:
         raise ProtocolError(what, f"not JSON ({exc})") from None
 
 
+
+def _load_message(payload: bytes, what: str, keys: frozenset[str]) -> dict[str, Any]:
+    """A message's JSON object, of protocol version 1 and with no key outside *keys*."""
+    obj = _load_json(payload, what)
+    if not isinstance(obj, dict):
+        raise ProtocolError(what, "must be a JSON object")
+    _check_version(obj)
+    _check_keys(obj, keys, "")
+    return obj
+
 def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> DecodedBatch:
     """Decode a RatingBatch.
 
@@ -591,11 +601,7 @@ class Ack:
 
     @classmethod
     def decode(cls, payload: bytes) -> "Ack":
-        obj = _load_json(payload, "ack")
-        if not isinstance(obj, dict):
-            raise ProtocolError("ack", "must be a JSON object")
-        _check_version(obj)
-        _check_keys(obj, _ACK_KEYS, "")
+        obj = _load_message(payload, "ack", _ACK_KEYS)
         lists = {}
         for key in ("accepted", "duplicate"):
             ids = obj.get(key, [])
@@ -778,11 +784,7 @@ class SiteAlerts:
 
     @classmethod
     def decode(cls, payload: bytes) -> "SiteAlerts":
-        obj = _load_json(payload, "alerts")
-        if not isinstance(obj, dict):
-            raise ProtocolError("alerts", "must be a JSON object")
-        _check_version(obj)
-        _check_keys(obj, _SITE_ALERTS_KEYS, "")
+        obj = _load_message(payload, "alerts", _SITE_ALERTS_KEYS)
         site = check_identifier("site", _require(obj, "site", ""))
         alerts = _require(obj, "alerts", "")
         if not isinstance(alerts, list):
