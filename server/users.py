@@ -52,22 +52,21 @@ def parse_scope(sites: str | None, groups: str | None) -> dict[str, object]:
             if groups is not None:
                 raise UserError('--sites "*" already means every site; leave out --groups')
             return {"sites": "*"}
-        names = [part.strip() for part in sites.split(",") if part.strip()]
-        if not names:
-            raise UserError("--sites is empty")
-        for site in names:
-            if not is_identifier(site):
-                raise UserError(f"--sites: {site!r} is not a site identifier")
-        scope["sites"] = sorted(set(names))
+        scope["sites"] = _identifiers("--sites", sites, "site")
     if groups is not None:
-        names = [part.strip() for part in groups.split(",") if part.strip()]
-        if not names:
-            raise UserError("--groups is empty")
-        for group in names:
-            if not is_identifier(group):
-                raise UserError(f"--groups: {group!r} is not a group identifier")
-        scope["groups"] = sorted(set(names))
+        scope["groups"] = _identifiers("--groups", groups, "group")
     return scope
+
+
+def _identifiers(option: str, text: str, noun: str) -> list[str]:
+    """The distinct identifiers of a comma-separated option, sorted."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UserError(f"{option} is empty")
+    for name in names:
+        if not is_identifier(name):
+            raise UserError(f"{option}: {name!r} is not a {noun} identifier")
+    return sorted(set(names))
 
 
 def set_user(text: str, name: str, password_hash: str | None,

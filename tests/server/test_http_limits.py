@@ -110,16 +110,21 @@ def test_a_200_mib_login_post_is_refused_without_being_read(start):
     assert grown < 40, f"peak RSS grew {grown:.0f} MiB"
 
 
-def test_forty_parallel_wrong_logins_hash_two_at_a_time(start):
-    process, base, _ = start(slots=2, wait=60.0)
-    before = status_kib(process.pid, "VmHWM")
+def parallel_wrong_logins(base, count):
+    """*count* wrong logins at once, each as another name; their answers."""
     answers = []
     threads = [threading.Thread(target=lambda i=i: answers.append(wrong_login(base, f"guess-{i}")))
-               for i in range(40)]
+               for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(300)
+    return answers
+
+def test_forty_parallel_wrong_logins_hash_two_at_a_time(start):
+    process, base, _ = start(slots=2, wait=60.0)
+    before = status_kib(process.pid, "VmHWM")
+    answers = parallel_wrong_logins(base, 40)
     assert len(answers) == 40 and all(a.status_code == 303 for a in answers)  # all waited their turn
     grown = (status_kib(process.pid, "VmHWM") - before) / 1024
     # One argon2id hash holds 64 MiB; forty at once would take 2.5 GiB.
@@ -128,13 +133,7 @@ def test_forty_parallel_wrong_logins_hash_two_at_a_time(start):
 
 def test_logins_beyond_the_wait_get_503_with_retry_after(start):
     _, base, _ = start(slots=1, wait=0.05)
-    answers = []
-    threads = [threading.Thread(target=lambda i=i: answers.append(wrong_login(base, f"guess-{i}")))
-               for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(300)
+    answers = parallel_wrong_logins(base, 12)
     busy = [a for a in answers if a.status_code == 503]
     assert busy and all(a.headers["Retry-After"] == "1" for a in busy)
     assert any(a.status_code == 303 for a in answers)
