@@ -14,7 +14,7 @@ import kiosk.catalog, kiosk.survey, kiosk.simulator, kiosk.clock, kiosk.terminal
 import server, server.config, server.store, server.ingest, server.link, server.aggregate
 import server.alerts, server.compare, server.survey, server.registry, server.retention
 import server.backend, server.provision, server.passwd, server.__main__
-import server.supervisor, server.periodic, server.watchdog
+import server.supervisor, server.periodic, server.watchdog, server.process, server.outbound, server.broker
 print("ok")
 """
 
