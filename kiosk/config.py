@@ -253,8 +253,8 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
-# Aliases kept short for the most used overrides (the brief's ONETAP_BROKER etc.
-# are simply top-level keys); section keys use ONETAP_<SECTION>_<KEY>.
+# Aliases kept short for the most used overrides (ONETAP_BROKER etc. are simply
+# top-level keys); section keys use ONETAP_<SECTION>_<KEY>.
 ENV_PREFIX = "ONETAP_"
 
 

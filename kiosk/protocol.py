@@ -493,6 +493,16 @@ def _load_json(payload: bytes, what: str) -> Any:
         raise ProtocolError(what, f"not JSON ({exc})") from None
 
 
+
+def _load_message(payload: bytes, what: str, keys: frozenset[str]) -> dict[str, Any]:
+    """A message's JSON object, of protocol version 1 and with no key outside *keys*."""
+    obj = _load_json(payload, what)
+    if not isinstance(obj, dict):
+        raise ProtocolError(what, "must be a JSON object")
+    _check_version(obj)
+    _check_keys(obj, keys, "")
+    return obj
+
 def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> DecodedBatch:
     """Decode a RatingBatch.
 
@@ -541,6 +551,24 @@ def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> Decode
     return DecodedBatch(site, terminal, tuple(good), tuple(bad))
 
 
+
+def readable_rating_ids(payload: bytes) -> list[str]:
+    """The distinct UUIDs under ``ratings[*].id`` of a batch, however broken the rest is.
+
+    For answering a batch that cannot be accepted: the Ack names what it can
+    read, so the kiosk stops resending ratings that will never be taken.
+    """
+    try:
+        obj = loads_bounded(bytes(payload).decode("utf-8"))
+    except (ValueError, RecursionError):
+        return []
+    items = obj.get("ratings") if isinstance(obj, dict) else None
+    if not isinstance(items, list):
+        return []
+    ids = (item.get("id") for item in items if isinstance(item, dict))
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str) and _UUID_RE.match(i)))
+
+
 # -- acks -------------------------------------------------------------------
 
 _ACK_KEYS = frozenset(("v", "accepted", "duplicate", "rejected"))
@@ -573,11 +601,7 @@ class Ack:
 
     @classmethod
     def decode(cls, payload: bytes) -> "Ack":
-        obj = _load_json(payload, "ack")
-        if not isinstance(obj, dict):
-            raise ProtocolError("ack", "must be a JSON object")
-        _check_version(obj)
-        _check_keys(obj, _ACK_KEYS, "")
+        obj = _load_message(payload, "ack", _ACK_KEYS)
         lists = {}
         for key in ("accepted", "duplicate"):
             ids = obj.get(key, [])
@@ -734,6 +758,48 @@ class Status:
 OFFLINE = Status("offline")
 
 
+# -- alerts -----------------------------------------------------------------
+#
+# Retained on onetap/v1/{site}/alerts, server -> anyone allowed to read it (a
+# display at the counter, a building's own system): the site's open alerts.
+
+#: The fields of one alert, in this order; times are RFC 3339 or null.
+ALERT_FIELDS = ("pk", "site", "terminal", "kind", "message", "raised_at", "cleared_at",
+                "acked_at", "acked_by")
+_SITE_ALERTS_KEYS = frozenset(("v", "site", "alerts"))
+
+
+@dataclass(frozen=True)
+class SiteAlerts:
+    """A site's open alerts, each a mapping of :data:`ALERT_FIELDS`."""
+
+    site: str
+    alerts: tuple[Mapping[str, Any], ...] = ()
+
+    def encode(self) -> bytes:
+        check_identifier("site", self.site)
+        body = {"v": VERSION, "site": self.site,
+                "alerts": [{key: alert.get(key) for key in ALERT_FIELDS} for alert in self.alerts]}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "SiteAlerts":
+        obj = _load_message(payload, "alerts", _SITE_ALERTS_KEYS)
+        site = check_identifier("site", _require(obj, "site", ""))
+        alerts = _require(obj, "alerts", "")
+        if not isinstance(alerts, list):
+            raise ProtocolError("alerts", "must be an array")
+        for index, alert in enumerate(alerts):
+            if not isinstance(alert, dict):
+                raise ProtocolError(f"alerts[{index}]", "must be an object")
+            _check_keys(alert, frozenset(ALERT_FIELDS), f"alerts[{index}].")
+            if alert.get("site") != site:
+                raise ProtocolError(f"alerts[{index}].site", f"{alert.get('site')!r} is not {site!r}")
+            if not isinstance(alert.get("kind"), str) or not isinstance(alert.get("message"), str):
+                raise ProtocolError(f"alerts[{index}]", "needs a kind and a message")
+        return cls(site, tuple(alerts))
+
+
 # -- survey config ------------------------------------------------------------
 #
 # Retained on onetap/v1/{site}/{terminal}/config, server -> kiosk. Every field
@@ -804,6 +870,16 @@ def parse_hours(name: str, entries: object) -> tuple[tuple[frozenset[int], int, 
                 raise ProtocolError(where, f"{span!r} ends before it starts")
             out.append((days, start, end))
     return tuple(out)
+
+
+
+def is_open(local: datetime, hours: Sequence[tuple[frozenset[int], int, int]]) -> bool:
+    """Whether *local* (a time in the counters' own zone) is within opening hours
+    as :func:`parse_hours` returns them; no hours at all: always open."""
+    if not hours:
+        return True
+    minute = local.hour * 60 + local.minute
+    return any(local.weekday() in days and start <= minute < end for days, start, end in hours)
 
 
 def _texts(name: str, value: object) -> dict[str, str]:

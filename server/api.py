@@ -11,10 +11,13 @@ from typing import Annotated, Any, Callable
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiosk.protocol import IDENT_PATTERN
 from server import __version__
+from server.bounds import FIRST_DAY, LAST_DAY, BodyLimit
 from server.aggregate import (AGGREGATE_KEYS, GROUP_KEY, distribution_json, parse_by, regroup, store_keys,
                               summarize)
 from server.alerts import alert_json
@@ -53,68 +56,6 @@ def principals(config: ServerConfig) -> list[tuple[str, Principal]]:
     for name, token in config.tokens.items():
         out.append((token.sha256, Principal(name, token.sites)))
     return out
-
-
-# -- request bodies ---------------------------------------------------------------
-
-
-class BodyTooLarge(Exception):
-    """More body bytes arrived than the route accepts (BodyLimit answers 413)."""
-
-
-class BodyLimit:
-    """ASGI middleware: a request body larger than its route needs is refused with
-    413 before it is read whole. POST (the dashboard's forms, login included) may
-    carry *form_bytes*; nothing else needs a body. Content-Length is checked first,
-    then the bytes actually received (a chunked body has no length)."""
-
-    def __init__(self, app: Any, form_bytes: int):
-        self.app = app
-        self.form_bytes = form_bytes
-
-    def limit(self, method: str) -> int:
-        return self.form_bytes if method in ("POST", "PUT", "PATCH") else 0
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit(scope["method"])
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            await self._refuse(send, limit)
-            return
-        received = 0
-        started = False
-
-        async def counted_receive() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge()
-            return message
-
-        async def tracked_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            if started:
-                raise
-            await self._refuse(send, limit)
-
-    @staticmethod
-    async def _refuse(send: Callable, limit: int) -> None:
-        body = f'{{"detail":"the request body is larger than this route accepts ({limit} bytes)"}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
 
 # -- response models ------------------------------------------------------------
@@ -395,57 +336,26 @@ def create_app(
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ErrorOut}}, tags=["health"])
-    def metrics(who: Caller) -> PlainTextResponse:
+    def metrics(who: Caller) -> Response:
         """Prometheus text. A site-scoped token gets only per-site series of its sites;
         the process-wide ones (ingest, broker, quarantine) mix every site's traffic."""
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lines.append(f"{name}{labels} {value}")
-
         today = now().astimezone(tz).date()
-        by_site = store().aggregates(("site",), Filters(today, today, sites=who.sites))
-        metric("onetap_site_ratings_today", "gauge", "Ratings stored for today (local day), by site.",
-               [(f'{{site="{site}"}}', sum(dist.values())) for (site,), dist in by_site])
+        ratings_today = GaugeMetricFamily("onetap_site_ratings_today",
+                                          "Ratings stored for today (local day), by site.", labels=["site"])
+        for (site,), dist in store().aggregates(("site",), Filters(today, today, sites=who.sites)):
+            ratings_today.add_metric([site], sum(dist.values()))
         states: dict[tuple[str, str], int] = {}
         for term in store().terminals(sites=who.sites):
             key = (term["site"], term.get("state") or "unknown")
             states[key] = states.get(key, 0) + 1
-        metric("onetap_site_terminals", "gauge", "Known terminals by site and state.",
-               [(f'{{site="{site}",state="{state}"}}', n) for (site, state), n in sorted(states.items())])
-        if who.sites is not None:
-            return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-        counts = store().counts()
-        metric("onetap_ratings_stored", "gauge", "Ratings in the database.", [("", counts["ratings"])])
-        metric("onetap_quarantine_stored", "gauge", "Quarantined messages and ratings in the database.",
-               [("", counts["quarantine"])])
-        metric("onetap_terminals", "gauge", "Known terminals by state.",
-               [(f'{{state="{s}"}}', counts[f"terminals_{s}"]) for s in ("online", "offline", "unknown")])
-        metric("onetap_broker_connected", "gauge", "1 while connected to the MQTT broker.",
-               [("", 1 if link is not None and link.connected else 0)])
-        if link is not None:
-            c = link.counters.snapshot()
-            metric("onetap_ingest_messages_total", "counter", "MQTT messages ingested.", [("", c["messages"])])
-            metric("onetap_ingest_batches_total", "counter", "Rating batches ingested.", [("", c["batches"])])
-            metric("onetap_ingest_ratings_total", "counter", "Ratings ingested, by result.",
-                   [(f'{{result="{r}"}}', c[f"ratings_{r}"]) for r in ("accepted", "duplicate", "rejected")])
-            metric("onetap_ingest_quarantined_total", "counter", "Messages and ratings quarantined.",
-                   [("", c["quarantined"])])
-            metric("onetap_ingest_quarantine_dropped_total", "counter",
-                   "Bad messages dropped over a terminal's daily quarantine cap.",
-                   [("", c["quarantine_dropped"])])
-            metric("onetap_ingest_retained_refused_total", "counter",
-                   "Retained messages on ratings topics, refused.", [("", c["retained_refused"])])
-            metric("onetap_ingest_statuses_total", "counter", "Terminal statuses stored.", [("", c["statuses"])])
-            metric("onetap_ingest_acks_total", "counter", "Acks published.", [("", c["acks"])])
-            metric("onetap_ingest_store_errors_total", "counter",
-                   "Commits that failed (their messages get no Ack and are resent).", [("", c["store_errors"])])
-            metric("onetap_ingest_queue_depth", "gauge", "Messages received, not yet ingested.",
-                   [("", link.queue_depth)])
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        site_terminals = GaugeMetricFamily("onetap_site_terminals", "Known terminals by site and state.",
+                                           labels=["site", "state"])
+        for (site, state), n in sorted(states.items()):
+            site_terminals.add_metric([site, state], n)
+        families: list[Metric] = [ratings_today, site_terminals]
+        if who.sites is None:
+            families.extend(_process_metrics(store().counts(), link))
+        return Response(_exposition(families), media_type=METRICS_MEDIA_TYPE)
 
     from server.dashboard.routes import install as install_dashboard
 
@@ -453,8 +363,69 @@ def create_app(
     return app
 
 
+#: The Prometheus text format prometheus_client's generate_latest writes.
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Families:
+    """Metric families computed for one request, for a registry of that request only."""
+
+    def __init__(self, families: list[Metric]):
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def _exposition(families: list[Metric]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
+
+
+def _process_metrics(counts: dict[str, int], link: Any) -> list[Metric]:
+    """The process-wide series: what is stored, the broker, and ingest's counters."""
+    families: list[Metric] = [
+        GaugeMetricFamily("onetap_ratings_stored", "Ratings in the database.", value=counts["ratings"]),
+        GaugeMetricFamily("onetap_quarantine_stored", "Quarantined messages and ratings in the database.",
+                          value=counts["quarantine"]),
+    ]
+    terminals = GaugeMetricFamily("onetap_terminals", "Known terminals by state.", labels=["state"])
+    for state in ("online", "offline", "unknown"):
+        terminals.add_metric([state], counts[f"terminals_{state}"])
+    families.append(terminals)
+    families.append(GaugeMetricFamily("onetap_broker_connected", "1 while connected to the MQTT broker.",
+                                      value=1 if link is not None and link.connected else 0))
+    if link is None:
+        return families
+    c = link.counters.snapshot()
+    ratings = CounterMetricFamily("onetap_ingest_ratings_total", "Ratings ingested, by result.",
+                                  labels=["result"])
+    for result in ("accepted", "duplicate", "rejected"):
+        ratings.add_metric([result], c[f"ratings_{result}"])
+    families += [
+        CounterMetricFamily("onetap_ingest_messages_total", "MQTT messages ingested.", value=c["messages"]),
+        CounterMetricFamily("onetap_ingest_batches_total", "Rating batches ingested.", value=c["batches"]),
+        ratings,
+        CounterMetricFamily("onetap_ingest_quarantined_total", "Messages and ratings quarantined.",
+                            value=c["quarantined"]),
+        CounterMetricFamily("onetap_ingest_quarantine_dropped_total",
+                            "Bad messages dropped over a terminal's daily quarantine cap.",
+                            value=c["quarantine_dropped"]),
+        CounterMetricFamily("onetap_ingest_retained_refused_total",
+                            "Retained messages on ratings topics, refused.", value=c["retained_refused"]),
+        CounterMetricFamily("onetap_ingest_statuses_total", "Terminal statuses stored.", value=c["statuses"]),
+        CounterMetricFamily("onetap_ingest_acks_total", "Acks published.", value=c["acks"]),
+        CounterMetricFamily("onetap_ingest_store_errors_total",
+                            "Commits that failed (their messages get no Ack and are resent).",
+                            value=c["store_errors"]),
+        GaugeMetricFamily("onetap_ingest_queue_depth", "Messages received, not yet ingested.",
+                          value=link.queue_depth),
+    ]
+    return families
+
+
 #: Days the API answers about: any real question, and every date computed from them stays valid.
-FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
 
 
 def _local_day(text: str | None, tz: Any) -> date | None:

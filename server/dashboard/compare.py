@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from server.api import FIRST_DAY, LAST_DAY
+from server.bounds import FIRST_DAY, LAST_DAY
 from server.compare import compare
 from server.dashboard.context import (SUSPECT_CHOICES, PageError, Session, board, checked, current, filter_options,
                                       reader_lang, render, row_id, scope_of, scoped_site)

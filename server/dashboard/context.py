@@ -14,7 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from kiosk.protocol import is_identifier
-from server.api import FIRST_DAY, LAST_DAY
+from server.bounds import FIRST_DAY, LAST_DAY
 from server.auth import (SESSION_COOKIE, HashSlots, LoginThrottle, credential_fingerprint, csrf_ok,
                          session_cookie_ok, session_token, token_hash)
 from server.config import ServerConfig

@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from server.api import FIRST_DAY, LAST_DAY
+from server.bounds import FIRST_DAY, LAST_DAY
 from server.dashboard.context import (LANG_COOKIE, SECURITY_HEADERS, PageError, Session, board, current,
                                       reader_lang, scope_of, secure)
 from server.dashboard.i18n import LANGS, t

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.api import BodyTooLarge
+from server.bounds import BodyTooLarge
 from server.auth import HashSlots, LoginThrottle
 from server.config import ServerConfig
 from server.errors import StoreError

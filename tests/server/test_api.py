@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from kiosk.protocol import Rating, Status
 from server.aggregate import AGGREGATE_KEYS
@@ -248,6 +249,16 @@ def test_metrics(client):
     assert "# TYPE onetap_ingest_messages_total counter" in text
     assert "onetap_ingest_quarantine_dropped_total 2" in text
     assert "onetap_ingest_retained_refused_total 0" in text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("onetap_ratings_stored", ())] == 6
+    assert samples[("onetap_ingest_ratings_total", (("result", "accepted"),))] == 7
+    assert samples[("onetap_ingest_quarantine_dropped_total", ())] == 2
+    assert {name for name, _ in samples} >= {
+        "onetap_site_ratings_today", "onetap_site_terminals", "onetap_quarantine_stored", "onetap_terminals",
+        "onetap_broker_connected", "onetap_ingest_messages_total", "onetap_ingest_batches_total",
+        "onetap_ingest_quarantined_total", "onetap_ingest_statuses_total", "onetap_ingest_acks_total",
+        "onetap_ingest_store_errors_total", "onetap_ingest_queue_depth"}
 
 
 def test_openapi_describes_the_endpoints(client):

@@ -3,8 +3,6 @@
 import os
 import random
 import tempfile
-import threading
-import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -18,7 +16,7 @@ from server.api import create_app
 from server.auth import hash_password
 from server.config import AlertsConfig, ServerConfig, UserConfig
 from server.store import SQLiteStore
-from tests.broker import free_port
+from tests.uvicorn_thread import serving
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -69,8 +67,6 @@ def seed(path, now):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     path = tmp_path_factory.mktemp("dash") / "onetap.db"
     now = datetime.now(timezone.utc)
     seed(path, now)
@@ -82,18 +78,8 @@ def server(tmp_path_factory):
     engine_store = SQLiteStore.open(path)
     AlertEngine(engine_store, config).run_once(datetime.now(timezone.utc))
     engine_store.close()
-    port = free_port()
-    app = create_app(lambda: SQLiteStore.open(path), config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(lambda: SQLiteStore.open(path), config)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,7 @@ def test_service_account_and_server_toml(tmp_path):
     assert "topic read onetap/v1/+/+/ratings" in acl.read_text()
     assert "topic write onetap/v1/+/+/ack" in acl.read_text()
     # A service is not a terminal.
-    assert provision.read_registry(acl) == set()
+    assert passwd.read_registry(acl) == set()
 
 
 def test_rotation_changes_one_account_and_keeps_every_other_line(tmp_path):
@@ -108,12 +108,12 @@ def test_rotation_changes_one_account_and_keeps_every_other_line(tmp_path):
     assert "admin:$7$101$AAAA$BBBB" in after_pw
     b_line = next(line for line in after_pw if line.startswith("b@"))
     assert passwd.verify_password(b.password, b_line.split(":", 1)[1])
-    assert provision.read_registry(acl) == {(SITE, "a"), (SITE, "b")}
+    assert passwd.read_registry(acl) == {(SITE, "a"), (SITE, "b")}
 
 
 def test_acl_block_replacement_keeps_operator_patterns():
     text = "user x@s\ntopic read old\npattern read $SYS/broker/#\nuser y@s\ntopic read y\n"
-    out = provision.set_acl_block(text, "x@s", ["topic read new"], "c")
+    out = passwd.set_acl_block(text, "x@s", ["topic read new"], "c")
     assert out == ("user x@s\n# onetap: c\ntopic read new\n\npattern read $SYS/broker/#\n"
                    "user y@s\ntopic read y\n")
 
@@ -124,17 +124,17 @@ def test_registry_reads_terminals_of_every_site(tmp_path):
         provision.provision_terminal(site, terminal, "mqtt://127.0.0.1", pw, acl,
                                      tmp_path / f"{site}-{terminal}")
     provision.provision_service("onetap-server", pw, acl, tmp_path / "srv")
-    assert provision.read_registry(acl) == {
+    assert passwd.read_registry(acl) == {
         (SITE, "counter-01"), (OTHER, "counter-01"), (SITE, "lobby")}
     with pytest.raises(FileNotFoundError):
-        provision.read_registry(tmp_path / "missing.acl")
+        passwd.read_registry(tmp_path / "missing.acl")
 
 
 def test_usernames_are_unique_across_sites_and_never_a_service_name():
-    assert provision.terminal_username("a-b", "c") != provision.terminal_username("a", "b-c")
-    assert provision.parse_terminal_username("counter-03@gangnam-office") == (
+    assert passwd.terminal_username("a-b", "c") != passwd.terminal_username("a", "b-c")
+    assert passwd.parse_terminal_username("counter-03@gangnam-office") == (
         SITE, "counter-03")
-    assert provision.parse_terminal_username("onetap-server") is None
+    assert passwd.parse_terminal_username("onetap-server") is None
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -221,7 +221,7 @@ def test_concurrent_provisions_lose_no_account(tmp_path):
                                str(tmp_path / "out")], cwd=ROOT) for w in range(4)]
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     expected = {(f"s{w}", f"t{i}") for w in range(4) for i in range(8)}
-    assert provision.read_registry(acl) == expected
+    assert passwd.read_registry(acl) == expected
     assert sorted(passwd.users(pw.read_text())) == sorted(f"{t}@{s}" for s, t in expected)
 
 
