@@ -199,6 +199,10 @@ def create_app(
         title="onetap server",
         version=__version__,
         description="Ratings from onetap feedback terminals: HTTP API v1.",
+        # Swagger UI and ReDoc load their scripts from a CDN and would answer
+        # anyone; the contract (/openapi.json) stays served.
+        docs_url=None,
+        redoc_url=None,
     )
 
     app.add_middleware(BodyLimit, form_bytes=config.http.max_form_bytes)

@@ -48,3 +48,13 @@ def test_stop_before_start_is_harmless(tmp_path):
     service = create_service(ServerConfig(db=tmp_path / "s.db", api_token=TOKEN))
     service.stop()
     assert service.runners == [] and not service.started
+
+
+def test_no_swagger_ui_or_redoc_only_the_openapi_contract(tmp_path):
+    service = create_service(ServerConfig(db=tmp_path / "s.db", api_token=TOKEN))
+    client = TestClient(service.app)
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        response = client.get(path)
+        assert response.status_code == 404 and "swagger" not in response.text.lower(), path
+    contract = client.get("/openapi.json")
+    assert contract.status_code == 200 and "/api/v1/summary" in contract.json()["paths"]
