@@ -130,8 +130,8 @@ class UiConfig:
             protocol.parse_hours("hours", self.hours)
         except protocol.ProtocolError as exc:
             raise _Invalid("hours", f"{exc.field}: {exc.reason}") from None
-        if not (self.maintenance_pin.isdigit() and 4 <= len(self.maintenance_pin) <= 12):
-            raise _Invalid("maintenance_pin", "must be 4 to 12 digits")
+        if not protocol.is_pin_setting(self.maintenance_pin):
+            raise _Invalid("maintenance_pin", "must be 4 to 12 digits, or a hash from provision")
         if len(self.size) != 2 or min(self.size) < 100:
             raise _Invalid("size", f"{list(self.size)!r} must be [width, height] in pixels")
         if not self.touch_input.strip():

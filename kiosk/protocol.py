@@ -10,10 +10,13 @@ that is wrong and why, and never anything else for bad input.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import math
 import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -920,3 +923,39 @@ class SurveyConfig:
             **timings, "hours": hours, "count_when_closed": closed,
         })
         return config
+
+
+# -- the maintenance PIN as kiosk.toml keeps it (written by provision) ----------
+
+PIN_SCHEME = "pbkdf2_sha256"
+#: About a tenth of a second on a Raspberry Pi 4: one check per PIN entry, and a
+#: copied kiosk.toml does not give the PIN away at a glance.
+PIN_ITERATIONS = 100_000
+_PIN_HASH_RE = re.compile(rf"\A{PIN_SCHEME}\$(\d{{1,7}})\$([0-9a-f]{{32}})\$([0-9a-f]{{64}})\Z")
+_PLAIN_PIN_RE = re.compile(r"\A\d{4,12}\Z")
+
+
+def hash_pin(pin: str, *, salt: bytes | None = None, iterations: int = PIN_ITERATIONS) -> str:
+    """``pbkdf2_sha256$ITERATIONS$SALT$KEY`` for *pin* (what provision writes)."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    key = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
+    return f"{PIN_SCHEME}${iterations}${salt.hex()}${key.hex()}"
+
+
+def is_pin_setting(stored: str) -> bool:
+    """Whether *stored* is a PIN hash or a plain PIN of 4 to 12 digits (older files)."""
+    return bool(_PIN_HASH_RE.match(stored) or _PLAIN_PIN_RE.match(stored))
+
+
+def is_hashed_pin(stored: str) -> bool:
+    return bool(_PIN_HASH_RE.match(stored))
+
+
+def pin_matches(entry: str, stored: str) -> bool:
+    """Whether the digits typed on the staff screen are the PIN *stored* stands for."""
+    found = _PIN_HASH_RE.match(stored)
+    if found is None:
+        return bool(stored) and hmac.compare_digest(entry.encode(), stored.encode())
+    iterations, salt, key = int(found[1]), bytes.fromhex(found[2]), found[3]
+    typed = hashlib.pbkdf2_hmac("sha256", entry.encode(), salt, iterations).hex()
+    return hmac.compare_digest(typed.encode(), key.encode())

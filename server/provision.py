@@ -22,6 +22,7 @@ from kiosk.protocol import (
     TOPIC_ROOT,
     ProtocolError,
     check_identifier,
+    hash_pin,
     is_loopback,
     parse_broker_url,
 )
@@ -443,8 +444,8 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
         [("site", site), ("terminal", terminal), ("broker", broker)],
         [("mqtt", [("username", username), ("password", password), *tls]),
          # The maintenance screen's PIN: random per terminal, shown once by
-         # `provision`, never the default 0000.
-         ("ui", [("maintenance_pin", pin)])],
+         # `provision`, never the default 0000; only its hash is kept.
+         ("ui", [("maintenance_pin", hash_pin(pin))])],
     )
     with locked_directory(passwd_path):
         _add_account(passwd_path, acl_path, username, terminal_rules(site, terminal),
