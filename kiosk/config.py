@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -198,6 +199,8 @@ class KioskConfig:
     terminal: str = "counter-01"
     broker: str = DEFAULT_BROKER
     data_dir: Path = field(default_factory=default_data_dir)
+    #: The institution's NTP servers; deploy/pi/setup.sh makes them timesyncd's.
+    ntp: tuple[str, ...] = ()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     ui: UiConfig = field(default_factory=UiConfig)
@@ -210,6 +213,9 @@ class KioskConfig:
             value = getattr(self, key)
             if not protocol.is_identifier(value):
                 raise _Invalid(key, f"{value!r} is not an identifier (^{protocol.IDENT_PATTERN}$)")
+        for server in self.ntp:
+            if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", server):
+                raise _Invalid("ntp", f"{server!r} is not a host name or address")
         try:
             scheme, host, _ = parse_broker_url(self.broker)
         except ValueError as exc:
