@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from kiosk.protocol import ProtocolError, format_timestamp, in_time_window, parse_timestamp, site_topic
+from server.certificates import CertificateCheck
 from server.config import AlertsConfig, ServerConfig
 from server.ingest import QUARANTINE_ALERT
 from server.periodic import Periodic
@@ -19,7 +20,7 @@ from server.restarts import find_restarts
 log = logging.getLogger(__name__)
 
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
-CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock")
+CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", "certificate")
 #: Alerts that describe an event: open until someone acknowledges them.
 EVENT_KINDS = ("suspect", QUARANTINE_ALERT)
 _WATERMARK = "alerts.suspect_pk"
@@ -108,6 +109,14 @@ def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: 
                                  f"{site}/{name}: {count} scores <= {rules.low_score_max}"
                                  f" in the last {rules.low_score_minutes} min"))
     return out
+
+
+def certificate_conditions(warnings: Sequence[str], sites: Iterable[str]) -> list[Condition]:
+    """An expiring broker certificate stops every terminal: each site's staff hear of it."""
+    if not warnings:
+        return []
+    message = "; ".join(warnings)
+    return [Condition(site, None, "certificate", message) for site in sorted(sites)]
 
 
 #: Ratings of one terminal the server received within this many seconds of
@@ -253,6 +262,7 @@ class AlertEngine:
         self.rules = config.alerts
         self.publish = publish if self.rules.mqtt else None
         self.sleep = sleep
+        self.certificates = CertificateCheck(config)
         if session is None and self.rules.webhook_url:
             import requests
 
@@ -300,6 +310,8 @@ class AlertEngine:
         conditions = evaluate(now, self.store.terminals(),
                               self.store.low_scores_since(since.isoformat(), self.rules.low_score_max),
                               self.rules, tz)
+        conditions += certificate_conditions(self.certificates.warnings(now),
+                                             {t["site"] for t in self.store.terminals()})
         current = {c.key: c for c in conditions}
         open_rows = self.store.open_alerts()
         open_keys = {(r["site"], r["terminal"], r["kind"]): r for r in open_rows}

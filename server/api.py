@@ -18,6 +18,7 @@ from server import __version__
 from server.aggregate import AGGREGATE_KEYS, distribution_json, parse_by, summarize
 from server.config import ServerConfig
 from server.auth import token_hash
+from server.certificates import CertificateCheck
 from server.errors import StoreError
 from server.export import stream_ratings_csv, write_ratings_xlsx
 from server.store import Filters, Store
@@ -127,6 +128,8 @@ class Health(BaseModel):
     reason: str | None = None
     ingest: dict[str, Any] | None = None
     threads: dict[str, str] | None = None
+    #: Trouble ahead that does not fail the check yet (a certificate about to expire).
+    warnings: list[str] | None = None
 
 
 class SummaryOut(BaseModel):
@@ -188,6 +191,7 @@ def create_app(
     tz = config.tz
     tokens = principals(config)
     local = threading.local()
+    certificates = CertificateCheck(config)
 
     def store() -> Store:
         current = getattr(local, "store", None)
@@ -280,6 +284,10 @@ def create_app(
         if reasons:
             body["status"] = "error"
             body["reason"] = "; ".join(reasons)
+        # Not yet a failure, but one coming: an expiring broker certificate.
+        warnings = certificates.warnings(now())
+        if warnings:
+            body["warnings"] = warnings
         return JSONResponse(body, status_code=503 if reasons else 200)
 
     @app.get("/api/v1/summary", response_model=SummaryOut, responses=errors, tags=["ratings"])

@@ -194,6 +194,9 @@ class ServerConfig:
     #: Client certificate and its key for mqtts:// (both or neither).
     certfile: Path | None = None
     keyfile: Path | None = None
+    #: The broker's own certificate (PEM), where this server can read it: it and
+    #: ca_file expiring within 30 days are a /healthz warning and an alert.
+    broker_cert_file: Path | None = None
     #: Plain mqtt:// to another machine sends the password and ratings in clear.
     allow_plain_remote: bool = False
     #: The broker's ACL file (onetap-server provision --acl): only terminals in
@@ -409,6 +412,7 @@ KEYS: dict[str, _Key] = {
     "ca_file": _Key(_optional(_path), "ONETAP_MQTT_CA_FILE"),
     "certfile": _Key(_optional(_path), "ONETAP_MQTT_CERTFILE"),
     "keyfile": _Key(_optional(_path), "ONETAP_MQTT_KEYFILE"),
+    "broker_cert_file": _Key(_optional(_path), "ONETAP_BROKER_CERT_FILE"),
     "allow_plain_remote": _Key(_bool, "ONETAP_ALLOW_PLAIN_REMOTE"),
     "registry": _Key(_optional(_path), "ONETAP_REGISTRY"),
     "retention_days": _Key(_non_negative_int, "ONETAP_RETENTION_DAYS"),
