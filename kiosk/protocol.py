@@ -164,6 +164,32 @@ def parse_broker_url(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port if port is not None else BROKER_DEFAULT_PORTS[parts.scheme]
 
 
+def broker_security_problem(broker: str, *, ca_file: object = None, certfile: object = None,
+                            keyfile: object = None, allow_plain_remote: bool = False,
+                            prefix: str = "") -> tuple[str, str] | None:
+    """(key, why) when a broker connection's settings do not hold together, else None.
+
+    The one rule for the kiosk's config, the server's and provision: a client
+    certificate needs both files; TLS files need mqtts://; plain mqtt:// to
+    another machine (the password and ratings in clear) needs
+    allow_plain_remote. *prefix* qualifies the key names said ("mqtt.").
+    """
+    scheme, host, _ = parse_broker_url(broker)
+    if (certfile is None) != (keyfile is None):
+        return ("keyfile" if keyfile is None else "certfile",
+                f"a client certificate needs both {prefix}certfile and {prefix}keyfile")
+    if scheme == "mqtts":
+        return None
+    if ca_file is not None or certfile is not None:
+        return ("ca_file" if ca_file is not None else "certfile",
+                f"TLS files are set but the broker {broker!r} is mqtt://, not mqtts://")
+    if not is_loopback(host) and not allow_plain_remote:
+        return ("broker", f"{broker!r} is plain MQTT to another machine: the password and ratings "
+                          f"would cross the network unencrypted; use mqtts:// with {prefix}ca_file, "
+                          f"or set {prefix}allow_plain_remote = true")
+    return None
+
+
 # -- topics -----------------------------------------------------------------
 
 
