@@ -177,14 +177,14 @@ def broker_security_problem(broker: str, *, ca_file: object = None, certfile: ob
     scheme, host, _ = parse_broker_url(broker)
     if (certfile is None) != (keyfile is None):
         return ("keyfile" if keyfile is None else "certfile",
-                f"a client certificate needs both {prefix}certfile and {prefix}keyfile")
+                f"is missing: a client certificate needs both {prefix}certfile and {prefix}keyfile")
     if scheme == "mqtts":
         return None
     if ca_file is not None or certfile is not None:
         return ("ca_file" if ca_file is not None else "certfile",
-                f"TLS files are set but the broker {broker!r} is mqtt://, not mqtts://")
+                f"is set but the broker {broker!r} is mqtt://, not mqtts://")
     if not is_loopback(host) and not allow_plain_remote:
-        return ("broker", f"{broker!r} is plain MQTT to another machine: the password and ratings "
+        return ("broker", "is plain MQTT to another machine: the password and ratings "
                           f"would cross the network unencrypted; use mqtts:// with {prefix}ca_file, "
                           f"or set {prefix}allow_plain_remote = true")
     return None

@@ -21,6 +21,7 @@ import tomllib
 import types
 import typing
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Callable, Iterator, Mapping, TypeVar
 
 from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
@@ -188,9 +189,7 @@ def load(model: type[T], path: str | Path | None, *, env: Mapping[str, str],
         if key.table_optional and _get(data, key.path[:-1]) is _MISSING:
             continue
         value: Any = env[key.env]
-        if value == "" and key.optional:
-            value = None  # an empty variable clears the setting
-        elif key.is_list:
+        if key.is_list:
             value = [part.strip() for part in value.split(",") if part.strip()]
         _put(data, key.path, value)
         origins[key.dotted] = f"environment {key.env}"
@@ -201,15 +200,21 @@ def load(model: type[T], path: str | Path | None, *, env: Mapping[str, str],
             raise error(f"{flag_name(dotted)}: unknown key {dotted}")
         _put(data, known[dotted].path, value)
         origins[dotted] = flag_name(dotted)
+    for key in known.values():
+        if key.optional and _get(data, key.path) == "":
+            _put(data, key.path, None)  # an empty value (file, variable or flag) clears the setting
     if prepare is not None:
         prepare(data)
     try:
         return TypeAdapter(model).validate_python(data)
     except ValidationError as exc:
-        raise error(describe(exc.errors()[0], model, data, origins, path)) from None
+        # An unknown key first: a misspelt key is why a value seems missing or wrong.
+        problems = sorted(exc.errors(), key=lambda p: p["type"] not in _UNKNOWN)
+        raise error(describe(problems[0], model, data, origins, path)) from None
 
 
 _MISSING = object()
+_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
 
 
 def _get(data: Any, path: tuple[str, ...]) -> Any:
@@ -292,17 +297,53 @@ def describe(problem: Mapping[str, Any], model: type, data: Mapping[str, Any],
     if origin is None:
         origin = str(path) if path is not None else "defaults"
     kind = problem["type"]
-    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+    if kind in _UNKNOWN:
         return f"{origin}: unknown key {dotted}{_known(model, loc[:-1])}"
     if kind == "missing":
         return f"{origin}: {dotted} is missing"
     if kind in ("dataclass_type", "dataclass_exact_type", "model_type"):
         return f"{origin}: {dotted}: must be a table [{dotted}]"
-    value = _get(data, tuple(loc))
+    value = _shown(model, loc, _get(data, tuple(loc)))
     reason = cause.reason if isinstance(cause, KeyProblem) else _reason(problem)
+    # "broker = 'x' is plain MQTT...", "keyfile is missing: ...", "ui.fps = 0: must be >= 1"
+    joint = " " if reason.startswith("is ") else ": "
     if value is _MISSING:
-        return f"{origin}: {dotted}: {reason}"
-    return f"{origin}: {dotted} = {value!r}: {reason}"
+        return f"{origin}: {dotted}{joint}{reason}"
+    return f"{origin}: {dotted} = {value!r}{joint}{reason}"
+
+
+def _field(model: type, loc: list[str]) -> Any:
+    """The pydantic FieldInfo of the key at *loc*, or None."""
+    current: Any = model
+    info = None
+    parts = iter(loc)
+    for part in parts:
+        fields = getattr(current, "__pydantic_fields__", None)
+        if not fields or part not in fields:
+            return None
+        info = fields[part]
+        kind, _ = _unwrap(info.annotation)
+        inner = _named_table(kind)
+        if inner is not None:
+            if next(parts, None) is None:
+                return info
+            kind = inner
+        current = kind
+    return info
+
+
+def _shown(model: type, loc: list[str], value: Any) -> Any:
+    """*value* as an error message may show it: secrets hidden, URL passwords too."""
+    info = _field(model, loc)
+    if value is _MISSING:
+        return value
+    if info is not None and info.repr is False:
+        return "***"
+    if isinstance(value, str) and "://" in value:
+        parts = urlsplit(value)
+        if parts.password:
+            return value.replace(f":{parts.password}@", ":***@", 1)
+    return value
 
 
 def _named_table(kind: Any) -> type | None:

@@ -132,7 +132,7 @@ def test_bad_environment_value_names_the_variable():
 
 
 def test_bad_flag_names_the_command_line():
-    with pytest.raises(ConfigError, match="--terminal: terminal = 'Counter 1': is not an identifier"):
+    with pytest.raises(ConfigError, match="--terminal: terminal = 'Counter 1' is not an identifier"):
         load_config(env={}, overrides={"terminal": "Counter 1"})
     with pytest.raises(ConfigError, match="unknown key colour"):
         load_config(env={}, overrides={"colour": "red"})

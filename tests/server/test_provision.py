@@ -150,7 +150,7 @@ def test_usernames_are_unique_across_sites_and_never_a_service_name():
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://u:p@h"], "not the URL"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://h:99999"], "--broker"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://h", "--ca-file", "/etc/hostname"],
-     "needs an mqtts://"),
+     "--ca-file is set but the broker 'mqtt://h' is mqtt://, not mqtts://"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtts://h", "--ca-file", "/etc/hostname"],
      "not a PEM certificate"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtts://h", "--ca-file", "/nonexistent"],
