@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping
 
 from kiosk import protocol
-from server.config import ServerConfig, content_version, survey_config  # noqa: F401 - survey_config is ours to use
+from server.config import ServerConfig, content_version, survey_config  # noqa: F401 - content_version: part of this API
 from server.errors import ConfigError
 from server.periodic import Periodic
 
