@@ -194,7 +194,7 @@ class KioskConfig:
 
     A key is one field (a table is a dataclass-typed field); its variable is
     ONETAP_<KEY> or ONETAP_<TABLE>_<KEY>, and deploy/kiosk.example.toml must
-    describe it (tests/test_config_docs.py fails otherwise).
+    describe it (tests/test_onetap_config.py fails otherwise).
     """
 
     site: Annotated[str, AfterValidator(_identifier)] = "demo"

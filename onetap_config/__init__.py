@@ -5,7 +5,7 @@ field a key, each dataclass-typed field a ``[table]``, each
 ``dict[str, <dataclass>]`` field a set of ``[table.<name>]`` tables. Adding a
 key is one annotated field with a default; its environment variable is
 ``ONETAP_<TABLE>_<KEY>`` unless ``Env("ONETAP_...")`` names another, and
-deploy/*.example.toml must describe it (tests/test_config_docs.py checks).
+deploy/*.example.toml must describe it (tests/test_onetap_config.py checks).
 
 Why not pydantic-settings: its sources merge before validation, so an error
 could no longer say whether the bad value came from the file, which variable,

@@ -383,7 +383,7 @@ class ServerConfig:
 
     A key is one field (a table is a dataclass-typed field, ``[name.<x>]``
     tables a dict of one); its variable is ONETAP_<KEY> unless ``Env(...)``
-    says otherwise (tests/test_config_docs.py checks the example names it).
+    says otherwise (tests/test_onetap_config.py checks the example names it).
     """
 
     broker: Annotated[str, _parsed_by(parse_broker_url)] = "mqtt://127.0.0.1:1883"
