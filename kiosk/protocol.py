@@ -10,10 +10,13 @@ that is wrong and why, and never anything else for bad input.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import math
 import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -159,6 +162,32 @@ def parse_broker_url(url: str) -> tuple[str, str, int]:
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{url!r}: only mqtt[s]://host:port is allowed (no path or query)")
     return parts.scheme, parts.hostname, port if port is not None else BROKER_DEFAULT_PORTS[parts.scheme]
+
+
+def broker_security_problem(broker: str, *, ca_file: object = None, certfile: object = None,
+                            keyfile: object = None, allow_plain_remote: bool = False,
+                            prefix: str = "") -> tuple[str, str] | None:
+    """(key, why) when a broker connection's settings do not hold together, else None.
+
+    The one rule for the kiosk's config, the server's and provision: a client
+    certificate needs both files; TLS files need mqtts://; plain mqtt:// to
+    another machine (the password and ratings in clear) needs
+    allow_plain_remote. *prefix* qualifies the key names said ("mqtt.").
+    """
+    scheme, host, _ = parse_broker_url(broker)
+    if (certfile is None) != (keyfile is None):
+        return ("keyfile" if keyfile is None else "certfile",
+                f"is missing: a client certificate needs both {prefix}certfile and {prefix}keyfile")
+    if scheme == "mqtts":
+        return None
+    if ca_file is not None or certfile is not None:
+        return ("ca_file" if ca_file is not None else "certfile",
+                f"is set but the broker {broker!r} is mqtt://, not mqtts://")
+    if not is_loopback(host) and not allow_plain_remote:
+        return ("broker", "is plain MQTT to another machine: the password and ratings "
+                          f"would cross the network unencrypted; use mqtts:// with {prefix}ca_file, "
+                          f"or set {prefix}allow_plain_remote = true")
+    return None
 
 
 # -- topics -----------------------------------------------------------------
@@ -996,3 +1025,39 @@ class SurveyConfig:
             **timings, "hours": hours, "count_when_closed": closed,
         })
         return config
+
+
+# -- the maintenance PIN as kiosk.toml keeps it (written by provision) ----------
+
+PIN_SCHEME = "pbkdf2_sha256"
+#: About a tenth of a second on a Raspberry Pi 4: one check per PIN entry, and a
+#: copied kiosk.toml does not give the PIN away at a glance.
+PIN_ITERATIONS = 100_000
+_PIN_HASH_RE = re.compile(rf"\A{PIN_SCHEME}\$(\d{{1,7}})\$([0-9a-f]{{32}})\$([0-9a-f]{{64}})\Z")
+_PLAIN_PIN_RE = re.compile(r"\A\d{4,12}\Z")
+
+
+def hash_pin(pin: str, *, salt: bytes | None = None, iterations: int = PIN_ITERATIONS) -> str:
+    """``pbkdf2_sha256$ITERATIONS$SALT$KEY`` for *pin* (what provision writes)."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    key = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
+    return f"{PIN_SCHEME}${iterations}${salt.hex()}${key.hex()}"
+
+
+def is_pin_setting(stored: str) -> bool:
+    """Whether *stored* is a PIN hash or a plain PIN of 4 to 12 digits (older files)."""
+    return bool(_PIN_HASH_RE.match(stored) or _PLAIN_PIN_RE.match(stored))
+
+
+def is_hashed_pin(stored: str) -> bool:
+    return bool(_PIN_HASH_RE.match(stored))
+
+
+def pin_matches(entry: str, stored: str) -> bool:
+    """Whether the digits typed on the staff screen are the PIN *stored* stands for."""
+    found = _PIN_HASH_RE.match(stored)
+    if found is None:
+        return bool(stored) and hmac.compare_digest(entry.encode(), stored.encode())
+    iterations, salt, key = int(found[1]), bytes.fromhex(found[2]), found[3]
+    typed = hashlib.pbkdf2_hmac("sha256", entry.encode(), salt, iterations).hex()
+    return hmac.compare_digest(typed.encode(), key.encode())

@@ -19,6 +19,7 @@ from kiosk.protocol import (
     parse_timestamp,
     site_topic,
 )
+from server.certificates import CertificateCheck
 from server.config import AlertsConfig, ServerConfig
 from server.ingest import QUARANTINE_ALERT
 from server.outbound import retrying_session
@@ -28,7 +29,7 @@ from server.restarts import find_restarts
 log = logging.getLogger(__name__)
 
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
-CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock")
+CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", "certificate")
 #: Alerts that describe an event: open until someone acknowledges them.
 EVENT_KINDS = ("suspect", QUARANTINE_ALERT)
 _WATERMARK = "alerts.suspect_pk"
@@ -111,6 +112,14 @@ def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: 
                                  f"{site}/{name}: {count} scores <= {rules.low_score_max}"
                                  f" in the last {rules.low_score_minutes} min"))
     return out
+
+
+def certificate_conditions(warnings: Sequence[str], sites: Iterable[str]) -> list[Condition]:
+    """An expiring broker certificate stops every terminal: each site's staff hear of it."""
+    if not warnings:
+        return []
+    message = "; ".join(warnings)
+    return [Condition(site, None, "certificate", message) for site in sorted(sites)]
 
 
 #: Ratings of one terminal the server received within this many seconds of
@@ -245,6 +254,7 @@ class AlertEngine:
         self.config = config
         self.rules = config.alerts
         self.publish = publish if self.rules.mqtt else None
+        self.certificates = CertificateCheck(config)
         if session is None and self.rules.webhook_url:
             session = retrying_session(retries=self.rules.webhook_retries, methods=("POST",),
                                        user_agent="onetap-alerts")
@@ -291,6 +301,8 @@ class AlertEngine:
         conditions = evaluate(now, self.store.terminals(),
                               self.store.low_scores_since(since.isoformat(), self.rules.low_score_max),
                               self.rules, tz)
+        conditions += certificate_conditions(self.certificates.warnings(now),
+                                             {t["site"] for t in self.store.terminals()})
         current = {c.key: c for c in conditions}
         open_rows = self.store.open_alerts()
         open_keys = {(r["site"], r["terminal"], r["kind"]): r for r in open_rows}

@@ -23,6 +23,7 @@ from server.aggregate import (AGGREGATE_KEYS, GROUP_KEY, distribution_json, pars
 from server.alerts import alert_json
 from server.config import ServerConfig
 from server.auth import token_hash
+from server.certificates import CertificateCheck
 from server.errors import StoreError
 from server.export import stream_ratings_csv, write_ratings_xlsx
 from server.store import Filters, Store
@@ -70,6 +71,8 @@ class Health(BaseModel):
     reason: str | None = None
     ingest: dict[str, Any] | None = None
     threads: dict[str, str] | None = None
+    #: Trouble ahead that does not fail the check yet (a certificate about to expire).
+    warnings: list[str] | None = None
 
 
 class SummaryOut(BaseModel):
@@ -154,6 +157,7 @@ def create_app(
     tz = config.tz
     tokens = principals(config)
     local = threading.local()
+    certificates = CertificateCheck(config)
 
     def store() -> Store:
         current = getattr(local, "store", None)
@@ -165,6 +169,10 @@ def create_app(
         title="onetap server",
         version=__version__,
         description="Ratings from onetap feedback terminals: HTTP API v1.",
+        # Swagger UI and ReDoc load their scripts from a CDN and would answer
+        # anyone; the contract (/openapi.json) stays served.
+        docs_url=None,
+        redoc_url=None,
     )
 
     app.add_middleware(BodyLimit, form_bytes=config.http.max_form_bytes)
@@ -259,6 +267,10 @@ def create_app(
         if reasons:
             body["status"] = "error"
             body["reason"] = "; ".join(reasons)
+        # Not yet a failure, but one coming: an expiring broker certificate.
+        warnings = certificates.warnings(now())
+        if warnings:
+            body["warnings"] = warnings
         return JSONResponse(body, status_code=503 if reasons else 200)
 
     @app.get("/api/v1/summary", response_model=SummaryOut, responses=errors, tags=["ratings"])

@@ -19,8 +19,9 @@ from typing import Iterator, Sequence
 
 from kiosk.protocol import (
     ProtocolError,
+    broker_security_problem,
     check_identifier,
-    is_loopback,
+    hash_pin,
     parse_broker_url,
 )
 from server import passwd
@@ -230,14 +231,16 @@ def check_broker_url(url: str) -> tuple[str, str, int]:
 
 
 def _check_tls(url: str, ca_file: str | None) -> list[tuple[str, str]]:
-    scheme, host, _ = check_broker_url(url)
+    check_broker_url(url)
+    # The kiosk's and the server's own rule (kiosk.protocol), said in flags.
+    problem = broker_security_problem(url, ca_file=ca_file)
+    if problem is not None and problem[0] == "broker":
+        # The kiosk refuses it unless its kiosk.toml says allow_plain_remote.
+        log.warning("%s %s; prefer mqtts:// with --ca-file", url, problem[1])
+    elif problem is not None:
+        raise ProvisionError(f"--ca-file {problem[1]}")
     if ca_file is None:
-        if scheme == "mqtt" and not is_loopback(host):
-            log.warning("%s is plain MQTT to another host: the password crosses the "
-                        "network in clear text; prefer mqtts:// with --ca-file", url)
         return []
-    if scheme != "mqtts":
-        raise ProvisionError(f"--ca-file needs an mqtts:// broker, not {url!r}")
     try:
         text = Path(ca_file).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
@@ -309,8 +312,8 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
         [("site", site), ("terminal", terminal), ("broker", broker)],
         [("mqtt", [("username", username), ("password", password), *tls]),
          # The maintenance screen's PIN: random per terminal, shown once by
-         # `provision`, never the default 0000.
-         ("ui", [("maintenance_pin", pin)])],
+         # `provision`, never the default 0000; only its hash is kept.
+         ("ui", [("maintenance_pin", hash_pin(pin))])],
     )
     with locked_directory(passwd_path):
         _add_account(passwd_path, acl_path, username, passwd.terminal_rules(site, terminal),

@@ -416,3 +416,16 @@ def test_is_open_on_parsed_hours():
     assert not protocol.is_open(thursday.replace(hour=18), hours)
     assert not protocol.is_open(thursday + timedelta(days=2), hours)  # Saturday
     assert protocol.is_open(thursday.replace(hour=3), ())  # no hours: always open
+
+
+def test_a_hashed_maintenance_pin_accepts_its_pin_only_and_a_plain_one_still_works():
+    from kiosk.protocol import hash_pin, is_pin_setting, pin_matches
+
+    stored = hash_pin("482913", iterations=1000)
+    assert stored.startswith("pbkdf2_sha256$1000$") and "482913" not in stored
+    assert is_pin_setting(stored) and pin_matches("482913", stored)
+    assert not pin_matches("482914", stored) and not pin_matches("", stored)
+    assert hash_pin("482913", iterations=1000) != stored  # salted
+    assert is_pin_setting("2468") and pin_matches("2468", "2468") and not pin_matches("2469", "2468")
+    for bad in ("12", "abcd", "pbkdf2_sha256$1000$zz$00", stored + "0"):
+        assert not is_pin_setting(bad)

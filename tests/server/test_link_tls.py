@@ -90,9 +90,9 @@ def test_unverifiable_broker_is_refused(tmp_path, tls_broker, pki, host, which_c
 
 
 @pytest.mark.parametrize("text, message", [
-    ('broker = "mqtt://broker.example.org:1883"\n', "server.toml: broker 'mqtt://broker.example.org:1883' is plain MQTT"),
+    ('broker = "mqtt://broker.example.org:1883"\n', "server.toml: broker = 'mqtt://broker.example.org:1883' is plain MQTT"),
     ('broker = "mqtt://10.0.0.2"\n', "allow_plain_remote = true"),
-    ('broker = "mqtt://127.0.0.1"\nca_file = "/etc/ca.crt"\n', "server.toml: ca_file is set but"),
+    ('broker = "mqtt://127.0.0.1"\nca_file = "/etc/ca.crt"\n', "server.toml: ca_file = '/etc/ca.crt' is set but"),
     ('broker = "mqtts://b"\ncertfile = "/etc/c.crt"\n', "server.toml: keyfile is missing"),
     ('broker = "mqtts://b"\nkeyfile = "/etc/c.key"\n', "server.toml: certfile is missing"),
 ])

@@ -3,6 +3,7 @@
 import argparse
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.config import load_config
+from kiosk.protocol import is_hashed_pin as is_hashed, pin_matches
 from server import passwd, provision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +150,7 @@ def test_usernames_are_unique_across_sites_and_never_a_service_name():
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://u:p@h"], "not the URL"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://h:99999"], "--broker"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://h", "--ca-file", "/etc/hostname"],
-     "needs an mqtts://"),
+     "--ca-file is set but the broker 'mqtt://h' is mqtt://, not mqtts://"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtts://h", "--ca-file", "/etc/hostname"],
      "not a PEM certificate"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtts://h", "--ca-file", "/nonexistent"],
@@ -325,9 +327,13 @@ def test_each_terminal_gets_its_own_random_maintenance_pin_shown_once(tmp_path):
                                "--out", str(out / terminal))
         assert code == 0, err
         config = load_config(out / terminal / "kiosk.toml", env={})
-        pin = config.ui.maintenance_pin
-        assert pin != "0000" and pin.isdigit() and len(pin) == provision.PIN_DIGITS
-        assert f"maintenance PIN of {SITE}/{terminal}: {pin}" in err
+        stored = config.ui.maintenance_pin
+        pin = re.search(rf"maintenance PIN of {SITE}/{terminal}: (\d+) ", err)[1]
+        assert pin != "0000" and len(pin) == provision.PIN_DIGITS
+        # Only its hash is in kiosk.toml; the staff screen accepts the PIN and nothing else.
+        assert pin not in (out / terminal / "kiosk.toml").read_text() and is_hashed(stored)
+        assert pin_matches(pin, stored) and not pin_matches("0000", stored)
+        assert not pin_matches(pin[:-1] + str((int(pin[-1]) + 1) % 10), stored)
         pins.append(pin)
     assert pins[0] != pins[1] or provision.new_pin() != pins[0]
     assert len({provision.new_pin() for _ in range(50)}) > 40
