@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hmac
 from dataclasses import dataclass
 from typing import Mapping, Union
 
@@ -346,7 +345,7 @@ class Flow:
         if self.screen != Screen.PIN or self._refused(now):
             return False
         entry, self.pin_entry = self.pin_entry, ""
-        if self.settings.pin and hmac.compare_digest(entry.encode(), self.settings.pin.encode()):
+        if protocol.pin_matches(entry, self.settings.pin):
             self._pin_attempts = 0
             self.pin_error = False
             self._show(Screen.MAINTENANCE, now)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from kiosk.protocol import ProtocolError, format_timestamp, in_time_window, parse_timestamp, site_topic
+from kiosk.protocol import (
+    ALERT_FIELDS,
+    ALERTS,
+    ProtocolError,
+    SiteAlerts,
+    format_timestamp,
+    in_time_window,
+    is_open,
+    parse_timestamp,
+    site_topic,
+)
+from server.certificates import CertificateCheck
 from server.config import AlertsConfig, ServerConfig
 from server.ingest import QUARANTINE_ALERT
+from server.outbound import retrying_session
 from server.periodic import Periodic
 from server.restarts import find_restarts
 from server.store import Store
@@ -20,7 +30,7 @@ from server.store import Store
 log = logging.getLogger(__name__)
 
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
-CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock")
+CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", "certificate")
 #: Alerts that describe an event: open until someone acknowledges them.
 EVENT_KINDS = ("suspect", QUARANTINE_ALERT)
 _WATERMARK = "alerts.suspect_pk"
@@ -49,12 +59,6 @@ def terminal_state(now: datetime, terminal: Mapping[str, Any], status_interval_s
     if updated is not None and (now - updated).total_seconds() > 2 * status_interval_s:
         return "stale"
     return "online"
-
-
-def is_open(local: datetime, hours: Sequence[tuple[frozenset[int], int, int]]) -> bool:
-    """Whether the local time *local* is within opening hours (weekday 0 = Monday)."""
-    minute = local.hour * 60 + local.minute
-    return any(local.weekday() in days and start <= minute < end for days, start, end in hours)
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,14 @@ def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: 
                                  f"{site}/{name}: {count} scores <= {rules.low_score_max}"
                                  f" in the last {rules.low_score_minutes} min"))
     return out
+
+
+def certificate_conditions(warnings: Sequence[str], sites: Iterable[str]) -> list[Condition]:
+    """An expiring broker certificate stops every terminal: each site's staff hear of it."""
+    if not warnings:
+        return []
+    message = "; ".join(warnings)
+    return [Condition(site, None, "certificate", message) for site in sorted(sites)]
 
 
 #: Ratings of one terminal the server received within this many seconds of
@@ -210,33 +222,24 @@ def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -
 # -- delivery ---------------------------------------------------------------------
 
 
-def post_webhook(session: Any, url: str, body: Mapping[str, Any], *, timeout: float, retries: int,
-                 sleep: Callable[[float], None] = time.sleep) -> bool:
-    """POST *body* as JSON; retry on connection errors and 5xx/429 with backoff. True if delivered."""
+def post_webhook(session: Any, url: str, body: Mapping[str, Any], *, timeout: float) -> bool:
+    """POST *body* as JSON through *session* (a retrying_session, which retries connection
+    errors and 5xx/429 with back-off). True if delivered."""
     import requests
 
-    delay = 0.5
-    for attempt in range(retries + 1):
-        try:
-            response = session.post(url, json=body, timeout=timeout)
-            if response.status_code < 300:
-                return True
-            if response.status_code < 500 and response.status_code != 429:
-                log.error("webhook %s refused the alert: HTTP %d", url, response.status_code)
-                return False
-            log.warning("webhook %s answered HTTP %d (attempt %d)", url, response.status_code, attempt + 1)
-        except requests.RequestException as exc:
-            log.warning("webhook %s failed (attempt %d): %s", url, attempt + 1, exc)
-        if attempt < retries:
-            sleep(delay)
-            delay = min(delay * 2, 10)
-    log.error("webhook %s: alert not delivered after %d attempts", url, retries + 1)
+    try:
+        response = session.post(url, json=body, timeout=timeout)
+    except requests.RequestException as exc:
+        log.error("webhook %s: alert not delivered: %s", url, exc)
+        return False
+    if response.status_code < 300:
+        return True
+    log.error("webhook %s: alert not delivered: HTTP %d", url, response.status_code)
     return False
 
 
 def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("pk", "site", "terminal", "kind", "message", "raised_at",
-                                      "cleared_at", "acked_at", "acked_by")}
+    return {k: row.get(k) for k in ALERT_FIELDS}
 
 
 class AlertEngine:
@@ -247,17 +250,15 @@ class AlertEngine:
     """
 
     def __init__(self, store: Store, config: ServerConfig, *,
-                 publish: Callable[[str, bytes], Any] | None = None, session: Any = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 publish: Callable[[str, bytes], Any] | None = None, session: Any = None):
         self.store = store
         self.config = config
         self.rules = config.alerts
         self.publish = publish if self.rules.mqtt else None
-        self.sleep = sleep
+        self.certificates = CertificateCheck(config)
         if session is None and self.rules.webhook_url:
-            import requests
-
-            session = requests.Session()
+            session = retrying_session(retries=self.rules.webhook_retries, methods=("POST",),
+                                       user_agent="onetap-alerts")
         self.session = session
 
     def flag_suspects(self) -> int:
@@ -301,6 +302,8 @@ class AlertEngine:
         conditions = evaluate(now, self.store.terminals(),
                               self.store.low_scores_since(since.isoformat(), self.rules.low_score_max),
                               self.rules, tz)
+        conditions += certificate_conditions(self.certificates.warnings(now),
+                                             {t["site"] for t in self.store.terminals()})
         current = {c.key: c for c in conditions}
         open_rows = self.store.open_alerts()
         open_keys = {(r["site"], r["terminal"], r["kind"]): r for r in open_rows}
@@ -340,8 +343,7 @@ class AlertEngine:
                 for alert in changes[event]:
                     post_webhook(self.session, self.rules.webhook_url,
                                  {"v": 1, "event": event, "alert": alert},
-                                 timeout=self.rules.webhook_timeout_s, retries=self.rules.webhook_retries,
-                                 sleep=self.sleep)
+                                 timeout=self.rules.webhook_timeout_s)
         if self.publish is not None:
             sites = {a["site"] for event in changes.values() for a in event}
             if sites:
@@ -351,11 +353,9 @@ class AlertEngine:
         """Each site's open alerts, retained on onetap/v1/{site}/alerts."""
         open_rows = self.store.open_alerts()
         for site in sorted(sites):
-            body = {"v": 1, "site": site,
-                    "alerts": [alert_json(r) for r in open_rows if r["site"] == site]}
+            message = SiteAlerts(site, tuple(r for r in open_rows if r["site"] == site))
             try:
-                self.publish(site_topic(site, "alerts"),
-                             json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+                self.publish(site_topic(site, ALERTS), message.encode())
             except Exception as exc:  # the broker side must not stop the evaluation loop
                 log.error("could not publish alerts of %s: %s", site, exc)
 

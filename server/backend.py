@@ -6,35 +6,13 @@ import importlib.util
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from server.config import POSTGRES_SCHEMES
 from server.errors import StoreError
 from server.store import PostgresStore, SQLiteStore, Store
-
-POSTGRES_SCHEMES = ("postgresql", "postgres")
-
-
-class DatabaseURL(str):
-    """A postgresql:// URL whose repr (say, in --check-config) hides its password."""
-
-    def __repr__(self) -> str:
-        return repr(describe(str(self)))
 
 
 def is_postgres_url(db: str | Path) -> bool:
     return isinstance(db, str) and urlsplit(db).scheme in POSTGRES_SCHEMES
-
-
-def check_postgres_url(url: str) -> str:
-    """A postgresql:// URL that libpq can read, or ValueError saying why not."""
-    parts = urlsplit(url)
-    if parts.scheme not in POSTGRES_SCHEMES:
-        raise ValueError(f"{url!r} is not a postgresql:// URL")
-    if not parts.path.strip("/") and "dbname=" not in parts.query:
-        raise ValueError(f"{url!r} names no database (postgresql://user@host:5432/DATABASE)")
-    try:
-        parts.port
-    except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
-    return url
 
 
 def describe(db: str | Path) -> str:

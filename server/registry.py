@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from server.errors import ConfigError
-from server.provision import registry_from_text
+from server.passwd import registry_from_text
 
 log = logging.getLogger(__name__)
 

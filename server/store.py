@@ -9,7 +9,7 @@ import logging
 import operator
 import sqlite3
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 from zoneinfo import ZoneInfo
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 #: ratings.csv: the contract's columns, then the local day each rating is counted on.
 CSV_COLUMNS = (*RATING_COLUMNS, "local_day")
 
+
+#: The contract's earliest plausible tap: an earlier kiosk time reads as when the rating was received.
+FIRST_VALID_AT = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 @dataclass(frozen=True)
 class Filters:
@@ -112,6 +115,9 @@ class Store(Protocol):
         False when it was retired already."""
 
     def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]: ...
+
+    def last_taps(self, sites: frozenset[str] | None = None) -> dict[tuple[str, str], str]:
+        """When each terminal's newest stored rating was tapped, by (site, terminal)."""
 
     def counts(self) -> dict[str, int]:
         """ratings, quarantine, and terminals by state, for /metrics."""
@@ -615,6 +621,33 @@ class SQLStore:
             clauses.append("suspect = ?")
             params.append(int(filters.suspect))
         return " AND ".join(clauses), params
+
+    def last_taps(self, sites: frozenset[str] | None = None) -> dict[tuple[str, str], str]:
+        """When each terminal's newest stored rating was tapped (its ``at`` if the kiosk clock
+        was synchronised, else when it was received), by (site, terminal).
+
+        The newest is the highest seq (one per tap, never reused), found through the
+        (site, terminal, seq) index rather than by reading every rating."""
+        out: dict[tuple[str, str], tuple[datetime, str]] = {}
+        for site, terminal, at, synced, received in self._read(
+                "SELECT r.site, r.terminal, r.at, r.clock_synced, r.received_at FROM ratings r"
+                " JOIN (SELECT site, terminal, max(seq) AS seq FROM ratings GROUP BY site, terminal) m"
+                " ON r.site = m.site AND r.terminal = m.terminal AND r.seq = m.seq"):
+            if sites is not None and site not in sites:
+                continue
+            arrived = datetime.fromisoformat(received.replace("Z", "+00:00"))
+            chosen, moment = received, arrived
+            if synced:
+                try:
+                    tapped = datetime.fromisoformat(at.replace("Z", "+00:00"))
+                except ValueError:
+                    tapped = None
+                # The contract's bounds: an `at` before 2020 or over a day after receipt counts by receipt.
+                if tapped is not None and FIRST_VALID_AT <= tapped <= arrived + timedelta(hours=24):
+                    chosen, moment = at, tapped
+            if (site, terminal) not in out or moment > out[site, terminal][0]:
+                out[site, terminal] = (moment, chosen)
+        return {key: text for key, (_, text) in out.items()}
 
     def _rollup_for(self, needed: set[str]) -> str:
         # The rollups are derived from ratings: answer only while ratings is

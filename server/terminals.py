@@ -40,7 +40,8 @@ def retire(store: Store, site: str, terminal: str, *, now: datetime, passwd_path
     A terminal whose last status still reports unsent ratings is refused without
     *force*: those ratings would be stranded (docs/deploy.md, "Replacing a kiosk").
     """
-    from server.provision import remove_account, terminal_username
+    from server.passwd import terminal_username
+    from server.provision import remove_account
 
     known = {(row["site"], row["terminal"]): row for row in store.terminals(include_retired=True)}
     row = known.get((site, terminal))

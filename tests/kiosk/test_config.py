@@ -132,7 +132,7 @@ def test_bad_environment_value_names_the_variable():
 
 
 def test_bad_flag_names_the_command_line():
-    with pytest.raises(ConfigError, match="command line: terminal"):
+    with pytest.raises(ConfigError, match="--terminal: terminal = 'Counter 1' is not an identifier"):
         load_config(env={}, overrides={"terminal": "Counter 1"})
     with pytest.raises(ConfigError, match="unknown key colour"):
         load_config(env={}, overrides={"colour": "red"})
@@ -209,4 +209,14 @@ def test_client_certificate_needs_both_files_and_tls(tmp_path):
         load_config(path, env={})
     path = write(tmp_path, 'broker = "mqtt://127.0.0.1"\n[mqtt]\nca_file = "/ca.pem"\n')
     with pytest.raises(ConfigError, match="mqtts"):
+        load_config(path, env={})
+
+
+def test_ntp_servers_are_a_list_of_host_names(tmp_path):
+    path = tmp_path / "kiosk.toml"
+    path.write_text('ntp = ["ntp1.gov.example", "10.0.0.5", "fd00::1"]\n')
+    assert load_config(path, env={}).ntp == ("ntp1.gov.example", "10.0.0.5", "fd00::1")
+    assert load_config(None, env={"ONETAP_NTP": "a.example,b.example"}).ntp == ("a.example", "b.example")
+    path.write_text('ntp = ["ntp.example; reboot"]\n')
+    with pytest.raises(ConfigError, match=r"kiosk.toml.*ntp.*not a host name"):
         load_config(path, env={})

@@ -313,3 +313,16 @@ def test_a_zero_guard_takes_input_at_once():
     flow = Flow(settings(guard_s=0.0), now=0.0)
     tap(flow, 1, 0.0)
     assert flow.answer("reason", "other", 0.0) == [Annotate("r1", "reason", "other"), Release("r1")]
+
+
+def test_the_staff_screen_opens_with_the_pin_a_hash_stands_for():
+    from kiosk.protocol import hash_pin
+
+    flow = Flow(settings(pin=hash_pin("135790", iterations=1000)), now=0.0)
+    flow.open_pin(1.0)
+    for digit in "135791":
+        flow.pin_digit(digit, 2.0)
+    assert not flow.pin_submit(2.0) and flow.screen == Screen.PIN
+    for digit in "135790":
+        flow.pin_digit(digit, 2.5)
+    assert flow.pin_submit(2.5) and flow.screen == Screen.MAINTENANCE
