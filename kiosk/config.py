@@ -101,6 +101,15 @@ class UiConfig:
     reason_threshold: int = 2
     age_group: bool = False
     sound: bool = False
+    # Voice guidance (kiosk/voice.py): on for every visit, its volume, the
+    # institution's own recordings (DIR/<lang>/<key>.wav) and the rendered cache.
+    voice: bool = False
+    voice_volume: float = 1.0
+    voice_dir: str = ""
+    voice_cache: str = ""
+    low_screen: bool = False
+    # An on-screen staff-call control (Status help_requested, an alert on the board).
+    help_button: bool = False
     hours: tuple[str, ...] = ()
     count_when_closed: bool = False
     maintenance_pin: str = "0000"
@@ -126,6 +135,7 @@ class UiConfig:
         _range("guard_ms", self.guard_ms, 0, 3000)
         _range("maintenance_hold_s", self.maintenance_hold_s, 1, 60)
         _range("fps", self.fps, 1, 120)
+        _range("voice_volume", self.voice_volume, 0, 1)
         try:
             protocol.parse_hours("hours", self.hours)
         except protocol.ProtocolError as exc:
@@ -153,6 +163,10 @@ class ButtonsConfig:
     led_error: int | None = None
     debounce_ms: int = 50
     pull_up: bool = True
+    # Keypad buttons ◀ ▶ 선택 (move the focus, choose): a blind citizen's way in.
+    left: int | None = None
+    right: int | None = None
+    select: int | None = None
 
     def __post_init__(self) -> None:
         if self.scores and len(self.scores) != len(self.pins):
@@ -166,7 +180,8 @@ class ButtonsConfig:
         if self.leds and len(self.leds) != len(self.pins):
             raise _Invalid("leds", "needs one LED per pin (or none)")
         used: list[tuple[str, int]] = [("pins", p) for p in self.pins] + [("leds", p) for p in self.leds]
-        used += [(key, getattr(self, key)) for key in ("led_connected", "led_buffering", "led_error")
+        used += [(key, getattr(self, key)) for key in ("led_connected", "led_buffering", "led_error",
+                                                       "left", "right", "select")
                  if getattr(self, key) is not None]
         seen: set[int] = set()
         for key, pin in used:
@@ -181,6 +196,12 @@ class ButtonsConfig:
     def score_map(self) -> dict[int, int]:
         """GPIO pin -> score."""
         return dict(zip(self.pins, self.scores or protocol.SCORES))
+
+    @property
+    def key_map(self) -> dict[int, str]:
+        """GPIO pin -> keypad action (kiosk.flow.LEFT, RIGHT, SELECT)."""
+        return {pin: action for action in ("left", "right", "select")
+                if (pin := getattr(self, action)) is not None}
 
 
 @dataclass(frozen=True)
