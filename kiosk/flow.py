@@ -331,6 +331,11 @@ class Flow:
         if self.screen == Screen.QUESTION:
             self.deadline = now + self.timeout(self.settings.followup_timeout_s)
 
+    def hold(self, until: float) -> None:
+        """Keep a timed citizen screen up at least until *until* (its announcement is still being spoken)."""
+        if self.deadline is not None and self.screen in (Screen.QUESTION, Screen.THANKS, Screen.ERROR):
+            self.deadline = max(self.deadline, until)
+
     # -- keypad and display modes -------------------------------------------------
 
     def key(self, action: str, now: float) -> list[Effect]:

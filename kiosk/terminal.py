@@ -73,6 +73,9 @@ class Terminal:
         now = self.monotonic()
         self.run(self.flow.key(action, now), now)
 
+    def hold(self, seconds: float) -> None:
+        self.flow.hold(self.monotonic() + seconds)
+
     def set_mode(self, mode: str, on: bool) -> None:
         self.flow.set_mode(mode, on, self.monotonic())
 

@@ -120,6 +120,110 @@ class LanguageBar(BoxLayout):
                 button.style(theme.button, theme.button_text, border=theme.button_text)
 
 
+def draw_focus(root, target, theme) -> None:
+    """The keypad's focus ring: a thick line just outside *target* (None: no ring), on top of all."""
+    root.canvas.after.clear()
+    if target is None or target.get_root_window() is None:
+        return
+    x, y = target.to_window(target.x, target.y)
+    pad = 5
+    with root.canvas.after:
+        Color(*theme.focus, 1)
+        Line(rounded_rectangle=(x - pad, y - pad, target.width + 2 * pad, target.height + 2 * pad, 12),
+             width=4)
+
+
+#: The accessibility control's width, as a fraction of the window's.
+ACCESS_WIDTH = 0.2
+
+
+class AccessButton(TextButton):
+    """The always-visible accessibility control (top right of every citizen screen): opens the panel."""
+
+    def __init__(self, shell, **kw):
+        super().__init__(bold=True, size_hint=(None, None), **kw)
+        self.shell = shell
+        self.bind(on_release=lambda _b: self.shell.toggle_panel())
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        self.size = (layout.width * ACCESS_WIDTH, layout.bar_height * 0.85)
+        self.pos = (layout.width - layout.margin - self.width, layout.height - layout.margin - self.height)
+        self.text = "\u25ce " + shell.catalog["a11y.open"]
+        self.font_name = shell.font_for_lang()
+        self.fit(layout.font("button", theme.text_scale))
+        if shell.panel_open:
+            self.style(theme.button_active, theme.button_active_text)
+        else:
+            self.style(theme.button, theme.button_text, border=theme.button_text)
+
+
+class AccessPanel(FloatLayout):
+    """큰 글씨 / 고대비 / 음성 안내 / 낮은 화면 (and 직원 호출): each a toggle for this visit only."""
+
+    MODES = ("large", "contrast", "voice", "low")
+
+    def __init__(self, shell, **kw):
+        super().__init__(size_hint=(None, None), **kw)
+        self.shell = shell
+        self.grid = GridLayout(cols=2, size_hint=(1, 1), pos_hint={"x": 0, "y": 0})
+        self.toggles: dict[str, TextButton] = {}
+        for mode in self.MODES:
+            button = TextButton(bold=True)
+            button.bind(on_release=lambda _b, m=mode: self.shell.set_mode(m, m not in self.shell.flow.modes))
+            self.toggles[mode] = button
+            self.grid.add_widget(button)
+        self.help = TextButton(bold=True)
+        self.help.bind(on_release=lambda _b: self.shell.call_help())
+        self.close = TextButton(bold=True)
+        self.close.bind(on_release=lambda _b: self.shell.toggle_panel())
+        self.add_widget(self.grid)
+        self.bind(pos=self._draw, size=self._draw)
+        self._bg = (1, 1, 1)
+
+    def _draw(self, *_):
+        self.canvas.before.clear()
+        with self.canvas.before:
+            Color(*self._bg, 1)
+            Rectangle(pos=self.pos, size=self.size)
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog, modes = shell.catalog, shell.flow.modes
+        top = layout.height - layout.margin - layout.bar_height * 0.85 - layout.gap
+        self.pos = (layout.margin, layout.margin)
+        self.size = (layout.width - 2 * layout.margin, top - layout.margin)
+        self._bg = theme.background
+        self._draw()
+        extra = [self.help] if shell.cfg.ui.help_button else []
+        wanted = [*self.toggles.values(), *extra, self.close]
+        if list(reversed(self.grid.children)) != wanted:
+            self.grid.clear_widgets()
+            for widget in wanted:
+                self.grid.add_widget(widget)
+        self.grid.spacing = layout.gap
+        self.grid.do_layout()
+        size = layout.font("body", theme.text_scale)
+        for mode, button in self.toggles.items():
+            on = mode in modes
+            button.text = ("\u2714 " if on else "") + catalog[f"mode.{mode}"]
+            button.font_name = shell.font_for_lang()
+            button.fit(size)
+            if on:
+                button.style(theme.button_active, theme.button_active_text)
+            else:
+                button.style(theme.button, theme.button_text, border=theme.button_text)
+        called = shell.flow.help_requested(shell.monotonic())
+        self.help.text = catalog["help.called" if called else "help.call"]
+        self.close.text = catalog["a11y.close"]
+        for button in (self.help, self.close):
+            button.font_name = shell.font_for_lang()
+            button.fit(size)
+        self.help.style(theme.button_active if called else theme.button,
+                        theme.button_active_text if called else theme.button_text, border=theme.button_text)
+        self.close.style(theme.skip, theme.skip_text)
+
+
 class LanguagePage(Page):
     """A page laid out as one column that starts with the language bar."""
 
@@ -139,6 +243,9 @@ class LanguagePage(Page):
         self.column.padding = [layout.margin] * 4
         self.column.spacing = layout.margin * 0.6
         self.languages.height = layout.bar_height * 0.85
+        # Room at the right for the accessibility control.
+        self.languages.size_hint_x = None
+        self.languages.width = layout.width * (1 - ACCESS_WIDTH) - 2 * layout.margin - layout.gap
         self.languages.refresh()
 
 
@@ -178,6 +285,9 @@ class RatingPage(LanguagePage):
         self.hint.font_name = shell.font_for_lang()
         self.hint.font_size = layout.font("hint", scale)
         self.hint.color = _rgba(theme.muted_text)
+
+    def focus_target(self, focus: int):
+        return self.tiles[focus] if 0 <= focus < len(self.tiles) else None
 
 
 class CountdownBar(Widget):
@@ -293,6 +403,10 @@ class FollowupPage(LanguagePage):
         for box in (self.column, self.body, self.grid, self.bottom):
             box.do_layout()
         self.tick()
+
+    def focus_target(self, focus: int):
+        options = list(self.options.values())
+        return options[focus] if 0 <= focus < len(options) else None
 
     def tick(self) -> None:
         self.countdown.show(self.shell.time_left_fraction(), self.shell.theme.countdown)

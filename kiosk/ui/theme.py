@@ -60,6 +60,8 @@ class Theme:
     countdown: RGB
     border_width: float = 3.0
     text_scale: float = 1.0
+    #: The keypad's focus ring (around a tile or an answer, on the page background).
+    focus: RGB = (0.0, 0.0, 0.0)
 
     def text_pairs(self) -> dict[str, tuple[RGB, RGB]]:
         """Every (text colour, background) pair a screen shows."""
@@ -102,6 +104,7 @@ STANDARD = Theme(
     sleep=hex_rgb("#1C2833"),
     sleep_text=hex_rgb("#E8EDF2"),
     countdown=hex_rgb("#1F4E79"),
+    focus=hex_rgb("#0B3D91"),
 )
 
 HIGH_CONTRAST = Theme(
@@ -128,6 +131,7 @@ HIGH_CONTRAST = Theme(
     sleep_text=hex_rgb("#FFFFFF"),
     countdown=hex_rgb("#FFFF00"),
     border_width=5.0,
+    focus=hex_rgb("#00FFFF"),
 )
 
 

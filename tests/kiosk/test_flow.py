@@ -385,3 +385,14 @@ def test_a_staff_call_is_raised_until_staff_come_or_it_expires():
     flow.call_help(102.0)
     flow.open_pin(103.0)
     assert not flow.help_requested(104.0)
+
+
+def test_hold_keeps_a_timed_screen_while_it_is_spoken_but_never_the_rating_screen():
+    flow = Flow(settings(reason_threshold=0, thank_you_s=2.0), now=0.0)
+    flow.hold(50.0)
+    assert flow.deadline is None
+    tap(flow, 5, 1.0)
+    flow.hold(4.0)
+    assert flow.tick(3.5) == [] and flow.screen == Screen.THANKS
+    flow.tick(4.0)
+    assert flow.screen == Screen.RATING

@@ -436,7 +436,139 @@ def buttons(app, result, args):
                       "error": factory.pin(21).state}
 
 
-SCENARIOS = {"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+def press_key(key: int) -> None:
+    """A key as a USB keypad delivers it: SDL's key down and up, through the window's dispatch."""
+    from kivy.core.window import Window
+
+    Window.dispatch("on_key_down", key, 0, None, [])
+    Window.dispatch("on_key_up", key, 0)
+
+
+def quiet(app):
+    def check():
+        return not app.shell.speaker.speaking
+    check.what = "the voice has finished"
+    return check
+
+
+RIGHT, LEFT, ENTER, KP_ENTER, ESCAPE = 275, 276, 13, 271, 27
+
+
+def keypad(app, result, args):
+    """A blind citizen: arrow keys and Enter only (no touch), listening to each prompt before the next key."""
+    shell = app.shell
+    settings(app, reason_threshold=2, cooldown_s=0.0, thank_you_s=1.0, followup_timeout_s=30)
+    yield ready(app, "rating")
+    result["voice_before"] = shell.flow.voice
+    result["focus_drawn"] = []
+
+    def step(key):
+        press_key(key)
+        result["focus_drawn"].append([shell.flow.view, shell.flow.focus, len(shell.root.canvas.after.children)])
+
+    step(RIGHT)  # the first key: keypad and voice, focus on 매우 불만족
+    result["after_first"] = [shell.flow.keypad, shell.flow.voice, shell.flow.focus]
+    yield quiet(app)
+    step(LEFT)  # no wrap-around
+    result["after_left"] = shell.flow.focus
+    yield quiet(app)
+    step(RIGHT)
+    yield quiet(app)
+    step(ENTER)  # 불만족
+    yield ready(app, "reason")
+    yield quiet(app)
+    step(RIGHT)
+    yield quiet(app)
+    step(KP_ENTER)  # keypad Enter: the second reason
+    yield screen_is(app, "thanks")
+    result["keypad_id"] = shell.last_rating.id
+    yield quiet(app)
+    yield ready(app, "rating")
+    result["after_visit"] = [shell.flow.keypad, shell.flow.voice, sorted(shell.flow.modes)]
+    # A second visit: Escape skips the follow-up.
+    press_key(RIGHT)
+    press_key(ENTER)
+    yield ready(app, "reason")
+    press_key(ESCAPE)
+    yield screen_is(app, "thanks")
+    result["escaped_id"] = shell.last_rating.id
+    yield quiet(app)
+    result["played"] = shell.speaker.played
+
+
+def keypad_buttons(app, result, args):
+    """GPIO ◀ ▶ 선택 on gpiozero's mock pins through the running app."""
+    from gpiozero import Device
+
+    shell = app.shell
+    settings(app, reason_threshold=0, cooldown_s=0.0)
+    yield ready(app, "rating")
+    yield lambda: shell.buttons is not None
+    factory = Device.pin_factory
+    result["focus"] = []
+    for pin in (22, 27, 27, 27, 17):  # 선택 (starts), ▶ ▶ ▶, ◀
+        factory.pin(pin).drive_low()
+        factory.pin(pin).drive_high()
+        yield 0.1
+        result["focus"].append(shell.flow.focus)
+    yield 0.5  # past the guard
+    factory.pin(22).drive_low()
+    factory.pin(22).drive_high()
+    yield lambda: shell.last_rating is not None
+
+
+def access(app, result, args):
+    """The accessibility control on every citizen screen; the choice lasts the visit only."""
+    shell = app.shell
+    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, thank_you_s=1.0, followup_timeout_s=60)
+    result["screens"] = {}
+
+    def check(name):
+        button = shell.access
+        box = [round(v) for v in (*button.to_window(*button.pos), *button.size)]
+        result["screens"][name] = {"shown": button.parent is shell.root and button.opacity > 0, "box": box}
+        tap(button)
+        result["screens"][name]["panel"] = shell.panel.parent is shell.root
+        tap(shell.panel.close)
+        result["screens"][name]["closed"] = shell.panel.parent is None
+
+    yield ready(app, "rating")
+    check("rating")
+    tap(shell.access)
+    tap(shell.panel.toggles["large"])
+    tap(shell.panel.toggles["contrast"])
+    tap(shell.panel.toggles["low"])
+    result["modes_during"] = sorted(shell.flow.modes)
+    result["theme_during"] = [shell.theme.name, shell.theme.text_scale]
+    result["page_height_low"] = page(app).height
+    tap(shell.panel.close)
+    yield ready(app, "rating")
+    tiles = page(app).tiles
+    result["tiles_top_low"] = max(t.to_window(t.x, t.top)[1] for t in tiles)
+    tap(tiles[0])
+    yield ready(app, "reason")
+    check("reason")
+    result["modes_in_follow_up"] = sorted(shell.flow.modes)
+    tap(page(app).skip)
+    yield ready(app, "age_group")
+    check("age_group")
+    tap(page(app).skip)
+    yield ready(app, "thanks")
+    check("thanks")
+    yield ready(app, "rating")
+    result["modes_after"] = sorted(shell.flow.modes)
+    result["theme_after"] = [shell.theme.name, shell.theme.text_scale]
+    result["page_height_after"] = page(app).height
+    shell._open_now = lambda: False
+    shell.check_hours()
+    yield ready(app, "sleep")
+    check("sleep")
+    shell.open_pin()
+    yield ready(app, "pin")
+    result["on_pin"] = shell.access.parent is not None
+
+
+SCENARIOS = {"keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":
