@@ -560,6 +560,15 @@ class MaintenancePage(Page):
         self.back.bind(on_release=lambda _b: self.shell.close_maintenance())
         self.exit = TextButton(bold=True)
         self.exit.bind(on_release=lambda _b: self.shell.quit())
+        self.voice = TextButton(bold=True)
+        self.voice.bind(on_release=lambda _b: self.shell.set_voice_default(
+            "voice" not in self.shell.flow.settings.modes))
+        self.volume = TextButton(bold=True)
+        # Each press one step down, from the quietest back to full.
+        self.volume.bind(on_release=lambda _b: self.shell.set_volume(
+            1.0 if self.shell.speaker.volume <= 0.25 else self.shell.speaker.volume - 0.25))
+        buttons.add_widget(self.voice)
+        buttons.add_widget(self.volume)
         buttons.add_widget(self.back)
         buttons.add_widget(self.exit)
         self.buttons = buttons
@@ -589,6 +598,13 @@ class MaintenancePage(Page):
                 label.color = _rgba(theme.text if label is value else theme.muted_text)
         self.back.text = catalog["maint.back"]
         self.exit.text = catalog["maint.exit"]
+        voice_on = "voice" in shell.flow.settings.modes
+        self.voice.text = f"{catalog['maint.voice']}: {catalog['maint.yes' if voice_on else 'maint.no']}"
+        self.volume.text = f"{catalog['maint.volume']} {round(shell.speaker.volume * 100)}%"
+        for button in (self.voice, self.volume):
+            button.font_name = shell.font_for_lang()
+            button.fit(layout.font("small"))
+            button.style(theme.button, theme.button_text, border=theme.button_text)
         for button, (bg, fg) in ((self.back, (theme.button_active, theme.button_active_text)),
                                  (self.exit, (theme.error, theme.error_text))):
             button.font_name = shell.font_for_lang()

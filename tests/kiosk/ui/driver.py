@@ -272,6 +272,10 @@ def guards(app, result, args):
     yield ready(app, "maintenance")
     result["maintenance_texts"] = visible_texts(shell.root)
     result["maintenance_info"] = shell.maintenance_info()
+    # Voice guidance on for every visit, and its volume, from the staff screen.
+    tap(page(app).voice)
+    tap(page(app).volume)
+    result["staff_voice"] = ["voice" in shell.flow.settings.modes, shell.speaker.volume, page(app).volume.text]
     result["expect_stop"] = True
     tap(page(app).exit)
     yield 30.0  # the app stops here, and the runner writes the result

@@ -148,6 +148,7 @@ def test_cooldown_escape_and_the_staff_screen(tmp_path):
     assert info["terminal"] == "ui-1" and info["site"] == "test-site" and info["backlog"] == "1"
     assert "연결 안 됨" in info["broker"] and info["software"]
     assert "ui-1" in result["maintenance_texts"] and "관리 화면" in result["maintenance_texts"]
+    assert result["staff_voice"] == [True, 0.75, "음량 75%"]
     assert result["returncode"] == 0  # quit from the staff screen ends the process
 
 
