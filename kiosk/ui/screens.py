@@ -113,7 +113,7 @@ class LanguageBar(BoxLayout):
         theme, layout = shell.theme, shell.layout
         self.spacing = layout.gap
         for lang, button in self.buttons.items():
-            button.font_size = layout.font("button", theme.text_scale)
+            button.fit(layout.font("button", theme.text_scale))
             if lang == shell.flow.lang:
                 button.style(theme.button_active, theme.button_active_text)
             else:
@@ -149,7 +149,7 @@ class AccessButton(TextButton):
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
         self.size = (layout.width * ACCESS_WIDTH, layout.bar_height * 0.85)
         self.pos = (layout.width - layout.margin - self.width, layout.height - layout.margin - self.height)
-        self.text = "\u25ce " + shell.catalog["a11y.open"]
+        self.text = shell.catalog["a11y.open"]
         self.font_name = shell.font_for_lang()
         self.fit(layout.font("button", theme.text_scale))
         if shell.panel_open:
@@ -206,7 +206,7 @@ class AccessPanel(FloatLayout):
         size = layout.font("body", theme.text_scale)
         for mode, button in self.toggles.items():
             on = mode in modes
-            button.text = ("\u2714 " if on else "") + catalog[f"mode.{mode}"]
+            button.text = ("\u2022 " if on else "") + catalog[f"mode.{mode}"]
             button.font_name = shell.font_for_lang()
             button.fit(size)
             if on:
@@ -283,7 +283,7 @@ class RatingPage(LanguagePage):
         self.hint.height = layout.hint_height
         self.hint.text = catalog["hint"]
         self.hint.font_name = shell.font_for_lang()
-        self.hint.font_size = layout.font("hint", scale)
+        self.hint.fit(layout.font("hint", scale))
         self.hint.color = _rgba(theme.muted_text)
 
     def focus_target(self, focus: int):
@@ -370,7 +370,7 @@ class FollowupPage(LanguagePage):
         self.note.height = layout.height * 0.07
         self.note.text = catalog["followup.note"]
         self.note.font_name = shell.font_for_lang()
-        self.note.font_size = layout.font("hint", scale)
+        self.note.fit(layout.font("hint", scale))
         self.note.color = _rgba(theme.muted_text)
         self._place(layout, shell.flow.score)
         codes = question.codes
@@ -388,7 +388,7 @@ class FollowupPage(LanguagePage):
         for code, button in self.options.items():
             button.text = catalog.label(key, code, question.labels)
             button.font_name = shell.font_for_text(button.text)
-            button.font_size = layout.font("body", scale)
+            button.fit(layout.font("body", scale))
             button.style(theme.button, theme.button_text, border=theme.button_text)
         self.bottom.height = layout.height * 0.14
         self.bottom.spacing = layout.gap * 2
@@ -396,12 +396,17 @@ class FollowupPage(LanguagePage):
         self.skip.width = layout.width * 0.3
         self.skip.text = catalog["skip"]
         self.skip.font_name = shell.font_for_lang()
-        self.skip.font_size = layout.font("body", scale)
+        self.skip.fit(layout.font("body", scale))
         self.skip.style(theme.skip, theme.skip_text)
         # Lay out now, not at the next frame: a touch arriving before it must
         # already find the answers beside the face, not where the last visit had them.
         for box in (self.column, self.body, self.grid, self.bottom):
             box.do_layout()
+        # Sized for the boxes as now laid out (the last visit may have had them elsewhere).
+        self.title.fit(layout.font("question", scale))
+        self.note.fit(layout.font("hint", scale))
+        for button in (*self.options.values(), self.skip):
+            button.fit(layout.font("body", scale))
         self.tick()
 
     def focus_target(self, focus: int):
@@ -457,11 +462,15 @@ class MessagePage(Page):
             body = f"{catalog['sleep.hours']}\n{catalog.hours(lines)}" if lines else ""
             if shell.flow.settings.count_when_closed:
                 body = f"{body}\n\n{catalog['sleep.wake']}".strip()
+            # Closed in every language: the sleep screen has no language bar to ask with.
+            others = [shell.catalogs[lang]["sleep.title"] for lang in shell.flow.settings.languages
+                      if lang != shell.flow.lang]
+            body = "\n".join([body, *others]).strip()
         self.set_background(bg)
         title_role = "title" if self.name == "sleep" else "huge"
         for label, text, role in ((self.title, title, title_role), (self.body, body, "body")):
             label.text = text
-            label.font_name = shell.font_for_lang()
+            label.font_name = shell.font_for_text(text)
             label.color = _rgba(fg)
             label.fit(layout.font(role, scale))
         self.face.canvas.clear()

@@ -572,7 +572,116 @@ def access(app, result, args):
     result["on_pin"] = shell.access.parent is not None
 
 
-SCENARIOS = {"keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+LAYOUT_MODES = {"normal": set(), "large": {"large"}, "contrast": {"contrast"}, "low": {"low"}}
+LAYOUT_SCREENS = ("rating", "reason", "age_group", "thanks", "sleep")
+#: Languages whose words are separated by spaces: a line may break only between words.
+SPACED = ("ko", "en", "vi")
+
+
+def layout_problems(shell, lang: str) -> list[str]:
+    """Text that does not fit its box, a word broken mid-word, interactive boxes that overlap."""
+    from kivy.core.text import Label as CoreLabel
+    from kivy.core.window import Window
+    from kivy.uix.behaviors import ButtonBehavior
+    from kivy.uix.label import Label
+
+    problems = []
+    targets = []
+    for widget in shell.root.walk(restrict=True):
+        if widget.get_root_window() is None or widget.opacity == 0:
+            continue
+        if isinstance(widget, ButtonBehavior):
+            x, y = widget.to_window(widget.x, widget.y)
+            targets.append((widget, (x, y, x + widget.width, y + widget.height)))
+        if not isinstance(widget, Label) or not widget.text.strip():
+            continue
+        # What the text needs at this width (with both sides of text_size set,
+        # Kivy's texture is the box's size whatever the text needs).
+        needed = CoreLabel(text=widget.text, font_name=widget.font_name, font_size=widget.font_size,
+                           bold=widget.bold, text_size=(widget.width, None), halign=widget.halign,
+                           padding_x=widget.padding_x, padding_y=widget.padding_y)
+        needed.refresh()
+        width, height = needed.size
+        name = widget.text.replace("\n", " ")[:40]
+        if width > widget.width + 1 or height > widget.height + 1:
+            problems.append(f"cut: {name!r} needs {width:.0f}x{height:.0f} in {widget.width:.0f}x{widget.height:.0f}")
+        x, y = widget.to_window(widget.x, widget.y)
+        if x < -1 or y < -1 or x + widget.width > Window.width + 1 or y + widget.height > Window.height + 1:
+            problems.append(f"off screen: {name!r}")
+        if lang in SPACED:
+            measure = CoreLabel(font_name=widget.font_name, font_size=widget.font_size, bold=widget.bold)
+            for word in widget.text.split():
+                if measure.get_extents(word)[0] > widget.width - 2 * widget.padding_x + 1:
+                    problems.append(f"broken mid-word: {word!r} in {name!r}")
+    for index, (first, a) in enumerate(targets):
+        for second, b in targets[index + 1:]:
+            if first in second.walk() or second in first.walk():
+                continue
+            if min(a[2], b[2]) - max(a[0], b[0]) > 1 and min(a[3], b[3]) - max(a[1], b[1]) > 1:
+                problems.append(f"overlap: {getattr(first, 'text', first)!r} / {getattr(second, 'text', second)!r}")
+    return problems
+
+
+def smallest_text(shell) -> list:
+    """The smallest rendered font size (pixels) on screen, and its text."""
+    from kivy.uix.label import Label
+
+    sizes = [(round(w.font_size, 1), w.text[:30]) for w in shell.root.walk(restrict=True)
+             if isinstance(w, Label) and w.text.strip() and w.get_root_window() is not None]
+    return list(min(sizes))
+
+
+def layouts(app, result, args):
+    """Every citizen screen x 5 languages x 4 modes x 2 sizes in one app: checked, and shot for contact sheets."""
+    from kivy.core.window import Window
+
+    from kiosk.flow import Screen
+
+    shell = app.shell
+    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, guard_s=0.0, thank_you_s=600,
+             followup_timeout_s=600, idle_reset_s=600)
+    result["problems"] = {}
+    result["shots"] = []
+    out = args.shots
+    yield screen_is(app, "rating")
+    for size in ((800, 480), (1280, 800)):
+        Window.size = size
+        yield lambda: tuple(Window.size) == size
+        for mode, modes in LAYOUT_MODES.items():
+            for lang in ("ko", "en", "zh", "vi", "ja"):
+                for view in LAYOUT_SCREENS:
+                    flow = shell.flow
+                    shell._open_now = lambda: view != "sleep"
+                    flow._to_rest(shell.monotonic())
+                    shell.check_hours()
+                    flow.lang = lang
+                    flow.modes = set(modes)
+                    if view in ("reason", "age_group", "thanks"):
+                        shell.press(1)
+                        while flow.view != view:
+                            shell.skip()
+                    flow.lang = lang
+                    flow.modes = set(modes)
+                    shell.render()
+                    yield 0.03
+                    shell.render()
+                    yield 0.03
+                    assert flow.view == view and (view == "sleep") == (flow.screen == Screen.SLEEP)
+                    key = f"{view}-{mode}-{lang}-{size[0]}x{size[1]}"
+                    problems = layout_problems(shell, lang)
+                    result.setdefault("font_px", {})[key] = smallest_text(shell)
+                    if problems:
+                        result["problems"][key] = problems
+                    if out is not None:
+                        path = out / f"{key}.png"
+                        shell.root.export_to_png(str(path))
+                        result["shots"].append(path.name)
+        shell._open_now = lambda: True
+        shell.flow._to_rest(shell.monotonic())
+        shell.check_hours()
+
+
+SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":

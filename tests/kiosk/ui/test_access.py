@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import array
+import json
+import os
 import shutil
 import wave
 
@@ -10,7 +12,7 @@ import pytest
 
 from kiosk.catalog import load_catalogs
 from kiosk.voice import render
-from tests.kiosk.ui.test_app import rows, run_driver
+from tests.kiosk.ui.test_app import ROOT, rows, run_driver
 
 pytest.importorskip("kivy")
 
@@ -98,3 +100,50 @@ def test_the_accessibility_control_is_on_every_citizen_screen_and_resets_after_t
     assert result["modes_after"] == [] and result["theme_after"] == ["standard", 1.0]
     assert result["page_height_after"] == 480
     assert result["on_pin"] is False  # staff screens: no citizen control
+
+
+def contact_sheets(shots, out) -> list:
+    """One sheet per display mode and size: screens across, languages down."""
+    from PIL import Image, ImageDraw
+
+    from tests.kiosk.ui.driver import LAYOUT_MODES, LAYOUT_SCREENS
+
+    sheets = []
+    for size in ("800x480", "1280x800"):
+        width, height = (int(v) for v in size.split("x"))
+        thumb = (width // 2, height // 2) if width == 800 else (width // 3, height // 3)
+        for mode in LAYOUT_MODES:
+            sheet = Image.new("RGB", (thumb[0] * len(LAYOUT_SCREENS), thumb[1] * 5), "white")
+            for row, lang in enumerate(("ko", "en", "zh", "vi", "ja")):
+                for column, view in enumerate(LAYOUT_SCREENS):
+                    image = Image.open(shots / f"{view}-{mode}-{lang}-{size}.png").convert("RGB")
+                    sheet.paste(image.resize(thumb), (column * thumb[0], row * thumb[1]))
+            draw = ImageDraw.Draw(sheet)
+            for column in range(1, len(LAYOUT_SCREENS)):
+                draw.line([(column * thumb[0], 0), (column * thumb[0], sheet.height)], fill="grey")
+            for row in range(1, 5):
+                draw.line([(0, row * thumb[1]), (sheet.width, row * thumb[1])], fill="grey")
+            path = out / f"kiosk-sheet-{mode}-{size}.png"
+            sheet.save(path, optimize=True)
+            sheets.append(path)
+    return sheets
+
+
+def test_every_screen_language_mode_and_size_lays_out_without_clipping_or_overlap(tmp_path):
+    """5 screens x 5 languages x {normal, large, high contrast, low screen} x {800x480, 1280x800}."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    result = run_driver(tmp_path, "layouts", shots=shots, timeout=600)
+    assert len(result["shots"]) == 5 * 5 * 4 * 2
+    problems = result["problems"]
+    assert problems == {}, "\n".join(f"{k}: {v}" for k, v in sorted(problems.items()))
+    (tmp_path / "font_px.json").write_text(json.dumps(result["font_px"], ensure_ascii=False, indent=1))
+    if not os.environ.get("ONETAP_SCREENSHOTS"):
+        return  # ONETAP_SCREENSHOTS=1 refreshes the contact sheets in docs/screenshots
+    (ROOT / "docs" / "screenshots" / "kiosk-font-px.json").write_text(
+        json.dumps(result["font_px"], ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+    docs = ROOT / "docs" / "screenshots"
+    for sheet in contact_sheets(shots, tmp_path):
+        shutil.copy(sheet, docs / sheet.name)
+    for name in ("rating-large-vi-800x480", "reason-large-vi-800x480", "age_group-large-vi-800x480"):
+        shutil.copy(shots / f"{name}.png", docs / f"kiosk-{name}.png")

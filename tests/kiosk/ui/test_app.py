@@ -76,7 +76,7 @@ def visible_for(lang: str) -> list[str]:
 
 def access_for(lang: str) -> str:
     """The accessibility control's label (on every citizen screen)."""
-    return "\u25ce " + CATALOGS[lang]["a11y.open"]
+    return CATALOGS[lang]["a11y.open"]
 
 
 def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
