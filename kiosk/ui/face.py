@@ -29,7 +29,7 @@ def fit_label(label, font_size: float, floor: float = 0.6) -> None:
     width, height = label.size
     inner = width - 2 * label.padding_x
     size = font_size
-    for _ in range(10):
+    for _ in range(14):
         label.font_size = size
         label.text_size = (width, None)
         label.texture_update()
@@ -38,7 +38,7 @@ def fit_label(label, font_size: float, floor: float = 0.6) -> None:
             for word in label.text.split() if _breaks_at_spaces(word))
         if fits or size <= font_size * floor:
             break
-        size *= 0.92
+        size *= 0.96
     label.text_size = (width, height)
 
 

@@ -106,7 +106,8 @@ class LanguageBar(BoxLayout):
             self.clear_widgets()
             self.buttons = {}
             for lang in languages:
-                button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang))
+                button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang),
+                                    line_height=0.85)
                 button.bind(on_release=lambda _b, lang=lang: shell.set_language(lang))
                 self.buttons[lang] = button
                 self.add_widget(button)
@@ -141,7 +142,7 @@ class AccessButton(TextButton):
     """The always-visible accessibility control (top right of every citizen screen): opens the panel."""
 
     def __init__(self, shell, **kw):
-        super().__init__(bold=True, size_hint=(None, None), **kw)
+        super().__init__(bold=True, size_hint=(None, None), line_height=0.85, **kw)
         self.shell = shell
         self.bind(on_release=lambda _b: self.shell.toggle_panel())
 
@@ -367,7 +368,7 @@ class FollowupPage(LanguagePage):
         self.title.font_name = shell.font_for_lang()
         self.title.fit(layout.font("question", scale))
         self.title.color = _rgba(theme.text)
-        self.note.height = layout.height * 0.07
+        self.note.height = layout.height * 0.08
         self.note.text = catalog["followup.note"]
         self.note.font_name = shell.font_for_lang()
         self.note.fit(layout.font("hint", scale))

@@ -599,6 +599,7 @@ def layout_problems(shell, lang: str) -> list[str]:
         # Kivy's texture is the box's size whatever the text needs).
         needed = CoreLabel(text=widget.text, font_name=widget.font_name, font_size=widget.font_size,
                            bold=widget.bold, text_size=(widget.width, None), halign=widget.halign,
+                           line_height=widget.line_height,
                            padding_x=widget.padding_x, padding_y=widget.padding_y)
         needed.refresh()
         width, height = needed.size
