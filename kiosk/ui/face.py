@@ -27,8 +27,12 @@ def fit_label(label, font_size: float, floor: float = 0.6) -> None:
     texture is always the box's size, whatever the text needs.
     """
     width, height = label.size
+    key = (label.text, label.font_name, label.bold, font_size, width, height)
+    if getattr(label, "_onetap_fitted", None) == key:
+        return  # unchanged since the last fitting: no texture churn on every redraw
     inner = width - 2 * label.padding_x
-    size = font_size
+    # Whole pixels only: every distinct size is one more font object Kivy keeps open.
+    size = round(font_size)
     for _ in range(14):
         label.font_size = size
         label.text_size = (width, None)
@@ -38,8 +42,9 @@ def fit_label(label, font_size: float, floor: float = 0.6) -> None:
             for word in label.text.split() if _breaks_at_spaces(word))
         if fits or size <= font_size * floor:
             break
-        size *= 0.96
+        size = min(size - 1, round(size * 0.96))
     label.text_size = (width, height)
+    label._onetap_fitted = key
 
 
 def draw_face(canvas, cx: float, cy: float, radius: float, score: int, fill, feature) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Callable
 
 from kivy.clock import Clock
-from kivy.core.audio import SoundLoader
 
 from kiosk.voice import Prompts
 
@@ -71,6 +70,9 @@ class Speaker:
     def _load(self, path: Path):
         sound = self._sounds.get(path)
         if sound is None:
+            # Imported at the first prompt: Kivy's audio core costs memory a visit without voice never needs.
+            from kivy.core.audio import SoundLoader
+
             sound = SoundLoader.load(str(path)) or False
             if not sound:
                 log.warning("voice prompt %s cannot be played (no audio output?)", path)
