@@ -129,6 +129,15 @@ class UiConfig:
     reason_threshold: Annotated[Int, Field(ge=0, le=5)] = 2
     age_group: bool = False
     sound: bool = False
+    #: Voice guidance (kiosk/voice.py) on for every visit, its volume, the
+    #: institution's own recordings (DIR/<lang>/<key>.wav) and the rendered cache.
+    voice: bool = False
+    voice_volume: Annotated[Float, Field(ge=0, le=1)] = 1.0
+    voice_dir: str = ""
+    voice_cache: str = ""
+    low_screen: bool = False
+    #: An on-screen staff-call control (Status help_requested, an alert on the board).
+    help_button: bool = False
     hours: Annotated[tuple[str, ...], AfterValidator(_hours)] = ()
     count_when_closed: bool = False
     #: 4 to 12 digits, or the hash provision writes.
@@ -162,6 +171,10 @@ class ButtonsConfig:
     led_error: Gpio | None = None
     debounce_ms: Annotated[Int, Field(ge=1, le=2000)] = 50
     pull_up: bool = True
+    # Keypad buttons ◀ ▶ 선택 (move the focus, choose): a blind citizen's way in.
+    left: Gpio | None = None
+    right: Gpio | None = None
+    select: Gpio | None = None
 
     @model_validator(mode="after")
     def _wiring(self) -> "ButtonsConfig":
@@ -172,8 +185,9 @@ class ButtonsConfig:
                                      "(exactly 5 pins mean scores 1..5)")
         if self.leds and len(self.leds) != len(self.pins):
             raise KeyProblem("leds", "needs one LED per pin (or none)")
-        used = [("pins", p) for p in self.pins] + [("leds", p) for p in self.leds]
-        used += [(key, getattr(self, key)) for key in ("led_connected", "led_buffering", "led_error")
+        used: list[tuple[str, int]] = [("pins", p) for p in self.pins] + [("leds", p) for p in self.leds]
+        used += [(key, getattr(self, key)) for key in ("led_connected", "led_buffering", "led_error",
+                                                       "left", "right", "select")
                  if getattr(self, key) is not None]
         seen: set[int] = set()
         for key, pin in used:
@@ -186,6 +200,12 @@ class ButtonsConfig:
     def score_map(self) -> dict[int, int]:
         """GPIO pin -> score."""
         return dict(zip(self.pins, self.scores or protocol.SCORES))
+
+    @property
+    def key_map(self) -> dict[int, str]:
+        """GPIO pin -> keypad action (kiosk.flow.LEFT, RIGHT, SELECT)."""
+        return {pin: action for action in ("left", "right", "select")
+                if (pin := getattr(self, action)) is not None}
 
 
 @dataclass(frozen=True, config=STRICT)

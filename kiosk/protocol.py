@@ -48,7 +48,7 @@ DEFAULT_REASONS = (
     "other",
 )
 AGE_GROUPS = ("under20", "20s", "30s", "40s", "50s", "60s", "70plus")
-INPUTS = ("touch", "button")
+INPUTS = ("touch", "button", "keypad")
 
 IDENT_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
 _IDENT_RE = re.compile(rf"\A{IDENT_PATTERN}\Z")
@@ -672,6 +672,8 @@ _STATUS_FIELDS = {
     "config_version": (int, str, type(None)),
     "ignored_taps": (int,),
     "error": (str, type(None)),
+    # A citizen pressed the staff-call control (optional; absent means false).
+    "help_requested": (bool,),
 }
 _TIMESTAMP_STATUS_FIELDS = ("at", "oldest_pending_at", "last_tap_at", "last_ack_at")
 #: A kiosk's own error text may hold anything (an OS message with a newline):

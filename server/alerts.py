@@ -30,7 +30,7 @@ from server.store import Store
 log = logging.getLogger(__name__)
 
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
-CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", "certificate")
+CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", "certificate", "help")
 #: Alerts that describe an event: open until someone acknowledges them.
 EVENT_KINDS = ("suspect", QUARANTINE_ALERT)
 _WATERMARK = "alerts.suspect_pk"
@@ -100,6 +100,9 @@ def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: 
                                      f" (oldest pending {format_timestamp(oldest.astimezone(tz))})"))
             if rules.clock_unsynced and t.get("clock_synced") is False:
                 out.append(Condition(site, name, "clock", f"{site}/{name} clock not synchronised (NTP)"))
+            if t.get("help_requested") is True:
+                # The kiosk's staff-call control (clears when staff open its staff screen).
+                out.append(Condition(site, name, "help", f"{site}/{name}: a citizen asks for staff help"))
     window_start = now - timedelta(minutes=rules.low_score_minutes)
     lows: dict[tuple[str, str], int] = {}
     for r in low_scores:

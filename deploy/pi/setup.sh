@@ -121,6 +121,7 @@ if ((use_apt)); then
         libgl1-mesa-dri libegl1 libgles2 libmtdev1  # Kivy's GPU and touch libraries
         fonts-noto-cjk fonts-nanum          # Hangul and CJK (Kivy's own font has none)
         systemd-timesyncd                   # NTP: a Pi has no real-time clock
+        espeak-ng                           # voice guidance prompts, rendered once here
     )
     missing=()
     for package in "${packages[@]}"; do
@@ -233,6 +234,10 @@ systemctl enable onetap-kiosk.service
 
 step "checking /etc/onetap/kiosk.toml"
 "${venv}/bin/onetap-kiosk" run --config /etc/onetap/kiosk.toml --check-config
+
+step "voice guidance prompts"
+runuser -u "${kiosk_user}" -- "${venv}/bin/onetap-kiosk" voices --config /etc/onetap/kiosk.toml \
+    || echo "setup.sh: note: voice prompts not rendered; run onetap-kiosk voices later" >&2
 
 echo
 echo "Done. Reboot; the kiosk starts on the screen. Logs: journalctl -u onetap-kiosk -f"

@@ -64,6 +64,21 @@ def test_rules():
     assert ("off", "offline") not in {(c.terminal, c.kind) for c in evaluate(evening, terminals, [], RULES, KST)}
 
 
+def test_a_kiosk_staff_call_raises_a_help_alert_even_after_hours():
+    """The kiosk's help_requested status flag (its staff-call control) is an alert on the board."""
+    calling = {"site": "s", "terminal": "k1", "state": "online", "updated_at": ts(NOW), "help_requested": True}
+    quiet = {**calling, "terminal": "k2", "help_requested": False}
+    for moment in (NOW, NOW.replace(hour=20)):
+        conditions = evaluate(moment, [calling, quiet], [], RULES, KST)
+        assert [(c.terminal, c.kind) for c in conditions] == [("k1", "help")]
+    # The flag validates as part of a status; a non-boolean is refused.
+    assert Status.decode(b'{"v":1,"state":"online","at":"2026-11-27T11:00:00+09:00","backlog":0,"seq":1,'
+                         b'"help_requested":true}').fields["help_requested"] is True
+    with pytest.raises(ValueError):
+        Status.decode(b'{"v":1,"state":"online","at":"2026-11-27T11:00:00+09:00","backlog":0,"seq":1,'
+                      b'"help_requested":"yes"}')
+
+
 def test_detect_suspects_on_crafted_bursts():
     start = NOW - timedelta(minutes=30)
     rows, seq = [], 0
