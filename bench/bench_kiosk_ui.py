@@ -1,6 +1,11 @@
 """Kiosk UI benchmark: tap to thank-you screen drawn, tap to durable, app start to first screen, memory.
 
-    SDL_VIDEODRIVER=offscreen python bench/bench_kiosk_ui.py [--taps 200] [--size 800x480]
+    SDL_VIDEODRIVER=offscreen python bench/bench_kiosk_ui.py [--taps 200] [--size 800x480] [--voice]
+
+--voice: voice guidance on for every visit (prompts rendered with espeak-ng
+into the temporary directory first, audio to SDL's disk driver): each tap
+then also says the face and the thank-you. The speech is cut off once the
+thank-you is drawn, so that the next tap need not wait for it.
 
 Runs the real app (real outbox file, real touches through the window's input
 dispatch) in a temporary data directory; prints one JSON line.
@@ -39,17 +44,30 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--taps", type=int, default=200)
     parser.add_argument("--size", default="800x480")
+    parser.add_argument("--voice", action="store_true", help="voice guidance on (espeak-ng prompts)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="onetap-bench-ui-"))
     os.environ.setdefault("KIVY_HOME", str(tmp / "kivy-home"))
     os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+    if args.voice:
+        os.environ.setdefault("SDL_AUDIODRIVER", "disk")
+        os.environ.setdefault("SDL_DISKAUDIOFILE", str(tmp / "audio.raw"))
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     os.environ.setdefault("KIVY_NO_CONSOLELOG", "1")
 
     from kiosk.config import load_config
     from kiosk.ui.app import configure_kivy
 
-    cfg = load_config(env={}, overrides={"data_dir": str(tmp / "data"), "broker": "mqtt://127.0.0.1:9"})
+    config_file = None
+    if args.voice:
+        from kiosk.catalog import load_catalogs
+        from kiosk.voice import render
+
+        render(load_catalogs(["ko"]), tmp / "voices")
+        config_file = tmp / "kiosk.toml"
+        config_file.write_text(f'[ui]\nvoice = true\nvoice_cache = "{tmp / "voices"}"\n', encoding="utf-8")
+    cfg = load_config(config_file, env={},
+                      overrides={"data_dir": str(tmp / "data"), "broker": "mqtt://127.0.0.1:9"})
     configure_kivy(cfg, tuple(int(v) for v in args.size.split("x")))
 
     import dataclasses
@@ -61,7 +79,7 @@ def main() -> int:
     from kiosk.ui.shell import OnetapApp
 
     app = OnetapApp(cfg)
-    figures: dict = {"taps": args.taps, "size": args.size, "fps_cap": cfg.ui.fps}
+    figures: dict = {"taps": args.taps, "size": args.size, "fps_cap": cfg.ui.fps, "voice": args.voice}
     tap_ms: list[float] = []
     durable_ms: list[float] = []
     state = {"phase": "start", "t0": 0.0, "count": 0}
@@ -103,6 +121,9 @@ def main() -> int:
         elif state["phase"] == "await-thanks" and screen == "thanks":
             tap_ms.append((now - state["t0"]) * 1000)
             state["count"] += 1
+            if args.voice:
+                figures["prompts_played"] = len(shell.speaker.played)
+                shell.speaker.stop()
             state["phase"] = "await-rating"
         elif state["phase"] == "await-rating" and screen == "rating":
             if state["count"] >= args.taps:

@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kiosk import protocol  # noqa: E402
+from server.process import stop_process  # noqa: E402
 from tests.backends import PostgresDatabase  # noqa: E402
 from tests.broker import Mosquitto  # noqa: E402
 
@@ -409,12 +410,7 @@ def main() -> int:
         return 0 if report["seq_rule"] == "ok" and not left else 1
     finally:
         for w in workers:
-            w.terminate()
-        for w in workers:
-            try:
-                w.wait(15)
-            except subprocess.TimeoutExpired:
-                w.kill()
+            stop_process(w, timeout=15)
         broker.stop()
         db.drop()
 

@@ -18,6 +18,7 @@ packages=(
     systemd                            # systemd-analyze verify on deploy units
     libpango-1.0-0 libpangoft2-1.0-0   # WeasyPrint: the report's PDF
     poppler-utils                      # pdftotext/pdftoppm: tests read the report's PDF
+    espeak-ng                          # voice guidance prompts (onetap-kiosk voices)
 )
 missing=()
 for package in "${packages[@]}"; do

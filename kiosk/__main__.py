@@ -51,7 +51,29 @@ def _parser() -> argparse.ArgumentParser:
                      default=os.environ.get("ONETAP_MQTT_PROTOCOL", "5"),
                      help="MQTT version (env ONETAP_MQTT_PROTOCOL; default 5)")
     sim.add_argument("--ack-timeout", type=float, default=10.0, help="resend a batch after this many seconds")
+    voices = sub.add_parser(
+        "voices", help="render the voice-guidance prompts with espeak-ng (cached; unchanged ones kept)",
+        description="Renders every spoken prompt of every configured language into --out (default: "
+                    "[ui] voice_cache, else <data_dir>/voices). The institution's own recordings in "
+                    "[ui] voice_dir, under the same names, take precedence when the kiosk plays them.")
+    voices.add_argument("--config", type=Path, default=os.environ.get("ONETAP_CONFIG") or None,
+                        help="TOML file; env ONETAP_CONFIG")
+    voices.add_argument("--out", type=Path, help="the prompt directory (DIR/<lang>/<key>.wav)")
+    voices.add_argument("--force", action="store_true", help="render again even if the text is unchanged")
     return parser
+
+
+def _voices(args: argparse.Namespace) -> int:
+    from kiosk.catalog import load_catalogs
+    from kiosk.config import load_config
+    from kiosk.voice import Prompts, render
+
+    cfg = load_config(args.config)
+    out = args.out or Prompts.from_config(cfg).cache
+    done = render(load_catalogs(cfg.ui.languages), out, force=args.force)
+    print(f"{PROG}: prompts in {out}: " + ", ".join(f"{lang} {n} rendered" for lang, n in done.items()),
+          file=sys.stderr)
+    return 0
 
 
 def _error(message: object) -> int:
@@ -123,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "voices":
+            return _voices(args)
         return _simulate(args)
     except KioskError as exc:
         return _error(exc)

@@ -63,11 +63,16 @@ class Buttons:
         pull_up: bool = True,
         pin_factory: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
+        key_map: Mapping[int, str] | None = None,
+        on_key: Callable[[str], None] | None = None,
     ):
         from gpiozero import LED, Button
 
         self.on_press = on_press
         self.score_map = dict(score_map)
+        #: Keypad buttons ◀ ▶ 선택: pin -> action ("left", "right", "select").
+        self.key_map = dict(key_map or {})
+        self.on_key = on_key
         self.debouncer = Debouncer(debounce_ms / 1000)
         self._monotonic = monotonic
         self.presses = 0
@@ -77,7 +82,7 @@ class Buttons:
         self._leds = {}
         self._status = {}
         try:
-            for pin in self.score_map:
+            for pin in [*self.score_map, *self.key_map]:
                 button = Button(pin, pull_up=pull_up, bounce_time=None, pin_factory=pin_factory)
                 button.when_pressed = lambda _dev=None, pin=pin: self._pressed(pin)
                 button.when_released = lambda _dev=None, pin=pin: self.debouncer.release(pin, self._monotonic())
@@ -93,9 +98,9 @@ class Buttons:
 
     @classmethod
     def from_config(cls, cfg: Any, on_press: Callable[[int], None], **kw: Any) -> "Buttons":
-        """From a ``[buttons]`` table (kiosk.config.ButtonsConfig)."""
+        """From a ``[buttons]`` table (kiosk.config.ButtonsConfig); *on_key* in *kw* for ◀ ▶ 선택."""
         return cls(
-            cfg.score_map, on_press,
+            cfg.score_map, on_press, key_map=cfg.key_map,
             leds=dict(zip(cfg.pins, cfg.leds)),
             status_leds={CONNECTED: cfg.led_connected, BUFFERING: cfg.led_buffering, ERROR: cfg.led_error},
             debounce_ms=cfg.debounce_ms, pull_up=cfg.pull_up, **kw,
@@ -107,6 +112,10 @@ class Buttons:
             return
         self.presses += 1
         try:
+            if pin in self.key_map:
+                if self.on_key is not None:
+                    self.on_key(self.key_map[pin])
+                return
             self.on_press(self.score_map[pin])
         except Exception:  # noqa: BLE001 - gpiozero's thread must survive a failing handler
             log.exception("button on GPIO %s: press handler failed", pin)

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hmac
 from dataclasses import dataclass
 from typing import Mapping, Union
 
 from kiosk import protocol
 from kiosk.catalog import DEFAULT_LANG, LANGUAGES
+
+
+#: The display modes a citizen may switch on for one visit (the staff default is config).
+MODES = ("large", "contrast", "voice", "low")
+
+#: Keypad actions: a USB keypad's keys and the GPIO ◀ ▶ 선택 buttons map to these.
+LEFT, RIGHT, SELECT, BACK, OTHER = "left", "right", "select", "back", "other"
 
 
 class Screen(str, enum.Enum):
@@ -80,6 +86,10 @@ class Settings:
     maintenance_timeout_s: float = 300.0
     max_pin_attempts: int = 3
     error_s: float = 3.0
+    #: The display modes every visit starts with (staff defaults from config).
+    modes: frozenset[str] = frozenset()
+    #: A staff call stays raised this long unless staff open the staff screen.
+    help_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,16 @@ class Flow:
         self._questions: list[Question] = []
         self._recording: Record | None = None
         self._pin_attempts = 0
+        #: This visit's display modes (MODES), reset to the staff default when it ends.
+        self.modes: set[str] = set(settings.modes)
+        #: The visit is driven by a keypad (its ratings carry input "keypad").
+        self.keypad = False
+        #: The focused target on a keypad: a face (0..4) or a follow-up answer.
+        self.focus = 0
+        #: The last follow-up question closed by its timeout (for its announcement).
+        self.timed_out = False
+        #: A citizen asked for staff help, until this (monotonic) time.
+        self.help_until: float | None = None
 
     # -- state ----------------------------------------------------------------
 
@@ -157,9 +177,30 @@ class Flow:
         """Whether the screen appeared too recently to take input."""
         return now < self.shown_at + self.settings.guard_s
 
+    @property
+    def voice(self) -> bool:
+        return "voice" in self.modes
+
+    def timeout(self, seconds: float) -> float:
+        """A screen's time limit: doubled in voice mode (listening takes longer than reading)."""
+        return seconds * 2 if self.voice else seconds
+
+    def help_requested(self, now: float) -> bool:
+        return self.help_until is not None and now < self.help_until
+
+    def targets(self) -> int:
+        """How many targets the keypad moves over on this screen."""
+        if self.screen == Screen.RATING:
+            return len(protocol.SCORES)
+        if self.screen == Screen.QUESTION and self.question is not None:
+            return len(self.question.codes)
+        return 0
+
     def _show(self, screen: Screen, now: float, question: Question | None = None) -> None:
         if (screen, question) != (self.screen, self.question):
             self.shown_at = now
+            self.focus = 0
+            self.timed_out = False
         self.screen = screen
         self.question = question
 
@@ -190,6 +231,8 @@ class Flow:
         self.deadline = None
         self._questions = []
         self._last_activity = now
+        self.modes = set(self.settings.modes)
+        self.keypad = False
 
     def _settle(self, now: float) -> None:
         if self.screen in (Screen.RATING, Screen.SLEEP):
@@ -244,7 +287,7 @@ class Flow:
     def _advance(self, now: float) -> list[Effect]:
         if self._questions:
             self._show(Screen.QUESTION, now, self._questions.pop(0))
-            self.deadline = now + self.settings.followup_timeout_s
+            self.deadline = now + self.timeout(self.settings.followup_timeout_s)
             return []
         return self._finish(now)
 
@@ -254,7 +297,7 @@ class Flow:
             effects.append(Release(self.rating_id))
         self._questions = []
         self._show(Screen.THANKS, now)
-        self.deadline = now + self.settings.thank_you_s
+        self.deadline = now + self.timeout(self.settings.thank_you_s)
         return effects
 
     def answer(self, field: str, code: str, now: float) -> list[Effect]:
@@ -279,6 +322,70 @@ class Flow:
         """A touch that is not a control (the thank-you screen): counted when in a cooldown or guard."""
         if now < self._cooldown_until or self.guarding(now):
             self.ignored_taps += 1
+        self.more_time(now)
+
+    def more_time(self, now: float) -> None:
+        """A touch or a key on a timed citizen screen: its full time again."""
+        self._last_activity = now
+        if self.screen == Screen.QUESTION:
+            self.deadline = now + self.timeout(self.settings.followup_timeout_s)
+
+    def hold(self, until: float) -> None:
+        """Keep a timed citizen screen up at least until *until* (its announcement is still being spoken)."""
+        if self.deadline is not None and self.screen in (Screen.QUESTION, Screen.THANKS, Screen.ERROR):
+            self.deadline = max(self.deadline, until)
+
+    # -- keypad and display modes -------------------------------------------------
+
+    def key(self, action: str, now: float) -> list[Effect]:
+        """A keypad key (or a GPIO ◀ ▶ 선택 button): the first one switches the visit to keypad and voice.
+
+        ◀/▶ move the focus without wrapping (a blind citizen counts presses),
+        select chooses the focused target, back skips a follow-up question.
+        """
+        if self.screen in (Screen.PIN, Screen.MAINTENANCE) or self._recording is not None:
+            return []
+        if self.screen == Screen.SLEEP:
+            self.wake(now)
+        if not self.keypad:
+            # The first key only starts keypad mode: the citizen hears where they are first.
+            self.keypad = True
+            self.modes.add("voice")
+            self.focus = 0
+            self.more_time(now)
+            return []
+        self.more_time(now)
+        count = self.targets()
+        if action in (LEFT, RIGHT):
+            if count:
+                self.focus = max(0, min(count - 1, self.focus + (1 if action == RIGHT else -1)))
+            return []
+        if action == SELECT and count:
+            if self.screen == Screen.RATING:
+                return self.press(self.focus + 1, now, "keypad")
+            question = self.question
+            assert question is not None
+            return self.answer(question.field, question.codes[self.focus], now)
+        if action == BACK and self.screen == Screen.QUESTION:
+            return self.skip(now)
+        return []
+
+    def set_mode(self, mode: str, on: bool, now: float) -> None:
+        """A citizen switches a display mode for this visit (never on the staff screens)."""
+        if mode not in MODES or self.screen in (Screen.PIN, Screen.MAINTENANCE):
+            return
+        if on:
+            self.modes.add(mode)
+        else:
+            self.modes.discard(mode)
+        self.more_time(now)
+
+    def call_help(self, now: float) -> None:
+        """A citizen asks for staff (raised in Status until staff open the staff screen or help_s passes)."""
+        if self.screen in (Screen.PIN, Screen.MAINTENANCE):
+            return
+        self.help_until = now + self.settings.help_s
+        self.more_time(now)
 
     def set_language(self, lang: str, now: float) -> None:
         if lang not in self.settings.languages or self.screen in (Screen.PIN, Screen.MAINTENANCE):
@@ -305,7 +412,9 @@ class Flow:
         screen = self.screen
         if self.deadline is not None and now >= self.deadline:
             if screen == Screen.QUESTION:
-                return self._finish(now)
+                effects = self._finish(now)
+                self.timed_out = True
+                return effects
             self._to_rest(now)
             self._pin_attempts = 0
             return []
@@ -322,6 +431,7 @@ class Flow:
         if self.screen not in (Screen.RATING, Screen.SLEEP) or self._recording is not None:
             return
         self._show(Screen.PIN, now)
+        self.help_until = None  # staff are here
         self.pin_entry = ""
         self.pin_error = False
         self.deadline = now + self.settings.pin_timeout_s
@@ -346,7 +456,7 @@ class Flow:
         if self.screen != Screen.PIN or self._refused(now):
             return False
         entry, self.pin_entry = self.pin_entry, ""
-        if self.settings.pin and hmac.compare_digest(entry.encode(), self.settings.pin.encode()):
+        if protocol.pin_matches(entry, self.settings.pin):
             self._pin_attempts = 0
             self.pin_error = False
             self._show(Screen.MAINTENANCE, now)

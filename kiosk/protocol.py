@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import ipaddress
 import json
 import math
 import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -48,7 +50,7 @@ DEFAULT_REASONS = (
     "other",
 )
 AGE_GROUPS = ("under20", "20s", "30s", "40s", "50s", "60s", "70plus")
-INPUTS = ("touch", "button")
+INPUTS = ("touch", "button", "keypad")
 
 IDENT_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
 _IDENT_RE = re.compile(rf"\A{IDENT_PATTERN}\Z")
@@ -162,6 +164,32 @@ def parse_broker_url(url: str) -> tuple[str, str, int]:
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"{url!r}: only mqtt[s]://host:port is allowed (no path or query)")
     return parts.scheme, parts.hostname, port if port is not None else BROKER_DEFAULT_PORTS[parts.scheme]
+
+
+def broker_security_problem(broker: str, *, ca_file: object = None, certfile: object = None,
+                            keyfile: object = None, allow_plain_remote: bool = False,
+                            prefix: str = "") -> tuple[str, str] | None:
+    """(key, why) when a broker connection's settings do not hold together, else None.
+
+    The one rule for the kiosk's config, the server's and provision: a client
+    certificate needs both files; TLS files need mqtts://; plain mqtt:// to
+    another machine (the password and ratings in clear) needs
+    allow_plain_remote. *prefix* qualifies the key names said ("mqtt.").
+    """
+    scheme, host, _ = parse_broker_url(broker)
+    if (certfile is None) != (keyfile is None):
+        return ("keyfile" if keyfile is None else "certfile",
+                f"is missing: a client certificate needs both {prefix}certfile and {prefix}keyfile")
+    if scheme == "mqtts":
+        return None
+    if ca_file is not None or certfile is not None:
+        return ("ca_file" if ca_file is not None else "certfile",
+                f"is set but the broker {broker!r} is mqtt://, not mqtts://")
+    if not is_loopback(host) and not allow_plain_remote:
+        return ("broker", "is plain MQTT to another machine: the password and ratings "
+                          f"would cross the network unencrypted; use mqtts:// with {prefix}ca_file, "
+                          f"or set {prefix}allow_plain_remote = true")
+    return None
 
 
 # -- topics -----------------------------------------------------------------
@@ -513,6 +541,16 @@ def _load_json(payload: bytes, what: str) -> Any:
         raise ProtocolError(what, f"not JSON ({exc})") from None
 
 
+
+def _load_message(payload: bytes, what: str, keys: frozenset[str]) -> dict[str, Any]:
+    """A message's JSON object, of protocol version 1 and with no key outside *keys*."""
+    obj = _load_json(payload, what)
+    if not isinstance(obj, dict):
+        raise ProtocolError(what, "must be a JSON object")
+    _check_version(obj)
+    _check_keys(obj, keys, "")
+    return obj
+
 def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> DecodedBatch:
     """Decode a RatingBatch.
 
@@ -654,6 +692,24 @@ def head_message(chain: str) -> bytes:
     return bytes.fromhex(chain)
 
 
+
+def readable_rating_ids(payload: bytes) -> list[str]:
+    """The distinct UUIDs under ``ratings[*].id`` of a batch, however broken the rest is.
+
+    For answering a batch that cannot be accepted: the Ack names what it can
+    read, so the kiosk stops resending ratings that will never be taken.
+    """
+    try:
+        obj = loads_bounded(bytes(payload).decode("utf-8"))
+    except (ValueError, RecursionError):
+        return []
+    items = obj.get("ratings") if isinstance(obj, dict) else None
+    if not isinstance(items, list):
+        return []
+    ids = (item.get("id") for item in items if isinstance(item, dict))
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str) and _UUID_RE.match(i)))
+
+
 # -- acks -------------------------------------------------------------------
 
 _ACK_KEYS = frozenset(("v", "accepted", "duplicate", "rejected"))
@@ -686,11 +742,7 @@ class Ack:
 
     @classmethod
     def decode(cls, payload: bytes) -> "Ack":
-        obj = _load_json(payload, "ack")
-        if not isinstance(obj, dict):
-            raise ProtocolError("ack", "must be a JSON object")
-        _check_version(obj)
-        _check_keys(obj, _ACK_KEYS, "")
+        obj = _load_message(payload, "ack", _ACK_KEYS)
         lists = {}
         for key in ("accepted", "duplicate"):
             ids = obj.get(key, [])
@@ -732,6 +784,8 @@ _STATUS_FIELDS = {
     "config_version": (int, str, type(None)),
     "ignored_taps": (int,),
     "error": (str, type(None)),
+    # A citizen pressed the staff-call control (optional; absent means false).
+    "help_requested": (bool,),
 }
 _TIMESTAMP_STATUS_FIELDS = ("at", "oldest_pending_at", "last_tap_at", "last_ack_at")
 #: A kiosk's own error text may hold anything (an OS message with a newline):
@@ -847,6 +901,48 @@ class Status:
 OFFLINE = Status("offline")
 
 
+# -- alerts -----------------------------------------------------------------
+#
+# Retained on onetap/v1/{site}/alerts, server -> anyone allowed to read it (a
+# display at the counter, a building's own system): the site's open alerts.
+
+#: The fields of one alert, in this order; times are RFC 3339 or null.
+ALERT_FIELDS = ("pk", "site", "terminal", "kind", "message", "raised_at", "cleared_at",
+                "acked_at", "acked_by")
+_SITE_ALERTS_KEYS = frozenset(("v", "site", "alerts"))
+
+
+@dataclass(frozen=True)
+class SiteAlerts:
+    """A site's open alerts, each a mapping of :data:`ALERT_FIELDS`."""
+
+    site: str
+    alerts: tuple[Mapping[str, Any], ...] = ()
+
+    def encode(self) -> bytes:
+        check_identifier("site", self.site)
+        body = {"v": VERSION, "site": self.site,
+                "alerts": [{key: alert.get(key) for key in ALERT_FIELDS} for alert in self.alerts]}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "SiteAlerts":
+        obj = _load_message(payload, "alerts", _SITE_ALERTS_KEYS)
+        site = check_identifier("site", _require(obj, "site", ""))
+        alerts = _require(obj, "alerts", "")
+        if not isinstance(alerts, list):
+            raise ProtocolError("alerts", "must be an array")
+        for index, alert in enumerate(alerts):
+            if not isinstance(alert, dict):
+                raise ProtocolError(f"alerts[{index}]", "must be an object")
+            _check_keys(alert, frozenset(ALERT_FIELDS), f"alerts[{index}].")
+            if alert.get("site") != site:
+                raise ProtocolError(f"alerts[{index}].site", f"{alert.get('site')!r} is not {site!r}")
+            if not isinstance(alert.get("kind"), str) or not isinstance(alert.get("message"), str):
+                raise ProtocolError(f"alerts[{index}]", "needs a kind and a message")
+        return cls(site, tuple(alerts))
+
+
 # -- survey config ------------------------------------------------------------
 #
 # Retained on onetap/v1/{site}/{terminal}/config, server -> kiosk. Every field
@@ -917,6 +1013,16 @@ def parse_hours(name: str, entries: object) -> tuple[tuple[frozenset[int], int, 
                 raise ProtocolError(where, f"{span!r} ends before it starts")
             out.append((days, start, end))
     return tuple(out)
+
+
+
+def is_open(local: datetime, hours: Sequence[tuple[frozenset[int], int, int]]) -> bool:
+    """Whether *local* (a time in the counters' own zone) is within opening hours
+    as :func:`parse_hours` returns them; no hours at all: always open."""
+    if not hours:
+        return True
+    minute = local.hour * 60 + local.minute
+    return any(local.weekday() in days and start <= minute < end for days, start, end in hours)
 
 
 def _texts(name: str, value: object) -> dict[str, str]:
@@ -1033,3 +1139,39 @@ class SurveyConfig:
             **timings, "hours": hours, "count_when_closed": closed,
         })
         return config
+
+
+# -- the maintenance PIN as kiosk.toml keeps it (written by provision) ----------
+
+PIN_SCHEME = "pbkdf2_sha256"
+#: About a tenth of a second on a Raspberry Pi 4: one check per PIN entry, and a
+#: copied kiosk.toml does not give the PIN away at a glance.
+PIN_ITERATIONS = 100_000
+_PIN_HASH_RE = re.compile(rf"\A{PIN_SCHEME}\$(\d{{1,7}})\$([0-9a-f]{{32}})\$([0-9a-f]{{64}})\Z")
+_PLAIN_PIN_RE = re.compile(r"\A\d{4,12}\Z")
+
+
+def hash_pin(pin: str, *, salt: bytes | None = None, iterations: int = PIN_ITERATIONS) -> str:
+    """``pbkdf2_sha256$ITERATIONS$SALT$KEY`` for *pin* (what provision writes)."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    key = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, iterations)
+    return f"{PIN_SCHEME}${iterations}${salt.hex()}${key.hex()}"
+
+
+def is_pin_setting(stored: str) -> bool:
+    """Whether *stored* is a PIN hash or a plain PIN of 4 to 12 digits (older files)."""
+    return bool(_PIN_HASH_RE.match(stored) or _PLAIN_PIN_RE.match(stored))
+
+
+def is_hashed_pin(stored: str) -> bool:
+    return bool(_PIN_HASH_RE.match(stored))
+
+
+def pin_matches(entry: str, stored: str) -> bool:
+    """Whether the digits typed on the staff screen are the PIN *stored* stands for."""
+    found = _PIN_HASH_RE.match(stored)
+    if found is None:
+        return bool(stored) and hmac.compare_digest(entry.encode(), stored.encode())
+    iterations, salt, key = int(found[1]), bytes.fromhex(found[2]), found[3]
+    typed = hashlib.pbkdf2_hmac("sha256", entry.encode(), salt, iterations).hex()
+    return hmac.compare_digest(typed.encode(), key.encode())

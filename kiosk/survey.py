@@ -24,12 +24,7 @@ def is_open(lines: Iterable[str], moment: datetime) -> bool:
 
     No lines: always open.
     """
-    spans = protocol.parse_hours("hours", tuple(lines))
-    if not spans:
-        return True
-    day = moment.weekday()
-    minute = moment.hour * 60 + moment.minute
-    return any(day in days and start <= minute < end for days, start, end in spans)
+    return protocol.is_open(moment, protocol.parse_hours("hours", tuple(lines)))
 
 
 def questions(reasons: Iterable[str] = protocol.DEFAULT_REASONS, reason_threshold: int = 2,

@@ -65,6 +65,23 @@ class Terminal:
     def stray_tap(self) -> None:
         self.flow.stray_tap(self.monotonic())
 
+    def more_time(self) -> None:
+        self.flow.more_time(self.monotonic())
+
+    def key(self, action: str) -> None:
+        """A keypad key or a GPIO ◀ ▶ 선택 button (kiosk.flow.LEFT, RIGHT, SELECT, BACK, OTHER)."""
+        now = self.monotonic()
+        self.run(self.flow.key(action, now), now)
+
+    def hold(self, seconds: float) -> None:
+        self.flow.hold(self.monotonic() + seconds)
+
+    def set_mode(self, mode: str, on: bool) -> None:
+        self.flow.set_mode(mode, on, self.monotonic())
+
+    def call_help(self) -> None:
+        self.flow.call_help(self.monotonic())
+
     def set_language(self, lang: str) -> None:
         self.flow.set_language(lang, self.monotonic())
 

@@ -86,19 +86,50 @@ def summarize(distribution: Mapping[Any, Any]) -> Summary:
     )
 
 
-def parse_by(value: str | Sequence[str]) -> tuple[str, ...]:
-    """Validate ``by`` ("day,site" or a sequence): 1..2 known keys, no repeats; ValueError if not."""
+#: Not a stored column: a site's group, from the server's [groups] (see regroup).
+GROUP_KEY = "group"
+#: What /api/v1/aggregates and pull accept: the stored keys and the group.
+BY_KEYS = (*AGGREGATE_KEYS, GROUP_KEY)
+
+
+def parse_by(value: str | Sequence[str], known: Sequence[str] = BY_KEYS) -> tuple[str, ...]:
+    """Validate ``by`` ("day,site" or a sequence): 1..MAX_BY of the *known* keys, no repeats; ValueError if not."""
     keys = [k.strip() for k in value.split(",")] if isinstance(value, str) else list(value)
     if not keys or any(not k for k in keys):
-        raise ValueError(f"by must name 1 to {MAX_BY} keys separated by commas, of: {', '.join(AGGREGATE_KEYS)}")
-    unknown = [k for k in keys if k not in AGGREGATE_KEYS]
+        raise ValueError(f"by must name 1 to {MAX_BY} keys separated by commas, of: {', '.join(known)}")
+    unknown = [k for k in keys if k not in known]
     if unknown:
-        raise ValueError(f"by: unknown key {unknown[0]!r}; keys are {', '.join(AGGREGATE_KEYS)}")
+        raise ValueError(f"by: unknown key {unknown[0]!r}; keys are {', '.join(known)}")
     if len(keys) > MAX_BY:
         raise ValueError(f"by: at most {MAX_BY} keys, got {len(keys)}")
     if len(set(keys)) != len(keys):
         raise ValueError("by: a key is named twice")
     return tuple(keys)
+
+
+def store_keys(by: Sequence[str]) -> tuple[str, ...]:
+    """The stored keys a ``by`` with ``group`` needs: the group's place is taken by the site."""
+    return tuple(dict.fromkeys("site" if key == GROUP_KEY else key for key in by))
+
+
+def regroup(rows: Iterable[tuple[tuple, Mapping[int, int]]], by: Sequence[str],
+            groups: Mapping[str, Sequence[str]]) -> list[tuple[tuple, Distribution]]:
+    """Rows keyed by store_keys(*by*) as rows keyed by *by*: each site's counts go to every group
+    (id -> its sites) that holds it, a site in no group to the group None. Exact: only sums."""
+    stored = store_keys(by)
+    owners: dict[str, list[str]] = {}
+    for group, sites in sorted(groups.items()):
+        for site in sites:
+            owners.setdefault(site, []).append(group)
+    out: dict[tuple, Distribution] = {}
+    for key, dist in rows:
+        values = dict(zip(stored, key))
+        for group in owners.get(values["site"], [None]):
+            target = tuple(group if k == GROUP_KEY else values[k] for k in by)
+            total = out.setdefault(target, empty_distribution())
+            for score, count in dist.items():
+                total[int(score)] += count
+    return sorted(out.items(), key=lambda item: tuple((v is None, str(v)) for v in item[0]))
 
 
 def merge_rows(row_sets: Iterable[Iterable[Mapping[str, Any]]], by: Sequence[str]) -> list[dict[str, Any]]:

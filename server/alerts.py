@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from kiosk.protocol import ProtocolError, format_timestamp, in_time_window, parse_timestamp, site_topic
+from kiosk.protocol import (
+    ALERT_FIELDS,
+    ALERTS,
+    ProtocolError,
+    SiteAlerts,
+    format_timestamp,
+    in_time_window,
+    is_open,
+    parse_timestamp,
+    site_topic,
+)
+from server.certificates import CertificateCheck
 from server import audit
 from server.config import AlertsConfig, ServerConfig
 from server.ingest import QUARANTINE_ALERT
+from server.outbound import retrying_session
 from server.periodic import Periodic
 from server.restarts import find_restarts
+from server.store import Store
 
 log = logging.getLogger(__name__)
 
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
-CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", audit.MISSING_ALERT)
+CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", "certificate", "help", audit.MISSING_ALERT)
 #: Alerts that describe an event: open until someone acknowledges them.
 EVENT_KINDS = ("suspect", QUARANTINE_ALERT, audit.CHAIN_ALERT, audit.SIGNATURE_ALERT, audit.TAMPER_ALERT)
 #: Event alerts ingest raises itself; the engine delivers them once.
@@ -52,12 +63,6 @@ def terminal_state(now: datetime, terminal: Mapping[str, Any], status_interval_s
     if updated is not None and (now - updated).total_seconds() > 2 * status_interval_s:
         return "stale"
     return "online"
-
-
-def is_open(local: datetime, hours: Sequence[tuple[frozenset[int], int, int]]) -> bool:
-    """Whether the local time *local* is within opening hours (weekday 0 = Monday)."""
-    minute = local.hour * 60 + local.minute
-    return any(local.weekday() in days and start <= minute < end for days, start, end in hours)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,9 @@ def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: 
                                      f" (oldest pending {format_timestamp(oldest.astimezone(tz))})"))
             if rules.clock_unsynced and t.get("clock_synced") is False:
                 out.append(Condition(site, name, "clock", f"{site}/{name} clock not synchronised (NTP)"))
+            if t.get("help_requested") is True:
+                # The kiosk's staff-call control (clears when staff open its staff screen).
+                out.append(Condition(site, name, "help", f"{site}/{name}: a citizen asks for staff help"))
     window_start = now - timedelta(minutes=rules.low_score_minutes)
     lows: dict[tuple[str, str], int] = {}
     for r in low_scores:
@@ -112,6 +120,14 @@ def evaluate(now: datetime, terminals: Iterable[Mapping[str, Any]], low_scores: 
                                  f"{site}/{name}: {count} scores <= {rules.low_score_max}"
                                  f" in the last {rules.low_score_minutes} min"))
     return out
+
+
+def certificate_conditions(warnings: Sequence[str], sites: Iterable[str]) -> list[Condition]:
+    """An expiring broker certificate stops every terminal: each site's staff hear of it."""
+    if not warnings:
+        return []
+    message = "; ".join(warnings)
+    return [Condition(site, None, "certificate", message) for site in sorted(sites)]
 
 
 #: Ratings of one terminal the server received within this many seconds of
@@ -213,33 +229,24 @@ def detect_suspects(ratings: Sequence[Mapping[str, Any]], rules: AlertsConfig) -
 # -- delivery ---------------------------------------------------------------------
 
 
-def post_webhook(session: Any, url: str, body: Mapping[str, Any], *, timeout: float, retries: int,
-                 sleep: Callable[[float], None] = time.sleep) -> bool:
-    """POST *body* as JSON; retry on connection errors and 5xx/429 with backoff. True if delivered."""
+def post_webhook(session: Any, url: str, body: Mapping[str, Any], *, timeout: float) -> bool:
+    """POST *body* as JSON through *session* (a retrying_session, which retries connection
+    errors and 5xx/429 with back-off). True if delivered."""
     import requests
 
-    delay = 0.5
-    for attempt in range(retries + 1):
-        try:
-            response = session.post(url, json=body, timeout=timeout)
-            if response.status_code < 300:
-                return True
-            if response.status_code < 500 and response.status_code != 429:
-                log.error("webhook %s refused the alert: HTTP %d", url, response.status_code)
-                return False
-            log.warning("webhook %s answered HTTP %d (attempt %d)", url, response.status_code, attempt + 1)
-        except requests.RequestException as exc:
-            log.warning("webhook %s failed (attempt %d): %s", url, attempt + 1, exc)
-        if attempt < retries:
-            sleep(delay)
-            delay = min(delay * 2, 10)
-    log.error("webhook %s: alert not delivered after %d attempts", url, retries + 1)
+    try:
+        response = session.post(url, json=body, timeout=timeout)
+    except requests.RequestException as exc:
+        log.error("webhook %s: alert not delivered: %s", url, exc)
+        return False
+    if response.status_code < 300:
+        return True
+    log.error("webhook %s: alert not delivered: HTTP %d", url, response.status_code)
     return False
 
 
 def alert_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in ("pk", "site", "terminal", "kind", "message", "raised_at",
-                                      "cleared_at", "acked_at", "acked_by")}
+    return {k: row.get(k) for k in ALERT_FIELDS}
 
 
 class AlertEngine:
@@ -249,18 +256,16 @@ class AlertEngine:
     the webhook goes through *session* (a requests.Session).
     """
 
-    def __init__(self, store: Any, config: ServerConfig, *,
-                 publish: Callable[[str, bytes], Any] | None = None, session: Any = None,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, store: Store, config: ServerConfig, *,
+                 publish: Callable[[str, bytes], Any] | None = None, session: Any = None):
         self.store = store
         self.config = config
         self.rules = config.alerts
         self.publish = publish if self.rules.mqtt else None
-        self.sleep = sleep
+        self.certificates = CertificateCheck(config)
         if session is None and self.rules.webhook_url:
-            import requests
-
-            session = requests.Session()
+            session = retrying_session(retries=self.rules.webhook_retries, methods=("POST",),
+                                       user_agent="onetap-alerts")
         self.session = session
 
     def flag_suspects(self) -> int:
@@ -307,6 +312,8 @@ class AlertEngine:
         conditions += [Condition(site, terminal, audit.MISSING_ALERT, message)
                        for site, terminal, message in audit.missing_conditions(
                            now, self.store.chain_states(), self.rules.missing_minutes)]
+        conditions += certificate_conditions(self.certificates.warnings(now),
+                                             {t["site"] for t in self.store.terminals()})
         current = {c.key: c for c in conditions}
         open_rows = self.store.open_alerts()
         open_keys = {(r["site"], r["terminal"], r["kind"]): r for r in open_rows}
@@ -376,8 +383,7 @@ class AlertEngine:
                 for alert in changes[event]:
                     post_webhook(self.session, self.rules.webhook_url,
                                  {"v": 1, "event": event, "alert": alert},
-                                 timeout=self.rules.webhook_timeout_s, retries=self.rules.webhook_retries,
-                                 sleep=self.sleep)
+                                 timeout=self.rules.webhook_timeout_s)
         if self.publish is not None:
             sites = {a["site"] for event in changes.values() for a in event}
             if sites:
@@ -387,11 +393,9 @@ class AlertEngine:
         """Each site's open alerts, retained on onetap/v1/{site}/alerts."""
         open_rows = self.store.open_alerts()
         for site in sorted(sites):
-            body = {"v": 1, "site": site,
-                    "alerts": [alert_json(r) for r in open_rows if r["site"] == site]}
+            message = SiteAlerts(site, tuple(r for r in open_rows if r["site"] == site))
             try:
-                self.publish(site_topic(site, "alerts"),
-                             json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+                self.publish(site_topic(site, ALERTS), message.encode())
             except Exception as exc:  # the broker side must not stop the evaluation loop
                 log.error("could not publish alerts of %s: %s", site, exc)
 
@@ -401,7 +405,7 @@ class AlertRunner(Periodic):
 
     name = "onetap-alerts"
 
-    def __init__(self, config: ServerConfig, store_factory: Callable[[], Any], *,
+    def __init__(self, config: ServerConfig, store_factory: Callable[[], Store], *,
                  publish: Callable[[str, bytes], Any] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         super().__init__(store_factory, config.alerts.interval_s)
@@ -410,7 +414,7 @@ class AlertRunner(Periodic):
         self.now = now
         self._engines: dict[int, AlertEngine] = {}
 
-    def tick(self, store: Any) -> None:
+    def tick(self, store: Store) -> None:
         engine = self._engines.get(id(store))
         if engine is None:
             engine = self._engines[id(store)] = AlertEngine(store, self.config, publish=self.publish)

@@ -11,13 +11,19 @@ from typing import Annotated, Any, Callable
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pydantic import BaseModel, ConfigDict, Field
 
 from kiosk.protocol import IDENT_PATTERN
 from server import __version__, audit
-from server.aggregate import AGGREGATE_KEYS, distribution_json, parse_by, summarize
+from server.bounds import FIRST_DAY, LAST_DAY, BodyLimit
+from server.aggregate import (AGGREGATE_KEYS, GROUP_KEY, distribution_json, parse_by, regroup, store_keys,
+                              summarize)
+from server.alerts import alert_json
 from server.config import ServerConfig
 from server.auth import token_hash
+from server.certificates import CertificateCheck
 from server.errors import StoreError
 from server.export import stream_ratings_csv, write_ratings_xlsx
 from server.store import Filters, Store
@@ -53,68 +59,6 @@ def principals(config: ServerConfig) -> list[tuple[str, Principal]]:
     return out
 
 
-# -- request bodies ---------------------------------------------------------------
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: a request body larger than its route needs is refused with
-    413 before it is read whole. POST (the dashboard's forms, login included) may
-    carry *form_bytes*; nothing else needs a body. Content-Length is checked first,
-    then the bytes actually received (a chunked body has no length)."""
-
-    def __init__(self, app: Any, form_bytes: int):
-        self.app = app
-        self.form_bytes = form_bytes
-
-    def limit(self, method: str) -> int:
-        return self.form_bytes if method in ("POST", "PUT", "PATCH") else 0
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit(scope["method"])
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            await self._refuse(send, limit)
-            return
-        received = 0
-        started = False
-
-        async def counted_receive() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge()
-            return message
-
-        async def tracked_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
-            if started:
-                raise
-            await self._refuse(send, limit)
-
-    @staticmethod
-    async def _refuse(send: Callable, limit: int) -> None:
-        body = f'{{"detail":"the request body is larger than this route accepts ({limit} bytes)"}}'.encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-
 # -- response models ------------------------------------------------------------
 
 
@@ -127,6 +71,8 @@ class Health(BaseModel):
     reason: str | None = None
     ingest: dict[str, Any] | None = None
     threads: dict[str, str] | None = None
+    #: Trouble ahead that does not fail the check yet (a certificate about to expire).
+    warnings: list[str] | None = None
 
 
 class SummaryOut(BaseModel):
@@ -180,6 +126,29 @@ class TerminalOut(BaseModel):
     verified_head_at: str | None = None
 
 
+class AlertOut(BaseModel):
+    pk: int
+    site: str
+    terminal: str | None
+    kind: str
+    message: str
+    raised_at: str
+    cleared_at: str | None
+    acked_at: str | None
+    acked_by: str | None
+
+
+class AlertsOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    date_from: str = Field(alias="from")
+    date_to: str = Field(alias="to")
+    alerts: list[AlertOut]
+
+
+#: The newest alerts /api/v1/alerts looks through (alerts are few: conditions, not ratings).
+ALERTS_LIMIT = 10_000
+
+
 class ErrorOut(BaseModel):
     detail: str
 
@@ -197,6 +166,7 @@ def create_app(
     tz = config.tz
     tokens = principals(config)
     local = threading.local()
+    certificates = CertificateCheck(config)
 
     def store() -> Store:
         current = getattr(local, "store", None)
@@ -208,6 +178,10 @@ def create_app(
         title="onetap server",
         version=__version__,
         description="Ratings from onetap feedback terminals: HTTP API v1.",
+        # Swagger UI and ReDoc load their scripts from a CDN and would answer
+        # anyone; the contract (/openapi.json) stays served.
+        docs_url=None,
+        redoc_url=None,
     )
 
     app.add_middleware(BodyLimit, form_bytes=config.http.max_form_bytes)
@@ -246,17 +220,34 @@ def create_app(
                                              description="last local day, inclusive (default today)")] = None,
         site: Annotated[str | None, Query(pattern=_IDENT)] = None,
         terminal: Annotated[str | None, Query(pattern=_IDENT)] = None,
+        group: Annotated[str | None, Query(pattern=_IDENT, description="a [groups.<id>] of the server: its sites")] = None,
         exclude_suspect: Annotated[bool, Query(
             description="leave out ratings flagged suspect (machine-pace bursts)")] = False,
     ) -> Filters:
+        first, last = day_range(date_from, date_to)
+        if site is not None and not who.allows(site):
+            raise HTTPException(403, f"this token may not read site {site!r}")
+        return Filters(first, last, site, terminal, scoped_sites(who, group), False if exclude_suspect else None)
+
+    def day_range(date_from: str | None, date_to: str | None) -> tuple[date, date]:
         today = now().astimezone(tz).date()
         first = _parse_date("from", date_from) if date_from else today
         last = _parse_date("to", date_to) if date_to else today
         if first > last:
             raise HTTPException(400, f"from ({first}) is after to ({last})")
-        if site is not None and not who.allows(site):
-            raise HTTPException(403, f"this token may not read site {site!r}")
-        return Filters(first, last, site, terminal, who.sites, False if exclude_suspect else None)
+        return first, last
+
+    def scoped_sites(who: Principal, group: str | None) -> frozenset[str] | None:
+        """The sites a caller reads: its token's, narrowed to *group*'s if given."""
+        if group is None:
+            return who.sites
+        if group not in config.groups:
+            raise HTTPException(400, f"no group {group!r} on this server")
+        members = frozenset(config.groups[group].sites)
+        allowed = members if who.sites is None else who.sites & members
+        if not allowed:
+            raise HTTPException(403, f"this token may not read any site of group {group!r}")
+        return allowed
 
     Scope = Annotated[Filters, Depends(filters)]
     errors = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 400: {"model": ErrorOut}}
@@ -285,6 +276,10 @@ def create_app(
         if reasons:
             body["status"] = "error"
             body["reason"] = "; ".join(reasons)
+        # Not yet a failure, but one coming: an expiring broker certificate.
+        warnings = certificates.warnings(now())
+        if warnings:
+            body["warnings"] = warnings
         return JSONResponse(body, status_code=503 if reasons else 200)
 
     @app.get("/api/v1/summary", response_model=SummaryOut, responses=errors, tags=["ratings"])
@@ -294,18 +289,44 @@ def create_app(
     @app.get("/api/v1/aggregates", response_model=AggregatesOut, responses=errors, tags=["ratings"])
     def aggregates(
         scope: Scope,
-        by: Annotated[str, Query(max_length=100,
-                                 description=f"one to three of: {', '.join(AGGREGATE_KEYS)}, comma-separated")],
+        by: Annotated[str, Query(max_length=100, description=(
+            f"one to three of: {', '.join(AGGREGATE_KEYS)}, {GROUP_KEY}, comma-separated; {GROUP_KEY} sums "
+            "each site into every [groups.<id>] holding it (a site in none: null)"))],
     ) -> dict[str, Any]:
         try:
             keys = parse_by(by)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
+        found = store().aggregates(store_keys(keys), scope)
+        if GROUP_KEY in keys:
+            found = regroup(found, keys, {gid: g.sites for gid, g in config.groups.items()})
         rows = []
-        for key, dist in store().aggregates(keys, scope):
+        for key, dist in found:
             rows.append({**dict(zip(keys, key)), "count": sum(dist.values()),
                          "distribution": distribution_json(dist)})
         return {"by": list(keys), "rows": rows}
+
+    @app.get("/api/v1/alerts", response_model=AlertsOut, responses=errors, tags=["alerts"])
+    def alerts(
+        who: Caller,
+        date_from: Annotated[str | None, Query(alias="from", pattern=_DATE_PATTERN,
+                                               description="first local day raised, YYYY-MM-DD (default today)")] = None,
+        date_to: Annotated[str | None, Query(alias="to", pattern=_DATE_PATTERN,
+                                             description="last local day raised, inclusive (default today)")] = None,
+        site: Annotated[str | None, Query(pattern=_IDENT)] = None,
+        group: Annotated[str | None, Query(pattern=_IDENT)] = None,
+    ) -> dict[str, Any]:
+        """Alerts raised in the range (open and cleared), newest first, at most ALERTS_LIMIT."""
+        first, last = day_range(date_from, date_to)
+        if site is not None and not who.allows(site):
+            raise HTTPException(403, f"this token may not read site {site!r}")
+        allowed = scoped_sites(who, group)
+        out = []
+        for row in store().alerts(allowed, limit=ALERTS_LIMIT):
+            raised = _local_day(row["raised_at"], tz)
+            if (site is None or row["site"] == site) and raised is not None and first <= raised <= last:
+                out.append(alert_json(row))
+        return {"from": first.isoformat(), "to": last.isoformat(), "alerts": out}
 
     @app.get("/api/v1/terminals", response_model=list[TerminalOut], responses=errors, tags=["terminals"])
     def terminals(
@@ -338,57 +359,26 @@ def create_app(
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ErrorOut}}, tags=["health"])
-    def metrics(who: Caller) -> PlainTextResponse:
+    def metrics(who: Caller) -> Response:
         """Prometheus text. A site-scoped token gets only per-site series of its sites;
         the process-wide ones (ingest, broker, quarantine) mix every site's traffic."""
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lines.append(f"{name}{labels} {value}")
-
         today = now().astimezone(tz).date()
-        by_site = store().aggregates(("site",), Filters(today, today, sites=who.sites))
-        metric("onetap_site_ratings_today", "gauge", "Ratings stored for today (local day), by site.",
-               [(f'{{site="{site}"}}', sum(dist.values())) for (site,), dist in by_site])
+        ratings_today = GaugeMetricFamily("onetap_site_ratings_today",
+                                          "Ratings stored for today (local day), by site.", labels=["site"])
+        for (site,), dist in store().aggregates(("site",), Filters(today, today, sites=who.sites)):
+            ratings_today.add_metric([site], sum(dist.values()))
         states: dict[tuple[str, str], int] = {}
         for term in store().terminals(sites=who.sites):
             key = (term["site"], term.get("state") or "unknown")
             states[key] = states.get(key, 0) + 1
-        metric("onetap_site_terminals", "gauge", "Known terminals by site and state.",
-               [(f'{{site="{site}",state="{state}"}}', n) for (site, state), n in sorted(states.items())])
-        if who.sites is not None:
-            return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-        counts = store().counts()
-        metric("onetap_ratings_stored", "gauge", "Ratings in the database.", [("", counts["ratings"])])
-        metric("onetap_quarantine_stored", "gauge", "Quarantined messages and ratings in the database.",
-               [("", counts["quarantine"])])
-        metric("onetap_terminals", "gauge", "Known terminals by state.",
-               [(f'{{state="{s}"}}', counts[f"terminals_{s}"]) for s in ("online", "offline", "unknown")])
-        metric("onetap_broker_connected", "gauge", "1 while connected to the MQTT broker.",
-               [("", 1 if link is not None and link.connected else 0)])
-        if link is not None:
-            c = link.counters.snapshot()
-            metric("onetap_ingest_messages_total", "counter", "MQTT messages ingested.", [("", c["messages"])])
-            metric("onetap_ingest_batches_total", "counter", "Rating batches ingested.", [("", c["batches"])])
-            metric("onetap_ingest_ratings_total", "counter", "Ratings ingested, by result.",
-                   [(f'{{result="{r}"}}', c[f"ratings_{r}"]) for r in ("accepted", "duplicate", "rejected")])
-            metric("onetap_ingest_quarantined_total", "counter", "Messages and ratings quarantined.",
-                   [("", c["quarantined"])])
-            metric("onetap_ingest_quarantine_dropped_total", "counter",
-                   "Bad messages dropped over a terminal's daily quarantine cap.",
-                   [("", c["quarantine_dropped"])])
-            metric("onetap_ingest_retained_refused_total", "counter",
-                   "Retained messages on ratings topics, refused.", [("", c["retained_refused"])])
-            metric("onetap_ingest_statuses_total", "counter", "Terminal statuses stored.", [("", c["statuses"])])
-            metric("onetap_ingest_acks_total", "counter", "Acks published.", [("", c["acks"])])
-            metric("onetap_ingest_store_errors_total", "counter",
-                   "Commits that failed (their messages get no Ack and are resent).", [("", c["store_errors"])])
-            metric("onetap_ingest_queue_depth", "gauge", "Messages received, not yet ingested.",
-                   [("", link.queue_depth)])
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        site_terminals = GaugeMetricFamily("onetap_site_terminals", "Known terminals by site and state.",
+                                           labels=["site", "state"])
+        for (site, state), n in sorted(states.items()):
+            site_terminals.add_metric([site, state], n)
+        families: list[Metric] = [ratings_today, site_terminals]
+        if who.sites is None:
+            families.extend(_process_metrics(store().counts(), link))
+        return Response(_exposition(families), media_type=METRICS_MEDIA_TYPE)
 
     from server.dashboard.routes import install as install_dashboard
 
@@ -396,8 +386,76 @@ def create_app(
     return app
 
 
+#: The Prometheus text format prometheus_client's generate_latest writes.
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Families:
+    """Metric families computed for one request, for a registry of that request only."""
+
+    def __init__(self, families: list[Metric]):
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def _exposition(families: list[Metric]) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry)
+
+
+def _process_metrics(counts: dict[str, int], link: Any) -> list[Metric]:
+    """The process-wide series: what is stored, the broker, and ingest's counters."""
+    families: list[Metric] = [
+        GaugeMetricFamily("onetap_ratings_stored", "Ratings in the database.", value=counts["ratings"]),
+        GaugeMetricFamily("onetap_quarantine_stored", "Quarantined messages and ratings in the database.",
+                          value=counts["quarantine"]),
+    ]
+    terminals = GaugeMetricFamily("onetap_terminals", "Known terminals by state.", labels=["state"])
+    for state in ("online", "offline", "unknown"):
+        terminals.add_metric([state], counts[f"terminals_{state}"])
+    families.append(terminals)
+    families.append(GaugeMetricFamily("onetap_broker_connected", "1 while connected to the MQTT broker.",
+                                      value=1 if link is not None and link.connected else 0))
+    if link is None:
+        return families
+    c = link.counters.snapshot()
+    ratings = CounterMetricFamily("onetap_ingest_ratings_total", "Ratings ingested, by result.",
+                                  labels=["result"])
+    for result in ("accepted", "duplicate", "rejected"):
+        ratings.add_metric([result], c[f"ratings_{result}"])
+    families += [
+        CounterMetricFamily("onetap_ingest_messages_total", "MQTT messages ingested.", value=c["messages"]),
+        CounterMetricFamily("onetap_ingest_batches_total", "Rating batches ingested.", value=c["batches"]),
+        ratings,
+        CounterMetricFamily("onetap_ingest_quarantined_total", "Messages and ratings quarantined.",
+                            value=c["quarantined"]),
+        CounterMetricFamily("onetap_ingest_quarantine_dropped_total",
+                            "Bad messages dropped over a terminal's daily quarantine cap.",
+                            value=c["quarantine_dropped"]),
+        CounterMetricFamily("onetap_ingest_retained_refused_total",
+                            "Retained messages on ratings topics, refused.", value=c["retained_refused"]),
+        CounterMetricFamily("onetap_ingest_statuses_total", "Terminal statuses stored.", value=c["statuses"]),
+        CounterMetricFamily("onetap_ingest_acks_total", "Acks published.", value=c["acks"]),
+        CounterMetricFamily("onetap_ingest_store_errors_total",
+                            "Commits that failed (their messages get no Ack and are resent).",
+                            value=c["store_errors"]),
+        GaugeMetricFamily("onetap_ingest_queue_depth", "Messages received, not yet ingested.",
+                          value=link.queue_depth),
+    ]
+    return families
+
+
 #: Days the API answers about: any real question, and every date computed from them stays valid.
-FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
+
+
+def _local_day(text: str | None, tz: Any) -> date | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(tz).date()
+    except ValueError:
+        return None
 
 
 def _parse_date(name: str, text: str) -> date:

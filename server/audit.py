@@ -460,7 +460,7 @@ class PublicKeysFor:
     def __init__(self, registry: Path | None):
         self._keys = None
         if registry is not None:
-            from server.provision import keys_dir
+            from server.registry import keys_dir
             from server.registry import PublicKeys
 
             self._keys = PublicKeys(keys_dir(registry))

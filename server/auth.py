@@ -1,4 +1,4 @@
-"""Staff authentication: password hashes (scrypt or argon2), API token hashes, sessions, CSRF and login throttling."""
+"""Staff authentication: password hashes (argon2id), API token hashes, sessions, CSRF and login throttling."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import getpass
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import sys
 import threading
@@ -15,10 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping
 
-#: scrypt cost: 2**15 x 8 x 1 takes ~0.1 s and 32 MiB here: slow for a guesser, fine for a login.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 15, 8, 1
+log = logging.getLogger(__name__)
+
 SESSION_LIFETIME = timedelta(hours=12)
 SESSION_COOKIE = "onetap_session"
+#: Hashes of the first release (``scrypt$N$r$p$salt$key``): still verified so
+#: that nobody is locked out by an upgrade, never written again. The server
+#: does not rewrite its own config (it may not even be able to: the file is
+#: the operator's, often read-only to the service), so a login with one logs
+#: a warning asking for `onetap-server user passwd`, which writes argon2id.
+LEGACY_SCRYPT_PREFIX = "scrypt$"
+_UPGRADE_HINT = ("user %r still has a scrypt password hash: run `onetap-server user passwd %s` "
+                 "to store an argon2id one (scrypt hashes will not be read forever)")
 
 
 def _b64(data: bytes) -> str:
@@ -29,64 +38,64 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                          maxmem=256 * n * r * p, dklen=32)
+def hash_password(password: str) -> str:
+    """An argon2id hash (PHC string) for ``[users.<name>] password_hash``."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(password)
 
 
-def hash_password(password: str, method: str = "scrypt") -> str:
-    """A hash for ``[users.<name>] password_hash``: ``scrypt$n$r$p$salt$key`` or argon2's PHC string."""
-    if method == "argon2":
-        from argon2 import PasswordHasher
-
-        return PasswordHasher().hash(password)
-    if method != "scrypt":
-        raise ValueError(f"unknown method {method!r} (scrypt or argon2)")
-    salt = secrets.token_bytes(16)
-    key = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
+def is_legacy_hash(stored: str) -> bool:
+    """Whether *stored* is a first-release scrypt hash, to be replaced by argon2id."""
+    return stored.startswith(LEGACY_SCRYPT_PREFIX)
 
 
 def check_hash_format(stored: str) -> None:
     """ValueError unless *stored* is a hash this module can verify."""
-    if stored.startswith("$argon2"):
-        from argon2 import extract_parameters
-        from argon2.exceptions import InvalidHashError
-
+    if is_legacy_hash(stored):
+        parts = stored.split("$")
+        if len(parts) != 6 or not all(p.isdigit() for p in parts[1:4]):
+            raise ValueError("is not a valid scrypt hash (`onetap-server user passwd` writes argon2id)")
+        n = int(parts[1])
+        if n < 2 or n & (n - 1):
+            raise ValueError("scrypt N must be a power of two")
         try:
-            extract_parameters(stored)
-        except (InvalidHashError, ValueError):
-            raise ValueError("is not a valid argon2 hash") from None
+            _unb64(parts[4]), _unb64(parts[5])
+        except (ValueError, TypeError):
+            raise ValueError("has a salt or key that is not base64") from None
         return
-    parts = stored.split("$")
-    if len(parts) != 6 or parts[0] != "scrypt" or not all(p.isdigit() for p in parts[1:4]):
-        raise ValueError("must be scrypt$N$r$p$salt$key or an $argon2id$ hash"
-                         " (python -m server.auth hash prints one)")
-    n = int(parts[1])
-    if n < 2 or n & (n - 1):
-        raise ValueError("scrypt N must be a power of two")
+    from argon2 import extract_parameters
+    from argon2.exceptions import InvalidHashError
+
+    if not stored.startswith("$argon2"):
+        raise ValueError("must be an $argon2id$ hash (`onetap-server user add` or `passwd` writes one)")
     try:
-        _unb64(parts[4]), _unb64(parts[5])
+        extract_parameters(stored)
+    except (InvalidHashError, ValueError):
+        raise ValueError("is not a valid argon2 hash") from None
+
+
+def _verify_legacy_scrypt(stored: str, password: str) -> bool:
+    try:
+        _, n, r, p, salt, key = stored.split("$")
+        n_, r_, p_ = int(n), int(r), int(p)
+        got = hashlib.scrypt(password.encode("utf-8"), salt=_unb64(salt), n=n_, r=r_, p=p_,
+                             maxmem=256 * n_ * r_ * p_, dklen=32)
     except (ValueError, TypeError):
-        raise ValueError("has a salt or key that is not base64") from None
+        return False
+    return hmac.compare_digest(got, _unb64(key))
 
 
 def verify_password(stored: str, password: str) -> bool:
-    if stored.startswith("$argon2"):
-        from argon2 import PasswordHasher
-        from argon2.exceptions import Argon2Error
+    if is_legacy_hash(stored):
+        return _verify_legacy_scrypt(stored, password)
+    from argon2 import PasswordHasher
+    from argon2.exceptions import Argon2Error, InvalidHashError
 
-        try:
-            return PasswordHasher().verify(stored, password)
-        except Argon2Error:
-            return False
     try:
-        _, n, r, p, salt, key = stored.split("$")
-        expected = _unb64(key)
-        got = _scrypt(password, _unb64(salt), int(n), int(r), int(p))
-    except (ValueError, TypeError):
+        return PasswordHasher().verify(stored, password)
+    except (Argon2Error, InvalidHashError):
         return False
-    return hmac.compare_digest(got, expected)
 
 
 #: A verification of an unknown user costs as much as a known one's.
@@ -102,7 +111,11 @@ def authenticate(users: Mapping[str, object], name: str, password: str) -> bool:
             _DUMMY_HASH = hash_password("not a password")
         verify_password(_DUMMY_HASH, password)
         return False
-    return verify_password(user.password_hash, password)
+    if not verify_password(user.password_hash, password):
+        return False
+    if is_legacy_hash(user.password_hash):
+        log.warning(_UPGRADE_HINT, name, name)
+    return True
 
 
 def token_hash(token: str) -> str:
@@ -254,7 +267,7 @@ class LoginThrottle:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m server.auth hash [--argon2]``: read a password, print its hash;
+    """``python -m server.auth hash``: read a password, print its argon2id hash;
     ``python -m server.auth token``: print a new API token and the sha256 for the config."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["token"]:
@@ -267,9 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         if not password:
             print("server.auth: error: empty password", file=sys.stderr)
             return 1
-        print(hash_password(password, "argon2" if "--argon2" in args else "scrypt"))
+        print(hash_password(password))  # an old script's --argon2 is what happens anyway
         return 0
-    print("usage: python -m server.auth hash [--argon2] | token", file=sys.stderr)
+    print("usage: python -m server.auth hash | token", file=sys.stderr)
     return 2
 
 

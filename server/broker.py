@@ -1,36 +1,39 @@
-"""A private MQTT broker for the demo: mosquitto when installed, else embedded amqtt."""
+"""Private MQTT brokers for the demo and the tests: mosquitto with the deploy settings, else embedded amqtt."""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
 import logging
+import re
 import shutil
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Iterable
 
 from server.errors import ServerError
+from server.process import kill_process, stop_process
 
 log = logging.getLogger(__name__)
 
-# The same queue limits as deploy/mosquitto/onetap.conf: the defaults drop
-# queued QoS 1 messages (measured; see DESIGN.md).
-_MOSQUITTO_CONF = """\
-listener {port} 127.0.0.1
-user {user}
-allow_anonymous true
-persistence true
-persistence_location {data}/
-autosave_interval 60
-max_queued_messages 100000
-max_queued_bytes 536870912
-max_inflight_messages 20
-message_size_limit 1048576
-log_dest file {data}/mosquitto.log
-"""
+#: The facility broker's global settings (queue limits, autosave, message size),
+#: used by every mosquitto onetap starts itself so that the demo and the tests
+#: run with what is deployed. Outside a source tree (an installed wheel) there
+#: is no such file, and mosquitto's own defaults apply.
+DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "onetap.conf"
+
+
+def deploy_settings() -> str:
+    """The text of deploy/mosquitto/onetap.conf, or "" where it is not installed."""
+    try:
+        return DEPLOY_CONF.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        log.warning("%s not found: the private mosquitto runs with its default queue limits",
+                    DEPLOY_CONF)
+        return ""
 
 
 class BrokerError(ServerError, RuntimeError):
@@ -54,15 +57,43 @@ def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> bool:
     return False
 
 
-class PrivateMosquitto:
-    """A mosquitto process of our own on a free loopback port."""
+def launch_mosquitto(conf: Path, ports: Iterable[int], timeout: float = 10.0) -> subprocess.Popen:
+    """``mosquitto -c conf``, returned once every one of *ports* accepts connections.
+
+    Raises BrokerError with mosquitto's own complaint when it does not start.
+    """
+    process = subprocess.Popen(["mosquitto", "-c", str(conf)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        # A mosquitto that refused its config has exited: no need to wait out the timeout.
+        while not wait_for_port(port, 0.2) and process.poll() is None and time.monotonic() < deadline:
+            pass
+        if not wait_for_port(port, 0.05):
+            kill_process(process)
+            err = process.stderr.read() if process.stderr else b""
+            raise BrokerError(f"mosquitto did not start (exit {process.returncode}): "
+                              f"{err.decode(errors='replace').strip()}")
+    return process
+
+
+class Mosquitto:
+    """A real mosquitto of our own on a free loopback port, with the deploy settings.
+
+    ``extra`` lines are appended to the config (say, password_file/acl_file);
+    its data (persistence) lives in ``directory/data``.
+    """
 
     kind = "mosquitto"
     mqtt_protocol = "5"
 
-    def __init__(self, data_dir: Path, port: int | None = None):
-        self.data_dir = Path(data_dir)
+    def __init__(self, directory: Path, port: int | None = None, extra: str = "",
+                 anonymous: bool = True):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.extra = extra
+        self.anonymous = anonymous
         self.process: subprocess.Popen | None = None
 
     @staticmethod
@@ -73,28 +104,59 @@ class PrivateMosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.data_dir / "mosquitto.conf"
-        conf.write_text(_MOSQUITTO_CONF.format(port=self.port, data=self.data_dir, user=getpass.getuser()))
-        self.process = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    @property
+    def conf_path(self) -> Path:
+        return self.directory / "mosquitto.conf"
+
+    def _write_conf(self) -> None:
+        (self.directory / "data").mkdir(exist_ok=True)
+        self.conf_path.write_text(
+            # What Debian's stock mosquitto.conf sets before including onetap.conf.
+            f"persistence true\npersistence_location {self.directory}/data/\n"
+            + deploy_settings()
+            + f"\nlistener {self.port} 127.0.0.1\n"
+            + f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
+            # mosquitto started as root drops to user "mosquitto", which
+            # could not write this directory: stay who we are.
+            + ("" if re.search(r"^user ", self.extra, re.M) else f"user {getpass.getuser()}\n")
+            + f"log_dest file {self.directory}/mosquitto.log\n"
+            + "log_type error\nlog_type warning\nlog_type notice\n"
+            + self.extra
+            + "\n"
         )
-        if not wait_for_port(self.port, 10):
-            self.process.kill()
-            _, err = self.process.communicate()
-            raise BrokerError(f"mosquitto did not start: {err.decode(errors='replace').strip()}")
+
+    def start(self) -> "Mosquitto":
+        if not self.available():
+            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+        self._write_conf()
+        self.process = launch_mosquitto(self.conf_path, [self.port])
         log.info("mosquitto listening on %s", self.url)
+        return self
+
+    def kill9(self) -> None:
+        """Kill without warning: mosquitto loses what it has not autosaved."""
+        kill_process(self.process)
+        self.process = None
+
+    def wipe(self) -> None:
+        """Forget every session, queued message and retained message."""
+        shutil.rmtree(self.directory / "data", ignore_errors=True)
+
+    def restart(self, empty: bool = False) -> None:
+        self.kill9()
+        if empty:
+            self.wipe()
+        self.start()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
+
+    def __enter__(self) -> "Mosquitto":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class EmbeddedBroker:
@@ -163,8 +225,8 @@ class EmbeddedBroker:
         self._thread = None
 
 
-def private_broker(data_dir: Path, embedded: bool = False) -> PrivateMosquitto | EmbeddedBroker:
+def private_broker(data_dir: Path, embedded: bool = False) -> Mosquitto | EmbeddedBroker:
     """mosquitto when it is on PATH (and not *embedded*), else the embedded broker."""
-    if not embedded and PrivateMosquitto.available():
-        return PrivateMosquitto(data_dir)
+    if not embedded and Mosquitto.available():
+        return Mosquitto(data_dir)
     return EmbeddedBroker()

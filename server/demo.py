@@ -128,7 +128,7 @@ def choose_kiosk(requested: str, env) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.__main__ import serve
+    from server.service import serve
 
     logging.getLogger().setLevel(args.log_level)
     from server.auth import hash_password

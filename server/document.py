@@ -51,10 +51,11 @@ def _charts(report: Report) -> dict[str, Any]:
                                [s.count if s else 0 for _, s in report.days], report.marks,
                                labels=names, width=720, height=230)
     hour_labels = dict(zip(report.hours, report.hour_labels))
-    heat = charts.heatmap(report.heat, report.weekdays, labels=names, hours=report.hours,
+    heat = charts.heatmap(report.heat, report.weekdays, labels=names, hours=report.hours, metric="count",
                           hour_label=hour_labels.__getitem__)
+    legend = charts.heat_legend(words={"index": report.words["index"], "no_data": report.words["no_data"]})
     # The chart module escapes every text it draws (server/dashboard/charts.py).
-    return {"trend_svg": Markup(trend), "heat_svg": Markup(heat)}
+    return {"trend_svg": Markup(trend), "heat_svg": Markup(heat), "heat_legend_svg": Markup(legend)}
 
 
 def render_html(report: Report, *, css_href: str = "/static/report.css",

@@ -11,7 +11,7 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 from kiosk.protocol import DEFAULT_REASONS
 from server.aggregate import summarize
 from server.labels import Labels, in_order
-from server.store import CSV_COLUMNS, Filters
+from server.store import CSV_COLUMNS, Filters, Store
 
 # Spreadsheet programs run a cell starting with these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -213,7 +213,7 @@ def _column_letter(number: int) -> str:
     return get_column_letter(number)
 
 
-def write_ratings_xlsx(out: IO[bytes], store: Any, filters: Filters, *, generated_at: datetime,
+def write_ratings_xlsx(out: IO[bytes], store: Store, filters: Filters, *, generated_at: datetime,
                        lang: str = "ko", site_names: Mapping[str, str] | None = None,
                        terminal_names: Mapping[tuple[str, str], str] | None = None,
                        reasons: Sequence[str] = DEFAULT_REASONS,

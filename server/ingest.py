@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -20,10 +19,10 @@ from kiosk.protocol import (
     Status,
     decode_batch,
     is_identifier,
-    loads_bounded,
     parse_timestamp,
     parse_topic,
     printable,
+    readable_rating_ids,
     topic as make_topic,
 )
 from server import audit
@@ -31,8 +30,6 @@ from server.errors import StoreError
 from server.store import BatchResult, Store
 
 log = logging.getLogger(__name__)
-
-_UUID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 #: (topic, payload) or (topic, payload, retained): the MQTT retain flag as received.
 Message = Union[tuple[str, bytes], tuple[str, bytes, bool]]
@@ -374,19 +371,6 @@ class _Pending:
     key: bytes | None = None
     head: tuple[int, str, str] | None = None
     result: BatchResult | None = None
-
-
-def readable_rating_ids(payload: bytes) -> list[str]:
-    """The distinct UUIDs under ``ratings[*].id`` of a payload, however broken the rest is."""
-    try:
-        obj = loads_bounded(bytes(payload).decode("utf-8"))
-    except (ValueError, RecursionError):
-        return []
-    items = obj.get("ratings") if isinstance(obj, dict) else None
-    if not isinstance(items, list):
-        return []
-    ids = (item.get("id") for item in items if isinstance(item, dict))
-    return list(dict.fromkeys(i for i in ids if isinstance(i, str) and _UUID_RE.match(i)))
 
 
 def _source(topic: str) -> tuple[str, str]:

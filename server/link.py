@@ -193,7 +193,7 @@ class Link:
         # Fault injection for end-to-end tests: called with ("before-commit", n)
         # and ("after-commit", n) around the n-th commit, and ("message", n)
         # inside the guard, for each attempt to ingest the n-th message
-        # received (see server.__main__).
+        # received (see server.service).
         self._fault = fault
         self.store_factory = store_factory
         self.max_messages = max_messages_per_commit

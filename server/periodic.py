@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Callable
 
 from server.errors import StoreError
+from server.store import Store
 from server.supervisor import DEFAULT_STALL_S, Supervised, Supervisor
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ class Periodic:
 
     name = "onetap-periodic"
 
-    def __init__(self, store_factory: Callable[[], Any], interval_s: float):
+    def __init__(self, store_factory: Callable[[], Store], interval_s: float):
         self.store_factory = store_factory
         self.interval_s = interval_s
         self.passes = 0
@@ -30,7 +31,7 @@ class Periodic:
         self._thread: Supervised | None = None
         self._fault: Callable[[str, int], None] | None = None
 
-    def tick(self, store: Any) -> None:
+    def tick(self, store: Store) -> None:
         raise NotImplementedError
 
     def start(self, supervisor: Supervisor | None = None, *, stall_s: float = DEFAULT_STALL_S,
@@ -82,7 +83,7 @@ class Periodic:
         return ended
 
 
-def _close(store: Any, name: str) -> None:
+def _close(store: Store, name: str) -> None:
     try:
         store.close()
     except Exception:  # noqa: BLE001 - a broken connection must not stop the task

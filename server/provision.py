@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from kiosk.protocol import (
-    IDENT_PATTERN,
-    TOPIC_ROOT,
     ProtocolError,
+    broker_security_problem,
     check_identifier,
     default_chain_seed,
-    is_loopback,
+    hash_pin,
     parse_broker_url,
 )
 from server import passwd
+from server.registry import keys_dir, public_key_path
 from server.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ log = logging.getLogger(__name__)
 BROKER_USER = "mosquitto"
 DEFAULT_SERVICE_BROKER = "mqtt://127.0.0.1:1883"
 
-# `terminal@site`: '@' never occurs in an identifier, so the split is
-# unambiguous and no terminal name can equal a service name (an identifier).
-_TERMINAL_USER_RE = re.compile(rf"\A({IDENT_PATTERN})@({IDENT_PATTERN})\Z")
-_MARK = "# onetap:"
 
 
 class ProvisionError(ServerError, ValueError):
@@ -70,114 +66,6 @@ def new_pin() -> str:
             return pin
 
 
-# -- names and rules ----------------------------------------------------------
-
-
-def terminal_username(site: str, terminal: str) -> str:
-    """The broker username (and, with use_username_as_clientid, client id) of a terminal."""
-    check_identifier("site", site)
-    check_identifier("terminal", terminal)
-    return f"{terminal}@{site}"
-
-
-def parse_terminal_username(username: str) -> tuple[str, str] | None:
-    """(site, terminal) of a terminal's username, or None for any other account."""
-    match = _TERMINAL_USER_RE.match(username)
-    if match is None:
-        return None
-    return match.group(2), match.group(1)
-
-
-def terminal_rules(site: str, terminal: str) -> list[str]:
-    """ACL lines for one terminal: it speaks only on its own four topics, one way each."""
-    base = f"{TOPIC_ROOT}/{site}/{terminal}"
-    return [
-        f"topic write {base}/ratings",
-        # The Last Will is published on status too, so write covers it.
-        f"topic write {base}/status",
-        f"topic read {base}/ack",
-        f"topic read {base}/config",
-    ]
-
-
-def service_rules() -> list[str]:
-    """ACL lines for the server: hears every terminal, answers every terminal."""
-    return [
-        f"topic read {TOPIC_ROOT}/+/+/ratings",
-        f"topic read {TOPIC_ROOT}/+/+/status",
-        f"topic write {TOPIC_ROOT}/+/+/ack",
-        # readwrite so the server can read back the retained config it published.
-        f"topic readwrite {TOPIC_ROOT}/+/+/config",
-        f"topic write {TOPIC_ROOT}/+/alerts",
-    ]
-
-
-# -- ACL file -----------------------------------------------------------------
-
-
-def _acl_user(line: str) -> str | None:
-    stripped = line.strip()
-    if stripped.startswith("user ") or stripped.startswith("user\t"):
-        return stripped[5:].strip()
-    return None
-
-
-def set_acl_block(text: str, username: str, rules: Sequence[str], comment: str) -> str:
-    """*text* of an ACL file with *username*'s block set to *rules*.
-
-    In mosquitto's ACL file a `user` line owns every `topic` line up to the
-    next `user` line. The block of *username* is replaced where it stands
-    (keeping any global `pattern` lines an operator wrote inside it); every
-    other line of the file is kept byte for byte. A new user is appended.
-    """
-    passwd.check_username(username)
-    block = [f"user {username}\n", f"{_MARK} {comment}\n", *(f"{r}\n" for r in rules), "\n"]
-    lines = text.splitlines(keepends=True)
-    out: list[str] = []
-    index = 0
-    found = False
-    while index < len(lines):
-        line = lines[index]
-        if _acl_user(line) != username:
-            out.append(line)
-            index += 1
-            continue
-        kept_patterns = []
-        index += 1
-        while index < len(lines) and _acl_user(lines[index]) is None:
-            if lines[index].strip().startswith("pattern"):
-                kept_patterns.append(lines[index])
-            index += 1
-        if not found:
-            out.extend(block)
-            found = True
-        out.extend(kept_patterns)
-    if not found:
-        if out and not out[-1].endswith("\n"):
-            out[-1] += "\n"
-        if out and out[-1].strip():
-            out.append("\n")
-        out.extend(block)
-    return "".join(out)
-
-
-def remove_acl_block(text: str, username: str) -> str:
-    """*text* of an ACL file without *username*'s block (its `user` line and the
-    `topic` lines it owns); operators' `pattern` lines and every other block stay."""
-    out: list[str] = []
-    inside = False
-    for line in text.splitlines(keepends=True):
-        user = _acl_user(line)
-        if user is not None:
-            inside = user == username
-            if inside:
-                continue
-        elif inside and not line.strip().startswith("pattern"):
-            continue
-        out.append(line)
-    return "".join(out)
-
-
 def remove_account(passwd_path: Path, acl_path: Path, username: str) -> bool:
     """Delete a broker account from the password and ACL files (reload mosquitto
     afterwards); False when neither file had it."""
@@ -185,32 +73,12 @@ def remove_account(passwd_path: Path, acl_path: Path, username: str) -> bool:
     with locked_directory(passwd_path):
         old_passwd, old_acl = _read(passwd_path), _read(acl_path)
         new_passwd = passwd.remove_entry(old_passwd, username)
-        new_acl = remove_acl_block(old_acl, username)
+        new_acl = passwd.remove_acl_block(old_acl, username)
         if new_passwd != old_passwd:
             write_atomic(passwd_path, new_passwd, 0o600, deny_other=True)
         if new_acl != old_acl:
             write_atomic(acl_path, new_acl, 0o644)
     return new_passwd != old_passwd or new_acl != old_acl
-
-
-def registry_from_text(text: str) -> set[tuple[str, str]]:
-    """(site, terminal) of every terminal account in an ACL file's *text*."""
-    found = set()
-    for line in text.splitlines():
-        user = _acl_user(line)
-        if user is not None and (pair := parse_terminal_username(user)) is not None:
-            found.add(pair)
-    return found
-
-
-def read_registry(acl_path: str | os.PathLike[str]) -> set[tuple[str, str]]:
-    """(site, terminal) of every provisioned terminal, read from the broker's ACL file.
-
-    The ACL file is the registry: a terminal exists exactly when the broker
-    lets it publish. Raises OSError (FileNotFoundError) when the file is
-    missing, since an empty registry would quarantine every rating.
-    """
-    return registry_from_text(Path(acl_path).read_text(encoding="utf-8"))
 
 
 # -- files --------------------------------------------------------------------
@@ -366,14 +234,16 @@ def check_broker_url(url: str) -> tuple[str, str, int]:
 
 
 def _check_tls(url: str, ca_file: str | None) -> list[tuple[str, str]]:
-    scheme, host, _ = check_broker_url(url)
+    check_broker_url(url)
+    # The kiosk's and the server's own rule (kiosk.protocol), said in flags.
+    problem = broker_security_problem(url, ca_file=ca_file)
+    if problem is not None and problem[0] == "broker":
+        # The kiosk refuses it unless its kiosk.toml says allow_plain_remote.
+        log.warning("%s %s; prefer mqtts:// with --ca-file", url, problem[1])
+    elif problem is not None:
+        raise ProvisionError(f"--ca-file {problem[1]}")
     if ca_file is None:
-        if scheme == "mqtt" and not is_loopback(host):
-            log.warning("%s is plain MQTT to another host: the password crosses the "
-                        "network in clear text; prefer mqtts:// with --ca-file", url)
         return []
-    if scheme != "mqtts":
-        raise ProvisionError(f"--ca-file needs an mqtts:// broker, not {url!r}")
     try:
         text = Path(ca_file).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
@@ -407,7 +277,7 @@ def _add_account(passwd_path: Path, acl_path: Path, username: str, rules: Sequen
     write_atomic(passwd_path, passwd.set_entry(_read(passwd_path), username, hashed),
                  0o600, new_owner=owner, deny_other=True)
     # 0644: the ACL holds no secret, and the server reads it as its registry.
-    write_atomic(acl_path, set_acl_block(_read(acl_path), username, rules, comment),
+    write_atomic(acl_path, passwd.set_acl_block(_read(acl_path), username, rules, comment),
                  0o644, new_owner=owner)
 
 
@@ -431,17 +301,6 @@ def _checked_paths(broker: str, ca_file: str | None, passwd_path: Path, acl_path
 # chain seed): the old key stops verifying at once.
 
 KEY_FILE = "audit.key"
-
-
-def keys_dir(acl_path: str | os.PathLike[str]) -> Path:
-    """The directory of terminals' public keys: ``keys/`` beside the ACL file (the registry)."""
-    return Path(acl_path).parent / "keys"
-
-
-def public_key_path(directory: Path, site: str, terminal: str) -> Path:
-    check_identifier("site", site)
-    check_identifier("terminal", terminal)
-    return directory / site / f"{terminal}.pub"
 
 
 def _new_terminal_key(out_dir: Path, acl_path: Path, site: str, terminal: str) -> list[tuple[str, str]]:
@@ -475,7 +334,7 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
     Returns the account; its password appears nowhere else in clear.
     """
     try:
-        username = terminal_username(site, terminal)
+        username = passwd.terminal_username(site, terminal)
     except ProtocolError as exc:
         raise ProvisionError(f"--{exc.field}: {exc.reason}") from None
     tls, passwd_path, acl_path, out_dir = _checked_paths(broker, ca_file, passwd_path,
@@ -490,13 +349,13 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
         [("site", site), ("terminal", terminal), ("broker", broker)],
         [("mqtt", [("username", username), ("password", password), *tls]),
          # The maintenance screen's PIN: random per terminal, shown once by
-         # `provision`, never the default 0000.
-         ("ui", [("maintenance_pin", pin)])],
+         # `provision`, never the default 0000; only its hash is kept.
+         ("ui", [("maintenance_pin", hash_pin(pin))])],
     )
     with locked_directory(passwd_path):
         audit = _new_terminal_key(out_dir, acl_path, site, terminal)
         text += _toml([], [], [("audit", audit)])
-        _add_account(passwd_path, acl_path, username, terminal_rules(site, terminal),
+        _add_account(passwd_path, acl_path, username, passwd.terminal_rules(site, terminal),
                      f"terminal site={site} terminal={terminal}", password)
         write_atomic(config_path, text, 0o600, keep_mode=False)
     return Account(username, password, config_path, pin)
@@ -548,7 +407,7 @@ def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Pat
                  "Secret (broker password): keep it mode 0600, readable by root only."],
                 items)
         check_server_config(text, config_path)
-        _add_account(passwd_path, acl_path, name, service_rules(),
+        _add_account(passwd_path, acl_path, name, passwd.service_rules(),
                      f"service name={name}", password)
         write_atomic(config_path, text, 0o600, keep_mode=False)
     return Account(name, password, config_path)
@@ -642,7 +501,7 @@ def _run(args: argparse.Namespace) -> Account:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m server.provision ...`, until the lead wires the subcommand."""
+    """`python -m server.provision ...`: the same as `onetap-server provision ...`."""
     parser = argparse.ArgumentParser(prog="onetap-server provision")
     add_arguments(parser)
     logging.basicConfig(level=logging.WARNING, format="onetap-server: %(levelname)s: %(message)s")

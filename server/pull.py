@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from kiosk.protocol import is_identifier
 from server.aggregate import AGGREGATE_KEYS, MAX_BY, merge, merge_rows, parse_by, summarize
 from server.errors import ServerError
+from server.outbound import retrying_session
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +62,9 @@ class PullResult:
 
 
 def make_session(*, retries: int = 3, verify: bool | str = True) -> Any:
-    """A requests.Session retrying GETs on connection errors, 429 and 5xx, verifying TLS.
-
-    A server's Retry-After is not obeyed (a hostile one could stall the pull for
-    days): the back-off is our own, at most 10 s between tries."""
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
-
-    session = requests.Session()
-    retry = Retry(total=retries, connect=retries, read=retries, status=retries, redirect=0,
-                  backoff_factor=0.5, backoff_max=10, respect_retry_after_header=False,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
-                  raise_on_status=False, raise_on_redirect=False)
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    session.verify = verify
-    session.headers["User-Agent"] = "onetap-pull"
-    return session
+    """A requests.Session retrying GETs on connection errors, 429 and 5xx, verifying TLS
+    (see server.outbound: our own bounded back-off, never the server's Retry-After)."""
+    return retrying_session(retries=retries, methods=("GET",), user_agent="onetap-pull", verify=verify)
 
 
 def _endpoint(url: str) -> str:

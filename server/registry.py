@@ -9,9 +9,21 @@ import os
 from pathlib import Path
 
 from server.errors import ConfigError
-from server.provision import keys_dir, public_key_path, registry_from_text
+from kiosk.protocol import check_identifier
+from server.passwd import registry_from_text
 
 log = logging.getLogger(__name__)
+
+
+def keys_dir(acl_path: str | os.PathLike[str]) -> Path:
+    """The directory of terminals' public keys: ``keys/`` beside the ACL file (the registry)."""
+    return Path(acl_path).parent / "keys"
+
+
+def public_key_path(directory: Path, site: str, terminal: str) -> Path:
+    check_identifier("site", site)
+    check_identifier("terminal", terminal)
+    return directory / site / f"{terminal}.pub"
 
 
 class Registry:

@@ -18,7 +18,7 @@ from server.aggregate import Distribution, Summary, summarize
 from server.compare import MIN_COUNT, Change, compare
 from server.labels import Labels, in_order
 from server.particles import attach
-from server.store import Filters
+from server.store import Filters, Store
 
 #: The words of the report, per reader language.
 WORDS: dict[str, dict[str, str]] = {
@@ -141,17 +141,18 @@ class ReportAnswers:
     marks: Sequence[tuple[str, str]] = ()
 
 
-def fetch_answers(store: Any, site: str, first: date, *, period: str = "month", exclude_suspect: bool = True,
-                  sites: frozenset[str] | None = None) -> ReportAnswers:
-    """Ask *store* what the report of *site* for the period (day, week, month) starting *first* shows."""
+def fetch_answers(store: Store, site: str | None, first: date, *, period: str = "month", exclude_suspect: bool = True,
+                  sites: frozenset[str] | None = None, terminal: str | None = None) -> ReportAnswers:
+    """Ask *store* what the report of *site* (None: every site of *sites*, a group), or of one
+    *terminal* of it, for the period (day, week, month) starting *first* shows."""
     suspect = False if exclude_suspect else None
 
     def month(start: date) -> Filters:
         low, high = period_bounds(start, period)
-        return Filters(low, high, site=site, sites=sites, suspect=suspect)
+        return Filters(low, high, site=site, terminal=terminal, sites=sites, suspect=suspect)
 
     this = month(first)
-    flagged = Filters(this.date_from, this.date_to, site=site, sites=sites, suspect=True)
+    flagged = Filters(this.date_from, this.date_to, site=site, terminal=terminal, sites=sites, suspect=True)
     return ReportAnswers(
         total=store.summary(this),
         suspect=sum(store.summary(flagged).values()),
@@ -160,11 +161,15 @@ def fetch_answers(store: Any, site: str, first: date, *, period: str = "month", 
         reasons=store.aggregates(("reason",), this),
         ages=store.aggregates(("age_group",), this),
         age_reasons=store.aggregates(("age_group", "reason"), this),
-        terminals=store.aggregates(("terminal",), this),
+        # A terminal is known by its site: a group's report keys counters by both.
+        terminals=(store.aggregates(("terminal",), this) if site is not None else
+                   [((f"{s}/{t}",), dist) for (s, t), dist in store.aggregates(("site", "terminal"), this)]),
         previous=store.summary(month(previous_period(first, period))),
         last_year=store.summary(month(last_year_period(first, period))),
         marks=[(m["day"], m["note"]) for m in store.marks(sites)
-               if m["site"] in (None, site) and this.date_from.isoformat() <= m["day"] <= this.date_to.isoformat()],
+               if (m["site"] is None or m["site"] == site or (site is None and sites is not None
+                                                              and m["site"] in sites))
+               and this.date_from.isoformat() <= m["day"] <= this.date_to.isoformat()],
     )
 
 
@@ -281,12 +286,56 @@ def _notes(lang: str, exclude_suspect: bool, suspect: int, rules: Mapping[str, A
     ]
 
 
+#: The grade's words, and the rule printed with it.
+GRADES: dict[str, dict[str, str]] = {
+    "excellent": {"ko": "우수", "en": "Excellent"},
+    "fair": {"ko": "보통", "en": "Fair"},
+    "poor": {"ko": "미흡", "en": "Poor"},
+    "none": {"ko": "판단 보류", "en": "No grade"},
+}
+
+
+def grade(index: float | None, baseline: Change, target: float | None) -> str:
+    """우수/보통/미흡 by improvement against the institution's own baseline (as the PCSI
+    grades since 2019), with the target index as a floor for 우수:
+    excellent: a significant improvement on the baseline, or the target met without a significant decline;
+    poor: a significant decline on the baseline while the target (if any) is not met;
+    fair: anything else; none: no index, or neither a baseline verdict nor a target."""
+    if index is None:
+        return "none"
+    improved = baseline.significant is True and (baseline.diff or 0) > 0
+    declined = baseline.significant is True and (baseline.diff or 0) < 0
+    met = target is not None and index >= target
+    if improved or (met and not declined):
+        return "excellent"
+    if declined and not met:
+        return "poor"
+    if baseline.significant is None and target is None:
+        return "none"
+    return "fair"
+
+
+def grade_rule(lang: str, target: float | None, baseline_label: str) -> str:
+    goal = "–" if target is None else f"{target:g}"
+    if lang == "ko":
+        return (f"등급(우수·보통·미흡)은 공공서비스 고객만족도(PCSI)가 2019년부터 쓰는 방식처럼 기관 자신의 기준 대비 "
+                f"개선도로 정합니다. 기준은 {baseline_label}이며 목표 지수는 {goal}입니다. 우수: 기준보다 유의하게 "
+                f"개선되었거나, 유의한 하락 없이 목표에 도달함. 미흡: 기준보다 유의하게 하락했고 목표에 미달함. "
+                f"보통: 그 밖의 경우. 기준과 목표가 모두 없으면 판단을 보류합니다.")
+    return (f"The grade (excellent, fair, poor) follows improvement against the institution's own baseline, as "
+            f"the Korean public service customer satisfaction index (PCSI) has graded since 2019. Baseline: "
+            f"{baseline_label}; target index: {goal}. Excellent: significantly better than the baseline, or the "
+            f"target met without a significant decline. Poor: significantly worse than the baseline and the "
+            f"target not met. Fair: anything else. Without baseline and target there is no grade.")
+
+
 def build_report(answers: ReportAnswers, *, site: str, first: date, today: date, lang: str = "ko",
                  generated_at: datetime | None = None, site_name: str | None = None,
                  institution: str | None = None, reasons: Sequence[str] = DEFAULT_REASONS,
                  reason_labels: Mapping[str, Mapping[str, str]] | None = None,
                  exclude_suspect: bool = True, suspect_rules: Mapping[str, Any] | None = None,
-                 period: str = "month", terminal_names: Mapping[str, str] | None = None) -> Report:
+                 period: str = "month", terminal_names: Mapping[str, str] | None = None,
+                 target: float | None = None) -> Report:
     """The report of *site* for the period (day, week, month) starting *first*, as of *today*,
     for a reader of *lang*."""
     labels = Labels(lang, reason_labels)
@@ -354,6 +403,13 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
             word(key, lang, period), _period_label(start, lang, period), c.before, c.index, c.csat,
             _verdict(c.index, lang), _verdict(c.csat, lang), c.statement(lang)))
 
+    # The baseline: the same period last year when it has enough ratings for a verdict, else the previous one.
+    baseline = comparisons[1] if comparisons[1].index.significant is not None else comparisons[0]
+    graded = grade(total.index, baseline.index, target)
+    figures.append(Figure("grade", "등급" if lang == "ko" else "Grade", GRADES[graded][lang],
+                          (f"목표 {target:g} · 기준 {baseline.label}" if lang == "ko" else
+                           f"target {target:g} · baseline: {baseline.label.lower()}") if target is not None else
+                          (f"기준 {baseline.label}" if lang == "ko" else f"baseline: {baseline.label.lower()}")))
     title = word("title", lang, period)
     generated = (generated_at.strftime("%Y-%m-%d %H:%M") if generated_at else today.isoformat())
     return Report(
@@ -366,28 +422,48 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
         reasons=reason_rows, ages=age_rows,
         age_reason_columns=[labels.code("reason", r) for r in reason_codes], age_reasons=matrix,
         terminals=terminal_rows, this_month=total, comparisons=comparisons,
-        notes=_notes(lang, exclude_suspect, answers.suspect, suspect_rules or {}),
+        notes=[*_notes(lang, exclude_suspect, answers.suspect, suspect_rules or {}),
+               grade_rule(lang, target, baseline.label)],
         words={key: word(key, lang, period) for key in WORDS},
     )
 
 
 
-def report_for(config: Any, store: Any, site: str, first: date, *, lang: str, now: datetime,
+def report_for(config: Any, store: Store, site: str | None, first: date, *, lang: str, now: datetime,
                sites: frozenset[str] | None = None, exclude_suspect: bool = True,
-               period: str = "month") -> Report:
-    """Fetch and build the report of *site* for the month of *first* with the server's settings
-    (display names, reasons and their labels, suspect rules, time zone)."""
-    site_config = config.sites.get(site)
+               period: str = "month", group: str | None = None, terminal: str | None = None) -> Report:
+    """Fetch and build the report of *site* (or of *group*, every site of it that *sites* allows;
+    or of one *terminal* of *site*) for the month of *first* with the server's settings
+    (display names, reasons and their labels, suspect rules, targets, time zone)."""
+    if site is None:
+        if group is None:
+            raise ValueError("a report is of a site or of a group")
+        members = frozenset(config.groups[group].sites)
+        sites = members if sites is None else sites & members
+    site_config = config.sites.get(site) if site else None
     own = (site_config.survey or {}) if site_config is not None else {}
     reason_labels = own.get("reason_labels") or (config.survey or {}).get("reason_labels")
     rules = config.alerts
-    answers = fetch_answers(store, site, first, period=period, exclude_suspect=exclude_suspect, sites=sites)
+    answers = fetch_answers(store, site, first, period=period, exclude_suspect=exclude_suspect, sites=sites,
+                            terminal=terminal)
     local = now.astimezone(config.tz)
+    name = config.site_name(site) if site else config.group_name(group)
+    if site_config is not None:
+        terminal_names = dict(site_config.terminals)
+    elif site is None:
+        # A group's counters are keyed site/terminal (fetch_answers): named by both.
+        terminal_names = {f"{row['site']}/{row['terminal']}": f"{config.site_name(row['site'])} · "
+                          f"{config.terminal_name(row['site'], row['terminal'])}"
+                          for row in store.terminals(sites=sites)}
+    else:
+        terminal_names = None
+    if site and terminal:
+        name = f"{name} · {config.terminal_name(site, terminal)}"
     return build_report(
-        answers, site=site, first=first, today=local.date(), lang=lang, generated_at=local,
-        site_name=config.site_name(site), institution=config.institution,
-        terminal_names=site_config.terminals if site_config is not None else None,
-        reasons=config.reasons_for_site(site), reason_labels=reason_labels,
-        exclude_suspect=exclude_suspect, period=period,
+        answers, site=site or group, first=first, today=local.date(), lang=lang, generated_at=local,
+        site_name=name, institution=config.institution,
+        terminal_names=terminal_names,
+        reasons=config.reasons_for_site(site) if site else config.reasons, reason_labels=reason_labels,
+        exclude_suspect=exclude_suspect, period=period, target=config.target(site, group),
         suspect_rules={"burst_count": rules.burst_count, "burst_interval_s": rules.burst_interval_s,
                        "run_length": rules.run_length, "run_interval_s": rules.run_interval_s})

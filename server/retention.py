@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 from server.periodic import Periodic
+from server.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class RetentionRunner(Periodic):
 
     name = "onetap-retention"
 
-    def __init__(self, days: int, tz: ZoneInfo, store_factory: Callable[[], Any], *,
+    def __init__(self, days: int, tz: ZoneInfo, store_factory: Callable[[], Store], *,
                  quarantine_days: int = 0, interval_s: float = INTERVAL_S,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         super().__init__(store_factory, interval_s)
@@ -48,10 +49,10 @@ class RetentionRunner(Periodic):
         self.pruned_quarantine = 0
         self.runs = 0
 
-    def tick(self, store: Any) -> None:
+    def tick(self, store: Store) -> None:
         self.run_once(store)
 
-    def run_once(self, store: Any) -> int:
+    def run_once(self, store: Store) -> int:
         """Delete what is due now; returns how many ratings went."""
         now = self.now()
         deleted = 0

@@ -1,4 +1,4 @@
-"""The server's store: the interface ingest and the API use, and its SQLite implementation."""
+"""The server's store: the Store protocol its callers use, and its one implementation over SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,28 +8,30 @@ import json
 import logging
 import operator
 import sqlite3
-from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from kiosk.protocol import (Rating, Status, bound_status_fields, format_timestamp, in_time_window,
                             parse_timestamp)
 from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
+from server.dialect import CHUNK, Postgres, SQLite
 from server.errors import StoreError
+from server.schema import (AUDIT_COLUMNS, CHAIN_STATE_COLUMNS, INSERT_COLUMNS, MIGRATIONS, NULLABLE,
+                           RATING_COLUMNS, ROLLUP_TAIL, ROLLUPS, Backfill, render)
 
 log = logging.getLogger(__name__)
 
-#: Columns of /api/v1/ratings.csv and of iter_ratings() rows, in order.
-RATING_COLUMNS = ("id", "site", "terminal", "seq", "score", "at", "clock_synced",
-                  "reason", "age_group", "lang", "input", "received_at")
 #: ratings.csv: the contract's columns, then the local day each rating is counted on.
 CSV_COLUMNS = (*RATING_COLUMNS, "local_day")
 
+
+#: The contract's earliest plausible tap: an earlier kiosk time reads as when the rating was received.
+FIRST_VALID_AT = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 @dataclass(frozen=True)
 class Filters:
@@ -55,7 +57,11 @@ class BatchResult:
 
 @runtime_checkable
 class Store(Protocol):
-    """What ingest and the API need from storage. No caller writes SQL."""
+    """Everything the server's modules ask of storage; no caller writes SQL.
+
+    SQLStore (below) implements it once for SQLite and PostgreSQL; callers
+    type their store as Store, never as one class.
+    """
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Everything inside is committed at once (durably) or not at all; nests."""
@@ -108,7 +114,10 @@ class Store(Protocol):
         """Take a terminal off the board and out of the alert rules; its ratings stay.
         False when it was retired already."""
 
-    def iter_ratings(self, filters: Filters) -> Iterator[dict[str, Any]]: ...
+    def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]: ...
+
+    def last_taps(self, sites: frozenset[str] | None = None) -> dict[tuple[str, str], str]:
+        """When each terminal's newest stored rating was tapped, by (site, terminal)."""
 
     def counts(self) -> dict[str, int]:
         """ratings, quarantine, and terminals by state, for /metrics."""
@@ -127,6 +136,80 @@ class Store(Protocol):
         ingest is never held up for long; safe to run again after a crash.
         """
 
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest quarantined messages, raw payload included."""
+
+    def ratings_after(self, pk: int, limit: int = 50_000) -> list[dict[str, Any]]:
+        """Ratings stored after row *pk* (SUSPECT_COLUMNS), oldest first."""
+
+    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int,
+                         limit: int = 1_000_000) -> list[dict[str, Any]]:
+        """One terminal's ratings with seq in [seq_from, seq_to], in seq order."""
+
+    def mark_suspect(self, pks: Sequence[int]) -> int:
+        """Flag ratings as suspect, moving their counts in every rollup; how many were newly flagged."""
+
+    def low_scores_since(self, day: str, max_score: int) -> list[dict[str, Any]]: ...
+
+    # -- the audit chain (server/audit.py) --
+
+    def set_rating_chains(self, site: str, terminal: str,
+                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
+        """Store (id, chain, head_sig) of ratings just inserted."""
+
+    def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
+        """The stored chain of the terminal's rating *seq* (the first stored, if several)."""
+
+    def chain_state(self, site: str, terminal: str, *, for_update: bool = False) -> dict[str, Any] | None:
+        """What ingest verified of the terminal's chain; *for_update* locks it for the commit."""
+
+    def chain_states(self, site: str | None = None) -> list[dict[str, Any]]: ...
+
+    def save_chain_state(self, state: Mapping[str, Any]) -> None: ...
+
+    def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
+        """(terminal, lowest seq, highest seq) of the site's ratings on local days in [day_from, day_to]."""
+
+    def audit_rows(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
+        """The terminal's ratings with seq in [seq_from, seq_to], in seq order."""
+
+    def audit_neighbours(self, site: str, terminal: str, seq_from: int,
+                         seq_to: int) -> tuple[int | None, int | None]:
+        """(highest seq below seq_from, lowest seq >= seq_to carrying a head signature)."""
+
+    def audit_cut(self, site: str, terminal: str, before_day: str) -> dict[str, Any] | None:
+        """The terminal's highest-seq rating on a local day before *before_day* (what pruning deletes)."""
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def add_mark(self, site: str | None, day: date, note: str, created_by: str,
+                 created_at: datetime) -> int: ...
+
+    def marks(self, sites: frozenset[str] | None = None) -> list[dict[str, Any]]: ...
+
+    def delete_mark(self, pk: int) -> None: ...
+
+    def open_alerts(self) -> list[dict[str, Any]]: ...
+
+    def alerts(self, sites: frozenset[str] | None = None, limit: int = 200) -> list[dict[str, Any]]: ...
+
+    def raise_alert(self, site: str, terminal: str | None, kind: str, message: str,
+                    now: datetime) -> int: ...
+
+    def clear_alert(self, pk: int, now: datetime) -> None: ...
+
+    def ack_alert(self, pk: int, user: str, now: datetime,
+                  sites: frozenset[str] | None = None) -> bool: ...
+
+    def add_session(self, token_hash: str, user: str, csrf: str, now: datetime,
+                    expires: datetime) -> None: ...
+
+    def get_session(self, token_hash: str) -> dict[str, Any] | None: ...
+
+    def delete_session(self, token_hash: str) -> None: ...
+
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
@@ -134,263 +217,9 @@ class Store(Protocol):
 
 #: Quarantine rows per commit when pruning.
 _PRUNE_BATCH = 10_000
-
-
-# -- SQLite -----------------------------------------------------------------
-
-migrations = Migrations("onetap-server")
-
-
-@migrations()
-def m001_initial(db: Database) -> None:
-    # A rowid table with a unique index on the UUID: keying by the UUID
-    # scattered inserts across the B-tree (0.88 s vs 0.34 s per 50k here).
-    db.execute("""
-        CREATE TABLE ratings (
-            pk INTEGER PRIMARY KEY,
-            id TEXT NOT NULL,
-            site TEXT NOT NULL,
-            terminal TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
-            at TEXT NOT NULL,
-            clock_synced INTEGER NOT NULL,
-            reason TEXT,
-            age_group TEXT,
-            lang TEXT NOT NULL,
-            input TEXT NOT NULL,
-            received_at TEXT NOT NULL,
-            day TEXT NOT NULL,
-            hour INTEGER NOT NULL,
-            weekday INTEGER NOT NULL
-        )""")
-    db.execute("CREATE UNIQUE INDEX ratings_id ON ratings (id)")
-    # Every query is a day range, often of one site or terminal.
-    db.execute("CREATE INDEX ratings_day ON ratings (day, site, terminal)")
-    db.execute("""
-        CREATE TABLE quarantine (
-            pk INTEGER PRIMARY KEY,
-            received_at TEXT NOT NULL,
-            topic TEXT,
-            payload BLOB NOT NULL,
-            reason TEXT NOT NULL,
-            rating_id TEXT
-        )""")
-    db.execute("""
-        CREATE TABLE terminals (
-            site TEXT NOT NULL,
-            terminal TEXT NOT NULL,
-            state TEXT NOT NULL DEFAULT 'unknown',
-            last_seen TEXT,
-            status TEXT NOT NULL DEFAULT '{}',
-            updated_at TEXT NOT NULL,
-            PRIMARY KEY (site, terminal)
-        )""")
-
-
-@migrations()
-def m002_rollups_suspect_staff(db: Database) -> None:
-    # Flagged by alerts' burst detection; never deleted, excludable from figures.
-    db.execute("ALTER TABLE ratings ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0")
-    # Burst detection reads a terminal's ratings in seq order.
-    db.execute("CREATE INDEX ratings_terminal_seq ON ratings (site, terminal, seq)")
-    for name, dims in ROLLUPS:
-        _create_rollup(db, name, dims)
-    db.execute("""
-        CREATE TABLE marks (
-            pk INTEGER PRIMARY KEY,
-            site TEXT,
-            day TEXT NOT NULL,
-            note TEXT NOT NULL,
-            created_by TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        )""")
-    db.execute("""
-        CREATE TABLE alerts (
-            pk INTEGER PRIMARY KEY,
-            site TEXT NOT NULL,
-            terminal TEXT,
-            kind TEXT NOT NULL,
-            message TEXT NOT NULL,
-            raised_at TEXT NOT NULL,
-            cleared_at TEXT,
-            acked_at TEXT,
-            acked_by TEXT
-        )""")
-    db.execute("CREATE INDEX alerts_open ON alerts (cleared_at, site, terminal, kind)")
-    db.execute("""
-        CREATE TABLE sessions (
-            token_hash TEXT PRIMARY KEY,
-            user TEXT NOT NULL,
-            csrf TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            expires_at TEXT NOT NULL
-        )""")
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-
-
-@migrations()
-def m003_rating_identity_site_terminal_id(db: Database) -> None:
-    # A rating is (site, terminal, id): one terminal sending another's ids must
-    # neither claim nor suppress them. Existing rows are unique by id, so also
-    # by (site, terminal, id).
-    db.execute("DROP INDEX ratings_id")
-    db.execute("CREATE UNIQUE INDEX ratings_identity ON ratings (site, terminal, id)")
-
-
-@migrations()
-def m004_ratings_clock_suspect(db: Database) -> None:
-    # 1: the kiosk's ``at`` was outside the time window; counted by receipt time.
-    db.execute("ALTER TABLE ratings ADD COLUMN clock_suspect INTEGER NOT NULL DEFAULT 0")
-
-
-@migrations()
-def m005_quarantine_by_terminal(db: Database) -> None:
-    # Per-terminal daily caps count a terminal's rows and bytes; retention
-    # prunes by receipt time.
-    db.execute("ALTER TABLE quarantine ADD COLUMN site TEXT")
-    db.execute("ALTER TABLE quarantine ADD COLUMN terminal TEXT")
-    rows = db.execute("SELECT pk, topic FROM quarantine WHERE topic LIKE 'onetap/v1/%'").fetchall()
-    for pk, topic in rows:
-        parts = topic.split("/")
-        if len(parts) == 5:
-            db.execute("UPDATE quarantine SET site = ?, terminal = ? WHERE pk = ?", [parts[2], parts[3], pk])
-    db.execute("CREATE INDEX quarantine_terminal ON quarantine (site, terminal, received_at)")
-    db.execute("CREATE INDEX quarantine_received ON quarantine (received_at)")
-
-
-@migrations()
-def m006_terminals_retired_at(db: Database) -> None:
-    # `onetap-server terminal retire`: off the board and the alert rules, ratings kept.
-    db.execute("ALTER TABLE terminals ADD COLUMN retired_at TEXT")
-
-
-@migrations()
-def m007_audit_chain(db: Database) -> None:
-    # The audit chain (docs/audit.md): each rating's chain and, on a batch's
-    # highest-seq rating, the terminal's signature over it; per terminal what
-    # ingest verified (CHAIN_STATE_COLUMNS).
-    db.execute("ALTER TABLE ratings ADD COLUMN chain TEXT")
-    db.execute("ALTER TABLE ratings ADD COLUMN head_sig TEXT")
-    db.execute(f"CREATE TABLE chain_state ({CHAIN_STATE_DDL}, PRIMARY KEY (site, terminal))")
-
-
-#: Count tables kept in the same transaction as each insert, smallest first:
-#: a query reads the first one holding every column it groups or filters by,
-#: so a year of ratings is summed from a few thousand rows, not millions.
-#: Every one also has weekday (a function of day), suspect and score.
-ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("roll_site_day", ("day", "site")),
-    ("roll_day", ("day", "site", "terminal")),
-    ("roll_site_hour", ("day", "hour", "site")),
-    ("roll_hour", ("day", "hour", "site", "terminal")),
-    ("roll_site_dims", ("day", "site", "reason", "age_group", "lang", "input")),
-    ("roll_all", ("day", "hour", "site", "terminal", "reason", "age_group", "lang", "input")),
-)
-#: Nullable rating columns stand as '' in the rollups, so that a primary key
-#: (where NULLs never conflict) can UPSERT them.
-_NULLABLE = ("reason", "age_group")
-#: Position of each rollup dimension in _rollup_key()'s tuple.
-_KEY_INDEX = {name: i for i, name in enumerate(
-    ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input", "suspect", "score"))}
-
-
-def _create_rollup(db: Database, name: str, dims: tuple[str, ...]) -> None:
-    types = {"hour": "INTEGER"}
-    columns = ", ".join(f"{d} {types.get(d, 'TEXT')} NOT NULL" for d in dims)
-    key = ", ".join(dims)
-    db.execute(f"""
-        CREATE TABLE {name} (
-            {columns},
-            weekday INTEGER NOT NULL,
-            suspect INTEGER NOT NULL,
-            score INTEGER NOT NULL,
-            n INTEGER NOT NULL,
-            PRIMARY KEY ({key}, suspect, score)
-        ) WITHOUT ROWID""")
-    select = ", ".join(f"coalesce({d}, '')" if d in _NULLABLE else d for d in dims)
-    db.execute(f"INSERT INTO {name} ({key}, weekday, suspect, score, n)"
-               f" SELECT {select}, min(weekday), suspect, score, count(*) FROM ratings"
-               f" GROUP BY {select}, suspect, score")
-
-
-def _rollup_key(row: Sequence[Any], suspect: int) -> tuple:
-    """A stored ratings row (as _INSERT_RATING's parameters) -> the full rollup key."""
-    (_id, site, terminal, _seq, score, _at, _synced, reason, age_group, lang, input_,
-     _received, day, hour, weekday, *_rest) = row
-    return (day, hour, weekday, site, terminal, reason or "", age_group or "", lang, input_,
-            suspect, score)
-
-
-def _rollup_statement(name: str, dims: tuple[str, ...]) -> tuple[str, str, Callable[[tuple], tuple]]:
-    cols = (*dims, "weekday", "suspect", "score")
-    conflict = ", ".join((*dims, "suspect", "score"))
-    sql = (f"INSERT INTO {name} ({', '.join(cols)}, n) VALUES ({', '.join('?' * (len(cols) + 1))})"
-           f" ON CONFLICT ({conflict}) DO UPDATE SET n = n + excluded.n")
-    # itemgetter projects a full key onto the rollup's columns in C.
-    return name, sql, operator.itemgetter(*(_KEY_INDEX[c] for c in cols))
-
-
-_ROLLUP_STATEMENTS = [_rollup_statement(name, dims) for name, dims in ROLLUPS]
-
-
-def _rollup_deltas(counts: dict[tuple, int]) -> list[tuple[str, str, list[tuple]]]:
-    """Full-key counts -> for each rollup, its UPSERT statement and parameter rows."""
-    out = []
-    for name, sql, project in _ROLLUP_STATEMENTS:
-        projected: dict[tuple, int] = {}
-        for key, n in counts.items():
-            small = project(key)
-            projected[small] = projected.get(small, 0) + n
-        out.append((name, sql, [(*k, n) for k, n in projected.items()]))
-    return out
-
-
-def _apply_rollups(conn: sqlite3.Connection, counts: dict[tuple, int]) -> None:
-    for name, sql, rows in _rollup_deltas(counts):
-        conn.executemany(sql, rows)
-        if any(row[-1] < 0 for row in rows):
-            dims = dict(ROLLUPS)[name]
-            where = " AND ".join(f"{c} = ?" for c in (*dims, "suspect", "score"))
-            skip = len(dims) + 1  # weekday is not part of the key
-            conn.executemany(f"DELETE FROM {name} WHERE {where} AND n <= 0",
-                             [(*r[:len(dims)], *r[skip:-1]) for r in rows if r[-1] < 0])
-
-
-_INSERT_COLUMNS = ("id", "site", "terminal", "seq", "score", "at", "clock_synced", "reason",
-                   "age_group", "lang", "input", "received_at", "day", "hour", "weekday",
-                   "clock_suspect")
-_INSERT_RATING = (
-    f"INSERT INTO ratings ({', '.join(_INSERT_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
-)
-_CHUNK = 500  # bound on host parameters per IN (...) lookup
-#: Per terminal, what ingest verified of its chain (server/ingest.py ChainTracker).
-CHAIN_STATE_COLUMNS = (
-    "site", "terminal", "contiguous_seq", "max_seq", "missing", "missing_since", "status",
-    "broken_seq", "tip_seq", "tip_chain", "head_seq", "head_chain", "head_sig", "head_at",
-    "checkpoint_seq", "checkpoint_chain", "checkpoint_sig", "updated_at")
-_CHAIN_STATE_INTEGERS = ("contiguous_seq", "max_seq", "broken_seq", "tip_seq", "head_seq", "checkpoint_seq")
-CHAIN_STATE_DDL = ", ".join(
-    f"{c} {'bigint' if c in _CHAIN_STATE_INTEGERS else 'text'}"
-    f"{' NOT NULL' if c in ('site', 'terminal', 'status', 'missing', 'updated_at') else ''}"
-    for c in CHAIN_STATE_COLUMNS)
-#: What an audit export holds of a rating: its canonical fields, chain and head signature.
-AUDIT_COLUMNS = "id, seq, score, at, clock_synced, reason, age_group, lang, input, chain, head_sig"
 #: What burst detection reads of a rating: the kiosk's claims and the server's own evidence.
 SUSPECT_COLUMNS = ("pk, site, terminal, seq, score, at, clock_synced, received_at, clock_suspect,"
                    " suspect")
-
-
-def _store_errors(method):
-    """Let callers see StoreError, never sqlite3's own, from a read."""
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc}") from exc
-    return wrapper
 
 
 def _iso(moment: datetime) -> str:
@@ -404,7 +233,6 @@ def is_retired(retired_at: str | None, last_seen: str | None) -> bool:
         return False
     return (last_seen is None
             or parse_timestamp("last_seen", last_seen) <= parse_timestamp("retired_at", retired_at))
-
 
 
 def smallest_rollup(needed: set[str]) -> str:
@@ -475,7 +303,7 @@ class IngestPlan:
 
     The first sighting of an identity (site, terminal, id), in call order, may
     be stored; a later one in another batch of the same call is that batch's
-    duplicate. ``rows`` holds the insert parameters (_INSERT_COLUMNS order) of
+    duplicate. ``rows`` holds the insert parameters (INSERT_COLUMNS order) of
     each first sighting, by identity.
 
     Never raises on a rating that passed validation: an ``at`` outside the time
@@ -522,13 +350,152 @@ class IngestPlan:
         return results
 
 
-class RollupQueries:
-    """What both backends answer the same way, over ``_read``, ``_where`` and ``transaction``.
+def _rollup_key(row: Sequence[Any], suspect: int) -> tuple:
+    """A ratings row (INSERT_COLUMNS order) -> the full rollup key (_KEY_INDEX order)."""
+    (_id, site, terminal, _seq, score, _at, _synced, reason, age_group, lang, input_,
+     _received, day, hour, weekday, *_rest) = row
+    return (day, hour, weekday, site, terminal, reason or "", age_group or "", lang, input_,
+            suspect, score)
 
-    A backend provides ``_read(sql, params) -> rows`` (all rows fetched, its
-    driver's errors raised as StoreError), ``_where(filters)`` in its own
-    parameter style, ``transaction()`` and ``_ingest_many``.
+
+#: Position of each rollup column in _rollup_key()'s tuple.
+_KEY_INDEX = {name: i for i, name in enumerate(
+    ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input", "suspect", "score"))}
+
+
+@dataclass
+class _Pending:
+    """Rollup counts and terminal updates of one (nested) transaction level.
+
+    They are written just before the outermost commit, in key order: every
+    ingest worker touches the same few hot rollup and terminal rows, so
+    writing them last keeps their row locks short, and one global order means
+    two workers can wait on each other but never deadlock.
     """
+
+    counts: dict[tuple, int] = field(default_factory=dict)
+    terminals: dict[tuple[str, str], list[tuple]] = field(default_factory=dict)
+
+    def count(self, row: Sequence[Any], suspect: int, delta: int) -> None:
+        key = _rollup_key(row, suspect)
+        self.counts[key] = self.counts.get(key, 0) + delta
+
+    def merge(self, other: "_Pending") -> None:
+        for key, n in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
+        for key, ops in other.terminals.items():
+            self.terminals.setdefault(key, []).extend(ops)
+
+
+def _store_errors(method):
+    """Let callers see StoreError, never the driver's own, from a read."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except self.dialect.error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+    return wrapper
+
+
+_ROLLUP_UPSERTS = [
+    # itemgetter projects a full key onto the rollup's columns in C.
+    (name, (*dims, *ROLLUP_TAIL), operator.itemgetter(*(_KEY_INDEX[c] for c in (*dims, *ROLLUP_TAIL))),
+     f"ON CONFLICT ({', '.join((*dims, 'suspect', 'score'))}) DO UPDATE SET n = {name}.n + excluded.n",
+     f"DELETE FROM {name} WHERE {' AND '.join(f'{c} = ?' for c in (*dims, 'suspect', 'score'))} AND n <= 0")
+    for name, dims in ROLLUPS]
+
+
+class SQLStore:
+    """The Store on one connection of a dialect (server.dialect); use one instance per thread.
+
+    Days, hours and weekdays (ISO, Monday = 1) are computed in *timezone* when
+    a rating is stored: from its ``at`` when the kiosk clock was synchronised,
+    else from when the server received it. Every query is written once, with
+    ``?`` placeholders; the dialect renders them.
+    """
+
+    def __init__(self, dialect: SQLite | Postgres, timezone: str = "Asia/Seoul"):
+        self.dialect = dialect
+        self.tz = ZoneInfo(timezone)
+        self.buckets = Buckets(self.tz)
+        self._pending: list[_Pending] = []
+        self.dialect.migrate([(name, functools.partial(self._run_steps, steps))
+                              for name, steps in MIGRATIONS])
+
+    @property
+    def conn(self) -> Any:
+        """The dialect's current connection (for tests and the benchmarks)."""
+        return self.dialect.conn
+
+    def _run_steps(self, steps: Sequence[Any]) -> None:
+        for step in steps:
+            if isinstance(step, Backfill):
+                step.fn(self._rows)
+            for sql in render(step, self.dialect.types, self.dialect.clustered):
+                self._execute(sql)
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.dialect.connection(bool(self._pending)).execute(self.dialect.sql(sql), params)
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        cursor = self._execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self._rows(sql, params)
+        except self.dialect.error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self._execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    # -- writing --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.dialect.connection(bool(self._pending))
+        outer = not self._pending
+        self._pending.append(_Pending())
+        try:
+            try:
+                with self.dialect.atomic():
+                    yield
+                    if outer:
+                        self._flush(self._pending[-1])
+            except self.dialect.error as exc:
+                # Callers tell a failing store (retry later, send no Ack) from bad input.
+                raise StoreError(f"database error: {exc}") from exc
+        except BaseException:
+            self._pending.pop()
+            raise
+        done = self._pending.pop()
+        if self._pending:
+            self._pending[-1].merge(done)
+
+    def _flush(self, pending: _Pending) -> None:
+        # The rollups last: their few hot rows are shared by every worker, so hold them the shortest.
+        for (site, terminal), ops in sorted(pending.terminals.items()):
+            for sql, *params in ops:
+                self._execute(sql, (site, terminal, *params))
+        if not pending.counts:
+            return
+        for name, columns, project, upsert, delete in _ROLLUP_UPSERTS:
+            projected: dict[tuple, int] = {}
+            for key, n in pending.counts.items():
+                small = project(key)
+                projected[small] = projected.get(small, 0) + n
+            # Key order (weekday, a function of day, sorts with it) = lock order.
+            rows = sorted((*k, n) for k, n in projected.items() if n != 0)
+            if not rows:
+                continue
+            self.dialect.bulk(name, (*columns, "n"), rows, upsert)
+            gone = [(*r[:len(columns) - 3], *r[len(columns) - 2:-1]) for r in rows if r[-1] < 0]
+            if gone:
+                self.dialect.many(delete, gone)
 
     def ingest_batch(self, site: str, terminal: str, ratings: Sequence[Rating],
                      received_at: datetime) -> BatchResult:
@@ -537,7 +504,179 @@ class RollupQueries:
     def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
                     received_at: datetime) -> list[BatchResult]:
         with self.transaction():
-            return self._ingest_many(batches, received_at)
+            plan = IngestPlan(batches, received_at, self.buckets)
+            stored: set = set()
+            if plan.rows:
+                stored = self.dialect.insert_new("ratings", INSERT_COLUMNS, plan.rows,
+                                                 ("site", "terminal", "id"))
+                counts = self._pending[-1].counts
+                for identity in stored:
+                    key = _rollup_key(plan.rows[identity], 0)
+                    counts[key] = counts.get(key, 0) + 1
+            return plan.results(stored)
+
+    def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
+                   reason: str, rating_id: str | None = None, site: str | None = None,
+                   terminal: str | None = None) -> None:
+        text = self.dialect.text
+        with self.transaction():
+            self._execute(
+                "INSERT INTO quarantine (received_at, topic, payload, reason, rating_id, site, terminal)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_iso(received_at), text(topic), bytes(payload), text(reason), text(rating_id),
+                 text(site), text(terminal)))
+
+    @_store_errors
+    def quarantine_usage(self, site: str, terminal: str, since: datetime) -> tuple[int, int]:
+        (rows, size), = self._rows(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM quarantine"
+            " WHERE site = ? AND terminal = ? AND received_at >= ?",
+            [site, terminal, _iso(since.astimezone(timezone.utc))])
+        return int(rows), int(size)
+
+    def _delete_in_batches(self, table: str, where: str, params: Sequence[Any], batch: int) -> int:
+        # A batch per transaction: the ingest thread's commits wait on the
+        # write lock for one batch at most.
+        total = 0
+        while True:
+            with self.transaction():
+                deleted = self._execute(
+                    f"DELETE FROM {table} WHERE pk IN (SELECT pk FROM {table} WHERE {where} LIMIT ?)",
+                    [*params, batch]).rowcount
+            total += deleted
+            if deleted < batch:
+                return total
+
+    def prune_quarantine(self, received_before: datetime) -> int:
+        return self._delete_in_batches("quarantine", "received_at < ?",
+                                       [_iso(received_before.astimezone(timezone.utc))], _PRUNE_BATCH)
+
+    def _terminal_op(self, site: str, terminal: str, sql: str, *params: Any) -> None:
+        with self.transaction():
+            self._pending[-1].terminals.setdefault((site, terminal), []).append((sql, *params))
+
+    def update_status(self, site: str, terminal: str, status: Status,
+                      received_at: datetime) -> None:
+        now = _iso(received_at)
+        if status.state == "online":
+            self._terminal_op(
+                site, terminal,
+                "INSERT INTO terminals (site, terminal, state, last_seen, status, updated_at)"
+                " VALUES (?, ?, 'online', ?, ?, ?)"
+                " ON CONFLICT (site, terminal) DO UPDATE SET state = 'online',"
+                " last_seen = excluded.last_seen, status = excluded.status,"
+                " updated_at = excluded.updated_at",
+                now, self.dialect.text(json.dumps(dict(status.fields))), now)
+        else:
+            # A Last Will carries nothing else: keep the last known fields
+            # (backlog, version...) so staff see what the terminal held.
+            self._terminal_op(
+                site, terminal,
+                "INSERT INTO terminals (site, terminal, state, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (site, terminal) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                status.state, now)
+
+    def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
+        now = _iso(at)
+        with self.transaction():
+            rows = self._rows("SELECT retired_at, last_seen FROM terminals"
+                              f" WHERE site = ? AND terminal = ?{self.dialect.lock_row}",
+                              (site, terminal))
+            if rows and is_retired(*rows[0]):
+                return False
+            self._execute(
+                "INSERT INTO terminals (site, terminal, state, updated_at, retired_at)"
+                " VALUES (?, ?, 'retired', ?, ?)"
+                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at",
+                (site, terminal, now, now))
+        return True
+
+    def seen(self, site: str, terminal: str, received_at: datetime) -> None:
+        now = _iso(received_at)
+        op = ("INSERT INTO terminals (site, terminal, last_seen, updated_at) VALUES (?, ?, ?, ?)"
+              " ON CONFLICT (site, terminal) DO UPDATE SET last_seen = excluded.last_seen", now, now)
+        if self._pending:
+            # Inside ingest's transaction: no savepoint of its own (one per
+            # terminal cost more than the update, with 2,000 terminals).
+            self._pending[-1].terminals.setdefault((site, terminal), []).append(op)
+            return
+        self._terminal_op(site, terminal, *op)
+
+    def mark_suspect(self, pks: Sequence[int]) -> int:
+        """Flag ratings as suspect (never deleting them), moving their counts in
+        every rollup; returns how many were newly flagged."""
+        flagged = 0
+        with self.transaction():
+            pending = self._pending[-1]
+            for start in range(0, len(pks), CHUNK):
+                chunk = list(pks[start:start + CHUNK])
+                rows = self._rows(
+                    f"UPDATE ratings SET suspect = 1 WHERE pk IN ({','.join('?' * len(chunk))})"
+                    f" AND suspect = 0 RETURNING {', '.join(INSERT_COLUMNS)}", chunk)
+                for row in rows:
+                    pending.count(row, 0, -1)
+                    pending.count(row, 1, 1)
+                flagged += len(rows)
+        return flagged
+
+    def prune_ratings(self, before_day: str, received_before: datetime | None = None,
+                      *, batch: int = 10_000) -> int:
+        where = "day < ?"
+        params: list[Any] = [before_day]
+        if received_before is not None:
+            # received_at is stored as RFC 3339 in UTC, so text order is time order.
+            where += " AND received_at < ?"
+            params.append(_iso(received_before.astimezone(timezone.utc)))
+        return self._delete_in_batches("ratings", where, params, batch)
+
+    # -- reading --------------------------------------------------------------
+
+    @staticmethod
+    def _where(filters: Filters) -> tuple[str, list[Any]]:
+        clauses = ["day BETWEEN ? AND ?"]
+        params: list[Any] = [filters.date_from.isoformat(), filters.date_to.isoformat()]
+        if filters.site is not None:
+            clauses.append("site = ?")
+            params.append(filters.site)
+        if filters.terminal is not None:
+            clauses.append("terminal = ?")
+            params.append(filters.terminal)
+        if filters.sites is not None:
+            allowed = sorted(filters.sites)
+            clauses.append(f"site IN ({','.join('?' * len(allowed))})" if allowed else "1 = 0")
+            params.extend(allowed)
+        if filters.suspect is not None:
+            clauses.append("suspect = ?")
+            params.append(int(filters.suspect))
+        return " AND ".join(clauses), params
+
+    def last_taps(self, sites: frozenset[str] | None = None) -> dict[tuple[str, str], str]:
+        """When each terminal's newest stored rating was tapped (its ``at`` if the kiosk clock
+        was synchronised, else when it was received), by (site, terminal).
+
+        The newest is the highest seq (one per tap, never reused), found through the
+        (site, terminal, seq) index rather than by reading every rating."""
+        out: dict[tuple[str, str], tuple[datetime, str]] = {}
+        for site, terminal, at, synced, received in self._read(
+                "SELECT r.site, r.terminal, r.at, r.clock_synced, r.received_at FROM ratings r"
+                " JOIN (SELECT site, terminal, max(seq) AS seq FROM ratings GROUP BY site, terminal) m"
+                " ON r.site = m.site AND r.terminal = m.terminal AND r.seq = m.seq"):
+            if sites is not None and site not in sites:
+                continue
+            arrived = datetime.fromisoformat(received.replace("Z", "+00:00"))
+            chosen, moment = received, arrived
+            if synced:
+                try:
+                    tapped = datetime.fromisoformat(at.replace("Z", "+00:00"))
+                except ValueError:
+                    tapped = None
+                # The contract's bounds: an `at` before 2020 or over a day after receipt counts by receipt.
+                if tapped is not None and FIRST_VALID_AT <= tapped <= arrived + timedelta(hours=24):
+                    chosen, moment = at, tapped
+            if (site, terminal) not in out or moment > out[site, terminal][0]:
+                out[site, terminal] = (moment, chosen)
+        return {key: text for key, (_, text) in out.items()}
 
     def _rollup_for(self, needed: set[str]) -> str:
         # The rollups are derived from ratings: answer only while ratings is
@@ -562,7 +701,7 @@ class RollupQueries:
         where, params = self._where(filters)
         table = self._rollup_for(filter_columns(filters) | set(by))
         columns = ", ".join(by)
-        nullable = [i for i, key in enumerate(by) if key in _NULLABLE]
+        nullable = [i for i, key in enumerate(by) if key in NULLABLE]
         groups: dict[tuple, Distribution] = {}
         for row in self._read(
                 f"SELECT {columns}, score, sum(n) FROM {table} WHERE {where}"
@@ -610,25 +749,224 @@ class RollupQueries:
     def quarantine_count(self) -> int:
         return self._read("SELECT count(*) FROM quarantine")[0][0]
 
+    def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]:
+        """Every rating of *filters*, RATING_COLUMNS and local_day (plus ``suspect`` if asked), streamed."""
+        where, params = self._where(filters)
+        try:
+            for row in self.dialect.stream(
+                    f"SELECT {', '.join(RATING_COLUMNS)}, suspect, day FROM ratings WHERE {where}"
+                    " ORDER BY day, at, pk", params):
+                record = dict(zip(RATING_COLUMNS, row))
+                record["clock_synced"] = bool(record["clock_synced"])
+                # The local day it is counted on (the server's, bounded), for exports.
+                record["local_day"] = row[-1]
+                if with_suspect:
+                    record["suspect"] = bool(row[-2])
+                yield record
+        except self.dialect.error as exc:
+            raise StoreError(f"database error: {exc}") from exc
 
-class SQLiteStore(RollupQueries):
-    """Store on one SQLite connection; use one instance per thread.
+    @_store_errors
+    def counts(self) -> dict[str, int]:
+        out = {"ratings": self._rows("SELECT count(*) FROM ratings")[0][0],
+               "quarantine": self.quarantine_count()}
+        for state in ("online", "offline", "unknown"):
+            out[f"terminals_{state}"] = 0
+        for state, count in self._rows("SELECT state, count(*) FROM terminals GROUP BY state"):
+            out[f"terminals_{state}"] = count
+        return out
 
-    Days, hours and weekdays (ISO, Monday = 1) are computed in *timezone* when
-    a rating is stored: from its ``at`` when the kiosk clock was synchronised,
-    else from when the server received it.
-    """
+    @_store_errors
+    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest quarantined messages, raw payload included."""
+        return self._dicts("SELECT * FROM quarantine ORDER BY pk DESC LIMIT ?", [limit])
+
+    @_store_errors
+    def ratings_after(self, pk: int, limit: int = 50_000) -> list[dict[str, Any]]:
+        """Ratings stored after row *pk* (SUSPECT_COLUMNS), oldest first.
+
+        With several writers a smaller pk may commit after a larger one was
+        read; burst detection tolerates that (it re-reads by terminal and seq).
+        """
+        return self._dicts(f"SELECT {SUSPECT_COLUMNS} FROM ratings WHERE pk > ? ORDER BY pk LIMIT ?",
+                           [pk, limit])
+
+    @_store_errors
+    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int,
+                         limit: int = 1_000_000) -> list[dict[str, Any]]:
+        """One terminal's ratings with seq in [seq_from, seq_to], in seq order (the first *limit*)."""
+        return self._dicts(
+            f"SELECT {SUSPECT_COLUMNS} FROM ratings"
+            " WHERE site = ? AND terminal = ? AND seq BETWEEN ? AND ? ORDER BY seq, pk LIMIT ?",
+            [site, terminal, seq_from, seq_to, limit])
+
+    @_store_errors
+    def low_scores_since(self, day: str, max_score: int) -> list[dict[str, Any]]:
+        """Ratings not suspect with score <= max_score on local days >= *day*."""
+        return self._dicts("SELECT site, terminal, score, at FROM ratings"
+                           " WHERE day >= ? AND score <= ? AND suspect = 0", [day, max_score])
+
+    # -- the audit chain (m007) -------------------------------------------------
+
+    def set_rating_chains(self, site: str, terminal: str,
+                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
+        with self.transaction():
+            self.dialect.many(
+                "UPDATE ratings SET chain = ?, head_sig = ? WHERE site = ? AND terminal = ? AND id = ?",
+                [(chain, sig, site, terminal, rating_id) for rating_id, chain, sig in rows])
+
+    @_store_errors
+    def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
+        rows = self._rows("SELECT chain FROM ratings WHERE site = ? AND terminal = ? AND seq = ?"
+                          " ORDER BY pk LIMIT 1", [site, terminal, seq])
+        return rows[0][0] if rows else None
+
+    @_store_errors
+    def chain_state(self, site: str, terminal: str, *, for_update: bool = False) -> dict[str, Any] | None:
+        # On SQLite ingest's transaction already holds the one write lock; on
+        # PostgreSQL workers sharing the subscription update a terminal in turn.
+        lock = self.dialect.lock_row if for_update else ""
+        rows = self._dicts(f"SELECT * FROM chain_state WHERE site = ? AND terminal = ?{lock}", [site, terminal])
+        return rows[0] if rows else None
+
+    @_store_errors
+    def chain_states(self, site: str | None = None) -> list[dict[str, Any]]:
+        if site is None:
+            return self._dicts("SELECT * FROM chain_state ORDER BY site, terminal")
+        return self._dicts("SELECT * FROM chain_state WHERE site = ? ORDER BY terminal", [site])
+
+    def save_chain_state(self, state: Mapping[str, Any]) -> None:
+        names = ", ".join(CHAIN_STATE_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in CHAIN_STATE_COLUMNS if c not in ("site", "terminal"))
+        with self.transaction():
+            self._execute(f"INSERT INTO chain_state ({names}) VALUES ({', '.join('?' * len(CHAIN_STATE_COLUMNS))})"
+                          f" ON CONFLICT (site, terminal) DO UPDATE SET {updates}",
+                          [state.get(c) for c in CHAIN_STATE_COLUMNS])
+
+    @_store_errors
+    def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
+        return [tuple(row) for row in self._rows(
+            "SELECT terminal, min(seq), max(seq) FROM ratings WHERE site = ? AND day BETWEEN ? AND ?"
+            " GROUP BY terminal ORDER BY terminal", [site, day_from, day_to])]
+
+    @_store_errors
+    def audit_rows(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
+        return self._dicts(f"SELECT {AUDIT_COLUMNS} FROM ratings WHERE site = ? AND terminal = ?"
+                           " AND seq BETWEEN ? AND ? ORDER BY seq, pk", [site, terminal, seq_from, seq_to])
+
+    @_store_errors
+    def audit_neighbours(self, site: str, terminal: str, seq_from: int,
+                         seq_to: int) -> tuple[int | None, int | None]:
+        before = self._rows("SELECT max(seq) FROM ratings WHERE site = ? AND terminal = ? AND seq < ?",
+                            [site, terminal, seq_from])[0][0]
+        signed = self._rows("SELECT min(seq) FROM ratings WHERE site = ? AND terminal = ? AND seq >= ?"
+                            " AND head_sig IS NOT NULL", [site, terminal, seq_to])[0][0]
+        return before, signed
+
+    @_store_errors
+    def audit_cut(self, site: str, terminal: str, before_day: str) -> dict[str, Any] | None:
+        rows = self._dicts(f"SELECT {AUDIT_COLUMNS} FROM ratings WHERE site = ? AND terminal = ? AND day < ?"
+                           " ORDER BY seq DESC LIMIT 1", [site, terminal, before_day])
+        return rows[0] if rows else None
+
+    # -- meta, marks, alerts, sessions ----------------------------------------
+
+    @_store_errors
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", [key])
+        return rows[0][0] if rows else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._execute("INSERT INTO meta (key, value) VALUES (?, ?)"
+                          " ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])
+
+    def add_mark(self, site: str | None, day: date, note: str, created_by: str,
+                 created_at: datetime) -> int:
+        """A dated note (say, a new queue system) for before/after comparisons."""
+        with self.transaction():
+            return self._rows(
+                "INSERT INTO marks (site, day, note, created_by, created_at) VALUES (?, ?, ?, ?, ?)"
+                " RETURNING pk",
+                [site, day.isoformat(), self.dialect.text(note), created_by, _iso(created_at)])[0][0]
+
+    @_store_errors
+    def marks(self, sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """Marks in date order: site-wide ones (site NULL) and those of *sites* (None: all)."""
+        return [row for row in self._dicts("SELECT * FROM marks ORDER BY day, pk")
+                if sites is None or row["site"] is None or row["site"] in sites]
+
+    def delete_mark(self, pk: int) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM marks WHERE pk = ?", [pk])
+
+    @_store_errors
+    def open_alerts(self) -> list[dict[str, Any]]:
+        return self._dicts("SELECT * FROM alerts WHERE cleared_at IS NULL ORDER BY pk")
+
+    @_store_errors
+    def alerts(self, sites: frozenset[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest alerts first, open and cleared."""
+        rows = self._dicts("SELECT * FROM alerts ORDER BY cleared_at IS NOT NULL, pk DESC LIMIT ?", [limit])
+        return [r for r in rows if sites is None or r["site"] in sites]
+
+    def raise_alert(self, site: str, terminal: str | None, kind: str, message: str,
+                    now: datetime) -> int:
+        with self.transaction():
+            return self._rows(
+                "INSERT INTO alerts (site, terminal, kind, message, raised_at) VALUES (?, ?, ?, ?, ?)"
+                " RETURNING pk", [site, terminal, kind, self.dialect.text(message), _iso(now)])[0][0]
+
+    def clear_alert(self, pk: int, now: datetime) -> None:
+        with self.transaction():
+            self._execute("UPDATE alerts SET cleared_at = ? WHERE pk = ? AND cleared_at IS NULL",
+                          [_iso(now), pk])
+
+    def ack_alert(self, pk: int, user: str, now: datetime,
+                  sites: frozenset[str] | None = None) -> bool:
+        """Acknowledge alert *pk* if it is in *sites*; False if there is no such alert."""
+        with self.transaction():
+            rows = self._rows("SELECT site FROM alerts WHERE pk = ?", [pk])
+            if not rows or (sites is not None and rows[0][0] not in sites):
+                return False
+            self._execute("UPDATE alerts SET acked_at = ?, acked_by = ? WHERE pk = ?", [_iso(now), user, pk])
+            return True
+
+    def add_session(self, token_hash: str, user: str, csrf: str, now: datetime,
+                    expires: datetime) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM sessions WHERE expires_at < ?", [_iso(now)])
+            self._execute('INSERT INTO sessions (token_hash, "user", csrf, created_at, expires_at)'
+                          " VALUES (?, ?, ?, ?, ?)", [token_hash, user, csrf, _iso(now), _iso(expires)])
+
+    @_store_errors
+    def get_session(self, token_hash: str) -> dict[str, Any] | None:
+        rows = self._dicts('SELECT "user", csrf, created_at, expires_at FROM sessions WHERE token_hash = ?',
+                           [token_hash])
+        return rows[0] if rows else None
+
+    def delete_session(self, token_hash: str) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM sessions WHERE token_hash = ?", [token_hash])
+
+    def ping(self) -> bool:
+        try:
+            self._rows("SELECT 1 FROM ratings LIMIT 1")
+            return True
+        except (self.dialect.error, StoreError) as exc:
+            log.warning("database check failed: %s", exc)
+            return False
+
+    def close(self) -> None:
+        self.dialect.close()
+
+
+class SQLiteStore(SQLStore):
+    """The store on one SQLite connection (sqlite-utils' Database as ``db``)."""
 
     def __init__(self, db: Database, timezone: str = "Asia/Seoul"):
         self.db = db
-        self.tz = ZoneInfo(timezone)
-        self.buckets = Buckets(self.tz)
-        conn = db.conn
-        if not db.memory:
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        migrations.apply(db)
+        super().__init__(SQLite(db), timezone)
 
     @classmethod
     def open(cls, path: str | Path, timezone: str = "Asia/Seoul") -> "SQLiteStore":
@@ -646,443 +984,18 @@ class SQLiteStore(RollupQueries):
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open the database ({exc})") from exc
 
-    # -- writing --------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+class PostgresStore(SQLStore):
+    """The store on one PostgreSQL connection, for a central office or many ingest workers."""
+
+    def __init__(self, url: str, timezone: str = "Asia/Seoul"):
+        dialect = Postgres(url)
         try:
-            with self.db.atomic():
-                yield
-        except sqlite3.Error as exc:
-            # Callers tell a failing store (retry later, send no Ack) from bad input.
-            raise StoreError(f"database error: {exc}") from exc
+            super().__init__(dialect, timezone)
+        except dialect.error as exc:
+            dialect.close()
+            raise StoreError(f"{dialect.safe_url()}: cannot migrate the database ({exc})") from exc
 
-    def _ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
-                     received_at: datetime) -> list[BatchResult]:
-        plan = IngestPlan(batches, received_at, self.buckets)
-        conn = self.db.conn
-
-        def insert(values) -> None:
-            counts: dict[tuple, int] = {}
-            for value in values:
-                key = _rollup_key(value, 0)
-                counts[key] = counts.get(key, 0) + 1
-            conn.executemany(_INSERT_RATING, values)
-            # Counted per group in Python, one UPSERT per group and rollup.
-            _apply_rollups(conn, counts)
-
-        # Resends are rare: try everything at once first and look up which ids
-        # exist only when the unique index says some do.
-        existing: set[Identity] = set()
-        try:
-            with self.db.atomic():
-                insert(list(plan.rows.values()))
-        except sqlite3.IntegrityError:
-            by_terminal: dict[tuple[str, str], list[str]] = {}
-            for site, terminal, rating_id in plan.rows:
-                by_terminal.setdefault((site, terminal), []).append(rating_id)
-            for (site, terminal), ids in by_terminal.items():
-                for start in range(0, len(ids), _CHUNK):
-                    chunk = ids[start:start + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    existing.update((site, terminal, row[0]) for row in conn.execute(
-                        f"SELECT id FROM ratings WHERE site = ? AND terminal = ? AND id IN ({marks})",
-                        [site, terminal, *chunk]))
-            insert([row for key, row in plan.rows.items() if key not in existing])
-        return plan.results(plan.rows.keys() - existing)
-
-    def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
-                   reason: str, rating_id: str | None = None, site: str | None = None,
-                   terminal: str | None = None) -> None:
-        with self.transaction():
-            self.db.conn.execute(
-                "INSERT INTO quarantine (received_at, topic, payload, reason, rating_id, site, terminal)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (_iso(received_at), topic, bytes(payload), reason, rating_id, site, terminal))
-
-    @_store_errors
-    def quarantine_usage(self, site: str, terminal: str, since: datetime) -> tuple[int, int]:
-        rows, size = self.db.conn.execute(
-            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM quarantine"
-            " WHERE site = ? AND terminal = ? AND received_at >= ?",
-            [site, terminal, _iso(since.astimezone(timezone.utc))]).fetchone()
-        return int(rows), int(size)
-
-    def prune_quarantine(self, received_before: datetime) -> int:
-        total = 0
-        before = _iso(received_before.astimezone(timezone.utc))
-        while True:
-            with self.transaction():
-                deleted = self.db.conn.execute(
-                    "DELETE FROM quarantine WHERE pk IN"
-                    " (SELECT pk FROM quarantine WHERE received_at < ? LIMIT ?)",
-                    [before, _PRUNE_BATCH]).rowcount
-            total += deleted
-            if deleted < _PRUNE_BATCH:
-                return total
-
-    def update_status(self, site: str, terminal: str, status: Status,
-                      received_at: datetime) -> None:
-        now = _iso(received_at)
-        with self.transaction():
-            if status.state == "online":
-                self.db.conn.execute(
-                    "INSERT INTO terminals (site, terminal, state, last_seen, status, updated_at)"
-                    " VALUES (?, ?, 'online', ?, ?, ?)"
-                    " ON CONFLICT (site, terminal) DO UPDATE SET state = 'online',"
-                    " last_seen = excluded.last_seen, status = excluded.status,"
-                    " updated_at = excluded.updated_at",
-                    (site, terminal, now, json.dumps(dict(status.fields)), now))
-            else:
-                # A Last Will carries nothing else: keep the last known fields
-                # (backlog, version...) so staff see what the terminal held.
-                self.db.conn.execute(
-                    "INSERT INTO terminals (site, terminal, state, updated_at)"
-                    " VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (site, terminal) DO UPDATE SET state = excluded.state,"
-                    " updated_at = excluded.updated_at",
-                    (site, terminal, status.state, now))
-
-    def retire_terminal(self, site: str, terminal: str, at: datetime) -> bool:
-        now = _iso(at)
-        conn = self.db.conn
-        with self.transaction():
-            row = conn.execute("SELECT retired_at, last_seen FROM terminals"
-                               " WHERE site = ? AND terminal = ?", (site, terminal)).fetchone()
-            if row is not None and is_retired(*row):
-                return False
-            conn.execute(
-                "INSERT INTO terminals (site, terminal, state, updated_at, retired_at)"
-                " VALUES (?, ?, 'retired', ?, ?)"
-                " ON CONFLICT (site, terminal) DO UPDATE SET retired_at = excluded.retired_at",
-                (site, terminal, now, now))
-        return True
-
-    def seen(self, site: str, terminal: str, received_at: datetime) -> None:
-        now = _iso(received_at)
-        sql = ("INSERT INTO terminals (site, terminal, last_seen, updated_at) VALUES (?, ?, ?, ?)"
-               " ON CONFLICT (site, terminal) DO UPDATE SET last_seen = excluded.last_seen")
-        if self.db.conn.in_transaction:
-            # One statement is atomic on its own; inside ingest's transaction a
-            # savepoint per terminal cost more than the update (2,000 terminals).
-            self.db.conn.execute(sql, (site, terminal, now, now))
-            return
-        with self.transaction():
-            self.db.conn.execute(sql, (site, terminal, now, now))
-
-    # -- reading --------------------------------------------------------------
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        try:
-            return self.db.conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc}") from exc
-
-    @staticmethod
-    def _where(filters: Filters) -> tuple[str, list[Any]]:
-        clauses = ["day BETWEEN ? AND ?"]
-        params: list[Any] = [filters.date_from.isoformat(), filters.date_to.isoformat()]
-        if filters.site is not None:
-            clauses.append("site = ?")
-            params.append(filters.site)
-        if filters.terminal is not None:
-            clauses.append("terminal = ?")
-            params.append(filters.terminal)
-        if filters.sites is not None:
-            allowed = sorted(filters.sites)
-            clauses.append(f"site IN ({','.join('?' * len(allowed))})" if allowed else "0")
-            params.extend(allowed)
-        if filters.suspect is not None:
-            clauses.append("suspect = ?")
-            params.append(int(filters.suspect))
-        return " AND ".join(clauses), params
-
-    def iter_ratings(self, filters: Filters, *, with_suspect: bool = False) -> Iterator[dict[str, Any]]:
-        """Every rating of *filters*, RATING_COLUMNS and local_day (plus ``suspect`` if asked)."""
-        where, params = self._where(filters)
-        try:
-            cursor = self.db.conn.execute(
-                f"SELECT {', '.join(RATING_COLUMNS)}, suspect, day FROM ratings WHERE {where}"
-                " ORDER BY day, at, pk",
-                params)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database error: {exc}") from exc
-        try:
-            while True:
-                try:
-                    rows = cursor.fetchmany(1000)
-                except sqlite3.Error as exc:
-                    raise StoreError(f"database error: {exc}") from exc
-                if not rows:
-                    return
-                for row in rows:
-                    record = dict(zip(RATING_COLUMNS, row))
-                    record["clock_synced"] = bool(record["clock_synced"])
-                    # The local day it is counted on (the server's, bounded), for exports.
-                    record["local_day"] = row[-1]
-                    if with_suspect:
-                        record["suspect"] = bool(row[-2])
-                    yield record
-        finally:
-            cursor.close()
-
-    @_store_errors
-    def counts(self) -> dict[str, int]:
-        conn = self.db.conn
-        out = {
-            "ratings": conn.execute("SELECT count(*) FROM ratings").fetchone()[0],
-            "quarantine": self.quarantine_count(),
-        }
-        for state in ("online", "offline", "unknown"):
-            out[f"terminals_{state}"] = 0
-        for state, count in conn.execute("SELECT state, count(*) FROM terminals GROUP BY state"):
-            out[f"terminals_{state}"] = count
-        return out
-
-    @_store_errors
-    def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest quarantined messages, raw payload included."""
-        return [dict(row) for row in self.db.query(
-            "SELECT * FROM quarantine ORDER BY pk DESC LIMIT ?", [limit])]
-
-    # -- suspect ratings (alerts' burst detection) ---------------------------------
-
-    @_store_errors
-    def ratings_after(self, pk: int, limit: int = 50_000) -> list[dict[str, Any]]:
-        """Ratings stored after row *pk* (SUSPECT_COLUMNS), oldest first."""
-        return [dict(row) for row in self.db.query(
-            f"SELECT {SUSPECT_COLUMNS} FROM ratings WHERE pk > ?"
-            " ORDER BY pk LIMIT ?", [pk, limit])]
-
-    @_store_errors
-    def terminal_ratings(self, site: str, terminal: str, seq_from: int, seq_to: int,
-                         limit: int = 1_000_000) -> list[dict[str, Any]]:
-        """One terminal's ratings with seq in [seq_from, seq_to], in seq order (the first *limit*)."""
-        return [dict(row) for row in self.db.query(
-            f"SELECT {SUSPECT_COLUMNS} FROM ratings"
-            " WHERE site = ? AND terminal = ? AND seq BETWEEN ? AND ? ORDER BY seq, pk LIMIT ?",
-            [site, terminal, seq_from, seq_to, limit])]
-
-    def mark_suspect(self, pks: Sequence[int]) -> int:
-        """Flag ratings as suspect (never deleting them), moving their counts in
-        every rollup; returns how many were newly flagged."""
-        conn = self.db.conn
-        flagged = 0
-        with self.transaction():
-            for start in range(0, len(pks), _CHUNK):
-                chunk = list(pks[start:start + _CHUNK])
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT {', '.join(_INSERT_COLUMNS)} FROM ratings"
-                    f" WHERE pk IN ({marks}) AND suspect = 0", chunk).fetchall()
-                if not rows:
-                    continue
-                counts: dict[tuple, int] = {}
-                for row in rows:
-                    for suspect, delta in ((0, -1), (1, 1)):
-                        key = _rollup_key(row, suspect)
-                        counts[key] = counts.get(key, 0) + delta
-                conn.execute(f"UPDATE ratings SET suspect = 1 WHERE pk IN ({marks})", chunk)
-                _apply_rollups(conn, counts)
-                flagged += len(rows)
-        return flagged
-
-    def prune_ratings(self, before_day: str, received_before: datetime | None = None,
-                      *, batch: int = 10_000) -> int:
-        # Through the day index, a batch per transaction: the ingest thread's
-        # commits wait on the write lock for one batch at most.
-        where = "day < ?"
-        params: list[Any] = [before_day]
-        if received_before is not None:
-            # received_at is stored as RFC 3339 in UTC, so text order is time order.
-            where += " AND received_at < ?"
-            params.append(_iso(received_before.astimezone(timezone.utc)))
-        conn = self.db.conn
-        total = 0
-        while True:
-            with self.transaction():
-                deleted = conn.execute(
-                    f"DELETE FROM ratings WHERE pk IN (SELECT pk FROM ratings WHERE {where} LIMIT ?)",
-                    [*params, batch]).rowcount
-            total += deleted
-            if deleted < batch:
-                return total
-
-    @_store_errors
-    def low_scores_since(self, day: str, max_score: int) -> list[dict[str, Any]]:
-        """Ratings not suspect with score <= max_score on local days >= *day*."""
-        return [dict(row) for row in self.db.query(
-            "SELECT site, terminal, score, at FROM ratings"
-            " WHERE day >= ? AND score <= ? AND suspect = 0", [day, max_score])]
-
-    # -- audit chain (m007) ------------------------------------------------------
-
-    def set_rating_chains(self, site: str, terminal: str,
-                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
-        """Store (id, chain, head_sig) of ratings just inserted."""
-        with self.transaction():
-            self.db.conn.executemany(
-                "UPDATE ratings SET chain = ?, head_sig = ? WHERE site = ? AND terminal = ? AND id = ?",
-                [(chain, sig, site, terminal, rating_id) for rating_id, chain, sig in rows])
-
-    @_store_errors
-    def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
-        """The stored chain of the terminal's rating *seq* (the first stored, if several)."""
-        row = self.db.conn.execute(
-            "SELECT chain FROM ratings WHERE site = ? AND terminal = ? AND seq = ? ORDER BY pk LIMIT 1",
-            [site, terminal, seq]).fetchone()
-        return row[0] if row else None
-
-    @_store_errors
-    def chain_state(self, site: str, terminal: str, *, for_update: bool = False) -> dict[str, Any] | None:
-        # for_update: nothing to do, ingest's transaction already holds SQLite's one write lock.
-        rows = self.db.query("SELECT * FROM chain_state WHERE site = ? AND terminal = ?", [site, terminal])
-        return next((dict(row) for row in rows), None)
-
-    @_store_errors
-    def chain_states(self, site: str | None = None) -> list[dict[str, Any]]:
-        if site is None:
-            return [dict(row) for row in self.db.query("SELECT * FROM chain_state ORDER BY site, terminal")]
-        return [dict(row) for row in self.db.query(
-            "SELECT * FROM chain_state WHERE site = ? ORDER BY terminal", [site])]
-
-    def save_chain_state(self, state: Mapping[str, Any]) -> None:
-        marks = ", ".join("?" * len(CHAIN_STATE_COLUMNS))
-        with self.transaction():
-            self.db.conn.execute(
-                f"INSERT OR REPLACE INTO chain_state ({', '.join(CHAIN_STATE_COLUMNS)}) VALUES ({marks})",
-                [state.get(c) for c in CHAIN_STATE_COLUMNS])
-
-    @_store_errors
-    def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
-        """(terminal, lowest seq, highest seq) of the site's ratings on local days in [day_from, day_to]."""
-        return [tuple(row) for row in self.db.conn.execute(
-            "SELECT terminal, min(seq), max(seq) FROM ratings WHERE site = ? AND day BETWEEN ? AND ?"
-            " GROUP BY terminal ORDER BY terminal", [site, day_from, day_to])]
-
-    @_store_errors
-    def audit_rows(self, site: str, terminal: str, seq_from: int, seq_to: int) -> list[dict[str, Any]]:
-        """The terminal's ratings with seq in [seq_from, seq_to] (AUDIT_COLUMNS), in seq order."""
-        return [dict(row) for row in self.db.query(
-            f"SELECT {AUDIT_COLUMNS} FROM ratings WHERE site = ? AND terminal = ?"
-            " AND seq BETWEEN ? AND ? ORDER BY seq, pk", [site, terminal, seq_from, seq_to])]
-
-    @_store_errors
-    def audit_neighbours(self, site: str, terminal: str, seq_from: int, seq_to: int) -> tuple[int | None, int | None]:
-        """(highest seq below seq_from, lowest seq >= seq_to carrying a head signature)."""
-        conn = self.db.conn
-        before = conn.execute("SELECT max(seq) FROM ratings WHERE site = ? AND terminal = ? AND seq < ?",
-                              [site, terminal, seq_from]).fetchone()[0]
-        signed = conn.execute("SELECT min(seq) FROM ratings WHERE site = ? AND terminal = ? AND seq >= ?"
-                              " AND head_sig IS NOT NULL", [site, terminal, seq_to]).fetchone()[0]
-        return before, signed
-
-    @_store_errors
-    def audit_cut(self, site: str, terminal: str, before_day: str) -> dict[str, Any] | None:
-        """The highest-seq rating of the terminal on a local day before *before_day* (what pruning deletes)."""
-        rows = self.db.query(
-            f"SELECT {AUDIT_COLUMNS} FROM ratings WHERE site = ? AND terminal = ? AND day < ?"
-            " ORDER BY seq DESC LIMIT 1", [site, terminal, before_day])
-        return next((dict(row) for row in rows), None)
-
-    # -- meta, marks, alerts, sessions ----------------------------------------
-
-    @_store_errors
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.db.conn.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
-        return row[0] if row else default
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction():
-            self.db.conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value])
-
-    def add_mark(self, site: str | None, day: date, note: str, created_by: str,
-                 created_at: datetime) -> int:
-        """A dated note (say, a new queue system) for before/after comparisons."""
-        with self.transaction():
-            cursor = self.db.conn.execute(
-                "INSERT INTO marks (site, day, note, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
-                [site, day.isoformat(), note, created_by, _iso(created_at)])
-            return cursor.lastrowid
-
-    @_store_errors
-    def marks(self, sites: frozenset[str] | None = None) -> list[dict[str, Any]]:
-        """Marks in date order: site-wide ones (site NULL) and those of *sites* (None: all)."""
-        out = []
-        for row in self.db.query("SELECT * FROM marks ORDER BY day, pk"):
-            if sites is None or row["site"] is None or row["site"] in sites:
-                out.append(dict(row))
-        return out
-
-    def delete_mark(self, pk: int) -> None:
-        with self.transaction():
-            self.db.conn.execute("DELETE FROM marks WHERE pk = ?", [pk])
-
-    @_store_errors
-    def open_alerts(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in self.db.query(
-            "SELECT * FROM alerts WHERE cleared_at IS NULL ORDER BY pk")]
-
-    @_store_errors
-    def alerts(self, sites: frozenset[str] | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """Newest alerts first, open and cleared."""
-        rows = [dict(row) for row in self.db.query(
-            "SELECT * FROM alerts ORDER BY cleared_at IS NOT NULL, pk DESC LIMIT ?", [limit])]
-        return [r for r in rows if sites is None or r["site"] in sites]
-
-    def raise_alert(self, site: str, terminal: str | None, kind: str, message: str,
-                    now: datetime) -> int:
-        with self.transaction():
-            return self.db.conn.execute(
-                "INSERT INTO alerts (site, terminal, kind, message, raised_at) VALUES (?, ?, ?, ?, ?)",
-                [site, terminal, kind, message, _iso(now)]).lastrowid
-
-    def clear_alert(self, pk: int, now: datetime) -> None:
-        with self.transaction():
-            self.db.conn.execute("UPDATE alerts SET cleared_at = ? WHERE pk = ? AND cleared_at IS NULL",
-                                 [_iso(now), pk])
-
-    def ack_alert(self, pk: int, user: str, now: datetime,
-                  sites: frozenset[str] | None = None) -> bool:
-        """Acknowledge alert *pk* if it is in *sites*; False if there is no such alert."""
-        with self.transaction():
-            row = self.db.conn.execute("SELECT site FROM alerts WHERE pk = ?", [pk]).fetchone()
-            if row is None or (sites is not None and row[0] not in sites):
-                return False
-            self.db.conn.execute("UPDATE alerts SET acked_at = ?, acked_by = ? WHERE pk = ?",
-                                 [_iso(now), user, pk])
-            return True
-
-    def add_session(self, token_hash: str, user: str, csrf: str, now: datetime,
-                    expires: datetime) -> None:
-        with self.transaction():
-            conn = self.db.conn
-            conn.execute("DELETE FROM sessions WHERE expires_at < ?", [_iso(now)])
-            conn.execute("INSERT INTO sessions (token_hash, user, csrf, created_at, expires_at)"
-                         " VALUES (?, ?, ?, ?, ?)", [token_hash, user, csrf, _iso(now), _iso(expires)])
-
-    @_store_errors
-    def get_session(self, token_hash: str) -> dict[str, Any] | None:
-        row = self.db.conn.execute(
-            "SELECT user, csrf, created_at, expires_at FROM sessions WHERE token_hash = ?",
-            [token_hash]).fetchone()
-        if row is None:
-            return None
-        return {"user": row[0], "csrf": row[1], "created_at": row[2], "expires_at": row[3]}
-
-    def delete_session(self, token_hash: str) -> None:
-        with self.transaction():
-            self.db.conn.execute("DELETE FROM sessions WHERE token_hash = ?", [token_hash])
-
-    def ping(self) -> bool:
-        try:
-            self.db.conn.execute("SELECT 1 FROM ratings LIMIT 1").fetchall()
-            return True
-        except sqlite3.Error as exc:
-            log.warning("database check failed: %s", exc)
-            return False
-
-    def close(self) -> None:
-        self.db.conn.close()
+    @classmethod
+    def open(cls, url: str, timezone: str = "Asia/Seoul") -> "PostgresStore":
+        return cls(url, timezone)

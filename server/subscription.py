@@ -20,6 +20,7 @@ from server.config import ReportScheduleConfig, ServerConfig
 from server.errors import MailError, StoreError
 from server.periodic import Periodic
 from server.report import Report, last_complete, report_for
+from server.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class ReportMailer(Periodic):
 
     name = "onetap-report-mail"
 
-    def __init__(self, config: ServerConfig, store_factory: Callable[[], Any], *,
+    def __init__(self, config: ServerConfig, store_factory: Callable[[], Store], *,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         if config.mail is None:
             raise ValueError("report mail needs [mail]")
@@ -95,10 +96,10 @@ class ReportMailer(Periodic):
         self.sent = 0
         self.failed = 0
 
-    def tick(self, store: Any) -> None:
+    def tick(self, store: Store) -> None:
         self.run_once(store)
 
-    def run_once(self, store: Any) -> list[str]:
+    def run_once(self, store: Store) -> list[str]:
         """Send what is due now; returns the meta keys of the reports sent."""
         moment = self.now()
         sent = []
@@ -128,7 +129,7 @@ class ReportMailer(Periodic):
             self._record(store, due, moment, "sent", attempts, size=size)
         return sent
 
-    def _deliver(self, store: Any, due: Due, moment: datetime) -> int:
+    def _deliver(self, store: Store, due: Due, moment: datetime) -> int:
         from server import mail
         from server.document import render_pdf
 
@@ -143,7 +144,7 @@ class ReportMailer(Periodic):
         mail.send(self.config.mail, message)
         return len(message.as_bytes())
 
-    def _record(self, store: Any, due: Due, moment: datetime, status: str, attempts: int, **extra: Any) -> None:
+    def _record(self, store: Store, due: Due, moment: datetime, status: str, attempts: int, **extra: Any) -> None:
         record = {"status": status, "attempts": attempts, "at": moment.isoformat(timespec="seconds"),
                   "every": due.schedule.every, "first": due.first.isoformat(), "to": list(due.schedule.to),
                   "sites": list(due.schedule.sites), **extra}

@@ -2,47 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from kiosk import protocol
-from kiosk.protocol import ProtocolError, SurveyConfig
+from server.config import ServerConfig, content_version, survey_config  # noqa: F401 - content_version: part of this API
 from server.errors import ConfigError
 from server.periodic import Periodic
-
-if TYPE_CHECKING:
-    from server.config import ServerConfig
-
-KEYS = frozenset(("version", "question", "reasons", "reason_labels", "reason_threshold", "age_group",
-                  "cooldown_s", "followup_timeout_s", "thank_you_s", "hours", "count_when_closed"))
-
-
-def content_version(fields: Mapping[str, Any]) -> str:
-    """A version that changes exactly when the content does (stable across server restarts)."""
-    canonical = json.dumps(fields, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
-
-
-def survey_config(spec: Mapping[str, Any], where: str = "survey") -> SurveyConfig:
-    """A validated SurveyConfig from *spec*; ConfigError names ``where.key`` for anything wrong.
-
-    Without ``version``, the version is a hash of the content.
-    """
-    if not isinstance(spec, Mapping):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = sorted(set(spec) - KEYS)
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(KEYS))})")
-    fields = {key: (list(value) if isinstance(value, tuple) else value)
-              for key, value in spec.items() if key != "version"}
-    version = spec.get("version")
-    if version is None:
-        version = content_version(fields)
-    try:
-        return SurveyConfig.from_dict({"v": protocol.VERSION, "version": version, **fields})
-    except ProtocolError as exc:
-        raise ConfigError(f"{where}.{exc.field}: {exc.reason}") from None
+from server.store import Store
 
 
 def survey_payloads(sites: Mapping[str, Mapping[str, Any]],
@@ -61,7 +27,7 @@ def survey_payloads(sites: Mapping[str, Mapping[str, Any]],
     return out
 
 
-def site_payload(config: "ServerConfig", site: str) -> bytes | None:
+def site_payload(config: ServerConfig, site: str) -> bytes | None:
     """The survey payload for *site*'s terminals, or None when the config names no survey.
 
     ``[sites.<site>.survey]`` overrides ``[survey]`` key by key; the reasons
@@ -84,7 +50,7 @@ class SurveyPublisher:
     have restarted empty) every terminal's survey is published again.
     """
 
-    def __init__(self, config: "ServerConfig", publish: Callable[[str, bytes], Any]):
+    def __init__(self, config: ServerConfig, publish: Callable[[str, bytes], Any]):
         self.config = config
         self.publish = publish
         self._payloads: dict[str, bytes | None] = {}
@@ -113,12 +79,12 @@ class SurveyRunner(Periodic):
 
     name = "onetap-survey"
 
-    def __init__(self, config: "ServerConfig", store_factory: Callable[[], Any], link: Any,
+    def __init__(self, config: ServerConfig, store_factory: Callable[[], Store], link: Any,
                  interval_s: float = 5.0):
         super().__init__(store_factory, interval_s)
         self.publisher = SurveyPublisher(config, link.publish_retained)
         self.link = link
 
-    def tick(self, store: Any) -> None:
+    def tick(self, store: Store) -> None:
         terminals = [(t["site"], t["terminal"]) for t in store.terminals()]
         self.publisher.run_once(terminals, self.link.connected)

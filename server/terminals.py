@@ -11,6 +11,7 @@ from typing import TextIO
 
 from kiosk.protocol import ProtocolError, check_identifier
 from server.errors import ServerError
+from server.store import Store
 
 DEFAULT_CONFIG = "/etc/onetap/server.toml"
 DEFAULT_PASSWD = "/etc/mosquitto/onetap.passwd"
@@ -20,7 +21,7 @@ class TerminalError(ServerError, ValueError):
     """A terminal command cannot proceed; the message says why."""
 
 
-def board(store, registry: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> list[dict]:
+def board(store: Store, registry: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> list[dict]:
     """Every terminal the store knows (retired ones too) and every provisioned one
     not heard from yet, by site and terminal."""
     rows = {(row["site"], row["terminal"]): row for row in store.terminals(include_retired=True)}
@@ -31,7 +32,7 @@ def board(store, registry: frozenset[tuple[str, str]] | set[tuple[str, str]]) ->
     return [rows[key] for key in sorted(rows)]
 
 
-def retire(store, site: str, terminal: str, *, now: datetime, passwd_path: Path | None,
+def retire(store: Store, site: str, terminal: str, *, now: datetime, passwd_path: Path | None,
            acl_path: Path | None, force: bool = False) -> list[str]:
     """Retire one terminal: its broker account goes (so it can send nothing more),
     it leaves the board and the alert rules, and its ratings stay. Returns what was done.
@@ -39,7 +40,8 @@ def retire(store, site: str, terminal: str, *, now: datetime, passwd_path: Path 
     A terminal whose last status still reports unsent ratings is refused without
     *force*: those ratings would be stranded (docs/deploy.md, "Replacing a kiosk").
     """
-    from server.provision import remove_account, terminal_username
+    from server.passwd import terminal_username
+    from server.provision import remove_account
 
     known = {(row["site"], row["terminal"]): row for row in store.terminals(include_retired=True)}
     row = known.get((site, terminal))

@@ -52,22 +52,21 @@ def parse_scope(sites: str | None, groups: str | None) -> dict[str, object]:
             if groups is not None:
                 raise UserError('--sites "*" already means every site; leave out --groups')
             return {"sites": "*"}
-        names = [part.strip() for part in sites.split(",") if part.strip()]
-        if not names:
-            raise UserError("--sites is empty")
-        for site in names:
-            if not is_identifier(site):
-                raise UserError(f"--sites: {site!r} is not a site identifier")
-        scope["sites"] = sorted(set(names))
+        scope["sites"] = _identifiers("--sites", sites, "site")
     if groups is not None:
-        names = [part.strip() for part in groups.split(",") if part.strip()]
-        if not names:
-            raise UserError("--groups is empty")
-        for group in names:
-            if not is_identifier(group):
-                raise UserError(f"--groups: {group!r} is not a group identifier")
-        scope["groups"] = sorted(set(names))
+        scope["groups"] = _identifiers("--groups", groups, "group")
     return scope
+
+
+def _identifiers(option: str, text: str, noun: str) -> list[str]:
+    """The distinct identifiers of a comma-separated option, sorted."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UserError(f"{option} is empty")
+    for name in names:
+        if not is_identifier(name):
+            raise UserError(f"{option}: {name!r} is not a {noun} identifier")
+    return sorted(set(names))
 
 
 def set_user(text: str, name: str, password_hash: str | None,
@@ -228,7 +227,7 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None, stdout: TextIO
     if action == "passwd":
         if name not in dict(list_users(_read(path))):
             raise UserError(f"no user {name!r} in {path}")
-        hashed = hash_password(read_password(stdin), "argon2")
+        hashed = hash_password(read_password(stdin))
         edit(path, lambda text: set_user(text, name, hashed, None))
         print(f"new password for {name!r} in {path}; restart the server", file=sys.stderr)
         return 0
@@ -236,7 +235,7 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None, stdout: TextIO
     if name in dict(list_users(_read(path))):
         raise UserError(f"user {name!r} exists in {path}: `user passwd` changes the password, "
                         "`user remove` then `user add` the sites")
-    hashed = hash_password(read_password(stdin), "argon2")
+    hashed = hash_password(read_password(stdin))
     edit(path, lambda text: set_user(text, name, hashed, scope))
     print(f"user {name!r} written to {path}; restart the server", file=sys.stderr)
     return 0

@@ -110,27 +110,17 @@ def make_backend(kind: str, tmp_path: Path, postgres: PostgresDatabase | None, n
 # -- SQL on either backend, for assertions only ---------------------------------
 
 
-def _is_sqlite(store) -> bool:
-    return hasattr(store, "db") and hasattr(store.db, "conn")
-
-
 def query(store, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Rows as dicts (placeholders: ? for SQLite, %s for PostgreSQL)."""
-    if _is_sqlite(store):
-        return [dict(row) for row in store.db.query(sql, list(params))]
-    return store._dicts(sql, params)
+    """Rows as dicts (placeholders: ? on either backend; %s also on PostgreSQL)."""
+    return store._dicts(sql, list(params))
 
 
 def tuples(store, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-    if _is_sqlite(store):
-        return [tuple(row) for row in store.db.conn.execute(sql, list(params))]
-    return [tuple(row) for row in store.conn.execute(sql, params)]
+    return [tuple(row) for row in store._rows(sql, list(params))]
 
 
 def execute(store, sql: str) -> None:
     """Run one statement outside any transaction and commit it (breaking things on purpose)."""
-    if _is_sqlite(store):
-        store.db.conn.execute(sql)
-        store.db.conn.commit()
-    else:
-        store.conn.execute(sql)
+    store.conn.execute(sql)
+    if store.dialect.name == "sqlite":
+        store.conn.commit()

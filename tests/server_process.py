@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from server.process import kill_process, stop_process
 from tests.broker import Mosquitto, free_port, wait_for_port
 
 BIN = Path(sys.executable).parent
@@ -41,17 +41,9 @@ class ServerProcess:
         return self
 
     def kill9(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        if self.process:
-            self.process.wait()
+        kill_process(self.process)
         self.process = None
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
+        stop_process(self.process, timeout=10)
         self.process = None

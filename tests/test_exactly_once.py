@@ -45,6 +45,13 @@ def simulate(broker_url: str, data_dir: Path, terminals: int, taps: int, *, time
     return process.returncode, out, err
 
 
+def finished(process: subprocess.Popen, timeout: float = 240) -> str:
+    """A simulator started with wait=False, once it ended well: its output."""
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-2000:]
+    return out
+
+
 def summary_of(out: str) -> dict:
     lines = [line for line in out.splitlines() if line.strip()]
     assert lines, "simulate printed no summary"
@@ -148,8 +155,7 @@ def test_server_killed_before_commit_loses_nothing(broker, tmp_path):
     assert doomed.process.returncode == -signal.SIGKILL
     survivor = ServerProcess(broker, tmp_path).start()
     try:
-        out, err = process.communicate(timeout=240)
-        assert process.returncode == 0, err[-2000:]
+        finished(process)
         assert_exactly_once(survivor.db, "e2e", 2, 1500)
     finally:
         survivor.stop()
@@ -160,8 +166,7 @@ def test_broker_killed_and_restarted_empty(broker, server, tmp_path):
                        timeout=120)
     wait_for(lambda: stored_count(server.db) > 200, "the first ratings to arrive", timeout=60)
     broker.restart(empty=True)
-    out, err = process.communicate(timeout=240)
-    assert process.returncode == 0, err[-2000:]
+    out = finished(process)
     assert summary_of(out)["pending"] == 0
     assert_exactly_once(server.db, "e2e", 3, 2000)
 
@@ -188,8 +193,7 @@ def test_broker_down_while_tapping_then_up(tmp_path):
         broker.start()
         server = ServerProcess(broker, tmp_path).start()
         try:
-            out, err = process.communicate(timeout=240)
-            assert process.returncode == 0, err[-2000:]
+            finished(process)
             assert_exactly_once(server.db, "e2e", 2, 500)
         finally:
             server.stop()
@@ -208,8 +212,7 @@ def test_server_down_for_a_while_with_broker_up(broker, tmp_path):
     assert stored_count(server.db) == 0
     server.start()
     try:
-        out, err = process.communicate(timeout=240)
-        assert process.returncode == 0, err[-2000:]
+        finished(process)
         assert_exactly_once(server.db, "e2e", 2, 800)
     finally:
         server.stop()

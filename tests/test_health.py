@@ -249,16 +249,16 @@ def test_the_exit_deadline_ends_a_process_whose_orderly_stop_hangs():
     import sys
 
     code = ("import threading\n"
-            "from server.__main__ import _exit_deadline\n"
-            "_exit_deadline(1.0)\n"
+            "from server.service import exit_deadline\n"
+            "exit_deadline(1.0)\n"
             "threading.Event().wait(30)\n")
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert done.returncode == 1 and time.monotonic() - started < 10
     assert "stopping took over 1 s (a thread is wedged); exiting now" in done.stderr
     cancelled = ("import threading, time\n"
-                 "from server.__main__ import _exit_deadline\n"
-                 "_exit_deadline(0.3).cancel()\n"
+                 "from server.service import exit_deadline\n"
+                 "exit_deadline(0.3).cancel()\n"
                  "time.sleep(1)\n")
     assert subprocess.run([sys.executable, "-c", cancelled], timeout=20).returncode == 0
 

@@ -21,9 +21,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from kiosk import protocol
+from server.process import stop_process
 from tests.backends import make_backend, tuples
 from tests.server_process import BIN
-from tests.test_exactly_once import simulate, summary_of
+from tests.test_exactly_once import finished, simulate, summary_of
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,13 +50,7 @@ class IngestWorker:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -144,8 +139,7 @@ def test_worker_killed_after_commit_mid_stream_loses_and_doubles_nothing(mosquit
         assert doomed.process.returncode == -signal.SIGKILL, doomed.log.read_text()[-2000:]
         at_kill = len(stored(database, "par"))
         assert at_kill < 4 * 600, "the kill came too late to test anything"
-        out, err = process.communicate(timeout=240)
-        assert process.returncode == 0, err[-2000:]
+        out = finished(process)
         summary = summary_of(out)
         assert (summary["taps"], summary["confirmed"], summary["pending"]) == (2400, 2400, 0)
         assert_exactly_once(database, "par", 4, 600)
@@ -178,7 +172,7 @@ def test_api_role_serves_what_the_workers_stored_and_ingests_nothing(mosquitto, 
         assert {k: health[k] for k in ("status", "broker", "db")} == {"status": "ok", "broker": "connected",
                                                                        "db": "ok"}
         assert "ingest" not in health  # the api process ingests nothing
-        assert set(health["threads"]) == {"onetap-alerts", "onetap-survey"}
+        assert set(health["threads"]) == {"onetap-alerts", "onetap-retention", "onetap-survey"}
         summary = requests.get(f"http://127.0.0.1:{port}/api/v1/summary?site=api&from=2000-01-01&to=2100-01-01",
                                headers={"Authorization": f"Bearer {TOKEN}"}).json()
         assert summary["count"] == 100
@@ -187,7 +181,6 @@ def test_api_role_serves_what_the_workers_stored_and_ingests_nothing(mosquitto, 
         assert "onetap_ingest_messages_total 0" in metrics  # the api process ingested nothing
         assert_exactly_once(backend, "api", 2, 50)
     finally:
-        api.terminate()
-        api.wait(15)
+        stop_process(api, timeout=15)
         worker.stop()
         backend.close()

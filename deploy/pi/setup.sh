@@ -4,6 +4,8 @@
 #   sudo deploy/pi/setup.sh --config kiosk.toml [--ca-file ca.crt] [--source DIR|WHEEL|SPEC]
 #        [--wheelhouse DIR] [--ntp SERVER[,SERVER]] [--rotate 0|90|180|270]
 #
+# NTP servers come from --ntp, else from kiosk.toml's `ntp` key.
+#
 # kiosk.toml comes from `onetap-server provision --site S --terminal T ...` on
 # the server (docs/deploy.md). Safe to run again: every step checks before it
 # changes anything, so a re-run upgrades the app and re-installs the config.
@@ -13,6 +15,7 @@ usage() {
     cat <<'USAGE'
 usage: setup.sh [--config FILE] [--ca-file FILE] [--source DIR|WHEEL|SPEC]
                 [--wheelhouse DIR] [--ntp SERVERS] [--rotate DEGREES] [--no-apt]
+                [--show-ntp]
 
   --config FILE     kiosk.toml from `onetap-server provision` (installed as
                     /etc/onetap/kiosk.toml, root only); needed on the first run
@@ -21,7 +24,9 @@ usage: setup.sh [--config FILE] [--ca-file FILE] [--source DIR|WHEEL|SPEC]
   --wheelhouse DIR  closed network: install from the wheels in DIR only, never
                     from PyPI (docs/deploy.md, "A closed network")
   --ntp SERVERS     the institution's NTP servers, comma-separated (timesyncd);
-                    without it, the distribution's pool (needs the internet)
+                    without it, the `ntp` list in kiosk.toml; without both, the
+                    distribution's pool (needs the internet)
+  --show-ntp        print the timesyncd drop-in these settings give, change nothing
   --rotate DEGREES  turn the screen: 0 (default), 90, 180 or 270 clockwise
   --no-apt          skip apt-get (packages already installed, or offline)
 USAGE
@@ -36,6 +41,7 @@ wheelhouse=""
 ntp_servers=""
 rotate=0
 use_apt=1
+show_ntp=0
 
 while (($#)); do
     case "$1" in
@@ -46,6 +52,7 @@ while (($#)); do
         --ntp) ntp_servers="${2:?--ntp needs one or more servers}"; shift 2 ;;
         --rotate) rotate="${2:?--rotate needs 0, 90, 180 or 270}"; shift 2 ;;
         --no-apt) use_apt=0; shift ;;
+        --show-ntp) show_ntp=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "setup.sh: error: unknown argument $1" >&2; usage >&2; exit 1 ;;
     esac
@@ -59,9 +66,29 @@ if [ -n "${wheelhouse}" ] && [ ! -d "${wheelhouse}" ]; then
     echo "setup.sh: error: --wheelhouse ${wheelhouse}: not a directory" >&2
     exit 1
 fi
+ntp_origin="--ntp"
+kiosk_toml="${config:-/etc/onetap/kiosk.toml}"
+if [ -z "${ntp_servers}" ] && [ -r "${kiosk_toml}" ]; then
+    # The `ntp` key of kiosk.toml (a list of host names or addresses); the
+    # kiosk's own --check-config validates it again after installing.
+    ntp_servers="$(python3 -c '
+import sys, tomllib
+with open(sys.argv[1], "rb") as fh:
+    servers = tomllib.load(fh).get("ntp", [])
+if not isinstance(servers, list) or not all(isinstance(s, str) for s in servers):
+    sys.exit("ntp must be a list of host names or addresses")
+print(",".join(servers))
+' "${kiosk_toml}")" || { echo "setup.sh: error: ${kiosk_toml}: cannot read its ntp key" >&2; exit 1; }
+    ntp_origin="${kiosk_toml}: ntp"
+fi
 if [[ -n "${ntp_servers}" && ! "${ntp_servers}" =~ ^[A-Za-z0-9.:-]+(,[A-Za-z0-9.:-]+)*$ ]]; then
-    echo "setup.sh: error: --ntp ${ntp_servers}: host names or addresses, comma-separated" >&2
+    echo "setup.sh: error: ${ntp_origin} ${ntp_servers}: host names or addresses, comma-separated" >&2
     exit 1
+fi
+timesyncd_dropin() { printf '[Time]\nNTP=%s\n' "${ntp_servers//,/ }"; }
+if ((show_ntp)); then
+    if [ -n "${ntp_servers}" ]; then timesyncd_dropin; else echo "# no NTP servers: the distribution's pool"; fi
+    exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -94,6 +121,7 @@ if ((use_apt)); then
         libgl1-mesa-dri libegl1 libgles2 libmtdev1  # Kivy's GPU and touch libraries
         fonts-noto-cjk fonts-nanum          # Hangul and CJK (Kivy's own font has none)
         systemd-timesyncd                   # NTP: a Pi has no real-time clock
+        espeak-ng                           # voice guidance prompts, rendered once here
     )
     missing=()
     for package in "${packages[@]}"; do
@@ -180,7 +208,7 @@ step "NTP"
 if [ -n "${ntp_servers}" ]; then
     # A closed network: the institution's own servers instead of the pool.
     install -d -m 0755 /etc/systemd/timesyncd.conf.d
-    printf '[Time]\nNTP=%s\n' "${ntp_servers//,/ }" > /etc/systemd/timesyncd.conf.d/onetap.conf
+    timesyncd_dropin > /etc/systemd/timesyncd.conf.d/onetap.conf
     systemctl restart systemd-timesyncd.service
 fi
 systemctl enable --now systemd-timesyncd.service
@@ -217,6 +245,10 @@ systemctl enable onetap-kiosk.service
 
 step "checking /etc/onetap/kiosk.toml"
 "${venv}/bin/onetap-kiosk" run --config /etc/onetap/kiosk.toml --check-config
+
+step "voice guidance prompts"
+runuser -u "${kiosk_user}" -- "${venv}/bin/onetap-kiosk" voices --config /etc/onetap/kiosk.toml \
+    || echo "setup.sh: note: voice prompts not rendered; run onetap-kiosk voices later" >&2
 
 echo
 echo "Done. Reboot; the kiosk starts on the screen. Logs: journalctl -u onetap-kiosk -f"

@@ -29,6 +29,8 @@ def configure_kivy(cfg: KioskConfig, size: tuple[int, int] | None = None) -> Non
     # Kivy logs through Python's logging, as configured by onetap-kiosk.
     os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
+    # SDL2's audio only (the chime, voice guidance): GStreamer's would load far more than it plays.
+    os.environ.setdefault("KIVY_AUDIO", "sdl2")
     from kivy.config import Config
 
     ui = cfg.ui

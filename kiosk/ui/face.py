@@ -14,16 +14,37 @@ from kiosk.ui.theme import Theme
 _CURVE = {1: -1.0, 2: -0.55, 3: 0.0, 4: 0.55, 5: 1.0}
 
 
-def fit_label(label, font_size: float) -> None:
-    """Set *font_size* on a wrapping label, shrunk (down to 60%) until the text fits its box."""
-    label.text_size = label.size
-    size = font_size
-    for _ in range(6):
+def _breaks_at_spaces(word: str) -> bool:
+    """A word of a script written with spaces (Latin, Vietnamese, Hangul): never to be broken."""
+    return not any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in word)
+
+
+def fit_label(label, font_size: float, floor: float = 0.6) -> None:
+    """Set *font_size* on a wrapping label, shrunk (down to *floor*) until the wrapped text fits its
+    box and no word is wider than a line (Kivy would break it mid-word, "dissatisfie/d").
+
+    Measured with an unbounded height: with both sides of text_size set, Kivy's
+    texture is always the box's size, whatever the text needs.
+    """
+    width, height = label.size
+    key = (label.text, label.font_name, label.bold, font_size, width, height)
+    if getattr(label, "_onetap_fitted", None) == key:
+        return  # unchanged since the last fitting: no texture churn on every redraw
+    inner = width - 2 * label.padding_x
+    # Whole pixels only: every distinct size is one more font object Kivy keeps open.
+    size = round(font_size)
+    for _ in range(14):
         label.font_size = size
+        label.text_size = (width, None)
         label.texture_update()
-        if label.texture_size[1] <= label.height or size <= font_size * 0.6:
-            return
-        size *= 0.9
+        fits = label.texture_size[1] <= height and all(
+            label._label.get_extents(word)[0] <= inner
+            for word in label.text.split() if _breaks_at_spaces(word))
+        if fits or size <= font_size * floor:
+            break
+        size = min(size - 1, round(size * 0.96))
+    label.text_size = (width, height)
+    label._onetap_fitted = key
 
 
 def draw_face(canvas, cx: float, cy: float, radius: float, score: int, fill, feature) -> None:

@@ -106,18 +106,123 @@ class LanguageBar(BoxLayout):
             self.clear_widgets()
             self.buttons = {}
             for lang in languages:
-                button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang))
+                button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang),
+                                    line_height=0.85)
                 button.bind(on_release=lambda _b, lang=lang: shell.set_language(lang))
                 self.buttons[lang] = button
                 self.add_widget(button)
         theme, layout = shell.theme, shell.layout
         self.spacing = layout.gap
         for lang, button in self.buttons.items():
-            button.font_size = layout.font("button", theme.text_scale)
+            button.fit(layout.font("button", theme.text_scale))
             if lang == shell.flow.lang:
                 button.style(theme.button_active, theme.button_active_text)
             else:
                 button.style(theme.button, theme.button_text, border=theme.button_text)
+
+
+def draw_focus(root, target, theme) -> None:
+    """The keypad's focus ring: a thick line just outside *target* (None: no ring), on top of all."""
+    root.canvas.after.clear()
+    if target is None or target.get_root_window() is None:
+        return
+    x, y = target.to_window(target.x, target.y)
+    pad = 5
+    with root.canvas.after:
+        Color(*theme.focus, 1)
+        Line(rounded_rectangle=(x - pad, y - pad, target.width + 2 * pad, target.height + 2 * pad, 12),
+             width=4)
+
+
+#: The accessibility control's width, as a fraction of the window's.
+ACCESS_WIDTH = 0.2
+
+
+class AccessButton(TextButton):
+    """The always-visible accessibility control (top right of every citizen screen): opens the panel."""
+
+    def __init__(self, shell, **kw):
+        super().__init__(bold=True, size_hint=(None, None), line_height=0.85, **kw)
+        self.shell = shell
+        self.bind(on_release=lambda _b: self.shell.toggle_panel())
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        self.size = (layout.width * ACCESS_WIDTH, layout.bar_height * 0.85)
+        self.pos = (layout.width - layout.margin - self.width, layout.height - layout.margin - self.height)
+        self.text = shell.catalog["a11y.open"]
+        self.font_name = shell.font_for_lang()
+        self.fit(layout.font("button", theme.text_scale))
+        if shell.panel_open:
+            self.style(theme.button_active, theme.button_active_text)
+        else:
+            self.style(theme.button, theme.button_text, border=theme.button_text)
+
+
+class AccessPanel(FloatLayout):
+    """큰 글씨 / 고대비 / 음성 안내 / 낮은 화면 (and 직원 호출): each a toggle for this visit only."""
+
+    MODES = ("large", "contrast", "voice", "low")
+
+    def __init__(self, shell, **kw):
+        super().__init__(size_hint=(None, None), **kw)
+        self.shell = shell
+        self.grid = GridLayout(cols=2, size_hint=(1, 1), pos_hint={"x": 0, "y": 0})
+        self.toggles: dict[str, TextButton] = {}
+        for mode in self.MODES:
+            button = TextButton(bold=True)
+            button.bind(on_release=lambda _b, m=mode: self.shell.set_mode(m, m not in self.shell.flow.modes))
+            self.toggles[mode] = button
+            self.grid.add_widget(button)
+        self.help = TextButton(bold=True)
+        self.help.bind(on_release=lambda _b: self.shell.call_help())
+        self.close = TextButton(bold=True)
+        self.close.bind(on_release=lambda _b: self.shell.toggle_panel())
+        self.add_widget(self.grid)
+        self.bind(pos=self._draw, size=self._draw)
+        self._bg = (1, 1, 1)
+
+    def _draw(self, *_):
+        self.canvas.before.clear()
+        with self.canvas.before:
+            Color(*self._bg, 1)
+            Rectangle(pos=self.pos, size=self.size)
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog, modes = shell.catalog, shell.flow.modes
+        top = layout.height - layout.margin - layout.bar_height * 0.85 - layout.gap
+        self.pos = (layout.margin, layout.margin)
+        self.size = (layout.width - 2 * layout.margin, top - layout.margin)
+        self._bg = theme.background
+        self._draw()
+        extra = [self.help] if shell.cfg.ui.help_button else []
+        wanted = [*self.toggles.values(), *extra, self.close]
+        if list(reversed(self.grid.children)) != wanted:
+            self.grid.clear_widgets()
+            for widget in wanted:
+                self.grid.add_widget(widget)
+        self.grid.spacing = layout.gap
+        self.grid.do_layout()
+        size = layout.font("body", theme.text_scale)
+        for mode, button in self.toggles.items():
+            on = mode in modes
+            button.text = ("\u2022 " if on else "") + catalog[f"mode.{mode}"]
+            button.font_name = shell.font_for_lang()
+            button.fit(size)
+            if on:
+                button.style(theme.button_active, theme.button_active_text)
+            else:
+                button.style(theme.button, theme.button_text, border=theme.button_text)
+        called = shell.flow.help_requested(shell.monotonic())
+        self.help.text = catalog["help.called" if called else "help.call"]
+        self.close.text = catalog["a11y.close"]
+        for button in (self.help, self.close):
+            button.font_name = shell.font_for_lang()
+            button.fit(size)
+        self.help.style(theme.button_active if called else theme.button,
+                        theme.button_active_text if called else theme.button_text, border=theme.button_text)
+        self.close.style(theme.skip, theme.skip_text)
 
 
 class LanguagePage(Page):
@@ -139,6 +244,9 @@ class LanguagePage(Page):
         self.column.padding = [layout.margin] * 4
         self.column.spacing = layout.margin * 0.6
         self.languages.height = layout.bar_height * 0.85
+        # Room at the right for the accessibility control.
+        self.languages.size_hint_x = None
+        self.languages.width = layout.width * (1 - ACCESS_WIDTH) - 2 * layout.margin - layout.gap
         self.languages.refresh()
 
 
@@ -176,8 +284,11 @@ class RatingPage(LanguagePage):
         self.hint.height = layout.hint_height
         self.hint.text = catalog["hint"]
         self.hint.font_name = shell.font_for_lang()
-        self.hint.font_size = layout.font("hint", scale)
+        self.hint.fit(layout.font("hint", scale))
         self.hint.color = _rgba(theme.muted_text)
+
+    def focus_target(self, focus: int):
+        return self.tiles[focus] if 0 <= focus < len(self.tiles) else None
 
 
 class CountdownBar(Widget):
@@ -257,10 +368,10 @@ class FollowupPage(LanguagePage):
         self.title.font_name = shell.font_for_lang()
         self.title.fit(layout.font("question", scale))
         self.title.color = _rgba(theme.text)
-        self.note.height = layout.height * 0.07
+        self.note.height = layout.height * 0.08
         self.note.text = catalog["followup.note"]
         self.note.font_name = shell.font_for_lang()
-        self.note.font_size = layout.font("hint", scale)
+        self.note.fit(layout.font("hint", scale))
         self.note.color = _rgba(theme.muted_text)
         self._place(layout, shell.flow.score)
         codes = question.codes
@@ -278,7 +389,7 @@ class FollowupPage(LanguagePage):
         for code, button in self.options.items():
             button.text = catalog.label(key, code, question.labels)
             button.font_name = shell.font_for_text(button.text)
-            button.font_size = layout.font("body", scale)
+            button.fit(layout.font("body", scale))
             button.style(theme.button, theme.button_text, border=theme.button_text)
         self.bottom.height = layout.height * 0.14
         self.bottom.spacing = layout.gap * 2
@@ -286,13 +397,22 @@ class FollowupPage(LanguagePage):
         self.skip.width = layout.width * 0.3
         self.skip.text = catalog["skip"]
         self.skip.font_name = shell.font_for_lang()
-        self.skip.font_size = layout.font("body", scale)
+        self.skip.fit(layout.font("body", scale))
         self.skip.style(theme.skip, theme.skip_text)
         # Lay out now, not at the next frame: a touch arriving before it must
         # already find the answers beside the face, not where the last visit had them.
         for box in (self.column, self.body, self.grid, self.bottom):
             box.do_layout()
+        # Sized for the boxes as now laid out (the last visit may have had them elsewhere).
+        self.title.fit(layout.font("question", scale))
+        self.note.fit(layout.font("hint", scale))
+        for button in (*self.options.values(), self.skip):
+            button.fit(layout.font("body", scale))
         self.tick()
+
+    def focus_target(self, focus: int):
+        options = list(self.options.values())
+        return options[focus] if 0 <= focus < len(options) else None
 
     def tick(self) -> None:
         self.countdown.show(self.shell.time_left_fraction(), self.shell.theme.countdown)
@@ -343,11 +463,15 @@ class MessagePage(Page):
             body = f"{catalog['sleep.hours']}\n{catalog.hours(lines)}" if lines else ""
             if shell.flow.settings.count_when_closed:
                 body = f"{body}\n\n{catalog['sleep.wake']}".strip()
+            # Closed in every language: the sleep screen has no language bar to ask with.
+            others = [shell.catalogs[lang]["sleep.title"] for lang in shell.flow.settings.languages
+                      if lang != shell.flow.lang]
+            body = "\n".join([body, *others]).strip()
         self.set_background(bg)
         title_role = "title" if self.name == "sleep" else "huge"
         for label, text, role in ((self.title, title, title_role), (self.body, body, "body")):
             label.text = text
-            label.font_name = shell.font_for_lang()
+            label.font_name = shell.font_for_text(text)
             label.color = _rgba(fg)
             label.fit(layout.font(role, scale))
         self.face.canvas.clear()
@@ -446,6 +570,15 @@ class MaintenancePage(Page):
         self.back.bind(on_release=lambda _b: self.shell.close_maintenance())
         self.exit = TextButton(bold=True)
         self.exit.bind(on_release=lambda _b: self.shell.quit())
+        self.voice = TextButton(bold=True)
+        self.voice.bind(on_release=lambda _b: self.shell.set_voice_default(
+            "voice" not in self.shell.flow.settings.modes))
+        self.volume = TextButton(bold=True)
+        # Each press one step down, from the quietest back to full.
+        self.volume.bind(on_release=lambda _b: self.shell.set_volume(
+            1.0 if self.shell.speaker.volume <= 0.25 else self.shell.speaker.volume - 0.25))
+        buttons.add_widget(self.voice)
+        buttons.add_widget(self.volume)
         buttons.add_widget(self.back)
         buttons.add_widget(self.exit)
         self.buttons = buttons
@@ -475,6 +608,13 @@ class MaintenancePage(Page):
                 label.color = _rgba(theme.text if label is value else theme.muted_text)
         self.back.text = catalog["maint.back"]
         self.exit.text = catalog["maint.exit"]
+        voice_on = "voice" in shell.flow.settings.modes
+        self.voice.text = f"{catalog['maint.voice']}: {catalog['maint.yes' if voice_on else 'maint.no']}"
+        self.volume.text = f"{catalog['maint.volume']} {round(shell.speaker.volume * 100)}%"
+        for button in (self.voice, self.volume):
+            button.font_name = shell.font_for_lang()
+            button.fit(layout.font("small"))
+            button.style(theme.button, theme.button_text, border=theme.button_text)
         for button, (bg, fg) in ((self.back, (theme.button_active, theme.button_active_text)),
                                  (self.exit, (theme.error, theme.error_text))):
             button.font_name = shell.font_for_lang()

@@ -18,17 +18,19 @@ from kivy.core.window import Window
 from kivy.uix.floatlayout import FloatLayout
 
 import kiosk
-from kiosk import clock, survey as survey_mod
+from kiosk import clock, survey as survey_mod, voice as voice_mod
 from kiosk.buttons import Buttons, status_light
 from kiosk.catalog import load_catalogs
 from kiosk.config import KioskConfig, parse_broker_url
 from kiosk.errors import OutboxError
-from kiosk.flow import Flow, Screen, Settings
+from kiosk.flow import BACK, LEFT, OTHER, RIGHT, SELECT, Flow, Screen, Settings
 from kiosk.outbox import Outbox
 from kiosk.protocol import Rating, SurveyConfig
 from kiosk.terminal import Terminal
 from kiosk.ui import fonts, theme as theme_mod
-from kiosk.ui.screens import FollowupPage, MaintenancePage, MessagePage, PinPage, RatingPage
+from kiosk.ui.screens import (AccessPanel, AccessButton, FollowupPage, MaintenancePage, MessagePage,
+                              PinPage, RatingPage, draw_focus)
+from kiosk.ui.speaker import Speaker
 from kiosk.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -38,11 +40,21 @@ HOURS_CHECK_S = 15.0
 LED_CHECK_S = 2.0
 MAINTENANCE_REFRESH_S = 1.0
 CORNER = 0.12  # the hidden corner's side, as a fraction of the window height
+#: Low screen mode: every target within this lower part of the window (wheelchair reach).
+LOW_SCREEN = 0.62
+#: Kivy key codes of a USB keypad (and a keyboard): arrows, Enter, keypad Enter, Escape, keypad digits.
+KEYS = {276: LEFT, 273: LEFT, 260: LEFT, 264: LEFT, 275: RIGHT, 274: RIGHT, 262: RIGHT, 258: RIGHT,
+        13: SELECT, 271: SELECT, 261: SELECT, 27: BACK, 8: BACK}
+#: Citizen screens the accessibility control is on.
+CITIZEN_SCREENS = (Screen.RATING, Screen.QUESTION, Screen.THANKS, Screen.ERROR, Screen.SLEEP)
 
 
 def base_settings(cfg: KioskConfig) -> Settings:
     ui = cfg.ui
+    modes = {mode for mode, on in (("large", ui.large_text), ("contrast", ui.high_contrast),
+                                   ("voice", ui.voice), ("low", ui.low_screen)) if on}
     return Settings(
+        modes=frozenset(modes),
         questions=survey_mod.questions(reason_threshold=ui.reason_threshold, age_group=ui.age_group),
         guard_s=ui.guard_ms / 1000, cooldown_s=ui.cooldown_s,
         followup_timeout_s=ui.followup_timeout_s, thank_you_s=ui.thank_you_s,
@@ -68,6 +80,23 @@ class Root(FloatLayout):
         super().__init__(**kw)
         self.shell = shell
         self._hold = None
+        self._bg = None
+
+    def set_background(self, rgb) -> None:
+        """Behind the page: the empty upper part in low screen mode."""
+        if rgb == self._bg:
+            return
+        self._bg = rgb
+        from kivy.graphics import Color, Rectangle
+
+        self.canvas.before.clear()
+        with self.canvas.before:
+            Color(*rgb, 1)
+            self._bg_rect = Rectangle(pos=self.pos, size=self.size)
+        self.bind(size=self._resize_bg)
+
+    def _resize_bg(self, *_):
+        self._bg_rect.size = self.size
 
     def _in_corner(self, touch) -> bool:
         side = self.height * CORNER
@@ -79,6 +108,8 @@ class Root(FloatLayout):
             self._hold = Clock.schedule_once(lambda _dt: self.shell.open_pin(),
                                              self.shell.cfg.ui.maintenance_hold_s)
             touch.ud["onetap_corner"] = True
+        # Any touch on a timed screen gives it its full time again.
+        self.shell.terminal.more_time()
         return super().on_touch_down(touch)
 
     def on_touch_move(self, touch):
@@ -108,13 +139,19 @@ class Shell:
         self.uplink: Uplink | None = None
         self.buttons: Buttons | None = None
         self.catalogs = load_catalogs(cfg.ui.languages)
-        self.theme = theme_mod.theme(cfg.ui.high_contrast, cfg.ui.large_text)
-        self.layout = theme_mod.Layout(*Window.size)
         self._base = base_settings(cfg)
         flow = Flow(survey_mod.merge(self._base, survey.current), monotonic(), open=self._open_now())
         self.terminal = Terminal(flow, outbox, monotonic=monotonic, on_record=self._recorded,
                                  on_release=self._released, on_quit=lambda: App.get_running_app().stop())
         self.root = Root(self)
+        self.speaker = Speaker(voice_mod.Prompts.from_config(cfg), cfg.ui.voice_volume, monotonic)
+        #: Spoken before the next screen's announcement (what was just chosen, a timeout).
+        self._prefix: list[str] = []
+        self._said: tuple | None = None
+        self._repeat = False
+        self.access = AccessButton(self)
+        self.panel = AccessPanel(self)
+        self.panel_open = False
         self.pages: dict[str, Any] = {}
         self._page = None
         self._fonts: dict[tuple[str, str], str] = {}
@@ -122,6 +159,7 @@ class Shell:
         #: Screens shown (for tests and the benchmark): (view, monotonic time).
         self.shown: list[tuple[str, float]] = []
         Window.bind(size=self._on_resize)
+        Window.bind(on_key_down=self._on_key_down)
 
     @property
     def flow(self) -> Flow:
@@ -136,6 +174,21 @@ class Shell:
         return self.terminal.last_rating
 
     # -- state the screens read ----------------------------------------------
+
+    @property
+    def theme(self) -> theme_mod.Theme:
+        modes = self.flow.modes
+        return theme_mod.theme("contrast" in modes, "large" in modes)
+
+    @property
+    def low(self) -> bool:
+        return "low" in self.flow.modes and self.flow.screen in CITIZEN_SCREENS
+
+    @property
+    def layout(self) -> theme_mod.Layout:
+        """The page's geometry: the whole window, or its lower part in low screen mode."""
+        width, height = Window.size
+        return theme_mod.Layout(width, round(height * LOW_SCREEN) if self.low else height)
 
     @property
     def catalog(self):
@@ -165,12 +218,15 @@ class Shell:
         deadline = self.flow.deadline
         if deadline is None:
             return 0.0
-        total = self.flow.settings.followup_timeout_s
+        total = self.flow.timeout(self.flow.settings.followup_timeout_s)
         return (deadline - self.monotonic()) / total if total else 0.0
 
     def status_extra(self) -> dict[str, Any]:
         """Status fields only the UI knows (called on the uplink's thread: plain reads)."""
-        return {"config_version": self.survey.version, "ignored_taps": self.flow.ignored_taps}
+        extra = {"config_version": self.survey.version, "ignored_taps": self.flow.ignored_taps}
+        if self.cfg.ui.help_button:
+            extra["help_requested"] = self.flow.help_requested(self.monotonic())
+        return extra
 
     def uplink_problem(self) -> str | None:
         """Why ratings cannot leave: the uplink failed, or the broker refuses this terminal."""
@@ -224,7 +280,15 @@ class Shell:
         return page
 
     def render(self) -> None:
-        page = self._page_for(self.flow)
+        flow = self.flow
+        page = self._page_for(flow)
+        layout = self.layout
+        citizen = flow.screen in CITIZEN_SCREENS
+        if page is not self._page:
+            self.panel_open = False  # a new screen: its own targets, not the panel
+        page.size_hint = (1, None)
+        page.height = layout.height
+        page.pos = (0, 0)
         if page is not self._page:
             self.root.clear_widgets()
             self.root.add_widget(page)
@@ -232,22 +296,145 @@ class Shell:
             self.root.do_layout()
             page.do_layout()
             self._page = page
-            self.shown.append((self.flow.view, self.monotonic()))
+            self.shown.append((flow.view, self.monotonic()))
         page.refresh()
+        self.root.set_background(self.theme.background)
+        for widget in (self.access, self.panel):
+            if widget.parent is not None:
+                widget.parent.remove_widget(widget)
+        if citizen:
+            self.root.add_widget(self.access)
+            self.access.refresh()
+            if self.panel_open:
+                self.root.add_widget(self.panel)
+                self.panel.refresh()
+        self.draw_focus()
+        self._announce()
+
+    def draw_focus(self, *_args) -> None:
+        """The keypad's focus ring around the focused face or answer (none without a keypad)."""
+        target = None
+        flow, page = self.flow, self._page
+        if flow.keypad and not self.panel_open:
+            target = page.focus_target(flow.focus) if hasattr(page, "focus_target") else None
+        draw_focus(self.root, target, self.theme)
+        if target is not None and not getattr(self, "_focus_again", None):
+            # Kivy lays out a new page at the next frame: draw again once it has.
+            self._focus_again = Clock.schedule_once(self._redraw_focus, 0)
+
+    def _redraw_focus(self, _dt) -> None:
+        self._focus_again = None
+        flow, page = self.flow, self._page
+        target = page.focus_target(flow.focus) if flow.keypad and hasattr(page, "focus_target") else None
+        draw_focus(self.root, None if self.panel_open else target, self.theme)
 
     def _on_resize(self, _window, size) -> None:
-        self.layout = theme_mod.Layout(*size)
+        self.render()
+
+    # -- voice ---------------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        """Speak what changed: a new screen (its question, the focused target), else a focus move."""
+        flow = self.flow
+        if not flow.voice or flow.screen not in CITIZEN_SCREENS:
+            if self._said is not None:
+                self.speaker.stop()
+            self._said = None
+            self._prefix = []
+            return
+        question = flow.question if flow.screen == Screen.QUESTION else None
+        qkey = question.catalog_key if question is not None else None
+        codes = question.codes if question is not None else ()
+        state = (flow.view, flow.lang, flow.focus)
+        repeat, self._repeat = self._repeat, False
+        if state == self._said and not repeat:
+            return
+        before, self._said = self._said, state
+        focused = voice_mod.option_key(flow.view, qkey, codes, flow.focus) if flow.keypad and flow.targets() else None
+        if before is None or before[:2] != state[:2]:
+            if before is None:
+                self.speaker.preload(flow.lang, voice_mod.spoken_keys(self.catalog))
+            keys = self._prefix + voice_mod.screen_prompts(flow.view, qkey, focused, flow.keypad)
+        else:
+            keys = [focused] if focused else []
+        self._prefix = []
+        self.speaker.say(flow.lang, keys, interrupt=True)
+
+    def _chosen(self, key: str | None) -> None:
+        if self.flow.voice and key:
+            self._prefix = [key, "voice.chosen"]
+
+    # -- accessibility control -------------------------------------------------------------
+
+    def toggle_panel(self) -> None:
+        if self.flow.screen in CITIZEN_SCREENS:
+            self.panel_open = not self.panel_open
+            self.terminal.more_time()
+            self.render()
+
+    def set_mode(self, mode: str, on: bool) -> None:
+        self.terminal.set_mode(mode, on)
+        self.render()
+
+    def call_help(self) -> None:
+        self.terminal.call_help()
+        if self.flow.voice:
+            self.speaker.say(self.flow.lang, ["voice.help"], interrupt=True)
+        if self.uplink is not None:
+            self.uplink.notify()
+        self.render()
+
+    def set_voice_default(self, on: bool) -> None:
+        """The staff screen: voice guidance on for every visit, or only when a citizen starts it."""
+        modes = set(self._base.modes)
+        modes.add("voice") if on else modes.discard("voice")
+        import dataclasses
+
+        self._base = dataclasses.replace(self._base, modes=frozenset(modes))
+        self.terminal.configure(survey_mod.merge(self._base, self.survey.current))
+        self.render()
+
+    def set_volume(self, volume: float) -> None:
+        self.speaker.volume = max(0.0, min(1.0, round(volume, 2)))
         self.render()
 
     # -- touches, buttons, time ---------------------------------------------------
 
     def press(self, score: int, input: str = "touch") -> None:
+        view = self.flow.view
         self.terminal.press(score, input)
+        if self.flow.view != view:
+            self._chosen(f"score.{score}")
         self.render()
 
     def answer(self, field: str, code: str) -> None:
+        question = self.flow.question
         self.terminal.answer(field, code)
+        if question is not None and self.flow.question is not question:
+            self._chosen(f"{question.catalog_key}.{code}")
         self.render()
+
+    def key(self, action: str) -> None:
+        """A keypad key or a GPIO ◀ ▶ 선택 button."""
+        flow = self.flow
+        if self.panel_open:
+            self.panel_open = False
+        view, question = flow.view, flow.question
+        chosen = voice_mod.option_key(view, question.catalog_key if question else None,
+                                      question.codes if question else (), flow.focus)
+        started, focus = flow.keypad, flow.focus
+        self.terminal.key(action)
+        # At either end the focus stays: say again where it is (a blind citizen hears the end).
+        self._repeat = started and action in (LEFT, RIGHT) and flow.focus == focus and flow.view == view
+        if started and action == SELECT and flow.view != view:
+            self._chosen(chosen)
+        self.render()
+
+    def _on_key_down(self, _window, key, _scancode=None, _codepoint=None, _modifiers=None, *_rest) -> bool:
+        if self.flow.screen not in CITIZEN_SCREENS:
+            return False
+        self.key(KEYS.get(key, OTHER))
+        return True  # Escape included: never Kivy's own quit
 
     def skip(self) -> None:
         self.terminal.skip()
@@ -289,7 +476,12 @@ class Shell:
         self.terminal.quit()
 
     def tick(self, _dt: float = 0.0) -> None:
+        if self.flow.voice and self.speaker.speaking:
+            # Not cut off mid-sentence: the screen waits for its announcement.
+            self.terminal.hold(TICK_S * 3)
         if self.terminal.tick():
+            if self.flow.timed_out:
+                self._prefix = ["voice.timeout"]
             self.render()
         elif self.flow.screen == Screen.QUESTION and self._page is not None:
             self._page.tick()
@@ -377,9 +569,17 @@ class OnetapApp(App):
                 shell.buttons = Buttons.from_config(
                     cfg.buttons,
                     lambda score: Clock.schedule_once(lambda _dt: shell.press(score, "button")),
+                    on_key=lambda action: Clock.schedule_once(lambda _dt: shell.key(action)),
                 )
             except Exception:  # noqa: BLE001 - the touchscreen works without its buttons
                 log.exception("GPIO buttons unavailable; touch only")
+        if cfg.buttons.key_map and shell.buttons is None:
+            try:
+                shell.buttons = Buttons.from_config(
+                    cfg.buttons, lambda score: None,
+                    on_key=lambda action: Clock.schedule_once(lambda _dt: shell.key(action)))
+            except Exception:  # noqa: BLE001 - the touchscreen works without its buttons
+                log.exception("GPIO keypad buttons unavailable; touch only")
         if cfg.ui.maintenance_pin == "0000":
             log.warning("the maintenance PIN is the default 0000: set [ui] maintenance_pin")
         Window.bind(on_request_close=self._on_request_close)
@@ -404,6 +604,7 @@ class OnetapApp(App):
         shell = self.shell
         if shell is None:
             return
+        shell.speaker.stop()
         if shell.uplink is not None:
             shell.uplink.stop()
         if shell.buttons is not None:

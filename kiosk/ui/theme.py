@@ -10,6 +10,18 @@ RGB = tuple[float, float, float]
 #: 1280x800 is a 7" 16:10 panel (150.8 mm wide); the smaller figure is the safer one.
 DISPLAY_WIDTH_MM = {(800, 480): 154.9, (1280, 800): 150.8}
 MIN_TILE_MM = 20.0
+#: Displays an institution may buy: pixels and active area (mm): the official
+#: Raspberry Pi 7" touch display, and a 10.1" 1280x800 touch panel.
+DISPLAYS = {"7-inch 800x480": ((800, 480), (154.08, 85.92)),
+            "10.1-inch 1280x800": ((1280, 800), (216.96, 135.6))}
+#: The criteria's minimum character size on screens of 11 inches or less.
+MIN_CHAR_MM = 7.25
+
+
+def char_mm(font_px: float, display: str) -> float:
+    """A font size in pixels as millimetres on *display* (its vertical pixel pitch)."""
+    (_, height_px), (_, height_mm) = DISPLAYS[display]
+    return font_px * height_mm / height_px
 MIN_CONTRAST = 4.5
 
 
@@ -60,6 +72,8 @@ class Theme:
     countdown: RGB
     border_width: float = 3.0
     text_scale: float = 1.0
+    #: The keypad's focus ring (around a tile or an answer, on the page background).
+    focus: RGB = (0.0, 0.0, 0.0)
 
     def text_pairs(self) -> dict[str, tuple[RGB, RGB]]:
         """Every (text colour, background) pair a screen shows."""
@@ -102,6 +116,7 @@ STANDARD = Theme(
     sleep=hex_rgb("#1C2833"),
     sleep_text=hex_rgb("#E8EDF2"),
     countdown=hex_rgb("#1F4E79"),
+    focus=hex_rgb("#0B3D91"),
 )
 
 HIGH_CONTRAST = Theme(
@@ -128,6 +143,7 @@ HIGH_CONTRAST = Theme(
     sleep_text=hex_rgb("#FFFFFF"),
     countdown=hex_rgb("#FFFF00"),
     border_width=5.0,
+    focus=hex_rgb("#00FFFF"),
 )
 
 
@@ -159,7 +175,7 @@ class Layout:
         set_ = object.__setattr__
         set_(self, "margin", round(w * 0.015))
         set_(self, "gap", round(w * 0.014))
-        set_(self, "bar_height", round(h * 0.12))
+        set_(self, "bar_height", round(h * 0.17))
         set_(self, "question_height", round(h * 0.2))
         set_(self, "hint_height", round(h * 0.09))
         set_(self, "tile_width", (w - 2 * self.margin - 4 * self.gap) / 5)
@@ -171,8 +187,9 @@ class Layout:
 
     def font(self, role: str, scale: float = 1.0) -> float:
         """Font size in pixels for a role, from the window height."""
-        base = {"question": 0.072, "tile": 0.05, "button": 0.042, "hint": 0.04,
-                "title": 0.085, "body": 0.05, "small": 0.036, "huge": 0.13}[role]
+        # Every citizen text at least 0.054 of the height: 7.25 mm on a 10.1" 1280x800.
+        base = {"question": 0.072, "tile": 0.06, "button": 0.06, "hint": 0.056,
+                "title": 0.085, "body": 0.056, "small": 0.036, "huge": 0.13}[role]
         return round(self.height * base * scale)
 
 

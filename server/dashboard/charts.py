@@ -14,8 +14,9 @@ def _num(value: float) -> str:
 
 def trend_chart(days: Sequence[str], index: Sequence[float | None], csat: Sequence[float | None],
                 counts: Sequence[int], marks: Sequence[tuple[str, str]] = (), *,
-                labels: dict[str, str], width: int = 860, height: int = 300) -> str:
-    """Daily index and CSAT (0..100, lines) over count bars, with vertical lines at marks (day, note)."""
+                labels: dict[str, str], width: int = 860, height: int = 300, target: float | None = None) -> str:
+    """Daily index and CSAT (0..100, lines) over count bars, with vertical lines at marks (day, note)
+    and, if given, a horizontal line at the target index."""
     left, right, top, bottom = 44, 44, 16, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(len(days), 1)
@@ -55,6 +56,12 @@ def trend_chart(days: Sequence[str], index: Sequence[float | None], csat: Sequen
             else:
                 parts.append(f'<polyline points="{" ".join(segment)}" fill="none" stroke="{PALETTE[name]}" '
                              f'stroke-width="2"/>')
+    if target is not None:
+        y = top + plot_h * (1 - target / 100)
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{_num(y)}" y2="{_num(y)}" class="target" '
+                     f'stroke="{PALETTE["index"]}"><title>{escape(labels.get("target", "target"))} {target:g}'
+                     f'</title></line><text x="{left + plot_w - 4}" y="{_num(y - 4)}" class="axis" '
+                     f'text-anchor="end">{escape(labels.get("target", "target"))} {target:g}</text>')
     tick = max(1, n // 8)
     for i in range(0, len(days), tick):
         parts.append(f'<text x="{_num(left + (i + 0.5) * step)}" y="{height - bottom + 16}" class="axis" '
@@ -90,13 +97,14 @@ def _heat_colour(index: float | None) -> str:
 
 
 def heatmap(cells: dict[tuple[int, int], tuple[int, float | None]], weekdays: Sequence[str], *,
-            labels: dict[str, str], hours: Sequence[int] | None = None,
+            labels: dict[str, str], hours: Sequence[int] | None = None, metric: str = "index",
             hour_label: Callable[[int], str] = "{:02d}".format) -> str:
-    """Hour (rows) x ISO weekday 1..7 (columns), coloured by index, count in each cell."""
+    """Hour (rows) x ISO weekday 1..7 (columns), coloured by index; each cell prints *metric*
+    (the index, or the count of ratings)."""
     if hours is None:
         used = sorted({h for h, _ in cells})
         hours = list(range(min(used), max(used) + 1)) if used else list(range(9, 18))
-    cw, ch, left, top = 70, 22, 40, 22
+    cw, ch, left, top = 70, 24, 48, 22
     width, height = left + cw * 7 + 4, top + ch * len(hours) + 4
     parts = [f'<svg class="chart heat" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="{escape(labels["heatmap"])}" xmlns="http://www.w3.org/2000/svg">']
@@ -104,15 +112,35 @@ def heatmap(cells: dict[tuple[int, int], tuple[int, float | None]], weekdays: Se
         parts.append(f'<text x="{left + d * cw + cw / 2}" y="14" class="axis" text-anchor="middle">{escape(name)}</text>')
     for r, hour in enumerate(hours):
         y = top + r * ch
-        parts.append(f'<text x="{left - 6}" y="{y + 15}" class="axis" text-anchor="end">{escape(hour_label(hour))}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 16}" class="axis" text-anchor="end">{escape(hour_label(hour))}</text>')
         for d in range(1, 8):
             count, index = cells.get((hour, d), (0, None))
             x = left + (d - 1) * cw
-            text = "" if not count else f"{count}"
+            if metric == "count":
+                text = f"{count}" if count else ""
+            else:
+                text = "" if index is None else f"{index:.1f}"
             parts.append(f'<rect x="{x}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{_heat_colour(index)}">'
-                         f'<title>{escape(weekdays[d - 1])} {hour:02d}:00 n={count}'
-                         f'{"" if index is None else f" index={index:.1f}"}</title></rect>'
-                         f'<text x="{x + cw / 2 - 1}" y="{y + 15}" class="cell" text-anchor="middle">{text}</text>')
+                         f'<title>{escape(weekdays[d - 1])} {escape(hour_label(hour))}: '
+                         f'{escape(labels["index"])} {"–" if index is None else f"{index:.1f}"}, '
+                         f'{escape(labels["count"])} {count}</title></rect>'
+                         f'<text x="{x + cw / 2 - 1}" y="{y + 16}" class="cell" text-anchor="middle">{text}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def heat_legend(*, words: dict[str, str], width: int = 360) -> str:
+    """What the heat map's colours mean: the index from 0 to 100, and no data."""
+    parts = [f'<svg class="legend" viewBox="0 0 {width} 34" role="img" aria-label="{escape(words["index"])}" '
+             f'xmlns="http://www.w3.org/2000/svg"><text x="0" y="12" class="axis">{escape(words["index"])}</text>']
+    step = 40
+    for i, value in enumerate(range(0, 101, 25)):
+        x = 90 + i * step
+        parts.append(f'<rect x="{x}" y="2" width="{step - 2}" height="12" fill="{_heat_colour(float(value))}"/>'
+                     f'<text x="{x + step / 2}" y="28" class="axis" text-anchor="middle">{value}</text>')
+    x = 90 + 5 * step + 10
+    parts.append(f'<rect x="{x}" y="2" width="{step - 2}" height="12" fill="{_heat_colour(None)}" stroke="#ccc"/>'
+                 f'<text x="{x + step / 2}" y="28" class="axis" text-anchor="middle">{escape(words["no_data"])}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

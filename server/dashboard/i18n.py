@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from kiosk.protocol import AGE_GROUPS
 from server.labels import Labels
 
@@ -103,13 +105,146 @@ TEXT: dict[str, dict[str, str]] = {
     "closed_alarm": {"ko": "운영 시간 중 끊김", "en": "offline in opening hours"},
     "forbidden": {"ko": "이 기관을 볼 권한이 없습니다.", "en": "You may not see this site."},
     "weekdays": {"ko": "월,화,수,목,금,토,일", "en": "Mon,Tue,Wed,Thu,Fri,Sat,Sun"},
+    "menu": {"ko": "메뉴", "en": "Menu"},
+    "help": {"ko": "도움말", "en": "Help"},
+    "group": {"ko": "권역(기관 묶음)", "en": "Group"},
+    "all_groups": {"ko": "전체 권역", "en": "All groups"},
+    "all_terminals": {"ko": "전체 단말기", "en": "All terminals"},
+    "suspect_short": {"ko": "의심 평가", "en": "Suspect ratings"},
+    "suspect_count": {"ko": "오늘의 의심 평가", "en": "Suspect ratings today"},
+    "target": {"ko": "목표 지수", "en": "Target index"},
+    "author": {"ko": "작성자", "en": "Added by"},
+    "verdict": {"ko": "판단", "en": "Verdict"},
+    "asked_period": {"ko": "비교 기간", "en": "period asked"},
+    "heatmap_title": {"ko": "시간대 × 요일", "en": "Hour × weekday"},
+    "cell_shows": {"ko": "칸 안의 숫자", "en": "Each cell shows"},
+    "cell_index": {"ko": "만족도 지수", "en": "index"},
+    "cell_count": {"ko": "건수", "en": "count"},
+    "heat_meaning_index": {"ko": "색: 만족도 지수(빨강 0 → 초록 100). 칸 안의 숫자: 만족도 지수. 회색: 평가 없음.",
+                           "en": "Colour: satisfaction index (red 0 → green 100). Number in each cell: the index. "
+                                 "Grey: no ratings."},
+    "heat_meaning_count": {"ko": "색: 만족도 지수(빨강 0 → 초록 100). 칸 안의 숫자: 평가 건수. 회색: 평가 없음.",
+                           "en": "Colour: satisfaction index (red 0 → green 100). Number in each cell: ratings "
+                                 "counted. Grey: no ratings."},
+    "bars_meaning": {"ko": "막대 길이: 건수 · 옆의 숫자: 건수 · 만족도 지수",
+                     "en": "Bar length: count · beside it: count · index"},
+    "ratings_export": {"ko": "평가 내보내기", "en": "Export ratings"},
+    "export_note": {"ko": "내보내기는 위에서 고른 기간·기관·단말기·의심 평가 기준을 따르며, 파일 이름과 엑셀 요약 시트에 그 기준이 적힙니다.",
+                    "en": "Exports follow the period, site, terminal and suspect choice above; the file name and "
+                          "the Excel summary sheet state them."},
+    "privacy": {"ko": "개인정보 처리 안내", "en": "Privacy"},
+    "privacy_missing": {"ko": "개인정보 처리 안내는 배포본의 docs/privacy.md에 있습니다.",
+                        "en": "The privacy statement is in docs/privacy.md of the distribution."},
+    "help_index": {"ko": "만족도 지수 = (평균 점수 − 1) ÷ 4 × 100. 모든 평가가 ‘매우 만족’(5점)이면 100, ‘매우 불만족’(1점)이면 "
+                         "0입니다. 점수 분포 전체를 한 숫자로 나타냅니다.",
+                   "en": "Satisfaction index = (mean score − 1) ÷ 4 × 100: 100 when every rating is ‘very "
+                         "satisfied’ (5), 0 when every one is ‘very dissatisfied’ (1). One number for the whole "
+                         "distribution of scores."},
+    "help_csat": {"ko": "CSAT = 4점(만족)과 5점(매우 만족)을 누른 평가의 비율(%)입니다.",
+                  "en": "CSAT = the share (%) of ratings of 4 (satisfied) and 5 (very satisfied)."},
+    "help_suspect": {"ko": "의심 평가: 한 단말기에서 {burst}번 이상 연달아 {burst_s}초 안쪽 간격으로 누른 평가, 또는 같은 점수를 "
+                           "{run}번 이상 {run_s}초 안쪽 간격으로 누른 평가입니다(사람이 아닌 기계적 속도). 지우지 않고 "
+                           "표시만 하며, 모든 화면·내보내기·보고서는 기본으로 제외하고 그 선택을 함께 적습니다.",
+                     "en": "Suspect ratings: {burst} or more taps at one terminal each less than {burst_s} s apart, "
+                           "or {run} or more equal scores each less than {run_s} s apart (machine pace). They are "
+                           "flagged, never deleted; every page, export and report leaves them out by default and "
+                           "states the choice."},
+    "help_compare": {"ko": "전후 비교의 ‘유의함’은 두 기간 차이의 95% 신뢰구간이 0을 포함하지 않는다는 뜻입니다. 어느 한쪽이 "
+                           "{min_count}건 미만이면 판단을 보류합니다.",
+                     "en": "‘Significant’ in before/after: the 95% confidence interval of the difference excludes "
+                           "0. With fewer than {min_count} ratings on either side there is no verdict."},
+    "help_collect_title": {"ko": "평가를 받는 방법", "en": "How ratings are collected"},
+    "help_collect": {"ko": "창구마다 놓인 단말기에서 민원인이 다섯 얼굴 중 하나를 한 번 누릅니다. 기관이 켠 경우에만 불만족 사유와 "
+                           "연령대를 묻고, 답하지 않아도 평가는 기록됩니다(‘응답 없음’). 평가는 누르는 즉시 단말기에 "
+                           "저장되고, 네트워크가 끊겨도 서버가 수신을 확인할 때까지 보관되어 정확히 한 번 집계됩니다.",
+                     "en": "At each counter a visitor taps one of five faces once. Only where the institution turns "
+                           "them on, the kiosk asks why and the age group; the rating counts whether or not they are "
+                           "answered (‘no answer’). Each rating is stored on the kiosk at once and kept until the "
+                           "server confirms it, so it is counted exactly once even through network outages."},
+    "help_grade_title": {"ko": "목표와 등급", "en": "Targets and grade"},
+    "help_grade": {"ko": "기관이나 권역마다 목표 지수를 정할 수 있습니다. 월간 보고서의 등급(우수·보통·미흡)은 공공서비스 "
+                         "고객만족도(PCSI)가 2019년부터 쓰는 방식처럼 기관 자신의 기준(전년 동월, 자료가 부족하면 전월) "
+                         "대비 개선도로 정하고, 그 규칙을 보고서에 적습니다.",
+                   "en": "Each site or group may have a target index. The monthly report's grade (excellent, fair, "
+                         "poor) follows improvement against the institution's own baseline (the same month last "
+                         "year, else the previous month), as the PCSI has graded since 2019, and prints the rule."},
+    "alert_offline": {"ko": "연결 끊김", "en": "Offline"},
+    "alert_backlog": {"ko": "미전송 누적", "en": "Backlog"},
+    "alert_clock": {"ko": "시계 미동기화", "en": "Clock not synchronised"},
+    "alert_low_scores": {"ko": "낮은 점수 연속", "en": "Low scores"},
+    "alert_suspect": {"ko": "의심 평가", "en": "Suspect ratings"},
+    "alert_text_offline": {"ko": "운영 시간 중 {minutes}분째 연결이 끊겨 있습니다.",
+                           "en": "Offline for {minutes} min during opening hours."},
+    "alert_text_offline_plain": {"ko": "운영 시간 중 연결이 끊겨 있습니다.", "en": "Offline during opening hours."},
+    "alert_text_backlog": {"ko": "미전송 평가 {backlog}건이 줄지 않습니다.",
+                           "en": "{backlog} ratings waiting to be sent are not draining."},
+    "alert_text_backlog_plain": {"ko": "미전송 평가가 줄지 않습니다.", "en": "Ratings waiting to be sent are not draining."},
+    "alert_text_clock": {"ko": "단말기 시계가 동기화되지 않았습니다(NTP).", "en": "The terminal's clock is not synchronised (NTP)."},
+    "alert_text_low_scores": {"ko": "최근 {minutes}분 동안 {max}점 이하 평가가 {count}건 있었습니다.",
+                              "en": "{count} ratings of {max} or less in the last {minutes} min."},
+    "alert_text_low_scores_plain": {"ko": "최근 낮은 점수가 잇따랐습니다.", "en": "Several low scores recently."},
+    "alert_text_suspect": {"ko": "기계적 속도로 누른 평가 {count}건을 의심 평가로 표시했습니다(보관, 제외 가능).",
+                           "en": "{count} ratings at machine pace flagged suspect (kept, excludable)."},
+    "alert_text_suspect_plain": {"ko": "기계적 속도로 누른 평가를 의심 평가로 표시했습니다.",
+                                 "en": "Ratings at machine pace flagged suspect."},
+    "go_back": {"ko": "처음 화면으로", "en": "Back to the start"},
+    "error_400": {"ko": "요청을 처리할 수 없습니다", "en": "The request cannot be handled"},
+    "error_403": {"ko": "볼 권한이 없습니다", "en": "Not allowed"},
+    "error_404": {"ko": "찾을 수 없습니다", "en": "Not found"},
+    "error_405": {"ko": "허용되지 않는 요청입니다", "en": "Method not allowed"},
+    "error_413": {"ko": "요청이 너무 큽니다", "en": "Request too large"},
+    "error_429": {"ko": "요청이 너무 많습니다", "en": "Too many requests"},
+    "error_500": {"ko": "서버에 문제가 생겼습니다", "en": "Something went wrong on the server"},
+    "error_503": {"ko": "잠시 사용할 수 없습니다", "en": "Unavailable for a moment"},
+    "error_hint_400": {"ko": "입력한 값을 확인하고 다시 시도하세요.", "en": "Check what you entered and try again."},
+    "error_hint_403": {"ko": "이 기관이나 권역을 볼 권한이 없습니다. 필요하면 관리자에게 문의하세요.",
+                       "en": "Your account may not see this site or group. Ask an administrator if you need to."},
+    "error_hint_404": {"ko": "주소가 바뀌었거나 지워진 항목입니다.", "en": "The address has changed or the item was deleted."},
+    "error_hint_500": {"ko": "문제가 기록되었습니다. 잠시 뒤에 다시 시도하세요.",
+                       "en": "The problem was logged. Try again in a moment."},
+    "error_hint_503": {"ko": "잠시 뒤에 다시 시도하세요.", "en": "Try again in a moment."},
+    "not_found": {"ko": "그런 항목이 없습니다.", "en": "There is no such item."},
+    "no_such_mark": {"ko": "그런 기준일 표시가 없습니다.", "en": "There is no such mark."},
+    "no_such_alert": {"ko": "그런 알림이 없습니다.", "en": "There is no such alert."},
+    "csrf_refused": {"ko": "양식이 만료되었습니다. 페이지를 새로 고친 뒤 다시 시도하세요.",
+                     "en": "The form has expired (missing or invalid CSRF token). Reload the page and try again."},
+    "login_csrf_refused": {"ko": "로그인 양식이 만료되었습니다. 로그인 페이지를 새로 고치세요.",
+                           "en": "The login form has expired (invalid or missing CSRF token); reload the login page."},
+    "bad_date": {"ko": "{name}: 날짜를 YYYY-MM-DD 형식으로 입력하세요.", "en": "{name} must be a date YYYY-MM-DD."},
+    "date_out_of_range": {"ko": "{name}: 날짜는 {first}부터 {last}까지입니다.",
+                          "en": "{name} must be between {first} and {last}."},
+    "bad_range": {"ko": "시작일이 종료일보다 늦거나, 기간이 10년을 넘습니다.",
+                  "en": "from must not be after to, nor ten years before it."},
+    "bad_site": {"ko": "기관 식별자가 올바르지 않습니다.", "en": "site is not a site identifier."},
+    "bad_group": {"ko": "그런 권역이 없습니다.", "en": "There is no such group."},
+    "site_not_in_group": {"ko": "고른 기관이 고른 권역에 속하지 않습니다.", "en": "The site is not in the group."},
+    "bad_terminal": {"ko": "단말기 식별자가 올바르지 않습니다.", "en": "terminal is not a terminal identifier."},
+    "terminal_needs_site": {"ko": "단말기를 고를 때는 기관도 고르세요(여러 기관에 같은 이름의 단말기가 있을 수 있습니다).",
+                            "en": "Choose the site with the terminal (several sites may have a terminal of that name)."},
+    "terminal_not_in_site": {"ko": "고른 단말기가 고른 기관에 속하지 않습니다.", "en": "The terminal is not at the site."},
+    "bad_suspect": {"ko": "의심 평가는 다음 중 하나입니다: {choices}", "en": "suspect must be one of: {choices}"},
+    "bad_cell": {"ko": "칸 안의 숫자는 만족도 지수나 건수입니다.", "en": "cell must be index or count."},
+    "bad_days": {"ko": "전후 비교 기간은 1일부터 {most}일까지의 정수입니다.",
+                 "en": "days must be a whole number of days from 1 to {most}."},
+    "mark_day_out_of_range": {"ko": "기준일은 {first}부터 {last}까지입니다.",
+                              "en": "a mark's day must be between {first} and {last}."},
+    "mark_needs_note": {"ko": "기준일 표시에는 메모가 필요합니다.", "en": "A mark needs a note."},
+    "mark_needs_site": {"ko": "기관별 권한 사용자는 자기 기관에만 표시할 수 있습니다.",
+                        "en": "A site-scoped user marks one of their sites."},
+    "report_needs_site": {"ko": "보고서는 한 기관이나 한 권역에 대해 만듭니다. 기관이나 권역을 고르세요.",
+                          "en": "A report is of one site or one group: choose a site or a group."},
+    "bad_month": {"ko": "월을 YYYY-MM 형식으로 입력하세요.", "en": "month must be YYYY-MM."},
+    "month_out_of_range": {"ko": "월은 {first}부터 {last}까지입니다.", "en": "month must be between {first} and {last}."},
+    "store_down": {"ko": "데이터베이스를 지금 읽을 수 없습니다. 잠시 뒤에 다시 시도하세요.",
+                   "en": "The database cannot be read just now. Try again in a moment."},
+    "bad_form": {"ko": "양식의 값이 올바르지 않습니다.", "en": "The form's values are not valid."},
 }
 
 
 #: Labels of the suspect filter's choices. The codes ratings carry (reasons, age
 #: groups, ...) take their labels from the kiosk's catalogue: server/labels.py.
 SUSPECT_LABELS: dict[str, dict[str, str]] = {
-    "exclude": {"ko": "제외", "en": "Exclude"},
+    "exclude": {"ko": "제외 (기본)", "en": "Exclude (default)"},
     "include": {"ko": "포함", "en": "Include"},
     "only": {"ko": "의심만", "en": "Only suspect"},
 }
@@ -123,6 +258,34 @@ def code_label(code: str, lang: str) -> str:
         return entry.get(lang) or entry["ko"]
     field = "age_group" if code in AGE_GROUPS else "reason"
     return Labels(lang).code(field, code)
+
+
+#: What each alert kind's stored message carries, read back as parameters for the reader's sentence.
+_ALERT_PARAMS = {
+    "offline": re.compile(r" for (?P<minutes>\d+) min"),
+    "backlog": re.compile(r"backlog (?P<backlog>\d+)"),
+    "low_scores": re.compile(r"(?P<count>\d+) scores <= (?P<max>\d+) in the last (?P<minutes>\d+) min"),
+    "suspect": re.compile(r"(?P<count>\d+) ratings at machine pace"),
+    "clock": re.compile(r""),
+}
+
+
+def alert_kind(kind: str, lang: str) -> str:
+    """An alert kind's name; a kind this version does not know shows as it is."""
+    return t(f"alert_{kind}", lang) if f"alert_{kind}" in TEXT else kind
+
+
+def alert_text(kind: str, message: str, lang: str) -> str:
+    """An alert's sentence in *lang*, from its kind and the figures its stored message carries
+    (server/alerts.py writes one English message per condition); an unknown kind keeps its message."""
+    pattern = _ALERT_PARAMS.get(kind)
+    if pattern is None:
+        return message
+    found = pattern.search(message or "")
+    if found is None:
+        return t(f"alert_text_{kind}_plain", lang) if f"alert_text_{kind}_plain" in TEXT else t(
+            f"alert_text_{kind}", lang)
+    return t(f"alert_text_{kind}", lang).format(**found.groupdict())
 
 
 def t(key: str, lang: str) -> str:

@@ -12,6 +12,8 @@ import requests
 from kiosk.config import load_config as load_kiosk_config
 from kiosk.outbox import Outbox
 from kiosk.uplink import Uplink
+from server import provision
+from server.process import stop_process
 from tests.broker import free_port, wait_for_port
 from tests.server_process import TOKEN
 from tests.waiting import wait_for
@@ -73,6 +75,14 @@ class Server:
         self.start()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+        stop_process(self.process, timeout=30)
+
+
+def provision_server(broker, etc: Path, db: Path) -> tuple[provision.Account, Path]:
+    """`provision --service onetap-server` against an InstalledMosquitto; its server.toml
+    (in *etc*) given the database *db*."""
+    account = provision.provision_service("onetap-server", broker.passwd, broker.acl, etc,
+                                          broker=f"mqtt://127.0.0.1:{broker.plain_port}")
+    config = etc / "server.toml"
+    config.write_text(config.read_text() + f'db = "{db}"\n')
+    return account, config

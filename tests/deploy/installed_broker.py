@@ -18,7 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.broker import free_port, wait_for_port
+from server.broker import BrokerError, free_port, launch_mosquitto
+from server.process import stop_process
 from tests.pki import Pki
 
 DEPLOY_MOSQUITTO = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
@@ -89,16 +90,10 @@ class InstalledMosquitto:
         return re.sub(r"^listener 8883\b", f"listener {self.tls_port}", text, flags=re.M)
 
     def start(self) -> "InstalledMosquitto":
-        self.process = subprocess.Popen(["mosquitto", "-c", str(self.conf)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait_for_port(self.plain_port)
-            wait_for_port(self.tls_port)
-        except TimeoutError:
-            self.process.kill()
-            _, err = self.process.communicate()
-            raise RuntimeError(f"mosquitto did not start (exit {self.process.returncode}): "
-                               f"{err.decode(errors='replace')}{self.read_log()}") from None
+            self.process = launch_mosquitto(self.conf, [self.plain_port, self.tls_port])
+        except BrokerError as exc:
+            raise RuntimeError(f"{exc}{self.read_log()}") from None
         return self
 
     def read_log(self) -> str:
@@ -112,13 +107,7 @@ class InstalledMosquitto:
         os.kill(self.process.pid, signal.SIGHUP)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def cleanup(self) -> None:

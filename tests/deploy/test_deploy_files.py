@@ -227,3 +227,21 @@ def test_the_server_unit_leaves_db_and_listen_to_server_toml():
     default = ServerConfig().db
     assert default.is_absolute() and str(default) == "/var/lib/onetap/onetap.db"
     assert f"ReadWritePaths={default.parent}" in unit
+
+
+def test_setup_sh_takes_the_ntp_servers_from_kiosk_toml_unless_ntp_is_given(tmp_path):
+    setup = DEPLOY / "pi" / "setup.sh"
+    kiosk_toml = tmp_path / "kiosk.toml"
+    kiosk_toml.write_text('site = "s"\nntp = ["ntp1.gov.example", "10.0.0.5"]\n')
+
+    def show(*argv):
+        return subprocess.run(["bash", str(setup), "--config", str(kiosk_toml), "--show-ntp", *argv],
+                              capture_output=True, text=True)
+
+    assert show().stdout == "[Time]\nNTP=ntp1.gov.example 10.0.0.5\n"
+    assert show("--ntp", "time.example").stdout == "[Time]\nNTP=time.example\n"
+    kiosk_toml.write_text('site = "s"\n')
+    assert show().stdout.startswith("# no NTP servers")
+    kiosk_toml.write_text('ntp = ["ntp.example;reboot"]\n')
+    refused = show()
+    assert refused.returncode == 1 and "kiosk.toml: ntp" in refused.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from kiosk.outbox import Outbox
 from server import provision
-from tests.deploy.facility import Kiosk, Server
+from tests.deploy.facility import Kiosk, Server, provision_server
 from tests.deploy.installed_broker import InstalledMosquitto
 
 SITE, TERMINAL = "gangnam-office", "counter-04"
@@ -22,10 +22,7 @@ def test_a_replacement_carries_the_old_outbox_and_continues_its_seq(pki, tmp_pat
     broker = InstalledMosquitto(pki)
     db = tmp_path / "onetap.db"
     try:
-        provision.provision_service("onetap-server", broker.passwd, broker.acl, tmp_path / "etc",
-                                    broker=f"mqtt://127.0.0.1:{broker.plain_port}")
-        config = tmp_path / "etc" / "server.toml"
-        config.write_text(config.read_text() + f'db = "{db}"\n')
+        _, config = provision_server(broker, tmp_path / "etc", db)
         url = f"mqtt://127.0.0.1:{broker.plain_port}"
         old_card = provision.provision_terminal(SITE, TERMINAL, url, broker.passwd, broker.acl,
                                                 tmp_path / "old-card")

@@ -10,7 +10,7 @@ import tomllib
 import pytest
 
 from server import provision
-from tests.deploy.facility import BIN, Kiosk, Server
+from tests.deploy.facility import BIN, Kiosk, Server, provision_server
 from tests.deploy.installed_broker import InstalledMosquitto, login
 
 SITE, TERMINAL = "gangnam-office", "counter-04"
@@ -24,10 +24,7 @@ def test_rotating_the_server_password_loses_and_doubles_nothing(pki, tmp_path):
     etc_onetap = tmp_path / "etc-onetap"
     db = tmp_path / "onetap.db"
     try:
-        first = provision.provision_service("onetap-server", broker.passwd, broker.acl, etc_onetap,
-                                            broker=f"mqtt://127.0.0.1:{broker.plain_port}")
-        config = etc_onetap / "server.toml"
-        config.write_text(config.read_text() + f'db = "{db}"\n')
+        first, config = provision_server(broker, etc_onetap, db)
         terminal = provision.provision_terminal(SITE, TERMINAL, f"mqtt://127.0.0.1:{broker.plain_port}",
                                                 broker.passwd, broker.acl, tmp_path / "kiosk")
         broker.start()

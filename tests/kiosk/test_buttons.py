@@ -144,3 +144,30 @@ def test_a_failing_handler_does_not_break_the_button(factory):
     finally:
         buttons.close()
     assert calls == [1, 1]
+
+
+def test_keypad_buttons_move_the_focus_and_choose_into_the_outbox(factory, tmp_path):
+    """GPIO ◀ ▶ 선택 (no score buttons at all): a rating chosen by focus, stored with input "keypad"."""
+    clock = FakeClock()
+    outbox = Outbox.open(tmp_path / "outbox.db")
+    terminal = Terminal(Flow(Settings(guard_s=0.0), now=clock()), outbox, monotonic=clock)
+    cfg = ButtonsConfig(left=17, right=27, select=22)
+    assert cfg.key_map == {17: "left", 27: "right", 22: "select"}
+    buttons = Buttons.from_config(cfg, lambda score: terminal.press(score, "button"),
+                                  on_key=terminal.key, pin_factory=factory, monotonic=clock)
+    try:
+        for pin in (22, 27, 27, 27, 17, 22):  # wake, ▶▶▶ to 4, ◀ to 3, 선택
+            clock.now += 0.2
+            factory.pin(pin).drive_low()
+            factory.pin(pin).drive_high()
+    finally:
+        buttons.close()
+    rating = terminal.last_rating
+    assert rating is not None and (rating.score, rating.input) == (3, "keypad")
+
+
+def test_a_keypad_pin_may_not_share_a_score_pin():
+    from kiosk.config import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="used twice"):
+        ButtonsConfig(pins=(5, 6, 13, 19, 26), select=26)

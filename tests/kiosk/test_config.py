@@ -132,7 +132,7 @@ def test_bad_environment_value_names_the_variable():
 
 
 def test_bad_flag_names_the_command_line():
-    with pytest.raises(ConfigError, match="command line: terminal"):
+    with pytest.raises(ConfigError, match="--terminal: terminal = 'Counter 1' is not an identifier"):
         load_config(env={}, overrides={"terminal": "Counter 1"})
     with pytest.raises(ConfigError, match="unknown key colour"):
         load_config(env={}, overrides={"colour": "red"})
@@ -226,3 +226,13 @@ def test_audit_section_key_file_and_chain_seed(tmp_path):
     assert cfg.audit.key_file is None and cfg.chain_seed == protocol.default_chain_seed("s", "t")
     with pytest.raises(ConfigError, match="chain_seed"):
         load_config(write(tmp_path, '[audit]\nchain_seed = "abc"\n'), env={})
+
+
+def test_ntp_servers_are_a_list_of_host_names(tmp_path):
+    path = tmp_path / "kiosk.toml"
+    path.write_text('ntp = ["ntp1.gov.example", "10.0.0.5", "fd00::1"]\n')
+    assert load_config(path, env={}).ntp == ("ntp1.gov.example", "10.0.0.5", "fd00::1")
+    assert load_config(None, env={"ONETAP_NTP": "a.example,b.example"}).ntp == ("a.example", "b.example")
+    path.write_text('ntp = ["ntp.example; reboot"]\n')
+    with pytest.raises(ConfigError, match=r"kiosk.toml.*ntp.*not a host name"):
+        load_config(path, env={})

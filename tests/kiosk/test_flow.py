@@ -313,3 +313,99 @@ def test_a_zero_guard_takes_input_at_once():
     flow = Flow(settings(guard_s=0.0), now=0.0)
     tap(flow, 1, 0.0)
     assert flow.answer("reason", "other", 0.0) == [Annotate("r1", "reason", "other"), Release("r1")]
+
+
+def test_the_staff_screen_opens_with_the_pin_a_hash_stands_for():
+    from kiosk.protocol import hash_pin
+
+    flow = Flow(settings(pin=hash_pin("135790", iterations=1000)), now=0.0)
+    flow.open_pin(1.0)
+    for digit in "135791":
+        flow.pin_digit(digit, 2.0)
+    assert not flow.pin_submit(2.0) and flow.screen == Screen.PIN
+    for digit in "135790":
+        flow.pin_digit(digit, 2.5)
+    assert flow.pin_submit(2.5) and flow.screen == Screen.MAINTENANCE
+
+
+# -- keypad, display modes, enough time, staff call ----------------------------------
+
+from kiosk.flow import BACK, LEFT, OTHER, RIGHT, SELECT  # noqa: E402
+
+
+def test_the_first_key_only_starts_keypad_and_voice_then_focus_starts_on_face_one():
+    flow = Flow(settings(reason_threshold=0, guard_s=0.0), now=0.0)
+    assert flow.key(SELECT, 1.0) == []  # not a rating of 1: the citizen has heard nothing yet
+    assert flow.keypad and flow.voice and flow.focus == 0 and flow.screen == Screen.RATING
+    (record,) = flow.key(SELECT, 2.0)
+    assert record == Record(1, "ko", "keypad")
+
+
+def test_arrows_move_the_focus_without_wrapping():
+    flow = Flow(settings(reason_threshold=0, guard_s=0.0), now=0.0)
+    flow.key(OTHER, 1.0)
+    flow.key(LEFT, 1.1)
+    assert flow.focus == 0  # no wrap to 5 at the left end
+    for step in range(6):
+        flow.key(RIGHT, 1.2 + step / 10)
+    assert flow.focus == 4  # stops at 매우 만족
+    flow.key(LEFT, 2.0)
+    (record,) = flow.key(SELECT, 2.1)
+    assert record.score == 4 and record.input == "keypad"
+
+
+def test_keypad_answers_and_skips_follow_ups_and_voice_doubles_their_time():
+    flow = Flow(settings(age_group=True, guard_s=0.0, followup_timeout_s=10.0), now=0.0)
+    flow.key(OTHER, 1.0)
+    (record,) = flow.key(SELECT, 1.0)
+    flow.recorded("k1", 1.0)
+    assert flow.view == "reason" and flow.focus == 0 and flow.deadline == 21.0
+    flow.key(RIGHT, 2.0)
+    assert flow.deadline == 22.0  # a key gives the full time again
+    assert flow.key(SELECT, 2.0) == [Annotate("k1", "reason", protocol.DEFAULT_REASONS[1])]
+    assert flow.view == "age_group" and flow.focus == 0
+    assert flow.key(BACK, 3.0) == [Release("k1")] and flow.screen == Screen.THANKS
+    # The visit ends: keypad, voice and focus are the next citizen's again.
+    flow.tick(flow.deadline)
+    assert flow.screen == Screen.RATING and not flow.keypad and not flow.voice
+
+
+def test_display_modes_last_the_visit_and_reset_to_the_staff_default():
+    flow = Flow(settings(reason_threshold=0, modes=frozenset({"contrast"})), now=0.0)
+    assert flow.modes == {"contrast"}
+    flow.set_mode("large", True, 1.0)
+    flow.set_mode("contrast", False, 1.0)
+    flow.set_mode("bogus", True, 1.0)
+    assert flow.modes == {"large"}
+    tap(flow, 3, 2.0)
+    assert flow.modes == {"large"}  # through the thank-you
+    flow.tick(flow.deadline)
+    assert flow.screen == Screen.RATING and flow.modes == {"contrast"}
+
+
+def test_a_touch_extends_a_follow_up_and_its_timeout_is_flagged_for_announcement():
+    flow = Flow(settings(followup_timeout_s=10.0), now=0.0)
+    tap(flow, 1, 1.0)
+    flow.more_time(9.0)
+    assert flow.tick(11.0) == [] and flow.view == "reason"
+    assert flow.tick(19.0) == [Release("r1")] and flow.screen == Screen.THANKS and flow.timed_out
+
+
+def test_a_staff_call_is_raised_until_staff_come_or_it_expires():
+    flow = Flow(settings(help_s=100.0), now=0.0)
+    flow.call_help(1.0)
+    assert flow.help_requested(50.0) and not flow.help_requested(101.0)
+    flow.call_help(102.0)
+    flow.open_pin(103.0)
+    assert not flow.help_requested(104.0)
+
+
+def test_hold_keeps_a_timed_screen_while_it_is_spoken_but_never_the_rating_screen():
+    flow = Flow(settings(reason_threshold=0, thank_you_s=2.0), now=0.0)
+    flow.hold(50.0)
+    assert flow.deadline is None
+    tap(flow, 5, 1.0)
+    flow.hold(4.0)
+    assert flow.tick(3.5) == [] and flow.screen == Screen.THANKS
+    flow.tick(4.0)
+    assert flow.screen == Screen.RATING

@@ -230,7 +230,7 @@ def test_timestamps_keep_offset_and_accept_z_and_nanoseconds():
         protocol.format_timestamp(datetime(2026, 1, 1))
 
 
-# -- the sanitising boundary (issue 9) -------------------------------------------
+# -- the sanitising boundary ---------------------------------------------------
 
 RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
 
@@ -448,3 +448,60 @@ def test_seed_depends_on_site_terminal_and_key():
              protocol.default_chain_seed("s2", "t"), protocol.default_chain_seed("s", "t", b"k" * 32)}
     assert len(seeds) == 4 and all(protocol.is_chain(s) for s in seeds)
     assert protocol.default_chain_seed("s", "t") == protocol.default_chain_seed("s", "t")
+
+
+def test_readable_rating_ids_of_a_broken_batch():
+    rating_id = str(uuid.uuid4())
+    payload = json.dumps({"v": 9, "ratings": [{"id": rating_id, "score": 99}, {"id": "nope"}, 5,
+                                              {"id": rating_id}]}).encode()
+    assert protocol.readable_rating_ids(payload) == [rating_id]
+    assert protocol.readable_rating_ids(b"[]") == [] and protocol.readable_rating_ids(b"\xff") == []
+    assert protocol.readable_rating_ids(b'{"ratings": {"id": "x"}}') == []
+
+
+def test_site_alerts_round_trip_and_rejections():
+    alert = {"pk": 3, "site": "gangnam", "terminal": "c1", "kind": "clock", "message": "시계",
+             "raised_at": "2026-11-27T10:30:00.000+09:00", "cleared_at": None, "acked_at": None,
+             "acked_by": None}
+    stored_row = {**alert, "internal_column": 1}  # a store row: only the protocol's fields travel
+    message = protocol.SiteAlerts("gangnam", (stored_row,))
+    decoded = protocol.SiteAlerts.decode(message.encode())
+    assert decoded == protocol.SiteAlerts("gangnam", (alert,))
+    assert protocol.SiteAlerts.decode(protocol.SiteAlerts("gangnam").encode()).alerts == ()
+    bad = {
+        b'{"v":1,"site":"gangnam"}': "alerts",
+        b'{"v":2,"site":"gangnam","alerts":[]}': "v",
+        b'{"v":1,"site":"Gangnam","alerts":[]}': "site",
+        b'{"v":1,"site":"gangnam","alerts":[],"extra":1}': "extra",
+        b'{"v":1,"site":"gangnam","alerts":[1]}': "alerts[0]",
+        json.dumps({"v": 1, "site": "gangnam", "alerts": [{**alert, "site": "other"}]}).encode(): "alerts[0].site",
+        json.dumps({"v": 1, "site": "gangnam", "alerts": [{**alert, "x": 1}]}).encode(): "alerts[0].x",
+        json.dumps({"v": 1, "site": "gangnam", "alerts": [{**alert, "kind": None}]}).encode(): "alerts[0]",
+    }
+    for payload, field in bad.items():
+        with pytest.raises(ProtocolError) as error:
+            protocol.SiteAlerts.decode(payload)
+        assert error.value.field == field, payload
+
+
+def test_is_open_on_parsed_hours():
+    hours = protocol.parse_hours("hours", ["mon-fri 09:00-12:00 13:00-18:00"])
+    thursday = datetime(2026, 11, 26, 9, 0)
+    assert protocol.is_open(thursday, hours)
+    assert not protocol.is_open(thursday.replace(hour=12, minute=30), hours)
+    assert not protocol.is_open(thursday.replace(hour=18), hours)
+    assert not protocol.is_open(thursday + timedelta(days=2), hours)  # Saturday
+    assert protocol.is_open(thursday.replace(hour=3), ())  # no hours: always open
+
+
+def test_a_hashed_maintenance_pin_accepts_its_pin_only_and_a_plain_one_still_works():
+    from kiosk.protocol import hash_pin, is_pin_setting, pin_matches
+
+    stored = hash_pin("482913", iterations=1000)
+    assert stored.startswith("pbkdf2_sha256$1000$") and "482913" not in stored
+    assert is_pin_setting(stored) and pin_matches("482913", stored)
+    assert not pin_matches("482914", stored) and not pin_matches("", stored)
+    assert hash_pin("482913", iterations=1000) != stored  # salted
+    assert is_pin_setting("2468") and pin_matches("2468", "2468") and not pin_matches("2469", "2468")
+    for bad in ("12", "abcd", "pbkdf2_sha256$1000$zz$00", stored + "0"):
+        assert not is_pin_setting(bad)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -10,6 +9,7 @@ from kiosk.config import load_config
 from kiosk.outbox import Outbox
 from kiosk.uplink import Uplink
 from tests.broker import Mosquitto, free_port
+from tests.waiting import within
 
 
 @pytest.fixture
@@ -32,19 +32,10 @@ def uplink_for(tmp_path, broker_url: str, ca_file) -> Uplink:
     return Uplink.from_config(cfg, outbox_factory=lambda: Outbox.open(cfg.outbox_path))
 
 
-def connects_within(uplink: Uplink, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if uplink.connected:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_verified_tls_connection(tmp_path, tls_broker, pki):
     uplink = uplink_for(tmp_path, f"mqtts://localhost:{tls_broker.tls_port}", pki.ca).start()
     try:
-        assert connects_within(uplink, 15)
+        assert within(lambda: uplink.connected, 15)
     finally:
         uplink.stop()
 
@@ -57,6 +48,6 @@ def test_unverifiable_broker_is_refused(tmp_path, tls_broker, pki, host, which_c
     try:
         # The same broker accepts a verified client at once (test above); here
         # the handshake fails every time, so in a few seconds it never connects.
-        assert not connects_within(uplink, 4)
+        assert not within(lambda: uplink.connected, 4)
     finally:
         uplink.stop()

@@ -88,3 +88,23 @@ def test_parse_by():
                          ("day;drop", "unknown")):
         with pytest.raises(ValueError, match=message):
             parse_by(bad)
+
+
+def test_regroup_sums_sites_into_every_group_holding_them_and_keeps_the_rest_apart():
+    from server.aggregate import regroup, store_keys
+
+    assert store_keys(("day", "group")) == ("day", "site") and store_keys(("group", "site")) == ("site",)
+    rows = [(("a",), {5: 2}), (("b",), {1: 1}), (("c",), {3: 4})]
+    out = dict(regroup(rows, ("group",), {"g1": ("a", "b"), "g2": ("b",)}))
+    assert out[("g1",)][5] == 2 and out[("g1",)][1] == 1
+    assert out[("g2",)] == {1: 1, 2: 0, 3: 0, 4: 0, 5: 0}
+    assert out[(None,)][3] == 4  # a site in no group is not lost
+
+
+def test_group_is_a_by_key_for_the_api_and_pull_but_not_a_stored_column():
+    from server.aggregate import AGGREGATE_KEYS, merge_rows, parse_by
+
+    assert parse_by("group,day") == ("group", "day") and "group" not in AGGREGATE_KEYS
+    merged = merge_rows([[{"group": "south", "count": 1, "distribution": {"5": 1}}],
+                         [{"group": "south", "count": 2, "distribution": {"1": 2}}]], ("group",))
+    assert merged == [{"group": "south", "count": 3, "distribution": {"1": 2, "2": 0, "3": 0, "4": 0, "5": 1}}]

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from kiosk.protocol import Rating, Status, format_timestamp
+from kiosk.protocol import Rating, SiteAlerts, Status, format_timestamp
 from server.alerts import AlertEngine, AlertRunner, detect_suspects, evaluate, is_open, terminal_state
 from server.config import AlertsConfig, ServerConfig
 from server.store import Filters, SQLiteStore
@@ -62,6 +62,21 @@ def test_rules():
     # Closed: an offline terminal is no alarm.
     evening = NOW.replace(hour=20)
     assert ("off", "offline") not in {(c.terminal, c.kind) for c in evaluate(evening, terminals, [], RULES, KST)}
+
+
+def test_a_kiosk_staff_call_raises_a_help_alert_even_after_hours():
+    """The kiosk's help_requested status flag (its staff-call control) is an alert on the board."""
+    calling = {"site": "s", "terminal": "k1", "state": "online", "updated_at": ts(NOW), "help_requested": True}
+    quiet = {**calling, "terminal": "k2", "help_requested": False}
+    for moment in (NOW, NOW.replace(hour=20)):
+        conditions = evaluate(moment, [calling, quiet], [], RULES, KST)
+        assert [(c.terminal, c.kind) for c in conditions] == [("k1", "help")]
+    # The flag validates as part of a status; a non-boolean is refused.
+    assert Status.decode(b'{"v":1,"state":"online","at":"2026-11-27T11:00:00+09:00","backlog":0,"seq":1,'
+                         b'"help_requested":true}').fields["help_requested"] is True
+    with pytest.raises(ValueError):
+        Status.decode(b'{"v":1,"state":"online","at":"2026-11-27T11:00:00+09:00","backlog":0,"seq":1,'
+                      b'"help_requested":"yes"}')
 
 
 def test_detect_suspects_on_crafted_bursts():
@@ -136,8 +151,7 @@ def test_engine_raises_delivers_and_clears(store):
     published = []
     try:
         engine = AlertEngine(store, config(webhook_url=receiver.url, webhook_retries=3),
-                             publish=lambda t, p: published.append((t, json.loads(p))),
-                             sleep=lambda s: None)
+                             publish=lambda t, p: published.append((t, vars(SiteAlerts.decode(p)))))
         store.update_status("gangnam", "c1", Status("online", {"clock_synced": False}),
                             NOW - timedelta(seconds=30))
         changes = engine.run_once(NOW)
@@ -152,7 +166,7 @@ def test_engine_raises_delivers_and_clears(store):
         changes = engine.run_once(NOW + timedelta(minutes=1))
         assert [a["kind"] for a in changes["cleared"]] == ["clock"]
         assert receiver.bodies[-1]["event"] == "cleared"
-        assert published[-1][1]["alerts"] == []  # the retained list is empty again
+        assert published[-1][1]["alerts"] == ()  # the retained list is empty again
         assert store.open_alerts() == []
     finally:
         receiver.close()
@@ -160,7 +174,7 @@ def test_engine_raises_delivers_and_clears(store):
 
 def test_webhook_down_does_not_stop_evaluation(store):
     engine = AlertEngine(store, config(webhook_url="http://127.0.0.1:9/none", webhook_retries=1,
-                                       webhook_timeout_s=1), sleep=lambda s: None)
+                                       webhook_timeout_s=1))
     store.update_status("s", "c1", Status("online", {"clock_synced": False}), NOW)
     assert len(engine.run_once(NOW)["raised"]) == 1
     assert len(store.open_alerts()) == 1  # still shown on the dashboard

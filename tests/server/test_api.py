@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from kiosk.protocol import Rating, Status
 from server.aggregate import AGGREGATE_KEYS
@@ -248,6 +249,16 @@ def test_metrics(client):
     assert "# TYPE onetap_ingest_messages_total counter" in text
     assert "onetap_ingest_quarantine_dropped_total 2" in text
     assert "onetap_ingest_retained_refused_total 0" in text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("onetap_ratings_stored", ())] == 6
+    assert samples[("onetap_ingest_ratings_total", (("result", "accepted"),))] == 7
+    assert samples[("onetap_ingest_quarantine_dropped_total", ())] == 2
+    assert {name for name, _ in samples} >= {
+        "onetap_site_ratings_today", "onetap_site_terminals", "onetap_quarantine_stored", "onetap_terminals",
+        "onetap_broker_connected", "onetap_ingest_messages_total", "onetap_ingest_batches_total",
+        "onetap_ingest_quarantined_total", "onetap_ingest_statuses_total", "onetap_ingest_acks_total",
+        "onetap_ingest_store_errors_total", "onetap_ingest_queue_depth"}
 
 
 def test_openapi_describes_the_endpoints(client):
@@ -276,3 +287,50 @@ def test_broken_database_is_503_not_500(backend):
         assert client.get("/api/v1/summary", headers=AUTH).status_code == 503
         health = client.get("/healthz")
         assert health.status_code == 503 and health.json()["db"] == "error"
+
+
+@pytest.fixture
+def grouped(db_path, backend):
+    from server.config import GroupConfig, TokenConfig
+    from server.auth import token_hash
+
+    store = backend.open()
+    store.raise_alert("s1", "t1", "clock", "s1/t1 clock not synchronised (NTP)", NOW)
+    store.raise_alert("s2", "t1", "offline", "s2/t1 offline for 40 min during opening hours", NOW)
+    store.raise_alert("s2", "t1", "backlog", "s2/t1 backlog 3 not draining", datetime(2026, 11, 20, 3, tzinfo=timezone.utc))
+    store.close()
+    config = ServerConfig(db=db_path, api_token=TOKEN,
+                          groups={"north": GroupConfig(("s1", "s2"), "북부"), "one": GroupConfig(("s1",))},
+                          tokens={"s2only": TokenConfig(token_hash("s2-token-long-enough"), frozenset({"s2"}))})
+    app = create_app(backend.open, config, FakeLinkState(), now=lambda: NOW)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_alerts_endpoint_is_scoped_and_ranged(grouped):
+    today = grouped.get("/api/v1/alerts", headers=AUTH).json()
+    assert today["from"] == today["to"] == "2026-11-27"
+    assert sorted(a["kind"] for a in today["alerts"]) == ["clock", "offline"]
+    week = grouped.get("/api/v1/alerts?from=2026-11-20&to=2026-11-27&site=s2", headers=AUTH).json()
+    assert sorted(a["kind"] for a in week["alerts"]) == ["backlog", "offline"]
+    scoped = {"Authorization": "Bearer s2-token-long-enough"}
+    assert {a["site"] for a in grouped.get("/api/v1/alerts", headers=scoped).json()["alerts"]} == {"s2"}
+    assert grouped.get("/api/v1/alerts?site=s1", headers=scoped).status_code == 403
+    assert grouped.get("/api/v1/alerts").status_code == 401
+    assert grouped.get("/api/v1/alerts?from=2026-11-28&to=2026-11-27", headers=AUTH).status_code == 400
+    assert grouped.get("/api/v1/alerts?group=one", headers=AUTH).json()["alerts"][0]["site"] == "s1"
+
+
+def test_aggregates_by_group_sum_each_site_into_its_groups(grouped):
+    rows = grouped.get("/api/v1/aggregates?by=group&from=2026-11-26&to=2026-11-27", headers=AUTH).json()["rows"]
+    counts = {row["group"]: row["count"] for row in rows}
+    assert counts == {"north": 6, "one": 4}
+    rows = grouped.get("/api/v1/aggregates?by=group,site&from=2026-11-26&to=2026-11-27", headers=AUTH).json()["rows"]
+    assert {(r["group"], r["site"]): r["count"] for r in rows} == {("north", "s1"): 4, ("north", "s2"): 2,
+                                                                   ("one", "s1"): 4}
+    scoped = {"Authorization": "Bearer s2-token-long-enough"}
+    rows = grouped.get("/api/v1/aggregates?by=group&from=2026-11-26&to=2026-11-27", headers=scoped).json()["rows"]
+    assert {row["group"]: row["count"] for row in rows} == {"north": 2}
+    assert grouped.get("/api/v1/summary?group=one", headers=scoped).status_code == 403
+    assert grouped.get("/api/v1/summary?group=nope", headers=AUTH).status_code == 400
+    assert grouped.get("/api/v1/summary?group=one", headers=AUTH).json()["count"] == 4

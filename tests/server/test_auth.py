@@ -19,19 +19,25 @@ NOW = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
 S1_TOKEN, ALL_TOKEN = "token-for-s1-only-xxxxxxxx", "legacy-all-sites-token"
 
 
-@pytest.mark.parametrize("method", ["scrypt", "argon2"])
-def test_password_hashes(method):
-    stored = hash_password("비밀 password", method)
+#: A first-release hash (scrypt, N=2**14) of "pw-of-2025", as an old server.toml holds it.
+LEGACY_SCRYPT = "scrypt$16384$8$1$MDEyMzQ1Njc4OWFiY2RlZg$Nk17gJcDtJyMDHUyJUaxlu17UsTzkatr4AH2zwhA5Hw"
+
+
+def test_password_hashes_are_argon2id():
+    stored = hash_password("비밀 password")
+    assert stored.startswith("$argon2id$")
     check_hash_format(stored)
     assert verify_password(stored, "비밀 password")
     assert not verify_password(stored, "비밀 passwore")
-    assert hash_password("x", method) != hash_password("x", method)  # salted
+    assert hash_password("x") != hash_password("x")  # salted
 
 
-@pytest.mark.parametrize("bad", ["plain", "scrypt$3$8$1$AA$AA", "scrypt$x$8$1$AA$AA", "$argon2id$nope"])
+@pytest.mark.parametrize("bad", ["plain", "scrypt$3$8$1$AA$AA", "scrypt$x$8$1$AA$AA", "$argon2id$nope",
+                                 "pbkdf2$1$AA"])
 def test_bad_hash_formats(bad):
     with pytest.raises(ValueError):
         check_hash_format(bad)
+    assert not verify_password(bad, "pw")
 
 
 def test_authenticate_unknown_user_is_false():
@@ -39,6 +45,25 @@ def test_authenticate_unknown_user_is_false():
     assert authenticate(users, "kim", "pw")
     assert not authenticate(users, "kim", "no")
     assert not authenticate(users, "lee", "pw")
+
+
+def test_a_legacy_scrypt_hash_still_logs_in_and_asks_for_a_new_one(caplog):
+    check_hash_format(LEGACY_SCRYPT)  # an old config still loads
+    users = {"kim": type("U", (), {"password_hash": LEGACY_SCRYPT})()}
+    with caplog.at_level("WARNING", logger="server.auth"):
+        assert not authenticate(users, "kim", "wrong")
+        assert caplog.records == []  # a wrong password tells nothing
+        assert authenticate(users, "kim", "pw-of-2025")
+    assert [r.getMessage() for r in caplog.records] == [
+        "user 'kim' still has a scrypt password hash: run `onetap-server user passwd kim` "
+        "to store an argon2id one (scrypt hashes will not be read forever)"]
+
+
+def test_the_hash_command_prints_argon2id(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("a password\n"))
+    assert main(["hash"]) == 0
+    stored = capsys.readouterr().out.strip()
+    assert stored.startswith("$argon2id$") and verify_password(stored, "a password")
 
 
 def test_token_command_prints_a_matching_hash(capsys):
@@ -60,7 +85,7 @@ def test_users_tokens_alerts_config(tmp_path):
 password_hash = "{hash_password('pw')}"
 sites = ["s1"]
 [users.central]
-password_hash = "{hash_password('pw', 'argon2')}"
+password_hash = "{hash_password('pw')}"
 sites = "*"
 [tokens.s1-reader]
 sha256 = "{token_hash(S1_TOKEN)}"
@@ -124,7 +149,7 @@ sites = ["s1"]
 
 
 ENDPOINTS = ["/api/v1/summary", "/api/v1/aggregates?by=site", "/api/v1/terminals",
-             "/api/v1/ratings.csv", "/api/v1/ratings.xlsx"]
+             "/api/v1/ratings.csv", "/api/v1/ratings.xlsx", "/api/v1/alerts"]
 
 
 def test_every_api_path_is_covered_here(client):
@@ -151,7 +176,7 @@ def test_scoped_token_without_site_sees_only_its_sites(client):
     csv_text = client.get("/api/v1/ratings.csv", headers=s1).content.decode("utf-8-sig")
     assert len(csv_text.strip().splitlines()) == 3 and ",s2," not in csv_text
     book = load_workbook(io.BytesIO(client.get("/api/v1/ratings.xlsx", headers=s1).content))
-    assert [row[1] for row in book["raw"].iter_rows(min_row=2, values_only=True)] == ["s1", "s1"]
+    assert [row[1] for row in book["원자료"].iter_rows(min_row=2, values_only=True)] == ["s1", "s1"]
     everyone = {"Authorization": f"Bearer {ALL_TOKEN}"}
     assert client.get("/api/v1/summary", headers=everyone).json()["count"] == 3
 
@@ -307,5 +332,7 @@ def test_a_session_is_refused_after_a_password_or_scope_change(tmp_path):
     fresh = client.cookies.get("onetap_session")
     with TestClient(app, cookies={"onetap_session": fresh}) as same:
         assert same.get("/", follow_redirects=False).status_code == 200
-    with TestClient(app, cookies={"onetap_session": fresh[:-2] + "AA"}) as forged:
+    # Two characters of the tag changed, never to what they were.
+    tampered = fresh[:-2] + ("AA" if fresh[-2:] != "AA" else "BB")
+    with TestClient(app, cookies={"onetap_session": tampered}) as forged:
         assert forged.get("/", follow_redirects=False).status_code == 303

@@ -6,7 +6,7 @@ import pytest
 
 from kiosk.protocol import DEFAULT_REASONS
 from server.__main__ import main
-from server.config import KEYS, ServerConfig, load_config, parse_broker_url, parse_listen
+from server.config import ENV_VARIABLES, ServerConfig, load_config, parse_broker_url, parse_listen
 from server.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "server.example.toml"
@@ -29,9 +29,11 @@ def test_defaults():
 def test_example_file_sets_every_key():
     config = load_config(EXAMPLE, env={})
     text = EXAMPLE.read_text()
-    for name in KEYS:
-        assert f"\n{name} = " in text, name
-        assert KEYS[name].env in text, KEYS[name].env
+    # Top-level keys name their variable beside them (tables: tests/test_onetap_config.py).
+    for dotted, variable in ENV_VARIABLES.items():
+        if "." not in dotted:
+            assert f"\n{dotted} = " in text, dotted
+            assert variable in text, variable
     assert "parking" in config.reasons_for_site("gangnam-office")
     assert config.reasons_for_site("elsewhere") == DEFAULT_REASONS
 
@@ -49,7 +51,7 @@ def test_file_then_environment_then_flags(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ('brokr = "mqtt://x"\n', "unknown key 'brokr'"),
+    ('brokr = "mqtt://x"\n', "unknown key brokr (known in the file: alerts, allow_plain_remote"),
     ('broker = "http://x"\n', "broker"),
     ("session_expiry_s = -1\n", "session_expiry_s"),
     ('timezone = "Mars/Olympus"\n', "timezone"),
@@ -111,13 +113,14 @@ def test_db_may_be_a_postgres_url_and_role_is_checked(tmp_path, capsys):
 
 
 def test_example_documents_every_http_key_and_its_variable(tmp_path):
-    from server.config import HTTP_KEYS, HttpConfig
+    from server.config import HttpConfig
 
     text = EXAMPLE.read_text()
     section = text[text.index("\n[http]\n"):]
-    for name, (_, variable) in HTTP_KEYS.items():
-        assert f"\n{name} = " in section, name
-        assert variable in text, variable
+    for dotted, variable in ENV_VARIABLES.items():
+        if dotted.startswith("http."):
+            assert f"\n{dotted[5:]} = " in section, dotted
+            assert variable in text, variable
     assert load_config(EXAMPLE, env={}).http == HttpConfig()  # the example shows the defaults
     config = load_config(write(tmp_path, "[http]\nlogin_lockout_s = 60\n"),
                          env={"ONETAP_HTTP_MAX_FORM_BYTES": "4096"})
@@ -197,11 +200,12 @@ def test_site_display_names_and_the_institution(tmp_path):
 
 
 def test_mail_and_report_subscriptions(tmp_path):
-    from server.config import MAIL_KEYS
+    from server.config import MailConfig
 
     text = EXAMPLE.read_text()
-    for name in MAIL_KEYS:
-        assert f"\n{name} = " in text.split("[mail]")[1], name
+    for name in MailConfig.__pydantic_fields__:
+        if name != "password":  # from ONETAP_MAIL_PASSWORD only
+            assert f"\n{name} = " in text.split("[mail]")[1], name
     config = load_config(EXAMPLE, env={"ONETAP_MAIL_PASSWORD": "secret"})
     assert config.mail.password == "secret" and config.mail.starttls and config.mail.port == 587
     [(name, schedule)] = config.reports.items()
@@ -219,3 +223,26 @@ def test_mail_and_report_subscriptions(tmp_path):
             load_config(write(tmp_path, mail + "[reports.x]\n" + "\n".join(body.values()) + "\n"), env={})
     with pytest.raises(ConfigError, match="mail.sender is missing"):
         load_config(write(tmp_path, '[mail]\nhost = "smtp.example.go.kr"\n'), env={})
+
+
+def test_groups_and_targets_are_read_checked_and_documented(tmp_path):
+    config = load_config(EXAMPLE, env={})
+    text = EXAMPLE.read_text()
+    # Every key of a [groups.<id>] table and a site's target is shown in the example.
+    from server.config import GroupConfig
+    from dataclasses import fields as dataclass_fields
+
+    for name in (f.name for f in dataclass_fields(GroupConfig)):
+        assert f"\n{name} = " in text[text.index("[groups."):], name
+    assert "\ntarget = " in text[text.index("[sites."):text.index("[groups.")]
+    assert config.groups["gangnam-gu"].sites == ("gangnam-office", "yeoksam-office")
+    assert config.group_name("gangnam-gu") == "강남구 권역" and config.group_name("other") == "other"
+    assert config.target("gangnam-office") == 80 and config.target("yeoksam-office", "gangnam-gu") == 78
+    assert config.target("elsewhere") is None
+    for body, message in (('[groups.North]\nsites = ["a"]\n', "not an identifier"),
+                          ('[groups.north]\nname = "x"\n', "groups.north.sites is missing"),
+                          ('[groups.north]\nsites = ["a"]\ncolour = 1\n', "unknown key groups.north.colour"),
+                          ('[groups.north]\nsites = ["a"]\ntarget = 101\n', "target"),
+                          ("[sites.a]\ntarget = true\n", "sites.a.target")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, body), env={})

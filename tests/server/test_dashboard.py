@@ -3,8 +3,6 @@
 import os
 import random
 import tempfile
-import threading
-import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -18,7 +16,7 @@ from server.api import create_app
 from server.auth import hash_password
 from server.config import AlertsConfig, ServerConfig, UserConfig
 from server.store import SQLiteStore
-from tests.broker import free_port
+from tests.uvicorn_thread import serving
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -69,8 +67,6 @@ def seed(path, now):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
-
     path = tmp_path_factory.mktemp("dash") / "onetap.db"
     now = datetime.now(timezone.utc)
     seed(path, now)
@@ -82,18 +78,8 @@ def server(tmp_path_factory):
     engine_store = SQLiteStore.open(path)
     AlertEngine(engine_store, config).run_once(datetime.now(timezone.utc))
     engine_store.close()
-    port = free_port()
-    app = create_app(lambda: SQLiteStore.open(path), config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(lambda: SQLiteStore.open(path), config)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +142,9 @@ def test_staff_journey(server, browser, tmp_path):
 
     page.click("nav >> text=알림")
     open_alerts = page.inner_text("#open-alerts")
-    assert "offline" in open_alerts and "clock" in open_alerts and "backlog" in open_alerts
+    # Kinds and messages in the reader's language, never the codes.
+    assert "연결 끊김" in open_alerts and "시계 미동기화" in open_alerts and "미전송 누적" in open_alerts
+    assert "시계가 동기화되지 않았습니다" in open_alerts and "clock" not in open_alerts
     page.screenshot(path=str(SHOTS / "dashboard-alerts.png"), full_page=True)
     page.click("#open-alerts button >> nth=0")
     assert "확인함: admin" in page.inner_text("#open-alerts")
@@ -208,3 +196,62 @@ def test_site_user_sees_only_their_site_and_forms_need_csrf(server, browser):
                                                              "site": "gangnam-office"})
     assert response.status == 403
     context.close()
+
+
+PAGES = {"login": "/login", "home": "/", "trends": "/trends", "compare": "/compare", "alerts": "/alerts",
+         "exports": "/exports", "help": "/help", "report": "/report?site=gangnam-office",
+         "error": "/trends?from=2026-13-01"}
+
+
+#: What sticks out past the viewport (for the failure message).
+WIDEST = """() => Array.from(document.querySelectorAll('body *')).filter(
+    e => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.scroll, .chart-wrap'))
+    .slice(0, 8).map(e => e.tagName + '.' + (e.className.baseVal ?? e.className) + ' ' +
+    Math.round(e.getBoundingClientRect().right))"""
+
+
+SMALLEST_CHART_TEXT = """() => { const sizes = Array.from(document.querySelectorAll('svg.chart text')).map(
+    t => parseFloat(getComputedStyle(t).fontSize) * t.ownerSVGElement.getScreenCTM().a);
+    return sizes.length ? Math.min(...sizes) : null; }"""
+
+
+def sideways(page) -> tuple[int, int]:
+    return page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+
+
+def test_every_page_fits_a_phone_at_390_px_and_at_1280(server, browser):
+    """No page scrolls sideways at 390×844 (tables and charts scroll inside their card), the navigation
+    collapses behind a menu button, chart text stays legible; every page is also shot at 1280."""
+    for width, height, suffix in ((390, 844, "-390"), (1280, 900, "")):
+        context = browser.new_context(viewport={"width": width, "height": height}, locale="ko-KR",
+                                      device_scale_factor=2 if width == 390 else 1)
+        page = context.new_page()
+        page.goto(f"{server}/login?lang=ko")
+        assert sideways(page)[0] <= sideways(page)[1]
+        page.screenshot(path=str(SHOTS / f"dashboard-login{suffix}.png"), full_page=True)
+        login(page, server)
+        page.wait_for_selector("#terminals")
+        mark = page.goto(f"{server}/compare").url and page.get_attribute("a.compare-link >> nth=0", "href")
+        for name, path in {**PAGES, "compare": mark}.items():
+            if name == "login":
+                continue
+            page.goto(f"{server}{path}")
+            scroll_width, viewport = sideways(page)
+            assert scroll_width <= viewport, (name, width, scroll_width, page.evaluate(WIDEST))
+            if name != "report":
+                links = page.locator("nav .links")
+                if width == 390:
+                    assert not links.is_visible() and page.locator("#menu-button").is_visible(), name
+                else:
+                    assert links.is_visible() and not page.locator("#menu-button").is_visible(), name
+            # Chart text is drawn at its size times the chart's scale: legible means at least 9.5 px.
+            smallest = page.evaluate(SMALLEST_CHART_TEXT)
+            assert smallest is None or smallest >= 9.5, (name, width, smallest)
+            page.screenshot(path=str(SHOTS / f"dashboard-{name}{suffix}.png"), full_page=True)
+        if width == 390:
+            page.goto(f"{server}/trends")
+            page.click("#menu-button")
+            assert page.locator("nav .links a[href='/alerts']").is_visible()
+            page.click("nav .links a[href='/alerts']")
+            assert page.url.endswith("/alerts")
+        context.close()

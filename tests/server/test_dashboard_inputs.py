@@ -54,7 +54,10 @@ def test_stored_marks_at_the_ends_of_the_calendar_do_not_break_compare(dashboard
 @pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31", "2019-12-31", "2099-01-01"])
 def test_out_of_range_marks_are_refused_at_input(dashboard, day):
     client, csrf, _ = dashboard
-    answer = client.post("/marks", data={"csrf": csrf, "day": day, "note": "x", "site": "s1"},
+    answer = client.post("/marks?lang=ko", data={"csrf": csrf, "day": day, "note": "x", "site": "s1"},
+                         follow_redirects=False)
+    assert answer.status_code == 400 and "기준일은 2020-01-01부터" in answer.text
+    answer = client.post("/marks?lang=en", data={"csrf": csrf, "day": day, "note": "x", "site": "s1"},
                          follow_redirects=False)
     assert answer.status_code == 400 and "between 2020-01-01 and" in answer.text
 
@@ -79,12 +82,12 @@ def test_out_of_range_parameters_are_400(dashboard, query):
     assert answer.status_code in (400, 404), (query, answer.status_code, answer.text[:200])
 
 
-PARAMS = ["from", "to", "site", "suspect", "days", "mark", "month", "lang", "error"]
+PARAMS = ["from", "to", "site", "suspect", "days", "mark", "month", "lang", "error", "group", "terminal", "cell"]
 ROUTES = ["/", "/live", "/trends", "/compare", "/alerts", "/exports", "/export/ratings.csv",
-          "/export/ratings.xlsx", "/report", "/login"]
+          "/export/ratings.xlsx", "/report", "/login", "/help", "/no-such-page"]
 hostile = st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=30), st.integers().map(str),
                     st.sampled_from(["0001-01-01", "9999-12-31", "2026-02-30", "-1", "0", "99999999999999999999",
-                                     "s1", "only", "2026-11"]),
+                                     "s1", "only", "2026-11", "t1", "s1/t1", "s1/", "/t1", "count"]),
     st.dates().map(str))
 
 

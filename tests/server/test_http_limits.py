@@ -10,6 +10,7 @@ import threading
 import pytest
 import requests
 
+from server.process import stop_process
 from tests.broker import free_port, wait_for_port
 
 SERVER = textwrap.dedent("""
@@ -58,8 +59,7 @@ def start(tmp_path):
 
     yield start
     for process in processes:
-        process.terminate()
-        process.wait(10)
+        stop_process(process, timeout=10)
 
 
 def wrong_login(base, name, password="wrong", headers=None):
@@ -110,31 +110,30 @@ def test_a_200_mib_login_post_is_refused_without_being_read(start):
     assert grown < 40, f"peak RSS grew {grown:.0f} MiB"
 
 
-def test_forty_parallel_wrong_logins_hash_two_at_a_time(start):
-    process, base, _ = start(slots=2, wait=60.0)
-    before = status_kib(process.pid, "VmHWM")
+def parallel_wrong_logins(base, count):
+    """*count* wrong logins at once, each as another name; their answers."""
     answers = []
     threads = [threading.Thread(target=lambda i=i: answers.append(wrong_login(base, f"guess-{i}")))
-               for i in range(40)]
+               for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(300)
+    return answers
+
+def test_forty_parallel_wrong_logins_hash_two_at_a_time(start):
+    process, base, _ = start(slots=2, wait=60.0)
+    before = status_kib(process.pid, "VmHWM")
+    answers = parallel_wrong_logins(base, 40)
     assert len(answers) == 40 and all(a.status_code == 303 for a in answers)  # all waited their turn
     grown = (status_kib(process.pid, "VmHWM") - before) / 1024
-    # One scrypt hash holds 32 MiB; forty at once took 1.3 GiB before.
+    # One argon2id hash holds 64 MiB; forty at once would take 2.5 GiB.
     assert grown < 120, f"peak RSS grew {grown:.0f} MiB"
 
 
 def test_logins_beyond_the_wait_get_503_with_retry_after(start):
     _, base, _ = start(slots=1, wait=0.05)
-    answers = []
-    threads = [threading.Thread(target=lambda i=i: answers.append(wrong_login(base, f"guess-{i}")))
-               for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(300)
+    answers = parallel_wrong_logins(base, 12)
     busy = [a for a in answers if a.status_code == 503]
     assert busy and all(a.headers["Retry-After"] == "1" for a in busy)
     assert any(a.status_code == 303 for a in answers)

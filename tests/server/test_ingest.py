@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, topic
 from server.errors import StoreError
-from server.ingest import Ingest, readable_rating_ids
+from server.ingest import Ingest
 from server.store import SQLiteStore
 from tests.backends import execute, tuples
 
@@ -159,12 +159,6 @@ def test_store_failure_raises_and_commits_nothing(store):
         ingest.handle([(RATINGS_T1, batch([rating(seq=2)])), ("bad/topic", b"x")])
     assert tuples(store, "SELECT count(*) FROM ratings") == [(1,)]  # the good batch of the failed call is not kept
     assert ingest.counters.ratings_accepted == 1  # nor counted
-
-
-def test_readable_rating_ids():
-    r = rating()
-    assert readable_rating_ids(json.dumps({"ratings": [r.to_dict(), {"id": "nope"}, 5]}).encode()) == [r.id]
-    assert readable_rating_ids(b"[]") == [] and readable_rating_ids(b"\xff") == []
 
 
 # -- arbitrary input ------------------------------------------------------------

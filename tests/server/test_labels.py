@@ -11,7 +11,7 @@ def test_kiosk_and_server_name_every_code_alike():
     for lang in READER_LANGS:
         labels, kiosk = Labels(lang), catalogs[lang]
         for code in DEFAULT_REASONS:
-            assert labels.code("reason", code) == kiosk.reason(code) == code_label(code, lang)
+            assert labels.code("reason", code) == kiosk.label("reason", code) == code_label(code, lang)
         for code in AGE_GROUPS:
             assert labels.code("age_group", code) == kiosk[f"age.{code}"] == code_label(code, lang)
         for score in SCORES:

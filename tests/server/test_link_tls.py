@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from server.errors import ConfigError
 from server.link import Link
 from server.store import SQLiteStore
 from tests.broker import Mosquitto, free_port
+from tests.waiting import within
 
 
 def _client_cert(pki, name: str) -> tuple:
@@ -53,20 +53,11 @@ def link_for(tmp_path, text: str) -> Link:
     return Link(config, lambda: SQLiteStore.open(config.db)).start()
 
 
-def connects_within(link: Link, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if link.connected:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_verified_tls_connection(tmp_path, tls_broker, pki):
     link = link_for(tmp_path, f'broker = "mqtts://localhost:{tls_broker.tls_port}"\n'
                               f'ca_file = "{pki.ca}"\n')
     try:
-        assert connects_within(link, 30)
+        assert within(lambda: link.connected, 30)
     finally:
         link.stop()
 
@@ -76,7 +67,7 @@ def test_client_certificate(tmp_path, tls_broker, pki):
     link = link_for(tmp_path, f'broker = "mqtts://localhost:{tls_broker.client_cert_port}"\n'
                               f'ca_file = "{pki.ca}"\ncertfile = "{cert}"\nkeyfile = "{key}"\n')
     try:
-        assert connects_within(link, 30)
+        assert within(lambda: link.connected, 30)
     finally:
         link.stop()
 
@@ -93,15 +84,15 @@ def test_unverifiable_broker_is_refused(tmp_path, tls_broker, pki, host, which_c
     try:
         # The same broker accepts a verified client at once (tests above); here
         # every handshake fails, so in a few seconds it never connects.
-        assert not connects_within(link, 4)
+        assert not within(lambda: link.connected, 4)
     finally:
         link.stop()
 
 
 @pytest.mark.parametrize("text, message", [
-    ('broker = "mqtt://broker.example.org:1883"\n', "server.toml: broker 'mqtt://broker.example.org:1883' is plain MQTT"),
+    ('broker = "mqtt://broker.example.org:1883"\n', "server.toml: broker = 'mqtt://broker.example.org:1883' is plain MQTT"),
     ('broker = "mqtt://10.0.0.2"\n', "allow_plain_remote = true"),
-    ('broker = "mqtt://127.0.0.1"\nca_file = "/etc/ca.crt"\n', "server.toml: ca_file is set but"),
+    ('broker = "mqtt://127.0.0.1"\nca_file = "/etc/ca.crt"\n', "server.toml: ca_file = '/etc/ca.crt' is set but"),
     ('broker = "mqtts://b"\ncertfile = "/etc/c.crt"\n', "server.toml: keyfile is missing"),
     ('broker = "mqtts://b"\nkeyfile = "/etc/c.key"\n', "server.toml: certfile is missing"),
 ])

@@ -3,6 +3,7 @@
 import argparse
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.config import load_config
+from kiosk.protocol import is_hashed_pin as is_hashed, pin_matches
 from server import passwd, provision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +90,7 @@ def test_service_account_and_server_toml(tmp_path):
     assert "topic read onetap/v1/+/+/ratings" in acl.read_text()
     assert "topic write onetap/v1/+/+/ack" in acl.read_text()
     # A service is not a terminal.
-    assert provision.read_registry(acl) == set()
+    assert passwd.read_registry(acl) == set()
 
 
 def test_rotation_changes_one_account_and_keeps_every_other_line(tmp_path):
@@ -110,12 +112,12 @@ def test_rotation_changes_one_account_and_keeps_every_other_line(tmp_path):
     assert "admin:$7$101$AAAA$BBBB" in after_pw
     b_line = next(line for line in after_pw if line.startswith("b@"))
     assert passwd.verify_password(b.password, b_line.split(":", 1)[1])
-    assert provision.read_registry(acl) == {(SITE, "a"), (SITE, "b")}
+    assert passwd.read_registry(acl) == {(SITE, "a"), (SITE, "b")}
 
 
 def test_acl_block_replacement_keeps_operator_patterns():
     text = "user x@s\ntopic read old\npattern read $SYS/broker/#\nuser y@s\ntopic read y\n"
-    out = provision.set_acl_block(text, "x@s", ["topic read new"], "c")
+    out = passwd.set_acl_block(text, "x@s", ["topic read new"], "c")
     assert out == ("user x@s\n# onetap: c\ntopic read new\n\npattern read $SYS/broker/#\n"
                    "user y@s\ntopic read y\n")
 
@@ -126,17 +128,17 @@ def test_registry_reads_terminals_of_every_site(tmp_path):
         provision.provision_terminal(site, terminal, "mqtt://127.0.0.1", pw, acl,
                                      tmp_path / f"{site}-{terminal}")
     provision.provision_service("onetap-server", pw, acl, tmp_path / "srv")
-    assert provision.read_registry(acl) == {
+    assert passwd.read_registry(acl) == {
         (SITE, "counter-01"), (OTHER, "counter-01"), (SITE, "lobby")}
     with pytest.raises(FileNotFoundError):
-        provision.read_registry(tmp_path / "missing.acl")
+        passwd.read_registry(tmp_path / "missing.acl")
 
 
 def test_usernames_are_unique_across_sites_and_never_a_service_name():
-    assert provision.terminal_username("a-b", "c") != provision.terminal_username("a", "b-c")
-    assert provision.parse_terminal_username("counter-03@gangnam-office") == (
+    assert passwd.terminal_username("a-b", "c") != passwd.terminal_username("a", "b-c")
+    assert passwd.parse_terminal_username("counter-03@gangnam-office") == (
         SITE, "counter-03")
-    assert provision.parse_terminal_username("onetap-server") is None
+    assert passwd.parse_terminal_username("onetap-server") is None
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -150,7 +152,7 @@ def test_usernames_are_unique_across_sites_and_never_a_service_name():
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://u:p@h"], "not the URL"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://h:99999"], "--broker"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtt://h", "--ca-file", "/etc/hostname"],
-     "needs an mqtts://"),
+     "--ca-file is set but the broker 'mqtt://h' is mqtt://, not mqtts://"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtts://h", "--ca-file", "/etc/hostname"],
      "not a PEM certificate"),
     (["--site", "s", "--terminal", "t", "--broker", "mqtts://h", "--ca-file", "/nonexistent"],
@@ -223,7 +225,7 @@ def test_concurrent_provisions_lose_no_account(tmp_path):
                                str(tmp_path / "out")], cwd=ROOT) for w in range(4)]
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     expected = {(f"s{w}", f"t{i}") for w in range(4) for i in range(8)}
-    assert provision.read_registry(acl) == expected
+    assert passwd.read_registry(acl) == expected
     assert sorted(passwd.users(pw.read_text())) == sorted(f"{t}@{s}" for s, t in expected)
 
 
@@ -327,9 +329,13 @@ def test_each_terminal_gets_its_own_random_maintenance_pin_shown_once(tmp_path):
                                "--out", str(out / terminal))
         assert code == 0, err
         config = load_config(out / terminal / "kiosk.toml", env={})
-        pin = config.ui.maintenance_pin
-        assert pin != "0000" and pin.isdigit() and len(pin) == provision.PIN_DIGITS
-        assert f"maintenance PIN of {SITE}/{terminal}: {pin}" in err
+        stored = config.ui.maintenance_pin
+        pin = re.search(rf"maintenance PIN of {SITE}/{terminal}: (\d+) ", err)[1]
+        assert pin != "0000" and len(pin) == provision.PIN_DIGITS
+        # Only its hash is in kiosk.toml; the staff screen accepts the PIN and nothing else.
+        assert pin not in (out / terminal / "kiosk.toml").read_text() and is_hashed(stored)
+        assert pin_matches(pin, stored) and not pin_matches("0000", stored)
+        assert not pin_matches(pin[:-1] + str((int(pin[-1]) + 1) % 10), stored)
         pins.append(pin)
     assert pins[0] != pins[1] or provision.new_pin() != pins[0]
     assert len({provision.new_pin() for _ in range(50)}) > 40

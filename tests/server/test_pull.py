@@ -22,43 +22,31 @@ from server.errors import ServerError
 from server.pull import add_arguments, check_answer, last_complete_month, pull, request_keys, run
 from server.store import SQLiteStore
 from tests.broker import free_port
+from tests.uvicorn_thread import serving
 
 TOKENS = {"a": "gangnam-server-token-0123456789", "b": "seocho-server-token-9876543210"}
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
 DAY = ["--from", "2026-11-27", "--to", "2026-11-27"]
 
 
-def start_server(path, token, scores_by_site):
-    import uvicorn
-
+def facility_app(path, token, scores_by_site):
+    """A facility server's app over a database holding *scores_by_site* at counter-01."""
     store = SQLiteStore.open(path)
     for site, scores in scores_by_site.items():
         store.ingest_batch(site, "counter-01", [Rating(id=str(uuid.uuid4()), seq=i + 1, score=s,
                                                        at="2026-11-27T10:00:00.000+09:00", clock_synced=True)
                                                 for i, s in enumerate(scores)], NOW)
     store.close()
-    port = free_port()
-    app = create_app(lambda: SQLiteStore.open(path), ServerConfig(api_token=token), now=lambda: NOW)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    return server, thread, f"http://127.0.0.1:{port}"
+    return create_app(lambda: SQLiteStore.open(path), ServerConfig(api_token=token), now=lambda: NOW)
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """Two facilities, each with its own token, and each with a counter-01."""
     base = tmp_path_factory.mktemp("pull")
-    a = start_server(base / "a.db", TOKENS["a"], {"gangnam": [5, 5, 4, 1], "shared": [3]})
-    b = start_server(base / "b.db", TOKENS["b"], {"seocho": [2, 2, 5], "shared": [4, 5]})
-    yield a[2], b[2]
-    for server, thread, _ in (a, b):
-        server.should_exit = True
-        thread.join(10)
+    with serving(facility_app(base / "a.db", TOKENS["a"], {"gangnam": [5, 5, 4, 1], "shared": [3]})) as a, \
+            serving(facility_app(base / "b.db", TOKENS["b"], {"seocho": [2, 2, 5], "shared": [4, 5]})) as b:
+        yield a, b
 
 
 @pytest.fixture

@@ -180,9 +180,11 @@ def test_the_exports_page_offers_last_month_and_labelled_suspect_choices(client)
     login(client)
     text = client.get("/exports").text
     assert 'name="month" value="2026-11"' in text
-    assert [m for m in re.findall(r'<option value="(\w+)"[^>]*>([^<]+)</option>', text)
-            if m[0] in ("include", "exclude", "only")] == [("exclude", "제외"), ("include", "포함"), ("only", "의심만")]
-    assert re.search(r'<option value="include" selected>', text)
+    export_form = text[text.index('id="export-form"'):text.index('id="report-form"')]
+    assert re.findall(r'<option value="(\w+)"[^>]*>([^<]+)</option>', export_form)[-3:] == [
+        ("exclude", "제외 (기본)"), ("include", "포함"), ("only", "의심만")]
+    # One suspect rule everywhere: the exports default to exclude like every page.
+    assert re.search(r'<option value="exclude" selected>', export_form)
 
 
 def test_the_pdf_download(client):

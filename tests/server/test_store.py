@@ -39,7 +39,7 @@ def test_is_a_store_with_wal_and_full_sync(tmp_path):
 
 
 def test_postgres_is_a_store_with_a_bigint_key_and_unique_id(postgres_database):
-    from server.postgres import PostgresStore
+    from server.store import PostgresStore
 
     url = postgres_database.new_schema()
     store = open_store(url)
@@ -286,3 +286,27 @@ def test_prune_ratings_keeps_the_rollups(store):
     assert store.counts()["ratings"] == 3
     assert store.summary(october) == before and sum(before.values()) == 25
     assert list(store.iter_ratings(october)) == []
+
+
+def test_last_taps_are_the_newest_stored_rating_of_each_terminal(store):
+    """The terminals board's "last tap": from what ingest stored, the kiosk's time if its clock was
+    synchronised, else when the server received it; two sites' counter-01 stay apart."""
+    received = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
+    store.ingest_batch("s1", "counter-01", [rating(seq=1, at="2026-11-27T10:00:00.000+09:00"),
+                                            rating(seq=2, at="2026-11-27T11:30:00.000+09:00")], received)
+    store.ingest_batch("s2", "counter-01", [rating(seq=7, at="2019-01-01T00:00:00.000+09:00", synced=False)],
+                       received)
+    taps = store.last_taps()
+    assert datetime.fromisoformat(taps["s1", "counter-01"]) == datetime(2026, 11, 27, 2, 30, tzinfo=timezone.utc)
+    # An unsynchronised clock: received time, not the kiosk's 2019.
+    assert datetime.fromisoformat(taps["s2", "counter-01"].replace("Z", "+00:00")) == received
+    assert set(store.last_taps(frozenset({"s2"}))) == {("s2", "counter-01")}
+
+
+def test_a_last_tap_outside_the_contracts_bounds_reads_as_its_receipt(store):
+    received = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
+    store.ingest_batch("s1", "t1", [rating(seq=1, at="2031-01-01T00:00:00.000+09:00")], received)
+    store.ingest_batch("s1", "t2", [rating(seq=1, at="2019-06-01T00:00:00.000+09:00")], received)
+    taps = store.last_taps()
+    for terminal in ("t1", "t2"):
+        assert datetime.fromisoformat(taps["s1", terminal].replace("Z", "+00:00")) == received

@@ -9,7 +9,8 @@ import pytest
 from sqlite_utils import Database
 
 from kiosk.protocol import CLOCK_SUSPECT_FIELDS, Rating, Status
-from server.store import Filters, SQLiteStore, migrations
+from server.store import Filters, SQLiteStore
+from tests.legacy_schema import migrations
 from tests.backends import query
 
 RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)  # 10:30 in Seoul
@@ -118,7 +119,8 @@ def test_sqlite_migration_keeps_existing_data(tmp_path):
 def test_postgres_migration_keeps_existing_data(postgres_database):
     import psycopg
 
-    from server.postgres import MIGRATIONS, PostgresStore
+    from server.store import PostgresStore
+    from tests.legacy_schema import MIGRATIONS
 
     url = postgres_database.new_schema()
     try:

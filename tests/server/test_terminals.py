@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from kiosk.protocol import Rating, Status, format_timestamp
-from server import provision, terminals
+from server import passwd, provision, terminals
 from server.__main__ import main
 from server.alerts import AlertEngine
 from server.config import ServerConfig
@@ -84,21 +84,21 @@ def test_retiring_with_unsent_ratings_is_refused_without_force(store, tmp_path):
 
 
 def test_the_command_removes_the_broker_account_and_lists_the_retired(tmp_path, backend):
-    passwd, acl = tmp_path / "onetap.passwd", tmp_path / "onetap.acl"
+    passwd_file, acl = tmp_path / "onetap.passwd", tmp_path / "onetap.acl"
     for terminal in ("counter-01", "counter-02"):
-        provision.provision_terminal(SITE, terminal, "mqtt://127.0.0.1:1883", passwd, acl,
+        provision.provision_terminal(SITE, terminal, "mqtt://127.0.0.1:1883", passwd_file, acl,
                                      tmp_path / terminal)
-    provision.provision_service("onetap-server", passwd, acl, tmp_path / "etc")
+    provision.provision_service("onetap-server", passwd_file, acl, tmp_path / "etc")
     config = tmp_path / "etc" / "server.toml"
     config.write_text(config.read_text() + f'db = "{backend.db}"\n')
     store = backend.open()
     rate(store, "counter-02", 2)
     store.close()
     assert main(["terminal", "retire", "--config", str(config), "--site", SITE,
-                 "--terminal", "counter-02", "--passwd", str(passwd)]) == 0
-    assert provision.read_registry(acl) == {(SITE, "counter-01")}
-    assert "counter-02@" not in passwd.read_text() and "counter-01@" in passwd.read_text()
-    assert "onetap-server:" in passwd.read_text()
+                 "--terminal", "counter-02", "--passwd", str(passwd_file)]) == 0
+    assert passwd.read_registry(acl) == {(SITE, "counter-01")}
+    assert "counter-02@" not in passwd_file.read_text() and "counter-01@" in passwd_file.read_text()
+    assert "onetap-server:" in passwd_file.read_text()
     out = io.StringIO()
     args = build_args(["terminal", "list", "--config", str(config)])
     assert terminals.run(args, stdout=out) == 0
@@ -112,7 +112,7 @@ def test_the_command_removes_the_broker_account_and_lists_the_retired(tmp_path, 
         store.close()
     # An unknown terminal is an error, not a silent new row.
     assert main(["terminal", "retire", "--config", str(config), "--site", SITE,
-                 "--terminal", "counter-99", "--passwd", str(passwd)]) == 1
+                 "--terminal", "counter-99", "--passwd", str(passwd_file)]) == 1
 
 
 def build_args(argv):
@@ -125,6 +125,6 @@ def test_acl_block_removal_keeps_every_other_line():
     text = ("# operator's header\n"
             "user a@s\n# onetap: terminal\ntopic write onetap/v1/s/a/ratings\npattern read $SYS/#\n\n"
             "user b@s\ntopic write onetap/v1/s/b/ratings\n")
-    out = provision.remove_acl_block(text, "a@s")
+    out = passwd.remove_acl_block(text, "a@s")
     assert out == ("# operator's header\npattern read $SYS/#\n"
                    "user b@s\ntopic write onetap/v1/s/b/ratings\n")

@@ -272,6 +272,10 @@ def guards(app, result, args):
     yield ready(app, "maintenance")
     result["maintenance_texts"] = visible_texts(shell.root)
     result["maintenance_info"] = shell.maintenance_info()
+    # Voice guidance on for every visit, and its volume, from the staff screen.
+    tap(page(app).voice)
+    tap(page(app).volume)
+    result["staff_voice"] = ["voice" in shell.flow.settings.modes, shell.speaker.volume, page(app).volume.text]
     result["expect_stop"] = True
     tap(page(app).exit)
     yield 30.0  # the app stops here, and the runner writes the result
@@ -436,7 +440,249 @@ def buttons(app, result, args):
                       "error": factory.pin(21).state}
 
 
-SCENARIOS = {"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+def press_key(key: int) -> None:
+    """A key as a USB keypad delivers it: SDL's key down and up, through the window's dispatch."""
+    from kivy.core.window import Window
+
+    Window.dispatch("on_key_down", key, 0, None, [])
+    Window.dispatch("on_key_up", key, 0)
+
+
+def quiet(app):
+    def check():
+        return not app.shell.speaker.speaking
+    check.what = "the voice has finished"
+    return check
+
+
+RIGHT, LEFT, ENTER, KP_ENTER, ESCAPE = 275, 276, 13, 271, 27
+
+
+def keypad(app, result, args):
+    """A blind citizen: arrow keys and Enter only (no touch), listening to each prompt before the next key."""
+    shell = app.shell
+    settings(app, reason_threshold=2, cooldown_s=0.0, thank_you_s=1.0, followup_timeout_s=30)
+    yield ready(app, "rating")
+    result["voice_before"] = shell.flow.voice
+    result["focus_drawn"] = []
+
+    def step(key):
+        press_key(key)
+        result["focus_drawn"].append([shell.flow.view, shell.flow.focus, len(shell.root.canvas.after.children)])
+
+    step(RIGHT)  # the first key: keypad and voice, focus on 매우 불만족
+    result["after_first"] = [shell.flow.keypad, shell.flow.voice, shell.flow.focus]
+    yield quiet(app)
+    step(LEFT)  # no wrap-around
+    result["after_left"] = shell.flow.focus
+    yield quiet(app)
+    step(RIGHT)
+    yield quiet(app)
+    step(ENTER)  # 불만족
+    yield ready(app, "reason")
+    yield quiet(app)
+    step(RIGHT)
+    yield quiet(app)
+    step(KP_ENTER)  # keypad Enter: the second reason
+    yield screen_is(app, "thanks")
+    result["keypad_id"] = shell.last_rating.id
+    yield quiet(app)
+    yield ready(app, "rating")
+    result["after_visit"] = [shell.flow.keypad, shell.flow.voice, sorted(shell.flow.modes)]
+    # A second visit: Escape skips the follow-up.
+    press_key(RIGHT)
+    press_key(ENTER)
+    yield ready(app, "reason")
+    press_key(ESCAPE)
+    yield screen_is(app, "thanks")
+    result["escaped_id"] = shell.last_rating.id
+    yield quiet(app)
+    result["played"] = shell.speaker.played
+
+
+def keypad_buttons(app, result, args):
+    """GPIO ◀ ▶ 선택 on gpiozero's mock pins through the running app."""
+    from gpiozero import Device
+
+    shell = app.shell
+    settings(app, reason_threshold=0, cooldown_s=0.0)
+    yield ready(app, "rating")
+    yield lambda: shell.buttons is not None
+    factory = Device.pin_factory
+    result["focus"] = []
+    for pin in (22, 27, 27, 27, 17):  # 선택 (starts), ▶ ▶ ▶, ◀
+        factory.pin(pin).drive_low()
+        factory.pin(pin).drive_high()
+        yield 0.1
+        result["focus"].append(shell.flow.focus)
+    yield 0.5  # past the guard
+    factory.pin(22).drive_low()
+    factory.pin(22).drive_high()
+    yield lambda: shell.last_rating is not None
+
+
+def access(app, result, args):
+    """The accessibility control on every citizen screen; the choice lasts the visit only."""
+    shell = app.shell
+    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, thank_you_s=1.0, followup_timeout_s=60)
+    result["screens"] = {}
+
+    def check(name):
+        button = shell.access
+        box = [round(v) for v in (*button.to_window(*button.pos), *button.size)]
+        result["screens"][name] = {"shown": button.parent is shell.root and button.opacity > 0, "box": box}
+        tap(button)
+        result["screens"][name]["panel"] = shell.panel.parent is shell.root
+        tap(shell.panel.close)
+        result["screens"][name]["closed"] = shell.panel.parent is None
+
+    yield ready(app, "rating")
+    check("rating")
+    tap(shell.access)
+    tap(shell.panel.toggles["large"])
+    tap(shell.panel.toggles["contrast"])
+    tap(shell.panel.toggles["low"])
+    result["modes_during"] = sorted(shell.flow.modes)
+    result["theme_during"] = [shell.theme.name, shell.theme.text_scale]
+    result["page_height_low"] = page(app).height
+    tap(shell.panel.close)
+    yield ready(app, "rating")
+    tiles = page(app).tiles
+    result["tiles_top_low"] = max(t.to_window(t.x, t.top)[1] for t in tiles)
+    tap(tiles[0])
+    yield ready(app, "reason")
+    check("reason")
+    result["modes_in_follow_up"] = sorted(shell.flow.modes)
+    tap(page(app).skip)
+    yield ready(app, "age_group")
+    check("age_group")
+    tap(page(app).skip)
+    yield ready(app, "thanks")
+    check("thanks")
+    yield ready(app, "rating")
+    result["modes_after"] = sorted(shell.flow.modes)
+    result["theme_after"] = [shell.theme.name, shell.theme.text_scale]
+    result["page_height_after"] = page(app).height
+    shell._open_now = lambda: False
+    shell.check_hours()
+    yield ready(app, "sleep")
+    check("sleep")
+    shell.open_pin()
+    yield ready(app, "pin")
+    result["on_pin"] = shell.access.parent is not None
+
+
+LAYOUT_MODES = {"normal": set(), "large": {"large"}, "contrast": {"contrast"}, "low": {"low"}}
+LAYOUT_SCREENS = ("rating", "reason", "age_group", "thanks", "sleep")
+#: Languages whose words are separated by spaces: a line may break only between words.
+SPACED = ("ko", "en", "vi")
+
+
+def layout_problems(shell, lang: str) -> list[str]:
+    """Text that does not fit its box, a word broken mid-word, interactive boxes that overlap."""
+    from kivy.core.text import Label as CoreLabel
+    from kivy.core.window import Window
+    from kivy.uix.behaviors import ButtonBehavior
+    from kivy.uix.label import Label
+
+    problems = []
+    targets = []
+    for widget in shell.root.walk(restrict=True):
+        if widget.get_root_window() is None or widget.opacity == 0:
+            continue
+        if isinstance(widget, ButtonBehavior):
+            x, y = widget.to_window(widget.x, widget.y)
+            targets.append((widget, (x, y, x + widget.width, y + widget.height)))
+        if not isinstance(widget, Label) or not widget.text.strip():
+            continue
+        # What the text needs at this width (with both sides of text_size set,
+        # Kivy's texture is the box's size whatever the text needs).
+        needed = CoreLabel(text=widget.text, font_name=widget.font_name, font_size=widget.font_size,
+                           bold=widget.bold, text_size=(widget.width, None), halign=widget.halign,
+                           line_height=widget.line_height,
+                           padding_x=widget.padding_x, padding_y=widget.padding_y)
+        needed.refresh()
+        width, height = needed.size
+        name = widget.text.replace("\n", " ")[:40]
+        if width > widget.width + 1 or height > widget.height + 1:
+            problems.append(f"cut: {name!r} needs {width:.0f}x{height:.0f} in {widget.width:.0f}x{widget.height:.0f}")
+        x, y = widget.to_window(widget.x, widget.y)
+        if x < -1 or y < -1 or x + widget.width > Window.width + 1 or y + widget.height > Window.height + 1:
+            problems.append(f"off screen: {name!r}")
+        if lang in SPACED:
+            measure = CoreLabel(font_name=widget.font_name, font_size=widget.font_size, bold=widget.bold)
+            for word in widget.text.split():
+                if measure.get_extents(word)[0] > widget.width - 2 * widget.padding_x + 1:
+                    problems.append(f"broken mid-word: {word!r} in {name!r}")
+    for index, (first, a) in enumerate(targets):
+        for second, b in targets[index + 1:]:
+            if first in second.walk() or second in first.walk():
+                continue
+            if min(a[2], b[2]) - max(a[0], b[0]) > 1 and min(a[3], b[3]) - max(a[1], b[1]) > 1:
+                problems.append(f"overlap: {getattr(first, 'text', first)!r} / {getattr(second, 'text', second)!r}")
+    return problems
+
+
+def smallest_text(shell) -> list:
+    """The smallest rendered font size (pixels) on screen, and its text."""
+    from kivy.uix.label import Label
+
+    sizes = [(round(w.font_size, 1), w.text[:30]) for w in shell.root.walk(restrict=True)
+             if isinstance(w, Label) and w.text.strip() and w.get_root_window() is not None]
+    return list(min(sizes))
+
+
+def layouts(app, result, args):
+    """Every citizen screen x 5 languages x 4 modes x 2 sizes in one app: checked, and shot for contact sheets."""
+    from kivy.core.window import Window
+
+    from kiosk.flow import Screen
+
+    shell = app.shell
+    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, guard_s=0.0, thank_you_s=600,
+             followup_timeout_s=600, idle_reset_s=600)
+    result["problems"] = {}
+    result["shots"] = []
+    out = args.shots
+    yield screen_is(app, "rating")
+    for size in ((800, 480), (1280, 800)):
+        Window.size = size
+        yield lambda: tuple(Window.size) == size
+        for mode, modes in LAYOUT_MODES.items():
+            for lang in ("ko", "en", "zh", "vi", "ja"):
+                for view in LAYOUT_SCREENS:
+                    flow = shell.flow
+                    shell._open_now = lambda: view != "sleep"
+                    flow._to_rest(shell.monotonic())
+                    shell.check_hours()
+                    flow.lang = lang
+                    flow.modes = set(modes)
+                    if view in ("reason", "age_group", "thanks"):
+                        shell.press(1)
+                        while flow.view != view:
+                            shell.skip()
+                    flow.lang = lang
+                    flow.modes = set(modes)
+                    shell.render()
+                    yield 0.03
+                    shell.render()
+                    yield 0.03
+                    assert flow.view == view and (view == "sleep") == (flow.screen == Screen.SLEEP)
+                    key = f"{view}-{mode}-{lang}-{size[0]}x{size[1]}"
+                    problems = layout_problems(shell, lang)
+                    result.setdefault("font_px", {})[key] = smallest_text(shell)
+                    if problems:
+                        result["problems"][key] = problems
+                    if out is not None:
+                        path = out / f"{key}.png"
+                        shell.root.export_to_png(str(path))
+                        result["shots"].append(path.name)
+        shell._open_now = lambda: True
+        shell.flow._to_rest(shell.monotonic())
+        shell.check_hours()
+
+
+SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":

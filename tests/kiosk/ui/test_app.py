@@ -35,7 +35,7 @@ WEEKDAYS = protocol.WEEKDAYS
 
 def run_driver(tmp_path: Path, scenario: str, *, broker: str = "mqtt://127.0.0.1:9", ui: str = "",
                size: str | None = None, shots: Path | None = None, langs: str = "ko,en",
-               timeout: float = 120.0) -> dict:
+               timeout: float = 120.0, env: dict | None = None) -> dict:
     config = tmp_path / "kiosk.toml"
     config.write_text(
         f'site = "test-site"\nterminal = "ui-1"\nbroker = "{broker}"\ndata_dir = "{tmp_path / "data"}"\n'
@@ -47,7 +47,7 @@ def run_driver(tmp_path: Path, scenario: str, *, broker: str = "mqtt://127.0.0.1
     result.unlink(missing_ok=True)
     env = {**os.environ, "KIVY_HOME": str(tmp_path / "kivy-home"), "KIVY_NO_ARGS": "1",
            "KIVY_NO_CONSOLELOG": "1", "SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER", "offscreen"),
-           "SDL_AUDIODRIVER": "dummy"}
+           "SDL_AUDIODRIVER": "dummy", **(env or {})}
     command = [sys.executable, "-m", "tests.kiosk.ui.driver", scenario, str(config), str(result), "--langs", langs]
     if size:
         command += ["--size", size]
@@ -70,7 +70,13 @@ def rows(tmp_path: Path) -> list[dict]:
 
 def visible_for(lang: str) -> list[str]:
     catalog = CATALOGS[lang]
-    return [*NAMES, catalog["question"], *(catalog.score(s) for s in protocol.SCORES), catalog["hint"]]
+    return [*NAMES, catalog["question"], *(catalog.score(s) for s in protocol.SCORES), catalog["hint"],
+            access_for(lang)]
+
+
+def access_for(lang: str) -> str:
+    """The accessibility control's label (on every citizen screen)."""
+    return CATALOGS[lang]["a11y.open"]
 
 
 def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
@@ -104,7 +110,8 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
         assert texts == visible_for(lang), lang
     english = next(r for r in saved if r["id"] == result["english_id"])
     assert english["lang"] == "en" and english["score"] == 4
-    assert result["thanks_texts_en"] == [CATALOGS["en"]["thanks.title"], CATALOGS["en"]["thanks.body"]]
+    assert result["thanks_texts_en"] == [CATALOGS["en"]["thanks.title"], CATALOGS["en"]["thanks.body"],
+                                         access_for("en")]
     # ... and the next visit starts in Korean again.
     assert result["after_visit_lang"] == "ko" and result["after_visit_texts"] == visible_for("ko")
 
@@ -141,6 +148,7 @@ def test_cooldown_escape_and_the_staff_screen(tmp_path):
     assert info["terminal"] == "ui-1" and info["site"] == "test-site" and info["backlog"] == "1"
     assert "연결 안 됨" in info["broker"] and info["software"]
     assert "ui-1" in result["maintenance_texts"] and "관리 화면" in result["maintenance_texts"]
+    assert result["staff_voice"] == [True, 0.75, "음량 75%"]
     assert result["returncode"] == 0  # quit from the staff screen ends the process
 
 

@@ -1,0 +1,229 @@
+"""Dialect: all that differs between SQLite and PostgreSQL under the one store."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sqlite3
+from typing import Any, Callable, Iterator, Sequence
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from server.errors import StoreError
+from server.schema import TABLES
+
+log = logging.getLogger(__name__)
+
+#: Host parameters per ``IN (...)`` list: well under SQLite's limit.
+CHUNK = 500
+
+
+def _kinds(table: str, columns: Sequence[str]) -> list[str]:
+    return [TABLES[table].column(c).kind for c in columns]
+
+
+class SQLite:
+    """One SQLite connection (WAL, synchronous=FULL), through sqlite-utils' Database."""
+
+    name = "sqlite"
+    types = {"key": "INTEGER PRIMARY KEY", "name": "TEXT", "text": "TEXT", "small": "INTEGER",
+             "big": "INTEGER", "count": "INTEGER", "blob": "BLOB"}
+    clustered = " WITHOUT ROWID"
+    #: A read that takes the row for the transaction (SQLite's write lock covers it).
+    lock_row = ""
+    error: type[Exception] = sqlite3.Error
+
+    def __init__(self, db: Database):
+        self.db = db
+        conn = db.conn
+        if not db.memory:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    def connection(self, in_transaction: bool) -> sqlite3.Connection:
+        return self.db.conn
+
+    def sql(self, sql: str) -> str:
+        return sql
+
+    def atomic(self) -> contextlib.AbstractContextManager:
+        return self.db.atomic()
+
+    def text(self, value: Any) -> Any:
+        return value
+
+    def bulk(self, table: str, columns: Sequence[str], rows: list[tuple], tail: str = "") -> None:
+        self.db.conn.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) {tail}",
+            rows)
+
+    def many(self, sql: str, rows: list[tuple]) -> None:
+        self.db.conn.executemany(sql, rows)
+
+    def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
+                   key: tuple[str, ...]) -> set[tuple]:
+        """Insert the rows (by their values of the unique *key*) whose key is not
+        stored yet; return the keys inserted."""
+        # Resends are rare: try everything at once first and look up which keys
+        # exist only when the unique index says some do.
+        try:
+            with self.db.atomic():
+                self.bulk(table, columns, list(rows.values()))
+            return set(rows)
+        except sqlite3.IntegrityError:
+            pass
+        *group_columns, last = key
+        groups: dict[tuple, list] = {}
+        for k in rows:
+            groups.setdefault(k[:-1], []).append(k[-1])
+        existing: set[tuple] = set()
+        for group, values in groups.items():
+            for start in range(0, len(values), CHUNK):
+                chunk = values[start:start + CHUNK]
+                where = [f"{c} = ?" for c in group_columns] + [f"{last} IN ({','.join('?' * len(chunk))})"]
+                existing.update((*group, value) for (value,) in self.db.conn.execute(
+                    f"SELECT {last} FROM {table} WHERE {' AND '.join(where)}", [*group, *chunk]))
+        fresh = {k: row for k, row in rows.items() if k not in existing}
+        self.bulk(table, columns, list(fresh.values()))
+        return set(fresh)
+
+    def stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple]:
+        cursor = self.db.conn.execute(sql, params)
+        try:
+            while rows := cursor.fetchmany(1000):
+                yield from rows
+        finally:
+            cursor.close()
+
+    def migrate(self, steps: Sequence[tuple[str, Callable[[], None]]]) -> None:
+        # sqlite-utils' record (_sqlite_migrations, set "onetap-server"): each
+        # step and its record in one transaction, as databases already hold it.
+        migrations = Migrations("onetap-server")
+        for name, run in steps:
+            migrations(name=name)(lambda db, run=run: run())
+        migrations.apply(self.db)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+
+class Postgres:
+    """One PostgreSQL connection (psycopg 3, autocommit outside transactions), reconnected when lost."""
+
+    name = "postgresql"
+    types = {"key": "bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+             # Byte order, as SQLite sorts, whatever the database's locale.
+             "name": 'text COLLATE "C"', "text": "text", "small": "smallint", "big": "bigint",
+             "count": "integer", "blob": "bytea"}
+    clustered = ""
+    lock_row = " FOR UPDATE"
+    _casts = {**types, "key": "bigint", "name": "text"}
+
+    def __init__(self, url: str):
+        import psycopg
+
+        self.psycopg = psycopg
+        self.error: type[Exception] = psycopg.Error
+        self.url = url
+        self.conn = self._connect()
+
+    def _connect(self):
+        try:
+            return self.psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                        application_name="onetap-server")
+        except self.psycopg.Error as exc:
+            raise StoreError(f"{self.safe_url()}: cannot connect ({exc})".strip()) from exc
+
+    def safe_url(self) -> str:
+        """The URL without its password, for messages."""
+        try:
+            info = self.psycopg.conninfo.conninfo_to_dict(self.url)
+        except self.psycopg.Error:
+            return "postgresql://…"
+        return (f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}"
+                f"/{info.get('dbname', '')}")
+
+    def connection(self, in_transaction: bool):
+        # A restarted database server breaks the connection: the next
+        # transaction or read (the ingest worker's retry) connects again.
+        if self.conn.broken or self.conn.closed:
+            if in_transaction:
+                raise StoreError("database connection lost inside a transaction")
+            log.warning("database connection lost; reconnecting")
+            self.conn = self._connect()
+        return self.conn
+
+    @staticmethod
+    @functools.lru_cache(maxsize=512)
+    def sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def atomic(self) -> contextlib.AbstractContextManager:
+        return self.conn.transaction()
+
+    def text(self, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL, which SQLite keeps: a quarantined
+        # topic or reason may contain anything, and must still be stored.
+        return value.replace("\x00", "\\x00") if isinstance(value, str) and "\x00" in value else value
+
+    def bulk(self, table: str, columns: Sequence[str], rows: list[tuple], tail: str = "") -> list[tuple]:
+        # One statement of column arrays: a round trip per batch, not per row.
+        arrays = ", ".join(f"%s::{self._casts[kind]}[]" for kind in _kinds(table, columns))
+        with self.conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) {tail}",
+                        [list(column) for column in zip(*rows)])
+            return cur.fetchall() if cur.description else []
+
+    def many(self, sql: str, rows: list[tuple]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(self.sql(sql), rows)
+
+    def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
+                   key: tuple[str, ...]) -> set[tuple]:
+        """Insert the rows (by their values of the unique *key*) whose key is not
+        stored yet; return the keys inserted.
+
+        Many workers may insert at once: the unique index settles which one
+        stores a row (the other finds it stored once the first commits). Rows
+        go in key order, so two workers take the index locks in the same order.
+        """
+        stored = self.bulk(table, columns, [row for _, row in sorted(rows.items())],
+                           f"ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING {', '.join(key)}")
+        return {tuple(row) for row in stored}
+
+    def stream(self, sql: str, params: Sequence[Any]) -> Iterator[tuple]:
+        # Streamed in chunks: a year's export never sits in memory whole.
+        with self.connection(False).cursor() as cursor:
+            yield from cursor.stream(self.sql(sql), params, size=1000)
+
+    #: Before the one schema, PostgreSQL's m001 made what SQLite's m001 and m002 make.
+    _IMPLIED = {"m002_rollups_suspect_staff": "m001_initial"}
+
+    def migrate(self, steps: Sequence[tuple[str, Callable[[], None]]]) -> None:
+        # Several workers may start at once: an advisory lock (per schema) lets
+        # one migrate while the others wait and then find nothing left to do.
+        applied_now = []
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('onetap-migrations:' || current_schema()))")
+            self.conn.execute("CREATE TABLE IF NOT EXISTS onetap_migrations ("
+                              " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+            done = {row[0] for row in self.conn.execute("SELECT name FROM onetap_migrations")}
+            for name, run in steps:
+                if name in done:
+                    continue
+                if self._IMPLIED.get(name) not in done:
+                    run()
+                self.conn.execute("INSERT INTO onetap_migrations (name) VALUES (%s)", [name])
+                applied_now.append(name)
+        if applied_now:
+            log.info("database migrated: %s", ", ".join(applied_now))
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,149 @@
+"""Accessibility in the running app: keypad and voice (audio captured by SDL's disk driver), GPIO ◀ ▶ 선택, the display modes."""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import shutil
+import wave
+
+import pytest
+
+from kiosk.catalog import load_catalogs
+from kiosk.voice import render
+from tests.kiosk.ui.test_app import ROOT, rows, run_driver
+
+pytest.importorskip("kivy")
+
+KOREAN = load_catalogs(["ko"])
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: deploy/dev-setup.sh installs it")
+    out = tmp_path_factory.mktemp("voices")
+    render({"ko": KOREAN["ko"]}, out)
+    return out
+
+
+def pcm(path) -> bytes:
+    with wave.open(str(path)) as sound:
+        assert (sound.getframerate(), sound.getnchannels(), sound.getsampwidth()) == (44100, 2, 2)
+        return sound.readframes(sound.getnframes())
+
+
+def loudest_window(data: bytes, frames: int = 2048) -> bytes:
+    """The prompt's loudest stretch of *frames* stereo frames (speech, never its leading silence)."""
+    samples = array.array("h", data)
+    best, best_at = -1, 0
+    for start in range(0, max(1, len(samples) - 2 * frames), 2 * frames):
+        peak = max(abs(v) for v in samples[start:start + 2 * frames])
+        if peak > best:
+            best, best_at = peak, start
+    return samples[best_at:best_at + 2 * frames].tobytes()
+
+
+def test_arrow_keys_and_enter_rate_with_input_keypad_and_every_prompt_is_heard(tmp_path, prompts):
+    raw = tmp_path / "audio.raw"
+    result = run_driver(tmp_path, "keypad", ui=f'voice_cache = "{prompts}"\nvoice_volume = 1.0',
+                        env={"SDL_AUDIODRIVER": "disk", "SDL_DISKAUDIOFILE": str(raw)}, timeout=240)
+    assert result["voice_before"] is False
+    assert result["after_first"] == [True, True, 0]  # keypad + voice; focus on 매우 불만족
+    assert result["after_left"] == 0  # no wrap-around to 매우 만족
+    # The ring is drawn on every screen with targets (the thank-you screen has none).
+    drawn = result["focus_drawn"]
+    assert [view for view, _, _ in drawn] == ["rating"] * 3 + ["reason"] * 2 + ["thanks"], drawn
+    assert all(count > 0 for view, _, count in drawn if view != "thanks") and drawn[-1][2] == 0, drawn
+    saved = rows(tmp_path)
+    first = next(r for r in saved if r["id"] == result["keypad_id"])
+    assert (first["score"], first["input"], first["reason"], first["held"]) == (2, "keypad", "staff_attitude", 0)
+    second = next(r for r in saved if r["id"] == result["escaped_id"])
+    assert (second["score"], second["input"], second["reason"]) == (1, "keypad", None)
+    # The visit's keypad and voice end with it.
+    assert result["after_visit"] == [False, False, []]
+    # What was said, in order.
+    said = [name for name, *_ in result["played"]]
+    assert said[:3] == ["ko/question", "ko/voice.keys", "ko/score.1"]
+    assert said[3:5] == ["ko/score.1", "ko/score.2"]  # ◀ at the end says where the focus still is
+    assert said[5:9] == ["ko/score.2", "ko/voice.chosen", "ko/reason.title", "ko/voice.keys"]
+    assert "ko/thanks.title" in said and "ko/reason.staff_attitude" in said
+    # Every prompt played is in the SDL disk driver's output, sample for sample.
+    output = raw.read_bytes()
+    samples = array.array("h", output)
+    assert max(abs(v) for v in samples) > 3000
+    for name, path, _start, _length in result["played"]:
+        window = loudest_window(pcm(path))
+        assert max(abs(v) for v in array.array("h", window)) > 1000, name  # the prompt itself is speech
+        assert output.find(window) >= 0, f"{name} was not heard"
+
+
+def test_gpio_left_right_select_buttons_rate_through_the_running_app(tmp_path, monkeypatch, prompts):
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    result = run_driver(tmp_path, "keypad_buttons", ui=(
+        f'voice_cache = "{prompts}"\n[buttons]\nleft = 17\nright = 27\nselect = 22\n'))
+    assert result["focus"] == [0, 1, 2, 3, 2]
+    [row] = rows(tmp_path)
+    assert (row["score"], row["input"]) == (3, "keypad")
+
+
+def test_the_accessibility_control_is_on_every_citizen_screen_and_resets_after_the_visit(tmp_path):
+    result = run_driver(tmp_path, "access", ui="help_button = true")
+    assert set(result["screens"]) == {"rating", "reason", "age_group", "thanks", "sleep"}
+    for name, seen in result["screens"].items():
+        assert seen == {**seen, "shown": True, "panel": True, "closed": True}, name
+    assert result["modes_during"] == ["contrast", "large", "low"]
+    assert result["theme_during"][0] == "high_contrast" and result["theme_during"][1] > 1
+    assert result["page_height_low"] < 480 * 0.7 and result["tiles_top_low"] <= 480 * 0.7
+    assert result["modes_in_follow_up"] == ["contrast", "large", "low"]  # the whole visit
+    assert result["modes_after"] == [] and result["theme_after"] == ["standard", 1.0]
+    assert result["page_height_after"] == 480
+    assert result["on_pin"] is False  # staff screens: no citizen control
+
+
+def contact_sheets(shots, out) -> list:
+    """One sheet per display mode and size: screens across, languages down."""
+    from PIL import Image, ImageDraw
+
+    from tests.kiosk.ui.driver import LAYOUT_MODES, LAYOUT_SCREENS
+
+    sheets = []
+    for size in ("800x480", "1280x800"):
+        width, height = (int(v) for v in size.split("x"))
+        thumb = (width // 2, height // 2) if width == 800 else (width // 3, height // 3)
+        for mode in LAYOUT_MODES:
+            sheet = Image.new("RGB", (thumb[0] * len(LAYOUT_SCREENS), thumb[1] * 5), "white")
+            for row, lang in enumerate(("ko", "en", "zh", "vi", "ja")):
+                for column, view in enumerate(LAYOUT_SCREENS):
+                    image = Image.open(shots / f"{view}-{mode}-{lang}-{size}.png").convert("RGB")
+                    sheet.paste(image.resize(thumb), (column * thumb[0], row * thumb[1]))
+            draw = ImageDraw.Draw(sheet)
+            for column in range(1, len(LAYOUT_SCREENS)):
+                draw.line([(column * thumb[0], 0), (column * thumb[0], sheet.height)], fill="grey")
+            for row in range(1, 5):
+                draw.line([(0, row * thumb[1]), (sheet.width, row * thumb[1])], fill="grey")
+            path = out / f"kiosk-sheet-{mode}-{size}.png"
+            sheet.save(path, optimize=True)
+            sheets.append(path)
+    return sheets
+
+
+def test_every_screen_language_mode_and_size_lays_out_without_clipping_or_overlap(tmp_path):
+    """5 screens x 5 languages x {normal, large, high contrast, low screen} x {800x480, 1280x800}."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    result = run_driver(tmp_path, "layouts", shots=shots, timeout=600)
+    assert len(result["shots"]) == 5 * 5 * 4 * 2
+    problems = result["problems"]
+    assert problems == {}, "\n".join(f"{k}: {v}" for k, v in sorted(problems.items()))
+    (tmp_path / "font_px.json").write_text(json.dumps(result["font_px"], ensure_ascii=False, indent=1))
+    if not os.environ.get("ONETAP_SCREENSHOTS"):
+        return  # ONETAP_SCREENSHOTS=1 refreshes the contact sheets in docs/screenshots
+    (ROOT / "docs" / "screenshots" / "kiosk-font-px.json").write_text(
+        json.dumps(result["font_px"], ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+    docs = ROOT / "docs" / "screenshots"
+    for sheet in contact_sheets(shots, tmp_path):
+        shutil.copy(sheet, docs / sheet.name)
+    for name in ("rating-large-vi-800x480", "reason-large-vi-800x480", "age_group-large-vi-800x480"):
+        shutil.copy(shots / f"{name}.png", docs / f"kiosk-{name}.png")

@@ -1,0 +1,43 @@
+"""The dialects on real SQLite and PostgreSQL: placeholders, insert-if-new, upserts and the DDL they render."""
+
+from server.dialect import Postgres, SQLite
+from server.schema import TABLES, AddColumn, CreateTable, render
+from tests.backends import query
+
+
+def test_postgres_renders_the_one_placeholder_style():
+    assert Postgres.sql("SELECT a FROM t WHERE b = ? AND c IN (?, ?)") == \
+        "SELECT a FROM t WHERE b = %s AND c IN (%s, %s)"
+
+
+def test_insert_new_stores_only_keys_not_yet_stored(store):
+    dialect = store.dialect
+    with store.transaction():
+        assert dialect.insert_new("meta", ("key", "value"), {("a",): ("a", "1"), ("b",): ("b", "2")},
+                                  ("key",)) == {("a",), ("b",)}
+    with store.transaction():
+        # "a" is stored already: it is neither reported nor overwritten.
+        assert dialect.insert_new("meta", ("key", "value"), {("a",): ("a", "9"), ("c",): ("c", "3")},
+                                  ("key",)) == {("c",)}
+    assert {r["key"]: r["value"] for r in query(store, "SELECT key, value FROM meta")} == \
+        {"a": "1", "b": "2", "c": "3"}
+
+
+def test_bulk_upsert_adds_counts(store):
+    columns = ("day", "site", "weekday", "suspect", "score", "n")
+    upsert = "ON CONFLICT (day, site, suspect, score) DO UPDATE SET n = roll_site_day.n + excluded.n"
+    for n in (2, 3):
+        with store.transaction():
+            store.dialect.bulk("roll_site_day", columns, [("2026-11-27", "s1", 5, 0, 4, n)], upsert)
+    assert query(store, "SELECT n FROM roll_site_day") == [{"n": 5}]
+
+
+def test_each_dialect_renders_its_own_types():
+    sqlite_sql, = render(CreateTable("roll_day"), SQLite.types, SQLite.clustered)
+    postgres_sql, = render(CreateTable("roll_day"), Postgres.types, Postgres.clustered)
+    assert sqlite_sql.endswith("WITHOUT ROWID") and "hour" not in sqlite_sql
+    assert 'day text COLLATE "C" NOT NULL' in postgres_sql and "weekday smallint NOT NULL" in postgres_sql
+    # A NOT NULL column added to a table with rows needs its default, in both.
+    added, = render(AddColumn("ratings", "suspect"), SQLite.types, SQLite.clustered)
+    assert added == "ALTER TABLE ratings ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0"
+    assert TABLES["ratings"].column("suspect").default == "0"
