@@ -8,7 +8,6 @@ import fcntl
 import logging
 import os
 import pwd
-import re
 import secrets
 import sys
 import tempfile
@@ -17,6 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
+
+import tomlkit
+from tomlkit.exceptions import ParseError
+from tomlkit.items import Table
 
 from kiosk.protocol import (
     ProtocolError,
@@ -173,53 +176,24 @@ def write_atomic(path: Path, text: str, mode: int, *,
         os.close(dir_fd)
 
 
-def toml_string(value: str) -> str:
-    """*value* as a TOML basic string."""
-    out = ['"']
-    for ch in value:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+def _document(header: Sequence[str], items: Sequence[tuple[str, str]],
+              tables: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()) -> tomlkit.TOMLDocument:
+    """A new TOML document: *header* comments, top-level *items*, then *tables*."""
+    document = tomlkit.document()
+    for line in header:
+        document.add(tomlkit.comment(line))
+    for key, value in items:
+        document[key] = value
+    for name, table_items in tables:
+        document[name] = _table(table_items)
+    return document
 
 
-def _toml(header: Sequence[str], items: Sequence[tuple[str, str]],
-          tables: Sequence[tuple[str, Sequence[tuple[str, str]]]] = ()) -> str:
-    lines = [f"# {line}" for line in header]
-    lines += [f"{key} = {toml_string(value)}" for key, value in items]
-    for name, table in tables:
-        lines += ["", f"[{name}]"]
-        lines += [f"{key} = {toml_string(value)}" for key, value in table]
-    return "\n".join(lines) + "\n"
-
-
-def merge_top_level(text: str, items: Sequence[tuple[str, str]]) -> str:
-    """*text* of a TOML file with top-level *items* set, every other line kept.
-
-    Rotating the server's password must not lose the rest of its config (API
-    token, database, sites), so its own keys are replaced where they stand
-    and missing ones go before the first table.
-    """
-    lines = text.splitlines()
-    first_table = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")),
-                       len(lines))
-    pending = dict(items)
-    for index in range(first_table):
-        match = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", lines[index])
-        if match and match.group(1) in pending:
-            key = match.group(1)
-            lines[index] = f"{key} = {toml_string(pending.pop(key))}"
-    added = [f"{key} = {toml_string(value)}" for key, value in pending.items()]
-    if added and first_table < len(lines):
-        added.append("")
-    lines[first_table:first_table] = added
-    return "\n".join(lines) + "\n"
+def _table(items: Sequence[tuple[str, str]]) -> Table:
+    table = tomlkit.table()
+    for key, value in items:
+        table[key] = value
+    return table
 
 
 # -- inputs -------------------------------------------------------------------
@@ -342,7 +316,7 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
     password = password or passwd.new_password()
     pin = new_pin()
     config_path = out_dir / "kiosk.toml"
-    text = _toml(
+    document = _document(
         [f"onetap kiosk {site}/{terminal}, written by `onetap-server provision`.",
          "Secret (broker password): keep it mode 0600, readable by root only."],
         # The shape of kiosk/config.py: identity and broker on top, account in [mqtt].
@@ -353,11 +327,10 @@ def provision_terminal(site: str, terminal: str, broker: str, passwd_path: Path,
          ("ui", [("maintenance_pin", hash_pin(pin))])],
     )
     with locked_directory(passwd_path):
-        audit = _new_terminal_key(out_dir, acl_path, site, terminal)
-        text += _toml([], [], [("audit", audit)])
+        document["audit"] = _table(_new_terminal_key(out_dir, acl_path, site, terminal))
         _add_account(passwd_path, acl_path, username, passwd.terminal_rules(site, terminal),
                      f"terminal site={site} terminal={terminal}", password)
-        write_atomic(config_path, text, 0o600, keep_mode=False)
+        write_atomic(config_path, tomlkit.dumps(document), 0o600, keep_mode=False)
     return Account(username, password, config_path, pin)
 
 
@@ -399,13 +372,21 @@ def provision_service(name: str, passwd_path: Path, acl_path: Path, out_dir: Pat
     with locked_directory(passwd_path):
         old = _read(config_path)
         if old.strip():
-            text = merge_top_level(old, items)
+            # tomlkit edits in place: the operator's other keys, tables and
+            # comments stay; a missing key goes before the first table.
+            try:
+                document = tomlkit.parse(old)
+            except ParseError as exc:
+                raise ProvisionError(f"{config_path}: not valid TOML ({exc}); fix it first") from None
+            for key, value in items:
+                document[key] = value
         else:
-            text = _toml(
+            document = _document(
                 [f"onetap server broker account {name!r}, written by "
                  "`onetap-server provision`; other keys: deploy/server.example.toml.",
                  "Secret (broker password): keep it mode 0600, readable by root only."],
                 items)
+        text = tomlkit.dumps(document)
         check_server_config(text, config_path)
         _add_account(passwd_path, acl_path, name, passwd.service_rules(),
                      f"service name={name}", password)

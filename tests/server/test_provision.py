@@ -229,9 +229,21 @@ def test_concurrent_provisions_lose_no_account(tmp_path):
     assert sorted(passwd.users(pw.read_text())) == sorted(f"{t}@{s}" for s, t in expected)
 
 
-def test_toml_string_round_trips_awkward_text():
-    text = 'a"b\\c\x01\x7f\n한글'
-    assert tomllib.loads(f"k = {provision.toml_string(text)}")["k"] == text
+def test_awkward_text_round_trips_through_kiosk_toml(tmp_path):
+    """Quotes, backslashes, control characters and Hangul survive TOML quoting."""
+    pw, acl, out = files(tmp_path)
+    ca_dir = tmp_path / 'ca "quoted" \\ 인증서\x01\x7f\nline'
+    ca_dir.mkdir()
+    ca = ca_dir / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    password = 'pa"ss\\word\t한글'
+    account = provision.provision_terminal(SITE, "t", "mqtts://broker.example:8883", pw, acl, out,
+                                           ca_file=str(ca), password=password)
+    data = tomllib.loads(account.config_path.read_text(encoding="utf-8"))
+    assert data["mqtt"]["password"] == password
+    assert data["mqtt"]["ca_file"] == str(ca.absolute())
+    config = load_config(account.config_path, env={})
+    assert config.mqtt.password == password
 
 
 def test_rotating_the_service_keeps_the_rest_of_server_toml(tmp_path):
@@ -250,11 +262,27 @@ def test_rotating_the_service_keeps_the_rest_of_server_toml(tmp_path):
     assert stat.S_IMODE(server_toml.stat().st_mode) == 0o600
 
 
-def test_merge_inserts_missing_keys_before_the_first_table():
-    text = 'db = "x"\n[sites.a]\nusername = "not top level"\n'
-    out = provision.merge_top_level(text, [("username", "u")])
-    assert tomllib.loads(out) == {"db": "x", "username": "u",
-                                  "sites": {"a": {"username": "not top level"}}}
+def test_rotation_sets_top_level_keys_and_leaves_tables_and_comments(tmp_path):
+    """A key of the same name inside a table is not the top-level one; missing
+    keys go before the first table; comments and layout stay."""
+    pw, acl, out = files(tmp_path)
+    out.mkdir()
+    server_toml = out / "server.toml"
+    server_toml.write_text('# operator: keep me\n'
+                           'db = "postgresql://onetap@127.0.0.1:5432/onetap"  # trailing note\n'
+                           '\n'
+                           '[sites.gangnam-office]\n'
+                           '# about this site\n'
+                           'reasons = ["other"]\n')
+    account = provision.provision_service("onetap-server", pw, acl, out)
+    text = server_toml.read_text()
+    data = tomllib.loads(text)
+    assert data["username"] == "onetap-server" and data["password"] == account.password
+    assert data["sites"] == {"gangnam-office": {"reasons": ["other"]}}
+    assert text.startswith('# operator: keep me\n'
+                           'db = "postgresql://onetap@127.0.0.1:5432/onetap"  # trailing note\n')
+    assert text.index("password =") < text.index("[sites.gangnam-office]")
+    assert text.endswith('[sites.gangnam-office]\n# about this site\nreasons = ["other"]\n')
 
 
 @pytest.mark.parametrize("broker, with_ca", [(None, False), ("mqtts://broker.example:8883", True)])
