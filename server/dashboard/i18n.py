@@ -243,6 +243,25 @@ TEXT: dict[str, dict[str, str]] = {
                                 "the database; check the audit trail."},
     "alert_text_tamper_plain": {"ko": "저장된 평가가 더 이상 검증되지 않습니다.",
                                 "en": "Stored ratings no longer verify."},
+    "retire": {"ko": "퇴역 처리", "en": "Retire"},
+    "retire_title": {"ko": "단말기 퇴역 처리", "en": "Retire a terminal"},
+    "retire_what": {"ko": "퇴역 처리: 평가 기록은 남고 현황판과 알림에서 빠집니다. 다시 접속해 오면 현황판에 돌아옵니다.",
+                    "en": "Retire: its ratings stay in every figure; it leaves the terminals board and the alerts. "
+                          "If it connects again it comes back on the board."},
+    "retire_backlog": {"ko": "이 단말기는 마지막 상태에서 미전송 평가 {backlog}건을 보고했습니다. 모두 전송될 때까지 "
+                             "기다리거나 저장 기록을 새 단말기로 옮기세요. 그래도 퇴역하려면 서버에서 "
+                             "`onetap-server terminal retire --force`를 실행하세요.",
+                       "en": "This terminal last reported {backlog} unsent ratings. Let it drain or carry its outbox "
+                             "to its replacement; to retire it anyway run `onetap-server terminal retire --force` "
+                             "on the server."},
+    "retire_broker": {"ko": "현황판에서는 브로커 계정을 지울 수 없습니다. 단말기가 더 보내지 못하게 하려면 서버에서 다음 "
+                            "명령을 실행하세요(브로커 계정을 지웁니다):",
+                      "en": "The dashboard cannot remove the broker account. So that the terminal can send nothing "
+                            "more, run this on the server (it removes the broker account):"},
+    "retire_confirm": {"ko": "퇴역 처리 확인", "en": "Retire it"},
+    "retire_admin_only": {"ko": "모든 기관을 보는 관리자만 단말기를 퇴역 처리할 수 있습니다.",
+                          "en": "Only an administrator who sees every site may retire a terminal."},
+    "cancel": {"ko": "취소", "en": "Cancel"},
     "go_back": {"ko": "처음 화면으로", "en": "Back to the start"},
     "error_400": {"ko": "요청을 처리할 수 없습니다", "en": "The request cannot be handled"},
     "error_403": {"ko": "볼 권한이 없습니다", "en": "Not allowed"},
