@@ -33,7 +33,8 @@ def test_an_alert_is_acknowledged_with_the_form(gangnam):
     assert "확인함: gangnam" in gangnam.get("/alerts").text
 
 
-#: One message per kind as the server writes it (server/alerts.py, audit.py, ingest.py, certificates.py).
+#: One message per kind as the server writes it (server/alerts.py, audit.py, ingest.py, certificates.py);
+#: those the pure rules write are taken from the rules themselves (messages_from_the_rules).
 MESSAGES = {
     "offline": "gangnam-office/counter-01 offline for 40 min during opening hours",
     "low_scores": "gangnam-office/counter-01: 6 scores <= 2 in the last 30 min",
@@ -59,10 +60,39 @@ FIGURES = {"offline": "40", "low_scores": "6", "backlog": "12", "certificate": "
            "suspect": "6", "seq_restart": "2", "quarantine": "1000", "chain": "41", "signature": "3", "tamper": "5"}
 
 
+def messages_from_the_rules(now):
+    """The messages the pure rules write (evaluate, missing_conditions), by kind: the page test reads
+    these, so a rule whose wording changes and loses its figures on the page fails it."""
+    import json
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from kiosk.protocol import format_timestamp
+    from server import audit
+    from server.alerts import evaluate
+    from server.config import AlertsConfig
+
+    def ago(minutes):
+        return format_timestamp(now - timedelta(minutes=minutes))
+
+    where = {"site": "gangnam-office", "terminal": "counter-01"}
+    online = {**where, "state": "online", "updated_at": ago(0), "backlog": 12, "oldest_pending_at": ago(60),
+              "clock_synced": False, "help_requested": True}
+    offline = {**where, "state": "offline", "updated_at": ago(40)}
+    lows = [{**where, "score": 1, "at": ago(i)} for i in range(6)]
+    found = {c.kind: c.message for c in evaluate(now, [online, offline], lows, AlertsConfig(), ZoneInfo("Asia/Seoul"))}
+    state = {**where, "missing": json.dumps([[7, 9, ago(90)], [12, 12, ago(90)]])}
+    found.update((audit.MISSING_ALERT, message) for _, _, message in audit.missing_conditions(now, [state], 60))
+    return found
+
+
 def test_every_alert_kind_reads_in_korean_and_english(tmp_path):
     from server.alerts import ALERT_KINDS
     from tests.server.dashboard_site import NOW, client_for, seed
     from server.store import SQLiteStore
+
+    messages = {**MESSAGES, **messages_from_the_rules(NOW)}
+    assert {"offline", "backlog", "clock", "help", "low_scores", "missing"} <= set(messages_from_the_rules(NOW))
 
     path = tmp_path / "onetap.db"
     seed(path)
@@ -70,7 +100,7 @@ def test_every_alert_kind_reads_in_korean_and_english(tmp_path):
     for kind in ALERT_KINDS:
         # A kind added without a sample here still gets raised: its label and sentence must exist.
         store.raise_alert("gangnam-office", "counter-01", kind,
-                          MESSAGES.get(kind, f"gangnam-office/counter-01: something about {kind}"), NOW)
+                          messages.get(kind, f"gangnam-office/counter-01: something about {kind}"), NOW)
     store.close()
     client = client_for(path)
     korean = client.get("/alerts?lang=ko").text
