@@ -32,8 +32,14 @@ log = logging.getLogger(__name__)
 
 #: Alerts that describe a lasting condition: raised when it starts, cleared when it ends.
 CONDITION_KINDS = ("offline", "low_scores", "backlog", "clock", "certificate", "help", audit.MISSING_ALERT)
+#: A terminal numbering its taps from 1 again (server/restarts.py).
+SEQ_RESTART_ALERT = "seq_restart"
 #: Alerts that describe an event: open until someone acknowledges them.
-EVENT_KINDS = ("suspect", QUARANTINE_ALERT, audit.CHAIN_ALERT, audit.SIGNATURE_ALERT, audit.TAMPER_ALERT)
+EVENT_KINDS = ("suspect", SEQ_RESTART_ALERT, QUARANTINE_ALERT, audit.CHAIN_ALERT, audit.SIGNATURE_ALERT,
+               audit.TAMPER_ALERT)
+#: Every alert kind the server raises: each needs a label and a sentence on the dashboard
+#: (server/dashboard/i18n.py; its test raises one of each).
+ALERT_KINDS = CONDITION_KINDS + EVENT_KINDS
 #: Event alerts ingest raises itself; the engine delivers them once.
 INGEST_KINDS = (QUARANTINE_ALERT, audit.CHAIN_ALERT, audit.SIGNATURE_ALERT)
 _SELF_CHECK_AT = "alerts.audit_check_at"
@@ -333,7 +339,7 @@ class AlertEngine:
                 f"{site}/{terminal}: {count} ratings at machine pace flagged suspect (kept, excludable)", now))
         for (site, terminal), starts in find_restarts(self.store).items():
             raised.append(self.store.raise_alert(
-                site, terminal, "seq_restart",
+                site, terminal, SEQ_RESTART_ALERT,
                 f"{site}/{terminal}: numbering began again at 1 ({starts} times in all): "
                 "a kiosk replaced without its outbox? (ratings kept)", now))
         raised.extend(self.self_check(now))

@@ -41,7 +41,7 @@ def live_context(request: Request, dash: Dashboard, session: Session) -> dict:
             chain_text += " · " + t("chain_missing", lang).format(ranges=", ".join(
                 str(a) if a == b else f"{a}–{b}" for a, b in chain["missing_ranges"][:5]))
         rows.append({"site": config.site_name(site), "terminal": config.terminal_name(site, terminal),
-                     "terminal_id": terminal, "state": state,
+                     "site_id": site, "terminal_id": terminal, "state": state,
                      "alarm": state in ("offline", "stale") and open_now,
                      "last_tap": short_time(tapped, tz), "backlog": term.get("backlog"),
                      "oldest_pending": short_time(term.get("oldest_pending_at"), tz),
@@ -59,7 +59,8 @@ def live_context(request: Request, dash: Dashboard, session: Session) -> dict:
                                         suspect=True)).values())
     return {"rows": rows, "today": today, "total": summarize(store.summary(filters)), "suspect": suspect,
             "counters": counters, "stamp": moment.astimezone(tz).strftime("%H:%M:%S"),
-            "caption": scope.caption(dash, reader_lang(request)), "scope": scope}
+            "caption": scope.caption(dash, reader_lang(request)), "scope": scope,
+            "may_retire": session.sites is None}
 
 
 @router.get("/")

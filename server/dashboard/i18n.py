@@ -187,6 +187,81 @@ TEXT: dict[str, dict[str, str]] = {
                            "en": "{count} ratings at machine pace flagged suspect (kept, excludable)."},
     "alert_text_suspect_plain": {"ko": "기계적 속도로 누른 평가를 의심 평가로 표시했습니다.",
                                  "en": "Ratings at machine pace flagged suspect."},
+    "alert_certificate": {"ko": "인증서 만료 임박", "en": "Certificate expiring"},
+    "alert_help": {"ko": "직원 호출", "en": "Staff call"},
+    "alert_seq_restart": {"ko": "평가 번호 재시작", "en": "Numbering restarted"},
+    "alert_quarantine": {"ko": "격리 한도 도달", "en": "Quarantine cap reached"},
+    "alert_missing": {"ko": "누락된 평가", "en": "Missing ratings"},
+    "alert_chain": {"ko": "체인 끊김", "en": "Chain broken"},
+    "alert_signature": {"ko": "서명 불일치", "en": "Bad signature"},
+    "alert_tamper": {"ko": "저장 기록 변조 의심", "en": "Stored ratings altered"},
+    "alert_text_certificate_expired": {"ko": "브로커 인증서가 {day}에 만료되었습니다. 바로 갱신하세요.",
+                                       "en": "A broker certificate expired on {day}: renew it now."},
+    "alert_text_certificate": {"ko": "브로커 인증서가 {day}에 만료됩니다({days}일 남음). 갱신하세요.",
+                               "en": "A broker certificate expires on {day} (in {days} days): renew it."},
+    "alert_text_certificate_plain": {"ko": "브로커 인증서 파일을 읽을 수 없습니다. 설정한 파일을 확인하세요.",
+                                     "en": "A broker certificate file cannot be read: check the configured file."},
+    "alert_text_help": {"ko": "민원인이 단말기에서 직원 도움을 요청했습니다.",
+                        "en": "A citizen at the terminal asks for staff help."},
+    "alert_text_seq_restart": {"ko": "평가 번호가 다시 1부터 시작했습니다(모두 {starts}번). 단말기를 저장 기록 없이 "
+                                     "교체했는지 확인하세요. 평가는 모두 보관됩니다.",
+                               "en": "Numbering began again at 1 ({starts} times in all): was a kiosk replaced "
+                                     "without its outbox? Ratings are kept."},
+    "alert_text_seq_restart_plain": {"ko": "평가 번호가 다시 1부터 시작했습니다. 평가는 모두 보관됩니다.",
+                                     "en": "Numbering began again at 1. Ratings are kept."},
+    "alert_text_quarantine": {"ko": "오늘의 격리 한도에 도달했습니다(격리 {rows}건, {size}바이트). 이후 잘못된 메시지는 "
+                                    "세기만 하고 버립니다.",
+                              "en": "Reached the daily quarantine cap ({rows} messages, {size} bytes): further bad "
+                                    "messages are counted and dropped."},
+    "alert_text_quarantine_plain": {"ko": "오늘의 격리 한도에 도달했습니다. 이후 잘못된 메시지는 세기만 하고 버립니다.",
+                                    "en": "Reached the daily quarantine cap: further bad messages are counted and "
+                                          "dropped."},
+    "alert_text_missing_more": {"ko": "일련번호 {seqs} 외 {more}개 구간의 평가가 {minutes}분 넘게 도착하지 않았습니다"
+                                      "(단말기에서 유실되었거나 지워졌을 수 있음).",
+                                "en": "Ratings {seqs} and {more} more ranges missing for over {minutes} min (lost or "
+                                      "removed at the kiosk?)."},
+    "alert_text_missing": {"ko": "일련번호 {seqs}의 평가가 {minutes}분 넘게 도착하지 않았습니다(단말기에서 유실되었거나 "
+                                 "지워졌을 수 있음).",
+                           "en": "Ratings {seqs} missing for over {minutes} min (lost or removed at the kiosk?)."},
+    "alert_text_missing_plain": {"ko": "도착하지 않은 평가 번호가 있습니다.", "en": "Some rating numbers never arrived."},
+    "alert_text_chain_unchained": {"ko": "일련번호 {seq} 평가가 체인 없이 도착했습니다(앞선 평가에는 체인이 있었음).",
+                                   "en": "Rating {seq} arrived without a chain after chained ratings."},
+    "alert_text_chain": {"ko": "일련번호 {seq}에서 체인이 끊겼습니다(평가가 바뀌었거나 끼워 넣어졌거나, 저장 기록을 잃은 "
+                               "단말기).",
+                         "en": "The chain breaks at rating {seq} (altered, inserted, or a kiosk that lost its "
+                               "outbox)."},
+    "alert_text_chain_plain": {"ko": "평가 체인이 끊겼습니다.", "en": "The ratings' chain is broken."},
+    "alert_text_signature": {"ko": "서명이 맞지 않는 평가 묶음({count}건)을 격리했고 집계하지 않았습니다(위조되었거나 "
+                                   "단말기 키가 등록부와 다름).",
+                             "en": "A batch of {count} ratings whose signature does not verify was quarantined, not "
+                                   "counted (forged, or the kiosk's key does not match the registry)."},
+    "alert_text_signature_plain": {"ko": "서명이 맞지 않는 평가 묶음을 격리했고 집계하지 않았습니다.",
+                                   "en": "A batch whose signature does not verify was quarantined, not counted."},
+    "alert_text_tamper": {"ko": "저장된 평가가 더 이상 검증되지 않습니다(일련번호 {seq}부터). 데이터베이스에서 바뀌었을 "
+                                "수 있으니 감사 기록을 확인하세요.",
+                          "en": "Stored ratings no longer verify (from rating {seq}): they may have been changed in "
+                                "the database; check the audit trail."},
+    "alert_text_tamper_plain": {"ko": "저장된 평가가 더 이상 검증되지 않습니다.",
+                                "en": "Stored ratings no longer verify."},
+    "retire": {"ko": "퇴역 처리", "en": "Retire"},
+    "retire_title": {"ko": "단말기 퇴역 처리", "en": "Retire a terminal"},
+    "retire_what": {"ko": "퇴역 처리: 평가 기록은 남고 현황판과 알림에서 빠집니다. 다시 접속해 오면 현황판에 돌아옵니다.",
+                    "en": "Retire: its ratings stay in every figure; it leaves the terminals board and the alerts. "
+                          "If it connects again it comes back on the board."},
+    "retire_backlog": {"ko": "이 단말기는 마지막 상태에서 미전송 평가 {backlog}건을 보고했습니다. 모두 전송될 때까지 "
+                             "기다리거나 저장 기록을 새 단말기로 옮기세요. 그래도 퇴역하려면 서버에서 "
+                             "`onetap-server terminal retire --force`를 실행하세요.",
+                       "en": "This terminal last reported {backlog} unsent ratings. Let it drain or carry its outbox "
+                             "to its replacement; to retire it anyway run `onetap-server terminal retire --force` "
+                             "on the server."},
+    "retire_broker": {"ko": "현황판에서는 브로커 계정을 지울 수 없습니다. 단말기가 더 보내지 못하게 하려면 서버에서 다음 "
+                            "명령을 실행하세요(브로커 계정을 지웁니다):",
+                      "en": "The dashboard cannot remove the broker account. So that the terminal can send nothing "
+                            "more, run this on the server (it removes the broker account):"},
+    "retire_confirm": {"ko": "퇴역 처리 확인", "en": "Retire it"},
+    "retire_admin_only": {"ko": "모든 기관을 보는 관리자만 단말기를 퇴역 처리할 수 있습니다.",
+                          "en": "Only an administrator who sees every site may retire a terminal."},
+    "cancel": {"ko": "취소", "en": "Cancel"},
     "go_back": {"ko": "처음 화면으로", "en": "Back to the start"},
     "error_400": {"ko": "요청을 처리할 수 없습니다", "en": "The request cannot be handled"},
     "error_403": {"ko": "볼 권한이 없습니다", "en": "Not allowed"},
@@ -260,13 +335,30 @@ def code_label(code: str, lang: str) -> str:
     return Labels(lang).code(field, code)
 
 
-#: What each alert kind's stored message carries, read back as parameters for the reader's sentence.
-_ALERT_PARAMS = {
-    "offline": re.compile(r" for (?P<minutes>\d+) min"),
-    "backlog": re.compile(r"backlog (?P<backlog>\d+)"),
-    "low_scores": re.compile(r"(?P<count>\d+) scores <= (?P<max>\d+) in the last (?P<minutes>\d+) min"),
-    "suspect": re.compile(r"(?P<count>\d+) ratings at machine pace"),
-    "clock": re.compile(r""),
+#: What each alert kind's stored message carries (server/alerts.py, audit.py, ingest.py write one English
+#: message per condition), read back as the parameters of the reader's sentence: (pattern, text key) tried in
+#: order; a message none matches reads as the kind's "_plain" sentence (or its sentence without figures).
+_ALERT_PARAMS: dict[str, tuple[tuple[re.Pattern, str], ...]] = {
+    "offline": ((re.compile(r" for (?P<minutes>\d+) min"), "alert_text_offline"),),
+    "backlog": ((re.compile(r"backlog (?P<backlog>\d+)"), "alert_text_backlog"),),
+    "low_scores": ((re.compile(r"(?P<count>\d+) scores <= (?P<max>\d+) in the last (?P<minutes>\d+) min"),
+                    "alert_text_low_scores"),),
+    "suspect": ((re.compile(r"(?P<count>\d+) ratings at machine pace"), "alert_text_suspect"),),
+    "clock": ((re.compile(r""), "alert_text_clock"),),
+    "certificate": ((re.compile(r"expired on (?P<day>\d{4}-\d\d-\d\d)"), "alert_text_certificate_expired"),
+                    (re.compile(r"expires on (?P<day>\d{4}-\d\d-\d\d) \(in (?P<days>\d+) days?\)"),
+                     "alert_text_certificate")),
+    "help": ((re.compile(r""), "alert_text_help"),),
+    "seq_restart": ((re.compile(r"\((?P<starts>\d+) times in all\)"), "alert_text_seq_restart"),),
+    "quarantine": ((re.compile(r"quarantine cap \((?P<rows>\d+) rows, (?P<size>\d+) bytes\)"),
+                    "alert_text_quarantine"),),
+    "missing": ((re.compile(r"seq (?P<seqs>[\d, -]+?) and (?P<more>\d+) more ranges missing for over "
+                            r"(?P<minutes>\d+) min"), "alert_text_missing_more"),
+                (re.compile(r"seq (?P<seqs>[\d, -]+?) missing for over (?P<minutes>\d+) min"), "alert_text_missing")),
+    "chain": ((re.compile(r"seq (?P<seq>\d+) arrived without a chain"), "alert_text_chain_unchained"),
+              (re.compile(r"chain broken at seq (?P<seq>\d+)"), "alert_text_chain")),
+    "signature": ((re.compile(r"a batch of (?P<count>\d+) ratings whose signature"), "alert_text_signature"),),
+    "tamper": ((re.compile(r"no longer verify: \S+ seq (?P<seq>\d+)"), "alert_text_tamper"),),
 }
 
 
@@ -276,16 +368,17 @@ def alert_kind(kind: str, lang: str) -> str:
 
 
 def alert_text(kind: str, message: str, lang: str) -> str:
-    """An alert's sentence in *lang*, from its kind and the figures its stored message carries
-    (server/alerts.py writes one English message per condition); an unknown kind keeps its message."""
-    pattern = _ALERT_PARAMS.get(kind)
-    if pattern is None:
+    """An alert's sentence in *lang*, from its kind and the figures its stored message carries;
+    an unknown kind keeps its message."""
+    patterns = _ALERT_PARAMS.get(kind)
+    if patterns is None:
         return message
-    found = pattern.search(message or "")
-    if found is None:
-        return t(f"alert_text_{kind}_plain", lang) if f"alert_text_{kind}_plain" in TEXT else t(
-            f"alert_text_{kind}", lang)
-    return t(f"alert_text_{kind}", lang).format(**found.groupdict())
+    for pattern, key in patterns:
+        found = pattern.search(message or "")
+        if found is not None:
+            return t(key, lang).format(**found.groupdict())
+    plain = f"alert_text_{kind}_plain"
+    return t(plain if plain in TEXT else patterns[-1][1], lang)
 
 
 def t(key: str, lang: str) -> str:

@@ -18,7 +18,7 @@ from server.bounds import BodyTooLarge
 from server.auth import HashSlots, LoginThrottle
 from server.config import ServerConfig
 from server.errors import StoreError
-from server.dashboard import alerts, compare, exports, help, home, login, report, trends
+from server.dashboard import alerts, compare, exports, help, home, login, report, terminals, trends
 from server.dashboard.context import Dashboard, LoginRequired, PageError, current, reader_lang, render
 from server.dashboard.login import LOGIN_CSRF_COOKIE  # noqa: F401 - where the deploy tests look for it
 from server.dashboard.i18n import t
@@ -99,5 +99,5 @@ def install(app: FastAPI, config: ServerConfig, store: Callable[[], Store],
             return Response('{"detail":"internal server error"}', status_code=500, media_type="application/json")
         return error_page(request, 500, None)
 
-    for page in (login, home, trends, compare, alerts, exports, report, help):
+    for page in (login, home, trends, compare, alerts, exports, report, help, terminals):
         app.include_router(page.router)
