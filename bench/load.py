@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import random
 import resource
-import statistics
 import struct
 import subprocess
 import sys

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, Field, model_validator
 from pydantic.dataclasses import dataclass
 
 import onetap_config
-from onetap_config import STRICT, Float, Int, KeyProblem
+from onetap_config import STRICT, FilePath, Float, Int, KeyProblem, checked
 from kiosk import protocol
 from kiosk.catalog import LANGUAGES
 from kiosk.errors import ConfigError
@@ -28,22 +28,6 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "onetap"
-
-
-def _checked(check, reason: str):
-    """An AfterValidator: *check(value)* true, or *reason*."""
-    def validate(value: Any) -> Any:
-        if not check(value):
-            raise ValueError(reason)
-        return value
-
-    return AfterValidator(validate)
-
-
-def _path(value: Path) -> Path:
-    if not str(value) or str(value) == ".":
-        raise ValueError("must be a path")
-    return value.expanduser()
 
 
 def _identifier(value: str) -> str:
@@ -65,7 +49,6 @@ def _hours(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
-FilePath = Annotated[Path, AfterValidator(_path)]
 Positive = Annotated[Float, Field(gt=0)]
 def _gpio(pin: int) -> int:
     if not 0 <= pin <= 27:
@@ -74,7 +57,7 @@ def _gpio(pin: int) -> int:
 
 
 Gpio = Annotated[Int, AfterValidator(_gpio)]
-Host = Annotated[str, _checked(lambda v: re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", v), "is not a host name or address")]
+Host = Annotated[str, checked(lambda v: re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", v), "is not a host name or address")]
 
 
 def _timing(key: str) -> Any:
@@ -117,7 +100,7 @@ class AuditConfig:
     """``[audit]``: the terminal's signing key and chain seed (written by `onetap-server provision`)."""
 
     key_file: Path | None = None
-    chain_seed: Annotated[str, _checked(protocol.is_chain, "must be 64 lower-case hex digits")] | None = None
+    chain_seed: Annotated[str, checked(protocol.is_chain, "must be 64 lower-case hex digits")] | None = None
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -125,7 +108,7 @@ class UiConfig:
     """``[ui]``: the touchscreen: languages, accessibility, timings, opening hours, staff PIN, window."""
 
     language: str = "ko"
-    languages: Annotated[tuple[str, ...], _checked(lambda v: v and set(v) <= set(LANGUAGES),
+    languages: Annotated[tuple[str, ...], checked(lambda v: v and set(v) <= set(LANGUAGES),
                                                     f"must name languages with a catalog ({', '.join(LANGUAGES)})")] \
         = LANGUAGES
     large_text: bool = False
@@ -149,15 +132,15 @@ class UiConfig:
     hours: Annotated[tuple[str, ...], AfterValidator(_hours)] = ()
     count_when_closed: bool = False
     #: 4 to 12 digits, or the hash provision writes.
-    maintenance_pin: Annotated[str, _checked(protocol.is_pin_setting,
+    maintenance_pin: Annotated[str, checked(protocol.is_pin_setting,
                                              "must be 4 to 12 digits, or a hash from provision")] \
         = field(default="0000", repr=False)
     maintenance_hold_s: Annotated[Float, Field(ge=1, le=60)] = 5.0
     fullscreen: bool | None = None
-    size: Annotated[tuple[Int, Int], _checked(lambda v: min(v) >= 100,
+    size: Annotated[tuple[Int, Int], checked(lambda v: min(v) >= 100,
                                               "must be [width, height] in pixels")] = (800, 480)
     fps: Annotated[Int, Field(ge=1, le=120)] = 30
-    touch_input: Annotated[str, _checked(str.strip, "must name one Kivy input provider")] \
+    touch_input: Annotated[str, checked(str.strip, "must name one Kivy input provider")] \
         = "mouse,disable_multitouch"
 
     @model_validator(mode="after")

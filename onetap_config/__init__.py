@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Annotated, Any, Callable, Iterator, Mapping, TypeVar
 
-from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
 
 T = TypeVar("T")
 
@@ -63,6 +63,35 @@ def _no_bool(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_no_bool)]
 Float = Annotated[float, BeforeValidator(_no_bool)]
+
+
+def checked(test: Callable[[Any], Any], reason: str) -> AfterValidator:
+    """An AfterValidator: *test(value)* true, or the error *reason*."""
+    def validate(value: Any) -> Any:
+        if not test(value):
+            raise ValueError(reason)
+        return value
+
+    return AfterValidator(validate)
+
+
+def parsed_by(parse: Callable[[Any], Any]) -> AfterValidator:
+    """Valid when *parse(value)* raises no ValueError; the value is kept."""
+    def validate(value: Any) -> Any:
+        parse(value)
+        return value
+
+    return AfterValidator(validate)
+
+
+def expanded_path(value: Path) -> Path:
+    """A path with ``~`` expanded; empty or ``.`` is no path."""
+    if not str(value) or str(value) == ".":
+        raise ValueError("must be a path")
+    return value.expanduser()
+
+
+FilePath = Annotated[Path, AfterValidator(expanded_path)]
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:

@@ -26,7 +26,6 @@ from kiosk.protocol import (
     default_chain_seed,
     format_timestamp,
     head_message,
-    is_chain,
     parse_timestamp,
 )
 from server.errors import ServerError

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass as plain_dataclass
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,7 +18,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, mod
 from pydantic.dataclasses import dataclass
 
 import onetap_config
-from onetap_config import STRICT, Env, EnvOnly, Float, Int, KeyProblem
+from onetap_config import (STRICT, Env, EnvOnly, FilePath, Float, Int, KeyProblem, checked, expanded_path,
+                           parsed_by)
 from kiosk import protocol
 from kiosk.protocol import DEFAULT_REASONS, ProtocolError, SurveyConfig, is_identifier, parse_hours
 from kiosk.protocol import parse_broker_url as protocol_parse_broker_url
@@ -56,30 +57,6 @@ def parse_listen(text: str) -> tuple[str, int]:
 # -- value types: each a check that says what is wrong ---------------------------
 
 
-def _check(test: Callable[[Any], Any], reason: str) -> AfterValidator:
-    def validate(value: Any) -> Any:
-        if not test(value):
-            raise ValueError(reason)
-        return value
-
-    return AfterValidator(validate)
-
-
-def _parsed_by(parse: Callable[[Any], Any]) -> AfterValidator:
-    """Valid when *parse(value)* raises no ValueError; the value is kept."""
-    def validate(value: Any) -> Any:
-        parse(value)
-        return value
-
-    return AfterValidator(validate)
-
-
-def _path(value: Path) -> Path:
-    if not str(value) or str(value) == ".":
-        raise ValueError("must be a path")
-    return value.expanduser()
-
-
 class DatabaseURL(str):
     """A postgresql:// URL whose repr (say, in --check-config) hides its password."""
 
@@ -96,12 +73,12 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 def _db(value: Any) -> Path | str:
     """A SQLite file, or a postgresql:// URL libpq can read."""
     if isinstance(value, Path):
-        return _path(value)
+        return expanded_path(value)
     if not isinstance(value, str) or not value:
         raise ValueError("must be a file path or a postgresql:// URL")
     parts = urlsplit(value)
     if parts.scheme not in POSTGRES_SCHEMES:
-        return _path(Path(value))
+        return expanded_path(Path(value))
     if not parts.path.strip("/") and "dbname=" not in parts.query:
         raise ValueError("names no database (postgresql://user@host:5432/DATABASE)")
     try:
@@ -189,18 +166,17 @@ def _site_list(value: tuple[str, ...]) -> tuple[str, ...]:
 
 _EMAIL_RE = re.compile(r"\A[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}\Z")
 
-FilePath = Annotated[Path, AfterValidator(_path)]
 Positive = Annotated[Int, Field(gt=0)]
 NonNegative = Annotated[Int, Field(ge=0)]
 PositiveSeconds = Annotated[Float, Field(gt=0)]
-Identifier = Annotated[str, _check(is_identifier, "is not an identifier (^[a-z0-9][a-z0-9-]{0,62}$)")]
+Identifier = Annotated[str, checked(is_identifier, "is not an identifier (^[a-z0-9][a-z0-9-]{0,62}$)")]
 DisplayName = Annotated[str, AfterValidator(_display_name)]
 #: A satisfaction index to aim for, on the index's own 0..100 scale.
 Target = Annotated[Float, Field(ge=0, le=100)]
 Reasons = Annotated[tuple[str, ...], AfterValidator(_reasons)]
 Scope = Annotated[frozenset[str] | None, BeforeValidator(_scope)]
-Email = Annotated[str, _check(_EMAIL_RE.match, "is not an e-mail address")]
-Hours = Annotated[tuple[str, ...], _parsed_by(lambda v: parse_hours("opening_hours", v))]
+Email = Annotated[str, checked(_EMAIL_RE.match, "is not an e-mail address")]
+Hours = Annotated[tuple[str, ...], parsed_by(lambda v: parse_hours("opening_hours", v))]
 
 
 # -- the survey table: the protocol's SurveyConfig ---------------------------------
@@ -296,7 +272,7 @@ class UserConfig:
 class TokenConfig:
     """An API token, from ``[tokens.<name>]``: its SHA-256 (hex) and a site scope."""
 
-    sha256: Annotated[str, _check(lambda v: re.fullmatch(r"[0-9a-f]{64}", v),
+    sha256: Annotated[str, checked(lambda v: re.fullmatch(r"[0-9a-f]{64}", v),
                                   "must be the token's SHA-256 as 64 lowercase hex digits"
                                   " (python -m server.auth token prints a token and its hash)")] \
         = field(repr=False)
@@ -360,7 +336,7 @@ class MailConfig:
     """The institution's SMTP server for report mail, from ``[mail]``; the password only
     from the environment (ONETAP_MAIL_PASSWORD)."""
 
-    host: Annotated[str, _check(lambda v: re.fullmatch(r"[A-Za-z0-9.:\[\]-]{1,253}", v),
+    host: Annotated[str, checked(lambda v: re.fullmatch(r"[A-Za-z0-9.:\[\]-]{1,253}", v),
                                 "is not a host name or address")]
     sender: Email
     port: Annotated[Int, Field(ge=1, le=65535)] = 587
@@ -405,20 +381,20 @@ class ServerConfig:
     says otherwise (tests/test_onetap_config.py checks the example names it).
     """
 
-    broker: Annotated[str, _parsed_by(parse_broker_url)] = "mqtt://127.0.0.1:1883"
+    broker: Annotated[str, parsed_by(parse_broker_url)] = "mqtt://127.0.0.1:1883"
     username: Annotated[str | None, Env("ONETAP_MQTT_USERNAME")] = None
     password: Annotated[str | None, Env("ONETAP_MQTT_PASSWORD")] = field(default=None, repr=False)
     client_id: Annotated[str, Field(min_length=1)] = "onetap-server"
     #: What `run` does: "all" (ingest + HTTP API + alerts), "ingest" (one of
     #: several workers sharing the ratings), "api" (HTTP API + alerts only).
-    role: Annotated[str, _check(lambda v: v in ROLES, f"must be one of {', '.join(ROLES)}")] = "all"
+    role: Annotated[str, checked(lambda v: v in ROLES, f"must be one of {', '.join(ROLES)}")] = "all"
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
     session_expiry_s: Positive = 7 * 24 * 3600
     #: A SQLite file, or a postgresql:// URL (server/backend.py picks the store).
     #: Absolute, where the systemd unit's StateDirectory is: never a file that
     #: depends on the directory the server happened to start in.
     db: Annotated[Path | str, PlainValidator(_db)] = Path("/var/lib/onetap/onetap.db")
-    listen: Annotated[str, _parsed_by(parse_listen)] = "127.0.0.1:8080"
+    listen: Annotated[str, parsed_by(parse_listen)] = "127.0.0.1:8080"
     api_token: Annotated[str, Field(min_length=1)] | None = field(default=None, repr=False)
     timezone: Annotated[str, AfterValidator(_timezone)] = "Asia/Seoul"
     reasons: Reasons = DEFAULT_REASONS
@@ -427,7 +403,7 @@ class ServerConfig:
     groups: dict[Identifier, GroupConfig] = field(default_factory=dict)
     #: Survey defaults for every site's terminals (``[survey]``); None: publish none.
     survey: SurveyTable = None
-    users: dict[Annotated[str, _check(lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", v),
+    users: dict[Annotated[str, checked(lambda v: re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", v),
                                       "is not a name (letters, digits, _ . @ -)")], UserConfig] \
         = field(default_factory=dict, repr=False)
     tokens: dict[str, TokenConfig] = field(default_factory=dict, repr=False)

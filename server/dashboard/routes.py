@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
@@ -18,6 +18,7 @@ from server.bounds import BodyTooLarge
 from server.auth import HashSlots, LoginThrottle
 from server.config import ServerConfig
 from server.errors import StoreError
+from server.store import Store
 from server.dashboard import alerts, compare, exports, help, home, login, report, terminals, trends
 from server.dashboard.context import Dashboard, LoginRequired, PageError, current, reader_lang, render
 from server.dashboard.login import LOGIN_CSRF_COOKIE  # noqa: F401 - where the deploy tests look for it
