@@ -264,8 +264,16 @@ class UserConfig:
     """A dashboard user, from ``[users.<name>]``: a password hash and a site scope."""
 
     password_hash: Annotated[str, AfterValidator(_password_hash)] = field(repr=False)
-    #: None: every site.
-    sites: Scope
+    #: None ("*"): every site.
+    sites: Scope = frozenset()
+    #: Groups ([groups.<id>]) whose sites the user sees too.
+    groups: tuple[Identifier, ...] = ()
+
+    @model_validator(mode="after")
+    def _some_scope(self) -> "UserConfig":
+        if self.sites is not None and not self.sites and not self.groups:
+            raise KeyProblem("sites", 'is missing: give "*" (every site), a list of sites, or groups')
+        return self
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -457,7 +465,18 @@ class ServerConfig:
             raise KeyProblem(*problem)
         if self.reports and self.mail is None:
             raise KeyProblem("reports", "[reports] need a [mail] server to send them")
+        for name, user in self.users.items():
+            unknown = [g for g in user.groups if g not in self.groups]
+            if unknown:
+                raise KeyProblem(f"users.{name}.groups", f"names no [groups.<id>] table: {', '.join(unknown)}")
         return self
+
+    def user_sites(self, name: str) -> frozenset[str] | None:
+        """The sites dashboard user *name* sees: their sites and their groups' sites; None: every site."""
+        user = self.users[name]
+        if user.sites is None:
+            return None
+        return user.sites.union(*(self.groups[g].sites for g in user.groups))
 
     def site_name(self, site: str) -> str:
         """The site's display name, else its identifier."""

@@ -88,7 +88,7 @@ class Dashboard:
 
     def fingerprint(self, name: str) -> str | None:
         user = self.config.users.get(name)
-        return None if user is None else credential_fingerprint(user.password_hash, user.sites)
+        return None if user is None else credential_fingerprint(user.password_hash, self.config.user_sites(name))
 
     def visible_sites(self, session: Session) -> list[str]:
         if session.sites is not None:
@@ -129,7 +129,7 @@ def current(request: Request) -> Session:
         # Removed from the config, or a new password or scope since this login.
         dash.store().delete_session(digest)
         raise LoginRequired()
-    return Session(row["user"], dash.config.users[row["user"]].sites, row["csrf"], digest)
+    return Session(row["user"], dash.config.user_sites(row["user"]), row["csrf"], digest)
 
 
 def checked(session: Session = Depends(current), csrf: str = Form("")) -> Session:

@@ -69,7 +69,9 @@ def config_for(path):
         groups={"south": GroupConfig(("gangnam-office", "seocho-office"), "남부 권역", 60.0),
                 "north": GroupConfig(("mapo-office",), "북부 권역")},
         users={"admin": UserConfig(hash_password(PASSWORD), None),
-               "gangnam": UserConfig(hash_password(PASSWORD), frozenset({"gangnam-office"}))})
+               "gangnam": UserConfig(hash_password(PASSWORD), frozenset({"gangnam-office"})),
+               # Scoped by a group only: sees the north group's sites.
+               "north": UserConfig(hash_password(PASSWORD), groups=("north",))})
 
 
 def login(client, user="admin"):

@@ -25,3 +25,12 @@ def test_hostile_scope_values_are_400_never_500(admin):
                   "from=2026-11-10&to=2026-11-01", "terminal=gangnam-office/"):
         answer = admin.get(f"/trends?{query}")
         assert 400 <= answer.status_code < 500, (query, answer.status_code)
+
+
+def test_a_user_scoped_by_a_group_sees_the_groups_sites_only(site_db):
+    from tests.server.dashboard_site import client_for
+
+    north = client_for(site_db, "north")
+    assert north.get("/trends?site=mapo-office").status_code == 200
+    assert north.get("/trends?site=gangnam-office").status_code == 403
+    assert "gangnam-office" not in north.get("/trends").text

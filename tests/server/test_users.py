@@ -121,17 +121,22 @@ def test_add_refuses_an_existing_user(config, capsys):
     assert config.read_text() == before
 
 
-def test_a_group_scope_never_leaves_a_config_that_will_not_load(config, capsys):
-    """Groups are written where this build's config accepts them ([groups.<id>]);
-    where it would reject them, the command refuses before writing."""
+def test_a_group_scope_names_a_configured_group_and_sees_its_sites(config, capsys):
+    """--groups writes a scope the server resolves to the group's sites; a group
+    the config does not define is refused before anything is written."""
     code = cli("add", "region", "--groups", "seoul-south", "--config", str(config),
                stdin=PASSWORD + "\n")
-    loaded = load_config(config, env={})  # loads either way
-    if code == 0:
-        assert "region" in loaded.users
-    else:
-        assert "nothing written" in capsys.readouterr().err
-        assert config.read_text() == SERVER_TOML
+    assert code == 1 and "nothing written" in capsys.readouterr().err
+    assert config.read_text() == SERVER_TOML
+    config.write_text(SERVER_TOML + '\n[groups.seoul-south]\nname = "서울 남부"\n'
+                      'sites = ["gangnam-office", "seocho-office"]\n')
+    assert cli("add", "region", "--groups", "seoul-south", "--config", str(config),
+               stdin=PASSWORD + "\n") == 0
+    assert cli("add", "mixed", "--sites", "mapo-office", "--groups", "seoul-south", "--config", str(config),
+               stdin=PASSWORD + "\n") == 0
+    loaded = load_config(config, env={})
+    assert loaded.user_sites("region") == {"gangnam-office", "seocho-office"}
+    assert loaded.user_sites("mixed") == {"gangnam-office", "seocho-office", "mapo-office"}
 
 
 def test_password_from_a_terminal_is_asked_twice():
