@@ -173,16 +173,19 @@ def tables(model: type, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[st
             yield from tables(inner, (*path, "<name>"))
 
 
-def read_toml(path: Path, error: type[Exception]) -> dict[str, Any]:
+def read_toml(path: Path, error: type[Exception], *, label: str | None = None,
+              what: str = "config file") -> dict[str, Any]:
+    """The TOML document at *path*, or *error* saying why not (named by *label*, else the path)."""
+    where = label or path
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise error(f"{path}: no such config file") from None
+        raise error(f"{where}: no such {what}") from None
     except OSError as exc:
-        raise error(f"{path}: cannot read ({exc.strerror})") from None
+        raise error(f"{where}: cannot read ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: not valid TOML ({exc})") from None
+        raise error(f"{where}: not valid TOML ({exc})") from None
 
 
 def flag_name(dotted: str) -> str:

@@ -11,13 +11,14 @@ import math
 import os
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import IO, Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from kiosk.protocol import is_identifier
+from onetap_config import read_toml
 from server.aggregate import AGGREGATE_KEYS, MAX_BY, merge, merge_rows, parse_by, summarize
 from server.errors import ServerError
 from server.outbound import retrying_session
@@ -336,15 +337,7 @@ def write(result: PullResult, fmt: str, out: IO[bytes]) -> None:
 
 def read_tokens(path: str) -> dict[str, str]:
     """``--tokens FILE``: a TOML table of server URL -> that server's token."""
-    try:
-        with open(path, "rb") as handle:
-            table = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ServerError(f"--tokens {path}: no such file") from None
-    except OSError as exc:
-        raise ServerError(f"--tokens {path}: cannot read ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ServerError(f"--tokens {path}: not valid TOML ({exc})") from None
+    table = read_toml(Path(path), ServerError, label=f"--tokens {path}", what="file")
     for url, token in table.items():
         if not isinstance(token, str) or not token:
             raise ServerError(f'--tokens {path}: "{url}" must be = "its token" (a non-empty string)')
