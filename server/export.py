@@ -11,6 +11,7 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 from kiosk.protocol import DEFAULT_REASONS
 from server.aggregate import summarize
 from server.labels import Labels, in_order
+from server import words
 from server.store import CSV_COLUMNS, Filters, Store
 
 # Spreadsheet programs run a cell starting with these as a formula.
@@ -85,40 +86,15 @@ def _summary_line(label: Any, dist: Mapping[int, int]) -> list[Any]:
 
 SUMMARY_HEADER = ["", "count", "1", "2", "3", "4", "5", "mean", "csat", "index"]
 
-#: Words of the human-facing sheets, per reader language.
-XLSX_WORDS: dict[str, dict[str, str]] = {
-    "summary": {"ko": "요약", "en": "Summary"},
-    "days": {"ko": "일별", "en": "Days"},
-    "reasons": {"ko": "사유", "en": "Reasons"},
-    "ages": {"ko": "연령대", "en": "Age groups"},
-    "counters": {"ko": "창구별", "en": "Per counter"},
-    "raw": {"ko": "원자료", "en": "Raw"},
-    "title": {"ko": "onetap 현장 만족도 평가", "en": "onetap ratings"},
-    "period": {"ko": "기간", "en": "Period"},
-    "site": {"ko": "기관", "en": "Site"},
-    "terminal": {"ko": "단말기", "en": "Terminal"},
-    "all": {"ko": "전체", "en": "All"},
-    "suspect": {"ko": "의심 평가", "en": "Suspect ratings"},
-    "suspect_none": {"ko": "포함", "en": "included"},
-    "suspect_false": {"ko": "제외", "en": "excluded"},
-    "suspect_true": {"ko": "의심 평가만", "en": "only suspect ratings"},
-    "generated": {"ko": "작성", "en": "Generated"},
-    "note": {"ko": "참고", "en": "Note"},
-    "capped": {"ko": "원자료 시트에는 {count:,}건 중 처음 {max:,}건만 있습니다. 전체는 ratings.csv를 받으십시오.",
-               "en": "The raw sheet holds the first {max:,} of {count:,} ratings; use ratings.csv for all."},
-    "group": {"ko": "구분", "en": ""},
-    "total": {"ko": "합계", "en": "Total"},
-    "day": {"ko": "날짜", "en": "Day"},
-    "reason": {"ko": "사유", "en": "Reason"},
-    "age_group": {"ko": "연령대", "en": "Age group"},
-    "count": {"ko": "건수", "en": "Count"},
-    "score": {"ko": "{n}점", "en": "Score {n}"},
-    "mean": {"ko": "평균 점수", "en": "Mean score"},
-    "csat": {"ko": "CSAT (%)", "en": "CSAT (%)"},
-    "index": {"ko": "만족도 지수", "en": "Satisfaction index"},
-    "definitions": {"ko": "만족도 지수 = (평균 점수 − 1) ÷ 4 × 100; CSAT = 4·5점의 비율(%). 날짜와 시각은 {tz} 기준입니다.",
-                    "en": "Satisfaction index = (mean score − 1) ÷ 4 × 100; CSAT = share (%) of scores 4 and 5. "
-                          "Days and times are in {tz}."},
+#: Which word of the one catalogue (server/words.py) each part of the spreadsheet prints.
+SHEET_WORDS: dict[str, str] = {
+    "summary": "sheet_summary", "days": "sheet_days", "reasons": "sheet_reasons", "ages": "age_groups",
+    "counters": "sheet_counters", "raw": "sheet_raw", "title": "sheet_title", "period": "period", "site": "site",
+    "terminal": "terminal", "all": "sheet_all", "suspect": "suspect_short", "suspect_none": "sheet_suspect_none",
+    "suspect_false": "sheet_suspect_false", "suspect_true": "sheet_suspect_true", "generated": "generated",
+    "note": "sheet_note", "capped": "sheet_capped", "group": "sheet_group", "total": "total", "day": "day",
+    "reason": "reason", "age_group": "age_group", "count": "count", "score": "sheet_score", "mean": "mean_score",
+    "csat": "sheet_csat", "index": "satisfaction_index", "definitions": "sheet_definitions",
 }
 
 _DATE_FORMAT = "yyyy-mm-dd"
@@ -128,9 +104,7 @@ _LINE_FORMATS = ["#,##0"] * 6 + ["0.00", "0.0", "0.0"]
 
 
 def _word(key: str, lang: str, **values: Any) -> str:
-    entry = XLSX_WORDS[key]
-    text = entry.get(lang, entry["ko"]) if lang in entry else entry["ko"]
-    return text.format(**values) if values else text
+    return words.t(SHEET_WORDS[key], lang, **values)
 
 
 def _local_time(text: Any, tz) -> datetime | Any:

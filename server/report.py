@@ -17,69 +17,33 @@ from kiosk.protocol import DEFAULT_REASONS
 from server.aggregate import Distribution, Summary, summarize
 from server.compare import MIN_COUNT, Change, compare
 from server.labels import Labels, in_order
+from server import words
 from server.particles import attach
 from server.store import Filters, Store
 
-#: The words of the report, per reader language.
-WORDS: dict[str, dict[str, str]] = {
-    "title": {"ko": "월간 만족도 보고서", "en": "Monthly satisfaction report"},
-    "period": {"ko": "기간", "en": "Period"},
-    "generated": {"ko": "작성", "en": "Generated"},
-    "count": {"ko": "평가 건수", "en": "Ratings"},
-    "index": {"ko": "만족도 지수", "en": "Satisfaction index"},
-    "csat": {"ko": "CSAT (만족 비율)", "en": "CSAT (share satisfied)"},
-    "mean": {"ko": "평균 점수", "en": "Mean score"},
-    "daily": {"ko": "일별 추이 (만족도 지수, CSAT, 건수)", "en": "Daily trend (index, CSAT, count)"},
-    "heatmap": {"ko": "시간대 × 요일 (만족도 지수, 칸 안은 건수)", "en": "Hour × weekday (index; count in each cell)"},
-    "reasons": {"ko": "아쉬운 점 (사유)", "en": "What could be better (reasons)"},
-    "reason": {"ko": "사유", "en": "Reason"},
-    "age_reasons": {"ko": "연령대별 아쉬운 점 (건수, 행 비율)", "en": "Reasons by age group (count, share of the row)"},
-    "age_group": {"ko": "연령대", "en": "Age group"},
-    "ages": {"ko": "연령대", "en": "Age groups"},
-    "terminals": {"ko": "창구(단말기)별", "en": "Per counter (terminal)"},
-    "terminal": {"ko": "단말기", "en": "Terminal"},
-    "share": {"ko": "비율", "en": "Share"},
-    "total": {"ko": "합계", "en": "Total"},
-    "distribution": {"ko": "점수 분포 1→5", "en": "Scores 1→5"},
-    "comparison": {"ko": "전월·전년 동월 비교", "en": "Against last month and the same month last year"},
-    "this_month": {"ko": "이번 달", "en": "This month"},
-    "previous": {"ko": "전월", "en": "Previous month"},
-    "last_year": {"ko": "전년 동월", "en": "Same month last year"},
-    "change": {"ko": "변화", "en": "Change"},
-    "ci": {"ko": "95% 신뢰구간", "en": "95% CI"},
-    "verdict": {"ko": "판단", "en": "Verdict"},
-    "significant": {"ko": "유의함", "en": "significant"},
-    "not_significant": {"ko": "유의하지 않음", "en": "not significant"},
-    "no_verdict": {"ko": "판단 보류", "en": "no verdict"},
-    "no_data": {"ko": "자료 없음", "en": "No data"},
-    "notes": {"ko": "정의와 기준", "en": "Definitions"},
-    "page": {"ko": "쪽", "en": "Page"},
-    "suspect": {"ko": "의심 평가", "en": "Suspect ratings"},
+#: Which word of the one catalogue (server/words.py) the report prints under each name its template uses.
+REPORT_WORDS: dict[str, str] = {
+    "title": "monthly_report", "period": "period", "generated": "generated", "count": "report_count",
+    "index": "satisfaction_index", "csat": "report_csat", "mean": "mean_score", "daily": "report_daily",
+    "heatmap": "report_heatmap", "reasons": "report_reasons", "reason": "reason",
+    "age_reasons": "report_age_reasons", "age_group": "age_group", "ages": "age_groups",
+    "terminals": "report_terminals", "terminal": "terminal", "share": "report_share", "total": "total",
+    "distribution": "report_distribution", "comparison": "report_comparison", "this_month": "report_current",
+    "previous": "report_previous", "last_year": "report_last_year", "change": "change", "ci": "ci",
+    "verdict": "verdict", "significant": "significant", "not_significant": "not_significant",
+    "no_verdict": "no_verdict", "no_data": "no_data", "notes": "report_notes", "page": "report_page",
+    "suspect": "suspect_short",
 }
 
-
-#: Words that depend on the report's period (day, week or month).
-PERIOD_WORDS: dict[str, dict[str, dict[str, str]]] = {
-    "day": {"title": {"ko": "일간 만족도 보고서", "en": "Daily satisfaction report"},
-            "this_month": {"ko": "해당일", "en": "This day"},
-            "previous": {"ko": "전일", "en": "Day before"},
-            "last_year": {"ko": "전년 같은 요일", "en": "Same weekday last year"},
-            "comparison": {"ko": "전일·전년 비교", "en": "Against the day before and last year"},
-            "count_definition": {"ko": "이 날 받은 평가의 수", "en": "ratings received this day"}},
-    "week": {"title": {"ko": "주간 만족도 보고서", "en": "Weekly satisfaction report"},
-             "this_month": {"ko": "이번 주", "en": "This week"},
-             "previous": {"ko": "전주", "en": "Previous week"},
-             "last_year": {"ko": "전년 같은 주", "en": "Same week last year"},
-             "comparison": {"ko": "전주·전년 같은 주 비교", "en": "Against the previous week and last year"},
-             "count_definition": {"ko": "이 주에 받은 평가의 수", "en": "ratings received this week"}},
-    "month": {"count_definition": {"ko": "이 달에 받은 평가의 수", "en": "ratings received this month"}},
-}
+#: Words that change with the report's period: the catalogue holds them as ``<key>_<period>``.
+PERIOD_WORDS = {"title": "report_title", "this_month": "report_current", "previous": "report_previous",
+                "last_year": "report_last_year", "comparison": "report_comparison"}
 PERIODS = ("day", "week", "month")
 
 
 def word(key: str, lang: str, period: str = "month") -> str:
-    entry = PERIOD_WORDS[period].get(key) or WORDS[key]
-    return entry.get(lang) or entry["ko"]
+    for_period = f"{PERIOD_WORDS.get(key)}_{period}"
+    return words.t(for_period if for_period in words.TEXT else REPORT_WORDS[key], lang)
 
 
 def last_complete_month(today: date) -> date:
@@ -345,7 +309,7 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
 
     figures = [
         Figure("count", word("count", lang), f"{total.count:,}",
-               PERIOD_WORDS[period]["count_definition"][lang]),
+               words.t(f"report_count_definition_{period}", lang)),
         Figure("index", word("index", lang), number(total.index, 1),
                "(평균 − 1) ÷ 4 × 100, 0~100" if lang == "ko" else "(mean − 1) ÷ 4 × 100, 0 to 100"),
         Figure("csat", word("csat", lang), f"{number(total.csat, 1)}%" if total.csat is not None else "–",
@@ -424,7 +388,7 @@ def build_report(answers: ReportAnswers, *, site: str, first: date, today: date,
         terminals=terminal_rows, this_month=total, comparisons=comparisons,
         notes=[*_notes(lang, exclude_suspect, answers.suspect, suspect_rules or {}),
                grade_rule(lang, target, baseline.label)],
-        words={key: word(key, lang, period) for key in WORDS},
+        words={key: word(key, lang, period) for key in REPORT_WORDS},
     )
 
 
