@@ -142,7 +142,8 @@ class Shell:
         self._base = base_settings(cfg)
         flow = Flow(survey_mod.merge(self._base, survey.current), monotonic(), open=self._open_now())
         self.terminal = Terminal(flow, outbox, monotonic=monotonic, on_record=self._recorded,
-                                 on_release=self._released, on_quit=lambda: App.get_running_app().stop())
+                                 on_release=self._released, on_quit=lambda: App.get_running_app().stop(),
+                                 on_help=self._help_changed)
         self.root = Root(self)
         self.speaker = Speaker(voice_mod.Prompts.from_config(cfg), cfg.ui.voice_volume, monotonic)
         #: Spoken before the next screen's announcement (what was just chosen, a timeout).
@@ -380,8 +381,6 @@ class Shell:
         self.terminal.call_help()
         if self.flow.voice:
             self.speaker.say(self.flow.lang, ["voice.help"], interrupt=True)
-        if self.uplink is not None:
-            self.uplink.notify()
         self.render()
 
     def set_voice_default(self, on: bool) -> None:
@@ -517,6 +516,10 @@ class Shell:
 
     def _recorded(self, rating: Rating) -> None:
         self._chime(rating.score)
+
+    def _help_changed(self, _requested: bool) -> None:
+        if self.uplink is not None:
+            self.uplink.status_changed()  # the board shows the staff call now, not at the next Status
 
     def _released(self, _rating_id: str) -> None:
         if self.uplink is not None:
