@@ -572,6 +572,35 @@ def access(app, result, args):
     result["on_pin"] = shell.access.parent is not None
 
 
+def help_call(app, result, args):
+    """A citizen calls staff from the accessibility panel; staff come (the staff screen) and it clears.
+
+    The test watches the server meanwhile: each step waits for its file in
+    $ONETAP_TEST_SYNC (the test writes it once the server shows the change)."""
+    import os
+
+    shell = app.shell
+    sync = Path(os.environ["ONETAP_TEST_SYNC"])
+    yield ready(app, "rating")
+    connected = lambda: shell.uplink is not None and shell.uplink.connected  # noqa: E731
+    connected.what = "the uplink connected"
+    yield connected
+    tap(shell.access)
+    tap(shell.panel.help)
+    result["requested"] = shell.flow.help_requested(shell.monotonic())
+    (sync / "called").touch()
+    seen = lambda: (sync / "seen").exists()  # noqa: E731
+    seen.what = "the test saw the call on the server"
+    yield seen
+    shell.open_pin()  # staff are at the terminal (the hidden corner)
+    yield ready(app, "pin")
+    result["after_staff"] = shell.flow.help_requested(shell.monotonic())
+    (sync / "staff").touch()
+    cleared = lambda: (sync / "cleared").exists()  # noqa: E731
+    cleared.what = "the test saw the call cleared on the server"
+    yield cleared
+
+
 LAYOUT_MODES = {"normal": set(), "large": {"large"}, "contrast": {"contrast"}, "low": {"low"}}
 LAYOUT_SCREENS = ("rating", "reason", "age_group", "thanks", "sleep")
 #: Languages whose words are separated by spaces: a line may break only between words.
@@ -682,7 +711,7 @@ def layouts(app, result, args):
         shell.check_hours()
 
 
-SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access, "help_call": help_call, "buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":

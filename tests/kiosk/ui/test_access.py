@@ -6,13 +6,17 @@ import array
 import json
 import os
 import shutil
+import threading
 import wave
 
 import pytest
+import requests
 
 from kiosk.catalog import load_catalogs
 from kiosk.voice import render
 from tests.kiosk.ui.test_app import ROOT, rows, run_driver
+from tests.server_process import TOKEN, ServerProcess
+from tests.waiting import wait_for
 
 pytest.importorskip("kivy")
 
@@ -100,6 +104,57 @@ def test_the_accessibility_control_is_on_every_citizen_screen_and_resets_after_t
     assert result["modes_after"] == [] and result["theme_after"] == ["standard", 1.0]
     assert result["page_height_after"] == 480
     assert result["on_pin"] is False  # staff screens: no citizen control
+
+
+def test_a_staff_call_reaches_the_server_at_once_and_clears_when_staff_come(tmp_path, mosquitto):
+    """The help button raises a "help" alert on the server now, not at the next periodic Status (an hour here)."""
+    (tmp_path / "server").mkdir()
+    server = ServerProcess(mosquitto, tmp_path / "server", env={"ONETAP_ALERTS_INTERVAL_S": "1"}).start()
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    outcome: dict = {}
+
+    def drive():
+        try:
+            outcome["result"] = run_driver(tmp_path, "help_call", broker=mosquitto.url, ui="help_button = true",
+                                           status_interval_s=3600, env={"ONETAP_TEST_SYNC": str(sync)},
+                                           timeout=240)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            outcome["error"] = exc
+
+    def api(path):
+        response = requests.get(f"http://127.0.0.1:{server.port}{path}",
+                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def terminal():
+        return next((t for t in api("/api/v1/terminals?site=test-site") if t["terminal"] == "ui-1"), {})
+
+    def help_alerts():
+        return [a for a in api("/api/v1/alerts")["alerts"] if a["kind"] == "help" and a["terminal"] == "ui-1"]
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    try:
+        wait_for(lambda: (sync / "called").exists() or "error" in outcome, what="the citizen's call", timeout=120)
+        assert "error" not in outcome, outcome
+        wait_for(lambda: terminal().get("help_requested") is True, what="the status with the call")
+        [alert] = wait_for(help_alerts, what="the help alert")
+        assert alert["cleared_at"] is None and "help" in alert["message"]
+        (sync / "seen").touch()
+        wait_for(lambda: (sync / "staff").exists() or "error" in outcome, what="staff at the terminal")
+        wait_for(lambda: terminal().get("help_requested") is False, what="the status without the call")
+        wait_for(lambda: all(a["cleared_at"] for a in help_alerts()), what="the help alert cleared")
+        (sync / "cleared").touch()
+    finally:
+        for name in ("seen", "cleared"):
+            (sync / name).touch()
+        driver.join(300)
+        server.stop()
+    assert "error" not in outcome, outcome
+    result = outcome["result"]
+    assert result["requested"] is True and result["after_staff"] is False
 
 
 def contact_sheets(shots, out) -> list:
