@@ -12,7 +12,7 @@ import wave
 import pytest
 import requests
 
-from kiosk.catalog import load_catalogs
+from kiosk.catalog import Catalog, load_catalogs
 from kiosk.voice import render
 from tests.kiosk.ui.test_app import ROOT, rows, run_driver
 from tests.server_process import TOKEN, ServerProcess
@@ -81,6 +81,35 @@ def test_arrow_keys_and_enter_rate_with_input_keypad_and_every_prompt_is_heard(t
         window = loudest_window(pcm(path))
         assert max(abs(v) for v in array.array("h", window)) > 1000, name  # the prompt itself is speech
         assert output.find(window) >= 0, f"{name} was not heard"
+
+
+def test_the_sites_own_question_and_answers_are_voiced_and_heard(tmp_path, prompts):
+    """A survey config with its own texts: the kiosk renders them (espeak-ng) and says them, not the catalog's."""
+    from tests.kiosk.ui.driver import SITE_SURVEY
+
+    cache = tmp_path / "voices"
+    shutil.copytree(prompts, cache)
+    raw = tmp_path / "audio.raw"
+    result = run_driver(tmp_path, "site_voice", ui=f'voice_cache = "{cache}"\nvoice_volume = 1.0',
+                        env={"SDL_AUDIODRIVER": "disk", "SDL_DISKAUDIOFILE": str(raw)}, timeout=240)
+    assert result["question_shown"] == SITE_SURVEY["question"]["ko"]
+    said = [name for name, *_ in result["played"]]
+    assert said[:3] == ["ko/site.question", "ko/voice.keys", "ko/score.1"], said
+    assert said[3:8] == ["ko/score.1", "ko/voice.chosen", "ko/reason.title", "ko/voice.keys",
+                         "ko/site.reason.parking"], said
+    assert "ko/question" not in said
+    # The files are espeak-ng's rendering of the site's texts, and each was heard.
+    expected = tmp_path / "expected"
+    render({"ko": Catalog("ko", {"question": SITE_SURVEY["question"]["ko"],
+                                 "skip": SITE_SURVEY["reason_labels"]["parking"]["ko"]})}, expected)
+    assert pcm(cache / "ko" / "site.question.wav") == pcm(expected / "ko" / "question.wav")
+    assert pcm(cache / "ko" / "site.reason.parking.wav") == pcm(expected / "ko" / "skip.wav")
+    output = raw.read_bytes()
+    for name, path, _start, _length in result["played"]:
+        if name.startswith("ko/site."):
+            assert output.find(loudest_window(pcm(path))) >= 0, f"{name} was not heard"
+    [row] = [r for r in rows(tmp_path) if r["id"] == result["rating_id"]]
+    assert (row["score"], row["reason"], row["input"]) == (1, "parking", "keypad")
 
 
 def test_gpio_left_right_select_buttons_rate_through_the_running_app(tmp_path, monkeypatch, prompts):
