@@ -16,7 +16,7 @@ environment:
   (record held, then release) with the app's pause between taps.
 
 Prints one JSON line per side and round on stderr and a summary JSON on
-stdout: medians of the rounds, the ratios. ``--detail`` adds where each
+stdout: medians of the rounds, the ratios, RSS at each stage of start-up. ``--detail`` adds where each
 side's RSS is (/proc/self/smaps: anonymous, per shared library, GL driver).
 """
 
@@ -99,14 +99,16 @@ def ui_settings(cfg) -> dict:
 
 
 def side_bare(tmp: Path, size: str, frames: int, detail: bool, ui: dict) -> dict:
+    stages = {"interpreter": rss_kib()}
     kivy_settings(size, ui)
     from kivy.app import App
     from kivy.clock import Clock
     from kivy.core.window import Window
     from kivy.uix.label import Label
 
+    stages["kivy_window"] = rss_kib()
     drawn = {"frames": 0}
-    out: dict = {"side": "bare"}
+    out: dict = {"side": "bare", "stages_kib": stages}
 
     class Bare(App):
         def build(self):
@@ -117,7 +119,7 @@ def side_bare(tmp: Path, size: str, frames: int, detail: bool, ui: dict) -> dict
     def on_flip(*_):
         drawn["frames"] += 1
         if drawn["frames"] == frames:
-            out["rss_kib"] = rss_kib()
+            out["rss_kib"] = stages["after_frames"] = rss_kib()
             if detail:
                 out["detail"] = smaps_detail()
             Clock.schedule_once(lambda _dt: app.stop(), 0)
@@ -136,16 +138,20 @@ def side_bare(tmp: Path, size: str, frames: int, detail: bool, ui: dict) -> dict
 def side_app(tmp: Path, size: str, taps: int, detail: bool) -> dict:
     import dataclasses
 
+    stages = {"interpreter": rss_kib()}
     cfg = kiosk_config(tmp)
+    stages["config_loaded"] = rss_kib()
     kivy_settings(size, ui_settings(cfg))
     from kivy.clock import Clock
     from kivy.core.window import Window
     from kivy.tests.common import UnitTestTouch
 
+    stages["kivy_window"] = rss_kib()
     from kiosk.ui.shell import OnetapApp
 
+    stages["app_imported"] = rss_kib()
     app = OnetapApp(cfg)
-    out: dict = {"side": "app"}
+    out: dict = {"side": "app", "stages_kib": stages}
     durable_ms: list[float] = []
     record_ms: list[float] = []
     gaps: list[float] = []
@@ -186,7 +192,7 @@ def side_app(tmp: Path, size: str, taps: int, detail: bool) -> dict:
             return
         screen = shell.flow.screen.value
         if state["phase"] == "start" and screen == "rating":
-            out["rss_first_screen_kib"] = rss_kib()
+            out["rss_first_screen_kib"] = stages["first_screen"] = rss_kib()
             shell.flow.configure(dataclasses.replace(shell.flow.settings, questions=(), guard_s=0.0,
                                                      cooldown_s=0.0, thank_you_s=0.01), shell.monotonic())
             wrap_record(shell.outbox)
@@ -199,7 +205,7 @@ def side_app(tmp: Path, size: str, taps: int, detail: bool) -> dict:
             state["phase"] = "await-rating"
         elif state["phase"] == "await-rating" and screen == "rating":
             if state["count"] >= taps:
-                out["rss_kib"] = rss_kib()
+                out["rss_kib"] = stages["after_taps"] = rss_kib()
                 if detail:
                     out["detail"] = smaps_detail()
                 app.stop()
@@ -233,10 +239,10 @@ def side_outbox(tmp: Path, taps: int, gap_s: float) -> dict:
 # -- the run -------------------------------------------------------------------------
 
 
-def child(side: str, args: argparse.Namespace, **extra) -> dict:
+def child(side: str, args: argparse.Namespace, env: dict | None = None, **extra) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"onetap-bench-{side}-", dir=args.workdir))
     env = dict(os.environ, KIVY_HOME=str(Path(args.workdir) / "kivy-home"), SDL_AUDIODRIVER="dummy",
-               KIVY_NO_CONSOLELOG="1")
+               KIVY_NO_CONSOLELOG="1", **(env or {}))
     env.setdefault("SDL_VIDEODRIVER", "offscreen")
     command = [sys.executable, __file__, "--side", side, "--tmp", str(tmp), "--size", args.size,
                "--taps", str(args.taps)] + (["--detail"] if args.detail else [])
@@ -256,6 +262,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", default="800x480")
     parser.add_argument("--detail", action="store_true", help="where each side's RSS is (smaps)")
+    parser.add_argument("--llvmpipe-threads", action="store_true",
+                        help="also run the app with llvmpipe's rasteriser threads (its default), for comparison")
     parser.add_argument("--side", choices=("bare", "app", "outbox"), help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
@@ -280,6 +288,9 @@ def main() -> int:
         bare = child("bare", args, frames=app["frames"], ui=json.dumps(app["ui"]))
         outbox = child("outbox", args, gap=app["gap_s"])
         rounds.append({"app": app, "bare": bare, "outbox": outbox})
+        if args.llvmpipe_threads:
+            # The app as it was: Mesa llvmpipe's default of one rasteriser thread per core.
+            rounds[-1]["app_threaded"] = child("app", args, env={"LP_NUM_THREADS": str(os.cpu_count())})
 
     def med(get) -> float:
         return statistics.median(get(r) for r in rounds)
@@ -289,13 +300,28 @@ def main() -> int:
     over_mb = med(lambda r: r["app"]["rss_kib"] - r["bare"]["rss_kib"]) / 1024
     bare_p99 = med(lambda r: r["outbox"]["tap_to_durable_ms"]["p99"])
     app_p99 = med(lambda r: r["app"]["tap_to_durable_ms"]["p99"])
+    def stage(side: str, name: str) -> float:
+        return round(med(lambda r: r[side]["stages_kib"][name]) / 1024, 1)
+
+    app_stages = ("interpreter", "config_loaded", "kivy_window", "app_imported", "first_screen", "after_taps")
+    extra = {}
+    if args.llvmpipe_threads:
+        extra["llvmpipe_threads"] = {
+            "rss_mb": round(med(lambda r: r["app_threaded"]["rss_kib"]) / 1024, 1),
+            "tap_to_durable_p99_ms": med(lambda r: r["app_threaded"]["tap_to_durable_ms"]["p99"]),
+            "tap_to_durable_median_ms": med(lambda r: r["app_threaded"]["tap_to_durable_ms"]["median"])}
     print(json.dumps({
         "size": args.size, "taps": args.taps, "rounds": args.rounds,
+        "rss_stages_mb": {"bare": {name: stage("bare", name) for name in ("interpreter", "kivy_window", "after_frames")},
+                          "app": {name: stage("app", name) for name in app_stages}},
+        **extra,
         "rss_mb": {"bare_window": round(bare_mb, 1), "app": round(app_mb, 1), "app_over_bare": round(over_mb, 1),
                    "app_first_screen": round(med(lambda r: r["app"]["rss_first_screen_kib"]) / 1024, 1),
                    "goal_over_bare": 20, "met": over_mb <= 20},
         "tap_to_durable_p99_ms": {"bare_outbox": bare_p99, "app": app_p99,
                                   "app_record_call": med(lambda r: r["app"]["record_ms"]["p99"]),
+                                  "bare_outbox_median": med(lambda r: r["outbox"]["tap_to_durable_ms"]["median"]),
+                                  "app_median": med(lambda r: r["app"]["tap_to_durable_ms"]["median"]),
                                   "ratio": round(app_p99 / bare_p99, 2), "goal_ratio": 2,
                                   "met": app_p99 <= 2 * bare_p99},
     }))
