@@ -135,7 +135,7 @@ def side_bare(tmp: Path, size: str, frames: int, detail: bool, ui: dict) -> dict
     return out
 
 
-def side_app(tmp: Path, size: str, taps: int, detail: bool) -> dict:
+def side_app(tmp: Path, size: str, taps: int, detail: bool, settle: float = 0.0) -> dict:
     import dataclasses
 
     stages = {"interpreter": rss_kib()}
@@ -211,7 +211,7 @@ def side_app(tmp: Path, size: str, taps: int, detail: bool) -> dict:
                 app.stop()
                 return
             state["phase"] = "ready"
-            Clock.schedule_once(lambda _dt: tap_next(), 0)
+            Clock.schedule_once(lambda _dt: tap_next(), settle)
 
     Window.bind(on_flip=on_flip)
     app.run()
@@ -245,7 +245,7 @@ def child(side: str, args: argparse.Namespace, env: dict | None = None, **extra)
                KIVY_NO_CONSOLELOG="1", **(env or {}))
     env.setdefault("SDL_VIDEODRIVER", "offscreen")
     command = [sys.executable, __file__, "--side", side, "--tmp", str(tmp), "--size", args.size,
-               "--taps", str(args.taps)] + (["--detail"] if args.detail else [])
+               "--taps", str(args.taps), "--settle", str(args.settle)] + (["--detail"] if args.detail else [])
     for key, value in extra.items():
         command += [f"--{key}", str(value)]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
@@ -262,8 +262,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", default="800x480")
     parser.add_argument("--detail", action="store_true", help="where each side's RSS is (smaps)")
-    parser.add_argument("--llvmpipe-threads", action="store_true",
-                        help="also run the app with llvmpipe's rasteriser threads (its default), for comparison")
+    parser.add_argument("--settle", type=float, default=0.0, metavar="S",
+                        help="seconds between the rating screen drawn and the next tap (0: the next frame, "
+                             "while the last one may still be rasterised; a citizen taps seconds later)")
+    parser.add_argument("--lp-threads", type=int, default=None, metavar="N",
+                        help="also run the app with LP_NUM_THREADS=N (software GL's rasteriser threads), "
+                             "for comparison")
     parser.add_argument("--side", choices=("bare", "app", "outbox"), help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)
@@ -275,7 +279,7 @@ def main() -> int:
         print(json.dumps(side_bare(Path(args.tmp), args.size, args.frames, args.detail, json.loads(args.ui))))
         return 0
     if args.side == "app":
-        print(json.dumps(side_app(Path(args.tmp), args.size, args.taps, args.detail)))
+        print(json.dumps(side_app(Path(args.tmp), args.size, args.taps, args.detail, args.settle)))
         return 0
     if args.side == "outbox":
         print(json.dumps(side_outbox(Path(args.tmp), args.taps, args.gap)))
@@ -288,9 +292,9 @@ def main() -> int:
         bare = child("bare", args, frames=app["frames"], ui=json.dumps(app["ui"]))
         outbox = child("outbox", args, gap=app["gap_s"])
         rounds.append({"app": app, "bare": bare, "outbox": outbox})
-        if args.llvmpipe_threads:
-            # The app as it was: Mesa llvmpipe's default of one rasteriser thread per core.
-            rounds[-1]["app_threaded"] = child("app", args, env={"LP_NUM_THREADS": str(os.cpu_count())})
+        if args.lp_threads is not None:
+            # The app again with Mesa llvmpipe's rasteriser threads set (0: on the UI thread).
+            rounds[-1]["app_lp"] = child("app", args, env={"LP_NUM_THREADS": str(args.lp_threads)})
 
     def med(get) -> float:
         return statistics.median(get(r) for r in rounds)
@@ -305,13 +309,14 @@ def main() -> int:
 
     app_stages = ("interpreter", "config_loaded", "kivy_window", "app_imported", "first_screen", "after_taps")
     extra = {}
-    if args.llvmpipe_threads:
-        extra["llvmpipe_threads"] = {
-            "rss_mb": round(med(lambda r: r["app_threaded"]["rss_kib"]) / 1024, 1),
-            "tap_to_durable_p99_ms": med(lambda r: r["app_threaded"]["tap_to_durable_ms"]["p99"]),
-            "tap_to_durable_median_ms": med(lambda r: r["app_threaded"]["tap_to_durable_ms"]["median"])}
+    if args.lp_threads is not None:
+        extra[f"app_with_LP_NUM_THREADS={args.lp_threads}"] = {
+            "rss_mb": round(med(lambda r: r["app_lp"]["rss_kib"]) / 1024, 1),
+            "rss_first_screen_mb": round(med(lambda r: r["app_lp"]["rss_first_screen_kib"]) / 1024, 1),
+            "tap_to_durable_p99_ms": med(lambda r: r["app_lp"]["tap_to_durable_ms"]["p99"]),
+            "tap_to_durable_median_ms": med(lambda r: r["app_lp"]["tap_to_durable_ms"]["median"])}
     print(json.dumps({
-        "size": args.size, "taps": args.taps, "rounds": args.rounds,
+        "size": args.size, "taps": args.taps, "rounds": args.rounds, "settle_s": args.settle,
         "rss_stages_mb": {"bare": {name: stage("bare", name) for name in ("interpreter", "kivy_window", "after_frames")},
                           "app": {name: stage("app", name) for name in app_stages}},
         **extra,

@@ -33,12 +33,6 @@ def configure_kivy(cfg: "KioskConfig", size: tuple[int, int] | None = None) -> N
     os.environ.setdefault("KIVY_NO_FILELOG", "1")
     # SDL2's audio only (the chime, voice guidance): GStreamer's would load far more than it plays.
     os.environ.setdefault("KIVY_AUDIO", "sdl2")
-    # Software GL (Mesa llvmpipe, a terminal without a GPU driver): rasterise on
-    # the UI thread. Its rasteriser threads keep ~80 MB of scene memory after the
-    # first taps and take a core from the tap's commit (docs/benchmarks.md,
-    # "Issue 14: kiosk"); a kiosk's frames are small enough for one thread.
-    # Hardware GL ignores the variable.
-    os.environ.setdefault("LP_NUM_THREADS", "0")
     from kivy.config import Config
 
     ui = cfg.ui
