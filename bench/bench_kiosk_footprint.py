@@ -1,4 +1,4 @@
-"""The kiosk app against its baselines in one run: RSS over a bare Kivy window, in-app tap to durable over the bare outbox.
+"""The kiosk app against its baselines in one run: RSS over a bare Kivy window, tap to durable over the bare outbox.
 
     SDL_VIDEODRIVER=offscreen .venv/bin/python bench/bench_kiosk_footprint.py [--taps 200] [--rounds 3]
 
@@ -317,7 +317,8 @@ def main() -> int:
             "tap_to_durable_median_ms": med(lambda r: r["app_lp"]["tap_to_durable_ms"]["median"])}
     print(json.dumps({
         "size": args.size, "taps": args.taps, "rounds": args.rounds, "settle_s": args.settle,
-        "rss_stages_mb": {"bare": {name: stage("bare", name) for name in ("interpreter", "kivy_window", "after_frames")},
+        "rss_stages_mb": {"bare": {name: stage("bare", name)
+                                   for name in ("interpreter", "kivy_window", "after_frames")},
                           "app": {name: stage("app", name) for name in app_stages}},
         **extra,
         "rss_mb": {"bare_window": round(bare_mb, 1), "app": round(app_mb, 1), "app_over_bare": round(over_mb, 1),

@@ -27,7 +27,9 @@ from kiosk.errors import ConfigError
 from kiosk.outbox import Outbox, OutboxError
 from kiosk.protocol import Ack, ProtocolError, Status
 
-if TYPE_CHECKING:  # imported by load_signing_key: cryptography's Rust core is ~6 MB a kiosk without an audit key never needs
+# Imported by load_signing_key: cryptography's Rust core is ~6 MB that a kiosk
+# without an audit key never needs.
+if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
@@ -238,7 +240,7 @@ class Uplink:
         return gen
 
     def status_changed(self) -> None:
-        """Something the board shows changed (a citizen calls staff, or the call clears): publish a Status now.
+        """What the board shows changed (a citizen calls staff, or the call clears): publish a Status now.
 
         Without this it would wait for the next periodic Status (status_interval_s).
         Cheap and thread-safe; while disconnected, the Status published on connecting carries it."""
