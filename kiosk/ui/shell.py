@@ -524,7 +524,9 @@ class Shell:
         threading.Thread(target=self._render_site_voices, args=(config,), name="site-voices", daemon=True).start()
 
     def _render_site_voices(self, config: SurveyConfig) -> None:
-        with self._voices_lock:  # one config's texts at a time, in the order they came
+        with self._voices_lock:
+            if config is not self.survey.current:
+                return  # a newer config came meanwhile: its own thread renders its texts
             try:
                 done = voice_mod.render(self.catalogs, self.speaker.prompts.cache, survey=config, site_only=True)
             except voice_mod.VoiceError as exc:
