@@ -66,11 +66,14 @@ def _parser() -> argparse.ArgumentParser:
 def _voices(args: argparse.Namespace) -> int:
     from kiosk.catalog import load_catalogs
     from kiosk.config import load_config
+    from kiosk.survey import CACHE_FILE, Survey
     from kiosk.voice import Prompts, render
 
     cfg = load_config(args.config)
     out = args.out or Prompts.from_config(cfg).cache
-    done = render(load_catalogs(cfg.ui.languages), out, force=args.force)
+    # The site's own texts too, from the survey config the kiosk last received.
+    survey = Survey(cfg.data_dir / CACHE_FILE).current
+    done = render(load_catalogs(cfg.ui.languages), out, force=args.force, survey=survey)
     print(f"{PROG}: prompts in {out}: " + ", ".join(f"{lang} {n} rendered" for lang, n in done.items()),
           file=sys.stderr)
     return 0

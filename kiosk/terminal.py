@@ -24,7 +24,9 @@ class Terminal:
     clock the flow is given (the simulator passes a simulated one). Hooks:
     *on_record(rating)* once a tap is on disk (chime, LED), *on_release(id)*
     when a rating may be sent (wake the uplink), *on_quit()* from the staff
-    screen.
+    screen, *on_help(requested)* when the staff call is raised or clears
+    (staff opened the staff screen, or its time ran out): the uplink tells
+    the server at once.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class Terminal:
         on_record: Callable[[Rating], None] | None = None,
         on_release: Callable[[str], None] | None = None,
         on_quit: Callable[[], None] | None = None,
+        on_help: Callable[[bool], None] | None = None,
     ):
         self.flow = flow
         self.outbox = outbox
@@ -43,6 +46,8 @@ class Terminal:
         self.on_record = on_record
         self.on_release = on_release
         self.on_quit = on_quit
+        self.on_help = on_help
+        self._help = False
         #: The last rating recorded (for the staff screen and tests).
         self.last_rating: Rating | None = None
         #: Why the last tap could not be recorded (None once one is).
@@ -80,7 +85,16 @@ class Terminal:
         self.flow.set_mode(mode, on, self.monotonic())
 
     def call_help(self) -> None:
-        self.flow.call_help(self.monotonic())
+        now = self.monotonic()
+        self.flow.call_help(now)
+        self._check_help(now)
+
+    def _check_help(self, now: float) -> None:
+        requested = self.flow.help_requested(now)
+        if requested != self._help:
+            self._help = requested
+            if self.on_help is not None:
+                self.on_help(requested)
 
     def set_language(self, lang: str) -> None:
         self.flow.set_language(lang, self.monotonic())
@@ -89,7 +103,9 @@ class Terminal:
         self.flow.wake(self.monotonic())
 
     def open_pin(self) -> None:
-        self.flow.open_pin(self.monotonic())
+        now = self.monotonic()
+        self.flow.open_pin(now)
+        self._check_help(now)
 
     def pin_digit(self, digit: str) -> None:
         self.flow.pin_digit(digit, self.monotonic())
@@ -114,6 +130,7 @@ class Terminal:
         now = self.monotonic()
         before = (self.flow.screen, self.flow.question)
         self.run(self.flow.tick(now), now)
+        self._check_help(now)
         return (self.flow.screen, self.flow.question) != before
 
     def configure(self, settings: Settings) -> None:

@@ -13,11 +13,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
@@ -29,6 +26,11 @@ from kiosk.config import KioskConfig, parse_broker_url
 from kiosk.errors import ConfigError
 from kiosk.outbox import Outbox, OutboxError
 from kiosk.protocol import Ack, ProtocolError, Status
+
+# Imported by load_signing_key: cryptography's Rust core is ~6 MB that a kiosk
+# without an audit key never needs.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,12 @@ class _Batch:
     sent_at: float
 
 
-def load_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
+def load_signing_key(path: str | os.PathLike[str]) -> "Ed25519PrivateKey":
     """The terminal's Ed25519 private key from its PEM file (written by `onetap-server provision`)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except OSError as exc:
@@ -115,7 +121,7 @@ class Uplink:
         reconnect_delay: tuple[float, float] = (1.0, 30.0),
         keepalive: int = KEEPALIVE,
         mqtt_protocol: str = "5",
-        signing_key: Ed25519PrivateKey | None = None,
+        signing_key: "Ed25519PrivateKey | None" = None,
     ):
         protocol.check_identifier("site", site)
         protocol.check_identifier("terminal", terminal)
@@ -232,6 +238,13 @@ class Uplink:
         if not queued:
             self._events.put(("notify", None))
         return gen
+
+    def status_changed(self) -> None:
+        """What the board shows changed (a citizen calls staff, or the call clears): publish a Status now.
+
+        Without this it would wait for the next periodic Status (status_interval_s).
+        Cheap and thread-safe; while disconnected, the Status published on connecting carries it."""
+        self._events.put(("status", None))
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until connected with nothing pending or awaiting an Ack (for tests and tools)."""
@@ -392,6 +405,8 @@ class Uplink:
         elif kind == "notify":
             with self._cond:
                 self._wake_queued = False
+        elif kind == "status":
+            self._publish_status()
 
     def _refuse(self, kind: str | None, reason: str | None) -> None:
         """Record why the broker refuses this terminal (logged once per new reason); None clears it."""

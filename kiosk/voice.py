@@ -1,9 +1,11 @@
 """Voice guidance: which prompts a screen speaks, and the prompt files (rendered offline with espeak-ng, or the institution's own).
 
 A prompt is named by its message-catalog key and stored as
-``<dir>/<lang>/<key>.wav``. The institution's recordings (``[ui] voice_dir``)
-take precedence over the rendered cache (``onetap-kiosk voices``), file by
-file. Rendered prompts are 44.1 kHz 16-bit stereo, the format the kiosk's
+``<dir>/<lang>/<key>.wav``; the site's own texts from its survey config are
+``site.question`` (the rating question) and ``site.reason.<code>`` (an answer's
+label). The institution's recordings (``[ui] voice_dir``) take precedence over
+the rendered cache (``onetap-kiosk voices``, and the kiosk itself for a new
+survey config), file by file. Rendered prompts are 44.1 kHz 16-bit stereo, the format the kiosk's
 audio output is opened in, so playback needs no conversion.
 """
 
@@ -18,10 +20,10 @@ import sys
 import tempfile
 import wave
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from kiosk import protocol
-from kiosk.catalog import Catalog
+from kiosk.catalog import DEFAULT_LANG, Catalog
 from kiosk.errors import KioskError
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,12 @@ log = logging.getLogger(__name__)
 ESPEAK_VOICES = {"ko": "ko", "en": "en", "zh": "cmn", "vi": "vi", "ja": "ja"}
 RATE = 44100
 INDEX = "index.json"
+
+if TYPE_CHECKING:
+    from kiosk.protocol import SurveyConfig
+
+#: Prefix of the prompts that say the site's own texts.
+SITE = "site."
 
 #: Keys only voice uses (spoken, never shown).
 VOICE_KEYS = ("voice.keys", "voice.chosen", "voice.timeout", "voice.help")
@@ -46,6 +54,35 @@ def spoken_keys(catalog: Catalog) -> list[str]:
     keys += [f"score.{s}" for s in protocol.SCORES]
     keys += [key for key in catalog.messages if key.startswith(("reason.", "age.")) and key not in keys]
     return keys
+
+
+def site_texts(survey: "SurveyConfig | None", catalog: Catalog) -> dict[str, tuple[str, str]]:
+    """The site's own texts a screen in *catalog*'s language shows, by prompt name: (espeak voice, text).
+
+    As shown (Catalog.question, Catalog.label): the site's text in this
+    language; for an answer the catalog has none of, the site's Korean one
+    (said in Korean).
+    """
+    if survey is None:
+        return {}
+    lang = catalog.lang
+    out: dict[str, tuple[str, str]] = {}
+    if survey.question.get(lang):
+        out[f"{SITE}question"] = (ESPEAK_VOICES[lang], survey.question[lang])
+    for code, texts in survey.reason_labels.items():
+        if texts.get(lang):
+            out[f"{SITE}reason.{code}"] = (ESPEAK_VOICES[lang], texts[lang])
+        elif not catalog.messages.get(f"reason.{code}") and texts.get(DEFAULT_LANG):
+            out[f"{SITE}reason.{code}"] = (ESPEAK_VOICES[DEFAULT_LANG], texts[DEFAULT_LANG])
+    return out
+
+
+def as_shown(keys: list[str], survey: "SurveyConfig | None", catalog: Catalog, prompts: "Prompts") -> list[str]:
+    """*keys* with the site's own prompt wherever the screen shows the site's text and its file is there
+    (until the kiosk has rendered a new config's texts, the catalog's prompt is said)."""
+    site = site_texts(survey, catalog)
+    return [SITE + key if SITE + key in site and prompts.path(catalog.lang, SITE + key) is not None else key
+            for key in keys]
 
 
 # -- what is spoken --------------------------------------------------------------
@@ -137,13 +174,18 @@ def _to_output_format(raw: bytes, rate: int, channels: int) -> bytes:
 
 
 def render(catalogs: Mapping[str, Catalog], out: Path, *, espeak: str = "espeak-ng",
-           force: bool = False) -> dict[str, int]:
+           force: bool = False, survey: "SurveyConfig | None" = None, site_only: bool = False) -> dict[str, int]:
     """Render every spoken prompt of every language into *out*; unchanged texts are kept.
 
-    Returns {lang: prompts rendered now}. Raises VoiceError when espeak-ng fails.
+    With *survey*, the site's own texts too (site_texts); *site_only*: those
+    alone (the kiosk, when a new survey config arrives). Returns {lang:
+    prompts rendered now}. Raises VoiceError when espeak-ng fails.
     """
     rendered: dict[str, int] = {}
     for lang, catalog in catalogs.items():
+        texts = {} if site_only else {key: (ESPEAK_VOICES[lang], catalog.messages[key])
+                                       for key in spoken_keys(catalog) if catalog.messages.get(key)}
+        texts.update(site_texts(survey, catalog))
         folder = Path(out) / lang
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -151,15 +193,12 @@ def render(catalogs: Mapping[str, Catalog], out: Path, *, espeak: str = "espeak-
         except (OSError, ValueError) as exc:
             raise VoiceError(f"{folder}: {exc}") from None
         count = 0
-        for key in spoken_keys(catalog):
-            text = catalog.messages.get(key)
-            if not text:
-                continue
-            digest = hashlib.sha256(f"{ESPEAK_VOICES[lang]}\n{text}".encode()).hexdigest()
+        for key, (voice, text) in texts.items():
+            digest = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()
             target = folder / f"{key}.wav"
             if not force and index.get(key) == digest and target.exists():
                 continue
-            _speak_to(espeak, ESPEAK_VOICES[lang], text, target)
+            _speak_to(espeak, voice, text, target)
             index[key] = digest
             count += 1
         try:
@@ -174,8 +213,9 @@ def _speak_to(espeak: str, voice: str, text: str, target: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / "espeak.wav"
         try:
-            subprocess.run([espeak, "-v", voice, "-s", "150", "-w", str(raw_path), text],
-                           check=True, capture_output=True, timeout=60)
+            # On stdin, not as an argument: a site's text from the server could start with "-".
+            subprocess.run([espeak, "-v", voice, "-s", "150", "-w", str(raw_path), "--stdin"],
+                           input=text.encode("utf-8"), check=True, capture_output=True, timeout=60)
         except FileNotFoundError:
             raise VoiceError(f"{espeak} not found: install espeak-ng (deploy/pi/setup.sh does)") from None
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:

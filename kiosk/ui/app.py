@@ -7,8 +7,10 @@ import os
 import platform
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kiosk.config import KioskConfig
+if TYPE_CHECKING:  # only read here: a bare window (bench/bench_kiosk_footprint.py) runs without pydantic
+    from kiosk.config import KioskConfig
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ def on_raspberry_pi() -> bool:
         return platform.machine() in ("armv7l",) and Path("/etc/rpi-issue").exists()
 
 
-def configure_kivy(cfg: KioskConfig, size: tuple[int, int] | None = None) -> None:
+def configure_kivy(cfg: "KioskConfig", size: tuple[int, int] | None = None) -> None:
     """Kiosk settings; must run before kivy.core.window is imported (the window reads them once)."""
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     # SDL would turn SIGTERM into a window-close request, which a kiosk
@@ -57,7 +59,7 @@ def configure_kivy(cfg: KioskConfig, size: tuple[int, int] | None = None) -> Non
     Config.set("postproc", "triple_tap_time", "0")
 
 
-def run_app(cfg: KioskConfig, *, size: tuple[int, int] | None = None) -> int:
+def run_app(cfg: "KioskConfig", *, size: tuple[int, int] | None = None) -> int:
     """Run the kiosk until it is quit from the staff screen; returns the exit status."""
     configure_kivy(cfg, size)
     from kiosk.ui.shell import OnetapApp

@@ -71,9 +71,20 @@ def missing(path: Path, text: str, face: int | None = None) -> str:
     return "".join(sorted({c for c in text if not c.isspace() and c.isprintable() and ord(c) not in cmap}))
 
 
+@functools.lru_cache(maxsize=8)
+def _catalog_characters(regular: Path) -> frozenset[str]:
+    """Every character of the catalogs shown in *regular*: the file has them all (tests/kiosk/ui/test_fonts.py)."""
+    shown_in = [lang for lang in LANGUAGES if font_files(lang)[0] == regular]
+    return frozenset("".join(all_texts(catalog) for catalog in load_catalogs(shown_in).values()))
+
+
 def font_for(lang: str, text: str) -> str:
     """The font name to show *text* in *lang*: the bundled one, or the system CJK font if it lacks glyphs."""
     regular, _ = font_files(lang)
+    if set(text) <= _catalog_characters(regular) | set(" \n"):
+        # A catalog's own text: no need to read the font's glyph table (fontTools and
+        # the table cost the kiosk ~10 MB; docs/benchmarks.md, "Issue 14: kiosk").
+        return font_name(lang)
     try:
         if not missing(regular, text):
             return font_name(lang)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,8 @@ class Shell:
         self._base = base_settings(cfg)
         flow = Flow(survey_mod.merge(self._base, survey.current), monotonic(), open=self._open_now())
         self.terminal = Terminal(flow, outbox, monotonic=monotonic, on_record=self._recorded,
-                                 on_release=self._released, on_quit=lambda: App.get_running_app().stop())
+                                 on_release=self._released, on_quit=lambda: App.get_running_app().stop(),
+                                 on_help=self._help_changed)
         self.root = Root(self)
         self.speaker = Speaker(voice_mod.Prompts.from_config(cfg), cfg.ui.voice_volume, monotonic)
         #: Spoken before the next screen's announcement (what was just chosen, a timeout).
@@ -156,6 +158,7 @@ class Shell:
         self._page = None
         self._fonts: dict[tuple[str, str], str] = {}
         self._sound = None
+        self._voices_lock = threading.Lock()
         #: Screens shown (for tests and the benchmark): (view, monotonic time).
         self.shown: list[tuple[str, float]] = []
         Window.bind(size=self._on_resize)
@@ -353,11 +356,13 @@ class Shell:
         focused = voice_mod.option_key(flow.view, qkey, codes, flow.focus) if flow.keypad and flow.targets() else None
         if before is None or before[:2] != state[:2]:
             if before is None:
-                self.speaker.preload(flow.lang, voice_mod.spoken_keys(self.catalog))
+                self.speaker.preload(flow.lang, voice_mod.spoken_keys(self.catalog)
+                                     + list(voice_mod.site_texts(self.survey.current, self.catalog)))
             keys = self._prefix + voice_mod.screen_prompts(flow.view, qkey, focused, flow.keypad)
         else:
             keys = [focused] if focused else []
         self._prefix = []
+        keys = voice_mod.as_shown(keys, self.survey.current, self.catalog, self.speaker.prompts)
         self.speaker.say(flow.lang, keys, interrupt=True)
 
     def _chosen(self, key: str | None) -> None:
@@ -380,8 +385,6 @@ class Shell:
         self.terminal.call_help()
         if self.flow.voice:
             self.speaker.say(self.flow.lang, ["voice.help"], interrupt=True)
-        if self.uplink is not None:
-            self.uplink.notify()
         self.render()
 
     def set_voice_default(self, on: bool) -> None:
@@ -511,12 +514,35 @@ class Shell:
         """A new survey config (already validated and cached): in force from now on."""
         self.terminal.configure(survey_mod.merge(self._base, config))
         self.terminal.set_open(self._open_now())
+        self.render_site_voices(config)
         self.render()
+
+    def render_site_voices(self, config: SurveyConfig | None) -> None:
+        """The site's own texts as voice prompts, rendered on a thread of their own (espeak-ng takes seconds)."""
+        if config is None or not (config.question or config.reason_labels):
+            return
+        threading.Thread(target=self._render_site_voices, args=(config,), name="site-voices", daemon=True).start()
+
+    def _render_site_voices(self, config: SurveyConfig) -> None:
+        with self._voices_lock:
+            if config is not self.survey.current:
+                return  # a newer config came meanwhile: its own thread renders its texts
+            try:
+                done = voice_mod.render(self.catalogs, self.speaker.prompts.cache, survey=config, site_only=True)
+            except voice_mod.VoiceError as exc:
+                log.warning("the site's texts are not voiced: %s", exc)
+                return
+        log.info("site texts of survey config %s voiced: %s", config.version, done)
+        Clock.schedule_once(lambda _dt: self.speaker.forget(voice_mod.SITE))
 
     # -- the terminal's hooks ----------------------------------------------------------
 
     def _recorded(self, rating: Rating) -> None:
         self._chime(rating.score)
+
+    def _help_changed(self, _requested: bool) -> None:
+        if self.uplink is not None:
+            self.uplink.status_changed()  # the board shows the staff call now, not at the next Status
 
     def _released(self, _rating_id: str) -> None:
         if self.uplink is not None:
@@ -561,6 +587,7 @@ class OnetapApp(App):
         survey = survey_mod.Survey(cfg.data_dir / survey_mod.CACHE_FILE)
         shell = Shell(cfg, outbox, survey)
         self.shell = shell
+        shell.render_site_voices(survey.current)  # the cached config's, unless rendered before
         survey.on_change = lambda config: Clock.schedule_once(lambda _dt: shell.apply_survey(config))
         shell.uplink = Uplink.from_config(cfg, status_extra=shell.status_extra, on_config=survey.offer)
         shell.uplink.start()

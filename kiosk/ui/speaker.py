@@ -67,6 +67,13 @@ class Speaker:
             if path is not None:
                 self._load(path)
 
+    def forget(self, prefix: str) -> None:
+        """Load the prompts named *prefix*… from their files again (the site's, rendered anew)."""
+        for path in [p for p in self._sounds if p.name.startswith(prefix)]:
+            sound = self._sounds.pop(path)
+            if sound and sound is not self._current:
+                sound.unload()
+
     def _load(self, path: Path):
         sound = self._sounds.get(path)
         if sound is None:

@@ -107,3 +107,30 @@ def test_quit_only_from_the_staff_screen(parts):
     terminal.quit()
     assert events == [("quit", None)]
 
+
+
+def test_the_staff_call_hook_fires_when_raised_and_when_it_clears(tmp_path):
+    """on_help: raised by the citizen, cleared by staff opening the staff screen or by its time running out."""
+    outbox = Outbox.open(tmp_path / "outbox.db")
+    clock = Clock()
+    calls: list[bool] = []
+    flow = Flow(Settings(help_s=60.0), clock())
+    terminal = Terminal(flow, outbox, monotonic=clock, on_help=calls.append)
+    try:
+        terminal.call_help()
+        terminal.call_help()  # still raised: no second message
+        assert calls == [True]
+        terminal.open_pin()  # staff are here
+        assert calls == [True, False] and flow.screen == Screen.PIN
+        clock.now += flow.settings.pin_timeout_s + 1  # the staff leave the PIN screen unanswered
+        terminal.tick()
+        assert flow.screen == Screen.RATING
+        terminal.call_help()
+        clock.now += 30
+        terminal.tick()
+        assert calls == [True, False, True]
+        clock.now += 31
+        terminal.tick()
+        assert calls == [True, False, True, False]
+    finally:
+        outbox.close()

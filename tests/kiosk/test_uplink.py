@@ -146,6 +146,26 @@ def test_status_is_retained_and_valid_and_will_is_offline_on_kill(mosquitto, out
         peer.close()
 
 
+def test_a_status_change_is_published_at_once_not_at_the_next_period(mosquitto, outbox_path):
+    """A staff call must reach the board now: status_changed() publishes a Status, the hour's period aside."""
+    calling = {"help_requested": False}
+    peer = Peer(mosquitto, ack=False)
+    uplink = make_uplink(outbox_path, mosquitto, status_interval=3600,
+                         status_extra=lambda: dict(calling)).start()
+    try:
+        wait_for(lambda: peer.statuses("t-01"), what="the status on connecting")
+        assert protocol.Status.decode(peer.statuses("t-01")[-1]).fields["help_requested"] is False
+        for requested in (True, False):
+            seen = len(peer.statuses("t-01"))
+            calling["help_requested"] = requested
+            uplink.status_changed()
+            wait_for(lambda: len(peer.statuses("t-01")) > seen, what="a status after the change")
+            assert protocol.Status.decode(peer.statuses("t-01")[-1]).fields["help_requested"] is requested
+    finally:
+        uplink.stop()
+        peer.close()
+
+
 def test_graceful_stop_publishes_offline(mosquitto, outbox_path):
     peer = Peer(mosquitto, ack=False)
     uplink = make_uplink(outbox_path, mosquitto).start()

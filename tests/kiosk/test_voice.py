@@ -9,7 +9,14 @@ import wave
 import pytest
 
 from kiosk.catalog import Catalog, load_catalogs
-from kiosk.voice import RATE, Prompts, VoiceError, option_key, render, screen_prompts, spoken_keys
+from kiosk.protocol import SurveyConfig
+from kiosk.voice import (RATE, Prompts, VoiceError, as_shown, option_key, render, screen_prompts, site_texts,
+                         spoken_keys)
+
+SITE_SURVEY = SurveyConfig("7", question={"ko": "민원 처리에 만족하셨나요?"},
+                           reasons=("wait_time", "parking"),
+                           reason_labels={"wait_time": {"ko": "오래 기다렸어요", "en": "-long wait"},
+                                          "parking": {"ko": "주차가 불편해요"}})
 
 
 def test_each_screen_speaks_its_question_then_the_focused_target():
@@ -60,3 +67,43 @@ def test_the_institutions_recording_takes_precedence(tmp_path):
     assert prompts.path("ko", "question") == own / "ko" / "question.wav"
     assert prompts.path("ko", "thanks.title") == cache / "ko" / "thanks.title.wav"
     assert prompts.path("ko", "skip") is None
+
+
+def test_the_site_texts_are_the_ones_each_language_shows():
+    korean, english = load_catalogs(["ko", "en"]).values()
+    assert site_texts(SITE_SURVEY, korean) == {
+        "site.question": ("ko", "민원 처리에 만족하셨나요?"),
+        "site.reason.wait_time": ("ko", "오래 기다렸어요"),
+        "site.reason.parking": ("ko", "주차가 불편해요")}
+    # English: the site has no English question (the catalog's is shown and said); a code the
+    # catalog lacks shows the site's Korean label, said in Korean.
+    assert site_texts(SITE_SURVEY, english) == {
+        "site.reason.wait_time": ("en", "-long wait"), "site.reason.parking": ("ko", "주차가 불편해요")}
+    assert site_texts(None, korean) == {}
+
+
+def test_a_screen_says_the_site_text_once_its_prompt_is_there(tmp_path):
+    korean = load_catalogs(["ko"])["ko"]
+    prompts = Prompts(tmp_path / "cache", tmp_path / "own")
+    keys = ["question", "voice.keys", "reason.wait_time", "reason.staff_attitude"]
+    assert as_shown(keys, SITE_SURVEY, korean, prompts) == keys  # not rendered yet: the catalog's
+    (tmp_path / "own" / "ko").mkdir(parents=True)
+    (tmp_path / "own" / "ko" / "site.reason.wait_time.wav").write_bytes(b"the institution's recording")
+    assert as_shown(keys, SITE_SURVEY, korean, prompts) == [
+        "question", "voice.keys", "site.reason.wait_time", "reason.staff_attitude"]
+    assert as_shown(keys, None, korean, prompts) == keys
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is installed by deploy/dev-setup.sh")
+def test_the_site_texts_are_rendered_like_the_catalogs_and_again_when_they_change(tmp_path):
+    catalogs = load_catalogs(["ko", "en"])
+    assert render(catalogs, tmp_path, survey=SITE_SURVEY, site_only=True) == {"ko": 3, "en": 2}
+    assert sorted(p.name for p in (tmp_path / "en").glob("*.wav")) == [
+        "site.reason.parking.wav", "site.reason.wait_time.wav"]
+    # A text that starts with "-" is said, not taken for an espeak-ng option.
+    with wave.open(str(tmp_path / "en" / "site.reason.wait_time.wav")) as sound:
+        samples = array.array("h", sound.readframes(sound.getnframes()))
+    assert max(abs(v) for v in samples) > 3000
+    assert render(catalogs, tmp_path, survey=SITE_SURVEY, site_only=True) == {"ko": 0, "en": 0}
+    changed = SurveyConfig("8", question={"ko": "오늘 방문은 어떠셨나요?"})
+    assert render(catalogs, tmp_path, survey=changed, site_only=True) == {"ko": 1, "en": 0}

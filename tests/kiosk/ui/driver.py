@@ -500,6 +500,35 @@ def keypad(app, result, args):
     result["played"] = shell.speaker.played
 
 
+#: A site's survey config with its own question and answer labels (voiced by the kiosk itself).
+SITE_SURVEY = {"v": 1, "version": "site-7", "question": {"ko": "민원 처리에 만족하셨나요?"},
+               "reasons": ["parking", "wait_time"], "reason_labels": {"parking": {"ko": "주차가 불편해요"}},
+               "reason_threshold": 2, "cooldown_s": 0.0, "thank_you_s": 1.0, "followup_timeout_s": 30}
+
+
+def site_voice(app, result, args):
+    """The site's config arrives: its question and answer labels are rendered and said, keys only."""
+    shell = app.shell
+    yield ready(app, "rating")
+    shell.survey.offer(json.dumps(SITE_SURVEY, ensure_ascii=False).encode())
+    rendered = lambda: all(shell.speaker.prompts.path("ko", key) is not None  # noqa: E731
+                           for key in ("site.question", "site.reason.parking"))
+    rendered.what = "the site's texts rendered"
+    yield rendered
+    yield lambda: shell.flow.settings.questions and shell.flow.settings.questions[0].codes[0] == "parking"
+    result["question_shown"] = shell.question_text()
+    press_key(RIGHT)  # keypad and voice
+    yield quiet(app)
+    press_key(ENTER)  # 매우 불만족
+    yield ready(app, "reason")
+    yield quiet(app)
+    press_key(ENTER)  # the first answer, the site's own
+    yield screen_is(app, "thanks")
+    yield quiet(app)
+    result["played"] = shell.speaker.played
+    result["rating_id"] = shell.last_rating.id
+
+
 def keypad_buttons(app, result, args):
     """GPIO ◀ ▶ 선택 on gpiozero's mock pins through the running app."""
     from gpiozero import Device
@@ -570,6 +599,35 @@ def access(app, result, args):
     shell.open_pin()
     yield ready(app, "pin")
     result["on_pin"] = shell.access.parent is not None
+
+
+def help_call(app, result, args):
+    """A citizen calls staff from the accessibility panel; staff come (the staff screen) and it clears.
+
+    The test watches the server meanwhile: each step waits for its file in
+    $ONETAP_TEST_SYNC (the test writes it once the server shows the change)."""
+    import os
+
+    shell = app.shell
+    sync = Path(os.environ["ONETAP_TEST_SYNC"])
+    yield ready(app, "rating")
+    connected = lambda: shell.uplink is not None and shell.uplink.connected  # noqa: E731
+    connected.what = "the uplink connected"
+    yield connected
+    tap(shell.access)
+    tap(shell.panel.help)
+    result["requested"] = shell.flow.help_requested(shell.monotonic())
+    (sync / "called").touch()
+    seen = lambda: (sync / "seen").exists()  # noqa: E731
+    seen.what = "the test saw the call on the server"
+    yield seen
+    shell.open_pin()  # staff are at the terminal (the hidden corner)
+    yield ready(app, "pin")
+    result["after_staff"] = shell.flow.help_requested(shell.monotonic())
+    (sync / "staff").touch()
+    cleared = lambda: (sync / "cleared").exists()  # noqa: E731
+    cleared.what = "the test saw the call cleared on the server"
+    yield cleared
 
 
 LAYOUT_MODES = {"normal": set(), "large": {"large"}, "contrast": {"contrast"}, "low": {"low"}}
@@ -682,7 +740,7 @@ def layouts(app, result, args):
         shell.check_hours()
 
 
-SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access, "help_call": help_call, "site_voice": site_voice, "buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":

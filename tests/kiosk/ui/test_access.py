@@ -6,13 +6,17 @@ import array
 import json
 import os
 import shutil
+import threading
 import wave
 
 import pytest
+import requests
 
-from kiosk.catalog import load_catalogs
+from kiosk.catalog import Catalog, load_catalogs
 from kiosk.voice import render
 from tests.kiosk.ui.test_app import ROOT, rows, run_driver
+from tests.server_process import TOKEN, ServerProcess
+from tests.waiting import wait_for
 
 pytest.importorskip("kivy")
 
@@ -79,6 +83,35 @@ def test_arrow_keys_and_enter_rate_with_input_keypad_and_every_prompt_is_heard(t
         assert output.find(window) >= 0, f"{name} was not heard"
 
 
+def test_the_sites_own_question_and_answers_are_voiced_and_heard(tmp_path, prompts):
+    """A survey config with its own texts: the kiosk renders them (espeak-ng) and says them, not the catalog's."""
+    from tests.kiosk.ui.driver import SITE_SURVEY
+
+    cache = tmp_path / "voices"
+    shutil.copytree(prompts, cache)
+    raw = tmp_path / "audio.raw"
+    result = run_driver(tmp_path, "site_voice", ui=f'voice_cache = "{cache}"\nvoice_volume = 1.0',
+                        env={"SDL_AUDIODRIVER": "disk", "SDL_DISKAUDIOFILE": str(raw)}, timeout=240)
+    assert result["question_shown"] == SITE_SURVEY["question"]["ko"]
+    said = [name for name, *_ in result["played"]]
+    assert said[:3] == ["ko/site.question", "ko/voice.keys", "ko/score.1"], said
+    assert said[3:8] == ["ko/score.1", "ko/voice.chosen", "ko/reason.title", "ko/voice.keys",
+                         "ko/site.reason.parking"], said
+    assert "ko/question" not in said
+    # The files are espeak-ng's rendering of the site's texts, and each was heard.
+    expected = tmp_path / "expected"
+    render({"ko": Catalog("ko", {"question": SITE_SURVEY["question"]["ko"],
+                                 "skip": SITE_SURVEY["reason_labels"]["parking"]["ko"]})}, expected)
+    assert pcm(cache / "ko" / "site.question.wav") == pcm(expected / "ko" / "question.wav")
+    assert pcm(cache / "ko" / "site.reason.parking.wav") == pcm(expected / "ko" / "skip.wav")
+    output = raw.read_bytes()
+    for name, path, _start, _length in result["played"]:
+        if name.startswith("ko/site."):
+            assert output.find(loudest_window(pcm(path))) >= 0, f"{name} was not heard"
+    [row] = [r for r in rows(tmp_path) if r["id"] == result["rating_id"]]
+    assert (row["score"], row["reason"], row["input"]) == (1, "parking", "keypad")
+
+
 def test_gpio_left_right_select_buttons_rate_through_the_running_app(tmp_path, monkeypatch, prompts):
     monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
     result = run_driver(tmp_path, "keypad_buttons", ui=(
@@ -100,6 +133,57 @@ def test_the_accessibility_control_is_on_every_citizen_screen_and_resets_after_t
     assert result["modes_after"] == [] and result["theme_after"] == ["standard", 1.0]
     assert result["page_height_after"] == 480
     assert result["on_pin"] is False  # staff screens: no citizen control
+
+
+def test_a_staff_call_reaches_the_server_at_once_and_clears_when_staff_come(tmp_path, mosquitto):
+    """The help button raises a "help" alert on the server now, not at the next periodic Status (an hour here)."""
+    (tmp_path / "server").mkdir()
+    server = ServerProcess(mosquitto, tmp_path / "server", env={"ONETAP_ALERTS_INTERVAL_S": "1"}).start()
+    sync = tmp_path / "sync"
+    sync.mkdir()
+    outcome: dict = {}
+
+    def drive():
+        try:
+            outcome["result"] = run_driver(tmp_path, "help_call", broker=mosquitto.url, ui="help_button = true",
+                                           status_interval_s=3600, env={"ONETAP_TEST_SYNC": str(sync)},
+                                           timeout=240)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            outcome["error"] = exc
+
+    def api(path):
+        response = requests.get(f"http://127.0.0.1:{server.port}{path}",
+                                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def terminal():
+        return next((t for t in api("/api/v1/terminals?site=test-site") if t["terminal"] == "ui-1"), {})
+
+    def help_alerts():
+        return [a for a in api("/api/v1/alerts")["alerts"] if a["kind"] == "help" and a["terminal"] == "ui-1"]
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    try:
+        wait_for(lambda: (sync / "called").exists() or "error" in outcome, what="the citizen's call", timeout=120)
+        assert "error" not in outcome, outcome
+        wait_for(lambda: terminal().get("help_requested") is True, what="the status with the call")
+        [alert] = wait_for(help_alerts, what="the help alert")
+        assert alert["cleared_at"] is None and "help" in alert["message"]
+        (sync / "seen").touch()
+        wait_for(lambda: (sync / "staff").exists() or "error" in outcome, what="staff at the terminal")
+        wait_for(lambda: terminal().get("help_requested") is False, what="the status without the call")
+        wait_for(lambda: all(a["cleared_at"] for a in help_alerts()), what="the help alert cleared")
+        (sync / "cleared").touch()
+    finally:
+        for name in ("seen", "cleared"):
+            (sync / name).touch()
+        driver.join(300)
+        server.stop()
+    assert "error" not in outcome, outcome
+    result = outcome["result"]
+    assert result["requested"] is True and result["after_staff"] is False
 
 
 def contact_sheets(shots, out) -> list:

@@ -35,11 +35,11 @@ WEEKDAYS = protocol.WEEKDAYS
 
 def run_driver(tmp_path: Path, scenario: str, *, broker: str = "mqtt://127.0.0.1:9", ui: str = "",
                size: str | None = None, shots: Path | None = None, langs: str = "ko,en",
-               timeout: float = 120.0, env: dict | None = None) -> dict:
+               timeout: float = 120.0, env: dict | None = None, status_interval_s: float = 0.5) -> dict:
     config = tmp_path / "kiosk.toml"
     config.write_text(
         f'site = "test-site"\nterminal = "ui-1"\nbroker = "{broker}"\ndata_dir = "{tmp_path / "data"}"\n'
-        f'[mqtt]\nstatus_interval_s = 0.5\n'
+        f'[mqtt]\nstatus_interval_s = {status_interval_s}\n'
         f'[ui]\nmaintenance_pin = "2468"\nmaintenance_hold_s = 1.0\n{ui}\n',
         encoding="utf-8",
     )
