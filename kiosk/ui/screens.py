@@ -6,6 +6,7 @@ flow's (kiosk/flow.py). ``refresh()`` redraws a screen from the shell's state.
 
 from __future__ import annotations
 
+from kivy.core.text import Label as CoreLabel
 from kivy.graphics import Color, Line, Rectangle, RoundedRectangle
 from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
@@ -15,7 +16,7 @@ from kivy.uix.label import Label
 from kivy.uix.widget import Widget
 
 from kiosk import protocol
-from kiosk.ui.face import FaceTile, draw_face, fit_label
+from kiosk.ui.face import FaceTile, draw_face, fit_label, line_height
 
 
 def _rgba(rgb, alpha=1.0):
@@ -34,9 +35,28 @@ class Text(Label):
     def _wrap(self, *_):
         self.text_size = self.size
 
-    def fit(self, font_size: float) -> None:
-        """Set *font_size*, shrunk (down to 60%) until the wrapped text fits the label's box."""
-        fit_label(self, font_size)
+    def fit(self, font_size: float, floor: float | None = None) -> None:
+        """Set *font_size*, shrunk (down to *floor* pixels, else 60 %) until the wrapped text fits the label's box."""
+        fit_label(self, font_size, floor)
+
+
+#: Lines of buttons and titles closer than the fonts' own (Noto's lines are 1.45 em): still clear of
+#: the tallest Vietnamese letter, and a 7" display holds one more row of answers.
+TIGHT = 0.85
+
+
+def text_height(text: str, font_name: str, font_size: float, width: float, bold: bool = False,
+                line_height: float = 1.0) -> float:
+    """The height *text* needs wrapped at *width* (Kivy's own measure)."""
+    measure = CoreLabel(text=text, font_name=font_name, font_size=font_size, bold=bold, text_size=(width, None),
+                        line_height=line_height)
+    measure.refresh()
+    return measure.size[1]
+
+
+def text_width(text: str, font_name: str, font_size: float, bold: bool = False) -> float:
+    """The width of *text* on one line."""
+    return CoreLabel(font_name=font_name, font_size=font_size, bold=bold).get_extents(text)[0]
 
 
 
@@ -91,34 +111,80 @@ class Page(FloatLayout):
         raise NotImplementedError
 
 
+def language_buttons(shell) -> dict[str, "TextButton"]:
+    """One button per language, each name in its own script (in the bar or the chooser)."""
+    buttons = {}
+    for lang in shell.flow.settings.languages:
+        button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang),
+                            line_height=0.85)
+        button.bind(on_release=lambda _b, lang=lang: shell.set_language(lang))
+        buttons[lang] = button
+    return buttons
+
+
+def style_language(shell, lang: str, button) -> None:
+    theme = shell.theme
+    if lang == shell.flow.lang:
+        button.style(theme.button_active, theme.button_active_text)
+    else:
+        button.style(theme.button, theme.button_text, border=theme.button_text)
+
+
 class LanguageBar(BoxLayout):
-    """One button per language, each name in its own script; the one in use is filled."""
+    """One button per language, each name in its own script, the one in use filled; where the names
+    do not all fit at the display's minimum character size (a 7" display), one **Language** button
+    that opens the chooser instead."""
 
     def __init__(self, shell, **kw):
         super().__init__(orientation="horizontal", **kw)
         self.shell = shell
         self.buttons: dict[str, TextButton] = {}
+        self.choose = TextButton(line_height=0.85, bold=True)
+        self.choose.bind(on_release=lambda _b: shell.toggle_panel("languages"))
+        self.compact = False
+
+    def _fits(self, size: float) -> bool:
+        shell, layout = self.shell, self.shell.layout
+        pad = size * 0.5
+        names = [text_width(shell.catalogs[lang]["lang.name"], shell.font_for_lang(lang), size) + pad
+                 for lang in shell.flow.settings.languages]
+        return sum(names) + layout.gap * (len(names) - 1) <= self.width
 
     def refresh(self) -> None:
         shell = self.shell
         languages = shell.flow.settings.languages
-        if list(self.buttons) != list(languages):
-            self.clear_widgets()
-            self.buttons = {}
-            for lang in languages:
-                button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang),
-                                    line_height=0.85)
-                button.bind(on_release=lambda _b, lang=lang: shell.set_language(lang))
-                self.buttons[lang] = button
-                self.add_widget(button)
         theme, layout = shell.theme, shell.layout
-        self.spacing = layout.gap
-        for lang, button in self.buttons.items():
-            button.fit(layout.font("button", theme.text_scale))
-            if lang == shell.flow.lang:
-                button.style(theme.button_active, theme.button_active_text)
+        size = layout.font("button")
+        compact = not self._fits(size)
+        if list(self.buttons) != list(languages) or compact != self.compact or not self.children:
+            self.clear_widgets()
+            self.buttons = language_buttons(shell)
+            self.compact = compact
+            if compact:
+                self.add_widget(self.choose)
+                self.add_widget(Widget())
             else:
-                button.style(theme.button, theme.button_text, border=theme.button_text)
+                for button in self.buttons.values():
+                    self.add_widget(button)
+        self.spacing = layout.gap
+        if compact:
+            self.choose.text = shell.catalog["lang.choose"]
+            self.choose.font_name = shell.font_for_lang()
+            self.choose.size_hint_x = None
+            self.choose.width = min(self.width, text_width(self.choose.text, self.choose.font_name, size, True)
+                                    + size)
+            self.choose.fit(size, layout.font_px)
+            active = shell.panel_open == "languages"
+            self.choose.style(theme.button_active if active else theme.button,
+                              theme.button_active_text if active else theme.button_text,
+                              border=theme.button_text)
+            return
+        pad = size * 0.5
+        for lang, button in self.buttons.items():
+            # Each as wide as its name needs ("Tiếng Việt" wider than "中文").
+            button.size_hint_x = text_width(button.text, button.font_name, size) + pad
+            button.fit(size, layout.font_px)
+            style_language(shell, lang, button)
 
 
 def draw_focus(root, target, theme) -> None:
@@ -148,19 +214,22 @@ class AccessButton(TextButton):
 
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        self.size = (layout.width * ACCESS_WIDTH, layout.bar_height * 0.85)
-        self.pos = (layout.width - layout.margin - self.width, layout.height - layout.margin - self.height)
         self.text = shell.catalog["a11y.open"]
         self.font_name = shell.font_for_lang()
-        self.fit(layout.font("button", theme.text_scale))
-        if shell.panel_open:
+        size = layout.font("button")
+        width = max(layout.width * ACCESS_WIDTH, text_width(self.text, self.font_name, size, True) + size * 0.6)
+        self.size = (width, layout.bar_height * 0.85)
+        self.pos = (layout.width - layout.margin - self.width, shell.page_height - layout.margin - self.height)
+        self.fit(size, layout.font_px)
+        if shell.panel_open == "access":
             self.style(theme.button_active, theme.button_active_text)
         else:
             self.style(theme.button, theme.button_text, border=theme.button_text)
 
 
 class AccessPanel(FloatLayout):
-    """큰 글씨 / 고대비 / 음성 안내 / 낮은 화면 (and 직원 호출): each a toggle for this visit only."""
+    """큰 글씨 / 고대비 / 음성 안내 / 낮은 화면 (and 직원 호출): each a toggle for this visit only;
+    or, opened from the **Language** button, one button per language."""
 
     MODES = ("large", "contrast", "voice", "low")
 
@@ -177,7 +246,8 @@ class AccessPanel(FloatLayout):
         self.help = TextButton(bold=True)
         self.help.bind(on_release=lambda _b: self.shell.call_help())
         self.close = TextButton(bold=True)
-        self.close.bind(on_release=lambda _b: self.shell.toggle_panel())
+        self.close.bind(on_release=lambda _b: self.shell.toggle_panel(self.shell.panel_open))
+        self.languages: dict[str, TextButton] = {}
         self.add_widget(self.grid)
         self.bind(pos=self._draw, size=self._draw)
         self._bg = (1, 1, 1)
@@ -191,38 +261,50 @@ class AccessPanel(FloatLayout):
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
         catalog, modes = shell.catalog, shell.flow.modes
-        top = layout.height - layout.margin - layout.bar_height * 0.85 - layout.gap
-        self.pos = (layout.margin, layout.margin)
-        self.size = (layout.width - 2 * layout.margin, top - layout.margin)
+        top = shell.page_height - layout.margin - layout.bar_height * 0.85 - layout.gap
+        bottom = max(layout.margin, top - layout.height + 2 * layout.margin)
+        self.pos = (layout.margin, bottom)
+        self.size = (layout.width - 2 * layout.margin, top - bottom)
         self._bg = theme.background
         self._draw()
-        extra = [self.help] if shell.cfg.ui.help_button else []
-        wanted = [*self.toggles.values(), *extra, self.close]
+        size = layout.font("body")
+        if shell.panel_open == "languages":
+            if list(self.languages) != list(shell.flow.settings.languages):
+                self.languages = language_buttons(shell)
+            wanted = [*self.languages.values(), self.close]
+        else:
+            extra = [self.help] if shell.cfg.ui.help_button else []
+            wanted = [*self.toggles.values(), *extra, self.close]
         if list(reversed(self.grid.children)) != wanted:
             self.grid.clear_widgets()
             for widget in wanted:
                 self.grid.add_widget(widget)
         self.grid.spacing = layout.gap
         self.grid.do_layout()
-        size = layout.font("body", theme.text_scale)
+        self.close.text = catalog["a11y.close"]
+        self.close.font_name = shell.font_for_lang()
+        self.close.fit(size, layout.font_px)
+        self.close.style(theme.skip, theme.skip_text)
+        if shell.panel_open == "languages":
+            for lang, button in self.languages.items():
+                button.fit(size, layout.font_px)
+                style_language(shell, lang, button)
+            return
         for mode, button in self.toggles.items():
             on = mode in modes
             button.text = ("\u2022 " if on else "") + catalog[f"mode.{mode}"]
             button.font_name = shell.font_for_lang()
-            button.fit(size)
+            button.fit(size, layout.font_px)
             if on:
                 button.style(theme.button_active, theme.button_active_text)
             else:
                 button.style(theme.button, theme.button_text, border=theme.button_text)
         called = shell.flow.help_requested(shell.monotonic())
         self.help.text = catalog["help.called" if called else "help.call"]
-        self.close.text = catalog["a11y.close"]
-        for button in (self.help, self.close):
-            button.font_name = shell.font_for_lang()
-            button.fit(size)
+        self.help.font_name = shell.font_for_lang()
+        self.help.fit(size, layout.font_px)
         self.help.style(theme.button_active if called else theme.button,
                         theme.button_active_text if called else theme.button_text, border=theme.button_text)
-        self.close.style(theme.skip, theme.skip_text)
 
 
 class LanguagePage(Page):
@@ -246,7 +328,8 @@ class LanguagePage(Page):
         self.languages.height = layout.bar_height * 0.85
         # Room at the right for the accessibility control.
         self.languages.size_hint_x = None
-        self.languages.width = layout.width * (1 - ACCESS_WIDTH) - 2 * layout.margin - layout.gap
+        self.shell.access.refresh()
+        self.languages.width = layout.width - 2 * layout.margin - layout.gap - self.shell.access.width
         self.languages.refresh()
 
 
@@ -266,25 +349,49 @@ class RatingPage(LanguagePage):
         self.hint = Text(size_hint_y=None)
         self.fill(self.question, self.tiles_row, self.hint)
 
+    def _question_height(self, layout) -> float:
+        """The question's row: one line of it, or what a longer (site's own) question needs."""
+        text = self.shell.question_text()
+        needed = text_height(text, self.shell.font_for_text(text), layout.font("question"),
+                             layout.width - 2 * layout.margin, True)
+        return max(layout.question_height, needed)
+
+    def _heights(self, layout) -> tuple[float, float]:
+        """(hint height, page height): tiles tall enough for a face and two lines of label.
+
+        The hint ("touch a face") is the line a small display leaves out rather than scroll.
+        """
+        tile = (2 * line_height(self.shell.font_for_lang(), layout.font("tile")) + 4 + 1.3 * layout.font_px) / 0.9
+        total = (2 * layout.margin + 3 * layout.margin * 0.6 + layout.bar_height * 0.85
+                 + self._question_height(layout) + layout.hint_height + tile)
+        if total > layout.height >= total - layout.hint_height:
+            return 0.0, total - layout.hint_height
+        return layout.hint_height, total
+
+    def wanted_height(self, layout) -> float:
+        return self._heights(layout)[1]
+
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        catalog, scale = shell.catalog, theme.text_scale
+        catalog, floor = shell.catalog, layout.font_px
         self.refresh_frame()
-        self.question.height = layout.question_height
+        self.question.height = self._question_height(layout)
         self.question.text = shell.question_text()
         self.question.font_name = shell.font_for_text(self.question.text)
-        self.question.fit(layout.font("question", scale))
+        self.question.fit(layout.font("question"), floor)
         self.question.color = _rgba(theme.text)
         self.tiles_row.spacing = layout.gap
         for tile in self.tiles:
-            tile.text = catalog.score(tile.score)
+            tile.text = catalog.shown(f"score.{tile.score}")
             tile.font_name = shell.font_for_lang()
-            tile.font_size = layout.font("tile", scale)
+            tile.floor = floor
+            tile.font_size = layout.font("tile")
             tile.set_theme(theme)
-        self.hint.height = layout.hint_height
-        self.hint.text = catalog["hint"]
+        self.hint.height = self._heights(layout)[0]
+        self.hint.text = catalog["hint"] if self.hint.height else ""
         self.hint.font_name = shell.font_for_lang()
-        self.hint.fit(layout.font("hint", scale))
+        if self.hint.height:
+            self.hint.fit(layout.font("hint"), floor)
         self.hint.color = _rgba(theme.muted_text)
 
     def focus_target(self, focus: int):
@@ -314,14 +421,14 @@ class FollowupPage(LanguagePage):
         super().__init__(shell, **kw)
         self.field = field
         self.name = field
-        self.title = Text(bold=True, size_hint_y=None)
+        self.title = Text(bold=True, size_hint_y=None, line_height=TIGHT)
         self.note = Text(size_hint_y=None)
         self.body = BoxLayout(orientation="horizontal")
         self.grid = GridLayout()
         self.keep_out = Widget(size_hint_x=None)
         self.bottom = BoxLayout(orientation="horizontal", size_hint_y=None)
         self.countdown = CountdownBar(size_hint_y=None)
-        self.skip = TextButton(bold=True, size_hint_x=None)
+        self.skip = TextButton(bold=True, size_hint_x=None, line_height=TIGHT)
         self.skip.bind(on_release=lambda _b: self.shell.skip())
         self.timer = BoxLayout(orientation="vertical")
         self.timer.add_widget(Widget())
@@ -355,59 +462,121 @@ class FollowupPage(LanguagePage):
             self.bottom.add_widget(first)
             self.bottom.add_widget(second)
 
-    def refresh(self) -> None:
-        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        catalog, scale = shell.catalog, theme.text_scale
+    def _texts(self):
+        """(title, note, answer labels) of the question on screen, or None when it is another's."""
+        shell = self.shell
         question = shell.flow.question
         if question is None or question.field != self.field:
+            return None
+        key, catalog = question.catalog_key, shell.catalog
+        labels = [catalog.label(key, code, question.labels) for code in question.codes]
+        return catalog[f"{key}.title"], catalog["followup.note"], labels
+
+    def _grid_shape(self, layout, labels) -> tuple[int, float]:
+        """(columns, row height) for the answers beside the face: the fewest pixels tall, no word broken."""
+        shell = self.shell
+        size = layout.font("body")
+        room = layout.width - 2 * layout.margin - self.keep_out.width
+        best = None
+        for cols in (4, 3, 2, 1):
+            width = (room - (cols - 1) * layout.gap) / cols - size * 0.2
+            fonts = [shell.font_for_text(label) for label in labels]
+            if any(text_width(word, font, size) > width
+                   for label, font in zip(labels, fonts) for word in label.split()):
+                continue
+            row = max(text_height(label, font, size, width, line_height=TIGHT)
+                      for label, font in zip(labels, fonts)) + size * 0.15
+            rows = -(-len(labels) // cols)
+            height = rows * row + (rows - 1) * layout.gap
+            if best is None or height < best[0]:
+                best = (height, cols, row)
+        if best is None:  # a word wider than the whole room: one column, the fit shrinks it
+            return 1, size * 1.8
+        return best[1], best[2]
+
+    def _heights(self, layout):
+        """Heights of the title, the note and the answers' rows, and the page's whole height."""
+        texts = self._texts()
+        shell = self.shell
+        width = layout.width - 2 * layout.margin
+        title, note, labels = texts
+        title_h = text_height(title, shell.font_for_lang(), layout.font("question"), width, True, TIGHT)
+        note_h = text_height(note, shell.font_for_lang(), layout.font("hint"), width)
+        self._place(layout, shell.flow.score)
+        cols, row = self._grid_shape(layout, labels)
+        rows = -(-len(labels) // cols)
+        grid_h = rows * row + (rows - 1) * layout.gap
+        bottom_h = layout.bar_height * 0.85
+        total = (2 * layout.margin + 4 * layout.margin * 0.6 + layout.bar_height * 0.85
+                 + title_h + note_h + grid_h + bottom_h)
+        if total > layout.height >= total - note_h:
+            # The note ("optional, already saved") is the one line a small display leaves out
+            # to show every answer and the skip without scrolling; the skip and countdown say it too.
+            total, note_h = total - note_h, 0.0
+        return title_h, note_h, cols, row, total
+
+    def wanted_height(self, layout) -> float:
+        if self._texts() is None:
+            return layout.height
+        return self._heights(layout)[-1]
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog, floor = shell.catalog, layout.font_px
+        question = shell.flow.question
+        if self._texts() is None:
             return  # leaving this screen: the next render shows another page
         key = question.catalog_key
         self.refresh_frame()
-        self.title.height = layout.height * 0.13
+        title_h, note_h, cols, row, _ = self._heights(layout)
+        self.title.height = title_h
         self.title.text = catalog[f"{key}.title"]
         self.title.font_name = shell.font_for_lang()
-        self.title.fit(layout.font("question", scale))
+        self.title.fit(layout.font("question"), floor)
         self.title.color = _rgba(theme.text)
-        self.note.height = layout.height * 0.08
-        self.note.text = catalog["followup.note"]
+        self.note.height = note_h
+        self.note.text = catalog["followup.note"] if note_h else ""
         self.note.font_name = shell.font_for_lang()
-        self.note.fit(layout.font("hint", scale))
+        if note_h:
+            self.note.fit(layout.font("hint"), floor)
         self.note.color = _rgba(theme.muted_text)
-        self._place(layout, shell.flow.score)
         codes = question.codes
         if list(self.options) != list(codes):
             self.grid.clear_widgets()
             self.options = {}
             for code in codes:
-                button = TextButton()
+                button = TextButton(line_height=TIGHT)
                 button.bind(on_release=lambda _b, c=code: self.shell.answer(self.field, c))
                 self.options[code] = button
                 self.grid.add_widget(button)
-        room = layout.width - 2 * layout.margin - self.keep_out.width
-        self.grid.cols = 3 if room > layout.width * 0.55 else 2
+        self.grid.cols = cols
         self.grid.spacing = layout.gap
+        self.grid.row_force_default = True
+        self.grid.row_default_height = row
         for code, button in self.options.items():
             button.text = catalog.label(key, code, question.labels)
             button.font_name = shell.font_for_text(button.text)
-            button.fit(layout.font("body", scale))
+            button.fit(layout.font("body"), floor)
             button.style(theme.button, theme.button_text, border=theme.button_text)
-        self.bottom.height = layout.height * 0.14
+        self.bottom.height = layout.bar_height * 0.85
         self.bottom.spacing = layout.gap * 2
         self.countdown.height = max(6, layout.height * 0.015)
-        self.skip.width = layout.width * 0.3
         self.skip.text = catalog["skip"]
         self.skip.font_name = shell.font_for_lang()
-        self.skip.fit(layout.font("body", scale))
+        size = layout.font("body")
+        self.skip.width = max(layout.width * 0.3, text_width(self.skip.text, self.skip.font_name, size, True) + size)
+        self.skip.fit(size, floor)
         self.skip.style(theme.skip, theme.skip_text)
         # Lay out now, not at the next frame: a touch arriving before it must
         # already find the answers beside the face, not where the last visit had them.
         for box in (self.column, self.body, self.grid, self.bottom):
             box.do_layout()
         # Sized for the boxes as now laid out (the last visit may have had them elsewhere).
-        self.title.fit(layout.font("question", scale))
-        self.note.fit(layout.font("hint", scale))
+        self.title.fit(layout.font("question"), floor)
+        if note_h:
+            self.note.fit(layout.font("hint"), floor)
         for button in (*self.options.values(), self.skip):
-            button.fit(layout.font("body", scale))
+            button.fit(layout.font("body"), floor)
         self.tick()
 
     def focus_target(self, focus: int):
@@ -438,45 +607,70 @@ class MessagePage(Page):
         super().__init__(shell, **kw)
         self.name = name
         self.face = Widget(size_hint=(None, None))
-        if name == "sleep":  # no face: the title takes its place
-            self.title = Text(bold=True, size_hint=(0.92, 0.34), pos_hint={"center_x": 0.5, "center_y": 0.68})
-            self.body = Text(size_hint=(0.92, 0.4), pos_hint={"center_x": 0.5, "center_y": 0.28})
-        else:
-            self.title = Text(bold=True, size_hint=(0.92, 0.2), pos_hint={"center_x": 0.5, "center_y": 0.42})
-            self.body = Text(size_hint=(0.92, 0.24), pos_hint={"center_x": 0.5, "center_y": 0.17})
+        self.title = Text(bold=True, size_hint=(None, None))
+        self.body = Text(size_hint=(None, None))
         for child in (self.face, self.title, self.body):
             self.add_widget(child)
 
+    def _content(self):
+        """(background, text colour, title, body, title role) of this message now."""
+        shell = self.shell
+        theme, catalog = shell.theme, shell.catalog
+        if self.name == "thanks":
+            return theme.thanks, theme.thanks_text, catalog["thanks.title"], catalog["thanks.body"], "huge"
+        if self.name == "error":
+            return theme.error, theme.error_text, catalog["error.title"], catalog["error.body"], "huge"
+        title = catalog["sleep.title"]
+        lines = shell.hours_lines()
+        body = f"{catalog['sleep.hours']}\n{catalog.hours(lines)}" if lines else ""
+        if shell.flow.settings.count_when_closed:
+            body = f"{body}\n\n{catalog['sleep.wake']}".strip()
+        # Closed in every language: the sleep screen has no language bar to ask with.
+        others = [shell.catalogs[lang]["sleep.title"] for lang in shell.flow.settings.languages
+                  if lang != shell.flow.lang]
+        body = "\n".join([body, *others]).strip()
+        return theme.sleep, theme.sleep_text, title, body, "title"
+
+    def _heights(self, layout):
+        """(sign height, title height, body height, whole page height): the sign, then the texts."""
+        _, _, title, body, role = self._content()
+        width = layout.width * 0.92
+        shell = self.shell
+        title_h = text_height(title, shell.font_for_text(title), layout.font(role), width, True)
+        body_h = text_height(body, shell.font_for_text(body), layout.font("body"), width) if body else 0.0
+        # Below the accessibility control's row, a margin at the bottom.
+        total = layout.bar_height + title_h + layout.margin * 2 + body_h + layout.margin * 2
+        # The sign takes the room the texts leave (a low screen has less), never more than a third.
+        sign = 0.0 if self.name == "sleep" else min(layout.height * 0.36, layout.height - total)
+        if sign < layout.height * 0.15:
+            sign = 0.0
+        return sign, title_h, body_h, total + sign
+
+    def wanted_height(self, layout) -> float:
+        return self._heights(layout)[-1]
+
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        catalog, scale = shell.catalog, theme.text_scale
-        if self.name == "thanks":
-            bg, fg = theme.thanks, theme.thanks_text
-            title, body = catalog["thanks.title"], catalog["thanks.body"]
-        elif self.name == "error":
-            bg, fg = theme.error, theme.error_text
-            title, body = catalog["error.title"], catalog["error.body"]
-        else:
-            bg, fg = theme.sleep, theme.sleep_text
-            title = catalog["sleep.title"]
-            lines = shell.hours_lines()
-            body = f"{catalog['sleep.hours']}\n{catalog.hours(lines)}" if lines else ""
-            if shell.flow.settings.count_when_closed:
-                body = f"{body}\n\n{catalog['sleep.wake']}".strip()
-            # Closed in every language: the sleep screen has no language bar to ask with.
-            others = [shell.catalogs[lang]["sleep.title"] for lang in shell.flow.settings.languages
-                      if lang != shell.flow.lang]
-            body = "\n".join([body, *others]).strip()
+        bg, fg, title, body, role = self._content()
+        sign, title_h, body_h, total = self._heights(layout)
         self.set_background(bg)
-        title_role = "title" if self.name == "sleep" else "huge"
-        for label, text, role in ((self.title, title, title_role), (self.body, body, "body")):
+        width = layout.width * 0.92
+        # The content centred in the room below the control's row.
+        room = self.height - layout.bar_height
+        top = room - max(0.0, (room - (total - layout.bar_height)) / 2)
+        cy = top - sign / 2
+        top -= sign
+        for label, text, font_role, height in ((self.title, title, role, title_h), (self.body, body, "body", body_h)):
             label.text = text
             label.font_name = shell.font_for_text(text)
             label.color = _rgba(fg)
-            label.fit(layout.font(role, scale))
+            label.size = (width, max(height, 1))
+            label.pos = (layout.width * 0.04, top - height)
+            label.fit(layout.font(font_role), layout.font_px)
+            top -= height + layout.margin * 2
         self.face.canvas.clear()
-        radius = layout.height * 0.16
-        cx, cy = layout.width / 2, layout.height * 0.72
+        radius = sign * 0.42
+        cx = layout.width / 2
         if self.name == "thanks":
             draw_check(self.face.canvas, cx, cy, radius, fg)
         elif self.name == "error":
@@ -534,16 +728,16 @@ class PinPage(Page):
         self.entry.text = "● " * len(flow.pin_entry) or "–"
         for label in (self.title, self.entry):
             label.font_name = shell.font_for_lang()
-            label.font_size = layout.font("body")
+            label.font_size = layout.staff_font("body")
             label.color = _rgba(theme.text)
         for key, button in self.keys.items():
             button.text = {"ok": catalog["pin.ok"], "clear": catalog["pin.clear"]}.get(key, key)
             button.font_name = shell.font_for_lang()
-            button.font_size = layout.font("body")
+            button.font_size = layout.staff_font("body")
             button.style(theme.button, theme.button_text, border=theme.button_text)
         self.cancel.text = catalog["pin.cancel"]
         self.cancel.font_name = shell.font_for_lang()
-        self.cancel.font_size = layout.font("body")
+        self.cancel.font_size = layout.staff_font("body")
         self.cancel.style(theme.skip, theme.skip_text)
 
 
@@ -596,7 +790,7 @@ class MaintenancePage(Page):
         self.grid.spacing = (layout.gap * 2, 0)
         self.title.text = catalog["maint.title"]
         self.title.font_name = shell.font_for_lang()
-        self.title.font_size = layout.font("body")
+        self.title.font_size = layout.staff_font("body")
         self.title.color = _rgba(theme.text)
         info = shell.maintenance_info()
         for row, (name, value) in self.cells.items():
@@ -604,7 +798,7 @@ class MaintenancePage(Page):
             value.text = info.get(row, "")
             for label in (name, value):
                 label.font_name = shell.font_for_lang()
-                label.font_size = layout.font("small")
+                label.font_size = layout.staff_font("small")
                 label.color = _rgba(theme.text if label is value else theme.muted_text)
         self.back.text = catalog["maint.back"]
         self.exit.text = catalog["maint.exit"]
@@ -613,10 +807,10 @@ class MaintenancePage(Page):
         self.volume.text = f"{catalog['maint.volume']} {round(shell.speaker.volume * 100)}%"
         for button in (self.voice, self.volume):
             button.font_name = shell.font_for_lang()
-            button.fit(layout.font("small"))
+            button.fit(layout.staff_font("small"))
             button.style(theme.button, theme.button_text, border=theme.button_text)
         for button, (bg, fg) in ((self.back, (theme.button_active, theme.button_active_text)),
                                  (self.exit, (theme.error, theme.error_text))):
             button.font_name = shell.font_for_lang()
-            button.font_size = layout.font("body")
+            button.font_size = layout.staff_font("body")
             button.style(bg, fg)

@@ -218,20 +218,35 @@ def ratings(app, result, args):
     # 4. language switch changes every visible label and the recorded lang
     settings(app, reason_threshold=0, age_group=False)
     result["languages"] = {}
+    result["chooser"] = {}
     for lang in ("en", "zh", "vi", "ja"):
         yield ready(app, "rating")
-        tap(page(app).languages.buttons[lang])
-        yield lambda: shell.flow.lang == lang
-        result["languages"][lang] = visible_texts(shell.root)
-    tap(page(app).languages.buttons["en"])
-    yield lambda: shell.flow.lang == "en"
+        yield from choose_language(app, lang, result["chooser"])
+        result["languages"][lang] = [visible_texts(shell.root), page(app).hint.height > 0]
+    yield from choose_language(app, "en", {})
     tap(page(app).tiles[3])
     yield screen_is(app, "thanks")
     result["thanks_texts_en"] = visible_texts(shell.root)
     result["english_id"] = shell.last_rating.id
     yield screen_is(app, "rating")
     result["after_visit_lang"] = shell.flow.lang
-    result["after_visit_texts"] = visible_texts(shell.root)
+    result["after_visit_texts"] = [visible_texts(shell.root), page(app).hint.height > 0]
+
+
+def choose_language(app, lang: str, seen: dict):
+    """Tap *lang* on the language bar, or where the names do not fit it (a 7" display), on the
+    **Language** button and then in the chooser it opens (*seen* records the chooser's texts)."""
+    shell = app.shell
+    bar = page(app).languages
+    if bar.compact:
+        tap(bar.choose)
+        yield lambda: shell.panel.parent is not None
+        seen[lang] = visible_texts(shell.panel)
+        tap(shell.panel.languages[lang])
+    else:
+        tap(bar.buttons[lang])
+    yield lambda: shell.flow.lang == lang
+    yield lambda: shell.panel.parent is None
 
 
 def guards(app, result, args):
@@ -543,7 +558,7 @@ def access(app, result, args):
     tap(shell.panel.toggles["contrast"])
     tap(shell.panel.toggles["low"])
     result["modes_during"] = sorted(shell.flow.modes)
-    result["theme_during"] = [shell.theme.name, shell.theme.text_scale]
+    result["theme_during"] = [shell.theme.name, shell.theme.zoom]
     result["page_height_low"] = page(app).height
     tap(shell.panel.close)
     yield ready(app, "rating")
@@ -561,7 +576,7 @@ def access(app, result, args):
     check("thanks")
     yield ready(app, "rating")
     result["modes_after"] = sorted(shell.flow.modes)
-    result["theme_after"] = [shell.theme.name, shell.theme.text_scale]
+    result["theme_after"] = [shell.theme.name, shell.theme.zoom]
     result["page_height_after"] = page(app).height
     shell._open_now = lambda: False
     shell.check_hours()
@@ -587,6 +602,9 @@ def layout_problems(shell, lang: str) -> list[str]:
 
     problems = []
     targets = []
+    texts = []
+    # A page larger than the window scrolls: what is in it must be within the page, not the window.
+    scrolled = set(shell.stage.walk(restrict=True)) if shell.scroll.parent is not None else set()
     for widget in shell.root.walk(restrict=True):
         if widget.get_root_window() is None or widget.opacity == 0:
             continue
@@ -606,14 +624,29 @@ def layout_problems(shell, lang: str) -> list[str]:
         name = widget.text.replace("\n", " ")[:40]
         if width > widget.width + 1 or height > widget.height + 1:
             problems.append(f"cut: {name!r} needs {width:.0f}x{height:.0f} in {widget.width:.0f}x{widget.height:.0f}")
-        x, y = widget.to_window(widget.x, widget.y)
-        if x < -1 or y < -1 or x + widget.width > Window.width + 1 or y + widget.height > Window.height + 1:
-            problems.append(f"off screen: {name!r}")
+        if widget in scrolled:
+            x, y, right, top = widget.x, widget.y, shell.stage.width, shell.stage.height
+        else:
+            (x, y), right, top = widget.to_window(widget.x, widget.y), Window.width, Window.height
+        if x < -1 or y < -1 or x + widget.width > right + 1 or y + widget.height > top + 1:
+            problems.append(f"off {'the page' if widget in scrolled else 'screen'}: {name!r}")
+        if isinstance(widget.parent, ButtonBehavior):
+            # A tile's label: inside its tile.
+            px, py = widget.parent.to_window(widget.parent.x, widget.parent.y)
+            lx, ly = widget.to_window(widget.x, widget.y)
+            if (lx < px - 1 or ly < py - 1 or lx + widget.width > px + widget.parent.width + 1
+                    or ly + widget.height > py + widget.parent.height + 1):
+                problems.append(f"outside its tile: {name!r}")
+        texts.append((widget, name, (*widget.to_window(widget.x, widget.y), widget.width, widget.height)))
         if lang in SPACED:
             measure = CoreLabel(font_name=widget.font_name, font_size=widget.font_size, bold=widget.bold)
             for word in widget.text.split():
                 if measure.get_extents(word)[0] > widget.width - 2 * widget.padding_x + 1:
                     problems.append(f"broken mid-word: {word!r} in {name!r}")
+    for index, (first, name, (x, y, w, h)) in enumerate(texts):
+        for second, other, (x2, y2, w2, h2) in texts[index + 1:]:
+            if min(x + w, x2 + w2) - max(x, x2) > 1 and min(y + h, y2 + h2) - max(y, y2) > 1:
+                problems.append(f"text over text: {name!r} / {other!r}")
     for index, (first, a) in enumerate(targets):
         for second, b in targets[index + 1:]:
             if first in second.walk() or second in first.walk():
@@ -623,13 +656,56 @@ def layout_problems(shell, lang: str) -> list[str]:
     return problems
 
 
-def smallest_text(shell) -> list:
-    """The smallest rendered font size (pixels) on screen, and its text."""
+_INK: dict = {}
+
+
+def hangul_height(font_name: str, font_size: float, bold: bool) -> int:
+    """Rendered ink height in pixels of the Hangul syllable 한 at *font_size*: in *font_name* where it
+    has Hangul, else in the Korean font (the Vietnamese font is Latin only)."""
+    from kivy.core.text import Label as CoreLabel
+
+    from kiosk.ui import fonts
+
+    lang = font_name.removeprefix("onetap-")
+    if lang in fonts.FACES and fonts.missing(fonts.font_files(lang)[1 if bold else 0], "한"):
+        font_name = fonts.font_name("ko")
+    key = (font_name, round(font_size, 2), bold)
+    if key not in _INK:
+        label = CoreLabel(text="한", font_name=font_name, font_size=font_size, bold=bold)
+        label.refresh()
+        texture = label.texture
+        width, pixels = texture.width, texture.pixels
+        # Rows with a pixel at least half covered: the glyph's height as drawn.
+        rows = [row for row in range(texture.height)
+                if any(pixels[(row * width + col) * 4 + 3] >= 128 for col in range(width))]
+        _INK[key] = rows[-1] - rows[0] + 1 if rows else 0
+    return _INK[key]
+
+
+def character_sizes(shell) -> list:
+    """Every visible text with its font size (px), Hangul character height (px) and that in mm on this display."""
+    from kivy.core.window import Window
     from kivy.uix.label import Label
 
-    sizes = [(round(w.font_size, 1), w.text[:30]) for w in shell.root.walk(restrict=True)
-             if isinstance(w, Label) and w.text.strip() and w.get_root_window() is not None]
-    return list(min(sizes))
+    from kiosk.ui import theme
+
+    pitch = theme.pitch_mm(*Window.size)
+    out = []
+    for widget in shell.root.walk(restrict=True):
+        if isinstance(widget, Label) and widget.text.strip() and widget.get_root_window() is not None:
+            ink = hangul_height(widget.font_name, widget.font_size, widget.bold)
+            out.append([widget.text.replace("\n", " ")[:40], round(widget.font_size, 1), ink, round(ink * pitch, 2)])
+    return sorted(out, key=lambda row: row[3])
+
+
+def page_facts(shell) -> dict:
+    """Does the page scroll, its size, and the rating tiles' size (for the 200 % check)."""
+    page = shell._page
+    facts = {"scrolls": shell.scroll.parent is not None, "page": [round(page.width), round(page.height)]}
+    if hasattr(page, "tiles"):
+        tile = page.tiles[0]
+        facts["tile"] = [round(tile.width), round(tile.height)]
+    return facts
 
 
 def layouts(app, result, args):
@@ -670,7 +746,8 @@ def layouts(app, result, args):
                     assert flow.view == view and (view == "sleep") == (flow.screen == Screen.SLEEP)
                     key = f"{view}-{mode}-{lang}-{size[0]}x{size[1]}"
                     problems = layout_problems(shell, lang)
-                    result.setdefault("font_px", {})[key] = smallest_text(shell)
+                    result.setdefault("chars", {})[key] = character_sizes(shell)
+                    result.setdefault("pages", {})[key] = page_facts(shell)
                     if problems:
                         result["problems"][key] = problems
                     if out is not None:

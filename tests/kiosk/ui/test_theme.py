@@ -40,8 +40,8 @@ def test_tiles_are_at_least_20_mm_wide(size):
     assert layout.tile_height > layout.tile_width * 0.9  # tall enough for a face and two text lines
 
 
-def test_large_text_scales_fonts():
-    assert theme.theme(large_text=True).text_scale > 1.0
+def test_large_mode_zooms_everything_to_200_percent():
+    assert theme.theme(large_text=True).zoom == 2.0
     assert theme.theme(high_contrast=True).name == "high_contrast"
 
 
