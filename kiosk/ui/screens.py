@@ -413,8 +413,8 @@ class CountdownBar(Widget):
 class FollowupPage(LanguagePage):
     """One follow-up question (kiosk.flow.Question): its answers, a skip and a countdown.
 
-    The answers and the skip sit beside the face just tapped, never over it:
-    the second tap of a double tap lands on empty space.
+    The answers sit beside the face just tapped, on either side of its column, never over
+    it: the second tap of a double tap lands on empty space. The skip is on the wider side.
     """
 
     def __init__(self, shell, field: str, **kw):
@@ -424,8 +424,11 @@ class FollowupPage(LanguagePage):
         self.title = Text(bold=True, size_hint_y=None, line_height=TIGHT)
         self.note = Text(size_hint_y=None)
         self.body = BoxLayout(orientation="horizontal")
-        self.grid = GridLayout()
+        #: Answers left and right of the tapped face's column (the first ones on the left).
+        self.grids = (GridLayout(size_hint_x=None), GridLayout(size_hint_x=None))
         self.keep_out = Widget(size_hint_x=None)
+        for child in (self.grids[0], self.keep_out, self.grids[1]):
+            self.body.add_widget(child)
         self.bottom = BoxLayout(orientation="horizontal", size_hint_y=None)
         self.countdown = CountdownBar(size_hint_y=None)
         self.skip = TextButton(bold=True, size_hint_x=None, line_height=TIGHT)
@@ -437,27 +440,24 @@ class FollowupPage(LanguagePage):
         self.fill(self.title, self.note, self.body, self.bottom)
         self.options: dict[str, TextButton] = {}
         self._side: str | None = None
+        self._split: int | None = None
 
     def _place(self, layout, score: int | None) -> None:
-        """Answers and skip on the wider side of the tapped face's column (right when none)."""
+        """The empty column over the tapped face (and a gap each side); the skip on the wider side."""
         if score is None:
             low = high = layout.margin
         else:
             low = layout.tile_x(score - 1)
             high = low + layout.tile_width
-        left_room = low - layout.margin
-        right_room = layout.width - layout.margin - high
-        side = "right" if right_room >= left_room else "left"
-        # The empty column spans the face and one gap beyond it.
-        self.keep_out.width = (high + layout.gap - layout.margin if side == "right"
-                               else layout.width - layout.margin - low + layout.gap)
+        inner = layout.width - 2 * layout.margin
+        left = max(0.0, low - layout.gap - layout.margin)
+        right = max(0.0, layout.width - layout.margin - high - layout.gap)
+        self.grids[0].width, self.grids[1].width = left, right
+        self.keep_out.width = inner - left - right
+        side = "right" if right >= left else "left"
         if side != self._side:
             self._side = side
-            self.body.clear_widgets()
             self.bottom.clear_widgets()
-            first, second = (self.keep_out, self.grid) if side == "right" else (self.grid, self.keep_out)
-            self.body.add_widget(first)
-            self.body.add_widget(second)
             first, second = (self.timer, self.skip) if side == "right" else (self.skip, self.timer)
             self.bottom.add_widget(first)
             self.bottom.add_widget(second)
@@ -472,17 +472,19 @@ class FollowupPage(LanguagePage):
         labels = [catalog.label(key, code, question.labels) for code in question.codes]
         return catalog[f"{key}.title"], catalog["followup.note"], labels
 
-    def _grid_shape(self, layout, labels) -> tuple[int, float]:
-        """(columns, row height) for the answers beside the face: the fewest pixels tall, no word broken."""
+    def _grid_shape(self, layout, labels, room: float):
+        """(height, columns, row height) of *labels* in *room* pixels: the fewest pixels tall with no
+        word broken; None when a word does not fit even one column."""
+        if not labels:
+            return 0.0, 1, 0.0
         shell = self.shell
         size = layout.font("body")
-        room = layout.width - 2 * layout.margin - self.keep_out.width
+        fonts = [shell.font_for_text(label) for label in labels]
         best = None
-        for cols in (4, 3, 2, 1):
+        for cols in range(min(4, len(labels)), 0, -1):
             width = (room - (cols - 1) * layout.gap) / cols - size * 0.2
-            fonts = [shell.font_for_text(label) for label in labels]
-            if any(text_width(word, font, size) > width
-                   for label, font in zip(labels, fonts) for word in label.split()):
+            if width <= 0 or any(text_width(word, font, size) > width
+                                 for label, font in zip(labels, fonts) for word in label.split()):
                 continue
             row = max(text_height(label, font, size, width, line_height=TIGHT)
                       for label, font in zip(labels, fonts)) + size * 0.15
@@ -490,12 +492,30 @@ class FollowupPage(LanguagePage):
             height = rows * row + (rows - 1) * layout.gap
             if best is None or height < best[0]:
                 best = (height, cols, row)
-        if best is None:  # a word wider than the whole room: one column, the fit shrinks it
-            return 1, size * 1.8
+        return best
+
+    def _arrange(self, layout, labels):
+        """How many answers go left of the face's column, and each side's (height, columns, row height):
+        the lowest block of answers, the wider side taking the larger share."""
+        rooms = (self.grids[0].width, self.grids[1].width)
+        best = None
+        order = range(len(labels) + 1)
+        for split in (order if rooms[0] > rooms[1] else reversed(order)):
+            shapes = (self._grid_shape(layout, labels[:split], rooms[0]),
+                      self._grid_shape(layout, labels[split:], rooms[1]))
+            if None in shapes:
+                continue
+            height = max(shape[0] for shape in shapes)
+            if best is None or height < best[0] - 0.5:
+                best = (height, split, shapes)
+        if best is None:  # a word wider than either side: one column on the wider side, the fit shrinks it
+            size = layout.font("body")
+            shape = (len(labels) * size * 1.8, 1, size * 1.8)
+            return (len(labels), (shape, (0.0, 1, 0.0))) if rooms[0] > rooms[1] else (0, ((0.0, 1, 0.0), shape))
         return best[1], best[2]
 
     def _heights(self, layout):
-        """Heights of the title, the note and the answers' rows, and the page's whole height."""
+        """Heights of the title and the note, the answers' arrangement, and the page's whole height."""
         texts = self._texts()
         shell = self.shell
         width = layout.width - 2 * layout.margin
@@ -503,9 +523,8 @@ class FollowupPage(LanguagePage):
         title_h = text_height(title, shell.font_for_lang(), layout.font("question"), width, True, TIGHT)
         note_h = text_height(note, shell.font_for_lang(), layout.font("hint"), width)
         self._place(layout, shell.flow.score)
-        cols, row = self._grid_shape(layout, labels)
-        rows = -(-len(labels) // cols)
-        grid_h = rows * row + (rows - 1) * layout.gap
+        split, shapes = self._arrange(layout, labels)
+        grid_h = max(shape[0] for shape in shapes)
         bottom_h = layout.bar_height * 0.85
         total = (2 * layout.margin + 4 * layout.margin * 0.6 + layout.bar_height * 0.85
                  + title_h + note_h + grid_h + bottom_h)
@@ -513,7 +532,7 @@ class FollowupPage(LanguagePage):
             # The note ("optional, already saved") is the one line a small display leaves out
             # to show every answer and the skip without scrolling; the skip and countdown say it too.
             total, note_h = total - note_h, 0.0
-        return title_h, note_h, cols, row, total
+        return title_h, note_h, (split, shapes), total
 
     def wanted_height(self, layout) -> float:
         if self._texts() is None:
@@ -528,7 +547,7 @@ class FollowupPage(LanguagePage):
             return  # leaving this screen: the next render shows another page
         key = question.catalog_key
         self.refresh_frame()
-        title_h, note_h, cols, row, _ = self._heights(layout)
+        title_h, note_h, (split, shapes), _ = self._heights(layout)
         self.title.height = title_h
         self.title.text = catalog[f"{key}.title"]
         self.title.font_name = shell.font_for_lang()
@@ -541,18 +560,23 @@ class FollowupPage(LanguagePage):
             self.note.fit(layout.font("hint"), floor)
         self.note.color = _rgba(theme.muted_text)
         codes = question.codes
-        if list(self.options) != list(codes):
-            self.grid.clear_widgets()
-            self.options = {}
-            for code in codes:
-                button = TextButton(line_height=TIGHT)
-                button.bind(on_release=lambda _b, c=code: self.shell.answer(self.field, c))
-                self.options[code] = button
-                self.grid.add_widget(button)
-        self.grid.cols = cols
-        self.grid.spacing = layout.gap
-        self.grid.row_force_default = True
-        self.grid.row_default_height = row
+        if list(self.options) != list(codes) or split != self._split:
+            for grid in self.grids:
+                grid.clear_widgets()
+            if list(self.options) != list(codes):
+                self.options = {}
+                for code in codes:
+                    button = TextButton(line_height=TIGHT)
+                    button.bind(on_release=lambda _b, c=code: self.shell.answer(self.field, c))
+                    self.options[code] = button
+            for index, button in enumerate(self.options.values()):
+                self.grids[0 if index < split else 1].add_widget(button)
+            self._split = split
+        for grid, (_, cols, row) in zip(self.grids, shapes):
+            grid.cols = cols
+            grid.spacing = layout.gap
+            grid.row_force_default = True
+            grid.row_default_height = row
         for code, button in self.options.items():
             button.text = catalog.label(key, code, question.labels)
             button.font_name = shell.font_for_text(button.text)
@@ -569,7 +593,7 @@ class FollowupPage(LanguagePage):
         self.skip.style(theme.skip, theme.skip_text)
         # Lay out now, not at the next frame: a touch arriving before it must
         # already find the answers beside the face, not where the last visit had them.
-        for box in (self.column, self.body, self.grid, self.bottom):
+        for box in (self.column, self.body, *self.grids, self.bottom):
             box.do_layout()
         # Sized for the boxes as now laid out (the last visit may have had them elsewhere).
         self.title.fit(layout.font("question"), floor)

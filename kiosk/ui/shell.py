@@ -161,7 +161,9 @@ class Shell:
                                  size_hint=(1, None), pos=(0, 0))
         self.stage = FloatLayout(size_hint=(None, None))
         self.scroll.add_widget(self.stage)
-        self.scroll.bind(scroll_x=self.draw_focus, scroll_y=self.draw_focus)
+        self.scroll.bind(scroll_x=self._redraw_focus, scroll_y=self._redraw_focus)
+        #: The focus (view, index) the scrolling page was last brought to.
+        self._followed: tuple | None = None
         self.pages: dict[str, Any] = {}
         self._page = None
         self._fonts: dict[tuple[str, str], str] = {}
@@ -329,6 +331,7 @@ class Shell:
             self.stage.size = (layout.width, self.page_height)
             if new:
                 self.scroll.scroll_x, self.scroll.scroll_y = 0, 1  # from the top left
+                self._followed = None
         # The page's size now, so that its refresh lays it out for real.
         self.root.do_layout()
         page.do_layout()
@@ -352,14 +355,36 @@ class Shell:
         flow, page = self.flow, self._page
         if flow.keypad and not self.panel_open:
             target = page.focus_target(flow.focus) if hasattr(page, "focus_target") else None
-        if target is not None and self.scroll.parent is not None and target.get_root_window() is not None:
-            self.scroll.scroll_to(target, padding=20, animate=False)
+        if (target is not None and self.scroll.parent is not None
+                and (flow.view, flow.focus) != self._followed):
+            self._followed = (flow.view, flow.focus)
+            self._bring_into_view(target)
         draw_focus(self.root, target, self.theme)
         if target is not None and not getattr(self, "_focus_again", None):
             # Kivy lays out a new page at the next frame: draw again once it has.
             self._focus_again = Clock.schedule_once(self._redraw_focus, 0)
 
-    def _redraw_focus(self, _dt) -> None:
+    def _bring_into_view(self, target, pad: float = 10) -> None:
+        """Scroll the page so that *target* is in view; one larger than the window shows its top left."""
+        scroll, stage = self.scroll, self.stage
+        for effect in (scroll.effect_x, scroll.effect_y):
+            if effect is not None:
+                effect.velocity = 0  # a glide still under way would carry the page off again
+        x, y = target.x - stage.x, target.y - stage.y  # in the page (the stage is the scrolled content)
+        room_x, room_y = stage.width - scroll.width, stage.height - scroll.height
+        left, bottom = scroll.scroll_x * room_x, scroll.scroll_y * room_y
+        if target.width + 2 * pad > scroll.width or x < left + pad:
+            left = x - pad
+        elif x + target.width + pad > left + scroll.width:
+            left = x + target.width + pad - scroll.width
+        if target.height + 2 * pad > scroll.height or y + target.height + pad > bottom + scroll.height:
+            bottom = y + target.height + pad - scroll.height
+        elif y < bottom + pad:
+            bottom = y - pad
+        scroll.scroll_x = min(1.0, max(0.0, left / room_x)) if room_x > 0 else 0.0
+        scroll.scroll_y = min(1.0, max(0.0, bottom / room_y)) if room_y > 0 else 1.0
+
+    def _redraw_focus(self, *_args) -> None:
         self._focus_again = None
         flow, page = self.flow, self._page
         target = page.focus_target(flow.focus) if flow.keypad and hasattr(page, "focus_target") else None

@@ -241,7 +241,7 @@ def choose_language(app, lang: str, seen: dict):
     if bar.compact:
         tap(bar.choose)
         yield lambda: shell.panel.parent is not None
-        seen[lang] = visible_texts(shell.panel)
+        seen[lang] = [shell.flow.lang, visible_texts(shell.panel)]
         tap(shell.panel.languages[lang])
     else:
         tap(bar.buttons[lang])
@@ -536,44 +536,65 @@ def keypad_buttons(app, result, args):
     yield lambda: shell.last_rating is not None
 
 
+def in_scroll(app, widget) -> bool:
+    """Is *widget* on a page larger than the window (large mode, or long texts on a 7" display)?"""
+    shell = app.shell
+    return shell.scroll.parent is not None and widget in set(shell.stage.walk(restrict=True))
+
+
+def tap_in_view(app, widget):
+    """A finger's tap on *widget*; on a scrolling page, brought into view first (where a citizen
+    drags it to) and the tap's end awaited (Kivy's ScrollView hands a tap on after it ends)."""
+    if in_scroll(app, widget):
+        app.shell.scroll.scroll_to(widget, padding=10, animate=False)
+        yield 0.1
+        tap(widget)
+        yield 0.4
+    else:
+        tap(widget)
+
+
 def access(app, result, args):
     """The accessibility control on every citizen screen; the choice lasts the visit only."""
     shell = app.shell
-    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, thank_you_s=1.0, followup_timeout_s=60)
+    # The thank-you screen long enough for a tap on a scrolling (large mode) page, which Kivy hands on late.
+    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, thank_you_s=3.0, followup_timeout_s=60)
     result["screens"] = {}
 
     def check(name):
         button = shell.access
         box = [round(v) for v in (*button.to_window(*button.pos), *button.size)]
-        result["screens"][name] = {"shown": button.parent is shell.root and button.opacity > 0, "box": box}
-        tap(button)
-        result["screens"][name]["panel"] = shell.panel.parent is shell.root
-        tap(shell.panel.close)
+        shown = button.parent in (shell.root, shell.stage) and button.opacity > 0
+        result["screens"][name] = {"shown": shown, "box": box}
+        yield from tap_in_view(app, button)
+        result["screens"][name]["panel"] = shell.panel.parent is not None
+        yield from tap_in_view(app, shell.panel.close)
         result["screens"][name]["closed"] = shell.panel.parent is None
 
     yield ready(app, "rating")
-    check("rating")
+    yield from check("rating")
     tap(shell.access)
-    tap(shell.panel.toggles["large"])
-    tap(shell.panel.toggles["contrast"])
-    tap(shell.panel.toggles["low"])
+    for mode in ("contrast", "low", "large"):
+        yield from tap_in_view(app, shell.panel.toggles[mode])
     result["modes_during"] = sorted(shell.flow.modes)
     result["theme_during"] = [shell.theme.name, shell.theme.zoom]
-    result["page_height_low"] = page(app).height
-    tap(shell.panel.close)
+    # Low screen: the page (or the window on a page that scrolls) within the lower part.
+    result["page_top_low"] = shell.scroll.top if shell.scroll.parent is not None else page(app).top
+    yield from tap_in_view(app, shell.panel.close)
     yield ready(app, "rating")
     tiles = page(app).tiles
-    result["tiles_top_low"] = max(t.to_window(t.x, t.top)[1] for t in tiles)
-    tap(tiles[0])
+    # What of a face can be seen and touched: up to its top, or the scrolling window's.
+    result["tile_top_low"] = min(tiles[0].to_window(tiles[0].x, tiles[0].top)[1], result["page_top_low"])
+    yield from tap_in_view(app, tiles[0])
     yield ready(app, "reason")
-    check("reason")
+    yield from check("reason")
     result["modes_in_follow_up"] = sorted(shell.flow.modes)
-    tap(page(app).skip)
+    yield from tap_in_view(app, page(app).skip)
     yield ready(app, "age_group")
-    check("age_group")
-    tap(page(app).skip)
+    yield from check("age_group")
+    yield from tap_in_view(app, page(app).skip)
     yield ready(app, "thanks")
-    check("thanks")
+    yield from check("thanks")
     yield ready(app, "rating")
     result["modes_after"] = sorted(shell.flow.modes)
     result["theme_after"] = [shell.theme.name, shell.theme.zoom]
@@ -581,10 +602,58 @@ def access(app, result, args):
     shell._open_now = lambda: False
     shell.check_hours()
     yield ready(app, "sleep")
-    check("sleep")
+    yield from check("sleep")
     shell.open_pin()
     yield ready(app, "pin")
     result["on_pin"] = shell.access.parent is not None
+
+
+def zoom(app, result, args):
+    """Large mode: every visual thing at 200 %, the page dragged by a finger, the keypad's focus kept in view."""
+    from kivy.tests.common import UnitTestTouch
+    from kivy.uix.label import Label
+
+    shell = app.shell
+    settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.5)
+    yield ready(app, "rating")
+
+    def measure():
+        rating = page(app)
+        fonts = sorted({round(w.font_size) for w in shell.root.walk(restrict=True)
+                        if isinstance(w, Label) and w.text.strip()})
+        face = [round(v) for v in rating.tiles[0].size]
+        return {"tile": face, "fonts": fonts, "access": [round(v) for v in shell.access.size],
+                "page": [round(v) for v in rating.size], "scrolls": shell.scroll.parent is not None}
+
+    result["normal"] = measure()
+    shell.set_mode("large", True)
+    yield ready(app, "rating")
+    yield 0.2
+    result["large"] = measure()
+    # A finger drags the page up and to the left: the lower right part comes into view.
+    before = [shell.scroll.scroll_x, shell.scroll.scroll_y]
+    x, y = shell.scroll.center
+    touch = UnitTestTouch(x, y)
+    touch.touch_down()
+    for step in range(1, 11):
+        yield 0.02
+        touch.touch_move(x - step * 25, y + step * 20)
+    touch.touch_up()
+    yield 2.0  # the page's glide after the finger lifts
+    result["dragged"] = [before, [shell.scroll.scroll_x, shell.scroll.scroll_y]]
+    # The keypad's focus on the fifth face: the page scrolls to it.
+    for _ in range(5):
+        press_key(RIGHT)
+        yield 0.05
+    yield 0.3
+    tile = page(app).tiles[4]
+    left, bottom = tile.to_window(tile.x, tile.y)
+    result["focused"] = [shell.flow.focus, [round(left), round(bottom), round(left + tile.width),
+                                            round(bottom + tile.height)], [round(v) for v in shell.scroll.size]]
+    # Enter chooses the face in view (a finger's tap in large mode: the access scenario).
+    press_key(ENTER)
+    yield lambda: shell.last_rating is not None
+    result["rating"] = [shell.last_rating.score, shell.last_rating.input]
 
 
 LAYOUT_MODES = {"normal": set(), "large": {"large"}, "contrast": {"contrast"}, "low": {"low"}}
@@ -709,7 +778,8 @@ def page_facts(shell) -> dict:
 
 
 def layouts(app, result, args):
-    """Every citizen screen x 5 languages x 4 modes x 2 sizes in one app: checked, and shot for contact sheets."""
+    """Every citizen screen x 5 languages x 4 modes x 2 sizes in one app: checked, and shot for contact
+    sheets; in the default mode the follow-ups after every face as well."""
     from kivy.core.window import Window
 
     from kiosk.flow import Screen
@@ -726,7 +796,12 @@ def layouts(app, result, args):
         yield lambda: tuple(Window.size) == size
         for mode, modes in LAYOUT_MODES.items():
             for lang in ("ko", "en", "zh", "vi", "ja"):
-                for view in LAYOUT_SCREENS:
+                # The follow-ups after faces 2..5 too: the answers sit around another face's column.
+                walk = [(view, 1) for view in LAYOUT_SCREENS]
+                if mode == "normal":
+                    walk += [(view, score) for score in (2, 3, 4, 5) for view in ("reason", "age_group")
+                             if view == "age_group" or score <= 2]
+                for view, score in walk:
                     flow = shell.flow
                     shell._open_now = lambda: view != "sleep"
                     flow._to_rest(shell.monotonic())
@@ -734,7 +809,7 @@ def layouts(app, result, args):
                     flow.lang = lang
                     flow.modes = set(modes)
                     if view in ("reason", "age_group", "thanks"):
-                        shell.press(1)
+                        shell.press(score)
                         while flow.view != view:
                             shell.skip()
                     flow.lang = lang
@@ -744,13 +819,13 @@ def layouts(app, result, args):
                     shell.render()
                     yield 0.03
                     assert flow.view == view and (view == "sleep") == (flow.screen == Screen.SLEEP)
-                    key = f"{view}-{mode}-{lang}-{size[0]}x{size[1]}"
+                    key = f"{view}-{mode}-{lang}-{size[0]}x{size[1]}" + (f"-face{score}" if score > 1 else "")
                     problems = layout_problems(shell, lang)
                     result.setdefault("chars", {})[key] = character_sizes(shell)
                     result.setdefault("pages", {})[key] = page_facts(shell)
                     if problems:
                         result["problems"][key] = problems
-                    if out is not None:
+                    if out is not None and score == 1:
                         path = out / f"{key}.png"
                         shell.root.export_to_png(str(path))
                         result["shots"].append(path.name)
@@ -759,7 +834,7 @@ def layouts(app, result, args):
         shell.check_hours()
 
 
-SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,"buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access, "zoom": zoom, "buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
 
 
 if __name__ == "__main__":

@@ -50,3 +50,23 @@ def test_the_thank_you_screen_wears_no_score_colour(chosen):
     """The thank-you screen follows every score: staff nearby must not read the score off its colour."""
     score_colours = {*chosen.face, *chosen.tile, *chosen.tile_border} - {chosen.background}
     assert chosen.thanks not in score_colours and chosen.thanks_text not in set(chosen.face)
+
+
+@pytest.mark.parametrize("display", sorted(theme.DISPLAYS))
+def test_the_smallest_citizen_font_is_7_25_mm_of_hangul_on_each_display(display):
+    (width, height), (_, height_mm) = theme.DISPLAYS[display]
+    assert theme.pitch_mm(width, height) == pytest.approx(height_mm / height)
+    layout = theme.Layout.for_window(width, height, (width, height))
+    assert theme.char_mm(layout.font_px, width, height) >= theme.MIN_CHAR_MM
+    # No citizen role is smaller; one pixel less would not be 7.25 mm.
+    assert min(layout.font(role) for role in ("question", "tile", "button", "hint", "title", "body", "huge")) \
+        == layout.font_px
+    assert theme.char_mm(layout.font_px - 2, width, height) < theme.MIN_CHAR_MM
+
+
+def test_large_mode_lays_the_page_out_at_twice_the_window():
+    normal = theme.Layout.for_window(800, 480, (800, 480))
+    large = theme.Layout.for_window(800, 480, (800, 480), theme.LARGE_ZOOM)
+    assert (large.width, large.height, large.font_px) == (1600, 960, 2 * normal.font_px)
+    assert large.tile_width == pytest.approx(2 * normal.tile_width, rel=0.02)
+    assert large.font("question") == pytest.approx(2 * normal.font("question"), abs=1)
