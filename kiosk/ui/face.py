@@ -17,7 +17,7 @@ from kiosk.ui.theme import Theme
 _CURVE = {1: -1.0, 2: -0.55, 3: 0.0, 4: 0.55, 5: 1.0}
 
 
-def _breaks_at_spaces(word: str) -> bool:
+def breaks_at_spaces(word: str) -> bool:
     """A word of a script written with spaces (Latin, Vietnamese, Hangul): never to be broken."""
     return not any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in word)
 
@@ -43,7 +43,7 @@ def fit_label(label, font_size: float, floor: float | None = None) -> None:
         label.texture_update()
         fits = label.texture_size[1] <= height and all(
             label._label.get_extents(word)[0] <= inner
-            for word in label.text.split() if _breaks_at_spaces(word))
+            for word in label.text.split() if breaks_at_spaces(word))
         if fits or size <= (font_size * 0.6 if floor is None else floor):
             break
         size = max(min(size - 1, round(size * 0.96)), round(floor or 0))

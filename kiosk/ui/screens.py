@@ -143,19 +143,20 @@ class LanguageBar(BoxLayout):
         self.choose.bind(on_release=lambda _b: shell.toggle_panel("languages"))
         self.compact = False
 
-    def _fits(self, size: float) -> bool:
+    def fits(self, width: float, size: float) -> bool:
+        """Do all the names fit *width* at *size*?"""
         shell, layout = self.shell, self.shell.layout
         pad = size * 0.5
         names = [text_width(shell.catalogs[lang]["lang.name"], shell.font_for_lang(lang), size) + pad
                  for lang in shell.flow.settings.languages]
-        return sum(names) + layout.gap * (len(names) - 1) <= self.width
+        return sum(names) + layout.gap * (len(names) - 1) <= width
 
     def refresh(self) -> None:
         shell = self.shell
         languages = shell.flow.settings.languages
         theme, layout = shell.theme, shell.layout
         size = layout.font("button")
-        compact = not self._fits(size)
+        compact = not self.fits(self.width, size)
         if list(self.buttons) != list(languages) or compact != self.compact or not self.children:
             self.clear_widgets()
             self.buttons = language_buttons(shell)
@@ -212,13 +213,17 @@ class AccessButton(TextButton):
         self.shell = shell
         self.bind(on_release=lambda _b: self.shell.toggle_panel())
 
+    def wanted_width(self, layout) -> float:
+        size = layout.font("button")
+        text = self.shell.catalog.shown("a11y.open")
+        return max(layout.width * ACCESS_WIDTH, text_width(text, self.shell.font_for_lang(), size, True) + size * 0.3)
+
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        self.text = shell.catalog["a11y.open"]
+        self.text = shell.catalog.shown("a11y.open")
         self.font_name = shell.font_for_lang()
         size = layout.font("button")
-        width = max(layout.width * ACCESS_WIDTH, text_width(self.text, self.font_name, size, True) + size * 0.6)
-        self.size = (width, layout.bar_height * 0.85)
+        self.size = (self.wanted_width(layout), layout.bar_height * 0.85)
         self.pos = (layout.width - layout.margin - self.width, shell.page_height - layout.margin - self.height)
         self.fit(size, layout.font_px)
         if shell.panel_open == "access":
@@ -320,16 +325,31 @@ class LanguagePage(Page):
             self.column.add_widget(child)
         self.add_widget(self.column)
 
+    def bar(self, layout) -> tuple[float, float, bool]:
+        """(height, width, under): the language bar beside the accessibility control, or where not
+        even the Language button fits there (large mode), on a row of its own under it."""
+        shell = self.shell
+        size = layout.font("button")
+        inner = layout.width - 2 * layout.margin
+        row = layout.bar_height * 0.85
+        beside = inner - layout.gap - shell.access.wanted_width(layout)
+        choose = text_width(shell.catalog["lang.choose"], shell.font_for_lang(), size, True) + size
+        if choose <= beside or self.languages.fits(beside, size):
+            return row, beside, False
+        return 2 * row + layout.gap, inner, True
+
     def refresh_frame(self) -> None:
         theme, layout = self.shell.theme, self.shell.layout
         self.set_background(theme.background)
         self.column.padding = [layout.margin] * 4
         self.column.spacing = layout.margin * 0.6
-        self.languages.height = layout.bar_height * 0.85
-        # Room at the right for the accessibility control.
+        height, width, under = self.bar(layout)
+        self.languages.height = height
+        self.languages.padding = [0, height - layout.bar_height * 0.85 if under else 0, 0, 0]
+        # Room at the right for the accessibility control (or above, under it).
         self.languages.size_hint_x = None
+        self.languages.width = width
         self.shell.access.refresh()
-        self.languages.width = layout.width - 2 * layout.margin - layout.gap - self.shell.access.width
         self.languages.refresh()
 
 
@@ -339,15 +359,16 @@ class RatingPage(LanguagePage):
     def __init__(self, shell, **kw):
         super().__init__(shell, **kw)
         self.question = Text(bold=True, size_hint_y=None)
-        self.tiles_row = BoxLayout(orientation="horizontal")
+        # One row of five; in large mode as many 200 % tiles to a row as fit, the rows scrolled.
+        self.tiles_grid = GridLayout(cols=5)
         self.tiles = []
         for score in protocol.SCORES:
             tile = FaceTile(score, shell.theme)
             tile.bind(on_release=lambda t: self.shell.press(int(t.score), "touch"))
             self.tiles.append(tile)
-            self.tiles_row.add_widget(tile)
+            self.tiles_grid.add_widget(tile)
         self.hint = Text(size_hint_y=None)
-        self.fill(self.question, self.tiles_row, self.hint)
+        self.fill(self.question, self.tiles_grid, self.hint)
 
     def _question_height(self, layout) -> float:
         """The question's row: one line of it, or what a longer (site's own) question needs."""
@@ -356,20 +377,33 @@ class RatingPage(LanguagePage):
                              layout.width - 2 * layout.margin, True)
         return max(layout.question_height, needed)
 
-    def _heights(self, layout) -> tuple[float, float]:
-        """(hint height, page height): tiles tall enough for a face and two lines of label.
+    def _hint_height(self, layout) -> float:
+        """The hint's row: one line, or two of large mode's."""
+        text = self.shell.catalog["hint"]
+        needed = text_height(text, self.shell.font_for_lang(), layout.font("hint"), layout.width - 2 * layout.margin)
+        return max(layout.hint_height, needed)
+
+    def _heights(self, layout) -> tuple[float, float, float]:
+        """(hint height, tile height, page height): tiles tall enough for a face and two lines of
+        label; in large mode the zoom times the default mode's tiles, in rows.
 
         The hint ("touch a face") is the line a small display leaves out rather than scroll.
         """
-        tile = (2 * line_height(self.shell.font_for_lang(), layout.font("tile")) + 4 + 1.3 * layout.font_px) / 0.9
-        total = (2 * layout.margin + 3 * layout.margin * 0.6 + layout.bar_height * 0.85
-                 + self._question_height(layout) + layout.hint_height + tile)
-        if total > layout.height >= total - layout.hint_height:
-            return 0.0, total - layout.hint_height
-        return layout.hint_height, total
+        hint = self._hint_height(layout)
+        fixed = (2 * layout.margin + 3 * layout.margin * 0.6 + self.bar(layout)[0]
+                 + self._question_height(layout) + hint)
+        if layout.zoom > 1:
+            _, tile, _ = self._heights(layout.unzoomed())
+            tile *= layout.zoom
+            rows = -(-len(self.tiles) // layout.tile_cols)
+            return hint, tile, fixed + rows * tile + (rows - 1) * layout.gap
+        least = (2 * line_height(self.shell.font_for_lang(), layout.font("tile")) + 4 + 1.3 * layout.font_px) / 0.9
+        if fixed + least > layout.height >= fixed + least - hint:
+            fixed, hint = fixed - hint, 0.0
+        return hint, max(least, layout.height - fixed), fixed + least
 
     def wanted_height(self, layout) -> float:
-        return self._heights(layout)[1]
+        return self._heights(layout)[2]
 
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
@@ -380,14 +414,26 @@ class RatingPage(LanguagePage):
         self.question.font_name = shell.font_for_text(self.question.text)
         self.question.fit(layout.font("question"), floor)
         self.question.color = _rgba(theme.text)
-        self.tiles_row.spacing = layout.gap
+        hint_h, tile_h, _ = self._heights(layout)
+        grid = self.tiles_grid
+        grid.spacing = layout.gap
+        zoomed = layout.zoom > 1
+        grid.cols = layout.tile_cols
+        grid.col_force_default = grid.row_force_default = zoomed
+        grid.col_default_width, grid.row_default_height = layout.tile_width, tile_h
+        rows = -(-len(self.tiles) // grid.cols)
+        grid.size_hint_y = None if zoomed else 1
+        grid.height = rows * tile_h + (rows - 1) * layout.gap
+        # Large mode's rows centred (two tiles to a row leave room at the sides of a 7" display).
+        side = (layout.width - 2 * layout.margin - grid.cols * layout.tile_width - (grid.cols - 1) * layout.gap) / 2
+        grid.padding = [max(0.0, side) if zoomed else 0, 0]
         for tile in self.tiles:
             tile.text = catalog.shown(f"score.{tile.score}")
             tile.font_name = shell.font_for_lang()
             tile.floor = floor
             tile.font_size = layout.font("tile")
             tile.set_theme(theme)
-        self.hint.height = self._heights(layout)[0]
+        self.hint.height = hint_h
         self.hint.text = catalog["hint"] if self.hint.height else ""
         self.hint.font_name = shell.font_for_lang()
         if self.hint.height:
@@ -522,11 +568,12 @@ class FollowupPage(LanguagePage):
         title, note, labels = texts
         title_h = text_height(title, shell.font_for_lang(), layout.font("question"), width, True, TIGHT)
         note_h = text_height(note, shell.font_for_lang(), layout.font("hint"), width)
-        self._place(layout, shell.flow.score)
+        # Large mode's faces are in rows of their own: no column to keep clear (the guard still holds).
+        self._place(layout, shell.flow.score if layout.zoom == 1 else None)
         split, shapes = self._arrange(layout, labels)
         grid_h = max(shape[0] for shape in shapes)
         bottom_h = layout.bar_height * 0.85
-        total = (2 * layout.margin + 4 * layout.margin * 0.6 + layout.bar_height * 0.85
+        total = (2 * layout.margin + 4 * layout.margin * 0.6 + self.bar(layout)[0]
                  + title_h + note_h + grid_h + bottom_h)
         if total > layout.height >= total - note_h:
             # The note ("optional, already saved") is the one line a small display leaves out

@@ -156,8 +156,8 @@ class Shell:
         self.panel_open: str | None = None
         #: The page's height: the window's part, or more where it scrolls (large mode, long texts).
         self.page_height = 0.0
-        #: Holds the page where it is larger than the window (large mode, or texts a 7" display cannot hold).
-        self.scroll = ScrollView(do_scroll_x=True, do_scroll_y=True, scroll_type=["bars", "content"],
+        #: Holds the page where it is taller than the window (large mode, or texts a 7" display cannot hold).
+        self.scroll = ScrollView(do_scroll_x=False, do_scroll_y=True, scroll_type=["bars", "content"],
                                  size_hint=(1, None), pos=(0, 0))
         self.stage = FloatLayout(size_hint=(None, None))
         self.scroll.add_widget(self.stage)

@@ -179,8 +179,9 @@ class Layout:
     """A page's geometry in pixels, origin bottom-left (Kivy's).
 
     *width* x *height* is the page; *font_px* the smallest citizen font (MIN_CHAR_MM on the
-    display, times the zoom). Large mode lays the page out at the zoom times the window
-    (``Layout.for_window``): faces, tiles, gaps and text all grow, and the page scrolls.
+    display, times the zoom). Large mode (``Layout.for_window``) makes faces, tiles, margins,
+    gaps and text *zoom* times their size: the page keeps the window's width, its rows reflow
+    (fewer tiles to a row) and it scrolls up and down.
     """
 
     width: int
@@ -192,6 +193,8 @@ class Layout:
     tile_width: float = field(init=False)
     tile_height: float = field(init=False)
     tiles_y: float = field(init=False)
+    #: Tiles to a row: five, fewer in large mode.
+    tile_cols: int = field(init=False)
     bar_height: float = field(init=False)
     question_height: float = field(init=False)
     hint_height: float = field(init=False)
@@ -199,7 +202,7 @@ class Layout:
     @classmethod
     def for_window(cls, width: int, height: int, screen: tuple[int, int], zoom: float = 1.0) -> "Layout":
         """The page for a *width* x *height* part of a *screen*-sized display, at *zoom*."""
-        return cls(round(width * zoom), round(height * zoom), min_font_px(*screen) * zoom, zoom)
+        return cls(width, round(height * zoom), min_font_px(*screen) * zoom, zoom)
 
     def __post_init__(self) -> None:
         w, h = self.width, self.height
@@ -207,16 +210,23 @@ class Layout:
         if not self.font_px:
             set_(self, "font_px", float(min_font_px(w, h)))
         unit = self.font_px
+        zoom = self.zoom
         # Narrow margins: on a 7" display every pixel of a tile is room for its label.
-        set_(self, "margin", round(w * 0.01))
-        set_(self, "gap", round(w * 0.008))
+        margin, gap = round(w * 0.01), round(w * 0.008)
+        set_(self, "margin", margin * zoom)
+        set_(self, "gap", gap * zoom)
         # Rows sized from the font: one line of text each (the question: one line of its size).
         set_(self, "bar_height", round(unit * 1.8))
         set_(self, "question_height", round(unit * 1.7))
         set_(self, "hint_height", round(unit * 1.5))
-        set_(self, "tile_width", (w - 2 * self.margin - 4 * self.gap) / 5)
+        set_(self, "tile_width", (w - 2 * margin - 4 * gap) / 5 * zoom)
+        set_(self, "tile_cols", max(1, min(5, int((w - 2 * self.margin + self.gap + 0.5) // (self.tile_width + self.gap)))))
         set_(self, "tile_height", h - self.bar_height - self.question_height - self.hint_height - 2 * self.margin)
         set_(self, "tiles_y", self.hint_height + self.margin)
+
+    def unzoomed(self) -> "Layout":
+        """The same page in the default mode (what large mode doubles)."""
+        return Layout(self.width, round(self.height / self.zoom), self.font_px / self.zoom)
 
     def tile_x(self, index: int) -> float:
         return self.margin + index * (self.tile_width + self.gap)

@@ -79,7 +79,7 @@ def visible_for(lang: str, hint: bool = True, compact: bool = True) -> list[str]
 
 def access_for(lang: str) -> str:
     """The accessibility control's label (on every citizen screen)."""
-    return CATALOGS[lang]["a11y.open"]
+    return CATALOGS[lang].shown("a11y.open")
 
 
 def test_touches_record_each_score_follow_ups_and_languages(tmp_path):

@@ -67,6 +67,8 @@ def test_the_smallest_citizen_font_is_7_25_mm_of_hangul_on_each_display(display)
 def test_large_mode_lays_the_page_out_at_twice_the_window():
     normal = theme.Layout.for_window(800, 480, (800, 480))
     large = theme.Layout.for_window(800, 480, (800, 480), theme.LARGE_ZOOM)
-    assert (large.width, large.height, large.font_px) == (1600, 960, 2 * normal.font_px)
-    assert large.tile_width == pytest.approx(2 * normal.tile_width, rel=0.02)
+    # The window's width, twice its height to start with (the page grows and scrolls down).
+    assert (large.width, large.height, large.font_px) == (800, 960, 2 * normal.font_px)
+    assert (large.tile_width, large.margin, large.gap) == (2 * normal.tile_width, 2 * normal.margin, 2 * normal.gap)
+    assert (normal.tile_cols, large.tile_cols) == (5, 2)  # two 200 % tiles to a row on a 7" display
     assert large.font("question") == pytest.approx(2 * normal.font("question"), abs=1)
