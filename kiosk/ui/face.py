@@ -127,7 +127,7 @@ class FaceTile(ButtonBehavior, Widget):
         # Two lines of label at the tile's font; the face takes the height left (and stays round).
         border = theme.border_width / 2 + 1
         label_h = 2 * line_height(self.font_name, self.font_size) + 4
-        face_r = max(8.0, min(w * 0.34, (h - label_h - h * 0.1) / 2))
+        face_r = max(8.0, min(w * 0.4, (h - label_h - h * 0.1) / 2))
         draw_face(self.canvas.before, x + w / 2, y + h - h * 0.05 - face_r, face_r, self.score,
                   theme.face[index], theme.feature)
         self.label.pos = (x + border, y + h * 0.03)

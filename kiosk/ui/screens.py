@@ -579,6 +579,12 @@ class FollowupPage(LanguagePage):
             # The note ("optional, already saved") is the one line a small display leaves out
             # to show every answer and the skip without scrolling; the skip and countdown say it too.
             total, note_h = total - note_h, 0.0
+        rows = max(-(-len(labels[:split]) // shapes[0][1]), -(-len(labels[split:]) // shapes[1][1]), 1)
+        spare = layout.height - total - (rows - 1) * layout.gap
+        if spare > 0:
+            # Room to spare (a 10.1" display): taller answers, easier to hit, up to 2.4 lines of text.
+            grow = [min(spare / rows, max(0.0, layout.font("body") * 2.4 - row)) for _, _, row in shapes]
+            shapes = tuple((height, cols, row + extra) for (height, cols, row), extra in zip(shapes, grow))
         return title_h, note_h, (split, shapes), total
 
     def wanted_height(self, layout) -> float:

@@ -42,7 +42,7 @@ def test_site_labels_and_question_override_the_catalog():
     en = load_catalog("en")
     labels = {"parking": {"ko": "주차"}, "wait_time": {"en": "Queue"}}
     assert en.label("reason", "wait_time", labels) == "Queue"
-    assert en.label("reason", "staff_attitude", labels) == "Staff manner"
+    assert en.label("reason", "staff_attitude", labels) == "Staff"  # the catalog's (short) form
     assert en.label("reason", "parking", labels) == "주차"  # the site's Korean label beats the bare code
     assert en.label("reason", "lockers") == "lockers"
     assert en.question({"ko": "질문"}) == en["question"]
