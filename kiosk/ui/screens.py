@@ -6,6 +6,8 @@ flow's (kiosk/flow.py). ``refresh()`` redraws a screen from the shell's state.
 
 from __future__ import annotations
 
+import functools
+
 from kivy.core.text import Label as CoreLabel
 from kivy.graphics import Color, Line, Rectangle, RoundedRectangle
 from kivy.uix.behaviors import ButtonBehavior
@@ -45,6 +47,8 @@ class Text(Label):
 TIGHT = 0.85
 
 
+# Measures are cached: a follow-up's layout weighs many arrangements of the same labels on every redraw.
+@functools.lru_cache(maxsize=4096)
 def text_height(text: str, font_name: str, font_size: float, width: float, bold: bool = False,
                 line_height: float = 1.0) -> float:
     """The height *text* needs wrapped at *width* (Kivy's own measure)."""
@@ -54,6 +58,7 @@ def text_height(text: str, font_name: str, font_size: float, width: float, bold:
     return measure.size[1]
 
 
+@functools.lru_cache(maxsize=4096)
 def text_width(text: str, font_name: str, font_size: float, bold: bool = False) -> float:
     """The width of *text* on one line."""
     return CoreLabel(font_name=font_name, font_size=font_size, bold=bold).get_extents(text)[0]

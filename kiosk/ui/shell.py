@@ -188,11 +188,6 @@ class Shell:
     # -- state the screens read ----------------------------------------------
 
     @property
-    def zoomed(self) -> bool:
-        """Large mode: every visual thing at 200 %, on a citizen screen."""
-        return self.theme.zoom > 1 and self.flow.screen in CITIZEN_SCREENS
-
-    @property
     def theme(self) -> theme_mod.Theme:
         modes = self.flow.modes
         return theme_mod.theme("contrast" in modes, "large" in modes)

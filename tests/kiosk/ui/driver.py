@@ -832,6 +832,9 @@ def layouts(app, result, args):
                         path = out / f"{key}.png"
                         shell.root.export_to_png(str(path))
                         result["shots"].append(path.name)
+                        if mode == "large" and lang == "vi" and shell.scroll.parent is not None:
+                            # The whole scrolling page as well, not only the window onto it.
+                            shell.stage.export_to_png(str(out / f"{key}-page.png"))
         shell._open_now = lambda: True
         shell.flow._to_rest(shell.monotonic())
         shell.check_hours()

@@ -189,4 +189,5 @@ def test_every_screen_language_mode_and_size_lays_out_without_clipping_or_overla
     for sheet in contact_sheets(shots, tmp_path):
         shutil.copy(sheet, docs / sheet.name)
     for name in ("rating-large-vi-800x480", "reason-large-vi-800x480", "age_group-large-vi-800x480"):
-        shutil.copy(shots / f"{name}.png", docs / f"kiosk-{name}.png")
+        shutil.copy(shots / f"{name}.png", docs / f"kiosk-{name}.png")  # the window
+        shutil.copy(shots / f"{name}-page.png", docs / f"kiosk-{name}-page.png")  # the whole page it scrolls
