@@ -220,7 +220,8 @@ class Layout:
         set_(self, "question_height", round(unit * 1.7))
         set_(self, "hint_height", round(unit * 1.5))
         set_(self, "tile_width", (w - 2 * margin - 4 * gap) / 5 * zoom)
-        set_(self, "tile_cols", max(1, min(5, int((w - 2 * self.margin + self.gap + 0.5) // (self.tile_width + self.gap)))))
+        fit = int((w - 2 * self.margin + self.gap + 0.5) // (self.tile_width + self.gap))
+        set_(self, "tile_cols", max(1, min(5, fit)))
         set_(self, "tile_height", h - self.bar_height - self.question_height - self.hint_height - 2 * self.margin)
         set_(self, "tiles_y", self.hint_height + self.margin)
 
