@@ -13,6 +13,10 @@ LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 DEFAULT_LANG = "ko"
 #: The languages offered on the language bar, in that order.
 LANGUAGES = ("ko", "en", "zh", "vi", "ja")
+#: "<key>.short": the form of a label shown on the kiosk where the full one cannot fit a 7"
+#: display at the minimum character size ("Very bad" for "Very dissatisfied"); optional per
+#: language. Voice, reports and exports keep the full label.
+SHORT = ".short"
 
 
 class CatalogError(ValueError):
@@ -32,11 +36,16 @@ class Catalog:
     def score(self, score: int) -> str:
         return self.messages[f"score.{score}"]
 
+    def shown(self, key: str) -> str:
+        """The text the kiosk shows for *key*: its short form where the catalog has one."""
+        return self.messages.get(key + SHORT) or self.messages[key]
+
     def label(self, key: str, code: str, labels: Mapping[str, Mapping[str, str]] | None = None) -> str:
-        """An answer's label (*key*: the question's catalog prefix): the site's own label in this
-        language, the catalog's, the site's Korean one, the code."""
+        """An answer's label as shown (*key*: the question's catalog prefix): the site's own label in
+        this language, the catalog's (its short form first), the site's Korean one, the code."""
         own = (labels or {}).get(code, {})
-        return (own.get(self.lang) or self.messages.get(f"{key}.{code}")
+        catalog = f"{key}.{code}"
+        return (own.get(self.lang) or self.messages.get(catalog + SHORT) or self.messages.get(catalog)
                 or own.get(DEFAULT_LANG) or code)
 
     def question(self, texts: Mapping[str, str] | None = None) -> str:
@@ -75,10 +84,13 @@ def load_catalogs(languages: Iterable[str] = LANGUAGES, directory: Path = LOCALE
     if DEFAULT_LANG not in languages:
         languages.insert(0, DEFAULT_LANG)
     catalogs = {lang: load_catalog(lang, directory) for lang in languages}
-    reference = catalogs[DEFAULT_LANG].messages.keys()
+    reference = {key for key in catalogs[DEFAULT_LANG].messages if not key.endswith(SHORT)}
     for lang, catalog in catalogs.items():
-        missing = reference - catalog.messages.keys()
-        extra = catalog.messages.keys() - reference
+        keys = catalog.messages.keys()
+        # A short form is optional, but only of a key the catalog has.
+        missing = reference - keys
+        extra = {key for key in keys if not key.endswith(SHORT)} - reference
+        extra |= {key for key in keys if key.endswith(SHORT) and key.removesuffix(SHORT) not in reference}
         if missing or extra:
             problem = (f"lacks {sorted(missing)[0]!r}" if missing
                        else f"has {sorted(extra)[0]!r}, unknown in {DEFAULT_LANG}.json")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from kiosk import protocol
-from kiosk.catalog import DEFAULT_LANG, Catalog
+from kiosk.catalog import DEFAULT_LANG, SHORT, Catalog
 from kiosk.errors import KioskError
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ def spoken_keys(catalog: Catalog) -> list[str]:
     keys = ["question", "skip", "thanks.title", "thanks.body", "error.title", "error.body",
             "sleep.title", "reason.title", "age.title", *VOICE_KEYS]
     keys += [f"score.{s}" for s in protocol.SCORES]
-    keys += [key for key in catalog.messages if key.startswith(("reason.", "age.")) and key not in keys]
+    # Never a label's short form (kiosk.catalog.SHORT): voice says the full label.
+    keys += [key for key in catalog.messages
+             if key.startswith(("reason.", "age.")) and not key.endswith(SHORT) and key not in keys]
     return keys
 
 

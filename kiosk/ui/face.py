@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+
+from kivy.core.text import Label as CoreLabel
 from kivy.graphics import Color, Ellipse, Line, RoundedRectangle
 from kivy.properties import NumericProperty, StringProperty
 from kivy.uix.behaviors import ButtonBehavior
@@ -14,20 +17,21 @@ from kiosk.ui.theme import Theme
 _CURVE = {1: -1.0, 2: -0.55, 3: 0.0, 4: 0.55, 5: 1.0}
 
 
-def _breaks_at_spaces(word: str) -> bool:
+def breaks_at_spaces(word: str) -> bool:
     """A word of a script written with spaces (Latin, Vietnamese, Hangul): never to be broken."""
     return not any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in word)
 
 
-def fit_label(label, font_size: float, floor: float = 0.6) -> None:
-    """Set *font_size* on a wrapping label, shrunk (down to *floor*) until the wrapped text fits its
-    box and no word is wider than a line (Kivy would break it mid-word, "dissatisfie/d").
+def fit_label(label, font_size: float, floor: float | None = None) -> None:
+    """Set *font_size* on a wrapping label, shrunk (down to *floor* pixels, else 60 %) until the
+    wrapped text fits its box and no word is wider than a line (Kivy would break it mid-word,
+    "dissatisfie/d"). A citizen text's floor is the display's minimum character size.
 
     Measured with an unbounded height: with both sides of text_size set, Kivy's
     texture is always the box's size, whatever the text needs.
     """
     width, height = label.size
-    key = (label.text, label.font_name, label.bold, font_size, width, height)
+    key = (label.text, label.font_name, label.bold, font_size, floor, width, height)
     if getattr(label, "_onetap_fitted", None) == key:
         return  # unchanged since the last fitting: no texture churn on every redraw
     inner = width - 2 * label.padding_x
@@ -39,12 +43,20 @@ def fit_label(label, font_size: float, floor: float = 0.6) -> None:
         label.texture_update()
         fits = label.texture_size[1] <= height and all(
             label._label.get_extents(word)[0] <= inner
-            for word in label.text.split() if _breaks_at_spaces(word))
-        if fits or size <= font_size * floor:
+            for word in label.text.split() if breaks_at_spaces(word))
+        if fits or size <= (font_size * 0.6 if floor is None else floor):
             break
-        size = min(size - 1, round(size * 0.96))
+        size = max(min(size - 1, round(size * 0.96)), round(floor or 0))
     label.text_size = (width, height)
     label._onetap_fitted = key
+
+
+@functools.lru_cache(maxsize=64)
+def line_height(font_name: str, font_size: float) -> float:
+    """One line's height of *font_name* at *font_size* (Noto's lines are taller than Nanum's)."""
+    measure = CoreLabel(text="한", font_name=font_name, font_size=font_size, bold=True)
+    measure.refresh()
+    return measure.content_height
 
 
 def draw_face(canvas, cx: float, cy: float, radius: float, score: int, fill, feature) -> None:
@@ -83,6 +95,8 @@ class FaceTile(ButtonBehavior, Widget):
     text = StringProperty("")
     font_name = StringProperty("Roboto")
     font_size = NumericProperty(20)
+    #: The smallest font the label may shrink to (the display's minimum character size).
+    floor = NumericProperty(0)
 
     def __init__(self, score: int, theme: Theme, **kw):
         self._theme = theme
@@ -91,7 +105,7 @@ class FaceTile(ButtonBehavior, Widget):
         self.label = Label(halign="center", valign="middle", bold=True)
         self.add_widget(self.label)
         self.bind(pos=self.redraw, size=self.redraw, state=self.redraw, text=self.redraw,
-                  font_name=self.redraw, font_size=self.redraw)
+                  font_name=self.redraw, font_size=self.redraw, floor=self.redraw)
 
     def set_theme(self, theme: Theme) -> None:
         self._theme = theme
@@ -110,14 +124,16 @@ class FaceTile(ButtonBehavior, Widget):
             RoundedRectangle(pos=(x, y), size=(w, h), radius=[radius])
             Color(*theme.tile_border[index], 1)
             Line(rounded_rectangle=(x, y, w, h, radius), width=theme.border_width)
-        face_r = min(w * 0.34, h * 0.24)
-        draw_face(self.canvas.before, x + w / 2, y + h - h * 0.08 - face_r, face_r, self.score,
+        # Two lines of label at the tile's font; the face takes the height left (and stays round).
+        border = theme.border_width / 2 + 1
+        label_h = 2 * line_height(self.font_name, self.font_size) + 4
+        face_r = max(8.0, min(w * 0.4, (h - label_h - h * 0.1) / 2))
+        draw_face(self.canvas.before, x + w / 2, y + h - h * 0.05 - face_r, face_r, self.score,
                   theme.face[index], theme.feature)
-        label_h = h - (h * 0.08 + 2 * face_r) - h * 0.04
-        self.label.pos = (x + w * 0.04, y + h * 0.03)
-        self.label.size = (w * 0.92, label_h)
+        self.label.pos = (x + border, y + h * 0.03)
+        self.label.size = (w - 2 * border, max(label_h, h - h * 0.08 - 2 * face_r - h * 0.03))
         self.label.text_size = self.label.size
         self.label.text = self.text
         self.label.font_name = self.font_name
-        fit_label(self.label, self.font_size)
+        fit_label(self.label, self.font_size, self.floor or None)
         self.label.color = (*theme.tile_text, 1)

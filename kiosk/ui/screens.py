@@ -6,6 +6,9 @@ flow's (kiosk/flow.py). ``refresh()`` redraws a screen from the shell's state.
 
 from __future__ import annotations
 
+import functools
+
+from kivy.core.text import Label as CoreLabel
 from kivy.graphics import Color, Line, Rectangle, RoundedRectangle
 from kivy.uix.behaviors import ButtonBehavior
 from kivy.uix.boxlayout import BoxLayout
@@ -15,7 +18,7 @@ from kivy.uix.label import Label
 from kivy.uix.widget import Widget
 
 from kiosk import protocol
-from kiosk.ui.face import FaceTile, draw_face, fit_label
+from kiosk.ui.face import FaceTile, draw_face, fit_label, line_height
 
 
 def _rgba(rgb, alpha=1.0):
@@ -34,9 +37,31 @@ class Text(Label):
     def _wrap(self, *_):
         self.text_size = self.size
 
-    def fit(self, font_size: float) -> None:
-        """Set *font_size*, shrunk (down to 60%) until the wrapped text fits the label's box."""
-        fit_label(self, font_size)
+    def fit(self, font_size: float, floor: float | None = None) -> None:
+        """Set *font_size*, shrunk (down to *floor* pixels, else 60 %) until the wrapped text fits the label's box."""
+        fit_label(self, font_size, floor)
+
+
+#: Lines of buttons and titles closer than the fonts' own (Noto's lines are 1.45 em): still clear of
+#: the tallest Vietnamese letter, and a 7" display holds one more row of answers.
+TIGHT = 0.85
+
+
+# Measures are cached: a follow-up's layout weighs many arrangements of the same labels on every redraw.
+@functools.lru_cache(maxsize=4096)
+def text_height(text: str, font_name: str, font_size: float, width: float, bold: bool = False,
+                line_height: float = 1.0) -> float:
+    """The height *text* needs wrapped at *width* (Kivy's own measure)."""
+    measure = CoreLabel(text=text, font_name=font_name, font_size=font_size, bold=bold, text_size=(width, None),
+                        line_height=line_height)
+    measure.refresh()
+    return measure.size[1]
+
+
+@functools.lru_cache(maxsize=4096)
+def text_width(text: str, font_name: str, font_size: float, bold: bool = False) -> float:
+    """The width of *text* on one line."""
+    return CoreLabel(font_name=font_name, font_size=font_size, bold=bold).get_extents(text)[0]
 
 
 
@@ -91,34 +116,81 @@ class Page(FloatLayout):
         raise NotImplementedError
 
 
+def language_buttons(shell) -> dict[str, "TextButton"]:
+    """One button per language, each name in its own script (in the bar or the chooser)."""
+    buttons = {}
+    for lang in shell.flow.settings.languages:
+        button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang),
+                            line_height=0.85)
+        button.bind(on_release=lambda _b, lang=lang: shell.set_language(lang))
+        buttons[lang] = button
+    return buttons
+
+
+def style_language(shell, lang: str, button) -> None:
+    theme = shell.theme
+    if lang == shell.flow.lang:
+        button.style(theme.button_active, theme.button_active_text)
+    else:
+        button.style(theme.button, theme.button_text, border=theme.button_text)
+
+
 class LanguageBar(BoxLayout):
-    """One button per language, each name in its own script; the one in use is filled."""
+    """One button per language, each name in its own script, the one in use filled; where the names
+    do not all fit at the display's minimum character size (a 7" display), one **Language** button
+    that opens the chooser instead."""
 
     def __init__(self, shell, **kw):
         super().__init__(orientation="horizontal", **kw)
         self.shell = shell
         self.buttons: dict[str, TextButton] = {}
+        self.choose = TextButton(line_height=0.85, bold=True)
+        self.choose.bind(on_release=lambda _b: shell.toggle_panel("languages"))
+        self.compact = False
+
+    def fits(self, width: float, size: float) -> bool:
+        """Do all the names fit *width* at *size*?"""
+        shell, layout = self.shell, self.shell.layout
+        pad = size * 0.5
+        names = [text_width(shell.catalogs[lang]["lang.name"], shell.font_for_lang(lang), size) + pad
+                 for lang in shell.flow.settings.languages]
+        return sum(names) + layout.gap * (len(names) - 1) <= width
 
     def refresh(self) -> None:
         shell = self.shell
         languages = shell.flow.settings.languages
-        if list(self.buttons) != list(languages):
-            self.clear_widgets()
-            self.buttons = {}
-            for lang in languages:
-                button = TextButton(text=shell.catalogs[lang]["lang.name"], font_name=shell.font_for_lang(lang),
-                                    line_height=0.85)
-                button.bind(on_release=lambda _b, lang=lang: shell.set_language(lang))
-                self.buttons[lang] = button
-                self.add_widget(button)
         theme, layout = shell.theme, shell.layout
-        self.spacing = layout.gap
-        for lang, button in self.buttons.items():
-            button.fit(layout.font("button", theme.text_scale))
-            if lang == shell.flow.lang:
-                button.style(theme.button_active, theme.button_active_text)
+        size = layout.font("button")
+        compact = not self.fits(self.width, size)
+        if list(self.buttons) != list(languages) or compact != self.compact or not self.children:
+            self.clear_widgets()
+            self.buttons = language_buttons(shell)
+            self.compact = compact
+            if compact:
+                self.add_widget(self.choose)
+                self.add_widget(Widget())
             else:
-                button.style(theme.button, theme.button_text, border=theme.button_text)
+                for button in self.buttons.values():
+                    self.add_widget(button)
+        self.spacing = layout.gap
+        if compact:
+            self.choose.text = shell.catalog["lang.choose"]
+            self.choose.font_name = shell.font_for_lang()
+            self.choose.size_hint_x = None
+            self.choose.width = min(self.width, text_width(self.choose.text, self.choose.font_name, size, True)
+                                    + size)
+            self.choose.fit(size, layout.font_px)
+            active = shell.panel_open == "languages"
+            self.choose.style(theme.button_active if active else theme.button,
+                              theme.button_active_text if active else theme.button_text,
+                              border=theme.button_text)
+            return
+        pad = size * 0.5
+        for lang, button in self.buttons.items():
+            # Each as wide as its name needs ("Tiếng Việt" wider than "中文").
+            button.size_hint_x = text_width(button.text, button.font_name, size) + pad
+            button.fit(size, layout.font_px)
+            style_language(shell, lang, button)
 
 
 def draw_focus(root, target, theme) -> None:
@@ -146,21 +218,28 @@ class AccessButton(TextButton):
         self.shell = shell
         self.bind(on_release=lambda _b: self.shell.toggle_panel())
 
+    def wanted_width(self, layout) -> float:
+        size = layout.font("button")
+        text = self.shell.catalog.shown("a11y.open")
+        return max(layout.width * ACCESS_WIDTH, text_width(text, self.shell.font_for_lang(), size, True) + size * 0.3)
+
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        self.size = (layout.width * ACCESS_WIDTH, layout.bar_height * 0.85)
-        self.pos = (layout.width - layout.margin - self.width, layout.height - layout.margin - self.height)
-        self.text = shell.catalog["a11y.open"]
+        self.text = shell.catalog.shown("a11y.open")
         self.font_name = shell.font_for_lang()
-        self.fit(layout.font("button", theme.text_scale))
-        if shell.panel_open:
+        size = layout.font("button")
+        self.size = (self.wanted_width(layout), layout.bar_height * 0.85)
+        self.pos = (layout.width - layout.margin - self.width, shell.page_height - layout.margin - self.height)
+        self.fit(size, layout.font_px)
+        if shell.panel_open == "access":
             self.style(theme.button_active, theme.button_active_text)
         else:
             self.style(theme.button, theme.button_text, border=theme.button_text)
 
 
 class AccessPanel(FloatLayout):
-    """큰 글씨 / 고대비 / 음성 안내 / 낮은 화면 (and 직원 호출): each a toggle for this visit only."""
+    """큰 글씨 / 고대비 / 음성 안내 / 낮은 화면 (and 직원 호출): each a toggle for this visit only;
+    or, opened from the **Language** button, one button per language."""
 
     MODES = ("large", "contrast", "voice", "low")
 
@@ -177,7 +256,8 @@ class AccessPanel(FloatLayout):
         self.help = TextButton(bold=True)
         self.help.bind(on_release=lambda _b: self.shell.call_help())
         self.close = TextButton(bold=True)
-        self.close.bind(on_release=lambda _b: self.shell.toggle_panel())
+        self.close.bind(on_release=lambda _b: self.shell.toggle_panel(self.shell.panel_open))
+        self.languages: dict[str, TextButton] = {}
         self.add_widget(self.grid)
         self.bind(pos=self._draw, size=self._draw)
         self._bg = (1, 1, 1)
@@ -191,38 +271,50 @@ class AccessPanel(FloatLayout):
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
         catalog, modes = shell.catalog, shell.flow.modes
-        top = layout.height - layout.margin - layout.bar_height * 0.85 - layout.gap
-        self.pos = (layout.margin, layout.margin)
-        self.size = (layout.width - 2 * layout.margin, top - layout.margin)
+        top = shell.page_height - layout.margin - layout.bar_height * 0.85 - layout.gap
+        bottom = max(layout.margin, top - layout.height + 2 * layout.margin)
+        self.pos = (layout.margin, bottom)
+        self.size = (layout.width - 2 * layout.margin, top - bottom)
         self._bg = theme.background
         self._draw()
-        extra = [self.help] if shell.cfg.ui.help_button else []
-        wanted = [*self.toggles.values(), *extra, self.close]
+        size = layout.font("body")
+        if shell.panel_open == "languages":
+            if list(self.languages) != list(shell.flow.settings.languages):
+                self.languages = language_buttons(shell)
+            wanted = [*self.languages.values(), self.close]
+        else:
+            extra = [self.help] if shell.cfg.ui.help_button else []
+            wanted = [*self.toggles.values(), *extra, self.close]
         if list(reversed(self.grid.children)) != wanted:
             self.grid.clear_widgets()
             for widget in wanted:
                 self.grid.add_widget(widget)
         self.grid.spacing = layout.gap
         self.grid.do_layout()
-        size = layout.font("body", theme.text_scale)
+        self.close.text = catalog["a11y.close"]
+        self.close.font_name = shell.font_for_lang()
+        self.close.fit(size, layout.font_px)
+        self.close.style(theme.skip, theme.skip_text)
+        if shell.panel_open == "languages":
+            for lang, button in self.languages.items():
+                button.fit(size, layout.font_px)
+                style_language(shell, lang, button)
+            return
         for mode, button in self.toggles.items():
             on = mode in modes
             button.text = ("\u2022 " if on else "") + catalog[f"mode.{mode}"]
             button.font_name = shell.font_for_lang()
-            button.fit(size)
+            button.fit(size, layout.font_px)
             if on:
                 button.style(theme.button_active, theme.button_active_text)
             else:
                 button.style(theme.button, theme.button_text, border=theme.button_text)
         called = shell.flow.help_requested(shell.monotonic())
         self.help.text = catalog["help.called" if called else "help.call"]
-        self.close.text = catalog["a11y.close"]
-        for button in (self.help, self.close):
-            button.font_name = shell.font_for_lang()
-            button.fit(size)
+        self.help.font_name = shell.font_for_lang()
+        self.help.fit(size, layout.font_px)
         self.help.style(theme.button_active if called else theme.button,
                         theme.button_active_text if called else theme.button_text, border=theme.button_text)
-        self.close.style(theme.skip, theme.skip_text)
 
 
 class LanguagePage(Page):
@@ -238,15 +330,31 @@ class LanguagePage(Page):
             self.column.add_widget(child)
         self.add_widget(self.column)
 
+    def bar(self, layout) -> tuple[float, float, bool]:
+        """(height, width, under): the language bar beside the accessibility control, or where not
+        even the Language button fits there (large mode), on a row of its own under it."""
+        shell = self.shell
+        size = layout.font("button")
+        inner = layout.width - 2 * layout.margin
+        row = layout.bar_height * 0.85
+        beside = inner - layout.gap - shell.access.wanted_width(layout)
+        choose = text_width(shell.catalog["lang.choose"], shell.font_for_lang(), size, True) + size
+        if choose <= beside or self.languages.fits(beside, size):
+            return row, beside, False
+        return 2 * row + layout.gap, inner, True
+
     def refresh_frame(self) -> None:
         theme, layout = self.shell.theme, self.shell.layout
         self.set_background(theme.background)
         self.column.padding = [layout.margin] * 4
         self.column.spacing = layout.margin * 0.6
-        self.languages.height = layout.bar_height * 0.85
-        # Room at the right for the accessibility control.
+        height, width, under = self.bar(layout)
+        self.languages.height = height
+        self.languages.padding = [0, height - layout.bar_height * 0.85 if under else 0, 0, 0]
+        # Room at the right for the accessibility control (or above, under it).
         self.languages.size_hint_x = None
-        self.languages.width = layout.width * (1 - ACCESS_WIDTH) - 2 * layout.margin - layout.gap
+        self.languages.width = width
+        self.shell.access.refresh()
         self.languages.refresh()
 
 
@@ -256,35 +364,85 @@ class RatingPage(LanguagePage):
     def __init__(self, shell, **kw):
         super().__init__(shell, **kw)
         self.question = Text(bold=True, size_hint_y=None)
-        self.tiles_row = BoxLayout(orientation="horizontal")
+        # One row of five; in large mode as many 200 % tiles to a row as fit, the rows scrolled.
+        self.tiles_grid = GridLayout(cols=5)
         self.tiles = []
         for score in protocol.SCORES:
             tile = FaceTile(score, shell.theme)
             tile.bind(on_release=lambda t: self.shell.press(int(t.score), "touch"))
             self.tiles.append(tile)
-            self.tiles_row.add_widget(tile)
+            self.tiles_grid.add_widget(tile)
         self.hint = Text(size_hint_y=None)
-        self.fill(self.question, self.tiles_row, self.hint)
+        self.fill(self.question, self.tiles_grid, self.hint)
+
+    def _question_height(self, layout) -> float:
+        """The question's row: one line of it, or what a longer (site's own) question needs."""
+        text = self.shell.question_text()
+        needed = text_height(text, self.shell.font_for_text(text), layout.font("question"),
+                             layout.width - 2 * layout.margin, True)
+        return max(layout.question_height, needed)
+
+    def _hint_height(self, layout) -> float:
+        """The hint's row: one line, or two of large mode's."""
+        text = self.shell.catalog["hint"]
+        needed = text_height(text, self.shell.font_for_lang(), layout.font("hint"), layout.width - 2 * layout.margin)
+        return max(layout.hint_height, needed)
+
+    def _heights(self, layout) -> tuple[float, float, float]:
+        """(hint height, tile height, page height): tiles tall enough for a face and two lines of
+        label; in large mode the zoom times the default mode's tiles, in rows.
+
+        The hint ("touch a face") is the line a small display leaves out rather than scroll.
+        """
+        hint = self._hint_height(layout)
+        fixed = (2 * layout.margin + 3 * layout.margin * 0.6 + self.bar(layout)[0]
+                 + self._question_height(layout) + hint)
+        if layout.zoom > 1:
+            _, tile, _ = self._heights(layout.unzoomed())
+            tile *= layout.zoom
+            rows = -(-len(self.tiles) // layout.tile_cols)
+            return hint, tile, fixed + rows * tile + (rows - 1) * layout.gap
+        least = (2 * line_height(self.shell.font_for_lang(), layout.font("tile")) + 4 + 1.3 * layout.font_px) / 0.9
+        if fixed + least > layout.height >= fixed + least - hint:
+            fixed, hint = fixed - hint, 0.0
+        return hint, max(least, layout.height - fixed), fixed + least
+
+    def wanted_height(self, layout) -> float:
+        return self._heights(layout)[2]
 
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        catalog, scale = shell.catalog, theme.text_scale
+        catalog, floor = shell.catalog, layout.font_px
         self.refresh_frame()
-        self.question.height = layout.question_height
+        self.question.height = self._question_height(layout)
         self.question.text = shell.question_text()
         self.question.font_name = shell.font_for_text(self.question.text)
-        self.question.fit(layout.font("question", scale))
+        self.question.fit(layout.font("question"), floor)
         self.question.color = _rgba(theme.text)
-        self.tiles_row.spacing = layout.gap
+        hint_h, tile_h, _ = self._heights(layout)
+        grid = self.tiles_grid
+        grid.spacing = layout.gap
+        zoomed = layout.zoom > 1
+        grid.cols = layout.tile_cols
+        grid.col_force_default = grid.row_force_default = zoomed
+        grid.col_default_width, grid.row_default_height = layout.tile_width, tile_h
+        rows = -(-len(self.tiles) // grid.cols)
+        grid.size_hint_y = None if zoomed else 1
+        grid.height = rows * tile_h + (rows - 1) * layout.gap
+        # Large mode's rows centred (two tiles to a row leave room at the sides of a 7" display).
+        side = (layout.width - 2 * layout.margin - grid.cols * layout.tile_width - (grid.cols - 1) * layout.gap) / 2
+        grid.padding = [max(0.0, side) if zoomed else 0, 0]
         for tile in self.tiles:
-            tile.text = catalog.score(tile.score)
+            tile.text = catalog.shown(f"score.{tile.score}")
             tile.font_name = shell.font_for_lang()
-            tile.font_size = layout.font("tile", scale)
+            tile.floor = floor
+            tile.font_size = layout.font("tile")
             tile.set_theme(theme)
-        self.hint.height = layout.hint_height
-        self.hint.text = catalog["hint"]
+        self.hint.height = hint_h
+        self.hint.text = catalog["hint"] if self.hint.height else ""
         self.hint.font_name = shell.font_for_lang()
-        self.hint.fit(layout.font("hint", scale))
+        if self.hint.height:
+            self.hint.fit(layout.font("hint"), floor)
         self.hint.color = _rgba(theme.muted_text)
 
     def focus_target(self, focus: int):
@@ -306,22 +464,25 @@ class CountdownBar(Widget):
 class FollowupPage(LanguagePage):
     """One follow-up question (kiosk.flow.Question): its answers, a skip and a countdown.
 
-    The answers and the skip sit beside the face just tapped, never over it:
-    the second tap of a double tap lands on empty space.
+    The answers sit beside the face just tapped, on either side of its column, never over
+    it: the second tap of a double tap lands on empty space. The skip is on the wider side.
     """
 
     def __init__(self, shell, field: str, **kw):
         super().__init__(shell, **kw)
         self.field = field
         self.name = field
-        self.title = Text(bold=True, size_hint_y=None)
+        self.title = Text(bold=True, size_hint_y=None, line_height=TIGHT)
         self.note = Text(size_hint_y=None)
         self.body = BoxLayout(orientation="horizontal")
-        self.grid = GridLayout()
+        #: Answers left and right of the tapped face's column (the first ones on the left).
+        self.grids = (GridLayout(size_hint_x=None), GridLayout(size_hint_x=None))
         self.keep_out = Widget(size_hint_x=None)
+        for child in (self.grids[0], self.keep_out, self.grids[1]):
+            self.body.add_widget(child)
         self.bottom = BoxLayout(orientation="horizontal", size_hint_y=None)
         self.countdown = CountdownBar(size_hint_y=None)
-        self.skip = TextButton(bold=True, size_hint_x=None)
+        self.skip = TextButton(bold=True, size_hint_x=None, line_height=TIGHT)
         self.skip.bind(on_release=lambda _b: self.shell.skip())
         self.timer = BoxLayout(orientation="vertical")
         self.timer.add_widget(Widget())
@@ -330,84 +491,174 @@ class FollowupPage(LanguagePage):
         self.fill(self.title, self.note, self.body, self.bottom)
         self.options: dict[str, TextButton] = {}
         self._side: str | None = None
+        self._split: int | None = None
 
     def _place(self, layout, score: int | None) -> None:
-        """Answers and skip on the wider side of the tapped face's column (right when none)."""
+        """The empty column over the tapped face (and a gap each side); the skip on the wider side."""
         if score is None:
             low = high = layout.margin
         else:
             low = layout.tile_x(score - 1)
             high = low + layout.tile_width
-        left_room = low - layout.margin
-        right_room = layout.width - layout.margin - high
-        side = "right" if right_room >= left_room else "left"
-        # The empty column spans the face and one gap beyond it.
-        self.keep_out.width = (high + layout.gap - layout.margin if side == "right"
-                               else layout.width - layout.margin - low + layout.gap)
+        inner = layout.width - 2 * layout.margin
+        left = max(0.0, low - layout.gap - layout.margin)
+        right = max(0.0, layout.width - layout.margin - high - layout.gap)
+        self.grids[0].width, self.grids[1].width = left, right
+        self.keep_out.width = inner - left - right
+        side = "right" if right >= left else "left"
         if side != self._side:
             self._side = side
-            self.body.clear_widgets()
             self.bottom.clear_widgets()
-            first, second = (self.keep_out, self.grid) if side == "right" else (self.grid, self.keep_out)
-            self.body.add_widget(first)
-            self.body.add_widget(second)
             first, second = (self.timer, self.skip) if side == "right" else (self.skip, self.timer)
             self.bottom.add_widget(first)
             self.bottom.add_widget(second)
 
-    def refresh(self) -> None:
-        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        catalog, scale = shell.catalog, theme.text_scale
+    def _texts(self):
+        """(title, note, answer labels) of the question on screen, or None when it is another's."""
+        shell = self.shell
         question = shell.flow.question
         if question is None or question.field != self.field:
+            return None
+        key, catalog = question.catalog_key, shell.catalog
+        labels = [catalog.label(key, code, question.labels) for code in question.codes]
+        return catalog[f"{key}.title"], catalog["followup.note"], labels
+
+    def _grid_shape(self, layout, labels, room: float):
+        """(height, columns, row height) of *labels* in *room* pixels: the fewest pixels tall with no
+        word broken; None when a word does not fit even one column."""
+        if not labels:
+            return 0.0, 1, 0.0
+        shell = self.shell
+        size = layout.font("body")
+        fonts = [shell.font_for_text(label) for label in labels]
+        best = None
+        for cols in range(min(4, len(labels)), 0, -1):
+            width = (room - (cols - 1) * layout.gap) / cols - size * 0.2
+            if width <= 0 or any(text_width(word, font, size) > width
+                                 for label, font in zip(labels, fonts) for word in label.split()):
+                continue
+            row = max(text_height(label, font, size, width, line_height=TIGHT)
+                      for label, font in zip(labels, fonts)) + size * 0.15
+            rows = -(-len(labels) // cols)
+            height = rows * row + (rows - 1) * layout.gap
+            if best is None or height < best[0]:
+                best = (height, cols, row)
+        return best
+
+    def _arrange(self, layout, labels):
+        """How many answers go left of the face's column, and each side's (height, columns, row height):
+        the lowest block of answers, the wider side taking the larger share."""
+        rooms = (self.grids[0].width, self.grids[1].width)
+        best = None
+        order = range(len(labels) + 1)
+        for split in (order if rooms[0] > rooms[1] else reversed(order)):
+            shapes = (self._grid_shape(layout, labels[:split], rooms[0]),
+                      self._grid_shape(layout, labels[split:], rooms[1]))
+            if None in shapes:
+                continue
+            height = max(shape[0] for shape in shapes)
+            if best is None or height < best[0] - 0.5:
+                best = (height, split, shapes)
+        if best is None:  # a word wider than either side: one column on the wider side, the fit shrinks it
+            size = layout.font("body")
+            shape = (len(labels) * size * 1.8, 1, size * 1.8)
+            return (len(labels), (shape, (0.0, 1, 0.0))) if rooms[0] > rooms[1] else (0, ((0.0, 1, 0.0), shape))
+        return best[1], best[2]
+
+    def _heights(self, layout):
+        """Heights of the title and the note, the answers' arrangement, and the page's whole height."""
+        texts = self._texts()
+        shell = self.shell
+        width = layout.width - 2 * layout.margin
+        title, note, labels = texts
+        title_h = text_height(title, shell.font_for_lang(), layout.font("question"), width, True, TIGHT)
+        note_h = text_height(note, shell.font_for_lang(), layout.font("hint"), width)
+        # Large mode's faces are in rows of their own: no column to keep clear (the guard still holds).
+        self._place(layout, shell.flow.score if layout.zoom == 1 else None)
+        split, shapes = self._arrange(layout, labels)
+        grid_h = max(shape[0] for shape in shapes)
+        bottom_h = layout.bar_height * 0.85
+        total = (2 * layout.margin + 4 * layout.margin * 0.6 + self.bar(layout)[0]
+                 + title_h + note_h + grid_h + bottom_h)
+        if total > layout.height >= total - note_h:
+            # The note ("optional, already saved") is the one line a small display leaves out
+            # to show every answer and the skip without scrolling; the skip and countdown say it too.
+            total, note_h = total - note_h, 0.0
+        rows = max(-(-len(labels[:split]) // shapes[0][1]), -(-len(labels[split:]) // shapes[1][1]), 1)
+        spare = layout.height - total - (rows - 1) * layout.gap
+        if spare > 0:
+            # Room to spare (a 10.1" display): taller answers, easier to hit, up to 2.4 lines of text.
+            grow = [min(spare / rows, max(0.0, layout.font("body") * 2.4 - row)) for _, _, row in shapes]
+            shapes = tuple((height, cols, row + extra) for (height, cols, row), extra in zip(shapes, grow))
+        return title_h, note_h, (split, shapes), total
+
+    def wanted_height(self, layout) -> float:
+        if self._texts() is None:
+            return layout.height
+        return self._heights(layout)[-1]
+
+    def refresh(self) -> None:
+        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        catalog, floor = shell.catalog, layout.font_px
+        question = shell.flow.question
+        if self._texts() is None:
             return  # leaving this screen: the next render shows another page
         key = question.catalog_key
         self.refresh_frame()
-        self.title.height = layout.height * 0.13
+        title_h, note_h, (split, shapes), _ = self._heights(layout)
+        self.title.height = title_h
         self.title.text = catalog[f"{key}.title"]
         self.title.font_name = shell.font_for_lang()
-        self.title.fit(layout.font("question", scale))
+        self.title.fit(layout.font("question"), floor)
         self.title.color = _rgba(theme.text)
-        self.note.height = layout.height * 0.08
-        self.note.text = catalog["followup.note"]
+        self.note.height = note_h
+        self.note.text = catalog["followup.note"] if note_h else ""
         self.note.font_name = shell.font_for_lang()
-        self.note.fit(layout.font("hint", scale))
+        if note_h:
+            self.note.fit(layout.font("hint"), floor)
         self.note.color = _rgba(theme.muted_text)
-        self._place(layout, shell.flow.score)
         codes = question.codes
-        if list(self.options) != list(codes):
-            self.grid.clear_widgets()
-            self.options = {}
-            for code in codes:
-                button = TextButton()
-                button.bind(on_release=lambda _b, c=code: self.shell.answer(self.field, c))
-                self.options[code] = button
-                self.grid.add_widget(button)
-        room = layout.width - 2 * layout.margin - self.keep_out.width
-        self.grid.cols = 3 if room > layout.width * 0.55 else 2
-        self.grid.spacing = layout.gap
+        if list(self.options) != list(codes) or split != self._split:
+            for grid in self.grids:
+                grid.clear_widgets()
+            if list(self.options) != list(codes):
+                self.options = {}
+                for code in codes:
+                    button = TextButton(line_height=TIGHT)
+                    button.bind(on_release=lambda _b, c=code: self.shell.answer(self.field, c))
+                    self.options[code] = button
+            for index, button in enumerate(self.options.values()):
+                self.grids[0 if index < split else 1].add_widget(button)
+            self._split = split
+        for grid, (_, cols, row) in zip(self.grids, shapes):
+            grid.cols = cols
+            grid.spacing = layout.gap
+            grid.row_force_default = True
+            grid.row_default_height = row
         for code, button in self.options.items():
             button.text = catalog.label(key, code, question.labels)
             button.font_name = shell.font_for_text(button.text)
-            button.fit(layout.font("body", scale))
+            button.fit(layout.font("body"), floor)
             button.style(theme.button, theme.button_text, border=theme.button_text)
-        self.bottom.height = layout.height * 0.14
+        self.bottom.height = layout.bar_height * 0.85
         self.bottom.spacing = layout.gap * 2
         self.countdown.height = max(6, layout.height * 0.015)
-        self.skip.width = layout.width * 0.3
         self.skip.text = catalog["skip"]
         self.skip.font_name = shell.font_for_lang()
-        self.skip.fit(layout.font("body", scale))
+        size = layout.font("body")
+        self.skip.width = max(layout.width * 0.3, text_width(self.skip.text, self.skip.font_name, size, True) + size)
+        self.skip.fit(size, floor)
         self.skip.style(theme.skip, theme.skip_text)
         # Lay out now, not at the next frame: a touch arriving before it must
         # already find the answers beside the face, not where the last visit had them.
-        for box in (self.column, self.body, self.grid, self.bottom):
+        for box in (self.column, self.body, *self.grids, self.bottom):
             box.do_layout()
         # Sized for the boxes as now laid out (the last visit may have had them elsewhere).
-        self.title.fit(layout.font("question", scale))
-        self.note.fit(layout.font("hint", scale))
+        self.title.fit(layout.font("question"), floor)
+        if note_h:
+            self.note.fit(layout.font("hint"), floor)
         for button in (*self.options.values(), self.skip):
-            button.fit(layout.font("body", scale))
+            button.fit(layout.font("body"), floor)
         self.tick()
 
     def focus_target(self, focus: int):
@@ -438,45 +689,70 @@ class MessagePage(Page):
         super().__init__(shell, **kw)
         self.name = name
         self.face = Widget(size_hint=(None, None))
-        if name == "sleep":  # no face: the title takes its place
-            self.title = Text(bold=True, size_hint=(0.92, 0.34), pos_hint={"center_x": 0.5, "center_y": 0.68})
-            self.body = Text(size_hint=(0.92, 0.4), pos_hint={"center_x": 0.5, "center_y": 0.28})
-        else:
-            self.title = Text(bold=True, size_hint=(0.92, 0.2), pos_hint={"center_x": 0.5, "center_y": 0.42})
-            self.body = Text(size_hint=(0.92, 0.24), pos_hint={"center_x": 0.5, "center_y": 0.17})
+        self.title = Text(bold=True, size_hint=(None, None))
+        self.body = Text(size_hint=(None, None))
         for child in (self.face, self.title, self.body):
             self.add_widget(child)
 
+    def _content(self):
+        """(background, text colour, title, body, title role) of this message now."""
+        shell = self.shell
+        theme, catalog = shell.theme, shell.catalog
+        if self.name == "thanks":
+            return theme.thanks, theme.thanks_text, catalog["thanks.title"], catalog["thanks.body"], "huge"
+        if self.name == "error":
+            return theme.error, theme.error_text, catalog["error.title"], catalog["error.body"], "huge"
+        title = catalog["sleep.title"]
+        lines = shell.hours_lines()
+        body = f"{catalog['sleep.hours']}\n{catalog.hours(lines)}" if lines else ""
+        if shell.flow.settings.count_when_closed:
+            body = f"{body}\n\n{catalog['sleep.wake']}".strip()
+        # Closed in every language: the sleep screen has no language bar to ask with.
+        others = [shell.catalogs[lang]["sleep.title"] for lang in shell.flow.settings.languages
+                  if lang != shell.flow.lang]
+        body = "\n".join([body, *others]).strip()
+        return theme.sleep, theme.sleep_text, title, body, "title"
+
+    def _heights(self, layout):
+        """(sign height, title height, body height, whole page height): the sign, then the texts."""
+        _, _, title, body, role = self._content()
+        width = layout.width * 0.92
+        shell = self.shell
+        title_h = text_height(title, shell.font_for_text(title), layout.font(role), width, True)
+        body_h = text_height(body, shell.font_for_text(body), layout.font("body"), width) if body else 0.0
+        # Below the accessibility control's row, a margin at the bottom.
+        total = layout.bar_height + title_h + layout.margin * 2 + body_h + layout.margin * 2
+        # The sign takes the room the texts leave (a low screen has less), never more than a third.
+        sign = 0.0 if self.name == "sleep" else min(layout.height * 0.36, layout.height - total)
+        if sign < layout.height * 0.15:
+            sign = 0.0
+        return sign, title_h, body_h, total + sign
+
+    def wanted_height(self, layout) -> float:
+        return self._heights(layout)[-1]
+
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
-        catalog, scale = shell.catalog, theme.text_scale
-        if self.name == "thanks":
-            bg, fg = theme.thanks, theme.thanks_text
-            title, body = catalog["thanks.title"], catalog["thanks.body"]
-        elif self.name == "error":
-            bg, fg = theme.error, theme.error_text
-            title, body = catalog["error.title"], catalog["error.body"]
-        else:
-            bg, fg = theme.sleep, theme.sleep_text
-            title = catalog["sleep.title"]
-            lines = shell.hours_lines()
-            body = f"{catalog['sleep.hours']}\n{catalog.hours(lines)}" if lines else ""
-            if shell.flow.settings.count_when_closed:
-                body = f"{body}\n\n{catalog['sleep.wake']}".strip()
-            # Closed in every language: the sleep screen has no language bar to ask with.
-            others = [shell.catalogs[lang]["sleep.title"] for lang in shell.flow.settings.languages
-                      if lang != shell.flow.lang]
-            body = "\n".join([body, *others]).strip()
+        bg, fg, title, body, role = self._content()
+        sign, title_h, body_h, total = self._heights(layout)
         self.set_background(bg)
-        title_role = "title" if self.name == "sleep" else "huge"
-        for label, text, role in ((self.title, title, title_role), (self.body, body, "body")):
+        width = layout.width * 0.92
+        # The content centred in the room below the control's row.
+        room = self.height - layout.bar_height
+        top = room - max(0.0, (room - (total - layout.bar_height)) / 2)
+        cy = top - sign / 2
+        top -= sign
+        for label, text, font_role, height in ((self.title, title, role, title_h), (self.body, body, "body", body_h)):
             label.text = text
             label.font_name = shell.font_for_text(text)
             label.color = _rgba(fg)
-            label.fit(layout.font(role, scale))
+            label.size = (width, max(height, 1))
+            label.pos = (layout.width * 0.04, top - height)
+            label.fit(layout.font(font_role), layout.font_px)
+            top -= height + layout.margin * 2
         self.face.canvas.clear()
-        radius = layout.height * 0.16
-        cx, cy = layout.width / 2, layout.height * 0.72
+        radius = sign * 0.42
+        cx = layout.width / 2
         if self.name == "thanks":
             draw_check(self.face.canvas, cx, cy, radius, fg)
         elif self.name == "error":
@@ -534,16 +810,16 @@ class PinPage(Page):
         self.entry.text = "● " * len(flow.pin_entry) or "–"
         for label in (self.title, self.entry):
             label.font_name = shell.font_for_lang()
-            label.font_size = layout.font("body")
+            label.font_size = layout.staff_font("body")
             label.color = _rgba(theme.text)
         for key, button in self.keys.items():
             button.text = {"ok": catalog["pin.ok"], "clear": catalog["pin.clear"]}.get(key, key)
             button.font_name = shell.font_for_lang()
-            button.font_size = layout.font("body")
+            button.font_size = layout.staff_font("body")
             button.style(theme.button, theme.button_text, border=theme.button_text)
         self.cancel.text = catalog["pin.cancel"]
         self.cancel.font_name = shell.font_for_lang()
-        self.cancel.font_size = layout.font("body")
+        self.cancel.font_size = layout.staff_font("body")
         self.cancel.style(theme.skip, theme.skip_text)
 
 
@@ -596,7 +872,7 @@ class MaintenancePage(Page):
         self.grid.spacing = (layout.gap * 2, 0)
         self.title.text = catalog["maint.title"]
         self.title.font_name = shell.font_for_lang()
-        self.title.font_size = layout.font("body")
+        self.title.font_size = layout.staff_font("body")
         self.title.color = _rgba(theme.text)
         info = shell.maintenance_info()
         for row, (name, value) in self.cells.items():
@@ -604,7 +880,7 @@ class MaintenancePage(Page):
             value.text = info.get(row, "")
             for label in (name, value):
                 label.font_name = shell.font_for_lang()
-                label.font_size = layout.font("small")
+                label.font_size = layout.staff_font("small")
                 label.color = _rgba(theme.text if label is value else theme.muted_text)
         self.back.text = catalog["maint.back"]
         self.exit.text = catalog["maint.exit"]
@@ -613,10 +889,10 @@ class MaintenancePage(Page):
         self.volume.text = f"{catalog['maint.volume']} {round(shell.speaker.volume * 100)}%"
         for button in (self.voice, self.volume):
             button.font_name = shell.font_for_lang()
-            button.fit(layout.font("small"))
+            button.fit(layout.staff_font("small"))
             button.style(theme.button, theme.button_text, border=theme.button_text)
         for button, (bg, fg) in ((self.back, (theme.button_active, theme.button_active_text)),
                                  (self.exit, (theme.error, theme.error_text))):
             button.font_name = shell.font_for_lang()
-            button.font_size = layout.font("body")
+            button.font_size = layout.staff_font("body")
             button.style(bg, fg)

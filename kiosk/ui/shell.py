@@ -17,6 +17,7 @@ from kivy.app import App
 from kivy.clock import Clock
 from kivy.core.window import Window
 from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.scrollview import ScrollView
 
 import kiosk
 from kiosk import clock, survey as survey_mod, voice as voice_mod
@@ -153,7 +154,18 @@ class Shell:
         self._repeat = False
         self.access = AccessButton(self)
         self.panel = AccessPanel(self)
-        self.panel_open = False
+        #: The open panel: None, "access" (display and voice) or "languages" (the chooser).
+        self.panel_open: str | None = None
+        #: The page's height: the window's part, or more where it scrolls (large mode, long texts).
+        self.page_height = 0.0
+        #: Holds the page where it is taller than the window (large mode, or texts a 7" display cannot hold).
+        self.scroll = ScrollView(do_scroll_x=False, do_scroll_y=True, scroll_type=["bars", "content"],
+                                 size_hint=(1, None), pos=(0, 0))
+        self.stage = FloatLayout(size_hint=(None, None))
+        self.scroll.add_widget(self.stage)
+        self.scroll.bind(scroll_x=self._redraw_focus, scroll_y=self._redraw_focus)
+        #: The focus (view, index) the scrolling page was last brought to.
+        self._followed: tuple | None = None
         self.pages: dict[str, Any] = {}
         self._page = None
         self._fonts: dict[tuple[str, str], str] = {}
@@ -191,7 +203,9 @@ class Shell:
     def layout(self) -> theme_mod.Layout:
         """The page's geometry: the whole window, or its lower part in low screen mode."""
         width, height = Window.size
-        return theme_mod.Layout(width, round(height * LOW_SCREEN) if self.low else height)
+        zoom = self.theme.zoom if self.flow.screen in CITIZEN_SCREENS else 1.0
+        return theme_mod.Layout.for_window(width, round(height * LOW_SCREEN) if self.low else height,
+                                           (width, height), zoom)
 
     @property
     def catalog(self):
@@ -287,29 +301,48 @@ class Shell:
         page = self._page_for(flow)
         layout = self.layout
         citizen = flow.screen in CITIZEN_SCREENS
-        if page is not self._page:
-            self.panel_open = False  # a new screen: its own targets, not the panel
-        page.size_hint = (1, None)
-        page.height = layout.height
+        new = page is not self._page
+        if new:
+            self.panel_open = None  # a new screen: its own targets, not the panel
+        wanted = page.wanted_height(layout) if hasattr(page, "wanted_height") else layout.height
+        self.page_height = max(layout.height, round(wanted))
+        # Larger than the window: the page scrolls (a finger drags it, the keypad's focus brings
+        # the focused target into view); else it is the window's, with no scrolling delay on a tap.
+        scrolled = citizen and (layout.zoom > 1 or self.page_height > layout.height)
+        host = self.stage if scrolled else self.root
+        page.size_hint = (None, None)
+        page.size = (layout.width, self.page_height)
         page.pos = (0, 0)
-        if page is not self._page:
+        if new or page.parent is not host:
             self.root.clear_widgets()
-            self.root.add_widget(page)
-            # The page's size now, so that its refresh lays it out for real.
-            self.root.do_layout()
-            page.do_layout()
+            self.stage.clear_widgets()
+            host.add_widget(page)
+            if scrolled:
+                self.root.add_widget(self.scroll)
             self._page = page
-            self.shown.append((flow.view, self.monotonic()))
+            if new:
+                self.shown.append((flow.view, self.monotonic()))
+        if scrolled:
+            width, height = Window.size
+            self.scroll.size = (width, round(height * LOW_SCREEN) if self.low else height)
+            self.scroll.bar_width = round(8 * layout.zoom)
+            self.stage.size = (layout.width, self.page_height)
+            if new:
+                self.scroll.scroll_x, self.scroll.scroll_y = 0, 1  # from the top left
+                self._followed = None
+        # The page's size now, so that its refresh lays it out for real.
+        self.root.do_layout()
+        page.do_layout()
         page.refresh()
         self.root.set_background(self.theme.background)
         for widget in (self.access, self.panel):
             if widget.parent is not None:
                 widget.parent.remove_widget(widget)
         if citizen:
-            self.root.add_widget(self.access)
+            host.add_widget(self.access)
             self.access.refresh()
             if self.panel_open:
-                self.root.add_widget(self.panel)
+                host.add_widget(self.panel)
                 self.panel.refresh()
         self.draw_focus()
         self._announce()
@@ -320,12 +353,36 @@ class Shell:
         flow, page = self.flow, self._page
         if flow.keypad and not self.panel_open:
             target = page.focus_target(flow.focus) if hasattr(page, "focus_target") else None
+        if (target is not None and self.scroll.parent is not None
+                and (flow.view, flow.focus) != self._followed):
+            self._followed = (flow.view, flow.focus)
+            self._bring_into_view(target)
         draw_focus(self.root, target, self.theme)
         if target is not None and not getattr(self, "_focus_again", None):
             # Kivy lays out a new page at the next frame: draw again once it has.
             self._focus_again = Clock.schedule_once(self._redraw_focus, 0)
 
-    def _redraw_focus(self, _dt) -> None:
+    def _bring_into_view(self, target, pad: float = 10) -> None:
+        """Scroll the page so that *target* is in view; one larger than the window shows its top left."""
+        scroll, stage = self.scroll, self.stage
+        for effect in (scroll.effect_x, scroll.effect_y):
+            if effect is not None:
+                effect.velocity = 0  # a glide still under way would carry the page off again
+        x, y = target.x - stage.x, target.y - stage.y  # in the page (the stage is the scrolled content)
+        room_x, room_y = stage.width - scroll.width, stage.height - scroll.height
+        left, bottom = scroll.scroll_x * room_x, scroll.scroll_y * room_y
+        if target.width + 2 * pad > scroll.width or x < left + pad:
+            left = x - pad
+        elif x + target.width + pad > left + scroll.width:
+            left = x + target.width + pad - scroll.width
+        if target.height + 2 * pad > scroll.height or y + target.height + pad > bottom + scroll.height:
+            bottom = y + target.height + pad - scroll.height
+        elif y < bottom + pad:
+            bottom = y - pad
+        scroll.scroll_x = min(1.0, max(0.0, left / room_x)) if room_x > 0 else 0.0
+        scroll.scroll_y = min(1.0, max(0.0, bottom / room_y)) if room_y > 0 else 1.0
+
+    def _redraw_focus(self, *_args) -> None:
         self._focus_again = None
         flow, page = self.flow, self._page
         target = page.focus_target(flow.focus) if flow.keypad and hasattr(page, "focus_target") else None
@@ -371,9 +428,10 @@ class Shell:
 
     # -- accessibility control -------------------------------------------------------------
 
-    def toggle_panel(self) -> None:
+    def toggle_panel(self, kind: str = "access") -> None:
+        """Open the display-and-voice panel or the language chooser (*kind*), or close it."""
         if self.flow.screen in CITIZEN_SCREENS:
-            self.panel_open = not self.panel_open
+            self.panel_open = None if self.panel_open == kind else kind
             self.terminal.more_time()
             self.render()
 
@@ -421,7 +479,7 @@ class Shell:
         """A keypad key or a GPIO ◀ ▶ 선택 button."""
         flow = self.flow
         if self.panel_open:
-            self.panel_open = False
+            self.panel_open = None
         view, question = flow.view, flow.question
         chosen = voice_mod.option_key(view, question.catalog_key if question else None,
                                       question.codes if question else (), flow.focus)
@@ -448,6 +506,7 @@ class Shell:
 
     def set_language(self, lang: str) -> None:
         self.terminal.set_language(lang)
+        self.panel_open = None  # the chooser has done its work
         self.render()
 
     def wake(self) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 RGB = tuple[float, float, float]
 
@@ -16,13 +17,33 @@ DISPLAYS = {"7-inch 800x480": ((800, 480), (154.08, 85.92)),
             "10.1-inch 1280x800": ((1280, 800), (216.96, 135.6))}
 #: The criteria's minimum character size on screens of 11 inches or less.
 MIN_CHAR_MM = 7.25
-
-
-def char_mm(font_px: float, display: str) -> float:
-    """A font size in pixels as millimetres on *display* (its vertical pixel pitch)."""
-    (_, height_px), (_, height_mm) = DISPLAYS[display]
-    return font_px * height_mm / height_px
+#: A character's height is the ink height of a full-height Hangul syllable (한) at the
+#: font size: 0.92 of it in NanumGothic, 0.89 in Noto Sans CJK (regular); the smaller rules.
+HANGUL_EM = 0.89
+#: Large mode enlarges every visual thing (faces, tiles, text, gaps) to this factor.
+LARGE_ZOOM = 2.0
 MIN_CONTRAST = 4.5
+
+
+def pitch_mm(width: int, height: int) -> float:
+    """Millimetres per pixel (vertical) of the display with this many pixels.
+
+    An unknown panel is taken as 10.1" class (135.6 mm tall), the display docs/accessibility.md names.
+    """
+    for (pixels, (_, height_mm)) in DISPLAYS.values():
+        if pixels == (width, height):
+            return height_mm / height
+    return 135.6 / height
+
+
+def char_mm(font_px: float, width: int, height: int) -> float:
+    """A font size in pixels as the height of its Hangul characters in millimetres on that display."""
+    return font_px * HANGUL_EM * pitch_mm(width, height)
+
+
+def min_font_px(width: int, height: int) -> int:
+    """The smallest font size whose Hangul characters are MIN_CHAR_MM tall on that display (one pixel spare)."""
+    return math.ceil(MIN_CHAR_MM / pitch_mm(width, height) / HANGUL_EM) + 1
 
 
 def hex_rgb(text: str) -> RGB:
@@ -71,7 +92,8 @@ class Theme:
     sleep_text: RGB
     countdown: RGB
     border_width: float = 3.0
-    text_scale: float = 1.0
+    #: Large mode: every visual thing this many times its size (the page is scrolled).
+    zoom: float = 1.0
     #: The keypad's focus ring (around a tile or an answer, on the page background).
     focus: RGB = (0.0, 0.0, 0.0)
 
@@ -149,48 +171,75 @@ HIGH_CONTRAST = Theme(
 
 def theme(high_contrast: bool = False, large_text: bool = False) -> Theme:
     base = HIGH_CONTRAST if high_contrast else STANDARD
-    if large_text:
-        from dataclasses import replace
-        return replace(base, text_scale=1.25)
-    return base
+    return replace(base, zoom=LARGE_ZOOM) if large_text else base
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Rating-screen geometry in pixels for a window, origin bottom-left (Kivy's)."""
+    """A page's geometry in pixels, origin bottom-left (Kivy's).
+
+    *width* x *height* is the page; *font_px* the smallest citizen font (MIN_CHAR_MM on the
+    display, times the zoom). Large mode (``Layout.for_window``) makes faces, tiles, margins,
+    gaps and text *zoom* times their size: the page keeps the window's width, its rows reflow
+    (fewer tiles to a row) and it scrolls up and down.
+    """
 
     width: int
     height: int
+    font_px: float = 0.0
+    zoom: float = 1.0
     margin: float = field(init=False)
     gap: float = field(init=False)
     tile_width: float = field(init=False)
     tile_height: float = field(init=False)
     tiles_y: float = field(init=False)
+    #: Tiles to a row: five, fewer in large mode.
+    tile_cols: int = field(init=False)
     bar_height: float = field(init=False)
     question_height: float = field(init=False)
     hint_height: float = field(init=False)
 
+    @classmethod
+    def for_window(cls, width: int, height: int, screen: tuple[int, int], zoom: float = 1.0) -> "Layout":
+        """The page for a *width* x *height* part of a *screen*-sized display, at *zoom*."""
+        return cls(width, round(height * zoom), min_font_px(*screen) * zoom, zoom)
+
     def __post_init__(self) -> None:
         w, h = self.width, self.height
         set_ = object.__setattr__
-        set_(self, "margin", round(w * 0.015))
-        set_(self, "gap", round(w * 0.014))
-        set_(self, "bar_height", round(h * 0.17))
-        set_(self, "question_height", round(h * 0.2))
-        set_(self, "hint_height", round(h * 0.09))
-        set_(self, "tile_width", (w - 2 * self.margin - 4 * self.gap) / 5)
+        if not self.font_px:
+            set_(self, "font_px", float(min_font_px(w, h)))
+        unit = self.font_px
+        zoom = self.zoom
+        # Narrow margins: on a 7" display every pixel of a tile is room for its label.
+        margin, gap = round(w * 0.01), round(w * 0.008)
+        set_(self, "margin", margin * zoom)
+        set_(self, "gap", gap * zoom)
+        # Rows sized from the font: one line of text each (the question: one line of its size).
+        set_(self, "bar_height", round(unit * 1.8))
+        set_(self, "question_height", round(unit * 1.7))
+        set_(self, "hint_height", round(unit * 1.5))
+        set_(self, "tile_width", (w - 2 * margin - 4 * gap) / 5 * zoom)
+        fit = int((w - 2 * self.margin + self.gap + 0.5) // (self.tile_width + self.gap))
+        set_(self, "tile_cols", max(1, min(5, fit)))
         set_(self, "tile_height", h - self.bar_height - self.question_height - self.hint_height - 2 * self.margin)
         set_(self, "tiles_y", self.hint_height + self.margin)
+
+    def unzoomed(self) -> "Layout":
+        """The same page in the default mode (what large mode doubles)."""
+        return Layout(self.width, round(self.height / self.zoom), self.font_px / self.zoom)
 
     def tile_x(self, index: int) -> float:
         return self.margin + index * (self.tile_width + self.gap)
 
-    def font(self, role: str, scale: float = 1.0) -> float:
-        """Font size in pixels for a role, from the window height."""
-        # Every citizen text at least 0.054 of the height: 7.25 mm on a 10.1" 1280x800.
-        base = {"question": 0.072, "tile": 0.06, "button": 0.06, "hint": 0.056,
-                "title": 0.085, "body": 0.056, "small": 0.036, "huge": 0.13}[role]
-        return round(self.height * base * scale)
+    def font(self, role: str) -> float:
+        """Font size in pixels for a citizen role: never under ``font_px`` (MIN_CHAR_MM on the display)."""
+        return round(self.font_px * {"question": 1.1, "tile": 1.0, "button": 1.0, "hint": 1.0,
+                                     "title": 1.2, "body": 1.0, "huge": 1.5}[role])
+
+    def staff_font(self, role: str) -> float:
+        """Font size for the staff screens (PIN pad, maintenance), from the window height."""
+        return round(self.height * {"body": 0.056, "small": 0.036}[role])
 
 
 def tile_width_mm(width: int, height: int) -> float:

@@ -42,7 +42,7 @@ def test_site_labels_and_question_override_the_catalog():
     en = load_catalog("en")
     labels = {"parking": {"ko": "주차"}, "wait_time": {"en": "Queue"}}
     assert en.label("reason", "wait_time", labels) == "Queue"
-    assert en.label("reason", "staff_attitude", labels) == "Staff manner"
+    assert en.label("reason", "staff_attitude", labels) == "Staff"  # the catalog's (short) form
     assert en.label("reason", "parking", labels) == "주차"  # the site's Korean label beats the bare code
     assert en.label("reason", "lockers") == "lockers"
     assert en.question({"ko": "질문"}) == en["question"]
@@ -73,3 +73,20 @@ def test_broken_or_missing_catalog_files_are_errors(tmp_path):
     (tmp_path / "ko.json").write_text('{"question": ""}', encoding="utf-8")
     with pytest.raises(CatalogError, match="non-empty"):
         load_catalog("ko", tmp_path)
+
+
+def test_a_short_form_is_shown_on_the_kiosk_and_may_only_shorten_a_known_key(tmp_path):
+    en = load_catalog("en")
+    # Shown short on a tile; the full label stays the score's (voice, reports).
+    assert (en.shown("score.1"), en.score(1)) == ("Very bad", "Very dissatisfied")
+    assert en.label("reason", "resolution") == "Outcome" and en["reason.resolution"] == "Outcome of my request"
+    assert load_catalog("ko").shown("score.1") == "매우 불만족"  # no short form: the label itself
+    # A site's own label in this language comes before the catalog's short form.
+    assert en.label("reason", "resolution", {"resolution": {"en": "Result"}}) == "Result"
+    for lang in ("ko", "en"):
+        data = dict(load_catalog(lang).messages)
+        if lang == "en":
+            data["reason.nonsense.short"] = "?"
+        (tmp_path / f"{lang}.json").write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(CatalogError, match=r"en\.json: has 'reason.nonsense.short'"):
+        load_catalogs(("ko", "en"), tmp_path)

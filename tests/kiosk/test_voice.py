@@ -33,6 +33,7 @@ def test_every_spoken_key_has_a_text_in_every_language():
     for lang, catalog in load_catalogs().items():
         for key in spoken_keys(catalog):
             assert catalog.messages.get(key), (lang, key)
+            assert not key.endswith(".short"), (lang, key)  # voice says the full label
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is installed by deploy/dev-setup.sh")

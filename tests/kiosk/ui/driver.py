@@ -218,20 +218,35 @@ def ratings(app, result, args):
     # 4. language switch changes every visible label and the recorded lang
     settings(app, reason_threshold=0, age_group=False)
     result["languages"] = {}
+    result["chooser"] = {}
     for lang in ("en", "zh", "vi", "ja"):
         yield ready(app, "rating")
-        tap(page(app).languages.buttons[lang])
-        yield lambda: shell.flow.lang == lang
-        result["languages"][lang] = visible_texts(shell.root)
-    tap(page(app).languages.buttons["en"])
-    yield lambda: shell.flow.lang == "en"
+        yield from choose_language(app, lang, result["chooser"])
+        result["languages"][lang] = [visible_texts(shell.root), page(app).hint.height > 0]
+    yield from choose_language(app, "en", {})
     tap(page(app).tiles[3])
     yield screen_is(app, "thanks")
     result["thanks_texts_en"] = visible_texts(shell.root)
     result["english_id"] = shell.last_rating.id
     yield screen_is(app, "rating")
     result["after_visit_lang"] = shell.flow.lang
-    result["after_visit_texts"] = visible_texts(shell.root)
+    result["after_visit_texts"] = [visible_texts(shell.root), page(app).hint.height > 0]
+
+
+def choose_language(app, lang: str, seen: dict):
+    """Tap *lang* on the language bar, or where the names do not fit it (a 7" display), on the
+    **Language** button and then in the chooser it opens (*seen* records the chooser's texts)."""
+    shell = app.shell
+    bar = page(app).languages
+    if bar.compact:
+        tap(bar.choose)
+        yield lambda: shell.panel.parent is not None
+        seen[lang] = [shell.flow.lang, visible_texts(shell.panel)]
+        tap(shell.panel.languages[lang])
+    else:
+        tap(bar.buttons[lang])
+    yield lambda: shell.flow.lang == lang
+    yield lambda: shell.panel.parent is None
 
 
 def guards(app, result, args):
@@ -550,52 +565,73 @@ def keypad_buttons(app, result, args):
     yield lambda: shell.last_rating is not None
 
 
+def in_scroll(app, widget) -> bool:
+    """Is *widget* on a page larger than the window (large mode, or long texts on a 7" display)?"""
+    shell = app.shell
+    return shell.scroll.parent is not None and widget in set(shell.stage.walk(restrict=True))
+
+
+def tap_in_view(app, widget):
+    """A finger's tap on *widget*; on a scrolling page, brought into view first (where a citizen
+    drags it to) and the tap's end awaited (Kivy's ScrollView hands a tap on after it ends)."""
+    if in_scroll(app, widget):
+        app.shell.scroll.scroll_to(widget, padding=10, animate=False)
+        yield 0.1
+        tap(widget)
+        yield 0.4
+    else:
+        tap(widget)
+
+
 def access(app, result, args):
     """The accessibility control on every citizen screen; the choice lasts the visit only."""
     shell = app.shell
-    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, thank_you_s=1.0, followup_timeout_s=60)
+    # The thank-you screen long enough for a tap on a scrolling (large mode) page, which Kivy hands on late.
+    settings(app, reason_threshold=2, age_group=True, cooldown_s=0.0, thank_you_s=3.0, followup_timeout_s=60)
     result["screens"] = {}
 
     def check(name):
         button = shell.access
         box = [round(v) for v in (*button.to_window(*button.pos), *button.size)]
-        result["screens"][name] = {"shown": button.parent is shell.root and button.opacity > 0, "box": box}
-        tap(button)
-        result["screens"][name]["panel"] = shell.panel.parent is shell.root
-        tap(shell.panel.close)
+        shown = button.parent in (shell.root, shell.stage) and button.opacity > 0
+        result["screens"][name] = {"shown": shown, "box": box}
+        yield from tap_in_view(app, button)
+        result["screens"][name]["panel"] = shell.panel.parent is not None
+        yield from tap_in_view(app, shell.panel.close)
         result["screens"][name]["closed"] = shell.panel.parent is None
 
     yield ready(app, "rating")
-    check("rating")
+    yield from check("rating")
     tap(shell.access)
-    tap(shell.panel.toggles["large"])
-    tap(shell.panel.toggles["contrast"])
-    tap(shell.panel.toggles["low"])
+    for mode in ("contrast", "low", "large"):
+        yield from tap_in_view(app, shell.panel.toggles[mode])
     result["modes_during"] = sorted(shell.flow.modes)
-    result["theme_during"] = [shell.theme.name, shell.theme.text_scale]
-    result["page_height_low"] = page(app).height
-    tap(shell.panel.close)
+    result["theme_during"] = [shell.theme.name, shell.theme.zoom]
+    # Low screen: the page (or the window on a page that scrolls) within the lower part.
+    result["page_top_low"] = shell.scroll.top if shell.scroll.parent is not None else page(app).top
+    yield from tap_in_view(app, shell.panel.close)
     yield ready(app, "rating")
     tiles = page(app).tiles
-    result["tiles_top_low"] = max(t.to_window(t.x, t.top)[1] for t in tiles)
-    tap(tiles[0])
+    # What of a face can be seen and touched: up to its top, or the scrolling window's.
+    result["tile_top_low"] = min(tiles[0].to_window(tiles[0].x, tiles[0].top)[1], result["page_top_low"])
+    yield from tap_in_view(app, tiles[0])
     yield ready(app, "reason")
-    check("reason")
+    yield from check("reason")
     result["modes_in_follow_up"] = sorted(shell.flow.modes)
-    tap(page(app).skip)
+    yield from tap_in_view(app, page(app).skip)
     yield ready(app, "age_group")
-    check("age_group")
-    tap(page(app).skip)
+    yield from check("age_group")
+    yield from tap_in_view(app, page(app).skip)
     yield ready(app, "thanks")
-    check("thanks")
+    yield from check("thanks")
     yield ready(app, "rating")
     result["modes_after"] = sorted(shell.flow.modes)
-    result["theme_after"] = [shell.theme.name, shell.theme.text_scale]
+    result["theme_after"] = [shell.theme.name, shell.theme.zoom]
     result["page_height_after"] = page(app).height
     shell._open_now = lambda: False
     shell.check_hours()
     yield ready(app, "sleep")
-    check("sleep")
+    yield from check("sleep")
     shell.open_pin()
     yield ready(app, "pin")
     result["on_pin"] = shell.access.parent is not None
@@ -630,6 +666,54 @@ def help_call(app, result, args):
     yield cleared
 
 
+def zoom(app, result, args):
+    """Large mode: every visual thing at 200 %, the page dragged by a finger, the keypad's focus kept in view."""
+    from kivy.tests.common import UnitTestTouch
+    from kivy.uix.label import Label
+
+    shell = app.shell
+    settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.5)
+    yield ready(app, "rating")
+
+    def measure():
+        rating = page(app)
+        fonts = sorted({round(w.font_size) for w in shell.root.walk(restrict=True)
+                        if isinstance(w, Label) and w.text.strip()})
+        face = [round(v) for v in rating.tiles[0].size]
+        return {"tile": face, "fonts": fonts, "access": [round(v) for v in shell.access.size],
+                "page": [round(v) for v in rating.size], "scrolls": shell.scroll.parent is not None}
+
+    result["normal"] = measure()
+    shell.set_mode("large", True)
+    yield ready(app, "rating")
+    yield 0.2
+    result["large"] = measure()
+    # A finger drags the page up: its lower part comes into view.
+    before = [shell.scroll.scroll_x, shell.scroll.scroll_y]
+    x, y = shell.scroll.center
+    touch = UnitTestTouch(x, y)
+    touch.touch_down()
+    for step in range(1, 11):
+        yield 0.02
+        touch.touch_move(x, y + step * 20)
+    touch.touch_up()
+    yield 2.0  # the page's glide after the finger lifts
+    result["dragged"] = [before, [shell.scroll.scroll_x, shell.scroll.scroll_y]]
+    # The keypad's focus on the fifth face: the page scrolls to it.
+    for _ in range(5):
+        press_key(RIGHT)
+        yield 0.05
+    yield 0.3
+    tile = page(app).tiles[4]
+    left, bottom = tile.to_window(tile.x, tile.y)
+    result["focused"] = [shell.flow.focus, [round(left), round(bottom), round(left + tile.width),
+                                            round(bottom + tile.height)], [round(v) for v in shell.scroll.size]]
+    # Enter chooses the face in view (a finger's tap in large mode: the access scenario).
+    press_key(ENTER)
+    yield lambda: shell.last_rating is not None
+    result["rating"] = [shell.last_rating.score, shell.last_rating.input]
+
+
 LAYOUT_MODES = {"normal": set(), "large": {"large"}, "contrast": {"contrast"}, "low": {"low"}}
 LAYOUT_SCREENS = ("rating", "reason", "age_group", "thanks", "sleep")
 #: Languages whose words are separated by spaces: a line may break only between words.
@@ -643,8 +727,13 @@ def layout_problems(shell, lang: str) -> list[str]:
     from kivy.uix.behaviors import ButtonBehavior
     from kivy.uix.label import Label
 
+    from kiosk.ui.face import breaks_at_spaces
+
     problems = []
     targets = []
+    texts = []
+    # A page larger than the window scrolls: what is in it must be within the page, not the window.
+    scrolled = set(shell.stage.walk(restrict=True)) if shell.scroll.parent is not None else set()
     for widget in shell.root.walk(restrict=True):
         if widget.get_root_window() is None or widget.opacity == 0:
             continue
@@ -664,14 +753,30 @@ def layout_problems(shell, lang: str) -> list[str]:
         name = widget.text.replace("\n", " ")[:40]
         if width > widget.width + 1 or height > widget.height + 1:
             problems.append(f"cut: {name!r} needs {width:.0f}x{height:.0f} in {widget.width:.0f}x{widget.height:.0f}")
-        x, y = widget.to_window(widget.x, widget.y)
-        if x < -1 or y < -1 or x + widget.width > Window.width + 1 or y + widget.height > Window.height + 1:
-            problems.append(f"off screen: {name!r}")
+        if widget in scrolled:
+            x, y, right, top = widget.x, widget.y, shell.stage.width, shell.stage.height
+        else:
+            (x, y), right, top = widget.to_window(widget.x, widget.y), Window.width, Window.height
+        if x < -1 or y < -1 or x + widget.width > right + 1 or y + widget.height > top + 1:
+            problems.append(f"off {'the page' if widget in scrolled else 'screen'}: {name!r}")
+        if isinstance(widget.parent, ButtonBehavior):
+            # A tile's label: inside its tile.
+            px, py = widget.parent.to_window(widget.parent.x, widget.parent.y)
+            lx, ly = widget.to_window(widget.x, widget.y)
+            if (lx < px - 1 or ly < py - 1 or lx + widget.width > px + widget.parent.width + 1
+                    or ly + widget.height > py + widget.parent.height + 1):
+                problems.append(f"outside its tile: {name!r}")
+        texts.append((widget, name, (*widget.to_window(widget.x, widget.y), widget.width, widget.height)))
         if lang in SPACED:
             measure = CoreLabel(font_name=widget.font_name, font_size=widget.font_size, bold=widget.bold)
-            for word in widget.text.split():
+            # (Chinese and Japanese lines, as on the closed screen, may break between any characters.)
+            for word in filter(breaks_at_spaces, widget.text.split()):
                 if measure.get_extents(word)[0] > widget.width - 2 * widget.padding_x + 1:
                     problems.append(f"broken mid-word: {word!r} in {name!r}")
+    for index, (first, name, (x, y, w, h)) in enumerate(texts):
+        for second, other, (x2, y2, w2, h2) in texts[index + 1:]:
+            if min(x + w, x2 + w2) - max(x, x2) > 1 and min(y + h, y2 + h2) - max(y, y2) > 1:
+                problems.append(f"text over text: {name!r} / {other!r}")
     for index, (first, a) in enumerate(targets):
         for second, b in targets[index + 1:]:
             if first in second.walk() or second in first.walk():
@@ -681,17 +786,61 @@ def layout_problems(shell, lang: str) -> list[str]:
     return problems
 
 
-def smallest_text(shell) -> list:
-    """The smallest rendered font size (pixels) on screen, and its text."""
+_INK: dict = {}
+
+
+def hangul_height(font_name: str, font_size: float, bold: bool) -> int:
+    """Rendered ink height in pixels of the Hangul syllable 한 at *font_size*: in *font_name* where it
+    has Hangul, else in the Korean font (the Vietnamese font is Latin only)."""
+    from kivy.core.text import Label as CoreLabel
+
+    from kiosk.ui import fonts
+
+    lang = font_name.removeprefix("onetap-")
+    if lang in fonts.FACES and fonts.missing(fonts.font_files(lang)[1 if bold else 0], "한"):
+        font_name = fonts.font_name("ko")
+    key = (font_name, round(font_size, 2), bold)
+    if key not in _INK:
+        label = CoreLabel(text="한", font_name=font_name, font_size=font_size, bold=bold)
+        label.refresh()
+        texture = label.texture
+        width, pixels = texture.width, texture.pixels
+        # Rows with a pixel at least half covered: the glyph's height as drawn.
+        rows = [row for row in range(texture.height)
+                if any(pixels[(row * width + col) * 4 + 3] >= 128 for col in range(width))]
+        _INK[key] = rows[-1] - rows[0] + 1 if rows else 0
+    return _INK[key]
+
+
+def character_sizes(shell) -> list:
+    """Every visible text with its font size (px), Hangul character height (px) and that in mm on this display."""
+    from kivy.core.window import Window
     from kivy.uix.label import Label
 
-    sizes = [(round(w.font_size, 1), w.text[:30]) for w in shell.root.walk(restrict=True)
-             if isinstance(w, Label) and w.text.strip() and w.get_root_window() is not None]
-    return list(min(sizes))
+    from kiosk.ui import theme
+
+    pitch = theme.pitch_mm(*Window.size)
+    out = []
+    for widget in shell.root.walk(restrict=True):
+        if isinstance(widget, Label) and widget.text.strip() and widget.get_root_window() is not None:
+            ink = hangul_height(widget.font_name, widget.font_size, widget.bold)
+            out.append([widget.text.replace("\n", " ")[:40], round(widget.font_size, 1), ink, round(ink * pitch, 2)])
+    return sorted(out, key=lambda row: row[3])
+
+
+def page_facts(shell) -> dict:
+    """Does the page scroll, its size, and the rating tiles' size (for the 200 % check)."""
+    page = shell._page
+    facts = {"scrolls": shell.scroll.parent is not None, "page": [round(page.width), round(page.height)]}
+    if hasattr(page, "tiles"):
+        tile = page.tiles[0]
+        facts["tile"] = [round(tile.width), round(tile.height)]
+    return facts
 
 
 def layouts(app, result, args):
-    """Every citizen screen x 5 languages x 4 modes x 2 sizes in one app: checked, and shot for contact sheets."""
+    """Every citizen screen x 5 languages x 4 modes x 2 sizes in one app: checked, and shot for contact
+    sheets; in the default mode the follow-ups after every face as well."""
     from kivy.core.window import Window
 
     from kiosk.flow import Screen
@@ -708,7 +857,12 @@ def layouts(app, result, args):
         yield lambda: tuple(Window.size) == size
         for mode, modes in LAYOUT_MODES.items():
             for lang in ("ko", "en", "zh", "vi", "ja"):
-                for view in LAYOUT_SCREENS:
+                # The follow-ups after faces 2..5 too: the answers sit around another face's column.
+                walk = [(view, 1) for view in LAYOUT_SCREENS]
+                if mode == "normal":
+                    walk += [(view, score) for score in (2, 3, 4, 5) for view in ("reason", "age_group")
+                             if view == "age_group" or score <= 2]
+                for view, score in walk:
                     flow = shell.flow
                     shell._open_now = lambda: view != "sleep"
                     flow._to_rest(shell.monotonic())
@@ -716,7 +870,7 @@ def layouts(app, result, args):
                     flow.lang = lang
                     flow.modes = set(modes)
                     if view in ("reason", "age_group", "thanks"):
-                        shell.press(1)
+                        shell.press(score)
                         while flow.view != view:
                             shell.skip()
                     flow.lang = lang
@@ -726,21 +880,28 @@ def layouts(app, result, args):
                     shell.render()
                     yield 0.03
                     assert flow.view == view and (view == "sleep") == (flow.screen == Screen.SLEEP)
-                    key = f"{view}-{mode}-{lang}-{size[0]}x{size[1]}"
+                    key = f"{view}-{mode}-{lang}-{size[0]}x{size[1]}" + (f"-face{score}" if score > 1 else "")
                     problems = layout_problems(shell, lang)
-                    result.setdefault("font_px", {})[key] = smallest_text(shell)
+                    result.setdefault("chars", {})[key] = character_sizes(shell)
+                    result.setdefault("pages", {})[key] = page_facts(shell)
                     if problems:
                         result["problems"][key] = problems
-                    if out is not None:
+                    if out is not None and score == 1:
                         path = out / f"{key}.png"
                         shell.root.export_to_png(str(path))
                         result["shots"].append(path.name)
+                        if mode == "large" and lang == "vi" and shell.scroll.parent is not None:
+                            # The whole scrolling page as well, not only the window onto it.
+                            shell.stage.export_to_png(str(out / f"{key}-page.png"))
         shell._open_now = lambda: True
         shell.flow._to_rest(shell.monotonic())
         shell.check_hours()
 
 
-SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access, "help_call": help_call, "site_voice": site_voice, "buttons": buttons, "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey, "screenshots": screenshots}
+SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,
+             "help_call": help_call, "site_voice": site_voice, "zoom": zoom, "buttons": buttons,
+             "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey,
+             "screenshots": screenshots}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from kiosk.catalog import Catalog, load_catalogs
+from kiosk.ui import theme
 from kiosk.voice import render
 from tests.kiosk.ui.test_app import ROOT, rows, run_driver
 from tests.server_process import TOKEN, ServerProcess
@@ -128,7 +129,8 @@ def test_the_accessibility_control_is_on_every_citizen_screen_and_resets_after_t
         assert seen == {**seen, "shown": True, "panel": True, "closed": True}, name
     assert result["modes_during"] == ["contrast", "large", "low"]
     assert result["theme_during"][0] == "high_contrast" and result["theme_during"][1] > 1
-    assert result["page_height_low"] < 480 * 0.7 and result["tiles_top_low"] <= 480 * 0.7
+    # Low screen: what can be touched is within the lower 62 % (large mode's scrolling page too).
+    assert result["page_top_low"] <= 480 * 0.62 + 1 and result["tile_top_low"] <= 480 * 0.62 + 1
     assert result["modes_in_follow_up"] == ["contrast", "large", "low"]  # the whole visit
     assert result["modes_after"] == [] and result["theme_after"] == ["standard", 1.0]
     assert result["page_height_after"] == 480
@@ -186,6 +188,28 @@ def test_a_staff_call_reaches_the_server_at_once_and_clears_when_staff_come(tmp_
     assert result["requested"] is True and result["after_staff"] is False
 
 
+def test_large_mode_enlarges_everything_to_200_percent_and_scrolls_by_touch_and_keypad(tmp_path):
+    result = run_driver(tmp_path, "zoom")
+    normal, large = result["normal"], result["large"]
+    assert not normal["scrolls"] and large["scrolls"]
+    # Faces and tiles, the control and every text: twice the size (a pixel of rounding); the page
+    # keeps the window's width, two tiles to a row, and is more than twice as tall.
+    assert large["page"][0] == normal["page"][0] == 800 and large["page"][1] > 2 * normal["page"][1]
+    for key in ("tile", "access"):
+        assert all(abs(b - 2 * a) <= max(2, 0.02 * b) for a, b in zip(normal[key], large[key])), \
+            (key, normal[key], large[key])
+    assert min(large["fonts"]) == 2 * min(normal["fonts"]) and max(large["fonts"]) >= 2 * max(normal["fonts"])
+    # A finger's drag moved the page; the keypad's focus brought the fifth face into view.
+    (x0, y0), (x1, y1) = result["dragged"]
+    assert x1 == x0 == 0 and y1 < y0 == 1, result["dragged"]  # from the top, up and down only
+    focus, (left, bottom, right, top), (width, height) = result["focused"]
+    # (At 200 % a tile is taller than the 7" window: its whole width and its top, the face, are in view.)
+    assert focus == 4 and left >= 0 and right <= width and height / 2 < top <= height, result["focused"]
+    assert result["rating"] == [5, "keypad"]
+    [row] = rows(tmp_path)
+    assert (row["score"], row["input"]) == (5, "keypad")
+
+
 def contact_sheets(shots, out) -> list:
     """One sheet per display mode and size: screens across, languages down."""
     from PIL import Image, ImageDraw
@@ -214,20 +238,40 @@ def contact_sheets(shots, out) -> list:
 
 
 def test_every_screen_language_mode_and_size_lays_out_without_clipping_or_overlap(tmp_path):
-    """5 screens x 5 languages x {normal, large, high contrast, low screen} x {800x480, 1280x800}."""
+    """5 screens x 5 languages x {normal, large, high contrast, low screen} x {800x480, 1280x800}.
+
+    Character size: the ink height of the Hangul syllable 한 drawn at each text's font size
+    (tests/kiosk/ui/driver.py ``hangul_height``), through the display's vertical pixel pitch
+    (7" 800x480: 85.92 mm / 480 px; 10.1" 1280x800: 135.6 mm / 800 px).
+    """
     shots = tmp_path / "shots"
     shots.mkdir()
     result = run_driver(tmp_path, "layouts", shots=shots, timeout=600)
     assert len(result["shots"]) == 5 * 5 * 4 * 2
     problems = result["problems"]
     assert problems == {}, "\n".join(f"{k}: {v}" for k, v in sorted(problems.items()))
-    (tmp_path / "font_px.json").write_text(json.dumps(result["font_px"], ensure_ascii=False, indent=1))
+    chars = result["chars"]
+    # ... and in the default mode the follow-ups after faces 2..5 (reason after 2, age after 2..5).
+    assert len(chars) == (5 * 5 * 4 + 5 * 5) * 2 and all(chars.values())
+    # Every text in every mode at least 7.25 mm on both displays (sorted: the first is the smallest);
+    # in large mode every text at least twice that.
+    small = {key: texts[0] for key, texts in chars.items()
+             if texts[0][3] < theme.MIN_CHAR_MM * (theme.LARGE_ZOOM if "-large-" in key else 1)}
+    assert small == {}, small
+    for key, texts in chars.items():
+        if "-large-" in key:
+            normal = chars[key.replace("-large-", "-normal-")]
+            assert min(t[1] for t in texts) >= theme.LARGE_ZOOM * min(t[1] for t in normal), key
+    smallest = {key: texts[0] for key, texts in chars.items()}
+    (tmp_path / "char_mm.json").write_text(json.dumps(smallest, ensure_ascii=False, indent=1))
     if not os.environ.get("ONETAP_SCREENSHOTS"):
         return  # ONETAP_SCREENSHOTS=1 refreshes the contact sheets in docs/screenshots
-    (ROOT / "docs" / "screenshots" / "kiosk-font-px.json").write_text(
-        json.dumps(result["font_px"], ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+    (ROOT / "docs" / "screenshots" / "kiosk-char-mm.json").write_text(json.dumps(
+        {"smallest": smallest, "pages": result["pages"]}, ensure_ascii=False, indent=1, sort_keys=True),
+        encoding="utf-8")
     docs = ROOT / "docs" / "screenshots"
     for sheet in contact_sheets(shots, tmp_path):
         shutil.copy(sheet, docs / sheet.name)
     for name in ("rating-large-vi-800x480", "reason-large-vi-800x480", "age_group-large-vi-800x480"):
-        shutil.copy(shots / f"{name}.png", docs / f"kiosk-{name}.png")
+        shutil.copy(shots / f"{name}.png", docs / f"kiosk-{name}.png")  # the window
+        shutil.copy(shots / f"{name}-page.png", docs / f"kiosk-{name}-page.png")  # the whole page it scrolls

@@ -68,15 +68,18 @@ def rows(tmp_path: Path) -> list[dict]:
                 for payload, held in conn.execute("SELECT payload, held FROM ratings ORDER BY seq")]
 
 
-def visible_for(lang: str) -> list[str]:
+def visible_for(lang: str, hint: bool = True, compact: bool = True) -> list[str]:
+    """The rating screen's texts: on an 800x480 (7") display one **Language** button for the
+    language bar, and the hint only where it fits without scrolling."""
     catalog = CATALOGS[lang]
-    return [*NAMES, catalog["question"], *(catalog.score(s) for s in protocol.SCORES), catalog["hint"],
-            access_for(lang)]
+    bar = [catalog["lang.choose"]] if compact else NAMES
+    return [*bar, catalog["question"], *(catalog.shown(f"score.{s}") for s in protocol.SCORES),
+            *([catalog["hint"]] if hint else []), access_for(lang)]
 
 
 def access_for(lang: str) -> str:
     """The accessibility control's label (on every citizen screen)."""
-    return CATALOGS[lang]["a11y.open"]
+    return CATALOGS[lang].shown("a11y.open")
 
 
 def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
@@ -93,7 +96,7 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
     assert first_thanks["sign"] and not any(kind == "Ellipse" for kind, *_ in first_thanks["sign"])
     assert tuple(first_thanks["background"]) == theme.STANDARD.thanks
     # Rating screen in Korean by default, labels inside the tiles.
-    assert result["start_texts"] == visible_for("ko")
+    assert result["start_texts"] == visible_for("ko", hint=False)  # the official question takes two lines
     assert result["tile_labels"] == ["매우 불만족", "불만족", "보통", "만족", "매우 만족"]
     px_per_mm = 800 / theme.DISPLAY_WIDTH_MM[(800, 480)]
     assert result["window"] == [800, 480]
@@ -106,14 +109,18 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
     assert len(saved) == 8
     assert "대기 시간" in result["reason_texts"]
     # A language switch changes every visible label; the rating records it.
-    for lang, texts in result["languages"].items():
-        assert texts == visible_for(lang), lang
+    for lang, (texts, hint) in result["languages"].items():
+        assert texts == visible_for(lang, hint), lang
+    # The chooser shows every language in its own script, and closes.
+    assert list(result["chooser"]) == ["en", "zh", "vi", "ja"]  # an 800x480 window: the chooser
+    for lang, (opened_in, texts) in result["chooser"].items():
+        assert texts == [*NAMES, CATALOGS[opened_in]["a11y.close"]], lang
     english = next(r for r in saved if r["id"] == result["english_id"])
     assert english["lang"] == "en" and english["score"] == 4
     assert result["thanks_texts_en"] == [CATALOGS["en"]["thanks.title"], CATALOGS["en"]["thanks.body"],
                                          access_for("en")]
     # ... and the next visit starts in Korean again.
-    assert result["after_visit_lang"] == "ko" and result["after_visit_texts"] == visible_for("ko")
+    assert result["after_visit_lang"] == "ko" and result["after_visit_texts"] == [visible_for("ko", False), False]
 
 
 def test_a_double_tap_on_any_face_answers_no_follow_up_question(tmp_path):

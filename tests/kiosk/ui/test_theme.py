@@ -40,8 +40,8 @@ def test_tiles_are_at_least_20_mm_wide(size):
     assert layout.tile_height > layout.tile_width * 0.9  # tall enough for a face and two text lines
 
 
-def test_large_text_scales_fonts():
-    assert theme.theme(large_text=True).text_scale > 1.0
+def test_large_mode_zooms_everything_to_200_percent():
+    assert theme.theme(large_text=True).zoom == 2.0
     assert theme.theme(high_contrast=True).name == "high_contrast"
 
 
@@ -50,3 +50,25 @@ def test_the_thank_you_screen_wears_no_score_colour(chosen):
     """The thank-you screen follows every score: staff nearby must not read the score off its colour."""
     score_colours = {*chosen.face, *chosen.tile, *chosen.tile_border} - {chosen.background}
     assert chosen.thanks not in score_colours and chosen.thanks_text not in set(chosen.face)
+
+
+@pytest.mark.parametrize("display", sorted(theme.DISPLAYS))
+def test_the_smallest_citizen_font_is_7_25_mm_of_hangul_on_each_display(display):
+    (width, height), (_, height_mm) = theme.DISPLAYS[display]
+    assert theme.pitch_mm(width, height) == pytest.approx(height_mm / height)
+    layout = theme.Layout.for_window(width, height, (width, height))
+    assert theme.char_mm(layout.font_px, width, height) >= theme.MIN_CHAR_MM
+    # No citizen role is smaller; one pixel less would not be 7.25 mm.
+    assert min(layout.font(role) for role in ("question", "tile", "button", "hint", "title", "body", "huge")) \
+        == layout.font_px
+    assert theme.char_mm(layout.font_px - 2, width, height) < theme.MIN_CHAR_MM
+
+
+def test_large_mode_lays_the_page_out_at_twice_the_window():
+    normal = theme.Layout.for_window(800, 480, (800, 480))
+    large = theme.Layout.for_window(800, 480, (800, 480), theme.LARGE_ZOOM)
+    # The window's width, twice its height to start with (the page grows and scrolls down).
+    assert (large.width, large.height, large.font_px) == (800, 960, 2 * normal.font_px)
+    assert (large.tile_width, large.margin, large.gap) == (2 * normal.tile_width, 2 * normal.margin, 2 * normal.gap)
+    assert (normal.tile_cols, large.tile_cols) == (5, 2)  # two 200 % tiles to a row on a 7" display
+    assert large.font("question") == pytest.approx(2 * normal.font("question"), abs=1)
