@@ -150,8 +150,11 @@ class Ingest:
                 if outcome is not None:
                     acks.append(outcome)
             if pending:
+                # Chains and the head signature go in with the insert (no UPDATE after it).
                 results = self.store.ingest_many(
-                    [(p.site, p.terminal, p.ratings) for p in pending], received_at)
+                    [(p.site, p.terminal, p.ratings, (p.head[0], p.head[2]) if p.head else None)
+                     for p in pending],
+                    received_at)
                 for item, result in zip(pending, results):
                     item.result = result
                     counters.ratings_accepted += len(result.accepted)
@@ -335,18 +338,13 @@ class Ingest:
         return (make_topic(site, terminal, ACK), Ack(rejected=tuple((i, reason) for i in ids)))
 
     def _chain(self, item: "_Pending", received_at: datetime) -> None:
-        """Store the chains of a batch's new ratings and move the terminal's chain state on."""
+        """Move the terminal's chain state on by a batch's new ratings (their chains went in with the insert)."""
         result = item.result
         accepted = set(result.accepted) if result is not None else set()
         fresh = [r for r in item.ratings if r.id in accepted]
         if not fresh and item.head is None:
             return
         site, terminal = item.site, item.terminal
-        head_seq = item.head[0] if item.head is not None else None
-        rows = [(r.id, r.chain, item.head[2] if r.seq == head_seq else None)
-                for r in fresh if r.chain is not None]
-        if rows:
-            self.store.set_rating_chains(site, terminal, rows)
         state, breaks = audit.track(
             self.store.chain_state(site, terminal, for_update=True), site, terminal, fresh,
             seed=audit.terminal_seed(site, terminal, item.key),

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
@@ -71,12 +71,14 @@ class Store(Protocol):
         """Store ratings idempotently by (site, terminal, id); one already stored, or
         repeated, is a duplicate. Another terminal's ratings never make one a duplicate."""
 
-    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+    def ingest_many(self, batches: Sequence[IngestBatch],
                     received_at: datetime) -> list[BatchResult]:
-        """ingest_batch for many (site, terminal, ratings) at once, one result each, in order.
+        """ingest_batch for many (site, terminal, ratings[, head]) at once, one result each, in order.
 
         One insert for all: an identity already stored, or met earlier in the same
         call (a kiosk's resend in the same commit), is that batch's duplicate.
+        Each new rating is stored with its audit chain, and the rating a batch's
+        *head* (seq, head_sig) names with that signature, in the same INSERT.
         Never raises on a rating that passed kiosk.protocol's validation: an
         ``at`` outside the time window is counted by *received_at* and stored
         with clock_suspect set.
@@ -152,10 +154,6 @@ class Store(Protocol):
     def low_scores_since(self, day: str, max_score: int) -> list[dict[str, Any]]: ...
 
     # -- the audit chain (server/audit.py) --
-
-    def set_rating_chains(self, site: str, terminal: str,
-                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
-        """Store (id, chain, head_sig) of ratings just inserted."""
 
     def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
         """The stored chain of the terminal's rating *seq* (the first stored, if several)."""
@@ -296,6 +294,10 @@ class Buckets:
 
 #: A rating's identity: (site, terminal, id).
 Identity = tuple[str, str, str]
+#: What ingest_many stores of one batch: (site, terminal, ratings), or with the
+#: batch's verified head (seq, head_sig) as a fourth item.
+IngestBatch = Union[tuple[str, str, Sequence[Rating]],
+                    tuple[str, str, Sequence[Rating], Optional[tuple[int, str]]]]
 
 
 class IngestPlan:
@@ -311,15 +313,15 @@ class IngestPlan:
     marked clock_suspect, so it never lands on the far day it claims.
     """
 
-    def __init__(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
-                 received_at: datetime, buckets: Buckets):
+    def __init__(self, batches: Sequence[IngestBatch], received_at: datetime, buckets: Buckets):
         self.count = len(batches)
         self.first: dict[Identity, int] = {}
         self.repeats: list[tuple[int, str]] = []
         self.rows: dict[Identity, tuple] = {}
         received_text = _iso(received_at)
         received = buckets.of(received_at)
-        for index, (site, terminal, ratings) in enumerate(batches):
+        for index, (site, terminal, ratings, *rest) in enumerate(batches):
+            head_seq, head_sig = rest[0] if rest and rest[0] is not None else (None, None)
             for rating in ratings:
                 key = (site, terminal, rating.id)
                 if key in self.first:
@@ -337,7 +339,8 @@ class IngestPlan:
                 self.rows[key] = (
                     rating.id, site, terminal, rating.seq, rating.score, rating.at,
                     int(rating.clock_synced), rating.reason, rating.age_group, rating.lang,
-                    rating.input, received_text, day, hour, weekday, int(suspect))
+                    rating.input, received_text, day, hour, weekday, int(suspect), rating.chain,
+                    head_sig if rating.seq == head_seq and rating.chain is not None else None)
 
     def results(self, stored: set[Identity] | frozenset[Identity]) -> list[BatchResult]:
         """Each batch's accepted (newly *stored*) and duplicate ids, each id once."""
@@ -501,7 +504,7 @@ class SQLStore:
                      received_at: datetime) -> BatchResult:
         return self.ingest_many([(site, terminal, ratings)], received_at)[0]
 
-    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+    def ingest_many(self, batches: Sequence[IngestBatch],
                     received_at: datetime) -> list[BatchResult]:
         with self.transaction():
             plan = IngestPlan(batches, received_at, self.buckets)
@@ -807,13 +810,6 @@ class SQLStore:
                            " WHERE day >= ? AND score <= ? AND suspect = 0", [day, max_score])
 
     # -- the audit chain (m007) -------------------------------------------------
-
-    def set_rating_chains(self, site: str, terminal: str,
-                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
-        with self.transaction():
-            self.dialect.many(
-                "UPDATE ratings SET chain = ?, head_sig = ? WHERE site = ? AND terminal = ? AND id = ?",
-                [(chain, sig, site, terminal, rating_id) for rating_id, chain, sig in rows])
 
     @_store_errors
     def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
