@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import functools
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ def verify_head(public_key: bytes, chain: str, head_sig: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def terminal_seed(site: str, terminal: str, public_key: bytes | None) -> str:
     """The chain value a terminal's first rating chains from (kiosk.protocol.default_chain_seed)."""
     return default_chain_seed(site, terminal, public_key)

@@ -42,6 +42,8 @@ MAX_MESSAGES_PER_COMMIT = 200
 #: Received but not yet ingested; when full, paho's thread waits, and the
 #: broker keeps the rest queued in our session.
 QUEUE_LIMIT = 1000
+#: Acks go at QoS 0 (docs/protocol.md): one lost is made up by the kiosk's resend.
+ACK_QOS = 0
 #: MQTT keepalive: the broker drops a client silent for 1.5 times this.
 KEEPALIVE_S = 30
 
@@ -172,7 +174,7 @@ class Link:
 
     paho's callbacks only enqueue; one worker thread owns the store (made by
     *store_factory* in that thread), commits up to 200 messages at a time and
-    only then publishes their Acks (QoS 1, not retained).
+    only then publishes their Acks (QoS 0, not retained).
 
     By config ``role``: "all" keeps a persistent session and subscribes to
     every ratings topic; "ingest" shares the ratings with the other workers
@@ -434,8 +436,10 @@ class Link:
             self._backoff = 0.5
         if self._fault is not None:
             self._fault("after-commit", self._commits)
+        # QoS 0: an Ack lost on the way is covered by the kiosk's resend of what is
+        # not Acked (Acked again, as duplicate), so a PUBACK per Ack buys nothing.
         for ack_topic, ack in acks:
-            self.client.publish(ack_topic, ack.encode(), qos=1)
+            self.client.publish(ack_topic, ack.encode(), qos=ACK_QOS)
         return True
 
     def _one_alone(self, ingest: Ingest, store: Store, item: tuple[int, Any]) -> list | None:

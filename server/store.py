@@ -163,7 +163,13 @@ class Store(Protocol):
 
     def chain_states(self, site: str | None = None) -> list[dict[str, Any]]: ...
 
+    def chain_states_for_update(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The stored chain states of (site, terminal) *keys*, locked for the commit in key order."""
+
     def save_chain_state(self, state: Mapping[str, Any]) -> None: ...
+
+    def save_chain_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert chain states, one per terminal, in one statement."""
 
     def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
         """(terminal, lowest seq, highest seq) of the site's ratings on local days in [day_from, day_to]."""
@@ -481,9 +487,17 @@ class SQLStore:
 
     def _flush(self, pending: _Pending) -> None:
         # The rollups last: their few hot rows are shared by every worker, so hold them the shortest.
+        # Runs of one statement (a commit's many terminals each seen) go as one executemany.
+        run_sql, run = None, []
         for (site, terminal), ops in sorted(pending.terminals.items()):
             for sql, *params in ops:
-                self._execute(sql, (site, terminal, *params))
+                if sql != run_sql and run:
+                    self.dialect.many(run_sql, run)
+                    run = []
+                run_sql = sql
+                run.append((site, terminal, *params))
+        if run:
+            self.dialect.many(run_sql, run)
         if not pending.counts:
             return
         for name, columns, project, upsert, delete in _ROLLUP_UPSERTS:
@@ -831,13 +845,32 @@ class SQLStore:
             return self._dicts("SELECT * FROM chain_state ORDER BY site, terminal")
         return self._dicts("SELECT * FROM chain_state WHERE site = ? ORDER BY terminal", [site])
 
+    @_store_errors
+    def chain_states_for_update(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        # One read for a commit's terminals (not one per terminal); sorted, so
+        # PostgreSQL locks the rows in one order in every worker.
+        keys = sorted(set(keys))
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for start in range(0, len(keys), 400):
+            chunk = keys[start:start + 400]
+            for row in self._dicts(
+                    f"SELECT * FROM chain_state WHERE (site, terminal) IN"
+                    f" (VALUES {', '.join(['(?, ?)'] * len(chunk))}) ORDER BY site, terminal{self.dialect.lock_row}",
+                    [v for key in chunk for v in key]):
+                out[row["site"], row["terminal"]] = row
+        return out
+
     def save_chain_state(self, state: Mapping[str, Any]) -> None:
-        names = ", ".join(CHAIN_STATE_COLUMNS)
+        self.save_chain_states([state])
+
+    def save_chain_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+        if not states:
+            return
         updates = ", ".join(f"{c} = excluded.{c}" for c in CHAIN_STATE_COLUMNS if c not in ("site", "terminal"))
+        rows = sorted(tuple(state.get(c) for c in CHAIN_STATE_COLUMNS) for state in states)
         with self.transaction():
-            self._execute(f"INSERT INTO chain_state ({names}) VALUES ({', '.join('?' * len(CHAIN_STATE_COLUMNS))})"
-                          f" ON CONFLICT (site, terminal) DO UPDATE SET {updates}",
-                          [state.get(c) for c in CHAIN_STATE_COLUMNS])
+            self.dialect.bulk("chain_state", CHAIN_STATE_COLUMNS, rows,
+                              f"ON CONFLICT (site, terminal) DO UPDATE SET {updates}")
 
     @_store_errors
     def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
