@@ -448,3 +448,33 @@ def test_acks_go_at_qos0_and_a_lost_one_is_made_up_by_the_kiosks_resend_counted_
         gate.release.set()
         uplink.stop()
         link.stop()
+
+
+def _publish_packet(topic_: str, payload: bytes) -> bytes:
+    body = len(topic_).to_bytes(2, "big") + topic_.encode() + payload
+    return bytes([0x30, len(body)]) + body  # PUBLISH, QoS 0, a one-byte length
+
+
+def test_the_client_reads_ahead_and_hands_out_every_whole_packet_it_read():
+    # paho's select() cannot see bytes already read off the socket: each packet
+    # read ahead must be handled in the same turn, and a partial one kept.
+    import socket
+
+    from server.link import _Client
+
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="read-ahead", protocol=mqtt.MQTTv311)
+    got = []
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        data = b"".join(_publish_packet(f"onetap/v1/s/t{i}/ratings", b"payload %d" % i) for i in range(4))
+        broker.sendall(data[:-3])  # three whole packets and most of a fourth
+        client.loop_read()
+        assert [t for t, _ in got] == [f"onetap/v1/s/t{i}/ratings" for i in range(3)]
+        broker.sendall(data[-3:])
+        client.loop_read()
+        assert got[3] == ("onetap/v1/s/t3/ratings", b"payload 3")
+    finally:
+        broker.close()
