@@ -92,7 +92,7 @@ def measure(checkout: Path, args: argparse.Namespace, workdir: Path) -> dict:
         assert worker.poll() is None, "the ingest worker died at start"
         if args.profile:
             # py-spy (pip install py-spy) samples the worker's threads; collapsed stacks to a file.
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw",
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "400",
                                     "--nonblocking", "--gil", "--threads", "--pid", str(worker.pid),
                                     "--output", str(args.profile / f"{label}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
