@@ -93,7 +93,7 @@ def measure(checkout: Path, args: argparse.Namespace, workdir: Path) -> dict:
         if args.profile:
             # py-spy (pip install py-spy) samples the worker's threads; collapsed stacks to a file.
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "400",
-                                    "--nonblocking", "--gil", "--threads", "--pid", str(worker.pid),
+                                    "--nonblocking", *args.profile_mode, "--threads", "--pid", str(worker.pid),
                                     "--output", str(args.profile / f"{label}.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stats = {"latencies": [], "taps": 0, "confirmed": 0, "duplicates": 0, "rejected": 0,
@@ -150,6 +150,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument("--terminals", type=int, default=500)
     parser.add_argument("--profile", type=Path, help="a directory for py-spy's collapsed stacks of each worker")
+    parser.add_argument("--profile-wall", dest="profile_mode", action="store_const", const=["--idle"],
+                        default=["--gil"], help="profile wall time (waits too), not only what holds the GIL")
     parser.add_argument("--repeat", type=int, default=1, help="measure the checkouts this many times, interleaved")
     args = parser.parse_args()
     raise_fd_limit()
