@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
 import ipaddress
@@ -304,11 +303,8 @@ def clock_suspect(at: str, now: datetime) -> bool:
         return True
 
 
-@functools.lru_cache(maxsize=64)
 def format_timestamp(moment: datetime) -> str:
-    """RFC 3339 with milliseconds and the moment's own offset.
-
-    Cached: the server formats one commit's receipt time once per terminal."""
+    """RFC 3339 with milliseconds and the moment's own offset."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("format_timestamp needs an aware datetime")
     return moment.isoformat(timespec="milliseconds")

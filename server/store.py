@@ -429,6 +429,7 @@ class SQLStore:
         self.tz = ZoneInfo(timezone)
         self.buckets = Buckets(self.tz)
         self._pending: list[_Pending] = []
+        self._seen_at: tuple[datetime, str] | None = None
         self.dialect.migrate([(name, functools.partial(self._run_steps, steps))
                               for name, steps in MIGRATIONS])
 
@@ -624,7 +625,11 @@ class SQLStore:
         return True
 
     def seen(self, site: str, terminal: str, received_at: datetime) -> None:
-        now = _iso(received_at)
+        # A commit's many terminals share one receipt time (the same object): formatted once.
+        memo = self._seen_at
+        if memo is None or memo[0] is not received_at:
+            memo = self._seen_at = (received_at, _iso(received_at))
+        now = memo[1]
         op = ("INSERT INTO terminals (site, terminal, last_seen, updated_at) VALUES (?, ?, ?, ?)"
               " ON CONFLICT (site, terminal) DO UPDATE SET last_seen = excluded.last_seen", now, now)
         if self._pending:
