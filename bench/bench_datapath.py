@@ -62,7 +62,9 @@ def commit_times(db: Path) -> tuple[list[tuple[str, str]], list[float], float]:
 
 
 def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
-    """A terminal holding *ratings* unacked ratings reconnects: time to the last Ack.
+    """A terminal holding *ratings* unacked ratings reconnects: time to the last Ack (the
+    server Acks after its commit, so this bounds uplink start to the last commit from
+    above), against the Store's own ceiling for the same ratings and a naive sender.
 
     *chained*: the audit chain on (each rating chained at release, each batch head
     signed with a provisioned key, the server verifying against its registry)."""
@@ -86,6 +88,7 @@ def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
     # Build the backlog fast (the figure measured is the drain, not the taps).
     for _ in range(ratings):
         outbox.record(4, clock_synced=True)
+    ceiling_seconds = None if chained else bench_store_ceiling(outbox, workdir / name / "ceiling.db")
     outbox.close()
     with Mosquitto(workdir / f"broker-{name}") as broker:
         server = ServerProcess(broker, workdir / name, args=server_args).start()
@@ -109,10 +112,36 @@ def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
         "ratings": ratings,
         "drain_seconds": round(seconds, 3),
         "drain_per_s": round(ratings / seconds),
+        "store_ceiling_seconds": round(ceiling_seconds, 3),
+        "store_ceiling_per_s": round(ratings / ceiling_seconds),
+        "drain_share_of_ceiling": round(ceiling_seconds / seconds, 3),
         "naive_seconds": round(naive_seconds, 3),
         "naive_per_s": round(ratings / naive_seconds),
         "speedup": round(naive_seconds / seconds, 1),
     }
+
+
+def bench_store_ceiling(outbox: Outbox, db: Path) -> float:
+    """The server's own ingest ceiling for the drain's ratings: the Store alone (a fresh
+    SQLite database, as the server's), ingest_batch of each 500 in its own commit.
+    The ratings are decoded beforehand: the figure is the store's, not JSON's."""
+    from datetime import timezone
+
+    from server.store import SQLiteStore
+
+    batches, after = [], 0
+    while rows := outbox.pending(limit=protocol.MAX_BATCH_RATINGS, after_rowid=after):
+        after = rows[-1][0]
+        batches.append(protocol.decode_batch(
+            protocol.encode_batch("bench", "drain-01", [r[2] for r in rows])).ratings)
+    store = SQLiteStore.open(db)
+    try:
+        started = time.perf_counter()
+        for ratings in batches:
+            store.ingest_batch("bench", "drain-01", ratings, datetime.now(timezone.utc))
+        return time.perf_counter() - started
+    finally:
+        store.close()
 
 
 def bench_naive(broker: Mosquitto, ratings: int) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import functools
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ def verify_head(public_key: bytes, chain: str, head_sig: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def terminal_seed(site: str, terminal: str, public_key: bytes | None) -> str:
     """The chain value a terminal's first rating chains from (kiosk.protocol.default_chain_seed)."""
     return default_chain_seed(site, terminal, public_key)
@@ -100,7 +102,9 @@ def track(state: Mapping[str, Any] | None, site: str, terminal: str, ratings: Se
     verified (seq, chain, head_sig) of this batch.
     """
     st = dict(state) if state is not None else new_state(site, terminal, now)
-    ranges: list[list] = json.loads(st["missing"] or "[]")
+    # Most terminals have no gap: no JSON to read or write for them.
+    missing = st["missing"]
+    ranges: list[list] = json.loads(missing) if missing and missing != "[]" else []
     stamp = format_timestamp(now)
     in_batch = {r.seq: r.chain for r in ratings}
     breaks: list[str] = []
@@ -140,7 +144,7 @@ def track(state: Mapping[str, Any] | None, site: str, terminal: str, ratings: Se
         (low, _, since), (_, high, _) = ranges[0], ranges[1]
         ranges[:2] = [[low, high, since]]
     ranges.sort()
-    st["missing"] = json.dumps(ranges, separators=(",", ":"))
+    st["missing"] = json.dumps(ranges, separators=(",", ":")) if ranges else "[]"
     st["missing_since"] = min((r[2] for r in ranges), default=None)
     st["contiguous_seq"] = ranges[0][0] - 1 if ranges else st["max_seq"]
     if head is not None and (st["head_seq"] is None or head[0] >= st["head_seq"]):

@@ -150,15 +150,16 @@ class Ingest:
                 if outcome is not None:
                     acks.append(outcome)
             if pending:
+                # Chains and the head signature go in with the insert (no UPDATE after it).
                 results = self.store.ingest_many(
-                    [(p.site, p.terminal, p.ratings) for p in pending], received_at)
+                    [(p.site, p.terminal, p.ratings, (p.head[0], p.head[2]) if p.head else None)
+                     for p in pending],
+                    received_at)
                 for item, result in zip(pending, results):
                     item.result = result
                     counters.ratings_accepted += len(result.accepted)
                     counters.ratings_duplicate += len(result.duplicate)
-                # Terminals in one order: workers locking their chain states never deadlock.
-                for item in sorted(pending, key=lambda p: (p.site, p.terminal)):
-                    self._chain(item, received_at)
+                self._chains(pending, received_at)
                 for site, terminal in dict.fromkeys((p.site, p.terminal) for p in pending):
                     self.store.seen(site, terminal, received_at)
         out = []
@@ -334,28 +335,34 @@ class Ingest:
             return None
         return (make_topic(site, terminal, ACK), Ack(rejected=tuple((i, reason) for i in ids)))
 
-    def _chain(self, item: "_Pending", received_at: datetime) -> None:
-        """Store the chains of a batch's new ratings and move the terminal's chain state on."""
-        result = item.result
-        accepted = set(result.accepted) if result is not None else set()
-        fresh = [r for r in item.ratings if r.id in accepted]
-        if not fresh and item.head is None:
+    def _chains(self, pending: Sequence["_Pending"], received_at: datetime) -> None:
+        """Move each terminal's chain state on by its batches' new ratings (their chains
+        went in with the insert): one locked read and one write for the whole commit."""
+        moving = []
+        for item in pending:
+            accepted = set(item.result.accepted) if item.result is not None else set()
+            fresh = [r for r in item.ratings if r.id in accepted]
+            if fresh or item.head is not None:
+                moving.append((item, fresh))
+        if not moving:
             return
-        site, terminal = item.site, item.terminal
-        head_seq = item.head[0] if item.head is not None else None
-        rows = [(r.id, r.chain, item.head[2] if r.seq == head_seq else None)
-                for r in fresh if r.chain is not None]
-        if rows:
-            self.store.set_rating_chains(site, terminal, rows)
-        state, breaks = audit.track(
-            self.store.chain_state(site, terminal, for_update=True), site, terminal, fresh,
-            seed=audit.terminal_seed(site, terminal, item.key),
-            previous_chain=lambda seq: self.store.rating_chain(site, terminal, seq),
-            now=received_at, head=item.head)
-        self.store.save_chain_state(state)
-        for message in breaks:
-            log.warning("%s", message)
-            self.store.raise_alert(site, terminal, audit.CHAIN_ALERT, message, received_at)
+        # Terminals in one order (the read locks them so): workers never deadlock.
+        moving.sort(key=lambda m: (m[0].site, m[0].terminal))
+        states = self.store.chain_states_for_update([(m[0].site, m[0].terminal) for m in moving])
+        for item, fresh in moving:
+            site, terminal = item.site, item.terminal
+            state, breaks = audit.track(
+                states.get((site, terminal)), site, terminal, fresh,
+                seed=audit.terminal_seed(site, terminal, item.key),
+                previous_chain=lambda seq, site=site, terminal=terminal: self.store.rating_chain(
+                    site, terminal, seq),
+                now=received_at, head=item.head)
+            states[site, terminal] = state
+            for message in breaks:
+                log.warning("%s", message)
+                self.store.raise_alert(site, terminal, audit.CHAIN_ALERT, message, received_at)
+        self.store.save_chain_states(
+            [states[key] for key in dict.fromkeys((m[0].site, m[0].terminal) for m in moving)])
 
 
 @dataclass

@@ -42,8 +42,70 @@ MAX_MESSAGES_PER_COMMIT = 200
 #: Received but not yet ingested; when full, paho's thread waits, and the
 #: broker keeps the rest queued in our session.
 QUEUE_LIMIT = 1000
+#: Acks go at QoS 0 (docs/protocol.md): one lost is made up by the kiosk's resend.
+ACK_QOS = 0
+#: Bytes read from the broker's socket at once (paho reads a packet in three calls or more).
+READ_AHEAD = 64 * 1024
 #: MQTT keepalive: the broker drops a client silent for 1.5 times this.
 KEEPALIVE_S = 30
+
+
+class _Client(mqtt.Client):
+    """paho's Client with fewer system calls per message, and nothing else changed.
+
+    paho reads a packet in at least three ``recv`` calls (type, length, body),
+    and writes a byte to its wake-up socket for every packet it queues, even
+    from its own thread. At thousands of one-rating messages a second those
+    calls were a large part of a worker's CPU (docs/benchmarks.md, issue 14).
+    Here the socket is read READ_AHEAD bytes at a time and what was read is
+    handed out packet by packet; paho's own thread, which writes what is
+    queued on its next turn anyway, queues without the wake-up byte, and
+    another thread writes it only when its packet is the only one queued
+    (otherwise one already woke paho's thread, or paho's thread is writing).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._ahead = bytearray()
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        ahead = self._ahead
+        if not ahead:
+            data = super()._sock_recv(READ_AHEAD)
+            if len(data) <= bufsize:
+                return data
+            ahead += data
+        out = bytes(ahead[:bufsize])
+        del ahead[:bufsize]
+        return out
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        # Bytes read ahead are off the socket: select would not wake for them.
+        while rc == mqtt.MQTT_ERR_SUCCESS and self._ahead and self._sock is not None:
+            rc = super().loop_read(max_packets)
+        return rc
+
+    def _sock_close(self) -> None:
+        self._ahead.clear()  # the rest of a lost connection's bytes is not the next one's
+        super()._sock_close()
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: mqtt.MQTTMessageInfo | None = None) -> mqtt.MQTTErrorCode:
+        thread = self._thread
+        if thread is None or self._sockpairW is None:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                 "to_process": len(packet), "packet": packet, "info": info})
+        # Counted after the append: with another packet still queued, paho's
+        # thread has not finished writing and will write this one too.
+        if threading.current_thread() is not thread and len(self._out_packet) == 1:
+            try:
+                self._sockpairW.send(b"0")
+            except BlockingIOError:
+                pass
+        self._call_socket_register_write()
+        return mqtt.MQTT_ERR_SUCCESS
 
 
 def client_id_for(config: ServerConfig) -> str:
@@ -172,7 +234,7 @@ class Link:
 
     paho's callbacks only enqueue; one worker thread owns the store (made by
     *store_factory* in that thread), commits up to 200 messages at a time and
-    only then publishes their Acks (QoS 1, not retained).
+    only then publishes their Acks (QoS 0, not retained).
 
     By config ``role``: "all" keeps a persistent session and subscribes to
     every ratings topic; "ingest" shares the ratings with the other workers
@@ -215,7 +277,7 @@ class Link:
         self._backoff = 0.5
         self.role = config.role
         self._persistent = self.role == "all"
-        self.client = mqtt.Client(
+        self.client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id_for(config),
             protocol=mqtt.MQTTv311 if config.mqtt_protocol == "3.1.1" else mqtt.MQTTv5,
@@ -434,8 +496,10 @@ class Link:
             self._backoff = 0.5
         if self._fault is not None:
             self._fault("after-commit", self._commits)
+        # QoS 0: an Ack lost on the way is covered by the kiosk's resend of what is
+        # not Acked (Acked again, as duplicate), so a PUBACK per Ack buys nothing.
         for ack_topic, ack in acks:
-            self.client.publish(ack_topic, ack.encode(), qos=1)
+            self.client.publish(ack_topic, ack.encode(), qos=ACK_QOS)
         return True
 
     def _one_alone(self, ingest: Ingest, store: Store, item: tuple[int, Any]) -> list | None:

@@ -168,8 +168,9 @@ INDEXES: dict[str, Index] = {i.name: i for i in (
 #: Columns of /api/v1/ratings.csv and of iter_ratings() rows, in order.
 RATING_COLUMNS = ("id", "site", "terminal", "seq", "score", "at", "clock_synced",
                   "reason", "age_group", "lang", "input", "received_at")
-#: What ingest writes of a rating, in the order of its row tuples.
-INSERT_COLUMNS = (*RATING_COLUMNS, "day", "hour", "weekday", "clock_suspect")
+#: What ingest writes of a rating, in the order of its row tuples: the audit
+#: chain and head signature (m007) go in the same INSERT, never a later UPDATE.
+INSERT_COLUMNS = (*RATING_COLUMNS, "day", "hour", "weekday", "clock_suspect", "chain", "head_sig")
 
 
 # -- migrations -----------------------------------------------------------------

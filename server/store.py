@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
@@ -71,12 +71,14 @@ class Store(Protocol):
         """Store ratings idempotently by (site, terminal, id); one already stored, or
         repeated, is a duplicate. Another terminal's ratings never make one a duplicate."""
 
-    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+    def ingest_many(self, batches: Sequence[IngestBatch],
                     received_at: datetime) -> list[BatchResult]:
-        """ingest_batch for many (site, terminal, ratings) at once, one result each, in order.
+        """ingest_batch for many (site, terminal, ratings[, head]) at once, one result each, in order.
 
         One insert for all: an identity already stored, or met earlier in the same
         call (a kiosk's resend in the same commit), is that batch's duplicate.
+        Each new rating is stored with its audit chain, and the rating a batch's
+        *head* (seq, head_sig) names with that signature, in the same INSERT.
         Never raises on a rating that passed kiosk.protocol's validation: an
         ``at`` outside the time window is counted by *received_at* and stored
         with clock_suspect set.
@@ -153,10 +155,6 @@ class Store(Protocol):
 
     # -- the audit chain (server/audit.py) --
 
-    def set_rating_chains(self, site: str, terminal: str,
-                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
-        """Store (id, chain, head_sig) of ratings just inserted."""
-
     def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
         """The stored chain of the terminal's rating *seq* (the first stored, if several)."""
 
@@ -165,7 +163,13 @@ class Store(Protocol):
 
     def chain_states(self, site: str | None = None) -> list[dict[str, Any]]: ...
 
+    def chain_states_for_update(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The stored chain states of (site, terminal) *keys*, locked for the commit in key order."""
+
     def save_chain_state(self, state: Mapping[str, Any]) -> None: ...
+
+    def save_chain_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert chain states, one per terminal, in one statement."""
 
     def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
         """(terminal, lowest seq, highest seq) of the site's ratings on local days in [day_from, day_to]."""
@@ -296,6 +300,10 @@ class Buckets:
 
 #: A rating's identity: (site, terminal, id).
 Identity = tuple[str, str, str]
+#: What ingest_many stores of one batch: (site, terminal, ratings), or with the
+#: batch's verified head (seq, head_sig) as a fourth item.
+IngestBatch = Union[tuple[str, str, Sequence[Rating]],
+                    tuple[str, str, Sequence[Rating], Optional[tuple[int, str]]]]
 
 
 class IngestPlan:
@@ -311,15 +319,15 @@ class IngestPlan:
     marked clock_suspect, so it never lands on the far day it claims.
     """
 
-    def __init__(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
-                 received_at: datetime, buckets: Buckets):
+    def __init__(self, batches: Sequence[IngestBatch], received_at: datetime, buckets: Buckets):
         self.count = len(batches)
         self.first: dict[Identity, int] = {}
         self.repeats: list[tuple[int, str]] = []
         self.rows: dict[Identity, tuple] = {}
         received_text = _iso(received_at)
         received = buckets.of(received_at)
-        for index, (site, terminal, ratings) in enumerate(batches):
+        for index, (site, terminal, ratings, *rest) in enumerate(batches):
+            head_seq, head_sig = rest[0] if rest and rest[0] is not None else (None, None)
             for rating in ratings:
                 key = (site, terminal, rating.id)
                 if key in self.first:
@@ -337,7 +345,8 @@ class IngestPlan:
                 self.rows[key] = (
                     rating.id, site, terminal, rating.seq, rating.score, rating.at,
                     int(rating.clock_synced), rating.reason, rating.age_group, rating.lang,
-                    rating.input, received_text, day, hour, weekday, int(suspect))
+                    rating.input, received_text, day, hour, weekday, int(suspect), rating.chain,
+                    head_sig if rating.seq == head_seq and rating.chain is not None else None)
 
     def results(self, stored: set[Identity] | frozenset[Identity]) -> list[BatchResult]:
         """Each batch's accepted (newly *stored*) and duplicate ids, each id once."""
@@ -420,6 +429,7 @@ class SQLStore:
         self.tz = ZoneInfo(timezone)
         self.buckets = Buckets(self.tz)
         self._pending: list[_Pending] = []
+        self._seen_at: tuple[datetime, str] | None = None
         self.dialect.migrate([(name, functools.partial(self._run_steps, steps))
                               for name, steps in MIGRATIONS])
 
@@ -476,11 +486,33 @@ class SQLStore:
         if self._pending:
             self._pending[-1].merge(done)
 
+    @contextlib.contextmanager
+    def _joined(self) -> Iterator[None]:
+        """The caller's transaction, with no savepoint of its own; else a new transaction.
+
+        For the writes ingest makes in every commit (the insert, the chain
+        states), whose failure fails the caller's whole transaction anyway: a
+        savepoint is two more round trips per call on PostgreSQL.
+        """
+        if self._pending:
+            yield
+            return
+        with self.transaction():
+            yield
+
     def _flush(self, pending: _Pending) -> None:
         # The rollups last: their few hot rows are shared by every worker, so hold them the shortest.
+        # Runs of one statement (a commit's many terminals each seen) go as one executemany.
+        run_sql, run = None, []
         for (site, terminal), ops in sorted(pending.terminals.items()):
             for sql, *params in ops:
-                self._execute(sql, (site, terminal, *params))
+                if sql != run_sql and run:
+                    self.dialect.many(run_sql, run)
+                    run = []
+                run_sql = sql
+                run.append((site, terminal, *params))
+        if run:
+            self.dialect.many(run_sql, run)
         if not pending.counts:
             return
         for name, columns, project, upsert, delete in _ROLLUP_UPSERTS:
@@ -501,9 +533,9 @@ class SQLStore:
                      received_at: datetime) -> BatchResult:
         return self.ingest_many([(site, terminal, ratings)], received_at)[0]
 
-    def ingest_many(self, batches: Sequence[tuple[str, str, Sequence[Rating]]],
+    def ingest_many(self, batches: Sequence[IngestBatch],
                     received_at: datetime) -> list[BatchResult]:
-        with self.transaction():
+        with self._joined():
             plan = IngestPlan(batches, received_at, self.buckets)
             stored: set = set()
             if plan.rows:
@@ -593,7 +625,11 @@ class SQLStore:
         return True
 
     def seen(self, site: str, terminal: str, received_at: datetime) -> None:
-        now = _iso(received_at)
+        # A commit's many terminals share one receipt time (the same object): formatted once.
+        memo = self._seen_at
+        if memo is None or memo[0] is not received_at:
+            memo = self._seen_at = (received_at, _iso(received_at))
+        now = memo[1]
         op = ("INSERT INTO terminals (site, terminal, last_seen, updated_at) VALUES (?, ?, ?, ?)"
               " ON CONFLICT (site, terminal) DO UPDATE SET last_seen = excluded.last_seen", now, now)
         if self._pending:
@@ -808,13 +844,6 @@ class SQLStore:
 
     # -- the audit chain (m007) -------------------------------------------------
 
-    def set_rating_chains(self, site: str, terminal: str,
-                          rows: Sequence[tuple[str, str | None, str | None]]) -> None:
-        with self.transaction():
-            self.dialect.many(
-                "UPDATE ratings SET chain = ?, head_sig = ? WHERE site = ? AND terminal = ? AND id = ?",
-                [(chain, sig, site, terminal, rating_id) for rating_id, chain, sig in rows])
-
     @_store_errors
     def rating_chain(self, site: str, terminal: str, seq: int) -> str | None:
         rows = self._rows("SELECT chain FROM ratings WHERE site = ? AND terminal = ? AND seq = ?"
@@ -835,13 +864,32 @@ class SQLStore:
             return self._dicts("SELECT * FROM chain_state ORDER BY site, terminal")
         return self._dicts("SELECT * FROM chain_state WHERE site = ? ORDER BY terminal", [site])
 
+    @_store_errors
+    def chain_states_for_update(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        # One read for a commit's terminals (not one per terminal); sorted, so
+        # PostgreSQL locks the rows in one order in every worker.
+        keys = sorted(set(keys))
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for start in range(0, len(keys), 400):
+            chunk = keys[start:start + 400]
+            for row in self._dicts(
+                    f"SELECT * FROM chain_state WHERE (site, terminal) IN"
+                    f" (VALUES {', '.join(['(?, ?)'] * len(chunk))}) ORDER BY site, terminal{self.dialect.lock_row}",
+                    [v for key in chunk for v in key]):
+                out[row["site"], row["terminal"]] = row
+        return out
+
     def save_chain_state(self, state: Mapping[str, Any]) -> None:
-        names = ", ".join(CHAIN_STATE_COLUMNS)
+        self.save_chain_states([state])
+
+    def save_chain_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+        if not states:
+            return
         updates = ", ".join(f"{c} = excluded.{c}" for c in CHAIN_STATE_COLUMNS if c not in ("site", "terminal"))
-        with self.transaction():
-            self._execute(f"INSERT INTO chain_state ({names}) VALUES ({', '.join('?' * len(CHAIN_STATE_COLUMNS))})"
-                          f" ON CONFLICT (site, terminal) DO UPDATE SET {updates}",
-                          [state.get(c) for c in CHAIN_STATE_COLUMNS])
+        rows = sorted(tuple(state.get(c) for c in CHAIN_STATE_COLUMNS) for state in states)
+        with self._joined():
+            self.dialect.bulk("chain_state", CHAIN_STATE_COLUMNS, rows,
+                              f"ON CONFLICT (site, terminal) DO UPDATE SET {updates}")
 
     @_store_errors
     def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:

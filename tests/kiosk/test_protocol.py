@@ -505,3 +505,15 @@ def test_a_hashed_maintenance_pin_accepts_its_pin_only_and_a_plain_one_still_wor
     assert is_pin_setting("2468") and pin_matches("2468", "2468") and not pin_matches("2469", "2468")
     for bad in ("12", "abcd", "pbkdf2_sha256$1000$zz$00", stored + "0"):
         assert not is_pin_setting(bad)
+
+
+def test_format_timestamp_keeps_each_moments_own_offset_for_equal_moments():
+    # Equal instants in two zones compare (and hash) equal: nothing may conflate them.
+    from datetime import datetime, timedelta, timezone
+
+    from kiosk.protocol import format_timestamp
+
+    utc = datetime(2026, 1, 1, 1, 0, tzinfo=timezone.utc)
+    kst = utc.astimezone(timezone(timedelta(hours=9)))
+    assert format_timestamp(utc) == "2026-01-01T01:00:00.000+00:00"
+    assert format_timestamp(kst) == "2026-01-01T10:00:00.000+09:00"

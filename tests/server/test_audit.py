@@ -103,6 +103,34 @@ def test_a_terminals_ratings_verify_and_ingest_keeps_the_state(store, kiosk_t1, 
     assert [i + 1 for i, r in enumerate(rows) if r["head_sig"]] == [7, 14, 20]
 
 
+def test_chain_and_head_signature_go_in_with_the_insert_never_an_update(store):
+    # Any UPDATE of ratings during ingest fails the commit: the chain and the
+    # head signature must be written by the INSERT itself.
+    if store.dialect.name == "sqlite":
+        execute(store, "CREATE TRIGGER ratings_frozen BEFORE UPDATE ON ratings"
+                       " BEGIN SELECT RAISE(ABORT, 'ratings updated'); END")
+    else:
+        execute(store, "CREATE FUNCTION ratings_frozen() RETURNS trigger LANGUAGE plpgsql AS"
+                       " $$ BEGIN RAISE EXCEPTION 'ratings updated'; END $$")
+        execute(store, "CREATE TRIGGER ratings_frozen BEFORE UPDATE ON ratings"
+                       " FOR EACH ROW EXECUTE FUNCTION ratings_frozen()")
+    kiosk = Kiosk("t-1")
+    kiosk.tap(10, DAY1)
+    ingest = make_ingest(store, [kiosk])
+    # Two batches in one commit, and a resend of the first (its duplicates keep their first chain).
+    first, second = kiosk.batches(6)
+    acks = ingest.handle([(topic(SITE, "t-1", "ratings"), first), (topic(SITE, "t-1", "ratings"), second)])
+    assert sum(len(ack.accepted) for _, ack in acks) == 10
+    [(_, again)] = ingest.handle([(topic(SITE, "t-1", "ratings"), first)])
+    assert len(again.duplicate) == 6 and not again.accepted
+    rows = query(store, "SELECT seq, chain, head_sig FROM ratings ORDER BY seq")
+    expected = {json.loads(r[2])["seq"]: payload_chain(r[2]) for r in kiosk.outbox.pending(limit=100)}
+    assert [(r["seq"], r["chain"]) for r in rows] == sorted(expected.items())
+    assert [r["seq"] for r in rows if r["head_sig"]] == [6, 10]
+    [state] = store.chain_states()
+    assert state["status"] == audit.OK and state["contiguous_seq"] == 10 and state["head_seq"] == 10
+
+
 def test_deleting_one_row_is_named_missing(store, kiosk_t1, tmp_path):
     execute(store, "DELETE FROM ratings WHERE terminal = 't-1' AND seq = 9")
     code, out = verify_export(store, [kiosk_t1], tmp_path)

@@ -5,6 +5,7 @@ import threading
 import time
 import sqlite3
 import uuid
+from datetime import date
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -16,7 +17,7 @@ from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, to
 from server.config import ServerConfig
 from server.errors import StoreError
 from server.link import Link
-from server.store import SQLiteStore
+from server.store import Filters, SQLiteStore
 from tests.backends import tuples
 from tests.waiting import wait_for
 
@@ -228,7 +229,7 @@ class PoisonStore(SQLiteStore):
     on any commit holding a rating with seq 999 (the poison)."""
 
     def ingest_many(self, batches, received_at):
-        if any(r.seq == 999 for _, _, ratings in batches for r in ratings):
+        if any(r.seq == 999 for _, _, ratings, *_ in batches for r in ratings):
             raise OverflowError("date value out of range")
         return super().ingest_many(batches, received_at)
 
@@ -406,3 +407,74 @@ def test_a_database_that_cannot_be_opened_stops_the_start(mosquitto, tmp_path):
     with pytest.raises(StoreError, match="unable to open"):
         link.start()
     assert link.supervisor.threads() == {"onetap-ingest": "stopped"} and link.supervisor.problems() == []
+
+
+def test_acks_go_at_qos0_and_a_lost_one_is_made_up_by_the_kiosks_resend_counted_once(mosquitto, db_path, tmp_path):
+    from kiosk.outbox import Outbox
+    from kiosk.uplink import Uplink
+
+    gate = Gate(commit=1)
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-lost-ack", db=db_path,
+                          session_expiry_s=600)
+    link = Link(config, lambda: SQLiteStore.open(db_path), fault=gate).start()
+    assert link.wait_connected(DEADLINE)
+    outbox_path = tmp_path / "kiosk.db"
+    kiosk = Outbox.open(outbox_path)
+    for score in (1, 2, 3):
+        kiosk.record(score, clock_synced=True)
+    uplink = Uplink(lambda: Outbox.open(outbox_path), site="s1", terminal="lost-1",
+                    broker_url=mosquitto.url, ack_timeout=30).start()
+    try:
+        assert gate.held.wait(DEADLINE)
+        # The kiosk goes away (its session kept) while the server holds its batch: the
+        # Ack published after the commit is QoS 0, so the broker drops it, not queues it.
+        uplink.stop()
+        gate.release.set()
+        wait_for(lambda: link.counters.acks >= 1, "the commit and its Ack", timeout=DEADLINE)
+        assert link.counters.ratings_accepted == 3
+        assert kiosk.stats().backlog == 3, "the Ack reached a kiosk that was away"
+        uplink = Uplink(lambda: Outbox.open(outbox_path), site="s1", terminal="lost-1",
+                        broker_url=mosquitto.url, ack_timeout=30).start()
+        assert uplink.wait_idle(DEADLINE), "the resend was never Acked"
+        assert kiosk.stats().backlog == 0
+        assert link.counters.ratings_duplicate == 3 and link.counters.ratings_accepted == 3
+        with sqlite3.connect(db_path) as conn:
+            assert [row[0] for row in conn.execute("SELECT seq FROM ratings ORDER BY seq")] == [1, 2, 3]
+        store = SQLiteStore.open(db_path)
+        days = store.summary(Filters(date(2000, 1, 1), date(2100, 1, 1)))
+        store.close()
+        assert sum(days.values()) == 3
+    finally:
+        gate.release.set()
+        uplink.stop()
+        link.stop()
+
+
+def _publish_packet(topic_: str, payload: bytes) -> bytes:
+    body = len(topic_).to_bytes(2, "big") + topic_.encode() + payload
+    return bytes([0x30, len(body)]) + body  # PUBLISH, QoS 0, a one-byte length
+
+
+def test_the_client_reads_ahead_and_hands_out_every_whole_packet_it_read():
+    # paho's select() cannot see bytes already read off the socket: each packet
+    # read ahead must be handled in the same turn, and a partial one kept.
+    import socket
+
+    from server.link import _Client
+
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="read-ahead", protocol=mqtt.MQTTv311)
+    got = []
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        data = b"".join(_publish_packet(f"onetap/v1/s/t{i}/ratings", b"payload %d" % i) for i in range(4))
+        broker.sendall(data[:-3])  # three whole packets and most of a fourth
+        client.loop_read()
+        assert [t for t, _ in got] == [f"onetap/v1/s/t{i}/ratings" for i in range(3)]
+        broker.sendall(data[-3:])
+        client.loop_read()
+        assert got[3] == ("onetap/v1/s/t3/ratings", b"payload 3")
+    finally:
+        broker.close()
