@@ -12,6 +12,7 @@ migration does, then times summary/aggregates for several ranges (median of
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import sys
@@ -71,23 +72,18 @@ def generate(store: SQLiteStore, total: int, last_day: date, rng: random.Random)
         with store.db.atomic():
             conn.executemany(sql, batch)
     print(file=sys.stderr)
-    # Fill the rollups as the migration would (the largest from ratings, the rest from it).
-    from server.schema import NULLABLE, ROLLUPS
+    # Fill the rollups as the migrations would: the fullest from ratings, the rest from it.
+    from server.dialect import SQLite
+    from server.schema import FULLEST_ROLLUP, ROLLUPS, FillRollup, render
 
     started = time.perf_counter()
     with store.db.atomic():
         for name, _ in ROLLUPS:
             conn.execute(f"DELETE FROM {name}")
-        full_name, full_dims = ROLLUPS[-1]
-        select = ", ".join(f"coalesce({d}, '')" if d in NULLABLE else d for d in full_dims)
-        conn.execute(f"INSERT INTO {full_name} ({', '.join(full_dims)}, weekday, suspect, score, n)"
-                     f" SELECT {select}, min(weekday), suspect, score, count(*) FROM ratings"
-                     f" GROUP BY {select}, suspect, score")
-        for name, dims in ROLLUPS[:-1]:
-            cols = ", ".join(dims)
-            conn.execute(f"INSERT INTO {name} ({cols}, weekday, suspect, score, n)"
-                         f" SELECT {cols}, min(weekday), suspect, score, sum(n) FROM {full_name}"
-                         f" GROUP BY {cols}, suspect, score")
+        for name in (FULLEST_ROLLUP, *(name for name, _ in ROLLUPS if name != FULLEST_ROLLUP)):
+            source = None if name == FULLEST_ROLLUP else FULLEST_ROLLUP
+            for statement in render(FillRollup(name, source), SQLite.types, SQLite.clustered):
+                conn.execute(statement)
     print(f"  rollups filled in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return first_day, last_day
 
@@ -106,6 +102,14 @@ def raw_aggregates(store: SQLiteStore, by, filters: Filters):
     cols = ", ".join(by)
     return store.db.conn.execute(
         f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score", params).fetchall()
+
+
+def raw_groups(store: SQLiteStore, by, filters: Filters) -> dict:
+    """raw_aggregates as aggregates() answers it (no answer as None, a distribution per key)."""
+    groups: dict = {}
+    for *key, score, count in raw_aggregates(store, by, filters):
+        groups.setdefault(tuple(key), {s: 0 for s in range(1, 6)})[score] = count
+    return groups
 
 
 def bench_chain_ingest(path: Path, db: str | None = None, batches: int = 100) -> None:
@@ -216,6 +220,8 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="keep an existing database of the right size")
     parser.add_argument("--ingest-only", action="store_true", help="only the ingest figure, --repeat times")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--all-keys", action="store_true",
+                        help="also time every by of one or two keys over every range (rollups only)")
     parser.add_argument("--postgres", action="store_true",
                         help="--ingest-only into a fresh PostgreSQL database (ONETAP_TEST_POSTGRES)")
     parser.add_argument("--chain-only", action="store_true",
@@ -249,6 +255,7 @@ def main() -> int:
 
     sizes = {name: store.db.conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name, _ in ROLLUPS}
     print(f"ratings: {count:,} from {first} to {last}; rollup rows: {sizes}")
+    all_keys = args.all_keys
 
     ranges = {
         "1 day": Filters(last, last),
@@ -273,8 +280,26 @@ def main() -> int:
             filters = ranges[label]
             fast = timed(lambda: store.aggregates(by, filters))
             slow = timed(lambda: raw_aggregates(store, by, filters), repeat=1)
+            assert {key: dist for key, dist in store.aggregates(by, filters)} == raw_groups(store, by, filters), by
             worst = max(worst, fast)
             print(f"aggregates by={','.join(by):<18} {label:<24} {fast:>10.1f} {slow:>12.0f}")
+    if all_keys:
+        # Every by of one or two keys over every range (rollups only: the plain
+        # GROUP BY takes seconds each); the widest split: 30 days, a month, 30 days.
+        ranges["2 x 30 days around a month"] = Filters(date(2026, 8, 2), date(2026, 10, 30))
+        ranges["everything, sites scope (2)"] = Filters(first, last, sites=frozenset(SITES[:2]))
+        keys = ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input")
+        slowest = []
+        for by in [(k,) for k in keys] + list(itertools.combinations(keys, 2)):
+            for label, filters in ranges.items():
+                slowest.append((timed(lambda: store.aggregates(by, filters), repeat=3), ",".join(by), label))
+        slowest.sort(reverse=True)
+        over = [entry for entry in slowest if entry[0] > 50]
+        print(f"\nevery by of 1-2 keys x {len(ranges)} ranges: {len(slowest)} queries,"
+              f" {len(over)} over 50 ms; median {statistics.median(e[0] for e in slowest):.1f} ms")
+        for ms, by, label in slowest[:25]:
+            print(f"  {ms:8.1f} ms  by={by:<20} {label}")
+        worst = max(worst, slowest[0][0])
     print(f"\nslowest rollup query: {worst:.1f} ms")
 
     # The dashboard's first view (terminals board + today) and trends page, over HTTP in-process.

@@ -131,24 +131,39 @@ AUDIT_COLUMNS = "id, seq, score, at, clock_synced, reason, age_group, lang, inpu
 #: Every one has suspect and score.
 ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("roll_site_day", ("day", "site")),
-    ("roll_day", ("day", "site", "terminal")),
+    ("roll_site_day_reason", ("day", "site", "reason")),
+    ("roll_site_day_lang_input", ("day", "site", "lang", "input")),
+    ("roll_site_day_age", ("day", "site", "age_group")),
     ("roll_site_hour", ("day", "hour", "site")),
+    ("roll_day", ("day", "site", "terminal")),
     ("roll_site_hour_reason", ("day", "hour", "site", "reason")),
     ("roll_day_terminal_lang_input", ("day", "site", "terminal", "lang", "input")),
-    ("roll_hour", ("day", "hour", "site", "terminal")),
+    ("roll_day_terminal_reason", ("day", "site", "terminal", "reason")),
     ("roll_site_dims", ("day", "site", "reason", "age_group", "lang", "input")),
+    ("roll_site_hour_lang_input", ("day", "hour", "site", "lang", "input")),
+    ("roll_site_hour_age", ("day", "hour", "site", "age_group")),
+    ("roll_day_terminal_age", ("day", "site", "terminal", "age_group")),
+    ("roll_hour", ("day", "hour", "site", "terminal")),
     ("roll_all", ("day", "hour", "site", "terminal", "reason", "age_group", "lang", "input")),
     # By calendar month (local, YYYY-MM): a long range is read as its whole
-    # months plus the days before and after them (server/store.py RangePlan).
+    # months plus the days before and after them (server/store.py range_parts).
     # weekday is no function of a month, so these carry it only as a key.
     ("roll_month_site", ("month", "site")),
-    ("roll_month_terminal", ("month", "site", "terminal")),
     ("roll_month_hour", ("month", "hour", "site")),
-    ("roll_month_hour_weekday", ("month", "hour", "weekday", "site")),
+    ("roll_month_terminal", ("month", "site", "terminal")),
+    ("roll_month_weekday_reason", ("month", "weekday", "site", "reason")),
+    ("roll_month_weekday_lang_input", ("month", "weekday", "site", "lang", "input")),
     ("roll_month_hour_reason", ("month", "hour", "site", "reason")),
+    ("roll_month_terminal_reason", ("month", "site", "terminal", "reason")),
+    ("roll_month_hour_lang_input", ("month", "hour", "site", "lang", "input")),
     ("roll_month_terminal_lang_input", ("month", "site", "terminal", "lang", "input")),
-    ("roll_month_terminal_hour", ("month", "hour", "site", "terminal")),
+    ("roll_month_weekday_age", ("month", "weekday", "site", "age_group")),
+    ("roll_month_hour_weekday", ("month", "hour", "weekday", "site")),
+    ("roll_month_terminal_weekday", ("month", "weekday", "site", "terminal")),
+    ("roll_month_hour_age", ("month", "hour", "site", "age_group")),
+    ("roll_month_terminal_age", ("month", "site", "terminal", "age_group")),
     ("roll_month_dims", ("month", "site", "reason", "age_group", "lang", "input")),
+    ("roll_month_terminal_hour", ("month", "hour", "site", "terminal")),
 )
 #: Nullable rating columns stand as '' in the rollups, so that a primary key
 #: (where NULLs never conflict) can UPSERT them.
@@ -248,8 +263,18 @@ def _quarantine_terminals(execute: Callable[[str, Sequence], list]) -> None:
             execute("UPDATE quarantine SET site = ?, terminal = ? WHERE pk = ?", [parts[2], parts[3], pk])
 
 
-#: The rollups m002 made (the rest came with m008).
+#: The rollups m002 made.
 _FIRST_ROLLUPS = ("roll_site_day", "roll_day", "roll_site_hour", "roll_hour", "roll_site_dims", "roll_all")
+#: The rollups m008 made.
+_M008_ROLLUPS = (
+    "roll_site_day_reason", "roll_site_day_lang_input", "roll_site_day_age", "roll_site_hour_reason",
+    "roll_day_terminal_lang_input", "roll_day_terminal_reason", "roll_site_hour_lang_input",
+    "roll_site_hour_age", "roll_day_terminal_age", "roll_month_site", "roll_month_hour",
+    "roll_month_terminal", "roll_month_weekday_reason", "roll_month_weekday_lang_input",
+    "roll_month_hour_reason", "roll_month_terminal_reason", "roll_month_hour_lang_input",
+    "roll_month_terminal_lang_input", "roll_month_weekday_age", "roll_month_hour_weekday",
+    "roll_month_terminal_weekday", "roll_month_hour_age", "roll_month_terminal_age", "roll_month_dims",
+    "roll_month_terminal_hour")
 _FIRST = ("pk", "id", "site", "terminal", "seq", "score", "at", "clock_synced", "reason", "age_group",
           "lang", "input", "received_at", "day", "hour", "weekday")
 
@@ -282,12 +307,9 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
     ("m007_audit_chain", [
         AddColumn("ratings", "chain"), AddColumn("ratings", "head_sig"), CreateTable("chain_state"),
     ]),
-    # Filled from roll_all, not ratings: pruned days are still counted there.
+    # Every rollup m002 did not make. Filled from roll_all, not ratings: pruned days are still counted there.
     ("m008_monthly_and_pair_rollups", [
-        s for name in ("roll_site_hour_reason", "roll_day_terminal_lang_input", "roll_month_site",
-                       "roll_month_terminal", "roll_month_hour", "roll_month_hour_weekday",
-                       "roll_month_hour_reason", "roll_month_terminal_lang_input",
-                       "roll_month_terminal_hour", "roll_month_dims")
+        s for name in _M008_ROLLUPS
         for s in (CreateTable(name), FillRollup(name, FULLEST_ROLLUP))
     ]),
 ]

@@ -259,33 +259,48 @@ def _month(index: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def range_parts(needed: set[str], first: date, last: date) -> list[tuple[str, str, str, str]]:
+def range_parts(needed: set[str], first: date, last: date) -> list[tuple[str, str, str, str, int]]:
     """Where the local days [first, last] are counted, for a query needing the columns
     *needed* (``day`` among them if it groups by day): (rollup, its time column, low,
-    high) parts that together hold each day exactly once.
+    high, sign) parts whose signed sum counts each day of the range once.
 
-    A range holding whole calendar months is read as those months from a monthly
-    rollup, plus the days before and after them from a daily one, so three years
-    are some 36 months and at most 60 days, whatever the dimensions."""
+    Whole calendar months are read from a monthly rollup, the rest from a daily
+    one; a month the range covers more than half of is read whole, less the
+    days it does not cover (sign -1). So three years are some 37 months and at
+    most 30 days, whatever the dimensions."""
     daily = smallest_rollup(needed)
     if daily is None:
         raise StoreError(f"no rollup holds {sorted(needed)}")
-    whole = [(daily, "day", first.isoformat(), last.isoformat())]
     monthly = None if "day" in needed else smallest_rollup(needed, "month")
     if monthly is None or first > last:
-        return whole
-    first_month = first.year * 12 + first.month - 1
-    last_month = last.year * 12 + last.month - 1
-    ends_month = last.day == calendar.monthrange(last.year, last.month)[1]
-    low, high = first_month + (first.day != 1), last_month - (not ends_month)
-    if low > high:
-        return whole
-    parts = [(monthly, "month", _month(low), _month(high))]
-    if first.day != 1:
-        month_end = first.replace(day=calendar.monthrange(first.year, first.month)[1])
-        parts.insert(0, (daily, "day", first.isoformat(), month_end.isoformat()))
-    if not ends_month:
-        parts.append((daily, "day", last.replace(day=1).isoformat(), last.isoformat()))
+        return [(daily, "day", first.isoformat(), last.isoformat(), 1)]
+    one = timedelta(days=1)
+    first_month, last_month = first.year * 12 + first.month - 1, last.year * 12 + last.month - 1
+    low_month, high_month = first_month, last_month
+    days: list[tuple[date, date, int]] = []
+    for index in sorted({first_month, last_month}):
+        year, month = divmod(index, 12)
+        start = date(year, month + 1, 1)
+        end = start.replace(day=calendar.monthrange(year, month + 1)[1])
+        low, high = max(start, first), min(end, last)
+        inside = (high - low).days + 1
+        outside = (end - start).days + 1 - inside
+        if outside == 0:
+            continue
+        if outside < inside:
+            if low > start:
+                days.append((start, low - one, -1))
+            if high < end:
+                days.append((high + one, end, -1))
+            continue
+        days.append((low, high, 1))
+        if index == first_month:
+            low_month += 1
+        if index == last_month:
+            high_month -= 1
+    parts = [(daily, "day", low.isoformat(), high.isoformat(), sign) for low, high, sign in days]
+    if low_month <= high_month:
+        parts.append((monthly, "month", _month(low_month), _month(high_month), 1))
     return parts
 
 
@@ -722,17 +737,18 @@ class SQLStore:
 
     def _rollup_counts(self, columns: Sequence[str], filters: Filters) -> list[tuple]:
         """(*columns, score, n) rows of *filters* from the rollups, a key possibly
-        in several rows (one per part of the range, see range_parts)."""
+        in several rows (one per part of the range, see range_parts; n negative
+        for days taken off a month)."""
         # The rollups are derived from ratings: answer only while ratings is
         # there (a damaged database must say so, not serve stale counts).
         self._read("SELECT 1 FROM ratings LIMIT 0")
         select = ", ".join((*columns, "score"))
         rows: list[tuple] = []
-        for table, column, low, high in range_parts(set(columns) | filter_columns(filters),
-                                                    filters.date_from, filters.date_to):
+        for table, column, low, high, sign in range_parts(set(columns) | filter_columns(filters),
+                                                          filters.date_from, filters.date_to):
             where, params = self._where(filters, column, low, high)
-            rows.extend(self._read(f"SELECT {select}, sum(n) FROM {table} WHERE {where} GROUP BY {select}",
-                                   params))
+            found = self._read(f"SELECT {select}, sum(n) FROM {table} WHERE {where} GROUP BY {select}", params)
+            rows.extend(found if sign > 0 else [(*row[:-1], -row[-1]) for row in found])
         return rows
 
     def summary(self, filters: Filters) -> Distribution:

@@ -2,6 +2,7 @@
 
 import random
 import uuid
+from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from itertools import combinations
 
@@ -10,7 +11,7 @@ import pytest
 from kiosk.protocol import AGE_GROUPS, Rating
 from server.aggregate import AGGREGATE_KEYS, empty_distribution
 from server.schema import MIGRATIONS, ROLLUPS, FillRollup
-from server.store import Filters, SQLiteStore, range_parts
+from server.store import Filters, SQLiteStore, range_parts, smallest_rollup
 from tests.backends import BACKENDS, execute, make_backend, tuples
 
 RECEIVED = datetime(2027, 1, 10, 1, 30, tzinfo=timezone.utc)
@@ -143,50 +144,60 @@ def test_postgres_migrations_are_versioned_and_run_once(postgres_database):
 
 
 def expand(parts):
-    """The local days a range_parts() answer covers, each as often as it is read."""
-    days = []
-    for _, column, low, high in parts:
+    """How often a range_parts() answer counts each local day (days taken off a month: -1)."""
+    counted = Counter()
+    for _, column, low, high, sign in parts:
         if column == "month":
             low, high = f"{low}-01", f"{high}-31"
         day = date.fromisoformat(low)
         while day.isoformat() <= high:
-            days.append(day)
+            counted[day] += sign
             day += timedelta(days=1)
-    return days
+    return {day: n for day, n in counted.items() if n}
 
 
-def test_range_parts_read_every_day_once():
+def test_range_parts_count_every_day_once():
     rng = random.Random(14)
     for _ in range(2000):
         first = date(2024, 1, 1) + timedelta(days=rng.randint(0, 1200))
         last = first + timedelta(days=rng.randint(-1, 800))
         for needed in ({"site"}, {"hour", "reason"}, {"weekday", "hour"}, {"terminal", "lang"}, {"day"},
-                       {"weekday", "reason"}):
+                       {"weekday", "reason"}, {"hour", "reason", "lang"}):
             parts = range_parts(needed, first, last)
-            assert expand(parts) == [first + timedelta(days=i) for i in range((last - first).days + 1)]
-            # Days only where no whole month is (or none can serve, or by day).
-            months = [p for p in parts if p[1] == "month"]
-            if needed in ({"day"}, {"weekday", "reason"}):
-                assert not months
+            assert expand(parts) == {first + timedelta(days=i): 1 for i in range((last - first).days + 1)}
+            days = [p for p in parts if p[1] == "day"]
+            if needed in ({"day"}, {"hour", "reason", "lang"}):
+                # By day, or no monthly rollup holds them: the days themselves.
+                assert parts == [(smallest_rollup(needed), "day", first.isoformat(), last.isoformat(), 1)]
             else:
-                assert len([p for p in parts if p[1] == "day"]) <= 2
-                assert sum(len(expand([p])) for p in parts if p[1] == "day") <= 60
+                # At most half a month's days at either end, read or taken off.
+                assert sum(len(expand([(*p[:4], 1)])) for p in days) <= 31 and len(days) <= 4
 
 
-def test_range_parts_split_at_whole_months():
+def test_range_parts_split_at_months():
     assert range_parts({"hour", "reason"}, date(2026, 1, 15), date(2026, 4, 10)) == [
-        ("roll_site_hour_reason", "day", "2026-01-15", "2026-01-31"),
-        ("roll_month_hour_reason", "month", "2026-02", "2026-03"),
-        ("roll_site_hour_reason", "day", "2026-04-01", "2026-04-10")]
+        ("roll_site_hour_reason", "day", "2026-01-01", "2026-01-14", -1),
+        ("roll_site_hour_reason", "day", "2026-04-01", "2026-04-10", 1),
+        ("roll_month_hour_reason", "month", "2026-01", "2026-03", 1)]
     assert range_parts({"terminal"}, date(2025, 12, 1), date(2026, 2, 28)) == [
-        ("roll_month_terminal", "month", "2025-12", "2026-02")]
+        ("roll_month_terminal", "month", "2025-12", "2026-02", 1)]
+    assert range_parts(set(), date(2026, 1, 10), date(2026, 1, 20)) == [
+        ("roll_site_day", "day", "2026-01-10", "2026-01-20", 1)]
+    assert range_parts({"weekday"}, date(2026, 1, 2), date(2026, 1, 30)) == [
+        ("roll_site_day", "day", "2026-01-01", "2026-01-01", -1),
+        ("roll_site_day", "day", "2026-01-31", "2026-01-31", -1),
+        ("roll_month_weekday_reason", "month", "2026-01", "2026-01", 1)]
     # A leap year's February ends on the 29th.
     assert range_parts(set(), date(2028, 2, 1), date(2028, 2, 28)) == [
-        ("roll_site_day", "day", "2028-02-01", "2028-02-28")]
+        ("roll_site_day", "day", "2028-02-29", "2028-02-29", -1), ("roll_month_site", "month", "2028-02", "2028-02", 1)]
     assert range_parts(set(), date(2028, 2, 1), date(2028, 2, 29)) == [
-        ("roll_month_site", "month", "2028-02", "2028-02")]
+        ("roll_month_site", "month", "2028-02", "2028-02", 1)]
     assert range_parts(set(), date(1, 1, 1), date(9999, 12, 31)) == [
-        ("roll_month_site", "month", "0001-01", "9999-12")]
+        ("roll_month_site", "month", "0001-01", "9999-12", 1)]
+    assert range_parts(set(), date(1, 1, 2), date(9999, 12, 30)) == [
+        ("roll_site_day", "day", "0001-01-01", "0001-01-01", -1),
+        ("roll_site_day", "day", "9999-12-31", "9999-12-31", -1),
+        ("roll_month_site", "month", "0001-01", "9999-12", 1)]
 
 
 @pytest.mark.parametrize("zone, december", [("Asia/Seoul", 1), ("UTC", 0)])
@@ -195,7 +206,7 @@ def test_a_month_is_the_local_calendar_month(backend, zone, december):
     store = backend.open(zone)
     store.ingest_batch("s1", "t1", [Rating(id=str(uuid.uuid4()), seq=1, score=3, at="2026-11-30T15:30:00.000+00:00",
                                            clock_synced=True)], RECEIVED)
-    assert range_parts({"hour"}, date(2026, 12, 1), date(2026, 12, 31))[0][1] == "month"
+    assert range_parts({"hour"}, date(2026, 12, 1), date(2026, 12, 31))[0][1:] == ("month", "2026-12", "2026-12", 1)
     for by in ((), ("hour",), ("weekday", "hour"), ("site", "terminal")):
         december_counts = store.aggregates(by, Filters(date(2026, 12, 1), date(2026, 12, 31)))
         november_counts = store.aggregates(by, Filters(date(2026, 11, 1), date(2026, 11, 30)))
