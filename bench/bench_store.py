@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_store.py --ratings 10000000 --db /tmp/onetap-bench.db
     .venv/bin/python bench/bench_store.py --ingest-only --repeat 7 [--postgres]
+    .venv/bin/python bench/bench_store.py --reuse --all-keys [--postgres-queries 2000000]
 
 Generates the ratings (3 sites x 10 terminals, ~3 years, realistic optional
 fields) with executemany in big transactions, fills the rollups as the
@@ -97,19 +98,103 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
-def raw_aggregates(store: SQLiteStore, by, filters: Filters):
+def raw_aggregates(store, by, filters: Filters):
     where, params = store._where(filters)
     cols = ", ".join(by)
-    return store.db.conn.execute(
-        f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score", params).fetchall()
+    return store._rows(f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score", params)
 
 
-def raw_groups(store: SQLiteStore, by, filters: Filters) -> dict:
+def raw_groups(store, by, filters: Filters) -> dict:
     """raw_aggregates as aggregates() answers it (no answer as None, a distribution per key)."""
     groups: dict = {}
     for *key, score, count in raw_aggregates(store, by, filters):
         groups.setdefault(tuple(key), {s: 0 for s in range(1, 6)})[score] = count
     return groups
+
+
+def bench_queries(store, first: date, last: date, all_keys: bool) -> float:
+    """summary and aggregates from the rollups against a plain GROUP BY over ratings
+    (any backend); the slowest rollup answer in ms."""
+    ranges = {
+        "1 day": Filters(last, last),
+        "30 days": Filters(last - timedelta(days=29), last),
+        "1 year": Filters(last - timedelta(days=364), last),
+        "everything": Filters(first, last),
+        "everything, 1 site": Filters(first, last, site=SITES[0]),
+        "everything, 1 terminal": Filters(first, last, site=SITES[1], terminal=TERMINALS[3]),
+        "everything, exclude suspect": Filters(first, last, suspect=False),
+    }
+    print(f"\n{'query':<52} {'rollup ms':>10} {'GROUP BY ms':>12}")
+    worst = 0.0
+    for label, filters in ranges.items():
+        fast = timed(lambda: store.summary(filters))
+        slow = timed(lambda: store.summary_raw(filters), repeat=1)
+        assert store.summary(filters) == store.summary_raw(filters)
+        worst = max(worst, fast)
+        print(f"summary {label:<44} {fast:>10.1f} {slow:>12.0f}")
+    for by in (("day",), ("hour", "weekday"), ("site", "terminal"), ("reason",), ("age_group", "lang"),
+               ("hour", "reason"), ("terminal", "input")):
+        for label in ("1 year", "everything"):
+            filters = ranges[label]
+            fast = timed(lambda: store.aggregates(by, filters))
+            slow = timed(lambda: raw_aggregates(store, by, filters), repeat=1)
+            assert {key: dist for key, dist in store.aggregates(by, filters)} == raw_groups(store, by, filters), by
+            worst = max(worst, fast)
+            print(f"aggregates by={','.join(by):<18} {label:<24} {fast:>10.1f} {slow:>12.0f}")
+    if all_keys:
+        # Every by of one or two keys over every range (rollups only: the plain
+        # GROUP BY takes seconds each); a split near the widest: a month less
+        # 15 days, a month, 16 days.
+        ranges["Aug 16 - Oct 15: 31 days + 2 months"] = Filters(date(2026, 8, 16), date(2026, 10, 15))
+        ranges["everything, sites scope (2)"] = Filters(first, last, sites=frozenset(SITES[:2]))
+        keys = ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input")
+        slowest = []
+        for by in [(k,) for k in keys] + list(itertools.combinations(keys, 2)):
+            for label, filters in ranges.items():
+                slowest.append((timed(lambda: store.aggregates(by, filters), repeat=3), ",".join(by), label))
+        slowest.sort(reverse=True)
+        over = [entry for entry in slowest if entry[0] > 50]
+        print(f"\nevery by of 1-2 keys x {len(ranges)} ranges: {len(slowest)} queries,"
+              f" {len(over)} over 50 ms; median {statistics.median(e[0] for e in slowest):.1f} ms")
+        for ms, by, label in slowest[:25]:
+            print(f"  {ms:8.1f} ms  by={by:<20} {label}")
+        worst = max(worst, slowest[0][0])
+    return worst
+
+
+def postgres_queries(source: SQLiteStore, limit: int, all_keys: bool) -> float:
+    """bench_queries on PostgreSQL: the newest *limit* ratings of *source* copied into a
+    fresh database (ONETAP_TEST_POSTGRES), its rollups filled as the migrations fill them."""
+    from server.schema import FULLEST_ROLLUP, ROLLUPS, FillRollup, render
+    from server.store import PostgresStore
+    from tests.backends import PostgresDatabase
+
+    columns = ("id, site, terminal, seq, score, at, clock_synced, reason, age_group, lang, input,"
+               " received_at, day, hour, weekday")
+    database = PostgresDatabase().create(durable=True)
+    try:
+        store = PostgresStore.open(database.url)
+        started = time.perf_counter()
+        top = source.db.conn.execute("SELECT max(pk) FROM ratings").fetchone()[0]
+        with store.conn.cursor() as cur, cur.copy(f"COPY ratings ({columns}) FROM STDIN") as copy:
+            for row in source.db.conn.execute(f"SELECT {columns} FROM ratings WHERE pk > ?", [top - limit]):
+                copy.write_row(row)
+        print(f"  copied {limit:,} ratings in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        started = time.perf_counter()
+        with store.conn.transaction():
+            for name in (FULLEST_ROLLUP, *(name for name, _ in ROLLUPS if name != FULLEST_ROLLUP)):
+                source_table = None if name == FULLEST_ROLLUP else FULLEST_ROLLUP
+                for statement in render(FillRollup(name, source_table), store.dialect.types, ""):
+                    store.conn.execute(statement)
+        store.conn.execute("VACUUM ANALYZE")
+        print(f"  rollups filled in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        first, last = (date.fromisoformat(d) for d in store._rows("SELECT min(day), max(day) FROM ratings")[0])
+        print(f"PostgreSQL: {store.counts()['ratings']:,} ratings from {first} to {last}")
+        worst = bench_queries(store, first, last, all_keys)
+        store.close()
+        return worst
+    finally:
+        database.drop()
 
 
 def bench_chain_ingest(path: Path, db: str | None = None, batches: int = 100) -> None:
@@ -224,6 +309,8 @@ def main() -> int:
                         help="also time every by of one or two keys over every range (rollups only)")
     parser.add_argument("--postgres", action="store_true",
                         help="--ingest-only into a fresh PostgreSQL database (ONETAP_TEST_POSTGRES)")
+    parser.add_argument("--postgres-queries", type=int, metavar="N",
+                        help="the query benchmark on PostgreSQL instead, with the newest N ratings of --db")
     parser.add_argument("--chain-only", action="store_true",
                         help="only Ingest.handle with the audit chain off and on (no big database)")
     parser.add_argument("--chain-postgres", metavar="URL",
@@ -256,50 +343,11 @@ def main() -> int:
     sizes = {name: store.db.conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name, _ in ROLLUPS}
     print(f"ratings: {count:,} from {first} to {last}; rollup rows: {sizes}")
     all_keys = args.all_keys
+    if args.postgres_queries:
+        print(f"\nslowest rollup query: {postgres_queries(store, args.postgres_queries, all_keys):.1f} ms")
+        return 0
 
-    ranges = {
-        "1 day": Filters(last, last),
-        "30 days": Filters(last - timedelta(days=29), last),
-        "1 year": Filters(last - timedelta(days=364), last),
-        "everything": Filters(first, last),
-        "everything, 1 site": Filters(first, last, site=SITES[0]),
-        "everything, 1 terminal": Filters(first, last, site=SITES[1], terminal=TERMINALS[3]),
-        "everything, exclude suspect": Filters(first, last, suspect=False),
-    }
-    print(f"\n{'query':<52} {'rollup ms':>10} {'GROUP BY ms':>12}")
-    worst = 0.0
-    for label, filters in ranges.items():
-        fast = timed(lambda: store.summary(filters))
-        slow = timed(lambda: store.summary_raw(filters), repeat=1)
-        assert store.summary(filters) == store.summary_raw(filters)
-        worst = max(worst, fast)
-        print(f"summary {label:<44} {fast:>10.1f} {slow:>12.0f}")
-    for by in (("day",), ("hour", "weekday"), ("site", "terminal"), ("reason",), ("age_group", "lang"),
-               ("hour", "reason"), ("terminal", "input")):
-        for label in ("1 year", "everything"):
-            filters = ranges[label]
-            fast = timed(lambda: store.aggregates(by, filters))
-            slow = timed(lambda: raw_aggregates(store, by, filters), repeat=1)
-            assert {key: dist for key, dist in store.aggregates(by, filters)} == raw_groups(store, by, filters), by
-            worst = max(worst, fast)
-            print(f"aggregates by={','.join(by):<18} {label:<24} {fast:>10.1f} {slow:>12.0f}")
-    if all_keys:
-        # Every by of one or two keys over every range (rollups only: the plain
-        # GROUP BY takes seconds each); the widest split: 30 days, a month, 30 days.
-        ranges["2 x 30 days around a month"] = Filters(date(2026, 8, 2), date(2026, 10, 30))
-        ranges["everything, sites scope (2)"] = Filters(first, last, sites=frozenset(SITES[:2]))
-        keys = ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input")
-        slowest = []
-        for by in [(k,) for k in keys] + list(itertools.combinations(keys, 2)):
-            for label, filters in ranges.items():
-                slowest.append((timed(lambda: store.aggregates(by, filters), repeat=3), ",".join(by), label))
-        slowest.sort(reverse=True)
-        over = [entry for entry in slowest if entry[0] > 50]
-        print(f"\nevery by of 1-2 keys x {len(ranges)} ranges: {len(slowest)} queries,"
-              f" {len(over)} over 50 ms; median {statistics.median(e[0] for e in slowest):.1f} ms")
-        for ms, by, label in slowest[:25]:
-            print(f"  {ms:8.1f} ms  by={by:<20} {label}")
-        worst = max(worst, slowest[0][0])
+    worst = bench_queries(store, first, last, all_keys)
     print(f"\nslowest rollup query: {worst:.1f} ms")
 
     # The dashboard's first view (terminals board + today) and trends page, over HTTP in-process.
