@@ -151,12 +151,15 @@ ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("roll_month_site", ("month", "site")),
     ("roll_month_hour", ("month", "hour", "site")),
     ("roll_month_terminal", ("month", "site", "terminal")),
+    ("roll_month_reason_lang_input", ("month", "site", "reason", "lang", "input")),
     ("roll_month_weekday_reason", ("month", "weekday", "site", "reason")),
     ("roll_month_weekday_lang_input", ("month", "weekday", "site", "lang", "input")),
+    ("roll_month_reason_age", ("month", "site", "reason", "age_group")),
     ("roll_month_hour_reason", ("month", "hour", "site", "reason")),
     ("roll_month_terminal_reason", ("month", "site", "terminal", "reason")),
     ("roll_month_hour_lang_input", ("month", "hour", "site", "lang", "input")),
     ("roll_month_terminal_lang_input", ("month", "site", "terminal", "lang", "input")),
+    ("roll_month_age_lang_input", ("month", "site", "age_group", "lang", "input")),
     ("roll_month_weekday_age", ("month", "weekday", "site", "age_group")),
     ("roll_month_hour_weekday", ("month", "hour", "weekday", "site")),
     ("roll_month_terminal_weekday", ("month", "weekday", "site", "terminal")),
@@ -274,7 +277,8 @@ _M008_ROLLUPS = (
     "roll_month_hour_reason", "roll_month_terminal_reason", "roll_month_hour_lang_input",
     "roll_month_terminal_lang_input", "roll_month_weekday_age", "roll_month_hour_weekday",
     "roll_month_terminal_weekday", "roll_month_hour_age", "roll_month_terminal_age", "roll_month_dims",
-    "roll_month_terminal_hour")
+    "roll_month_terminal_hour", "roll_month_reason_lang_input", "roll_month_reason_age",
+    "roll_month_age_lang_input")
 _FIRST = ("pk", "id", "site", "terminal", "seq", "score", "at", "clock_synced", "reason", "age_group",
           "lang", "input", "received_at", "day", "hour", "weekday")
 
