@@ -5,10 +5,12 @@ from __future__ import annotations
 import calendar
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import operator
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -537,11 +539,19 @@ class SQLStore:
                 self._execute(sql, (site, terminal, *params))
         if not pending.counts:
             return
+        # Ingest only adds: then Counter tallies every rollup's projections in C,
+        # a key once per rating (half the cost of ingest's flush in Python).
+        adds = all(n > 0 for n in pending.counts.values())
+        each = list(itertools.chain.from_iterable(
+            itertools.repeat(key, n) for key, n in pending.counts.items())) if adds else []
         for name, columns, project, upsert, delete, key_of in _ROLLUP_UPSERTS:
-            projected: dict[tuple, int] = {}
-            for key, n in pending.counts.items():
-                small = project(key)
-                projected[small] = projected.get(small, 0) + n
+            if adds:
+                projected: Mapping[tuple, int] = Counter(map(project, each))
+            else:
+                projected = {}
+                for key, n in pending.counts.items():
+                    small = project(key)
+                    projected[small] = projected.get(small, 0) + n
             # Key order (weekday, a function of day, sorts with it) = lock order.
             rows = sorted((*k, n) for k, n in projected.items() if n != 0)
             if not rows:
