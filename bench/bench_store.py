@@ -1,7 +1,7 @@
 """Store query speed with many ratings: rollup answers vs a plain GROUP BY over the ratings table.
 
     .venv/bin/python bench/bench_store.py --ratings 10000000 --db /tmp/onetap-bench.db
-    .venv/bin/python bench/bench_store.py --ingest-only --repeat 7 [--postgres]
+    .venv/bin/python bench/bench_store.py --ingest-only --repeat 7 [--postgres] [--varied]
     .venv/bin/python bench/bench_store.py --reuse --all-keys [--postgres-queries 2000000]
 
 Generates the ratings (3 sites x 10 terminals, ~3 years, realistic optional
@@ -249,19 +249,33 @@ def bench_chain_ingest(path: Path, db: str | None = None, batches: int = 100) ->
               f" (median of 3, {batches} batches of 500)")
 
 
-def ingest_rate(open_store, now: datetime, batches: int = 100) -> float:
+def ingest_rate(open_store, now: datetime, batches: int = 100, varied: bool = False) -> float:
     """ratings/s of ingest_batch: *batches* batches of 500 into a fresh store, one
-    FULL commit each, rollups included (the same calls before and after a change)."""
+    FULL commit each, rollups included (the same calls before and after a change).
+
+    Like a live batch, each is one terminal's taps within an hour; *varied*: 4
+    terminals, 3 days, 7 hours, every answer at random, so nearly every rating is
+    its own key in every rollup (the worst case for the rollups' upserts)."""
     rng = random.Random(3)
-    work = [[Rating(id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=b * 500 + i + 1,
-                    score=rng.randint(1, 5), at=f"2026-11-27T10:{i % 60:02d}:00.000+09:00",
-                    clock_synced=True, reason=rng.choice([None, "wait_time"]),
-                    age_group=rng.choice([None, "30s"]))
-             for i in range(500)] for b in range(batches)]
+    if varied:
+        work = [[Rating(id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=b * 500 + i + 1,
+                        score=rng.randint(1, 5),
+                        at=(f"2026-11-{rng.randint(25, 27):02d}T{rng.randint(8, 14):02d}"
+                            f":{rng.randint(0, 59):02d}:00.000+09:00"),
+                        clock_synced=True, reason=rng.choice([None, *REASONS[:4]]),
+                        age_group=rng.choice([None, *AGE_GROUPS]), lang=rng.choice(["ko", "en"]),
+                        input=rng.choice(["touch", "button"]))
+                 for i in range(500)] for b in range(batches)]
+    else:
+        work = [[Rating(id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=b * 500 + i + 1,
+                        score=rng.randint(1, 5), at=f"2026-11-27T10:{i % 60:02d}:00.000+09:00",
+                        clock_synced=True, reason=rng.choice([None, "wait_time"]),
+                        age_group=rng.choice([None, "30s"]))
+                 for i in range(500)] for b in range(batches)]
     store = open_store()
     started, cpu = time.perf_counter(), time.process_time()
-    for batch in work:
-        store.ingest_batch("s1", "t1", batch, now)
+    for b, batch in enumerate(work):
+        store.ingest_batch("s1", f"t{b % 4}" if varied else "t1", batch, now)
     rate = batches * 500 / (time.perf_counter() - started)
     #: Ratings per second of this process's own CPU: on a shared machine the
     #: wall-clock figure moves with the neighbours' load, this much less.
@@ -270,7 +284,7 @@ def ingest_rate(open_store, now: datetime, batches: int = 100) -> float:
     return rate
 
 
-def ingest_only(repeat: int, postgres: bool, workdir: Path) -> int:
+def ingest_only(repeat: int, postgres: bool, workdir: Path, varied: bool = False) -> int:
     """The ingest figure alone, *repeat* times on fresh stores; prints each and the median."""
     now = datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
     from server.backend import open_store
@@ -282,17 +296,18 @@ def ingest_only(repeat: int, postgres: bool, workdir: Path) -> int:
 
             database = PostgresDatabase().create(durable=True)
             try:
-                rates.append(ingest_rate(lambda: open_store(database.url), now))
+                rates.append(ingest_rate(lambda: open_store(database.url), now, varied=varied))
             finally:
                 database.drop()
         else:
             path = workdir / f"ingest-{run}.db"
-            rates.append(ingest_rate(lambda: open_store(path), now))
+            rates.append(ingest_rate(lambda: open_store(path), now, varied=varied))
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
         per_cpu.append(ingest_rate.per_cpu_s)
         print(f"  run {run + 1}: {rates[-1]:,.0f} ratings/s", file=sys.stderr)
-    print(f"ingest_batch ({'postgresql' if postgres else 'sqlite'}): median {statistics.median(rates):,.0f}"
+    kind = f"{'postgresql' if postgres else 'sqlite'}{', varied' if varied else ''}"
+    print(f"ingest_batch ({kind}): median {statistics.median(rates):,.0f}"
           f" ratings/s over {repeat} runs (min {min(rates):,.0f}, max {max(rates):,.0f});"
           f" median {statistics.median(per_cpu):,.0f} ratings per CPU-second")
     return 0
@@ -309,6 +324,8 @@ def main() -> int:
                         help="also time every by of one or two keys over every range (rollups only)")
     parser.add_argument("--postgres", action="store_true",
                         help="--ingest-only into a fresh PostgreSQL database (ONETAP_TEST_POSTGRES)")
+    parser.add_argument("--varied", action="store_true",
+                        help="--ingest-only with varied batches (every rating its own rollup key)")
     parser.add_argument("--postgres-queries", type=int, metavar="N",
                         help="the query benchmark on PostgreSQL instead, with the newest N ratings of --db")
     parser.add_argument("--chain-only", action="store_true",
@@ -318,7 +335,7 @@ def main() -> int:
     args = parser.parse_args()
     path = Path(args.db)
     if args.ingest_only:
-        return ingest_only(args.repeat, args.postgres, path.parent)
+        return ingest_only(args.repeat, args.postgres, path.parent, args.varied)
     if args.chain_only:
         bench_chain_ingest(path)
         if args.chain_postgres:

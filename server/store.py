@@ -539,11 +539,13 @@ class SQLStore:
                 self._execute(sql, (site, terminal, *params))
         if not pending.counts:
             return
-        # Ingest only adds: then Counter tallies every rollup's projections in C,
-        # a key once per rating (half the cost of ingest's flush in Python).
+        # Where most full keys are one rating's (varied batches), Counter tallies
+        # every rollup's projections in C, a key once per rating: half the
+        # flush's Python time. Where ratings share few keys, the loop over keys is less.
         adds = all(n > 0 for n in pending.counts.values())
         each = list(itertools.chain.from_iterable(
             itertools.repeat(key, n) for key, n in pending.counts.items())) if adds else []
+        adds = adds and len(each) <= 4 * len(pending.counts)
         for name, columns, project, upsert, delete, key_of in _ROLLUP_UPSERTS:
             if adds:
                 projected: Mapping[tuple, int] = Counter(map(project, each))
