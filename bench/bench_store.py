@@ -1,7 +1,8 @@
 """Store query speed with many ratings: rollup answers vs a plain GROUP BY over the ratings table.
 
     .venv/bin/python bench/bench_store.py --ratings 10000000 --db /tmp/onetap-bench.db
-    .venv/bin/python bench/bench_store.py --ingest-only --repeat 7 [--postgres]
+    .venv/bin/python bench/bench_store.py --ingest-only --repeat 7 [--postgres] [--varied]
+    .venv/bin/python bench/bench_store.py --reuse --all-keys [--postgres-queries 2000000]
 
 Generates the ratings (3 sites x 10 terminals, ~3 years, realistic optional
 fields) with executemany in big transactions, fills the rollups as the
@@ -12,6 +13,7 @@ migration does, then times summary/aggregates for several ranges (median of
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import sys
@@ -71,23 +73,18 @@ def generate(store: SQLiteStore, total: int, last_day: date, rng: random.Random)
         with store.db.atomic():
             conn.executemany(sql, batch)
     print(file=sys.stderr)
-    # Fill the rollups as the migration would (the largest from ratings, the rest from it).
-    from server.schema import NULLABLE, ROLLUPS
+    # Fill the rollups as the migrations would: the fullest from ratings, the rest from it.
+    from server.dialect import SQLite
+    from server.schema import FULLEST_ROLLUP, ROLLUPS, FillRollup, render
 
     started = time.perf_counter()
     with store.db.atomic():
         for name, _ in ROLLUPS:
             conn.execute(f"DELETE FROM {name}")
-        full_name, full_dims = ROLLUPS[-1]
-        select = ", ".join(f"coalesce({d}, '')" if d in NULLABLE else d for d in full_dims)
-        conn.execute(f"INSERT INTO {full_name} ({', '.join(full_dims)}, weekday, suspect, score, n)"
-                     f" SELECT {select}, min(weekday), suspect, score, count(*) FROM ratings"
-                     f" GROUP BY {select}, suspect, score")
-        for name, dims in ROLLUPS[:-1]:
-            cols = ", ".join(dims)
-            conn.execute(f"INSERT INTO {name} ({cols}, weekday, suspect, score, n)"
-                         f" SELECT {cols}, min(weekday), suspect, score, sum(n) FROM {full_name}"
-                         f" GROUP BY {cols}, suspect, score")
+        for name in (FULLEST_ROLLUP, *(name for name, _ in ROLLUPS if name != FULLEST_ROLLUP)):
+            source = None if name == FULLEST_ROLLUP else FULLEST_ROLLUP
+            for statement in render(FillRollup(name, source), SQLite.types, SQLite.clustered):
+                conn.execute(statement)
     print(f"  rollups filled in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return first_day, last_day
 
@@ -101,11 +98,103 @@ def timed(fn, repeat: int = 5) -> float:
     return statistics.median(times) * 1000
 
 
-def raw_aggregates(store: SQLiteStore, by, filters: Filters):
+def raw_aggregates(store, by, filters: Filters):
     where, params = store._where(filters)
     cols = ", ".join(by)
-    return store.db.conn.execute(
-        f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score", params).fetchall()
+    return store._rows(f"SELECT {cols}, score, count(*) FROM ratings WHERE {where} GROUP BY {cols}, score", params)
+
+
+def raw_groups(store, by, filters: Filters) -> dict:
+    """raw_aggregates as aggregates() answers it (no answer as None, a distribution per key)."""
+    groups: dict = {}
+    for *key, score, count in raw_aggregates(store, by, filters):
+        groups.setdefault(tuple(key), {s: 0 for s in range(1, 6)})[score] = count
+    return groups
+
+
+def bench_queries(store, first: date, last: date, all_keys: bool) -> float:
+    """summary and aggregates from the rollups against a plain GROUP BY over ratings
+    (any backend); the slowest rollup answer in ms."""
+    ranges = {
+        "1 day": Filters(last, last),
+        "30 days": Filters(last - timedelta(days=29), last),
+        "1 year": Filters(last - timedelta(days=364), last),
+        "everything": Filters(first, last),
+        "everything, 1 site": Filters(first, last, site=SITES[0]),
+        "everything, 1 terminal": Filters(first, last, site=SITES[1], terminal=TERMINALS[3]),
+        "everything, exclude suspect": Filters(first, last, suspect=False),
+    }
+    print(f"\n{'query':<52} {'rollup ms':>10} {'GROUP BY ms':>12}")
+    worst = 0.0
+    for label, filters in ranges.items():
+        fast = timed(lambda: store.summary(filters))
+        slow = timed(lambda: store.summary_raw(filters), repeat=1)
+        assert store.summary(filters) == store.summary_raw(filters)
+        worst = max(worst, fast)
+        print(f"summary {label:<44} {fast:>10.1f} {slow:>12.0f}")
+    for by in (("day",), ("hour", "weekday"), ("site", "terminal"), ("reason",), ("age_group", "lang"),
+               ("hour", "reason"), ("terminal", "input")):
+        for label in ("1 year", "everything"):
+            filters = ranges[label]
+            fast = timed(lambda: store.aggregates(by, filters))
+            slow = timed(lambda: raw_aggregates(store, by, filters), repeat=1)
+            assert {key: dist for key, dist in store.aggregates(by, filters)} == raw_groups(store, by, filters), by
+            worst = max(worst, fast)
+            print(f"aggregates by={','.join(by):<18} {label:<24} {fast:>10.1f} {slow:>12.0f}")
+    if all_keys:
+        # Every by of one or two keys over every range (rollups only: the plain
+        # GROUP BY takes seconds each); a split near the widest: a month less
+        # 15 days, a month, 16 days.
+        ranges["Aug 16 - Oct 15: 31 days + 2 months"] = Filters(date(2026, 8, 16), date(2026, 10, 15))
+        ranges["everything, sites scope (2)"] = Filters(first, last, sites=frozenset(SITES[:2]))
+        keys = ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input")
+        slowest = []
+        for by in [(k,) for k in keys] + list(itertools.combinations(keys, 2)):
+            for label, filters in ranges.items():
+                slowest.append((timed(lambda: store.aggregates(by, filters), repeat=3), ",".join(by), label))
+        slowest.sort(reverse=True)
+        over = [entry for entry in slowest if entry[0] > 50]
+        print(f"\nevery by of 1-2 keys x {len(ranges)} ranges: {len(slowest)} queries,"
+              f" {len(over)} over 50 ms; median {statistics.median(e[0] for e in slowest):.1f} ms")
+        for ms, by, label in over or slowest[:5]:
+            print(f"  {ms:8.1f} ms  by={by:<20} {label}")
+        worst = max(worst, slowest[0][0])
+    return worst
+
+
+def postgres_queries(source: SQLiteStore, limit: int, all_keys: bool) -> float:
+    """bench_queries on PostgreSQL: the newest *limit* ratings of *source* copied into a
+    fresh database (ONETAP_TEST_POSTGRES), its rollups filled as the migrations fill them."""
+    from server.schema import FULLEST_ROLLUP, ROLLUPS, FillRollup, render
+    from server.store import PostgresStore
+    from tests.backends import PostgresDatabase
+
+    columns = ("id, site, terminal, seq, score, at, clock_synced, reason, age_group, lang, input,"
+               " received_at, day, hour, weekday")
+    database = PostgresDatabase().create(durable=True)
+    try:
+        store = PostgresStore.open(database.url)
+        started = time.perf_counter()
+        top = source.db.conn.execute("SELECT max(pk) FROM ratings").fetchone()[0]
+        with store.conn.cursor() as cur, cur.copy(f"COPY ratings ({columns}) FROM STDIN") as copy:
+            for row in source.db.conn.execute(f"SELECT {columns} FROM ratings WHERE pk > ?", [top - limit]):
+                copy.write_row(row)
+        print(f"  copied {limit:,} ratings in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        started = time.perf_counter()
+        with store.conn.transaction():
+            for name in (FULLEST_ROLLUP, *(name for name, _ in ROLLUPS if name != FULLEST_ROLLUP)):
+                source_table = None if name == FULLEST_ROLLUP else FULLEST_ROLLUP
+                for statement in render(FillRollup(name, source_table), store.dialect.types, ""):
+                    store.conn.execute(statement)
+        store.conn.execute("VACUUM ANALYZE")
+        print(f"  rollups filled in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        first, last = (date.fromisoformat(d) for d in store._rows("SELECT min(day), max(day) FROM ratings")[0])
+        print(f"PostgreSQL: {store.counts()['ratings']:,} ratings from {first} to {last}")
+        worst = bench_queries(store, first, last, all_keys)
+        store.close()
+        return worst
+    finally:
+        database.drop()
 
 
 def bench_chain_ingest(path: Path, db: str | None = None, batches: int = 100) -> None:
@@ -160,19 +249,33 @@ def bench_chain_ingest(path: Path, db: str | None = None, batches: int = 100) ->
               f" (median of 3, {batches} batches of 500)")
 
 
-def ingest_rate(open_store, now: datetime, batches: int = 100) -> float:
+def ingest_rate(open_store, now: datetime, batches: int = 100, varied: bool = False) -> float:
     """ratings/s of ingest_batch: *batches* batches of 500 into a fresh store, one
-    FULL commit each, rollups included (the same calls before and after a change)."""
+    FULL commit each, rollups included (the same calls before and after a change).
+
+    Like a live batch, each is one terminal's taps within an hour; *varied*: 4
+    terminals, 3 days, 7 hours, every answer at random, so nearly every rating is
+    its own key in every rollup (the worst case for the rollups' upserts)."""
     rng = random.Random(3)
-    work = [[Rating(id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=b * 500 + i + 1,
-                    score=rng.randint(1, 5), at=f"2026-11-27T10:{i % 60:02d}:00.000+09:00",
-                    clock_synced=True, reason=rng.choice([None, "wait_time"]),
-                    age_group=rng.choice([None, "30s"]))
-             for i in range(500)] for b in range(batches)]
+    if varied:
+        work = [[Rating(id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=b * 500 + i + 1,
+                        score=rng.randint(1, 5),
+                        at=(f"2026-11-{rng.randint(25, 27):02d}T{rng.randint(8, 14):02d}"
+                            f":{rng.randint(0, 59):02d}:00.000+09:00"),
+                        clock_synced=True, reason=rng.choice([None, *REASONS[:4]]),
+                        age_group=rng.choice([None, *AGE_GROUPS]), lang=rng.choice(["ko", "en"]),
+                        input=rng.choice(["touch", "button"]))
+                 for i in range(500)] for b in range(batches)]
+    else:
+        work = [[Rating(id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), seq=b * 500 + i + 1,
+                        score=rng.randint(1, 5), at=f"2026-11-27T10:{i % 60:02d}:00.000+09:00",
+                        clock_synced=True, reason=rng.choice([None, "wait_time"]),
+                        age_group=rng.choice([None, "30s"]))
+                 for i in range(500)] for b in range(batches)]
     store = open_store()
     started, cpu = time.perf_counter(), time.process_time()
-    for batch in work:
-        store.ingest_batch("s1", "t1", batch, now)
+    for b, batch in enumerate(work):
+        store.ingest_batch("s1", f"t{b % 4}" if varied else "t1", batch, now)
     rate = batches * 500 / (time.perf_counter() - started)
     #: Ratings per second of this process's own CPU: on a shared machine the
     #: wall-clock figure moves with the neighbours' load, this much less.
@@ -181,7 +284,7 @@ def ingest_rate(open_store, now: datetime, batches: int = 100) -> float:
     return rate
 
 
-def ingest_only(repeat: int, postgres: bool, workdir: Path) -> int:
+def ingest_only(repeat: int, postgres: bool, workdir: Path, varied: bool = False) -> int:
     """The ingest figure alone, *repeat* times on fresh stores; prints each and the median."""
     now = datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
     from server.backend import open_store
@@ -193,17 +296,18 @@ def ingest_only(repeat: int, postgres: bool, workdir: Path) -> int:
 
             database = PostgresDatabase().create(durable=True)
             try:
-                rates.append(ingest_rate(lambda: open_store(database.url), now))
+                rates.append(ingest_rate(lambda: open_store(database.url), now, varied=varied))
             finally:
                 database.drop()
         else:
             path = workdir / f"ingest-{run}.db"
-            rates.append(ingest_rate(lambda: open_store(path), now))
+            rates.append(ingest_rate(lambda: open_store(path), now, varied=varied))
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
         per_cpu.append(ingest_rate.per_cpu_s)
         print(f"  run {run + 1}: {rates[-1]:,.0f} ratings/s", file=sys.stderr)
-    print(f"ingest_batch ({'postgresql' if postgres else 'sqlite'}): median {statistics.median(rates):,.0f}"
+    kind = f"{'postgresql' if postgres else 'sqlite'}{', varied' if varied else ''}"
+    print(f"ingest_batch ({kind}): median {statistics.median(rates):,.0f}"
           f" ratings/s over {repeat} runs (min {min(rates):,.0f}, max {max(rates):,.0f});"
           f" median {statistics.median(per_cpu):,.0f} ratings per CPU-second")
     return 0
@@ -216,8 +320,14 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="keep an existing database of the right size")
     parser.add_argument("--ingest-only", action="store_true", help="only the ingest figure, --repeat times")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--all-keys", action="store_true",
+                        help="also time every by of one or two keys over every range (rollups only)")
     parser.add_argument("--postgres", action="store_true",
                         help="--ingest-only into a fresh PostgreSQL database (ONETAP_TEST_POSTGRES)")
+    parser.add_argument("--varied", action="store_true",
+                        help="--ingest-only with varied batches (every rating its own rollup key)")
+    parser.add_argument("--postgres-queries", type=int, metavar="N",
+                        help="the query benchmark on PostgreSQL instead, with the newest N ratings of --db")
     parser.add_argument("--chain-only", action="store_true",
                         help="only Ingest.handle with the audit chain off and on (no big database)")
     parser.add_argument("--chain-postgres", metavar="URL",
@@ -225,7 +335,7 @@ def main() -> int:
     args = parser.parse_args()
     path = Path(args.db)
     if args.ingest_only:
-        return ingest_only(args.repeat, args.postgres, path.parent)
+        return ingest_only(args.repeat, args.postgres, path.parent, args.varied)
     if args.chain_only:
         bench_chain_ingest(path)
         if args.chain_postgres:
@@ -249,32 +359,12 @@ def main() -> int:
 
     sizes = {name: store.db.conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name, _ in ROLLUPS}
     print(f"ratings: {count:,} from {first} to {last}; rollup rows: {sizes}")
+    all_keys = args.all_keys
+    if args.postgres_queries:
+        print(f"\nslowest rollup query: {postgres_queries(store, args.postgres_queries, all_keys):.1f} ms")
+        return 0
 
-    ranges = {
-        "1 day": Filters(last, last),
-        "30 days": Filters(last - timedelta(days=29), last),
-        "1 year": Filters(last - timedelta(days=364), last),
-        "everything": Filters(first, last),
-        "everything, 1 site": Filters(first, last, site=SITES[0]),
-        "everything, 1 terminal": Filters(first, last, site=SITES[1], terminal=TERMINALS[3]),
-        "everything, exclude suspect": Filters(first, last, suspect=False),
-    }
-    print(f"\n{'query':<52} {'rollup ms':>10} {'GROUP BY ms':>12}")
-    worst = 0.0
-    for label, filters in ranges.items():
-        fast = timed(lambda: store.summary(filters))
-        slow = timed(lambda: store.summary_raw(filters), repeat=1)
-        assert store.summary(filters) == store.summary_raw(filters)
-        worst = max(worst, fast)
-        print(f"summary {label:<44} {fast:>10.1f} {slow:>12.0f}")
-    for by in (("day",), ("hour", "weekday"), ("site", "terminal"), ("reason",), ("age_group", "lang"),
-               ("hour", "reason"), ("terminal", "input")):
-        for label in ("1 year", "everything"):
-            filters = ranges[label]
-            fast = timed(lambda: store.aggregates(by, filters))
-            slow = timed(lambda: raw_aggregates(store, by, filters), repeat=1)
-            worst = max(worst, fast)
-            print(f"aggregates by={','.join(by):<18} {label:<24} {fast:>10.1f} {slow:>12.0f}")
+    worst = bench_queries(store, first, last, all_keys)
     print(f"\nslowest rollup query: {worst:.1f} ms")
 
     # The dashboard's first view (terminals board + today) and trends page, over HTTP in-process.

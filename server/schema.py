@@ -124,27 +124,68 @@ CHAIN_STATE_COLUMNS = tuple(c.name for c in CHAIN_STATE.columns)
 #: What an audit export holds of a rating: its canonical fields, chain and head signature.
 AUDIT_COLUMNS = "id, seq, score, at, clock_synced, reason, age_group, lang, input, chain, head_sig"
 
-#: Count tables kept in the same transaction as each insert, smallest first:
-#: a query reads the first one holding every column it groups or filters by,
-#: so a year of ratings is summed from a few thousand rows, not millions.
-#: Every one also has weekday (a function of day), suspect and score.
+#: Count tables kept in the same transaction as each insert, smallest first
+#: within each grain: a query reads the first one holding every column it
+#: groups or filters by, so a year of ratings is summed from a few thousand
+#: rows, not millions. The daily ones also carry weekday (a function of day).
+#: Every one has suspect and score.
 ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("roll_site_day", ("day", "site")),
-    ("roll_day", ("day", "site", "terminal")),
+    ("roll_site_day_reason", ("day", "site", "reason")),
+    ("roll_site_day_lang_input", ("day", "site", "lang", "input")),
+    ("roll_site_day_age", ("day", "site", "age_group")),
     ("roll_site_hour", ("day", "hour", "site")),
-    ("roll_hour", ("day", "hour", "site", "terminal")),
+    ("roll_day", ("day", "site", "terminal")),
+    ("roll_site_hour_reason", ("day", "hour", "site", "reason")),
+    ("roll_day_terminal_lang_input", ("day", "site", "terminal", "lang", "input")),
+    ("roll_day_terminal_reason", ("day", "site", "terminal", "reason")),
     ("roll_site_dims", ("day", "site", "reason", "age_group", "lang", "input")),
+    ("roll_site_hour_lang_input", ("day", "hour", "site", "lang", "input")),
+    ("roll_site_hour_age", ("day", "hour", "site", "age_group")),
+    ("roll_day_terminal_age", ("day", "site", "terminal", "age_group")),
+    ("roll_hour", ("day", "hour", "site", "terminal")),
     ("roll_all", ("day", "hour", "site", "terminal", "reason", "age_group", "lang", "input")),
+    # By calendar month (local, YYYY-MM): a long range is read as its whole
+    # months plus the days before and after them (server/store.py range_parts).
+    # weekday is no function of a month, so these carry it only as a key.
+    ("roll_month_site", ("month", "site")),
+    ("roll_month_hour", ("month", "hour", "site")),
+    ("roll_month_terminal", ("month", "site", "terminal")),
+    ("roll_month_reason_lang_input", ("month", "site", "reason", "lang", "input")),
+    ("roll_month_weekday_reason", ("month", "weekday", "site", "reason")),
+    ("roll_month_weekday_lang_input", ("month", "weekday", "site", "lang", "input")),
+    ("roll_month_reason_age", ("month", "site", "reason", "age_group")),
+    ("roll_month_hour_reason", ("month", "hour", "site", "reason")),
+    ("roll_month_terminal_reason", ("month", "site", "terminal", "reason")),
+    ("roll_month_hour_lang_input", ("month", "hour", "site", "lang", "input")),
+    ("roll_month_terminal_lang_input", ("month", "site", "terminal", "lang", "input")),
+    ("roll_month_age_lang_input", ("month", "site", "age_group", "lang", "input")),
+    ("roll_month_weekday_age", ("month", "weekday", "site", "age_group")),
+    ("roll_month_hour_weekday", ("month", "hour", "weekday", "site")),
+    ("roll_month_terminal_weekday", ("month", "weekday", "site", "terminal")),
+    ("roll_month_hour_age", ("month", "hour", "site", "age_group")),
+    ("roll_month_terminal_age", ("month", "site", "terminal", "age_group")),
+    ("roll_month_dims", ("month", "site", "reason", "age_group", "lang", "input")),
+    ("roll_month_terminal_hour", ("month", "hour", "site", "terminal")),
 )
 #: Nullable rating columns stand as '' in the rollups, so that a primary key
 #: (where NULLs never conflict) can UPSERT them.
 NULLABLE = ("reason", "age_group")
-#: The columns after a rollup's dimensions (weekday is not part of its key).
+#: The columns after a daily rollup's dimensions (weekday is not part of its key).
 ROLLUP_TAIL = ("weekday", "suspect", "score")
+#: The rollup that holds every dimension: the source new rollups are filled from,
+#: since ratings may have been pruned (prune_ratings) and the rollups never are.
+FULLEST_ROLLUP = "roll_all"
+
+
+def rollup_tail(dims: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns after a rollup's dimensions: weekday rides along with a day."""
+    return ROLLUP_TAIL if "day" in dims else ("suspect", "score")
 
 
 def _rollup_table(name: str, dims: tuple[str, ...]) -> Table:
-    columns = [Column(d, RATINGS.column(d).kind) for d in (*dims, *ROLLUP_TAIL)]
+    columns = [Column(d, "name" if d == "month" else RATINGS.column(d).kind)
+               for d in (*dims, *rollup_tail(dims))]
     return Table(name, (*columns, Column("n", "count")), key=(*dims, "suspect", "score"),
                  clustered=True)
 
@@ -204,8 +245,10 @@ class DropIndex:
 
 @dataclass(frozen=True)
 class FillRollup:
-    """Count the ratings already stored into a new rollup."""
+    """Count the ratings already stored into a new rollup (from *source*, a
+    rollup holding all its columns, or else from the ratings table)."""
     table: str
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +267,19 @@ def _quarantine_terminals(execute: Callable[[str, Sequence], list]) -> None:
             execute("UPDATE quarantine SET site = ?, terminal = ? WHERE pk = ?", [parts[2], parts[3], pk])
 
 
+#: The rollups m002 made.
+_FIRST_ROLLUPS = ("roll_site_day", "roll_day", "roll_site_hour", "roll_hour", "roll_site_dims", "roll_all")
+#: The rollups m008 made.
+_M008_ROLLUPS = (
+    "roll_site_day_reason", "roll_site_day_lang_input", "roll_site_day_age", "roll_site_hour_reason",
+    "roll_day_terminal_lang_input", "roll_day_terminal_reason", "roll_site_hour_lang_input",
+    "roll_site_hour_age", "roll_day_terminal_age", "roll_month_site", "roll_month_hour",
+    "roll_month_terminal", "roll_month_weekday_reason", "roll_month_weekday_lang_input",
+    "roll_month_hour_reason", "roll_month_terminal_reason", "roll_month_hour_lang_input",
+    "roll_month_terminal_lang_input", "roll_month_weekday_age", "roll_month_hour_weekday",
+    "roll_month_terminal_weekday", "roll_month_hour_age", "roll_month_terminal_age", "roll_month_dims",
+    "roll_month_terminal_hour", "roll_month_reason_lang_input", "roll_month_reason_age",
+    "roll_month_age_lang_input")
 _FIRST = ("pk", "id", "site", "terminal", "seq", "score", "at", "clock_synced", "reason", "age_group",
           "lang", "input", "received_at", "day", "hour", "weekday")
 
@@ -238,7 +294,7 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
     ("m002_rollups_suspect_staff", [
         AddColumn("ratings", "suspect"),
         CreateIndex(INDEXES["ratings_terminal_seq"]),
-        *(s for name, _ in ROLLUPS for s in (CreateTable(name), FillRollup(name))),
+        *(s for name in _FIRST_ROLLUPS for s in (CreateTable(name), FillRollup(name))),
         CreateTable("marks"), CreateTable("alerts"), CreateIndex(INDEXES["alerts_open"]),
         CreateTable("sessions"), CreateTable("meta"),
     ]),
@@ -255,6 +311,11 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
     ("m006_terminals_retired_at", [AddColumn("terminals", "retired_at")]),
     ("m007_audit_chain", [
         AddColumn("ratings", "chain"), AddColumn("ratings", "head_sig"), CreateTable("chain_state"),
+    ]),
+    # Every rollup m002 did not make. Filled from roll_all, not ratings: pruned days are still counted there.
+    ("m008_monthly_and_pair_rollups", [
+        s for name in _M008_ROLLUPS
+        for s in (CreateTable(name), FillRollup(name, FULLEST_ROLLUP))
     ]),
 ]
 
@@ -281,9 +342,18 @@ def render(step: Step, types: Mapping[str, str], clustered_suffix: str) -> list[
         return [f"DROP INDEX {step.name}"]
     if isinstance(step, FillRollup):
         dims = dict(ROLLUPS)[step.table]
-        select = ", ".join(f"coalesce({d}, '')" if d in NULLABLE else d for d in dims)
-        return [f"INSERT INTO {step.table} ({', '.join(dims)}, weekday, suspect, score, n)"
-                f" SELECT {select}, min(weekday), suspect, score, count(*) FROM ratings"
+        tail = rollup_tail(dims)
+        if step.source is None:
+            picked = [f"coalesce({d}, '')" if d in NULLABLE else d for d in dims]
+            count = "count(*)"
+        else:
+            # A rollup already holds '' for NULL; a month is its days' first seven characters.
+            picked = ["substr(day, 1, 7)" if d == "month" else d for d in dims]
+            count = "sum(n)"
+        select = ", ".join(picked)
+        weekday = "min(weekday), " if "weekday" in tail else ""
+        return [f"INSERT INTO {step.table} ({', '.join((*dims, *tail))}, n)"
+                f" SELECT {select}, {weekday}suspect, score, {count} FROM {step.source or 'ratings'}"
                 f" GROUP BY {select}, suspect, score"]
     return []
 

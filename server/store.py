@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import operator
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +25,7 @@ from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.dialect import CHUNK, Postgres, SQLite
 from server.errors import StoreError
 from server.schema import (AUDIT_COLUMNS, CHAIN_STATE_COLUMNS, INSERT_COLUMNS, MIGRATIONS, NULLABLE,
-                           RATING_COLUMNS, ROLLUP_TAIL, ROLLUPS, Backfill, render)
+                           RATING_COLUMNS, ROLLUPS, Backfill, render, rollup_tail)
 
 log = logging.getLogger(__name__)
 
@@ -239,23 +242,72 @@ def is_retired(retired_at: str | None, last_seen: str | None) -> bool:
             or parse_timestamp("last_seen", last_seen) <= parse_timestamp("retired_at", retired_at))
 
 
-def smallest_rollup(needed: set[str]) -> str:
-    """The smallest rollup table holding every column in *needed* (weekday comes with day)."""
-    needed = needed - {"weekday"}
+def smallest_rollup(needed: set[str], grain: str = "day") -> str | None:
+    """The smallest rollup by *grain* (``day`` or ``month``) holding every column in
+    *needed* besides its time (a daily one holds weekday with its day), or None."""
     for name, dims in ROLLUPS:
-        if needed <= set(dims):
+        if dims[0] == grain and needed <= {*dims, *rollup_tail(dims)} - {"suspect", "score"}:
             return name
-    raise StoreError(f"no rollup holds {sorted(needed)}")
+    return None
 
 
 def filter_columns(filters: Filters) -> set[str]:
-    """The columns a query's *filters* need from its table."""
-    needed = {"day"}
+    """The columns a query's *filters* need from its table, besides its days."""
+    needed = set()
     if filters.site is not None or filters.sites is not None:
         needed.add("site")
     if filters.terminal is not None:
         needed.add("terminal")
     return needed
+
+
+def _month(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def range_parts(needed: set[str], first: date, last: date) -> list[tuple[str, str, str, str, int]]:
+    """Where the local days [first, last] are counted, for a query needing the columns
+    *needed* (``day`` among them if it groups by day): (rollup, its time column, low,
+    high, sign) parts whose signed sum counts each day of the range once.
+
+    Whole calendar months are read from a monthly rollup, the rest from a daily
+    one; a month the range covers more than half of is read whole, less the
+    days it does not cover (sign -1). So three years are some 37 months and at
+    most 30 days, whatever the dimensions."""
+    daily = smallest_rollup(needed)
+    if daily is None:
+        raise StoreError(f"no rollup holds {sorted(needed)}")
+    monthly = None if "day" in needed else smallest_rollup(needed, "month")
+    if monthly is None or first > last:
+        return [(daily, "day", first.isoformat(), last.isoformat(), 1)]
+    one = timedelta(days=1)
+    first_month, last_month = first.year * 12 + first.month - 1, last.year * 12 + last.month - 1
+    low_month, high_month = first_month, last_month
+    days: list[tuple[date, date, int]] = []
+    for index in sorted({first_month, last_month}):
+        year, month = divmod(index, 12)
+        start = date(year, month + 1, 1)
+        end = start.replace(day=calendar.monthrange(year, month + 1)[1])
+        low, high = max(start, first), min(end, last)
+        inside = (high - low).days + 1
+        outside = (end - start).days + 1 - inside
+        if outside == 0:
+            continue
+        if outside < inside:
+            if low > start:
+                days.append((start, low - one, -1))
+            if high < end:
+                days.append((high + one, end, -1))
+            continue
+        days.append((low, high, 1))
+        if index == first_month:
+            low_month += 1
+        if index == last_month:
+            high_month -= 1
+    parts = [(daily, "day", low.isoformat(), high.isoformat(), sign) for low, high, sign in days]
+    if low_month <= high_month:
+        parts.append((monthly, "month", _month(low_month), _month(high_month), 1))
+    return parts
 
 
 class Buckets:
@@ -364,12 +416,13 @@ def _rollup_key(row: Sequence[Any], suspect: int) -> tuple:
     (_id, site, terminal, _seq, score, _at, _synced, reason, age_group, lang, input_,
      _received, day, hour, weekday, *_rest) = row
     return (day, hour, weekday, site, terminal, reason or "", age_group or "", lang, input_,
-            suspect, score)
+            suspect, score, day[:7])
 
 
 #: Position of each rollup column in _rollup_key()'s tuple.
 _KEY_INDEX = {name: i for i, name in enumerate(
-    ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input", "suspect", "score"))}
+    ("day", "hour", "weekday", "site", "terminal", "reason", "age_group", "lang", "input", "suspect", "score",
+     "month"))}
 
 
 @dataclass
@@ -408,10 +461,13 @@ def _store_errors(method):
 
 
 _ROLLUP_UPSERTS = [
-    # itemgetter projects a full key onto the rollup's columns in C.
-    (name, (*dims, *ROLLUP_TAIL), operator.itemgetter(*(_KEY_INDEX[c] for c in (*dims, *ROLLUP_TAIL))),
+    # itemgetters project a full key onto the rollup's columns, and a row onto its key, in C.
+    (name, (*dims, *rollup_tail(dims)),
+     operator.itemgetter(*(_KEY_INDEX[c] for c in (*dims, *rollup_tail(dims)))),
      f"ON CONFLICT ({', '.join((*dims, 'suspect', 'score'))}) DO UPDATE SET n = {name}.n + excluded.n",
-     f"DELETE FROM {name} WHERE {' AND '.join(f'{c} = ?' for c in (*dims, 'suspect', 'score'))} AND n <= 0")
+     f"DELETE FROM {name} WHERE {' AND '.join(f'{c} = ?' for c in (*dims, 'suspect', 'score'))} AND n <= 0",
+     operator.itemgetter(*(i for i, c in enumerate((*dims, *rollup_tail(dims))) if c != "weekday"
+                           or "weekday" in dims)))
     for name, dims in ROLLUPS]
 
 
@@ -515,17 +571,27 @@ class SQLStore:
             self.dialect.many(run_sql, run)
         if not pending.counts:
             return
-        for name, columns, project, upsert, delete in _ROLLUP_UPSERTS:
-            projected: dict[tuple, int] = {}
-            for key, n in pending.counts.items():
-                small = project(key)
-                projected[small] = projected.get(small, 0) + n
+        # Where most full keys are one rating's (varied batches), Counter tallies
+        # every rollup's projections in C, a key once per rating: half the
+        # flush's Python time. Where ratings share few keys, the loop over keys is less.
+        adds = all(n > 0 for n in pending.counts.values())
+        each = list(itertools.chain.from_iterable(
+            itertools.repeat(key, n) for key, n in pending.counts.items())) if adds else []
+        adds = adds and len(each) <= 4 * len(pending.counts)
+        for name, columns, project, upsert, delete, key_of in _ROLLUP_UPSERTS:
+            if adds:
+                projected: Mapping[tuple, int] = Counter(map(project, each))
+            else:
+                projected = {}
+                for key, n in pending.counts.items():
+                    small = project(key)
+                    projected[small] = projected.get(small, 0) + n
             # Key order (weekday, a function of day, sorts with it) = lock order.
             rows = sorted((*k, n) for k, n in projected.items() if n != 0)
             if not rows:
                 continue
             self.dialect.bulk(name, (*columns, "n"), rows, upsert)
-            gone = [(*r[:len(columns) - 3], *r[len(columns) - 2:-1]) for r in rows if r[-1] < 0]
+            gone = [key_of(r) for r in rows if r[-1] < 0]
             if gone:
                 self.dialect.many(delete, gone)
 
@@ -669,9 +735,12 @@ class SQLStore:
     # -- reading --------------------------------------------------------------
 
     @staticmethod
-    def _where(filters: Filters) -> tuple[str, list[Any]]:
-        clauses = ["day BETWEEN ? AND ?"]
-        params: list[Any] = [filters.date_from.isoformat(), filters.date_to.isoformat()]
+    def _where(filters: Filters, column: str = "day", low: str | None = None,
+               high: str | None = None) -> tuple[str, list[Any]]:
+        """The WHERE clause of *filters*; its days as [low, high] of *column* when given."""
+        clauses = [f"{column} BETWEEN ? AND ?"]
+        params: list[Any] = [filters.date_from.isoformat() if low is None else low,
+                             filters.date_to.isoformat() if high is None else high]
         if filters.site is not None:
             clauses.append("site = ?")
             params.append(filters.site)
@@ -714,19 +783,26 @@ class SQLStore:
                 out[site, terminal] = (moment, chosen)
         return {key: text for key, (_, text) in out.items()}
 
-    def _rollup_for(self, needed: set[str]) -> str:
+    def _rollup_counts(self, columns: Sequence[str], filters: Filters) -> list[tuple]:
+        """(*columns, score, n) rows of *filters* from the rollups, a key possibly
+        in several rows (one per part of the range, see range_parts; n negative
+        for days taken off a month)."""
         # The rollups are derived from ratings: answer only while ratings is
         # there (a damaged database must say so, not serve stale counts).
         self._read("SELECT 1 FROM ratings LIMIT 0")
-        return smallest_rollup(needed)
+        select = ", ".join((*columns, "score"))
+        rows: list[tuple] = []
+        for table, column, low, high, sign in range_parts(set(columns) | filter_columns(filters),
+                                                          filters.date_from, filters.date_to):
+            where, params = self._where(filters, column, low, high)
+            found = self._read(f"SELECT {select}, sum(n) FROM {table} WHERE {where} GROUP BY {select}", params)
+            rows.extend(found if sign > 0 else [(*row[:-1], -row[-1]) for row in found])
+        return rows
 
     def summary(self, filters: Filters) -> Distribution:
-        where, params = self._where(filters)
-        table = self._rollup_for(filter_columns(filters))
         dist = empty_distribution()
-        for score, count in self._read(
-                f"SELECT score, sum(n) FROM {table} WHERE {where} GROUP BY score", params):
-            dist[score] = int(count)
+        for score, count in self._rollup_counts((), filters):
+            dist[score] += int(count)
         return dist
 
     def aggregates(self, by: Sequence[str], filters: Filters) -> list[tuple[tuple, Distribution]]:
@@ -734,19 +810,20 @@ class SQLStore:
             # Keys become column names: only the fixed list may ever reach SQL.
             if key not in AGGREGATE_KEYS:
                 raise StoreError(f"cannot aggregate by {key!r}")
-        where, params = self._where(filters)
-        table = self._rollup_for(filter_columns(filters) | set(by))
-        columns = ", ".join(by)
-        nullable = [i for i, key in enumerate(by) if key in NULLABLE]
         groups: dict[tuple, Distribution] = {}
-        for row in self._read(
-                f"SELECT {columns}, score, sum(n) FROM {table} WHERE {where}"
-                f" GROUP BY {columns}, score HAVING sum(n) > 0 ORDER BY {columns}", params):
-            key = row[:len(by)]
+        for *key, score, count in self._rollup_counts(by, filters):
+            groups.setdefault(tuple(key), empty_distribution())[score] += int(count)
+        nullable = [i for i, key in enumerate(by) if key in NULLABLE]
+        out = []
+        # Key order as SQL's ORDER BY has it: '' (no answer) first, text byte-wise.
+        for key in sorted(groups):
+            dist = groups[key]
+            if not any(dist.values()):
+                continue
             if nullable:
                 key = tuple(None if i in nullable and v == "" else v for i, v in enumerate(key))
-            groups.setdefault(tuple(key), empty_distribution())[row[-2]] = int(row[-1])
-        return list(groups.items())
+            out.append((key, dist))
+        return out
 
     def summary_raw(self, filters: Filters) -> Distribution:
         """summary() by a plain GROUP BY over the ratings table (for checks and benchmarks)."""

@@ -2,17 +2,21 @@
 
 import random
 import uuid
-from datetime import date, datetime, timezone
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
 from itertools import combinations
 
 import pytest
 
 from kiosk.protocol import AGE_GROUPS, Rating
 from server.aggregate import AGGREGATE_KEYS, empty_distribution
-from server.store import Filters, SQLiteStore
-from tests.backends import BACKENDS, make_backend, tuples
+from server.schema import MIGRATIONS, ROLLUPS, FillRollup
+from server.store import Filters, SQLiteStore, range_parts, smallest_rollup
+from tests.backends import BACKENDS, execute, make_backend, tuples
 
-RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
+RECEIVED = datetime(2027, 1, 10, 1, 30, tzinfo=timezone.utc)
+#: Local days the fixture's ratings fall on: four months, their ends and starts.
+DAYS = [date(2026, 9, 25) + timedelta(days=i) for i in range(103)]
 
 
 def raw_aggregates(store, by, filters):
@@ -32,15 +36,17 @@ def store(request, tmp_path_factory):
     backend = make_backend(request.param, tmp_path_factory.mktemp("roll"), postgres)
     store = backend.open()
     seq = {}
-    for _ in range(40):
+    for _ in range(60):
         site, terminal = rng.choice(["s1", "s2"]), rng.choice(["t1", "t2", "t3"])
         batch = []
         for _ in range(rng.randint(1, 30)):
             seq[site, terminal] = seq.get((site, terminal), 0) + 1
-            day = rng.randint(20, 28)
+            day = rng.choice(DAYS)
+            # Some stamped in UTC late in the evening: in Seoul the next day, at a month's end the next month.
+            at = (f"{day}T{rng.randint(8, 19):02d}:{rng.randint(0, 59):02d}:00.000+09:00" if rng.random() < 0.8
+                  else f"{day}T{rng.randint(14, 23):02d}:{rng.randint(0, 59):02d}:00.000+00:00")
             batch.append(Rating(
-                id=str(uuid.uuid4()), seq=seq[site, terminal], score=rng.randint(1, 5),
-                at=f"2026-11-{day:02d}T{rng.randint(8, 19):02d}:{rng.randint(0, 59):02d}:00.000+09:00",
+                id=str(uuid.uuid4()), seq=seq[site, terminal], score=rng.randint(1, 5), at=at,
                 clock_synced=rng.random() < 0.9, reason=rng.choice([None, None, "wait_time", "other"]),
                 age_group=rng.choice([None, *AGE_GROUPS]), lang=rng.choice(["ko", "en"]),
                 input=rng.choice(["touch", "button"])))
@@ -54,6 +60,15 @@ def store(request, tmp_path_factory):
 
 FILTERS = [
     Filters(date(2026, 11, 1), date(2026, 11, 30)),
+    # Whole months only; whole months with days before and after; months then days;
+    # a day, a month, a day; across a month's end without a whole month; everything.
+    Filters(date(2026, 10, 1), date(2026, 12, 31)),
+    Filters(date(2026, 9, 28), date(2026, 12, 3)),
+    Filters(date(2026, 10, 1), date(2026, 11, 15), site="s1"),
+    Filters(date(2026, 10, 31), date(2026, 12, 1), terminal="t2"),
+    Filters(date(2026, 10, 31), date(2026, 12, 1), site="s2", terminal="t1"),
+    Filters(date(2026, 11, 30), date(2026, 12, 1), sites=frozenset({"s2"})),
+    Filters(date(2026, 9, 1), date(2027, 1, 31), sites=frozenset({"s1", "s2"})),
     Filters(date(2026, 11, 22), date(2026, 11, 24), site="s1"),
     Filters(date(2026, 11, 20), date(2026, 11, 28), terminal="t2"),
     Filters(date(2026, 11, 20), date(2026, 11, 28), sites=frozenset({"s2"})),
@@ -61,11 +76,16 @@ FILTERS = [
 ]
 
 
+#: Three keys (MAX_BY): some only the finest daily rollup holds, some a monthly one.
+THREE_KEYS = [("hour", "weekday", "site"), ("hour", "reason", "lang"), ("terminal", "age_group", "input"),
+              ("day", "site", "reason"), ("site", "terminal", "lang")]
+
+
 def check_everything(store, suspect):
     for base in FILTERS:
         filters = Filters(base.date_from, base.date_to, base.site, base.terminal, base.sites, suspect)
         assert store.summary(filters) == store.summary_raw(filters)
-        for by in [(k,) for k in AGGREGATE_KEYS] + list(combinations(AGGREGATE_KEYS, 2)):
+        for by in [(k,) for k in AGGREGATE_KEYS] + list(combinations(AGGREGATE_KEYS, 2)) + THREE_KEYS:
             assert dict(store.aggregates(by, filters)) == raw_aggregates(store, by, filters), (by, filters)
 
 
@@ -76,7 +96,7 @@ def test_rollups_equal_group_by(store, suspect):
 
 def test_flagging_suspects_moves_counts_and_deletes_nothing(store):
     total = store.counts()["ratings"]
-    everything = Filters(date(2026, 11, 1), date(2026, 11, 30))
+    everything = Filters(date(2026, 9, 1), date(2027, 1, 31))
     before = store.summary(everything)
     pks = [row["pk"] for row in store.ratings_after(0)][::3]
     assert store.mark_suspect(pks) == len(pks)
@@ -121,3 +141,118 @@ def test_postgres_migrations_are_versioned_and_run_once(postgres_database):
         names = [row[0] for row in conn.execute("SELECT name FROM onetap_migrations ORDER BY name")]
         assert names == [name for name, _ in MIGRATIONS]
     postgres_database.drop_schema(url)
+
+
+def expand(parts):
+    """How often a range_parts() answer counts each local day (days taken off a month: -1)."""
+    counted = Counter()
+    for _, column, low, high, sign in parts:
+        if column == "month":
+            low, high = f"{low}-01", f"{high}-31"
+        day = date.fromisoformat(low)
+        while day.isoformat() <= high:
+            counted[day] += sign
+            day += timedelta(days=1)
+    return {day: n for day, n in counted.items() if n}
+
+
+def test_range_parts_count_every_day_once():
+    rng = random.Random(14)
+    for _ in range(2000):
+        first = date(2024, 1, 1) + timedelta(days=rng.randint(0, 1200))
+        last = first + timedelta(days=rng.randint(-1, 800))
+        for needed in ({"site"}, {"hour", "reason"}, {"weekday", "hour"}, {"terminal", "lang"}, {"day"},
+                       {"weekday", "reason"}, {"hour", "reason", "lang"}):
+            parts = range_parts(needed, first, last)
+            assert expand(parts) == {first + timedelta(days=i): 1 for i in range((last - first).days + 1)}
+            days = [p for p in parts if p[1] == "day"]
+            if needed in ({"day"}, {"hour", "reason", "lang"}):
+                # By day, or no monthly rollup holds them: the days themselves.
+                assert parts == [(smallest_rollup(needed), "day", first.isoformat(), last.isoformat(), 1)]
+            else:
+                # At most half a month's days at either end, read or taken off.
+                assert sum(len(expand([(*p[:4], 1)])) for p in days) <= 31 and len(days) <= 4
+
+
+def test_range_parts_split_at_months():
+    assert range_parts({"hour", "reason"}, date(2026, 1, 15), date(2026, 4, 10)) == [
+        ("roll_site_hour_reason", "day", "2026-01-01", "2026-01-14", -1),
+        ("roll_site_hour_reason", "day", "2026-04-01", "2026-04-10", 1),
+        ("roll_month_hour_reason", "month", "2026-01", "2026-03", 1)]
+    assert range_parts({"terminal"}, date(2025, 12, 1), date(2026, 2, 28)) == [
+        ("roll_month_terminal", "month", "2025-12", "2026-02", 1)]
+    assert range_parts(set(), date(2026, 1, 10), date(2026, 1, 20)) == [
+        ("roll_site_day", "day", "2026-01-10", "2026-01-20", 1)]
+    assert range_parts({"weekday"}, date(2026, 1, 2), date(2026, 1, 30)) == [
+        ("roll_site_day", "day", "2026-01-01", "2026-01-01", -1),
+        ("roll_site_day", "day", "2026-01-31", "2026-01-31", -1),
+        ("roll_month_weekday_reason", "month", "2026-01", "2026-01", 1)]
+    # A leap year's February ends on the 29th.
+    assert range_parts(set(), date(2028, 2, 1), date(2028, 2, 28)) == [
+        ("roll_site_day", "day", "2028-02-29", "2028-02-29", -1), ("roll_month_site", "month", "2028-02", "2028-02", 1)]
+    assert range_parts(set(), date(2028, 2, 1), date(2028, 2, 29)) == [
+        ("roll_month_site", "month", "2028-02", "2028-02", 1)]
+    assert range_parts(set(), date(1, 1, 1), date(9999, 12, 31)) == [
+        ("roll_month_site", "month", "0001-01", "9999-12", 1)]
+    assert range_parts(set(), date(1, 1, 2), date(9999, 12, 30)) == [
+        ("roll_site_day", "day", "0001-01-01", "0001-01-01", -1),
+        ("roll_site_day", "day", "9999-12-31", "9999-12-31", -1),
+        ("roll_month_site", "month", "0001-01", "9999-12", 1)]
+
+
+@pytest.mark.parametrize("zone, december", [("Asia/Seoul", 1), ("UTC", 0)])
+def test_a_month_is_the_local_calendar_month(backend, zone, december):
+    # 15:30 UTC on 30 November is already 1 December in Seoul: its month is December there.
+    store = backend.open(zone)
+    store.ingest_batch("s1", "t1", [Rating(id=str(uuid.uuid4()), seq=1, score=3, at="2026-11-30T15:30:00.000+00:00",
+                                           clock_synced=True)], RECEIVED)
+    assert range_parts({"hour"}, date(2026, 12, 1), date(2026, 12, 31))[0][1:] == ("month", "2026-12", "2026-12", 1)
+    for by in ((), ("hour",), ("weekday", "hour"), ("site", "terminal")):
+        december_counts = store.aggregates(by, Filters(date(2026, 12, 1), date(2026, 12, 31)))
+        november_counts = store.aggregates(by, Filters(date(2026, 11, 1), date(2026, 11, 30)))
+        assert (len(december_counts), len(november_counts)) == (december, 1 - december), by
+    assert sum(store.summary(Filters(date(2026, 12, 1), date(2026, 12, 31))).values()) == december
+    store.close()
+
+
+def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend):
+    # A database from before m008: its ratings of October are pruned, still counted in roll_all.
+    store = backend.open()
+    rng = random.Random(8)
+    batch = [Rating(id=str(uuid.uuid4()), seq=i + 1, score=rng.randint(1, 5),
+                    at=(f"2026-{rng.choice([10, 11, 12])}-{rng.randint(1, 28):02d}"
+                        f"T{rng.randint(8, 19):02d}:00:00.000+09:00"),
+                    clock_synced=True, reason=rng.choice([None, "wait_time"]), age_group=rng.choice([None, "30s"]),
+                    input=rng.choice(["touch", "button"]))
+             for i in range(300)]
+    store.ingest_batch("s1", "t1", batch, RECEIVED)
+    store.mark_suspect([row["pk"] for row in store.ratings_after(0)][::7])
+    quarter = Filters(date(2026, 10, 1), date(2026, 12, 31))
+    views = [(by, Filters(quarter.date_from, quarter.date_to, suspect=suspect))
+             for by in [(), ("hour", "reason"), ("weekday", "hour"), ("terminal", "input")]
+             for suspect in (None, False, True)]
+    before = {view: store.aggregates(*view) for view in views}
+    assert store.prune_ratings("2026-11-01") > 0
+    new_tables = [step.table for name, steps in MIGRATIONS if name.startswith("m008") for step in steps
+                  if isinstance(step, FillRollup)]
+    for table in new_tables:
+        execute(store, f"DROP TABLE {table}")
+    record = "_sqlite_migrations" if store.dialect.name == "sqlite" else "onetap_migrations"
+    execute(store, f"DELETE FROM {record} WHERE name LIKE 'm008%'")
+    store.close()
+    store = backend.open()  # m008 again: the tables are made and filled
+    assert {table for table in new_tables if tuples(store, f"SELECT count(*) FROM {table}")[0][0]} == set(new_tables)
+    for view, expected in before.items():
+        assert store.aggregates(*view) == expected, view
+    # Every monthly rollup holds exactly what roll_all holds, month by month.
+    for table in new_tables:
+        dims = dict(ROLLUPS)[table]
+        if "month" not in dims:
+            continue
+        cols = ", ".join(d for d in dims if d != "month")
+        order = f"ORDER BY 1, {cols}, suspect, score"
+        theirs = tuples(store, f"SELECT month, {cols}, suspect, score, n FROM {table} {order}")
+        ours = tuples(store, f"SELECT substr(day, 1, 7), {cols}, suspect, score, sum(n) FROM roll_all"
+                             f" GROUP BY substr(day, 1, 7), {cols}, suspect, score {order}")
+        assert theirs == ours, table
+    store.close()
