@@ -120,12 +120,16 @@ def create_service(config: Any, store_factory: Callable[[], Any] | None = None, 
     from server.backend import open_store
     from server.link import Link
     from server.supervisor import Supervisor
+    from server.watchdog import starting
 
     if store_factory is None:
         def store_factory():
             return open_store(config.db, config.timezone)
 
-    store_factory().close()  # create or migrate the database before anything reads it
+    # Create or migrate the database before anything reads it (a migration of
+    # millions of ratings takes minutes: systemd is told to wait).
+    with starting("opening and migrating the database"):
+        store_factory().close()
     # Every long-running thread runs under it; /healthz and the watchdog ask it.
     supervisor = Supervisor()
     link = Link(config, store_factory, fault=fault, supervisor=supervisor)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Callable, Mapping
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping
 
 from server.supervisor import Supervised, Supervisor
 
@@ -44,6 +46,41 @@ def watchdog_interval(env: Mapping[str, str] = os.environ) -> float | None:
     if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 1e6 / 3
+
+
+#: While the database migrates at start, systemd's start timeout is pushed this far ahead...
+START_EXTENSION_S = 120
+#: ...this often, so that a long migration (minutes on a database of millions of
+#: ratings, docs/benchmarks.md) is not killed by TimeoutStartSec= and retried forever.
+START_EXTEND_EVERY_S = 30
+
+
+@contextmanager
+def starting(what: str, env: Mapping[str, str] = os.environ, *,
+             every_s: float = START_EXTEND_EVERY_S) -> Iterator[None]:
+    """While the block runs, keep asking systemd for more start time (EXTEND_TIMEOUT_USEC)
+    and say *what* is happening in STATUS=; nothing without systemd."""
+    if not env.get("NOTIFY_SOCKET"):
+        yield
+        return
+    done = threading.Event()
+    message = f"EXTEND_TIMEOUT_USEC={int(START_EXTENSION_S * 1e6)}\nSTATUS={what}"
+
+    def extend() -> None:
+        # Only datagrams, and it ends with the block: no supervisor exists yet
+        # when the database is opened, and none is needed for this.
+        while True:
+            notify(message, env)
+            if done.wait(every_s):
+                return
+
+    thread = threading.Thread(target=extend, name="onetap-start-extension", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(5.0)
 
 
 class Watchdog:

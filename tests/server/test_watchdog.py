@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.supervisor import Problem, Supervisor
-from server.watchdog import Watchdog, notify, watchdog_interval
+from server.watchdog import Watchdog, notify, starting, watchdog_interval
 
 
 @pytest.fixture
@@ -101,3 +101,23 @@ def test_without_notify_socket_there_is_no_thread():
     supervisor = Supervisor()
     Watchdog(supervisor, env={}).start()
     assert supervisor.threads() == {}
+
+
+def test_a_long_start_keeps_asking_systemd_for_time_and_stops_when_it_ends(listener):
+    sock, path = listener
+    with starting("migrating", {"NOTIFY_SOCKET": path}, every_s=0.05):
+        first, second = receive(sock, 2)
+    assert first == second == "EXTEND_TIMEOUT_USEC=120000000\nSTATUS=migrating"
+    sock.settimeout(0.3)
+    late = 0
+    with pytest.raises(socket.timeout):  # at most one sent as the block ended, then silence
+        while late < 5:
+            sock.recv(4096)
+            late += 1
+    assert late <= 1
+
+
+def test_a_start_without_systemd_starts_no_thread():
+    before = threading.active_count()
+    with starting("migrating", {}):
+        assert threading.active_count() == before
