@@ -11,7 +11,10 @@ def test_kiosk_and_server_name_every_code_alike():
     for lang in READER_LANGS:
         labels, kiosk = Labels(lang), catalogs[lang]
         for code in DEFAULT_REASONS:
-            assert labels.code("reason", code) == kiosk.label("reason", code) == code_label(code, lang)
+            # The kiosk may show a short form where a 7" tile is narrow; what it
+            # names the code, and what every report prints, is the full label.
+            assert labels.code("reason", code) == kiosk[f"reason.{code}"] == code_label(code, lang)
+            assert kiosk.label("reason", code) == kiosk.shown(f"reason.{code}")
         for code in AGE_GROUPS:
             assert labels.code("age_group", code) == kiosk[f"age.{code}"] == code_label(code, lang)
         for score in SCORES:
