@@ -34,7 +34,7 @@ def fit_label(label, font_size: float, floor: float | None = None) -> None:
     key = (label.text, label.font_name, label.bold, font_size, floor, width, height)
     if getattr(label, "_onetap_fitted", None) == key:
         return  # unchanged since the last fitting: no texture churn on every redraw
-    inner = width - 2 * label.padding_x
+    inner = width - label.padding[0] - label.padding[2]  # left and right (padding_x is deprecated)
     # Whole pixels only: every distinct size is one more font object Kivy keeps open.
     size = round(font_size)
     for _ in range(14):
