@@ -31,6 +31,8 @@ class SQLite:
     types = {"key": "INTEGER PRIMARY KEY", "name": "TEXT", "text": "TEXT", "small": "INTEGER",
              "big": "INTEGER", "count": "INTEGER", "blob": "BLOB"}
     clustered = " WITHOUT ROWID"
+    #: A collation sorting text by code point, as Python does (SQLite's BINARY, the default).
+    byte_order = ""
     #: A read that takes the row for the transaction (SQLite's write lock covers it).
     lock_row = ""
     error: type[Exception] = sqlite3.Error
@@ -66,6 +68,20 @@ class SQLite:
 
     def many(self, sql: str, rows: list[tuple]) -> None:
         self.db.conn.executemany(sql, rows)
+
+    def grouped(self, columns: Sequence[str], kinds: Sequence[str], rows: list[tuple],
+                inserts: Sequence[str]) -> None:
+        """Run *inserts*, each reading the *rows* as a table ``rollup_keys`` of *columns*.
+
+        The rows go once into a temporary table (this connection's, emptied
+        after; in the caller's transaction, so a failure takes them back too).
+        """
+        conn = self.db.conn
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS rollup_keys ({', '.join(columns)})")
+        conn.executemany(f"INSERT INTO rollup_keys VALUES ({', '.join('?' * len(columns))})", rows)
+        for sql in inserts:
+            conn.execute(sql)
+        conn.execute("DELETE FROM rollup_keys")
 
     def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
                    key: tuple[str, ...]) -> set[tuple]:
@@ -124,6 +140,7 @@ class Postgres:
              "count": "integer", "blob": "bytea"}
     clustered = ""
     lock_row = " FOR UPDATE"
+    byte_order = ' COLLATE "C"'
     _casts = {**types, "key": "bigint", "name": "text"}
 
     def __init__(self, url: str):
@@ -184,6 +201,21 @@ class Postgres:
     def many(self, sql: str, rows: list[tuple]) -> None:
         with self.conn.cursor() as cur:
             cur.executemany(self.sql(sql), rows)
+
+    def grouped(self, columns: Sequence[str], kinds: Sequence[str], rows: list[tuple],
+                inserts: Sequence[str]) -> None:
+        """Run *inserts*, each reading the *rows* as a relation ``rollup_keys`` of *columns*
+        (of schema *kinds*), in one statement.
+
+        The rows go once, as column arrays; each insert is a data-modifying
+        WITH query, run in the order given. One round trip and one statement
+        to adapt instead of one per insert.
+        """
+        casts = ", ".join(f"%s::{self._casts[kind]}[]" for kind in kinds)
+        withs = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))
+        with self.conn.cursor() as cur:
+            cur.execute(f"WITH rollup_keys ({', '.join(columns)}) AS (SELECT * FROM unnest({casts})),"
+                        f" {withs} SELECT 1", [list(column) for column in zip(*rows)])
 
     def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
                    key: tuple[str, ...]) -> set[tuple]:
