@@ -81,7 +81,7 @@ def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
         account = provision_terminal("bench", "drain-01", "mqtt://127.0.0.1:1883", workdir / name / "passwd",
                                      workdir / name / "acl", workdir / name / "kiosk")
         kiosk = load_config(account.config_path, env={})
-        seed, key = kiosk.chain_seed, load_signing_key(kiosk.audit.key_file)
+        seed, key = kiosk.chain_seed, load_signing_key(kiosk.key_path)
         (workdir / name / "server.toml").write_text(f'registry = "{workdir / name / "acl"}"\n')
         server_args = ("--config", str(workdir / name / "server.toml"))
     outbox = Outbox.open(path, chain_seed=seed)
