@@ -673,9 +673,9 @@ class FollowupPage(LanguagePage):
             total = 2 * layout.margin + 2 * spacing + self.bar(layout)[0] + grid_h + bottom_h
         else:
             total = 2 * layout.margin + 4 * spacing + self.bar(layout)[0] + title_h + note_h + grid_h + bottom_h
-            if total > layout.height >= total - note_h:
-                # The note ("optional, already saved") is the one line a small display leaves out
-                # to show every answer and the skip without scrolling; the skip and countdown say it too.
+            if total > layout.height and layout.zoom == 1:
+                # The note ("optional, already saved") is the line a small display leaves out to
+                # show more answers; the skip and countdown say it too.
                 total, note_h = total - note_h, 0.0
         rows = max(-(-len(labels[:split_at]) // shapes[0][1]), -(-len(labels[split_at:]) // shapes[1][1]), 1)
         spare = layout.height - total - (rows - 1) * layout.gap
@@ -728,6 +728,12 @@ class FollowupPage(LanguagePage):
             self._shown = len(shell.shown)
             self.answers.scroll_y = 1
         self.answers.do_scroll_y = scrolls
+        # A bar that says there is more, on the side away from the skip (the tapped face's column
+        # for face 1 or 5), thick enough to see.
+        self.answers.bar_pos_y = "left" if self._side == "right" else "right"
+        self.answers.bar_width = round(8 * layout.zoom)
+        self.answers.bar_color = _rgba(theme.countdown, 0.9)
+        self.answers.bar_inactive_color = _rgba(theme.countdown, 0.6)
         self.title.text = catalog[f"{key}.title"]
         self.title.font_name = shell.font_for_lang()
         self.title.fit(layout.font("question"), floor)
@@ -855,18 +861,32 @@ class MessagePage(Page):
             sign = 0.0
         return sign, title_h, body_h, total + sign
 
+    #: A split low screen: the accessibility control under the texts (in reach), not above them.
+    control_below = True
+
+    def splits(self, layout) -> bool:
+        """A low screen: the texts over the whole window, the control (the one target besides the
+        page itself) at the bottom, in reach."""
+        full = self.shell.full_layout
+        return self._heights(full)[-1] <= full.height
+
     def wanted_height(self, layout) -> float:
+        if self.shell.split:
+            return layout.height
         return self._heights(layout)[-1]
 
     def refresh(self) -> None:
-        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        shell, theme = self.shell, self.shell.theme
+        layout = shell.full_layout if shell.split else shell.layout
         bg, fg, title, body, role = self._content()
         sign, title_h, body_h, total = self._heights(layout)
         self.set_background(bg)
         width = layout.width * 0.92
-        # The content centred in the room below the control's row.
+        # The content centred in the room beside the control's row (below it, or split: above it).
         room = self.height - layout.bar_height
         top = room - max(0.0, (room - (total - layout.bar_height)) / 2)
+        if shell.split:
+            top += layout.bar_height
         cy = top - sign / 2
         top -= sign
         for label, text, font_role, height in ((self.title, title, role, title_h), (self.body, body, "body", body_h)):
