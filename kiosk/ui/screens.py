@@ -232,8 +232,9 @@ class AccessButton(TextButton):
         self.size = (self.wanted_width(layout), layout.bar_height * 0.85)
         # At the top of the targets' part; on a split low screen's message, under its texts.
         bottom = shell.split and getattr(shell._page, "control_below", False)
+        top_pad = layout.margin * (0.5 if shell.split else 1)  # beside the language bar
         self.pos = (layout.width - layout.margin - self.width,
-                    layout.margin if bottom else shell.reach - layout.margin - self.height)
+                    layout.margin if bottom else shell.reach - top_pad - self.height)
         self.fit(size, layout.font_px)
         if shell.panel_open == "access":
             self.style(theme.button_active, theme.button_active_text)
@@ -394,7 +395,9 @@ class LanguagePage(Page):
         self.column.size_hint_y = None if shell.split else 1
         self.column.height = shell.reach
         self.column.pos = (0, 0)
-        self.column.padding = [layout.margin] * 4
+        # Split: half a margin above the bar, the reach range's every pixel for the targets.
+        self.column.padding = [layout.margin, layout.margin * (0.5 if shell.split else 1), layout.margin,
+                               layout.margin]
         self.column.spacing = layout.margin * 0.6
         height, width, under = self.bar(layout)
         self.languages.height = height
@@ -451,7 +454,7 @@ class RatingPage(LanguagePage):
         room = self.shell.upper - 2 * layout.margin
         if question + layout.margin * 0.6 + hint > room:
             hint = 0.0  # the line left out, as on a small display
-        tile = layout.height - 2 * layout.margin - layout.margin * 0.6 - self.bar(layout)[0]
+        tile = layout.height - 1.5 * layout.margin - layout.margin * 0.6 - self.bar(layout)[0]
         if question > room or tile < self._least_tile(layout, 0.6):
             return None
         return hint, tile, layout.height
@@ -670,7 +673,7 @@ class FollowupPage(LanguagePage):
             room = shell.upper - 2 * layout.margin
             if title_h + spacing + note_h > room:
                 note_h = 0.0
-            total = 2 * layout.margin + 2 * spacing + self.bar(layout)[0] + grid_h + bottom_h
+            total = 1.5 * layout.margin + 2 * spacing + self.bar(layout)[0] + grid_h + bottom_h
         else:
             total = 2 * layout.margin + 4 * spacing + self.bar(layout)[0] + title_h + note_h + grid_h + bottom_h
             if total > layout.height and layout.zoom == 1:
@@ -728,10 +731,11 @@ class FollowupPage(LanguagePage):
             self._shown = len(shell.shown)
             self.answers.scroll_y = 1
         self.answers.do_scroll_y = scrolls
-        # A bar that says there is more, on the side away from the skip (the tapped face's column
-        # for face 1 or 5), thick enough to see.
-        self.answers.bar_pos_y = "left" if self._side == "right" else "right"
+        # A bar that says there is more, thick enough to see, in the empty column over the tapped
+        # face (nothing there to touch), not over an answer.
+        self.answers.bar_pos_y = "left"
         self.answers.bar_width = round(8 * layout.zoom)
+        self.answers.bar_margin = self.grids[0].width + layout.gap
         self.answers.bar_color = _rgba(theme.countdown, 0.9)
         self.answers.bar_inactive_color = _rgba(theme.countdown, 0.6)
         self.title.text = catalog[f"{key}.title"]
