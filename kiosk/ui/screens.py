@@ -15,6 +15,7 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.label import Label
+from kivy.uix.scrollview import ScrollView
 from kivy.uix.widget import Widget
 
 from kiosk import protocol
@@ -229,7 +230,11 @@ class AccessButton(TextButton):
         self.font_name = shell.font_for_lang()
         size = layout.font("button")
         self.size = (self.wanted_width(layout), layout.bar_height * 0.85)
-        self.pos = (layout.width - layout.margin - self.width, shell.page_height - layout.margin - self.height)
+        # At the top of the targets' part; on a split low screen's message, under its texts.
+        bottom = shell.split and getattr(shell._page, "control_below", False)
+        top_pad = layout.margin * (0.5 if shell.split else 1)  # beside the language bar
+        self.pos = (layout.width - layout.margin - self.width,
+                    layout.margin if bottom else shell.reach - top_pad - self.height)
         self.fit(size, layout.font_px)
         if shell.panel_open == "access":
             self.style(theme.button_active, theme.button_active_text)
@@ -271,8 +276,12 @@ class AccessPanel(FloatLayout):
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
         catalog, modes = shell.catalog, shell.flow.modes
-        top = shell.page_height - layout.margin - layout.bar_height * 0.85 - layout.gap
-        bottom = max(layout.margin, top - layout.height + 2 * layout.margin)
+        access = shell.access
+        if access.y < shell.reach / 2:  # the control at the bottom: the panel above it
+            top, bottom = shell.reach - layout.margin, access.top + layout.gap
+        else:
+            top = shell.reach - layout.margin - layout.bar_height * 0.85 - layout.gap
+            bottom = max(layout.margin, top - layout.height + 2 * layout.margin)
         self.pos = (layout.margin, bottom)
         self.size = (layout.width - 2 * layout.margin, top - bottom)
         self._bg = theme.background
@@ -325,10 +334,44 @@ class LanguagePage(Page):
         self.column = BoxLayout(orientation="vertical")
         self.languages = LanguageBar(shell, size_hint_y=None)
 
-    def fill(self, *children) -> None:
-        for child in (self.languages, *children):
-            self.column.add_widget(child)
+    def fill(self, *children, upper=()) -> None:
+        """The column's *children* under the language bar; *upper* are the texts a split low
+        screen moves above the reach range (in the column's order, from the top)."""
+        self._children = (self.languages, *children)
+        self._upper = upper
+        self._arranged: bool | None = None
         self.add_widget(self.column)
+        self.arrange(False)
+
+    def arrange(self, split: bool) -> None:
+        """The *upper* texts in the column, or (split) on the page above it."""
+        if split == self._arranged:
+            return
+        self._arranged = split
+        self.column.clear_widgets()
+        for child in self._upper:
+            if child.parent is not None:
+                child.parent.remove_widget(child)
+        for child in self._children:
+            if not (split and child in self._upper):
+                self.column.add_widget(child)
+        if split:
+            for child in self._upper:
+                child.size_hint_x = None
+                self.add_widget(child)
+        else:
+            for child in self._upper:
+                child.size_hint_x = 1
+
+    def place_upper(self, layout, heights) -> None:
+        """A split low screen: the *upper* texts (of these heights) stacked just above the reach range."""
+        spacing = layout.margin * 0.6
+        y = self.shell.reach + layout.margin
+        for child, height in reversed(list(zip(self._upper, heights))):
+            child.size = (layout.width - 2 * layout.margin, height)
+            child.pos = (layout.margin, y)
+            if height:
+                y += height + spacing
 
     def bar(self, layout) -> tuple[float, float, bool]:
         """(height, width, under): the language bar beside the accessibility control, or where not
@@ -344,9 +387,17 @@ class LanguagePage(Page):
         return 2 * row + layout.gap, inner, True
 
     def refresh_frame(self) -> None:
-        theme, layout = self.shell.theme, self.shell.layout
+        shell = self.shell
+        theme, layout = shell.theme, shell.layout
         self.set_background(theme.background)
-        self.column.padding = [layout.margin] * 4
+        self.arrange(shell.split)
+        # Split: the column is the targets' lower part; else the whole page.
+        self.column.size_hint_y = None if shell.split else 1
+        self.column.height = shell.reach
+        self.column.pos = (0, 0)
+        # Split: half a margin above the bar, the reach range's every pixel for the targets.
+        self.column.padding = [layout.margin, layout.margin * (0.5 if shell.split else 1), layout.margin,
+                               layout.margin]
         self.column.spacing = layout.margin * 0.6
         height, width, under = self.bar(layout)
         self.languages.height = height
@@ -373,7 +424,7 @@ class RatingPage(LanguagePage):
             self.tiles.append(tile)
             self.tiles_grid.add_widget(tile)
         self.hint = Text(size_hint_y=None)
-        self.fill(self.question, self.tiles_grid, self.hint)
+        self.fill(self.question, self.tiles_grid, self.hint, upper=(self.question, self.hint))
 
     def _question_height(self, layout) -> float:
         """The question's row: one line of it, or what a longer (site's own) question needs."""
@@ -388,12 +439,37 @@ class RatingPage(LanguagePage):
         needed = text_height(text, self.shell.font_for_lang(), layout.font("hint"), layout.width - 2 * layout.margin)
         return max(layout.hint_height, needed)
 
+    def _least_tile(self, layout, face: float) -> float:
+        """A tile's least height: two lines of label and a face *face* times the font size across."""
+        return (2 * line_height(self.shell.font_for_lang(), layout.font("tile")) + 4 + face * layout.font_px) / 0.9
+
+    def _split_heights(self, layout) -> tuple[float, float, float] | None:
+        """A split low screen: (hint height, tile height, lower part's height), the question and
+        hint above the reach range, the bar and the tiles in it; None where they do not fit.
+
+        The faces may be smaller than the default mode's (0.6 of the font size across, not 1.3):
+        the tile, the target, keeps its size and its label.
+        """
+        question, hint = self._question_height(layout), self._hint_height(layout)
+        room = self.shell.upper - 2 * layout.margin
+        if question + layout.margin * 0.6 + hint > room:
+            hint = 0.0  # the line left out, as on a small display
+        tile = layout.height - 1.5 * layout.margin - layout.margin * 0.6 - self.bar(layout)[0]
+        if question > room or tile < self._least_tile(layout, 0.6):
+            return None
+        return hint, tile, layout.height
+
+    def splits(self, layout) -> bool:
+        return self._split_heights(layout) is not None
+
     def _heights(self, layout) -> tuple[float, float, float]:
         """(hint height, tile height, page height): tiles tall enough for a face and two lines of
         label; in large mode the zoom times the default mode's tiles, in rows.
 
         The hint ("touch a face") is the line a small display leaves out rather than scroll.
         """
+        if self.shell.split and layout.zoom == 1:
+            return self._split_heights(layout)
         hint = self._hint_height(layout)
         fixed = (2 * layout.margin + 3 * layout.margin * 0.6 + self.bar(layout)[0]
                  + self._question_height(layout) + hint)
@@ -402,7 +478,7 @@ class RatingPage(LanguagePage):
             tile *= layout.zoom
             rows = -(-len(self.tiles) // layout.tile_cols)
             return hint, tile, fixed + rows * tile + (rows - 1) * layout.gap
-        least = (2 * line_height(self.shell.font_for_lang(), layout.font("tile")) + 4 + 1.3 * layout.font_px) / 0.9
+        least = self._least_tile(layout, 1.3)
         if fixed + least > layout.height >= fixed + least - hint:
             fixed, hint = fixed - hint, 0.0
         return hint, max(least, layout.height - fixed), fixed + least
@@ -415,11 +491,14 @@ class RatingPage(LanguagePage):
         catalog, floor = shell.catalog, layout.font_px
         self.refresh_frame()
         self.question.height = self._question_height(layout)
+        hint_h, tile_h, _ = self._heights(layout)
+        self.hint.height = hint_h
+        if shell.split:
+            self.place_upper(layout, (self.question.height, hint_h))
         self.question.text = shell.question_text()
         self.question.font_name = shell.font_for_text(self.question.text)
         self.question.fit(layout.font("question"), floor)
         self.question.color = _rgba(theme.text)
-        hint_h, tile_h, _ = self._heights(layout)
         grid = self.tiles_grid
         grid.spacing = layout.gap
         zoomed = layout.zoom > 1
@@ -474,7 +553,12 @@ class FollowupPage(LanguagePage):
         self.name = field
         self.title = Text(bold=True, size_hint_y=None, line_height=TIGHT)
         self.note = Text(size_hint_y=None)
-        self.body = BoxLayout(orientation="horizontal")
+        self.body = BoxLayout(orientation="horizontal", size_hint_y=None)
+        #: The answers' own window: where not all fit, they scroll in it, while the question,
+        #: the skip and the countdown stay in view.
+        self.answers = ScrollView(do_scroll_x=False, do_scroll_y=False, scroll_type=["bars", "content"],
+                                  size_hint_y=None)
+        self.answers.add_widget(self.body)
         #: Answers left and right of the tapped face's column (the first ones on the left).
         self.grids = (GridLayout(size_hint_x=None), GridLayout(size_hint_x=None))
         self.keep_out = Widget(size_hint_x=None)
@@ -488,10 +572,11 @@ class FollowupPage(LanguagePage):
         self.timer.add_widget(Widget())
         self.timer.add_widget(self.countdown)
         self.timer.add_widget(Widget())
-        self.fill(self.title, self.note, self.body, self.bottom)
+        self.fill(self.title, self.note, self.answers, self.bottom, upper=(self.title, self.note))
         self.options: dict[str, TextButton] = {}
         self._side: str | None = None
         self._split: int | None = None
+        self._shown = -1
 
     def _place(self, layout, score: int | None) -> None:
         """The empty column over the tapped face (and a gap each side); the skip on the wider side."""
@@ -565,8 +650,13 @@ class FollowupPage(LanguagePage):
             return (len(labels), (shape, (0.0, 1, 0.0))) if rooms[0] > rooms[1] else (0, ((0.0, 1, 0.0), shape))
         return best[1], best[2]
 
-    def _heights(self, layout):
-        """Heights of the title and the note, the answers' arrangement, and the page's whole height."""
+    def _heights(self, layout, split: bool | None = None):
+        """Heights of the title and the note, the answers' arrangement, the page's whole height and
+        the answers' window (less than theirs where they scroll in it).
+
+        *split* (a low screen): the title and note above the reach range, the rest in it.
+        """
+        split = self.shell.split if split is None else split
         texts = self._texts()
         shell = self.shell
         width = layout.width - 2 * layout.margin
@@ -575,27 +665,48 @@ class FollowupPage(LanguagePage):
         note_h = text_height(note, shell.font_for_lang(), layout.font("hint"), width)
         # Large mode's faces are in rows of their own: no column to keep clear (the guard still holds).
         self._place(layout, shell.flow.score if layout.zoom == 1 else None)
-        split, shapes = self._arrange(layout, labels)
+        split_at, shapes = self._arrange(layout, labels)
         grid_h = max(shape[0] for shape in shapes)
         bottom_h = layout.bar_height * 0.85
-        total = (2 * layout.margin + 4 * layout.margin * 0.6 + self.bar(layout)[0]
-                 + title_h + note_h + grid_h + bottom_h)
-        if total > layout.height >= total - note_h:
-            # The note ("optional, already saved") is the one line a small display leaves out
-            # to show every answer and the skip without scrolling; the skip and countdown say it too.
-            total, note_h = total - note_h, 0.0
-        rows = max(-(-len(labels[:split]) // shapes[0][1]), -(-len(labels[split:]) // shapes[1][1]), 1)
+        spacing = layout.margin * 0.6
+        if split:
+            room = shell.upper - 2 * layout.margin
+            if title_h + spacing + note_h > room:
+                note_h = 0.0
+            total = 1.5 * layout.margin + 2 * spacing + self.bar(layout)[0] + grid_h + bottom_h
+        else:
+            total = 2 * layout.margin + 4 * spacing + self.bar(layout)[0] + title_h + note_h + grid_h + bottom_h
+            if total > layout.height and layout.zoom == 1:
+                # The note ("optional, already saved") is the line a small display leaves out to
+                # show more answers; the skip and countdown say it too.
+                total, note_h = total - note_h, 0.0
+        rows = max(-(-len(labels[:split_at]) // shapes[0][1]), -(-len(labels[split_at:]) // shapes[1][1]), 1)
         spare = layout.height - total - (rows - 1) * layout.gap
+        view_h = None  # all the answers in view: their window takes the column's room
         if spare > 0:
             # Room to spare (a 10.1" display): taller answers, easier to hit, up to 2.4 lines of text.
             grow = [min(spare / rows, max(0.0, layout.font("body") * 2.4 - row)) for _, _, row in shapes]
             shapes = tuple((height, cols, row + extra) for (height, cols, row), extra in zip(shapes, grow))
-        return title_h, note_h, (split, shapes), total
+        elif layout.zoom == 1 and total > layout.height:
+            # Not all the answers fit: they scroll in a window of their own (at least one row and a
+            # half), the question above and the skip and countdown below staying in view.
+            least = min(grid_h, 1.5 * min(row for _, _, row in shapes if row) + layout.gap)
+            view_h = max(least, grid_h - (total - layout.height))
+            total -= grid_h - view_h
+        return title_h, note_h, (split_at, shapes), total, grid_h, view_h
+
+    def splits(self, layout) -> bool:
+        """A low screen's split: the title above the reach range, the bar, the answers' window
+        (one row and a half at least) and the skip in it."""
+        if self._texts() is None:
+            return False
+        title_h, _, _, total, _, _ = self._heights(layout, split=True)
+        return title_h <= self.shell.upper - 2 * layout.margin and total <= layout.height + 0.5
 
     def wanted_height(self, layout) -> float:
         if self._texts() is None:
             return layout.height
-        return self._heights(layout)[-1]
+        return self._heights(layout)[3]
 
     def refresh(self) -> None:
         shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
@@ -605,8 +716,28 @@ class FollowupPage(LanguagePage):
             return  # leaving this screen: the next render shows another page
         key = question.catalog_key
         self.refresh_frame()
-        title_h, note_h, (split, shapes), _ = self._heights(layout)
+        title_h, note_h, (split, shapes), _, grid_h, view_h = self._heights(layout)
         self.title.height = title_h
+        self.note.height = note_h
+        if shell.split:
+            self.place_upper(layout, (title_h, note_h))
+        # Where not all the answers fit, their own window scrolls (from the top on a new question).
+        scrolls = view_h is not None
+        self.answers.size_hint_y = None if scrolls else 1
+        self.body.size_hint_y = None if scrolls else 1
+        if scrolls:
+            self.answers.height, self.body.height = view_h, grid_h
+        if len(shell.shown) != self._shown:  # a new question (or visit): from the first answers
+            self._shown = len(shell.shown)
+            self.answers.scroll_y = 1
+        self.answers.do_scroll_y = scrolls
+        # A bar that says there is more, thick enough to see, in the empty column over the tapped
+        # face (nothing there to touch), not over an answer.
+        self.answers.bar_pos_y = "left"
+        self.answers.bar_width = round(8 * layout.zoom)
+        self.answers.bar_margin = self.grids[0].width + layout.gap
+        self.answers.bar_color = _rgba(theme.countdown, 0.9)
+        self.answers.bar_inactive_color = _rgba(theme.countdown, 0.6)
         self.title.text = catalog[f"{key}.title"]
         self.title.font_name = shell.font_for_lang()
         self.title.fit(layout.font("question"), floor)
@@ -653,6 +784,7 @@ class FollowupPage(LanguagePage):
         # already find the answers beside the face, not where the last visit had them.
         for box in (self.column, self.body, *self.grids, self.bottom):
             box.do_layout()
+        self.answers.update_from_scroll()
         # Sized for the boxes as now laid out (the last visit may have had them elsewhere).
         self.title.fit(layout.font("question"), floor)
         if note_h:
@@ -664,6 +796,11 @@ class FollowupPage(LanguagePage):
     def focus_target(self, focus: int):
         options = list(self.options.values())
         return options[focus] if 0 <= focus < len(options) else None
+
+    def reveal(self, target) -> None:
+        """The keypad's focus on an answer out of the answers' window: scroll it into view."""
+        if self.answers.do_scroll_y and target in self.options.values():
+            self.answers.scroll_to(target, padding=self.shell.layout.gap, animate=False)
 
     def tick(self) -> None:
         self.countdown.show(self.shell.time_left_fraction(), self.shell.theme.countdown)
@@ -728,18 +865,32 @@ class MessagePage(Page):
             sign = 0.0
         return sign, title_h, body_h, total + sign
 
+    #: A split low screen: the accessibility control under the texts (in reach), not above them.
+    control_below = True
+
+    def splits(self, layout) -> bool:
+        """A low screen: the texts over the whole window, the control (the one target besides the
+        page itself) at the bottom, in reach."""
+        full = self.shell.full_layout
+        return self._heights(full)[-1] <= full.height
+
     def wanted_height(self, layout) -> float:
+        if self.shell.split:
+            return layout.height
         return self._heights(layout)[-1]
 
     def refresh(self) -> None:
-        shell, theme, layout = self.shell, self.shell.theme, self.shell.layout
+        shell, theme = self.shell, self.shell.theme
+        layout = shell.full_layout if shell.split else shell.layout
         bg, fg, title, body, role = self._content()
         sign, title_h, body_h, total = self._heights(layout)
         self.set_background(bg)
         width = layout.width * 0.92
-        # The content centred in the room below the control's row.
+        # The content centred in the room beside the control's row (below it, or split: above it).
         room = self.height - layout.bar_height
         top = room - max(0.0, (room - (total - layout.bar_height)) / 2)
+        if shell.split:
+            top += layout.bar_height
         cy = top - sign / 2
         top -= sign
         for label, text, font_role, height in ((self.title, title, role, title_h), (self.body, body, "body", body_h)):

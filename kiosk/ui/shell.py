@@ -158,6 +158,11 @@ class Shell:
         self.panel_open: str | None = None
         #: The page's height: the window's part, or more where it scrolls (large mode, long texts).
         self.page_height = 0.0
+        #: The top of the part of the page that holds its targets: the page's height, or in a split
+        #: low screen the lower part's.
+        self.reach = 0.0
+        #: Low screen mode, split: targets in the lower part, the texts no one touches above it.
+        self.split = False
         #: Holds the page where it is taller than the window (large mode, or texts a 7" display cannot hold).
         self.scroll = ScrollView(do_scroll_x=False, do_scroll_y=True, scroll_type=["bars", "content"],
                                  size_hint=(1, None), pos=(0, 0))
@@ -206,6 +211,18 @@ class Shell:
         zoom = self.theme.zoom if self.flow.screen in CITIZEN_SCREENS else 1.0
         return theme_mod.Layout.for_window(width, round(height * LOW_SCREEN) if self.low else height,
                                            (width, height), zoom)
+
+    @property
+    def upper(self) -> int:
+        """Low screen mode: the height of the part above the reach range (texts only), else 0."""
+        height = Window.size[1]
+        return height - round(height * LOW_SCREEN) if self.low else 0
+
+    @property
+    def full_layout(self) -> theme_mod.Layout:
+        """The whole window's geometry at the default size (a split low screen's texts)."""
+        width, height = Window.size
+        return theme_mod.Layout.for_window(width, height, (width, height))
 
     @property
     def catalog(self):
@@ -304,11 +321,19 @@ class Shell:
         new = page is not self._page
         if new:
             self.panel_open = None  # a new screen: its own targets, not the panel
+            self._followed = None
+        # Low screen: the texts above the reach range where that leaves every target in it unscrolled.
+        self.split = False
+        self.split = (citizen and self.low and layout.zoom == 1 and hasattr(page, "splits")
+                      and page.splits(layout))
         wanted = page.wanted_height(layout) if hasattr(page, "wanted_height") else layout.height
         self.page_height = max(layout.height, round(wanted))
         # Larger than the window: the page scrolls (a finger drags it, the keypad's focus brings
         # the focused target into view); else it is the window's, with no scrolling delay on a tap.
         scrolled = citizen and (layout.zoom > 1 or self.page_height > layout.height)
+        self.reach = self.page_height
+        if self.split:
+            self.page_height = Window.size[1]
         host = self.stage if scrolled else self.root
         page.size_hint = (None, None)
         page.size = (layout.width, self.page_height)
@@ -329,7 +354,6 @@ class Shell:
             self.stage.size = (layout.width, self.page_height)
             if new:
                 self.scroll.scroll_x, self.scroll.scroll_y = 0, 1  # from the top left
-                self._followed = None
         # The page's size now, so that its refresh lays it out for real.
         self.root.do_layout()
         page.do_layout()
@@ -353,10 +377,12 @@ class Shell:
         flow, page = self.flow, self._page
         if flow.keypad and not self.panel_open:
             target = page.focus_target(flow.focus) if hasattr(page, "focus_target") else None
-        if (target is not None and self.scroll.parent is not None
-                and (flow.view, flow.focus) != self._followed):
+        if target is not None and (flow.view, flow.focus) != self._followed:
             self._followed = (flow.view, flow.focus)
-            self._bring_into_view(target)
+            if hasattr(page, "reveal"):
+                page.reveal(target)  # a list of answers that scrolls on its own
+            if self.scroll.parent is not None:
+                self._bring_into_view(target)
         draw_focus(self.root, target, self.theme)
         if target is not None and not getattr(self, "_focus_again", None):
             # Kivy lays out a new page at the next frame: draw again once it has.

@@ -737,9 +737,19 @@ def layout_problems(shell, lang: str) -> list[str]:
     for widget in shell.root.walk(restrict=True):
         if widget.get_root_window() is None or widget.opacity == 0:
             continue
+        # Within a scrolling list of its own (the answers): within that list, and seen only in its window.
+        inner = inner_scroll(shell, widget)
+        shown = visible_box(shell, widget)
+        if inner is not None:
+            content = box(inner.children[0])
+            mine = box(widget)
+            if (mine[0] < content[0] - 1 or mine[1] < content[1] - 1 or mine[2] > content[2] + 1
+                    or mine[3] > content[3] + 1):
+                problems.append(f"off its list: {getattr(widget, 'text', widget)!r}")
+        if shown is None:
+            continue  # scrolled out of its list's window: not on the screen now
         if isinstance(widget, ButtonBehavior):
-            x, y = widget.to_window(widget.x, widget.y)
-            targets.append((widget, (x, y, x + widget.width, y + widget.height)))
+            targets.append((widget, shown))
         if not isinstance(widget, Label) or not widget.text.strip():
             continue
         # What the text needs at this width (with both sides of text_size set,
@@ -753,7 +763,9 @@ def layout_problems(shell, lang: str) -> list[str]:
         name = widget.text.replace("\n", " ")[:40]
         if width > widget.width + 1 or height > widget.height + 1:
             problems.append(f"cut: {name!r} needs {width:.0f}x{height:.0f} in {widget.width:.0f}x{widget.height:.0f}")
-        if widget in scrolled:
+        if inner is not None:
+            x, y, right, top = 0, 0, widget.width, widget.height  # checked against its list above
+        elif widget in scrolled:
             x, y, right, top = widget.x, widget.y, shell.stage.width, shell.stage.height
         else:
             (x, y), right, top = widget.to_window(widget.x, widget.y), Window.width, Window.height
@@ -766,7 +778,7 @@ def layout_problems(shell, lang: str) -> list[str]:
             if (lx < px - 1 or ly < py - 1 or lx + widget.width > px + widget.parent.width + 1
                     or ly + widget.height > py + widget.parent.height + 1):
                 problems.append(f"outside its tile: {name!r}")
-        texts.append((widget, name, (*widget.to_window(widget.x, widget.y), widget.width, widget.height)))
+        texts.append((widget, name, (shown[0], shown[1], shown[2] - shown[0], shown[3] - shown[1])))
         if lang in SPACED:
             measure = CoreLabel(font_name=widget.font_name, font_size=widget.font_size, bold=widget.bold)
             # (Chinese and Japanese lines, as on the closed screen, may break between any characters.)
@@ -784,6 +796,49 @@ def layout_problems(shell, lang: str) -> list[str]:
             if min(a[2], b[2]) - max(a[0], b[0]) > 1 and min(a[3], b[3]) - max(a[1], b[1]) > 1:
                 problems.append(f"overlap: {getattr(first, 'text', first)!r} / {getattr(second, 'text', second)!r}")
     return problems
+
+
+def box(widget) -> tuple:
+    """(left, bottom, right, top) of *widget* in window coordinates."""
+    x, y = widget.to_window(widget.x, widget.y)
+    return (x, y, x + widget.width, y + widget.height)
+
+
+def inner_scroll(shell, widget):
+    """The scrolling list (a ScrollView other than the page's) *widget* is in, or None."""
+    from kivy.uix.scrollview import ScrollView
+
+    for parent in ancestors(shell, widget):
+        if isinstance(parent, ScrollView) and parent is not shell.scroll:
+            return parent
+    return None
+
+
+def ancestors(shell, widget) -> list:
+    """*widget*'s parents up to the shell's root (not beyond: the window is its own parent)."""
+    out = []
+    parent = widget.parent if widget is not shell.root else None
+    while parent is not None and parent not in out:
+        out.append(parent)
+        if parent is shell.root:
+            break
+        parent = parent.parent
+    return out
+
+
+def visible_box(shell, widget):
+    """What of *widget* is on the screen (window coordinates), clipped by every ScrollView it is in
+    (the answers' list, the page's scroll); None when nothing is."""
+    from kivy.uix.scrollview import ScrollView
+
+    left, bottom, right, top = box(widget)
+    for parent in ancestors(shell, widget):
+        if isinstance(parent, ScrollView):
+            x0, y0, x1, y1 = box(parent)
+            left, bottom, right, top = max(left, x0), max(bottom, y0), min(right, x1), min(top, y1)
+    if right - left < 1 or top - bottom < 1:
+        return None
+    return (left, bottom, right, top)
 
 
 _INK: dict = {}
@@ -829,12 +884,28 @@ def character_sizes(shell) -> list:
 
 
 def page_facts(shell) -> dict:
-    """Does the page scroll, its size, and the rating tiles' size (for the 200 % check)."""
+    """Does the page scroll, its size, the rating tiles' size (for the 200 % check); do the answers
+    scroll in their own list, is the skip wholly on the screen; the highest top of a target (window
+    coordinates, from the bottom) and of the window's part that holds the targets."""
+    from kivy.core.window import Window
+    from kivy.uix.behaviors import ButtonBehavior
+
+    from kiosk.ui.shell import LOW_SCREEN
+
     page = shell._page
     facts = {"scrolls": shell.scroll.parent is not None, "page": [round(page.width), round(page.height)]}
     if hasattr(page, "tiles"):
         tile = page.tiles[0]
         facts["tile"] = [round(tile.width), round(tile.height)]
+    if hasattr(page, "answers"):
+        facts["answers_scroll"] = bool(page.answers.do_scroll_y)
+        facts["skip_shown"] = visible_box(shell, page.skip) == box(page.skip) and box(page.skip)[1] >= 0 \
+            and box(page.skip)[3] <= Window.height
+    tops = [visible_box(shell, w)[3] for w in shell.root.walk(restrict=True)
+            if isinstance(w, ButtonBehavior) and w.get_root_window() is not None
+            and visible_box(shell, w) is not None]
+    facts["targets_top"] = round(max(tops, default=0))
+    facts["reach"] = round(Window.height * LOW_SCREEN) if "low" in shell.flow.modes else Window.height
     return facts
 
 

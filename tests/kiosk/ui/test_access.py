@@ -262,6 +262,27 @@ def test_every_screen_language_mode_and_size_lays_out_without_clipping_or_overla
         if "-large-" in key:
             normal = chars[key.replace("-large-", "-normal-")]
             assert min(t[1] for t in texts) >= theme.LARGE_ZOOM * min(t[1] for t in normal), key
+    pages = result["pages"]
+    # Outside large mode no page scrolls, on either display: where not all of a question's answers
+    # fit, they scroll in a list of their own, the question, the skip and the countdown in view.
+    scrolling = sorted(key for key, facts in pages.items() if facts["scrolls"] and "-large-" not in key)
+    assert scrolling == [], scrolling
+    follow_ups = [key for key in pages if key.startswith(("reason-", "age_group-")) and "-large-" not in key]
+    assert len(follow_ups) == (2 * 5 * 3 + 5 * 5) * 2
+    hidden = sorted(key for key in follow_ups if not pages[key]["skip_shown"])
+    assert hidden == [], hidden
+    # Answers that scroll in their list: none on the 10.1", none in Korean; on the 7" only where
+    # a language's longer labels need a third row (docs/accessibility.md lists them).
+    listed = sorted(key for key in follow_ups if pages[key]["answers_scroll"])
+    assert not [key for key in listed if "-1280x800" in key or "-ko-" in key], listed
+    # Low screen: every target (language, control, faces, answers, skip) within the lower 62 %,
+    # the question and the other texts no one touches above it.
+    low = {key: facts for key, facts in pages.items() if "-low-" in key}
+    assert len(low) == 5 * 5 * 2 and all(facts["reach"] == round(int(key.split("-")[-1].split("x")[1]) * 0.62)
+                                         for key, facts in low.items())
+    out_of_reach = {key: facts["targets_top"] for key, facts in low.items()
+                    if not 0 < facts["targets_top"] <= facts["reach"] + 1}
+    assert out_of_reach == {}, out_of_reach
     smallest = {key: texts[0] for key, texts in chars.items()}
     (tmp_path / "char_mm.json").write_text(json.dumps(smallest, ensure_ascii=False, indent=1))
     if not os.environ.get("ONETAP_SCREENSHOTS"):
