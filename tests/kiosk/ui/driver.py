@@ -720,6 +720,77 @@ LAYOUT_SCREENS = ("rating", "reason", "age_group", "thanks", "sleep")
 SPACED = ("ko", "en", "vi")
 
 
+def centre_in_view(shell, widget) -> bool:
+    """Is the centre of *widget* (where a finger taps it) on the screen, not scrolled away?"""
+    seen = visible_box(shell, widget)
+    if seen is None:
+        return False
+    x, y = widget.to_window(*widget.center)
+    return seen[0] <= x <= seen[2] and seen[1] <= y <= seen[3]
+
+
+def scrolled_answers(app, result, args):
+    """A 7" display in Vietnamese and low-screen mode, where the reason answers scroll in their own
+    list: a finger drags the list and taps an answer that was out of view; on the next visit the
+    keypad's focus brings it into view and Enter chooses it."""
+    shell = app.shell
+    settings(app, reason_threshold=2, cooldown_s=0.0, thank_you_s=0.5, followup_timeout_s=60)
+    yield ready(app, "rating")
+    yield from choose_language(app, "vi", {})
+    shell.set_mode("low", True)
+    yield ready(app, "rating")
+    tap(page(app).tiles[0])
+    yield ready(app, "reason")
+    yield 0.2
+    options = page(app).options
+    codes = list(options)
+    hidden = [code for code in codes if not centre_in_view(shell, options[code])]
+    result["hidden"] = hidden
+    if not hidden:
+        return
+    target = hidden[-1]
+    result["target"] = target
+    answers = inner_scroll(shell, options[target])
+    result["scrolls"] = answers is not None
+    if answers is None:
+        return
+    # The finger drags the list up (Kivy's y grows upward): its lower answers come into view.
+    x, y = answers.to_window(*answers.center)
+    touch = touch_at(x, y)
+    for step in range(1, 11):
+        yield 0.02
+        touch.touch_move(x, y + step * 15)
+    touch.touch_up()
+    yield 1.5  # the list's glide after the finger lifts
+    result["in_view_after_drag"] = centre_in_view(shell, options[target])
+    tap(options[target])
+    yield 0.4  # a tap inside a ScrollView is handed on when it ends
+    yield screen_is(app, "thanks")
+    result["touched"] = [shell.last_rating.input, shell.last_rating.lang]
+    # The next visit by keypad: the focus walks to the same answer and the list follows it.
+    yield ready(app, "rating")
+    yield from choose_language(app, "vi", {})
+    shell.set_mode("low", True)
+    yield ready(app, "rating")
+    press_key(RIGHT)  # the first key: keypad mode, focus on face 1
+    press_key(ENTER)
+    yield ready(app, "reason")
+    yield 0.2
+    options = page(app).options
+    result["hidden_again"] = not centre_in_view(shell, options[target])
+    for _ in range(len(codes)):
+        if shell.flow.focus == codes.index(target):
+            break
+        press_key(RIGHT)
+        yield 0.2
+    yield 0.5
+    result["focus"] = [shell.flow.focus, codes.index(target)]
+    result["in_view_by_focus"] = centre_in_view(shell, options[target])
+    press_key(ENTER)
+    yield screen_is(app, "thanks")
+    result["keyed"] = [shell.last_rating.input, shell.last_rating.lang]
+
+
 def layout_problems(shell, lang: str) -> list[str]:
     """Text that does not fit its box, a word broken mid-word, interactive boxes that overlap."""
     from kivy.core.text import Label as CoreLabel
@@ -970,7 +1041,8 @@ def layouts(app, result, args):
 
 
 SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,
-             "help_call": help_call, "site_voice": site_voice, "zoom": zoom, "buttons": buttons,
+             "help_call": help_call, "site_voice": site_voice, "zoom": zoom,
+             "scrolled_answers": scrolled_answers, "buttons": buttons,
              "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey,
              "screenshots": screenshots}
 

@@ -296,3 +296,17 @@ def test_every_screen_language_mode_and_size_lays_out_without_clipping_or_overla
     for name in ("rating-large-vi-800x480", "reason-large-vi-800x480", "age_group-large-vi-800x480"):
         shutil.copy(shots / f"{name}.png", docs / f"kiosk-{name}.png")  # the window
         shutil.copy(shots / f"{name}-page.png", docs / f"kiosk-{name}-page.png")  # the whole page it scrolls
+
+
+def test_an_answer_out_of_view_in_a_scrolling_list_is_reached_by_a_drag_and_by_the_keypad(tmp_path):
+    """On the 7" in low-screen mode the Vietnamese reason answers scroll in their own list (docs/accessibility.md):
+    a finger drags an answer into view and taps it; the keypad's focus scrolls to it."""
+    result = run_driver(tmp_path, "scrolled_answers", size="800x480")
+    assert result["hidden"] and result["scrolls"], result
+    assert result["in_view_after_drag"] and result["in_view_by_focus"] and result["hidden_again"], result
+    focus, wanted = result["focus"]
+    assert focus == wanted
+    target = result["target"]
+    assert result["touched"] == ["touch", "vi"] and result["keyed"] == ["keypad", "vi"]
+    stored = [(row["reason"], row["input"], row["lang"]) for row in rows(tmp_path)]
+    assert stored == [(target, "touch", "vi"), (target, "keypad", "vi")]
