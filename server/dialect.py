@@ -208,8 +208,13 @@ class Postgres:
         (of schema *kinds*), in one statement.
 
         The rows go once, as column arrays; each insert is a data-modifying
-        WITH query, run in the order given. One round trip and one statement
-        to adapt instead of one per insert.
+        WITH query. One round trip and one statement to adapt instead of one
+        per insert. PostgreSQL does not promise in which order the WITH
+        queries run (each sorts its own rows); every worker runs this same
+        statement, so they take the tables in one order. A commit that
+        subtracts (store.SQLStore._flush's other path) goes table by table and
+        may deadlock with it: one of the two fails, commits nothing, and its
+        kiosks resend.
         """
         casts = ", ".join(f"%s::{self._casts[kind]}[]" for kind in kinds)
         withs = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))
