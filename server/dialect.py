@@ -213,8 +213,8 @@ class Postgres:
         queries run (each sorts its own rows); every worker runs this same
         statement, so they take the tables in one order. A commit that
         subtracts (store.SQLStore._flush's other path) goes table by table and
-        may deadlock with it: one of the two fails, commits nothing, and its
-        kiosks resend.
+        may deadlock with it: one of the two fails and commits nothing (an
+        ingest's kiosks resend; the alerts pass that marks suspects runs again).
         """
         casts = ", ".join(f"%s::{self._casts[kind]}[]" for kind in kinds)
         withs = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))
