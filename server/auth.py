@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Mapping
 
+from server.passwd import new_secret
+
 log = logging.getLogger(__name__)
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -124,7 +126,8 @@ def token_hash(token: str) -> str:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """A new API or session token (256 bits; passwd.new_secret: usable after --token on a command line)."""
+    return new_secret(32)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import argparse
 import importlib.util
 import logging
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from server.broker import free_port, private_broker
 from server.config import ServerConfig, UserConfig
+from server.passwd import new_secret
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(args.log_level)
     from server.auth import hash_password
 
-    password = secrets.token_urlsafe(9)
+    password = new_secret(9)
     temporary = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="onetap-demo-")) if temporary else args.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             mqtt_protocol=broker.mqtt_protocol,
             db=data_dir / "server.db",
             listen=listen,
-            api_token=secrets.token_urlsafe(16),
+            api_token=new_secret(16),
             users={"demo": UserConfig(hash_password(password), None)},
             survey={"question": {"ko": "오늘 받으신 서비스에 만족하셨나요?",
                                  "en": "Were you satisfied with our service today?"},

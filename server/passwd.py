@@ -74,9 +74,19 @@ def verify_password(password: str, hashed: str) -> bool:
     return hmac.compare_digest(digest, expected)
 
 
+def new_secret(nbytes: int) -> str:
+    """A random secret of *nbytes* bytes in URL-safe characters, never starting with "-":
+    a command line (`--password …`, `--token …`, an operator's shell) would take it for
+    an option."""
+    while True:
+        secret = secrets.token_urlsafe(nbytes)
+        if not secret.startswith("-"):
+            return secret
+
+
 def new_password() -> str:
-    """A random password for a machine account (192 bits, URL-safe characters)."""
-    return secrets.token_urlsafe(24)
+    """A random password for a machine account (192 bits)."""
+    return new_secret(24)
 
 
 def entry_user(line: str) -> str | None:

@@ -251,7 +251,7 @@ def test_sim_terminals_on_a_terminal_account_are_refused_aloud(facility, tmp_pat
                                  "--username", account.username, "--password", account.password,
                                  "--terminals", "1", "--taps", "2", "--timeout", "3",
                                  "--data-dir", str(tmp_path / "d"))
-    assert code == 1 and result["pending"] == 2
+    assert code == 1 and result["pending"] == 2, (code, result, err[-2000:])
     assert f"simulate: {FACILITY}/sim-001: the broker refused to take onetap/v1/{FACILITY}/sim-001/" in err
     assert "Not authorized" in err
 

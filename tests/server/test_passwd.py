@@ -66,6 +66,15 @@ def test_malformed_hash_is_an_error(bad):
         passwd.verify_password("x", bad)
 
 
+def test_a_new_secret_never_starts_with_a_dash(monkeypatch):
+    # One in 64 of token_urlsafe's would, and `simulate --password -x…` then fails to parse.
+    drawn = iter(["-dash-first", "_fine-then", "-again", "ok"])
+    monkeypatch.setattr(passwd.secrets, "token_urlsafe", lambda _n: next(drawn))
+    assert passwd.new_password() == "_fine-then"
+    from server.auth import new_token
+    assert new_token() == "ok"
+
+
 def test_new_passwords_differ_and_are_long():
     first, second = passwd.new_password(), passwd.new_password()
     assert first != second and len(first) >= 32
