@@ -83,6 +83,11 @@ class SQLite:
             conn.execute(sql)
         conn.execute("DELETE FROM rollup_keys")
 
+    def exclusive(self, job: int) -> bool:
+        """Whether this transaction may run *job* alone: always, SQLite's write
+        lock lets one writer in at a time."""
+        return True
+
     def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
                    key: tuple[str, ...]) -> set[tuple]:
         """Insert the rows (by their values of the unique *key*) whose key is not
@@ -210,17 +215,23 @@ class Postgres:
         The rows go once, as column arrays; each insert is a data-modifying
         WITH query. One round trip and one statement to adapt instead of one
         per insert. PostgreSQL does not promise in which order the WITH
-        queries run (each sorts its own rows); every worker runs this same
-        statement, so they take the tables in one order. A commit that
-        subtracts (store.SQLStore._flush's other path) goes table by table and
-        may deadlock with it: one of the two fails and commits nothing (an
-        ingest's kiosks resend; the alerts pass that marks suspects runs again).
+        queries run (each sorts its own rows); the store's roll-up, the one
+        writer of the rollups, runs alone (``exclusive``), so no two
+        transactions take their rows in different orders.
         """
         casts = ", ".join(f"%s::{self._casts[kind]}[]" for kind in kinds)
         withs = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))
         with self.conn.cursor() as cur:
             cur.execute(f"WITH rollup_keys ({', '.join(columns)}) AS (SELECT * FROM unnest({casts})),"
                         f" {withs} SELECT 1", [list(column) for column in zip(*rows)])
+
+    def exclusive(self, job: int) -> bool:
+        """Whether this transaction may run *job* alone: takes the advisory lock
+        numbered *job* until the transaction ends, or says False at once if
+        another transaction holds it."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [job])
+            return bool(cur.fetchone()[0])
 
     def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
                    key: tuple[str, ...]) -> set[tuple]:

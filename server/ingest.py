@@ -68,6 +68,8 @@ class IngestCounters:
     statuses: int = 0
     acks: int = 0
     store_errors: int = 0
+    #: Roll-ups of the queued counts that failed (nothing lost: they stay queued).
+    roll_up_errors: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

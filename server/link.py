@@ -23,7 +23,7 @@ from server.config import ServerConfig
 from server.errors import StoreError
 from server.ingest import Ingest, IngestCounters, QuarantineCaps
 from server.registry import Registry
-from server.store import Store
+from server.store import ROLL_UP_ROWS, Store
 from server.supervisor import Problem, Supervised, Supervisor
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,10 @@ ACK_QOS = 0
 READ_AHEAD = 64 * 1024
 #: MQTT keepalive: the broker drops a client silent for 1.5 times this.
 KEEPALIVE_S = 30
+#: How often the worker moves the counts its commits queued into the rollups
+#: (Store.roll_up), after a commit's Acks are out or while idle: queries read
+#: the queue too, so this only bounds how much they read of it.
+ROLL_UP_EVERY_S = 1.0
 
 
 class _Client(mqtt.Client):
@@ -260,6 +264,7 @@ class Link:
         self.store_factory = store_factory
         self.max_messages = max_messages_per_commit
         self.counters = IngestCounters()
+        self._next_roll_up = 0.0
         #: The process's threads run under it; /healthz and the watchdog ask it.
         self.supervisor = supervisor if supervisor is not None else Supervisor()
         self.stall_s = float(config.ingest_stall_s)
@@ -425,6 +430,7 @@ class Link:
                 if not taken:
                     if self._stopping.is_set():
                         return  # asked to stop, and everything received is done
+                    self._roll_up(store, thread, idle=True)
                     continue
                 progress = False
                 try:
@@ -440,6 +446,8 @@ class Link:
                     # Back off so a full disk does not spin (outside busy: waiting is not stuck).
                     self._stopping.wait(self._backoff)
                     self._backoff = min(self._backoff * 2, 30)
+                else:
+                    self._roll_up(store, thread)
         finally:
             try:
                 store.close()
@@ -501,6 +509,30 @@ class Link:
         for ack_topic, ack in acks:
             self.client.publish(ack_topic, ack.encode(), qos=ACK_QOS)
         return True
+
+    def _roll_up(self, store: Store, thread: Supervised, *, idle: bool = False) -> None:
+        """Move queued counts into the rollups, at most every ROLL_UP_EVERY_S.
+
+        Never before a commit's Acks: a tap waits for its commit, not for this.
+        A full roll-up (more was waiting) makes the next one due at once, and
+        while idle it goes on until the queue is empty or messages come, so
+        the queue cannot outgrow the roll-ups. A failure loses nothing (the
+        counts stay queued, and counted by every query); it is logged,
+        counted, and tried again next time.
+        """
+        now = time.monotonic()
+        if now < self._next_roll_up:
+            return
+        self._next_roll_up = now + ROLL_UP_EVERY_S
+        try:
+            with thread.busy():
+                while store.roll_up(ROLL_UP_ROWS) == ROLL_UP_ROWS:
+                    if not idle or self._queue.qsize() or self._stopping.is_set():
+                        self._next_roll_up = 0.0
+                        break
+        except StoreError as exc:
+            self.counters.roll_up_errors += 1
+            log.warning("could not roll up the queued counts (%s); they stay queued and counted", exc)
 
     def _one_alone(self, ingest: Ingest, store: Store, item: tuple[int, Any]) -> list | None:
         """Ingest one message in its own commit and return its Acks; if even that

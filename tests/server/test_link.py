@@ -478,3 +478,40 @@ def test_the_client_reads_ahead_and_hands_out_every_whole_packet_it_read():
         assert got[3] == ("onetap/v1/s/t3/ratings", b"payload 3")
     finally:
         broker.close()
+
+
+class RollUpFailsTwice(SQLiteStore):
+    """A real SQLite store whose first two roll-ups fail as a full disk would."""
+
+    failures_left = 2
+
+    def roll_up(self, limit=10_000):
+        if RollUpFailsTwice.failures_left > 0:
+            RollUpFailsTwice.failures_left -= 1
+            raise StoreError("database or disk is full")
+        return super().roll_up(limit)
+
+
+def test_the_worker_rolls_up_its_queued_counts_and_a_failed_roll_up_loses_nothing(mosquitto, db_path):
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-roll", db=db_path)
+    link = Link(config, lambda: RollUpFailsTwice.open(db_path)).start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path)
+    november = Filters(date(2026, 11, 1), date(2026, 11, 30))
+    try:
+        ratings = [rating(i) for i in range(1, 101)]
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [r.encode() for r in ratings]))
+        ack, _ = terminal.acks.get(timeout=DEADLINE)
+        assert len(ack.accepted) == 100
+        store = SQLiteStore.open(db_path)
+        # Counted at once, whether the counts are queued or rolled up.
+        assert sum(store.summary(november).values()) == 100
+        wait_for(lambda: store.counts()["rollup_queue"] == 0, "the worker to roll up its counts",
+                 timeout=DEADLINE)
+        assert link.counters.roll_up_errors == 2
+        assert tuples(store, "SELECT sum(n) FROM roll_site_day") == [(100,)]
+        assert sum(store.summary(november).values()) == 100
+        store.close()
+    finally:
+        terminal.close()
+        link.stop()
