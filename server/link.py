@@ -265,6 +265,8 @@ class Link:
         self.max_messages = max_messages_per_commit
         self.counters = IngestCounters()
         self._next_roll_up = 0.0
+        #: (monotonic time of the first failure, its message) while roll-ups fail.
+        self._roll_up_failing: tuple[float, str] | None = None
         #: The process's threads run under it; /healthz and the watchdog ask it.
         self.supervisor = supervisor if supervisor is not None else Supervisor()
         self.stall_s = float(config.ingest_stall_s)
@@ -335,6 +337,11 @@ class Link:
         return None if self.role == "api" else self._queue.state()
 
     def _ingest_problem(self) -> Problem | None:
+        rolling = self._roll_up_failing
+        if rolling is not None and time.monotonic() - rolling[0] > self.stall_s:
+            # Nothing is lost or miscounted, but every query reads a queue that only grows.
+            return Problem(f"counts cannot be rolled up for {time.monotonic() - rolling[0]:.0f} s"
+                           f" (they stay queued and counted): {rolling[1]}", restart=False)
         failing = self._store_failing
         if failing is not None:
             # Not stuck but refused: a restart would not give the database room
@@ -530,8 +537,11 @@ class Link:
                     if not idle or self._queue.qsize() or self._stopping.is_set():
                         self._next_roll_up = 0.0
                         break
+            self._roll_up_failing = None
         except StoreError as exc:
             self.counters.roll_up_errors += 1
+            if self._roll_up_failing is None:
+                self._roll_up_failing = (now, str(exc))
             log.warning("could not roll up the queued counts (%s); they stay queued and counted", exc)
 
     def _one_alone(self, ingest: Ingest, store: Store, item: tuple[int, Any]) -> list | None:

@@ -509,8 +509,47 @@ def test_the_worker_rolls_up_its_queued_counts_and_a_failed_roll_up_loses_nothin
         wait_for(lambda: store.counts()["rollup_queue"] == 0, "the worker to roll up its counts",
                  timeout=DEADLINE)
         assert link.counters.roll_up_errors == 2
+        assert link.supervisor.problems() == []  # failing no longer, and not for long
         assert tuples(store, "SELECT sum(n) FROM roll_site_day") == [(100,)]
         assert sum(store.summary(november).values()) == 100
+        store.close()
+    finally:
+        terminal.close()
+        link.stop()
+
+
+class RollUpFailsUntilFreed(SQLiteStore):
+    """A real SQLite store whose roll-ups fail until the test frees them."""
+
+    freed = threading.Event()
+
+    def roll_up(self, limit=10_000):
+        if not RollUpFailsUntilFreed.freed.is_set():
+            raise StoreError("disk I/O error")
+        return super().roll_up(limit)
+
+
+def test_roll_ups_failing_for_long_are_told_by_health_and_nothing_is_miscounted(mosquitto, db_path):
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-rollfail", db=db_path,
+                          ingest_stall_s=2)
+    link = Link(config, lambda: RollUpFailsUntilFreed.open(db_path)).start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path)
+    november = Filters(date(2026, 11, 1), date(2026, 11, 30))
+    try:
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [rating(i).encode() for i in (1, 2)]))
+        ack, _ = terminal.acks.get(timeout=DEADLINE)
+        assert len(ack.accepted) == 2
+        wait_for(lambda: any("cannot be rolled up" in p.reason for p in link.supervisor.problems()),
+                 "health to tell of the failing roll-ups", timeout=DEADLINE)
+        problem, = link.supervisor.problems()
+        assert not problem.restart  # a restart would not mend the disk
+        store = SQLiteStore.open(db_path)
+        assert sum(store.summary(november).values()) == 2 and store.counts()["rollup_queue"] > 0
+        RollUpFailsUntilFreed.freed.set()
+        wait_for(lambda: store.counts()["rollup_queue"] == 0, "the roll-up once freed", timeout=DEADLINE)
+        wait_for(lambda: link.supervisor.problems() == [], "health to be clear again", timeout=DEADLINE)
+        assert sum(store.summary(november).values()) == 2
         store.close()
     finally:
         terminal.close()
