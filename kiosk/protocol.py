@@ -81,6 +81,8 @@ MAX_STATUS_TEXT = 200
 _MAX_FIELD_NAME = 80
 
 OFFLINE_STATUS = b'{"v":1,"state":"offline"}'
+#: Compact JSON as the messages are written; json.dumps with options builds an encoder per call.
+_COMPACT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class ProtocolError(ValueError):
@@ -363,7 +365,7 @@ class Rating:
 
     def encode(self) -> str:
         """The rating as compact JSON text, ready to be joined into a batch."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return _COMPACT_ENCODER.encode(self.to_dict())
 
     @classmethod
     def from_dict(
@@ -510,10 +512,19 @@ def _json_default(value: object) -> str:
     return repr(value)
 
 
+#: One decoder: json.loads with options builds a new one on every call (as json.loads
+#: shares its own default decoder between threads, this one is shared too).
+_BOUNDED_DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_float=_bounded_float,
+                                    parse_constant=OutOfRange)
+
+
 def loads_bounded(text: str | bytes) -> Any:
     """json.loads whose numbers are bounded (see OutOfRange); raises ValueError or RecursionError."""
-    return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float,
-                      parse_constant=OutOfRange)
+    if type(text) is not str or text.startswith("\ufeff"):
+        # json.loads' own checks and messages (bytes' encodings, a BOM, not text at all).
+        return json.loads(text, cls=json.JSONDecoder, parse_int=_bounded_int,
+                          parse_float=_bounded_float, parse_constant=OutOfRange)
+    return _BOUNDED_DECODER.decode(text)
 
 
 def dumps_raw(obj: object) -> bytes:
@@ -724,15 +735,13 @@ class Ack:
     rejected: tuple[tuple[str, str], ...] = ()  # (id, error)
 
     def encode(self) -> bytes:
-        return json.dumps(
+        return _COMPACT_ENCODER.encode(
             {
                 "v": VERSION,
                 "accepted": list(self.accepted),
                 "duplicate": list(self.duplicate),
                 "rejected": [{"id": i, "error": e} for i, e in self.rejected],
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
+            }
         ).encode("utf-8")
 
     @property
@@ -923,7 +932,7 @@ class SiteAlerts:
         check_identifier("site", self.site)
         body = {"v": VERSION, "site": self.site,
                 "alerts": [{key: alert.get(key) for key in ALERT_FIELDS} for alert in self.alerts]}
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _COMPACT_ENCODER.encode(body).encode("utf-8")
 
     @classmethod
     def decode(cls, payload: bytes) -> "SiteAlerts":
@@ -1074,7 +1083,7 @@ class SurveyConfig:
         }
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _COMPACT_ENCODER.encode(self.to_dict()).encode("utf-8")
 
     @classmethod
     def decode(cls, payload: bytes) -> "SurveyConfig":
