@@ -974,15 +974,19 @@ class SQLStore:
     def chain_states_for_update(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         # One read for a commit's terminals (not one per terminal); sorted, so
         # PostgreSQL locks the rows in one order in every worker.
-        keys = sorted(set(keys))
+        # By site (a server has a few, often one): "site = ? AND terminal IN (...)" reads the
+        # primary key directly, a third faster than "(site, terminal) IN (VALUES ...)".
+        by_site: dict[str, list[str]] = {}
+        for site, terminal in sorted(set(keys)):
+            by_site.setdefault(site, []).append(terminal)
         out: dict[tuple[str, str], dict[str, Any]] = {}
-        for start in range(0, len(keys), 400):
-            chunk = keys[start:start + 400]
-            for row in self._dicts(
-                    f"SELECT * FROM chain_state WHERE (site, terminal) IN"
-                    f" (VALUES {', '.join(['(?, ?)'] * len(chunk))}) ORDER BY site, terminal{self.dialect.lock_row}",
-                    [v for key in chunk for v in key]):
-                out[row["site"], row["terminal"]] = row
+        for site, terminals in by_site.items():
+            for start in range(0, len(terminals), 400):
+                chunk = terminals[start:start + 400]
+                for row in self._dicts(
+                        f"SELECT * FROM chain_state WHERE site = ? AND terminal IN ({', '.join(['?'] * len(chunk))})"
+                        f" ORDER BY site, terminal{self.dialect.lock_row}", [site, *chunk]):
+                    out[row["site"], row["terminal"]] = row
         return out
 
     def save_chain_state(self, state: Mapping[str, Any]) -> None:

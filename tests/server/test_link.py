@@ -478,3 +478,106 @@ def test_the_client_reads_ahead_and_hands_out_every_whole_packet_it_read():
         assert got[3] == ("onetap/v1/s/t3/ratings", b"payload 3")
     finally:
         broker.close()
+
+
+def _v5_publish(topic_: str | bytes, payload: bytes, *, qos: int = 0, mid: int = 0, retain: bool = False,
+                properties: bytes = b"\x00") -> bytes:
+    name = topic_ if isinstance(topic_, bytes) else topic_.encode()
+    body = len(name).to_bytes(2, "big") + name + (mid.to_bytes(2, "big") if qos else b"")
+    body += properties + payload
+    assert len(body) < 128
+    return bytes([0x30 | qos << 1 | retain, len(body)]) + body
+
+
+def _read_all(sock) -> bytes:
+    sock.setblocking(False)
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_deliver_takes_what_paho_would_hand_on_message_and_pubacks_every_qos1_message():
+    # The short path (no MQTTMessage, no Properties object) must hand on exactly what
+    # paho's own path does, leave what it does not take (properties, QoS 2) to paho,
+    # and PUBACK each QoS 1 message once, after it was handed on.
+    import socket
+
+    from server.link import _Client
+
+    packets = [
+        _v5_publish("onetap/v1/s/t1/ratings", b'{"a":1}', qos=1, mid=7),
+        # A payload-format-indicator property: paho's path.
+        _v5_publish("onetap/v1/s/t2/ratings", b'{"b":2}', qos=1, mid=8, properties=b"\x02\x01\x01"),
+        _v5_publish("onetap/v1/s/t3/status", b'{"c":3}', retain=True),
+        _v5_publish("onetap/v1/s/t4/ratings", b"", qos=1, mid=300),
+        _v5_publish(b"onetap/v1/s/\xff/ratings", b"x" * 40, qos=1, mid=9, retain=True),  # not UTF-8
+    ]
+
+    def run(short: bool) -> tuple[list, bytes]:
+        client = _Client(CallbackAPIVersion.VERSION2, client_id="short-path", protocol=mqtt.MQTTv5)
+        got = []
+        client.on_message = lambda c, u, m: got.append(("paho", m._topic, bytes(m.payload), bool(m.retain)))
+        if short:
+            client.deliver = lambda topic_, payload, retained: got.append(("short", topic_, payload, retained))
+        ours, broker = socket.socketpair()
+        ours.setblocking(False)
+        client._sock = ours
+        try:
+            broker.sendall(b"".join(packets))
+            client.loop_read()
+            client.loop_write()
+            return got, _read_all(broker)
+        finally:
+            broker.close()
+            ours.close()
+
+    short, short_wire = run(True)
+    paho, paho_wire = run(False)
+    assert [g[1:] for g in short] == [g[1:] for g in paho]  # the same messages, in order
+    assert [g[0] for g in short] == ["short", "paho", "short", "short", "short"]
+    puback = lambda mid: b"\x40\x02" + mid.to_bytes(2, "big")  # noqa: E731
+    assert sorted(short_wire[i:i + 4] for i in range(0, len(short_wire), 4)) == sorted(
+        puback(mid) for mid in (7, 8, 300, 9))
+    assert sorted(paho_wire[i:i + 4] for i in range(0, len(paho_wire), 4)) == sorted(
+        puback(mid) for mid in (7, 8, 300, 9))
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
+@pytest.mark.parametrize("size", [0, 100, 127, 128, 20_000, 3_000_000])
+def test_publish_unwatched_writes_what_paho_writes_at_qos0(protocol, size):
+    import socket
+
+    from server.link import _Client
+
+    payload = bytes(range(256)) * (size // 256) + b"a" * (size % 256)
+    wire = []
+    for ours_path in (False, True):
+        client = _Client(CallbackAPIVersion.VERSION2, client_id="unwatched", protocol=protocol)
+        ours, broker = socket.socketpair()
+        ours.setblocking(False)
+        client._sock = ours
+        received = b""
+        try:
+            messages = [("onetap/v1/s1/t1/ack", payload), ("onetap/v1/s1/터미널/ack", b"{}")]
+            if ours_path:
+                assert client.publish_unwatched(messages)
+            else:
+                for topic_, body in messages:
+                    client.publish(topic_, body, qos=0)
+            while True:
+                client.loop_write()
+                chunk = _read_all(broker)
+                received += chunk
+                if not chunk and not client._out_packet:
+                    break
+            wire.append(received)
+        finally:
+            broker.close()
+            ours.close()
+    assert wire[0] == wire[1] and len(wire[0]) > size
