@@ -88,6 +88,35 @@ class _Client(mqtt.Client):
         del ahead[:bufsize]
         return out
 
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        # A packet whole in the bytes read ahead goes to paho's reader with its
+        # header and body already filled in, so paho skips its byte-by-byte
+        # reading and only hands it on (and keeps its keepalive times) its own way.
+        ahead = self._ahead
+        packet = self._in_packet
+        if packet["command"] or len(ahead) < 2:
+            return super()._packet_read()
+        length, shift, start = 0, 0, 1
+        while True:
+            if start >= len(ahead) or start > 4:
+                return super()._packet_read()  # not whole yet, or paho says what is wrong
+            byte = ahead[start]
+            start += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        end = start + length
+        if end > len(ahead):
+            return super()._packet_read()
+        packet["command"] = ahead[0]
+        packet["remaining_length"] = length
+        packet["have_remaining"] = 1
+        packet["to_process"] = 0
+        packet["packet"] = ahead[start:end]
+        del ahead[:end]
+        return super()._packet_read()
+
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         rc = super().loop_read(max_packets)
         # Bytes read ahead are off the socket: select would not wake for them.

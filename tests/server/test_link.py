@@ -581,3 +581,37 @@ def test_publish_unwatched_writes_what_paho_writes_at_qos0(protocol, size):
             broker.close()
             ours.close()
     assert wire[0] == wire[1] and len(wire[0]) > size
+
+
+def test_packets_whole_in_the_bytes_read_ahead_of_any_length_are_handed_out_in_order():
+    import socket
+
+    from server.link import _Client
+
+    def packet(topic_: str, payload: bytes) -> bytes:
+        body = len(topic_).to_bytes(2, "big") + topic_.encode() + payload
+        length, size = b"", len(body)
+        while True:  # MQTT's variable-length integer: 1, 2 and 3 bytes here
+            byte, size = size & 0x7F, size >> 7
+            length += bytes([byte | 0x80 if size else byte])
+            if not size:
+                break
+        return bytes([0x30]) + length + body
+
+    sizes = [0, 5, 121, 122, 300, 16_000, 20_000, 40_000, 7]
+    sent = [(f"onetap/v1/s/t{i}/ratings", bytes([i]) * size) for i, size in enumerate(sizes)]
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="read-ahead-long", protocol=mqtt.MQTTv311)
+    got = []
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        # 85 kB: read 64 KiB at a time, so one packet is split between two reads too.
+        broker.sendall(b"".join(packet(t, p) for t, p in sent))
+        for _ in range(10):
+            assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+        assert got == sent
+    finally:
+        broker.close()
+        ours.close()
