@@ -172,8 +172,9 @@ class Store(Protocol):
 
     def save_chain_state(self, state: Mapping[str, Any]) -> None: ...
 
-    def save_chain_states(self, states: Sequence[Mapping[str, Any]]) -> None:
-        """Upsert chain states, one per terminal, in one statement."""
+    def save_chain_states(self, states: Sequence[Mapping[str, Any]],
+                          previous: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> None:
+        """Upsert chain states, one per terminal; *previous*: their rows as chain_states_for_update read them."""
 
     def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
         """(terminal, lowest seq, highest seq) of the site's ratings on local days in [day_from, day_to]."""
@@ -448,6 +449,18 @@ class _Pending:
             self.counts[key] = self.counts.get(key, 0) + n
         for key, ops in other.terminals.items():
             self.terminals.setdefault(key, []).extend(ops)
+
+
+#: The chain_state columns audit.track moves on for a terminal without a new gap, break or
+#: checkpoint; the others (with site and terminal) are the rest of the row.
+_CHAIN_MOVING = ("contiguous_seq", "max_seq", "tip_seq", "tip_chain", "head_seq", "head_chain",
+                 "head_sig", "head_at", "updated_at")
+_chain_rest = operator.itemgetter(*(c for c in CHAIN_STATE_COLUMNS if c not in _CHAIN_MOVING))
+_chain_moved = operator.itemgetter(*_CHAIN_MOVING, "site", "terminal")
+_CHAIN_MOVE = (f"UPDATE chain_state SET {', '.join(f'{c} = ?' for c in _CHAIN_MOVING)}"
+               " WHERE site = ? AND terminal = ?")
+_CHAIN_MOVED_ROW = ("site", "terminal", "missing", "status", *_CHAIN_MOVING)
+_chain_moved_row = operator.itemgetter(*_CHAIN_MOVED_ROW)
 
 
 def _store_errors(method):
@@ -1011,28 +1024,57 @@ class SQLStore:
     def chain_states_for_update(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         # One read for a commit's terminals (not one per terminal); sorted, so
         # PostgreSQL locks the rows in one order in every worker.
-        keys = sorted(set(keys))
+        # By site (a server has a few, often one): "site = ? AND terminal IN (...)" reads the
+        # primary key directly, a third faster than "(site, terminal) IN (VALUES ...)".
+        by_site: dict[str, list[str]] = {}
+        for site, terminal in sorted(set(keys)):
+            by_site.setdefault(site, []).append(terminal)
         out: dict[tuple[str, str], dict[str, Any]] = {}
-        for start in range(0, len(keys), 400):
-            chunk = keys[start:start + 400]
-            for row in self._dicts(
-                    f"SELECT * FROM chain_state WHERE (site, terminal) IN"
-                    f" (VALUES {', '.join(['(?, ?)'] * len(chunk))}) ORDER BY site, terminal{self.dialect.lock_row}",
-                    [v for key in chunk for v in key]):
-                out[row["site"], row["terminal"]] = row
+        for site, terminals in by_site.items():
+            for start in range(0, len(terminals), 400):
+                chunk = terminals[start:start + 400]
+                for row in self._dicts(
+                        f"SELECT * FROM chain_state WHERE site = ? AND terminal IN ({', '.join(['?'] * len(chunk))})"
+                        f" ORDER BY site, terminal{self.dialect.lock_row}", [site, *chunk]):
+                    out[row["site"], row["terminal"]] = row
         return out
 
     def save_chain_state(self, state: Mapping[str, Any]) -> None:
         self.save_chain_states([state])
 
-    def save_chain_states(self, states: Sequence[Mapping[str, Any]]) -> None:
+    def save_chain_states(self, states: Sequence[Mapping[str, Any]],
+                          previous: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> None:
+        """Write *states* (inserted or replaced). *previous*: the same terminals' rows as read
+        (and locked) in this transaction by chain_states_for_update; a state that differs
+        from its row only in _CHAIN_MOVING writes just those (fewer values to bind or adapt)."""
         if not states:
             return
-        updates = ", ".join(f"{c} = excluded.{c}" for c in CHAIN_STATE_COLUMNS if c not in ("site", "terminal"))
-        rows = sorted(tuple(state.get(c) for c in CHAIN_STATE_COLUMNS) for state in states)
+        moved, whole = [], []
+        for state in states:
+            before = previous.get((state["site"], state["terminal"])) if previous else None
+            if before is not None and _chain_rest(state) == _chain_rest(before):
+                moved.append(state)
+            else:
+                whole.append(tuple(state.get(c) for c in CHAIN_STATE_COLUMNS))
         with self._joined():
-            self.dialect.bulk("chain_state", CHAIN_STATE_COLUMNS, rows,
-                              f"ON CONFLICT (site, terminal) DO UPDATE SET {updates}")
+            if whole:
+                updates = ", ".join(f"{c} = excluded.{c}" for c in CHAIN_STATE_COLUMNS
+                                    if c not in ("site", "terminal"))
+                self.dialect.bulk("chain_state", CHAIN_STATE_COLUMNS, sorted(whole),
+                                  f"ON CONFLICT (site, terminal) DO UPDATE SET {updates}")
+            if not moved:
+                return
+            # Rows this transaction holds locked already: no lock order to keep.
+            if isinstance(self.dialect, SQLite):
+                # 5 µs a terminal against 8 for the whole row's upsert.
+                self.dialect.many(_CHAIN_MOVE, [_chain_moved(state) for state in moved])
+            else:
+                # An UPDATE per row measured slower than one upsert of column arrays on
+                # PostgreSQL: one upsert of the moving columns and the NOT NULL ones an
+                # insert needs (never inserted: the rows exist).
+                self.dialect.bulk("chain_state", _CHAIN_MOVED_ROW, [_chain_moved_row(state) for state in moved],
+                                  f"ON CONFLICT (site, terminal) DO UPDATE SET"
+                                  f" {', '.join(f'{c} = excluded.{c}' for c in _CHAIN_MOVING)}")
 
     @_store_errors
     def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
