@@ -70,18 +70,24 @@ class SQLite:
         self.db.conn.executemany(sql, rows)
 
     def grouped(self, columns: Sequence[str], kinds: Sequence[str], rows: list[tuple],
-                inserts: Sequence[str]) -> None:
-        """Run *inserts*, each reading the *rows* as a table ``rollup_keys`` of *columns*.
+                inserts: Sequence[str], derived: Sequence[tuple[str, Sequence[str], str]] = ()) -> None:
+        """Run *inserts*, each reading the *rows* as a table ``rollup_keys`` of *columns*,
+        or one of the *derived* (name, columns, a SELECT over rollup_keys and those before it).
 
-        The rows go once into a temporary table (this connection's, emptied
+        Each goes once into a temporary table (this connection's, emptied
         after; in the caller's transaction, so a failure takes them back too).
         """
         conn = self.db.conn
         conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS rollup_keys ({', '.join(columns)})")
         conn.executemany(f"INSERT INTO rollup_keys VALUES ({', '.join('?' * len(columns))})", rows)
+        for name, names, select in derived:
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({', '.join(names)}, n)")
+            conn.execute(f"INSERT INTO {name} {select}")
         for sql in inserts:
             conn.execute(sql)
         conn.execute("DELETE FROM rollup_keys")
+        for name, _, _ in derived:
+            conn.execute(f"DELETE FROM {name}")
 
     def exclusive(self, job: int) -> bool:
         """Whether this transaction may run *job* alone: always, SQLite's write
@@ -208,9 +214,10 @@ class Postgres:
             cur.executemany(self.sql(sql), rows)
 
     def grouped(self, columns: Sequence[str], kinds: Sequence[str], rows: list[tuple],
-                inserts: Sequence[str]) -> None:
+                inserts: Sequence[str], derived: Sequence[tuple[str, Sequence[str], str]] = ()) -> None:
         """Run *inserts*, each reading the *rows* as a relation ``rollup_keys`` of *columns*
-        (of schema *kinds*), in one statement.
+        (of schema *kinds*), or one of the *derived* (name, columns, a SELECT
+        over rollup_keys and those before it), in one statement.
 
         The rows go once, as column arrays; each insert is a data-modifying
         WITH query. One round trip and one statement to adapt instead of one
@@ -220,7 +227,8 @@ class Postgres:
         transactions take their rows in different orders.
         """
         casts = ", ".join(f"%s::{self._casts[kind]}[]" for kind in kinds)
-        withs = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))
+        withs = ", ".join([*(f"{name} ({', '.join(names)}, n) AS ({select})" for name, names, select in derived),
+                           *(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))])
         with self.conn.cursor() as cur:
             cur.execute(f"WITH rollup_keys ({', '.join(columns)}) AS (SELECT * FROM unnest({casts})),"
                         f" {withs} SELECT 1", [list(column) for column in zip(*rows)])
