@@ -51,7 +51,7 @@ class LoopTerminal(Terminal):
 
     def _on_ack(self, ack) -> None:
         super()._on_ack(ack)
-        if self.in_flight is None and not self.pending:
+        if not self.in_flight and not self.pending:
             self.next()
 
 
