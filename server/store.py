@@ -483,6 +483,7 @@ _KEY_KINDS = tuple("name" if c == "month" else "count" if c == "n" else TABLES["
 _NUMBERS = {c for c, kind in zip(_KEY_COLUMNS, _KEY_KINDS) if kind != "name"}
 
 
+#: Each rollup's dimensions, in its key's order.
 _ROLLUP_DIMS = dict(ROLLUPS)
 #: A key's count of each score, 1 to 5 (columns n1..n5 of _rollup_counts' rows).
 _SCORE_SUMS = ", ".join(f"coalesce(sum(n) FILTER (WHERE score = {score}), 0)" for score in SCORES)
