@@ -115,6 +115,9 @@ def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
         "store_ceiling_seconds": round(ceiling_seconds, 3),
         "store_ceiling_per_s": round(ratings / ceiling_seconds),
         "drain_share_of_ceiling": round(ceiling_seconds / seconds, 3),
+        # The ceiling without the roll-up (the counts left queued): the stricter figure.
+        "store_ingest_only_seconds": round(bench_store_ceiling.ingest_only, 3),
+        "drain_share_of_ingest_only": round(bench_store_ceiling.ingest_only / seconds, 3),
         "naive_seconds": round(naive_seconds, 3),
         "naive_per_s": round(ratings / naive_seconds),
         "speedup": round(naive_seconds / seconds, 1),
@@ -139,6 +142,11 @@ def bench_store_ceiling(outbox: Outbox, db: Path) -> float:
         started = time.perf_counter()
         for ratings in batches:
             store.ingest_batch("bench", "drain-01", ratings, datetime.now(timezone.utc))
+        bench_store_ceiling.ingest_only = time.perf_counter() - started
+        # The same work is not done until the queued counts are in the rollups
+        # (code without the queue wrote them in each commit): the ceiling counts it.
+        while getattr(store, "roll_up", lambda: 0)():
+            pass
         return time.perf_counter() - started
     finally:
         store.close()

@@ -9,8 +9,9 @@ Run by hand (never in the test suite); figures go to docs/benchmarks.md:
 Each terminal is one MQTT connection (a minimal asyncio MQTT 3.1.1 client, a
 few processes of them) that behaves like the kiosk's uplink: a tap goes to
 its outbox; whatever is pending goes out as one protocol-valid RatingBatch
-when nothing is in flight; a batch without an Ack after --ack-timeout is sent
-again (same ids). Tap to Ack is measured per rating (the server Acks only
+while fewer than --window batches are unanswered (default 1: only when
+nothing is in flight; the kiosk's uplink allows 8); a batch without an Ack
+after --ack-timeout is sent again (same ids). Tap to Ack is measured per rating (the server Acks only
 after the commit, so it bounds tap to commit from above). A phase is
 "RATE:SECONDS" in taps/s over all terminals. At the end the database is
 checked with the seq rule: per terminal, seqs 1..N with no gap, no repeat.
@@ -70,18 +71,21 @@ def _packet(kind: int, body: bytes) -> bytes:
 
 
 class Terminal:
-    """One simulated kiosk: an outbox, one batch in flight, resend on timeout."""
+    """One simulated kiosk: an outbox, up to *window* batches in flight (the
+    kiosk's uplink sends each tap at once while fewer than its window of 8 are
+    unanswered; 1: a batch only when nothing is in flight), resend on timeout."""
 
-    def __init__(self, name: str, port: int, ack_timeout: float, stats: dict):
+    def __init__(self, name: str, port: int, ack_timeout: float, stats: dict, window: int = 1):
         self.name = name
         self.port = port
         self.ack_timeout = ack_timeout
         self.stats = stats
+        self.window = window
         self.seq = 0
         self.pending: dict[str, tuple[int, float, str]] = {}  # id -> (seq, tap time, json)
         self.unsent: list[str] = []
-        self.in_flight: list[str] | None = None
-        self.sent_at = 0.0
+        #: Batches sent and not wholly Acked: [sent at, ids].
+        self.in_flight: list[list] = []
         self.packet_id = 0
         self.writer: asyncio.StreamWriter | None = None
         self.topic = protocol.topic(SITE, name, "ratings")
@@ -127,9 +131,8 @@ class Terminal:
                 self.stats["confirmed"] += 1
         self.stats["duplicates"] += len(ack.duplicate)
         self.stats["rejected"] += len(ack.rejected)
-        if self.in_flight is not None and not any(i in self.pending for i in self.in_flight):
-            self.in_flight = None
-            self._send()
+        self.in_flight = [batch for batch in self.in_flight if any(i in self.pending for i in batch[1])]
+        self._fill()
 
     def tap(self) -> None:
         self.seq += 1
@@ -140,17 +143,18 @@ class Terminal:
         self.pending[rid] = (self.seq, time.monotonic(), rating.encode())
         self.unsent.append(rid)
         self.stats["taps"] += 1
-        if self.in_flight is None:
-            self._send()
+        self._fill()
 
-    def _send(self, ids: list[str] | None = None) -> None:
-        if ids is None:
+    def _fill(self) -> None:
+        while len(self.in_flight) < self.window and self.unsent:
             ids = [i for i in self.unsent if i in self.pending][:protocol.MAX_BATCH_RATINGS]
-            self.unsent = self.unsent[len(ids):]
+            self.unsent = self.unsent[len(ids):] if ids else []
+            self._send(ids)
+
+    def _send(self, ids: list[str]) -> None:
         if not ids:
             return
-        self.in_flight = ids
-        self.sent_at = time.monotonic()
+        self.in_flight.append([time.monotonic(), ids])
         payload = protocol.encode_batch(SITE, self.name, [self.pending[i][2] for i in ids])
         self.packet_id = self.packet_id % 65535 + 1
         body = _str(self.topic) + struct.pack("!H", self.packet_id) + payload
@@ -158,22 +162,25 @@ class Terminal:
         self.stats["batches"] += 1
 
     def check_timeout(self, now: float) -> None:
-        if self.in_flight is not None and now - self.sent_at > self.ack_timeout:
-            still = [i for i in self.in_flight if i in self.pending]
+        late = [batch for batch in self.in_flight if now - batch[0] > self.ack_timeout]
+        if not late:
+            return
+        self.in_flight = [batch for batch in self.in_flight if batch not in late]
+        for _, ids in late:
             self.stats["resends"] += 1
-            self.in_flight = None
-            self._send(still) if still else self._send()
+            self._send([i for i in ids if i in self.pending])
+        self._fill()
 
 
 def generator(names: list[str], port: int, phases: list[tuple[float, float]], share: float,
-              ack_timeout: float, start_at: float, results) -> None:
+              ack_timeout: float, start_at: float, results, window: int = 1) -> None:
     """One process of terminals: taps at share * phase rate, Poisson arrivals."""
     raise_fd_limit()
 
     async def main() -> None:
         stats = {"latencies": [], "taps": 0, "confirmed": 0, "duplicates": 0, "rejected": 0,
                  "batches": 0, "resends": 0}
-        terminals = [Terminal(n, port, ack_timeout, stats) for n in names]
+        terminals = [Terminal(n, port, ack_timeout, stats, window) for n in names]
         for start in range(0, len(terminals), 100):
             await asyncio.gather(*(t.connect() for t in terminals[start:start + 100]))
         results.put(("connected", len(terminals)))
@@ -298,6 +305,8 @@ def main() -> int:
     parser.add_argument("--phases", default="67:60,2500:30,5000:30",
                         help="RATE:SECONDS,... taps/s over all terminals")
     parser.add_argument("--ack-timeout", type=float, default=10.0)
+    parser.add_argument("--window", type=int, default=1,
+                        help="batches in flight per terminal (the kiosk's uplink: 8)")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
@@ -309,7 +318,7 @@ def main() -> int:
     db = Database(args.backend, directory)
     workers: list[subprocess.Popen] = []
     report: dict = {"backend": args.backend, "workers": args.workers, "terminals": args.terminals,
-                    "phases": []}
+                    "window": args.window, "phases": []}
     try:
         for i in range(args.workers):
             log = directory / f"worker{i}.log"
@@ -327,7 +336,7 @@ def main() -> int:
         start_at = time.time() + 15 + args.terminals / 200
         procs = [multiprocessing.Process(
             target=generator, args=(names[k::args.procs], broker.port, phases, 1 / args.procs,
-                                    args.ack_timeout, start_at, results), daemon=True)
+                                    args.ack_timeout, start_at, results, args.window), daemon=True)
             for k in range(args.procs)]
         for p in procs:
             p.start()

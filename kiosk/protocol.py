@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import json
 import math
+from json.encoder import encode_basestring
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ MAX_STATUS_TEXT = 200
 _MAX_FIELD_NAME = 80
 
 OFFLINE_STATUS = b'{"v":1,"state":"offline"}'
+#: Compact JSON as the messages are written; json.dumps with options builds an encoder per call.
+_COMPACT_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class ProtocolError(ValueError):
@@ -260,6 +263,8 @@ def _check_version(obj: Mapping[str, Any], where: str = "") -> None:
 
 
 def _check_keys(obj: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    if obj.keys() <= allowed:
+        return
     unknown = obj.keys() - allowed
     if unknown:
         raise ProtocolError(f"{where}{sorted(unknown)[0]}", "is not a field of protocol v1")
@@ -363,7 +368,7 @@ class Rating:
 
     def encode(self) -> str:
         """The rating as compact JSON text, ready to be joined into a batch."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return _COMPACT_ENCODER.encode(self.to_dict())
 
     @classmethod
     def from_dict(
@@ -425,6 +430,8 @@ def validate_rating(
 # -- batches ----------------------------------------------------------------
 
 _BATCH_KEYS = frozenset(("v", "site", "terminal", "ratings", "head_sig"))
+#: A Rating's fields a valid rating dict may leave out, at their defaults.
+_OPTIONAL_RATING_FIELDS = {"reason": None, "age_group": None, "chain": None}
 
 
 @dataclass(frozen=True)
@@ -510,10 +517,19 @@ def _json_default(value: object) -> str:
     return repr(value)
 
 
+#: One decoder: json.loads with options builds a new one on every call (as json.loads
+#: shares its own default decoder between threads, this one is shared too).
+_BOUNDED_DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_float=_bounded_float,
+                                    parse_constant=OutOfRange)
+
+
 def loads_bounded(text: str | bytes) -> Any:
     """json.loads whose numbers are bounded (see OutOfRange); raises ValueError or RecursionError."""
-    return json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float,
-                      parse_constant=OutOfRange)
+    if type(text) is not str or text.startswith("\ufeff"):
+        # json.loads' own checks and messages (bytes' encodings, a BOM, not text at all).
+        return json.loads(text, cls=json.JSONDecoder, parse_int=_bounded_int,
+                          parse_float=_bounded_float, parse_constant=OutOfRange)
+    return _BOUNDED_DECODER.decode(text)
 
 
 def dumps_raw(obj: object) -> bytes:
@@ -580,26 +596,31 @@ def decode_batch(payload: bytes, reasons: Iterable[str] | None = None) -> Decode
     good: list[Rating] = []
     bad: list[RejectedRating] = []
     for index, item in enumerate(items):
-        where = f"ratings[{index}]."
         try:
-            validate_rating(item, reasons, where)
-        except ProtocolError as exc:
+            validate_rating(item, reasons, "")
+        except ProtocolError as unnamed:
+            exc = unnamed
+            try:
+                # Again for the message, which names where (not made for every valid rating).
+                validate_rating(item, reasons, f"ratings[{index}].")
+            except ProtocolError as named:
+                exc = named
             rating_id = item.get("id") if isinstance(item, dict) else None
             if not isinstance(rating_id, str) or not _UUID_RE.match(rating_id):
                 rating_id = None
             raw = dumps_raw(item)
             bad.append(RejectedRating(rating_id, str(exc), raw))
             continue
-        # Already validated: skip __post_init__'s second check on the hot path.
+        # Already validated (every key a field, every required one there): skip
+        # __post_init__'s second check on the hot path.
         rating = object.__new__(Rating)
-        object.__setattr__(rating, "__dict__", {
-            "id": item["id"], "seq": item["seq"], "score": item["score"],
-            "at": item["at"], "clock_synced": item["clock_synced"],
-            "reason": item.get("reason"), "age_group": item.get("age_group"),
-            "lang": item["lang"], "input": item["input"], "chain": item.get("chain"),
-        })
+        object.__setattr__(rating, "__dict__", {**_OPTIONAL_RATING_FIELDS, **item})
         good.append(rating)
-    return DecodedBatch(site, terminal, tuple(good), tuple(bad), head_sig)
+    # Frozen dataclasses set each field through object.__setattr__: built as the Ratings are.
+    batch = object.__new__(DecodedBatch)
+    object.__setattr__(batch, "__dict__", {"site": site, "terminal": terminal, "ratings": tuple(good),
+                                           "rejected": tuple(bad), "head_sig": head_sig})
+    return batch
 
 
 # -- audit chain ----------------------------------------------------------------
@@ -724,15 +745,23 @@ class Ack:
     rejected: tuple[tuple[str, str], ...] = ()  # (id, error)
 
     def encode(self) -> bytes:
-        return json.dumps(
+        try:
+            # The same text as the encoder below, several times faster: one Ack per message.
+            quote = encode_basestring
+            accepted = ",".join(map(quote, self.accepted))
+            duplicate = ",".join(map(quote, self.duplicate))
+            rejected = ",".join('{"id":%s,"error":%s}' % (quote(i), quote(e)) for i, e in self.rejected)
+            return (f'{{"v":{VERSION},"accepted":[{accepted}],"duplicate":[{duplicate}],'
+                    f'"rejected":[{rejected}]}}').encode("utf-8")
+        except (TypeError, ValueError):
+            pass  # not text: the encoder says what it makes of it
+        return _COMPACT_ENCODER.encode(
             {
                 "v": VERSION,
                 "accepted": list(self.accepted),
                 "duplicate": list(self.duplicate),
                 "rejected": [{"id": i, "error": e} for i, e in self.rejected],
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
+            }
         ).encode("utf-8")
 
     @property
@@ -923,7 +952,7 @@ class SiteAlerts:
         check_identifier("site", self.site)
         body = {"v": VERSION, "site": self.site,
                 "alerts": [{key: alert.get(key) for key in ALERT_FIELDS} for alert in self.alerts]}
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _COMPACT_ENCODER.encode(body).encode("utf-8")
 
     @classmethod
     def decode(cls, payload: bytes) -> "SiteAlerts":
@@ -1074,7 +1103,7 @@ class SurveyConfig:
         }
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _COMPACT_ENCODER.encode(self.to_dict()).encode("utf-8")
 
     @classmethod
     def decode(cls, payload: bytes) -> "SurveyConfig":

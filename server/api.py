@@ -412,6 +412,9 @@ def _process_metrics(counts: dict[str, int], link: Any) -> list[Metric]:
         GaugeMetricFamily("onetap_ratings_stored", "Ratings in the database.", value=counts["ratings"]),
         GaugeMetricFamily("onetap_quarantine_stored", "Quarantined messages and ratings in the database.",
                           value=counts["quarantine"]),
+        GaugeMetricFamily("onetap_rollup_queue_rows",
+                          "Counts committed and not yet moved into the rollups (every query reads them too).",
+                          value=counts["rollup_queue"]),
     ]
     terminals = GaugeMetricFamily("onetap_terminals", "Known terminals by state.", labels=["state"])
     for state in ("online", "offline", "unknown"):
@@ -442,6 +445,9 @@ def _process_metrics(counts: dict[str, int], link: Any) -> list[Metric]:
         CounterMetricFamily("onetap_ingest_store_errors_total",
                             "Commits that failed (their messages get no Ack and are resent).",
                             value=c["store_errors"]),
+        CounterMetricFamily("onetap_ingest_roll_up_errors_total",
+                            "Roll-ups of the queued counts that failed (they stay queued and counted).",
+                            value=c["roll_up_errors"]),
         GaugeMetricFamily("onetap_ingest_queue_depth", "Messages received, not yet ingested.",
                           value=link.queue_depth),
     ]

@@ -70,12 +70,28 @@ def terminal_seed(site: str, terminal: str, public_key: bytes | None) -> str:
 # -- tracking at ingest (pure) ------------------------------------------------------
 
 
+#: The last moment _stamp formatted, and its text: a commit's terminals share one (the same object).
+_last_stamp: tuple[datetime, str] | None = None
+
+
+def _stamp(now: datetime) -> str:
+    global _last_stamp
+    memo = _last_stamp
+    if memo is None or memo[0] is not now:
+        memo = _last_stamp = (now, format_timestamp(now))
+    return memo[1]
+
+
+def _seq_of(rating: Rating) -> int:
+    return rating.seq
+
+
 def new_state(site: str, terminal: str, now: datetime) -> dict[str, Any]:
     return {"site": site, "terminal": terminal, "contiguous_seq": 0, "max_seq": 0, "missing": "[]",
             "missing_since": None, "status": UNCHAINED, "broken_seq": None, "tip_seq": None,
             "tip_chain": None, "head_seq": None, "head_chain": None, "head_sig": None, "head_at": None,
             "checkpoint_seq": None, "checkpoint_chain": None, "checkpoint_sig": None,
-            "updated_at": format_timestamp(now)}
+            "updated_at": _stamp(now)}
 
 
 def _remove_seq(ranges: list[list], seq: int) -> list[list]:
@@ -105,10 +121,11 @@ def track(state: Mapping[str, Any] | None, site: str, terminal: str, ratings: Se
     # Most terminals have no gap: no JSON to read or write for them.
     missing = st["missing"]
     ranges: list[list] = json.loads(missing) if missing and missing != "[]" else []
-    stamp = format_timestamp(now)
-    in_batch = {r.seq: r.chain for r in ratings}
+    stamp = _stamp(now)
+    # A batch of one (nearly every message): nothing else in it to chain from, nothing to sort.
+    in_batch = {r.seq: r.chain for r in ratings} if len(ratings) > 1 else {}
     breaks: list[str] = []
-    for rating in sorted(ratings, key=lambda r: r.seq):
+    for rating in sorted(ratings, key=_seq_of) if len(ratings) > 1 else ratings:
         seq = rating.seq
         if seq > st["max_seq"]:
             if seq > st["max_seq"] + 1:
@@ -140,13 +157,16 @@ def track(state: Mapping[str, Any] | None, site: str, terminal: str, ratings: Se
             st["status"] = OK
         if st["tip_seq"] is None or seq > st["tip_seq"]:
             st["tip_seq"], st["tip_chain"] = seq, rating.chain
-    while len(ranges) > MAX_RANGES:
-        (low, _, since), (_, high, _) = ranges[0], ranges[1]
-        ranges[:2] = [[low, high, since]]
-    ranges.sort()
-    st["missing"] = json.dumps(ranges, separators=(",", ":")) if ranges else "[]"
-    st["missing_since"] = min((r[2] for r in ranges), default=None)
-    st["contiguous_seq"] = ranges[0][0] - 1 if ranges else st["max_seq"]
+    if ranges:
+        while len(ranges) > MAX_RANGES:
+            (low, _, since), (_, high, _) = ranges[0], ranges[1]
+            ranges[:2] = [[low, high, since]]
+        ranges.sort()
+        st["missing"] = json.dumps(ranges, separators=(",", ":"))
+        st["missing_since"] = min(r[2] for r in ranges)
+        st["contiguous_seq"] = ranges[0][0] - 1
+    else:
+        st["missing"], st["missing_since"], st["contiguous_seq"] = "[]", None, st["max_seq"]
     if head is not None and (st["head_seq"] is None or head[0] >= st["head_seq"]):
         st["head_seq"], st["head_chain"], st["head_sig"] = head
         st["head_at"] = stamp

@@ -70,18 +70,29 @@ class SQLite:
         self.db.conn.executemany(sql, rows)
 
     def grouped(self, columns: Sequence[str], kinds: Sequence[str], rows: list[tuple],
-                inserts: Sequence[str]) -> None:
-        """Run *inserts*, each reading the *rows* as a table ``rollup_keys`` of *columns*.
+                inserts: Sequence[str], derived: Sequence[tuple[str, Sequence[str], str]] = ()) -> None:
+        """Run *inserts*, each reading the *rows* as a table ``rollup_keys`` of *columns*,
+        or one of the *derived* (name, columns, a SELECT over rollup_keys and those before it).
 
-        The rows go once into a temporary table (this connection's, emptied
+        Each goes once into a temporary table (this connection's, emptied
         after; in the caller's transaction, so a failure takes them back too).
         """
         conn = self.db.conn
         conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS rollup_keys ({', '.join(columns)})")
         conn.executemany(f"INSERT INTO rollup_keys VALUES ({', '.join('?' * len(columns))})", rows)
+        for name, names, select in derived:
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({', '.join(names)}, n)")
+            conn.execute(f"INSERT INTO {name} {select}")
         for sql in inserts:
             conn.execute(sql)
         conn.execute("DELETE FROM rollup_keys")
+        for name, _, _ in derived:
+            conn.execute(f"DELETE FROM {name}")
+
+    def exclusive(self, job: int) -> bool:
+        """Whether this transaction may run *job* alone: always, SQLite's write
+        lock lets one writer in at a time."""
+        return True
 
     def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
                    key: tuple[str, ...]) -> set[tuple]:
@@ -192,7 +203,9 @@ class Postgres:
 
     def bulk(self, table: str, columns: Sequence[str], rows: list[tuple], tail: str = "") -> list[tuple]:
         # One statement of column arrays: a round trip per batch, not per row.
-        arrays = ", ".join(f"%s::{self._casts[kind]}[]" for kind in _kinds(table, columns))
+        # Sent in binary (%b): psycopg writes a text array element by element in
+        # Python with a quoting check each, 2.6x the CPU (benchmarks.md, issue 14).
+        arrays = ", ".join(f"%b::{self._casts[kind]}[]" for kind in _kinds(table, columns))
         with self.conn.cursor() as cur:
             cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) {tail}",
                         [list(column) for column in zip(*rows)])
@@ -203,24 +216,32 @@ class Postgres:
             cur.executemany(self.sql(sql), rows)
 
     def grouped(self, columns: Sequence[str], kinds: Sequence[str], rows: list[tuple],
-                inserts: Sequence[str]) -> None:
+                inserts: Sequence[str], derived: Sequence[tuple[str, Sequence[str], str]] = ()) -> None:
         """Run *inserts*, each reading the *rows* as a relation ``rollup_keys`` of *columns*
-        (of schema *kinds*), in one statement.
+        (of schema *kinds*), or one of the *derived* (name, columns, a SELECT
+        over rollup_keys and those before it), in one statement.
 
         The rows go once, as column arrays; each insert is a data-modifying
         WITH query. One round trip and one statement to adapt instead of one
         per insert. PostgreSQL does not promise in which order the WITH
-        queries run (each sorts its own rows); every worker runs this same
-        statement, so they take the tables in one order. A commit that
-        subtracts (store.SQLStore._flush's other path) goes table by table and
-        may deadlock with it: one of the two fails and commits nothing (an
-        ingest's kiosks resend; the alerts pass that marks suspects runs again).
+        queries run (each sorts its own rows); the store's roll-up, the one
+        writer of the rollups, runs alone (``exclusive``), so no two
+        transactions take their rows in different orders.
         """
-        casts = ", ".join(f"%s::{self._casts[kind]}[]" for kind in kinds)
-        withs = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))
+        casts = ", ".join(f"%b::{self._casts[kind]}[]" for kind in kinds)
+        withs = ", ".join([*(f"{name} ({', '.join(names)}, n) AS ({select})" for name, names, select in derived),
+                           *(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))])
         with self.conn.cursor() as cur:
             cur.execute(f"WITH rollup_keys ({', '.join(columns)}) AS (SELECT * FROM unnest({casts})),"
                         f" {withs} SELECT 1", [list(column) for column in zip(*rows)])
+
+    def exclusive(self, job: int) -> bool:
+        """Whether this transaction may run *job* alone: takes the advisory lock
+        numbered *job* until the transaction ends, or says False at once if
+        another transaction holds it."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [job])
+            return bool(cur.fetchone()[0])
 
     def insert_new(self, table: str, columns: Sequence[str], rows: dict[tuple, tuple],
                    key: tuple[str, ...]) -> set[tuple]:

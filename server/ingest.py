@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, fields
@@ -68,6 +69,8 @@ class IngestCounters:
     statuses: int = 0
     acks: int = 0
     store_errors: int = 0
+    #: Roll-ups of the queued counts that failed (nothing lost: they stay queued).
+    roll_up_errors: int = 0
 
     def snapshot(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -107,6 +110,8 @@ class Ingest:
         #: (site, terminal) -> its Ed25519 public key (32 bytes) or None (Registry.public_key).
         self.public_key = public_key
         self.reasons_for_site = reasons_for_site
+        #: site -> (what reasons_for_site returned, it as a frozenset)
+        self._reason_sets: dict[str, tuple[Iterable[str], frozenset[str]]] = {}
         self.now = now
         self.counters = counters if counters is not None else IngestCounters()
         self._lock = threading.Lock()
@@ -232,7 +237,7 @@ class Ingest:
     def _one(self, topic: str, payload: bytes, retained: bool, received_at: datetime,
              counters: IngestCounters) -> "tuple[str, Ack] | _Pending | None":
         try:
-            site, terminal, kind = parse_topic(topic)
+            site, terminal, kind = _parsed_topic(topic) if type(topic) is str else parse_topic(topic)
         except ProtocolError as exc:
             self._quarantine(topic, payload, f"bad topic: {exc}", received_at, counters)
             return None
@@ -280,10 +285,10 @@ class Ingest:
 
     def _ratings(self, topic: str, site: str, terminal: str, payload: bytes,
                  received_at: datetime, counters: IngestCounters) -> "tuple[str, Ack] | _Pending | None":
-        ack_topic = make_topic(site, terminal, ACK)
+        ack_topic = _ack_topic(site, terminal)
         counters.batches += 1
         try:
-            batch = decode_batch(payload, self.reasons_for_site(site))
+            batch = decode_batch(payload, self._reasons(site))
             if batch.site != site or batch.terminal != terminal:
                 raise ProtocolError(
                     "batch", f"payload is for {batch.site}/{batch.terminal}, topic for {site}/{terminal}")
@@ -311,6 +316,16 @@ class Ingest:
                                            received_at, counters)
             head = (top.seq, top.chain, batch.head_sig)
         return _Pending(ack_topic, site, terminal, batch.ratings, rejected, key=key, head=head)
+
+    def _reasons(self, site: str) -> frozenset[str]:
+        """The site's reason codes as decode_batch checks them, made a set once per configured tuple."""
+        reasons = self.reasons_for_site(site)
+        memo = self._reason_sets.get(site)
+        if memo is None or memo[0] is not reasons:
+            if len(self._reason_sets) > 1024:
+                self._reason_sets.clear()
+            memo = self._reason_sets[site] = (reasons, frozenset(reasons))
+        return memo[1]
 
     def _bad_signature(self, topic: str, site: str, terminal: str, payload: bytes, batch,
                        rejected: list[tuple[str, str]], received_at: datetime,
@@ -340,15 +355,21 @@ class Ingest:
         went in with the insert): one locked read and one write for the whole commit."""
         moving = []
         for item in pending:
-            accepted = set(item.result.accepted) if item.result is not None else set()
-            fresh = [r for r in item.ratings if r.id in accepted]
+            accepted = item.result.accepted if item.result is not None else ()
+            if len(accepted) == len(item.ratings):
+                # Distinct ids of the batch, so all of them (a batch of one, nearly always).
+                fresh = list(item.ratings)
+            else:
+                accepted = set(accepted)
+                fresh = [r for r in item.ratings if r.id in accepted]
             if fresh or item.head is not None:
                 moving.append((item, fresh))
         if not moving:
             return
         # Terminals in one order (the read locks them so): workers never deadlock.
         moving.sort(key=lambda m: (m[0].site, m[0].terminal))
-        states = self.store.chain_states_for_update([(m[0].site, m[0].terminal) for m in moving])
+        read = self.store.chain_states_for_update([(m[0].site, m[0].terminal) for m in moving])
+        states = dict(read)
         for item, fresh in moving:
             site, terminal = item.site, item.terminal
             state, breaks = audit.track(
@@ -362,7 +383,7 @@ class Ingest:
                 log.warning("%s", message)
                 self.store.raise_alert(site, terminal, audit.CHAIN_ALERT, message, received_at)
         self.store.save_chain_states(
-            [states[key] for key in dict.fromkeys((m[0].site, m[0].terminal) for m in moving)])
+            [states[key] for key in dict.fromkeys((m[0].site, m[0].terminal) for m in moving)], read)
 
 
 @dataclass
@@ -378,6 +399,16 @@ class _Pending:
     key: bytes | None = None
     head: tuple[int, str, str] | None = None
     result: BatchResult | None = None
+
+
+#: A terminal sends on the same topics all the time: each is parsed and checked once
+#: (parse_topic raises for a bad one, and that is not kept).
+_parsed_topic = functools.lru_cache(maxsize=8192)(parse_topic)
+
+
+@functools.lru_cache(maxsize=8192)
+def _ack_topic(site: str, terminal: str) -> str:
+    return make_topic(site, terminal, ACK)
 
 
 def _source(topic: str) -> tuple[str, str]:

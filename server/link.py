@@ -10,7 +10,7 @@ import ssl
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,7 +23,7 @@ from server.config import ServerConfig
 from server.errors import StoreError
 from server.ingest import Ingest, IngestCounters, QuarantineCaps
 from server.registry import Registry
-from server.store import Store
+from server.store import ROLL_UP_ROWS, Store
 from server.supervisor import Problem, Supervised, Supervisor
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,14 @@ MAX_MESSAGES_PER_COMMIT = 200
 #: Received but not yet ingested; when full, paho's thread waits, and the
 #: broker keeps the rest queued in our session.
 QUEUE_LIMIT = 1000
-#: Acks go at QoS 0 (docs/protocol.md): one lost is made up by the kiosk's resend.
-ACK_QOS = 0
 #: Bytes read from the broker's socket at once (paho reads a packet in three calls or more).
 READ_AHEAD = 64 * 1024
 #: MQTT keepalive: the broker drops a client silent for 1.5 times this.
 KEEPALIVE_S = 30
+#: How often the worker moves the counts its commits queued into the rollups
+#: (Store.roll_up), after a commit's Acks are out or while idle: queries read
+#: the queue too, so this only bounds how much they read of it.
+ROLL_UP_EVERY_S = 1.0
 
 
 class _Client(mqtt.Client):
@@ -62,11 +64,22 @@ class _Client(mqtt.Client):
     queued on its next turn anyway, queues without the wake-up byte, and
     another thread writes it only when its packet is the only one queued
     (otherwise one already woke paho's thread, or paho's thread is writing).
+
+    With ``deliver`` set, a QoS 0 or 1 PUBLISH without MQTT 5 properties (what
+    every kiosk sends) goes to it as (topic bytes, payload, retain) instead of
+    through paho's MQTTMessage, Properties object and topic matcher to
+    ``on_message``, and its PUBACK joins the others of the same read in one
+    write; anything else takes paho's own path. ``publish_unwatched`` queues
+    QoS 0 messages (the Acks) as one write, without paho's per-message
+    MQTTMessageInfo, which nothing here waits on.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._ahead = bytearray()
+        self._pubacks = bytearray()
+        #: (topic bytes, payload, retained) -> None, in paho's thread; must not raise.
+        self.deliver: Callable[[bytes, bytes, bool], None] | None = None
 
     def _sock_recv(self, bufsize: int) -> bytes:
         ahead = self._ahead
@@ -79,16 +92,96 @@ class _Client(mqtt.Client):
         del ahead[:bufsize]
         return out
 
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        # A packet whole in the bytes read ahead goes to paho's reader with its
+        # header and body already filled in, so paho skips its byte-by-byte
+        # reading and only hands it on (and keeps its keepalive times) its own way.
+        ahead = self._ahead
+        packet = self._in_packet
+        if packet["command"] or len(ahead) < 2:
+            return super()._packet_read()
+        length, shift, start = 0, 0, 1
+        while True:
+            if start >= len(ahead) or start > 4:
+                return super()._packet_read()  # not whole yet, or paho says what is wrong
+            byte = ahead[start]
+            start += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        end = start + length
+        if end > len(ahead):
+            return super()._packet_read()
+        packet["command"] = ahead[0]
+        packet["remaining_length"] = length
+        packet["have_remaining"] = 1
+        packet["to_process"] = 0
+        packet["packet"] = ahead[start:end]
+        del ahead[:end]
+        return super()._packet_read()
+
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         rc = super().loop_read(max_packets)
         # Bytes read ahead are off the socket: select would not wake for them.
         while rc == mqtt.MQTT_ERR_SUCCESS and self._ahead and self._sock is not None:
             rc = super().loop_read(max_packets)
+        if self._pubacks:
+            # After the messages went to deliver, as paho's own PUBACK goes after on_message.
+            pubacks = bytes(self._pubacks)
+            self._pubacks.clear()
+            if self._sock is not None:
+                self._packet_queue(PacketTypes.PUBACK << 4, pubacks, 0, 0)
         return rc
 
     def _sock_close(self) -> None:
         self._ahead.clear()  # the rest of a lost connection's bytes is not the next one's
+        self._pubacks.clear()  # nor are its PUBACKs (the broker sends those messages again)
         super()._sock_close()
+
+    def _handle_publish(self) -> mqtt.MQTTErrorCode:
+        deliver = self.deliver
+        header = self._in_packet["command"]
+        qos = (header >> 1) & 3
+        if deliver is None or qos > 1 or self._manual_ack:
+            return super()._handle_publish()
+        packet = self._in_packet["packet"]
+        end = 2 + int.from_bytes(packet[:2], "big")  # the topic's length, then the topic
+        body = end + 2 * qos  # the packet id at QoS 1
+        if self._protocol == mqtt.MQTTv5:
+            # A properties length of 0 is one byte 0; with properties, paho reads them.
+            if body >= len(packet) or packet[body]:
+                return super()._handle_publish()
+            body += 1
+        if end == 2 or body > len(packet):
+            return super()._handle_publish()  # no topic, or too short: paho says what is wrong
+        deliver(bytes(packet[2:end]), bytes(packet[body:]), bool(header & 1))
+        if qos:
+            self._pubacks += b"\x40\x02" + packet[end:end + 2]
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def publish_unwatched(self, messages: Sequence[tuple[str, bytes]]) -> bool:
+        """Queue *messages* (topic, payload) at QoS 0, not retained, as one write; False
+        when not connected (then, as paho's QoS 0 publish, they are not sent at all)."""
+        if self._sock is None or not messages:
+            return False
+        properties = b"\x00" if self._protocol == mqtt.MQTTv5 else b""
+        out = bytearray()
+        for topic, payload in messages:
+            name = topic.encode("utf-8")
+            remaining = 2 + len(name) + len(properties) + len(payload)
+            out.append(PacketTypes.PUBLISH << 4)
+            while True:  # MQTT's variable-length integer
+                byte, remaining = remaining & 0x7F, remaining >> 7
+                out.append(byte | 0x80 if remaining else byte)
+                if not remaining:
+                    break
+            out += len(name).to_bytes(2, "big")
+            out += name
+            out += properties
+            out += payload
+        self._packet_queue(PacketTypes.PUBLISH << 4, bytes(out), 0, 0, _UNWATCHED)
+        return True
 
     def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
                       info: mqtt.MQTTMessageInfo | None = None) -> mqtt.MQTTErrorCode:
@@ -106,6 +199,19 @@ class _Client(mqtt.Client):
                 pass
         self._call_socket_register_write()
         return mqtt.MQTT_ERR_SUCCESS
+
+
+class _Unwatched:
+    """The MQTTMessageInfo of QoS 0 packets nobody waits on: paho's writer marks it published
+    (or lost), and an MQTTMessageInfo's Condition per Ack was a measurable cost."""
+
+    rc = mqtt.MQTT_ERR_SUCCESS
+
+    def _set_as_published(self) -> None:
+        """Nothing waits on it."""
+
+
+_UNWATCHED = _Unwatched()
 
 
 def client_id_for(config: ServerConfig) -> str:
@@ -260,6 +366,9 @@ class Link:
         self.store_factory = store_factory
         self.max_messages = max_messages_per_commit
         self.counters = IngestCounters()
+        self._next_roll_up = 0.0
+        #: (monotonic time of the first failure, its message) while roll-ups fail.
+        self._roll_up_failing: tuple[float, str] | None = None
         #: The process's threads run under it; /healthz and the watchdog ask it.
         self.supervisor = supervisor if supervisor is not None else Supervisor()
         self.stall_s = float(config.ingest_stall_s)
@@ -302,6 +411,7 @@ class Link:
         self.client.on_connect = _guarded(self._on_connect)
         self.client.on_disconnect = _guarded(self._on_disconnect)
         self.client.on_message = _guarded(self._on_message)
+        self.client.deliver = _guarded(self._deliver)
         self.client.on_subscribe = _guarded(self._on_subscribe)
 
     # -- state --------------------------------------------------------------
@@ -330,6 +440,11 @@ class Link:
         return None if self.role == "api" else self._queue.state()
 
     def _ingest_problem(self) -> Problem | None:
+        rolling = self._roll_up_failing
+        if rolling is not None and time.monotonic() - rolling[0] > self.stall_s:
+            # Nothing is lost or miscounted, but every query reads a queue that only grows.
+            return Problem(f"counts cannot be rolled up for {time.monotonic() - rolling[0]:.0f} s"
+                           f" (they stay queued and counted): {rolling[1]}", restart=False)
         failing = self._store_failing
         if failing is not None:
             # Not stuck but refused: a restart would not give the database room
@@ -388,13 +503,17 @@ class Link:
             log.warning("disconnected from %s (%s); reconnecting", self.config.broker, reason_code)
 
     def _on_message(self, client, userdata, message) -> None:
+        # What _Client.deliver does not take (QoS 2, MQTT 5 properties) comes this way.
+        self._deliver(message._topic, bytes(message.payload), bool(message.retain))
+
+    def _deliver(self, topic: bytes, payload: bytes, retained: bool) -> None:
         try:
-            topic = message.topic
+            text = topic.decode("utf-8")
         except UnicodeDecodeError:
-            topic = message._topic.decode("utf-8", "replace")  # quarantined by ingest
+            text = topic.decode("utf-8", "replace")  # quarantined by ingest
         # The retain flag goes along: a retained message on a ratings topic is
         # refused by ingest (quarantined, never counted, never Acked).
-        self._queue.put((topic, bytes(message.payload), bool(message.retain)))
+        self._queue.put((text, payload, retained))
 
     # -- ingest worker ------------------------------------------------------
 
@@ -425,6 +544,7 @@ class Link:
                 if not taken:
                     if self._stopping.is_set():
                         return  # asked to stop, and everything received is done
+                    self._roll_up(store, thread, idle=True)
                     continue
                 progress = False
                 try:
@@ -440,6 +560,8 @@ class Link:
                     # Back off so a full disk does not spin (outside busy: waiting is not stuck).
                     self._stopping.wait(self._backoff)
                     self._backoff = min(self._backoff * 2, 30)
+                else:
+                    self._roll_up(store, thread)
         finally:
             try:
                 store.close()
@@ -498,9 +620,36 @@ class Link:
             self._fault("after-commit", self._commits)
         # QoS 0: an Ack lost on the way is covered by the kiosk's resend of what is
         # not Acked (Acked again, as duplicate), so a PUBACK per Ack buys nothing.
-        for ack_topic, ack in acks:
-            self.client.publish(ack_topic, ack.encode(), qos=ACK_QOS)
+        # One write for the commit's Acks, and no MQTTMessageInfo each.
+        self.client.publish_unwatched([(ack_topic, ack.encode()) for ack_topic, ack in acks])
         return True
+
+    def _roll_up(self, store: Store, thread: Supervised, *, idle: bool = False) -> None:
+        """Move queued counts into the rollups, at most every ROLL_UP_EVERY_S.
+
+        Never before a commit's Acks: a tap waits for its commit, not for this.
+        A full roll-up (more was waiting) makes the next one due at once, and
+        while idle it goes on until the queue is empty or messages come, so
+        the queue cannot outgrow the roll-ups. A failure loses nothing (the
+        counts stay queued, and counted by every query); it is logged,
+        counted, and tried again next time.
+        """
+        now = time.monotonic()
+        if now < self._next_roll_up:
+            return
+        self._next_roll_up = now + ROLL_UP_EVERY_S
+        try:
+            with thread.busy():
+                while store.roll_up(ROLL_UP_ROWS) == ROLL_UP_ROWS:
+                    if not idle or self._queue.qsize() or self._stopping.is_set():
+                        self._next_roll_up = 0.0
+                        break
+            self._roll_up_failing = None
+        except StoreError as exc:
+            self.counters.roll_up_errors += 1
+            if self._roll_up_failing is None:
+                self._roll_up_failing = (now, str(exc))
+            log.warning("could not roll up the queued counts (%s); they stay queued and counted", exc)
 
     def _one_alone(self, ingest: Ingest, store: Store, item: tuple[int, Any]) -> list | None:
         """Ingest one message in its own commit and return its Acks; if even that

@@ -124,7 +124,7 @@ CHAIN_STATE_COLUMNS = tuple(c.name for c in CHAIN_STATE.columns)
 #: What an audit export holds of a rating: its canonical fields, chain and head signature.
 AUDIT_COLUMNS = "id, seq, score, at, clock_synced, reason, age_group, lang, input, chain, head_sig"
 
-#: Count tables kept in the same transaction as each insert, smallest first
+#: Count tables, smallest first
 #: within each grain: a query reads the first one holding every column it
 #: groups or filters by, so a year of ratings is summed from a few thousand
 #: rows, not millions. The daily ones also carry weekday (a function of day).
@@ -198,6 +198,20 @@ ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("roll_month_dims", ("month", "site", "reason", "age_group", "lang", "input")),
     ("roll_month_terminal_hour", ("month", "hour", "site", "terminal")),
 )
+#: A commit's counts, by every dimension, waiting to be added to the rollups.
+#: Ingest writes one row per distinct key of a commit here instead of
+#: upserting 34 rollups inside its transaction; a roll-up moves them into the
+#: rollups in one transaction of its own (server/store.py roll_up), and every
+#: query adds what still waits here, read in the same statement as the
+#: rollups, so each rating is counted once whether rolled up or not. n is
+#: negative where a rating marked suspect leaves its key.
+ROLLUP_QUEUE = Table("rollup_queue", (
+    _c("pk", "key"),
+    _c("day"), _c("hour", "small"), _c("weekday", "small"), _c("site"), _c("terminal"),
+    _c("reason"), _c("age_group"), _c("lang"), _c("input"), _c("suspect", "small"), _c("score", "small"),
+    _c("month"), _c("n", "count"),
+), key=("pk",))
+
 #: Nullable rating columns stand as '' in the rollups, so that a primary key
 #: (where NULLs never conflict) can UPSERT them.
 NULLABLE = ("reason", "age_group")
@@ -221,7 +235,7 @@ def _rollup_table(name: str, dims: tuple[str, ...]) -> Table:
 
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    RATINGS, QUARANTINE, TERMINALS, MARKS, ALERTS, SESSIONS, META, CHAIN_STATE,
+    RATINGS, QUARANTINE, TERMINALS, MARKS, ALERTS, SESSIONS, META, CHAIN_STATE, ROLLUP_QUEUE,
     *(_rollup_table(name, dims) for name, dims in ROLLUPS))}
 
 INDEXES: dict[str, Index] = {i.name: i for i in (
@@ -369,6 +383,8 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
         s for name in _M008_ROLLUPS
         for s in (CreateTable(name), FillRollup(name, FULLEST_ROLLUP))
     ]),
+    # The rollups are up to date when this runs: the queue starts empty.
+    ("m009_rollup_queue", [CreateTable("rollup_queue")]),
     # Each filled from the smallest rollup that holds its columns (every rollup
     # counts every rating, pruned or not): minutes less than from roll_all.
     ("m010_terminal_first_and_total_rollups", [

@@ -75,6 +75,38 @@ def test_ack_round_trip(accepted, duplicate, rejected):
     assert ack.ids == {*accepted, *duplicate, *(i for i, _ in rejected)}
 
 
+@given(st.lists(st.text(max_size=12), max_size=4), st.lists(st.text(max_size=12), max_size=4),
+       st.lists(st.tuples(st.text(max_size=12), st.text(max_size=30)), max_size=4))
+def test_ack_encodes_as_compact_json_does(accepted, duplicate, rejected):
+    # Ack.encode writes its text itself (it is sent for every message): byte for byte
+    # what json.dumps makes of it, whatever the text (quotes, controls, U+2028, Hangul).
+    ack = Ack(tuple(accepted), tuple(duplicate), tuple(rejected))
+    expected = json.dumps({"v": 1, "accepted": accepted, "duplicate": duplicate,
+                           "rejected": [{"id": i, "error": e} for i, e in rejected]},
+                          ensure_ascii=False, separators=(",", ":"))
+    try:
+        encoded = expected.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: neither can send it
+        with pytest.raises(UnicodeEncodeError):
+            ack.encode()
+        return
+    assert ack.encode() == encoded
+
+
+def test_decoded_ratings_are_the_ratings_sent():
+    # decode_batch builds valid Ratings without their __init__: equal in every field,
+    # the optional ones left out of the JSON at their defaults.
+    sent = [Rating("5f0c1d2e-8a4b-4c1e-9d7a-0b1c2d3e4f50", 7, 2, "2026-11-27T10:15:02.417+09:00", False),
+            Rating("5f0c1d2e-8a4b-4c1e-9d7a-0b1c2d3e4f51", 8, 5, "2026-11-27T10:15:03Z", True, reason="parking",
+                   age_group="30s", lang="en", input="keypad", chain="ab" * 32)]
+    items = [sent[0].to_dict(), sent[1].to_dict()]
+    del items[0]["reason"], items[0]["age_group"]
+    batch = decode_batch(json.dumps({"v": 1, "site": "s", "terminal": "t", "ratings": items}).encode())
+    assert batch.ratings == tuple(sent) and batch.rejected == ()
+    assert [vars(r) == vars(s) for r, s in zip(batch.ratings, sent)] == [True, True]
+    assert batch == protocol.DecodedBatch("s", "t", tuple(sent), ())
+
+
 @given(identifiers, identifiers, st.sampled_from(protocol.TERMINAL_TOPIC_KINDS))
 def test_topic_round_trip(site, terminal, kind):
     assert parse_topic(topic(site, terminal, kind)) == (site, terminal, kind)

@@ -258,7 +258,8 @@ def test_metrics(client):
         "onetap_site_ratings_today", "onetap_site_terminals", "onetap_quarantine_stored", "onetap_terminals",
         "onetap_broker_connected", "onetap_ingest_messages_total", "onetap_ingest_batches_total",
         "onetap_ingest_quarantined_total", "onetap_ingest_statuses_total", "onetap_ingest_acks_total",
-        "onetap_ingest_store_errors_total", "onetap_ingest_queue_depth"}
+        "onetap_ingest_store_errors_total", "onetap_ingest_queue_depth", "onetap_rollup_queue_rows",
+        "onetap_ingest_roll_up_errors_total"}
 
 
 def test_openapi_describes_the_endpoints(client):

@@ -99,6 +99,18 @@ def test_reason_outside_the_sites_list_is_rejected(store):
     assert ack.accepted == (ok.id,) and [i for i, _ in ack.rejected] == [off.id]
 
 
+def test_a_sites_reasons_are_read_again_for_each_message(store):
+    # Ingest keeps the reasons as a set per site, made again when the site's list changes.
+    reasons = {"s1": ("parking",)}
+    ingest, store = make_ingest(store, reasons_for_site=lambda site: reasons[site])
+    first, second = rating(seq=1, reason="wait_time"), rating(seq=2, reason="wait_time")
+    (_, ack), = ingest.handle([(RATINGS_T1, batch([first]))])
+    assert [i for i, _ in ack.rejected] == [first.id]
+    reasons["s1"] = ("parking", "wait_time")
+    (_, ack), = ingest.handle([(RATINGS_T1, batch([second]))])
+    assert ack.accepted == (second.id,)
+
+
 def test_topic_payload_mismatch_quarantines_the_whole_batch(store):
     ingest, store = make_ingest(store)
     ratings = [rating(seq=1), rating(seq=2)]

@@ -478,3 +478,216 @@ def test_the_client_reads_ahead_and_hands_out_every_whole_packet_it_read():
         assert got[3] == ("onetap/v1/s/t3/ratings", b"payload 3")
     finally:
         broker.close()
+
+
+class RollUpFailsTwice(SQLiteStore):
+    """A real SQLite store whose first two roll-ups fail as a full disk would."""
+
+    failures_left = 2
+
+    def roll_up(self, limit=10_000):
+        if RollUpFailsTwice.failures_left > 0:
+            RollUpFailsTwice.failures_left -= 1
+            raise StoreError("database or disk is full")
+        return super().roll_up(limit)
+
+
+def test_the_worker_rolls_up_its_queued_counts_and_a_failed_roll_up_loses_nothing(mosquitto, db_path):
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-roll", db=db_path)
+    link = Link(config, lambda: RollUpFailsTwice.open(db_path)).start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path)
+    november = Filters(date(2026, 11, 1), date(2026, 11, 30))
+    try:
+        ratings = [rating(i) for i in range(1, 101)]
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [r.encode() for r in ratings]))
+        ack, _ = terminal.acks.get(timeout=DEADLINE)
+        assert len(ack.accepted) == 100
+        store = SQLiteStore.open(db_path)
+        # Counted at once, whether the counts are queued or rolled up.
+        assert sum(store.summary(november).values()) == 100
+        wait_for(lambda: store.counts()["rollup_queue"] == 0, "the worker to roll up its counts",
+                 timeout=DEADLINE)
+        assert link.counters.roll_up_errors == 2
+        assert link.supervisor.problems() == []  # failing no longer, and not for long
+        assert tuples(store, "SELECT sum(n) FROM roll_site_day") == [(100,)]
+        assert sum(store.summary(november).values()) == 100
+        store.close()
+    finally:
+        terminal.close()
+        link.stop()
+
+
+class RollUpFailsUntilFreed(SQLiteStore):
+    """A real SQLite store whose roll-ups fail until the test frees them."""
+
+    freed = threading.Event()
+
+    def roll_up(self, limit=10_000):
+        if not RollUpFailsUntilFreed.freed.is_set():
+            raise StoreError("disk I/O error")
+        return super().roll_up(limit)
+
+
+def test_roll_ups_failing_for_long_are_told_by_health_and_nothing_is_miscounted(mosquitto, db_path):
+    config = ServerConfig(broker=mosquitto.url, client_id="onetap-server-rollfail", db=db_path,
+                          ingest_stall_s=2)
+    link = Link(config, lambda: RollUpFailsUntilFreed.open(db_path)).start()
+    assert link.wait_connected(DEADLINE)
+    terminal = Terminal(mosquitto, db_path)
+    november = Filters(date(2026, 11, 1), date(2026, 11, 30))
+    try:
+        terminal.publish(topic("s1", "t1", "ratings"), encode_batch("s1", "t1", [rating(i).encode() for i in (1, 2)]))
+        ack, _ = terminal.acks.get(timeout=DEADLINE)
+        assert len(ack.accepted) == 2
+        wait_for(lambda: any("cannot be rolled up" in p.reason for p in link.supervisor.problems()),
+                 "health to tell of the failing roll-ups", timeout=DEADLINE)
+        problem, = link.supervisor.problems()
+        assert not problem.restart  # a restart would not mend the disk
+        store = SQLiteStore.open(db_path)
+        assert sum(store.summary(november).values()) == 2 and store.counts()["rollup_queue"] > 0
+        RollUpFailsUntilFreed.freed.set()
+        wait_for(lambda: store.counts()["rollup_queue"] == 0, "the roll-up once freed", timeout=DEADLINE)
+        wait_for(lambda: link.supervisor.problems() == [], "health to be clear again", timeout=DEADLINE)
+        assert sum(store.summary(november).values()) == 2
+        store.close()
+    finally:
+        terminal.close()
+        link.stop()
+
+
+def _v5_publish(topic_: str | bytes, payload: bytes, *, qos: int = 0, mid: int = 0, retain: bool = False,
+                properties: bytes = b"\x00") -> bytes:
+    name = topic_ if isinstance(topic_, bytes) else topic_.encode()
+    body = len(name).to_bytes(2, "big") + name + (mid.to_bytes(2, "big") if qos else b"")
+    body += properties + payload
+    assert len(body) < 128
+    return bytes([0x30 | qos << 1 | retain, len(body)]) + body
+
+
+def _read_all(sock) -> bytes:
+    sock.setblocking(False)
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_deliver_takes_what_paho_would_hand_on_message_and_pubacks_every_qos1_message():
+    # The short path (no MQTTMessage, no Properties object) must hand on exactly what
+    # paho's own path does, leave what it does not take (properties, QoS 2) to paho,
+    # and PUBACK each QoS 1 message once, after it was handed on.
+    import socket
+
+    from server.link import _Client
+
+    packets = [
+        _v5_publish("onetap/v1/s/t1/ratings", b'{"a":1}', qos=1, mid=7),
+        # A payload-format-indicator property: paho's path.
+        _v5_publish("onetap/v1/s/t2/ratings", b'{"b":2}', qos=1, mid=8, properties=b"\x02\x01\x01"),
+        _v5_publish("onetap/v1/s/t3/status", b'{"c":3}', retain=True),
+        _v5_publish("onetap/v1/s/t4/ratings", b"", qos=1, mid=300),
+        _v5_publish(b"onetap/v1/s/\xff/ratings", b"x" * 40, qos=1, mid=9, retain=True),  # not UTF-8
+    ]
+
+    def run(short: bool) -> tuple[list, bytes]:
+        client = _Client(CallbackAPIVersion.VERSION2, client_id="short-path", protocol=mqtt.MQTTv5)
+        got = []
+        client.on_message = lambda c, u, m: got.append(("paho", m._topic, bytes(m.payload), bool(m.retain)))
+        if short:
+            client.deliver = lambda topic_, payload, retained: got.append(("short", topic_, payload, retained))
+        ours, broker = socket.socketpair()
+        ours.setblocking(False)
+        client._sock = ours
+        try:
+            broker.sendall(b"".join(packets))
+            client.loop_read()
+            client.loop_write()
+            return got, _read_all(broker)
+        finally:
+            broker.close()
+            ours.close()
+
+    short, short_wire = run(True)
+    paho, paho_wire = run(False)
+    assert [g[1:] for g in short] == [g[1:] for g in paho]  # the same messages, in order
+    assert [g[0] for g in short] == ["short", "paho", "short", "short", "short"]
+    puback = lambda mid: b"\x40\x02" + mid.to_bytes(2, "big")  # noqa: E731
+    assert sorted(short_wire[i:i + 4] for i in range(0, len(short_wire), 4)) == sorted(
+        puback(mid) for mid in (7, 8, 300, 9))
+    assert sorted(paho_wire[i:i + 4] for i in range(0, len(paho_wire), 4)) == sorted(
+        puback(mid) for mid in (7, 8, 300, 9))
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
+@pytest.mark.parametrize("size", [0, 100, 127, 128, 20_000, 3_000_000])
+def test_publish_unwatched_writes_what_paho_writes_at_qos0(protocol, size):
+    import socket
+
+    from server.link import _Client
+
+    payload = bytes(range(256)) * (size // 256) + b"a" * (size % 256)
+    wire = []
+    for ours_path in (False, True):
+        client = _Client(CallbackAPIVersion.VERSION2, client_id="unwatched", protocol=protocol)
+        ours, broker = socket.socketpair()
+        ours.setblocking(False)
+        client._sock = ours
+        received = b""
+        try:
+            messages = [("onetap/v1/s1/t1/ack", payload), ("onetap/v1/s1/터미널/ack", b"{}")]
+            if ours_path:
+                assert client.publish_unwatched(messages)
+            else:
+                for topic_, body in messages:
+                    client.publish(topic_, body, qos=0)
+            while True:
+                client.loop_write()
+                chunk = _read_all(broker)
+                received += chunk
+                if not chunk and not client._out_packet:
+                    break
+            wire.append(received)
+        finally:
+            broker.close()
+            ours.close()
+    assert wire[0] == wire[1] and len(wire[0]) > size
+
+
+def test_packets_whole_in_the_bytes_read_ahead_of_any_length_are_handed_out_in_order():
+    import socket
+
+    from server.link import _Client
+
+    def packet(topic_: str, payload: bytes) -> bytes:
+        body = len(topic_).to_bytes(2, "big") + topic_.encode() + payload
+        length, size = b"", len(body)
+        while True:  # MQTT's variable-length integer: 1, 2 and 3 bytes here
+            byte, size = size & 0x7F, size >> 7
+            length += bytes([byte | 0x80 if size else byte])
+            if not size:
+                break
+        return bytes([0x30]) + length + body
+
+    sizes = [0, 5, 121, 122, 300, 16_000, 20_000, 40_000, 7]
+    sent = [(f"onetap/v1/s/t{i}/ratings", bytes([i]) * size) for i, size in enumerate(sizes)]
+    client = _Client(CallbackAPIVersion.VERSION2, client_id="read-ahead-long", protocol=mqtt.MQTTv311)
+    got = []
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        # 85 kB: read 64 KiB at a time, so one packet is split between two reads too.
+        broker.sendall(b"".join(packet(t, p) for t, p in sent))
+        for _ in range(10):
+            assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+        assert got == sent
+    finally:
+        broker.close()
+        ours.close()

@@ -310,3 +310,27 @@ def test_a_last_tap_outside_the_contracts_bounds_reads_as_its_receipt(store):
     taps = store.last_taps()
     for terminal in ("t1", "t2"):
         assert datetime.fromisoformat(taps["s1", terminal].replace("Z", "+00:00")) == received
+
+
+def test_chain_states_saved_with_the_rows_read_are_what_was_saved(store):
+    # Ingest hands save_chain_states the rows it read (on SQLite only the moving columns
+    # are then written): every column must still land, whichever way each row goes.
+    from server import audit
+
+    now = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
+    with store.transaction():
+        store.save_chain_states([audit.new_state(site, terminal, now)
+                                 for site, terminal in (("s1", "t1"), ("s1", "t2"), ("s2", "t1"))])
+    later = "2026-11-27T03:05:00.000+00:00"
+    with store.transaction():
+        read = store.chain_states_for_update([("s2", "t1"), ("s1", "t2"), ("s1", "t1"), ("s1", "t3"), ("s1", "t2")])
+        assert sorted(read) == [("s1", "t1"), ("s1", "t2"), ("s2", "t1")]  # t3 has none yet
+        moving = dict(read["s1", "t1"], max_seq=5, contiguous_seq=5, tip_seq=5, tip_chain="ab" * 32,
+                      head_seq=5, head_chain="ab" * 32, head_sig="A" * 86 + "==", head_at=later, updated_at=later)
+        gap = dict(read["s1", "t2"], max_seq=9, contiguous_seq=2, missing='[[3,8,"x"]]', missing_since=later,
+                   status=audit.BROKEN, broken_seq=9, checkpoint_seq=1, updated_at=later)
+        other_site = dict(read["s2", "t1"], max_seq=1, contiguous_seq=1, updated_at=later)
+        new = dict(audit.new_state("s1", "t3", now), max_seq=2)
+        store.save_chain_states([moving, gap, new, other_site], read)
+    saved = {(s["site"], s["terminal"]): s for s in store.chain_states()}
+    assert saved == {("s1", "t1"): moving, ("s1", "t2"): gap, ("s1", "t3"): new, ("s2", "t1"): other_site}

@@ -1,6 +1,7 @@
 """The store's rollup tables answer exactly what a GROUP BY over the ratings would, suspects included."""
 
 import random
+import threading
 import uuid
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
@@ -10,8 +11,9 @@ import pytest
 
 from kiosk.protocol import AGE_GROUPS, Rating
 from server.aggregate import AGGREGATE_KEYS, empty_distribution
-from server.schema import MIGRATIONS, ROLLUPS, FillRollup
-from server.store import Filters, SQLiteStore, filter_columns, range_parts, smallest_rollup
+from server.errors import StoreError
+from server.schema import MIGRATIONS, NULLABLE, ROLLUPS, FillRollup
+from server.store import ROLL_UP_JOB, Filters, SQLiteStore, filter_columns, range_parts, smallest_rollup
 from tests.backends import BACKENDS, execute, make_backend, tuples
 
 RECEIVED = datetime(2027, 1, 10, 1, 30, tzinfo=timezone.utc)
@@ -53,6 +55,11 @@ def store(request, tmp_path_factory):
         store.ingest_batch(site, terminal, batch, RECEIVED)
         # resends are duplicates and change no count
         store.ingest_batch(site, terminal, batch[:3], RECEIVED)
+        if rng.random() < 0.3:
+            store.roll_up(limit=rng.randint(1, 40))
+    # Every answer below is read from rolled-up counts and queued ones at once.
+    assert 0 < store.counts()["rollup_queue"]
+    assert tuples(store, "SELECT sum(n) FROM roll_all")[0][0] > 0
     yield store
     store.close()
     backend.close()
@@ -112,6 +119,133 @@ def test_flagging_suspects_moves_counts_and_deletes_nothing(store):
     assert {s: clean[s] + flagged[s] for s in before} == before
     for suspect in (None, False, True):
         check_everything(store, suspect)
+
+
+ROLL_VIEWS = [(), ("hour",), ("day", "reason"), ("terminal", "age_group"), ("weekday", "lang"),
+              ("site", "input")]
+
+
+def answers(store, filters):
+    return [store.aggregates(by, filters) for by in ROLL_VIEWS]
+
+
+def assert_rollups_hold_exactly_the_ratings(store):
+    """With nothing queued, each rollup is what a GROUP BY over the ratings makes of them."""
+    assert store.counts()["rollup_queue"] == 0
+    for name, dims in ROLLUPS:
+        picked = ", ".join("substr(day, 1, 7)" if d == "month" else f"coalesce({d}, '')" if d in NULLABLE
+                           else d for d in dims)
+        ours = sorted(tuples(store, f"SELECT {', '.join(dims)}, suspect, score, n FROM {name}"))
+        theirs = sorted(tuples(store, f"SELECT {picked}, suspect, score, count(*) FROM ratings"
+                                      f" GROUP BY {picked}, suspect, score"))
+        assert ours == theirs, name
+
+
+def random_batch(rng, seq, size):
+    return [Rating(id=str(uuid.uuid4()), seq=seq + i, score=rng.randint(1, 5),
+                   at=f"2026-11-{rng.randint(1, 30):02d}T{rng.randint(8, 19):02d}:10:00.000+09:00",
+                   clock_synced=True, reason=rng.choice([None, "wait_time", "other"]),
+                   age_group=rng.choice([None, "30s", "70plus"]), lang=rng.choice(["ko", "en"]),
+                   input=rng.choice(["touch", "button"])) for i in range(size)]
+
+
+def test_rolling_up_changes_no_answer_and_leaves_the_rollups_exact(backend):
+    store = backend.open()
+    rng = random.Random(21)
+    november = Filters(date(2026, 11, 1), date(2026, 11, 30))
+    views = [november, Filters(november.date_from, november.date_to, suspect=False),
+             Filters(date(2026, 11, 3), date(2026, 11, 17), terminal="t2")]
+    seq = 0
+    for step in range(12):
+        terminal = rng.choice(["t1", "t2"])
+        store.ingest_batch("s1", terminal, random_batch(rng, seq + 1, rng.randint(1, 40)), RECEIVED)
+        seq += 40
+        if step % 4 == 3:
+            store.mark_suspect([row["pk"] for row in store.ratings_after(0)][step::5])
+        before = [answers(store, f) for f in views]
+        moved = store.roll_up(limit=rng.randint(1, 30))
+        assert moved > 0
+        assert [answers(store, f) for f in views] == before
+        for filters in views:
+            assert store.summary(filters) == store.summary_raw(filters)
+    while store.roll_up(limit=25):
+        pass
+    assert store.roll_up() == 0  # nothing left
+    assert_rollups_hold_exactly_the_ratings(store)
+    store.close()
+
+
+def test_a_failed_roll_up_loses_nothing(backend, monkeypatch):
+    store = backend.open()
+    store.ingest_batch("s1", "t1", random_batch(random.Random(3), 1, 50), RECEIVED)
+    november = Filters(date(2026, 11, 1), date(2026, 11, 30))
+    before, queued = answers(store, november), store.counts()["rollup_queue"]
+
+    def broken(counts):
+        # As a full disk would fail the rollups' upserts, after the queue rows were taken.
+        raise store.dialect.error("database or disk is full")
+    monkeypatch.setattr(store, "_add_to_rollups", broken)
+    with pytest.raises(StoreError):
+        store.roll_up()
+    assert store.counts()["rollup_queue"] == queued
+    assert answers(store, november) == before
+    monkeypatch.undo()
+    assert store.roll_up() == queued
+    assert answers(store, november) == before
+    assert_rollups_hold_exactly_the_ratings(store)
+    store.close()
+
+
+def test_roll_ups_and_ingest_at_once_count_every_rating_once(backend):
+    """Two connections rolling up while a third ingests and marks suspects: on
+    PostgreSQL one roll-up runs at a time (the other finds the lock taken and
+    returns 0), on SQLite they take turns on the write lock; no count is lost
+    or moved twice, and no deadlock fails either."""
+    writer, rollers = backend.open(), [backend.open(), backend.open()]
+    stop, failures, moved = threading.Event(), [], []
+
+    def roll(store):
+        try:
+            while not stop.is_set():
+                moved.append(store.roll_up(limit=7))
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            failures.append(exc)
+    threads = [threading.Thread(target=roll, args=(s,)) for s in rollers]
+    for thread in threads:
+        thread.start()
+    rng = random.Random(5)
+    try:
+        for i in range(30):
+            writer.ingest_batch("s1", f"t{i % 3}", random_batch(rng, i * 20 + 1, 20), RECEIVED)
+            if i % 10 == 9:
+                writer.mark_suspect([row["pk"] for row in writer.ratings_after(0)][i::4])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert not failures
+    assert sum(moved) > 0
+    while writer.roll_up():
+        pass
+    assert_rollups_hold_exactly_the_ratings(writer)
+    november = Filters(date(2026, 11, 1), date(2026, 11, 30))
+    assert sum(writer.summary(november).values()) == 600
+    for store in (writer, *rollers):
+        store.close()
+
+
+def test_only_one_roll_up_runs_at_a_time(backend):
+    first, second = backend.open(), backend.open()
+    first.ingest_batch("s1", "t1", random_batch(random.Random(4), 1, 10), RECEIVED)
+    queued = first.counts()["rollup_queue"]
+    if first.dialect.name == "postgresql":
+        with first.transaction():
+            assert first.dialect.exclusive(ROLL_UP_JOB)
+            assert second.roll_up() == 0  # told at once, not made to wait
+        assert second.counts()["rollup_queue"] == queued
+    assert second.roll_up() == queued
+    first.close()
+    second.close()
 
 
 def test_rollups_are_built_for_an_existing_database(tmp_path):
@@ -232,6 +366,8 @@ def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend, mig
     store.ingest_batch("s1", "t1", batch, RECEIVED)
     store.ingest_batch("s2", "t1", batch[:100], RECEIVED)
     store.mark_suspect([row["pk"] for row in store.ratings_after(0)][::7])
+    # A few counts rolled up into the rollups, the rest still queued when the migration runs.
+    assert store.roll_up(limit=4) == 4
     quarter = Filters(date(2026, 10, 1), date(2026, 12, 31))
     views = [(by, Filters(quarter.date_from, quarter.date_to, site, terminal, suspect=suspect))
              for by in [(), ("hour", "reason"), ("weekday", "hour"), ("terminal", "input"), ("day", "age_group")]
@@ -247,6 +383,10 @@ def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend, mig
     execute(store, f"DELETE FROM {record} WHERE name LIKE '{migration}%'")
     store.close()
     store = backend.open()  # the migration again: the tables are made and filled
+    for view, expected in before.items():
+        assert store.aggregates(*view) == expected, view
+    while store.roll_up(limit=3):  # the queued counts reach the new tables too
+        pass
     assert {table for table in new_tables if tuples(store, f"SELECT count(*) FROM {table}")[0][0]} == set(new_tables)
     for view, expected in before.items():
         assert store.aggregates(*view) == expected, view
