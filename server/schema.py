@@ -128,9 +128,29 @@ AUDIT_COLUMNS = "id, seq, score, at, clock_synced, reason, age_group, lang, inpu
 #: within each grain: a query reads the first one holding every column it
 #: groups or filters by, so a year of ratings is summed from a few thousand
 #: rows, not millions. The daily ones also carry weekday (a function of day).
-#: Every one has suspect and score.
+#: Every one has suspect and score. A rollup's key is its dimensions in the
+#: order given: most lead with their time, read as a range of it.
 ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # Keyed by terminal first: one terminal's rows lie together, so a query of
+    # one terminal reads only its rows (server/store.py smallest_rollup picks
+    # such a rollup only then; for any other query it would be read whole).
+    ("roll_terminal_first_day", ("terminal", "site", "day")),
+    ("roll_terminal_first_reason", ("terminal", "site", "day", "reason")),
+    ("roll_terminal_first_lang_input", ("terminal", "site", "day", "lang", "input")),
+    ("roll_terminal_first_age", ("terminal", "site", "day", "age_group")),
+    ("roll_terminal_first_hour", ("terminal", "site", "day", "hour")),
     ("roll_site_day", ("day", "site")),
+    # Keyed by site first, for one site's days by a second key (as above).
+    ("roll_site_first_age", ("site", "day", "age_group")),
+    ("roll_site_first_hour", ("site", "day", "hour")),
+    ("roll_site_first_terminal", ("site", "day", "terminal")),
+    # Summed over sites: a day by a second key over years, for every site, is
+    # read in as many rows as the answer has scores (not once per site).
+    ("roll_total_reason", ("day", "reason")),
+    ("roll_total_lang_input", ("day", "lang", "input")),
+    ("roll_total_age", ("day", "age_group")),
+    ("roll_total_hour", ("day", "hour")),
+    ("roll_total_terminal", ("day", "terminal")),
     ("roll_site_day_reason", ("day", "site", "reason")),
     ("roll_site_day_lang_input", ("day", "site", "lang", "input")),
     ("roll_site_day_age", ("day", "site", "age_group")),
@@ -151,6 +171,16 @@ ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("roll_month_site", ("month", "site")),
     ("roll_month_hour", ("month", "hour", "site")),
     ("roll_month_terminal", ("month", "site", "terminal")),
+    # One terminal by two of its finer keys, terminal first (as roll_terminal_first_day).
+    ("roll_terminal_month_hour_weekday", ("terminal", "site", "month", "hour", "weekday")),
+    ("roll_terminal_month_weekday_age", ("terminal", "site", "month", "weekday", "age_group")),
+    ("roll_terminal_month_reason_age_lang_input",
+     ("terminal", "site", "month", "reason", "age_group", "lang", "input")),
+    ("roll_terminal_month_weekday_reason_lang_input",
+     ("terminal", "site", "month", "weekday", "reason", "lang", "input")),
+    ("roll_terminal_month_hour_reason_lang_input",
+     ("terminal", "site", "month", "hour", "reason", "lang", "input")),
+    ("roll_terminal_month_hour_age", ("terminal", "site", "month", "hour", "age_group")),
     ("roll_month_reason_lang_input", ("month", "site", "reason", "lang", "input")),
     ("roll_month_weekday_reason", ("month", "weekday", "site", "reason")),
     ("roll_month_weekday_lang_input", ("month", "weekday", "site", "lang", "input")),
@@ -294,6 +324,28 @@ _M008_ROLLUPS = (
     "roll_month_terminal_weekday", "roll_month_hour_age", "roll_month_terminal_age", "roll_month_dims",
     "roll_month_terminal_hour", "roll_month_reason_lang_input", "roll_month_reason_age",
     "roll_month_age_lang_input")
+#: The rollups m010 made, each with the rollup it is filled from.
+_M010_ROLLUPS = {
+    "roll_terminal_first_day": "roll_day",
+    "roll_terminal_first_reason": "roll_day_terminal_reason",
+    "roll_terminal_first_lang_input": "roll_day_terminal_lang_input",
+    "roll_terminal_first_age": "roll_day_terminal_age",
+    "roll_terminal_first_hour": "roll_hour",
+    "roll_site_first_age": "roll_site_day_age",
+    "roll_site_first_hour": "roll_site_hour",
+    "roll_site_first_terminal": "roll_day",
+    "roll_total_reason": "roll_site_day_reason",
+    "roll_total_lang_input": "roll_site_day_lang_input",
+    "roll_total_age": "roll_site_day_age",
+    "roll_total_hour": "roll_site_hour",
+    "roll_total_terminal": "roll_day",
+    "roll_terminal_month_hour_weekday": "roll_hour",
+    "roll_terminal_month_weekday_age": "roll_day_terminal_age",
+    "roll_terminal_month_reason_age_lang_input": FULLEST_ROLLUP,
+    "roll_terminal_month_weekday_reason_lang_input": FULLEST_ROLLUP,
+    "roll_terminal_month_hour_reason_lang_input": FULLEST_ROLLUP,
+    "roll_terminal_month_hour_age": FULLEST_ROLLUP,
+}
 _FIRST = ("pk", "id", "site", "terminal", "seq", "score", "at", "clock_synced", "reason", "age_group",
           "lang", "input", "received_at", "day", "hour", "weekday")
 
@@ -333,6 +385,12 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
     ]),
     # The rollups are up to date when this runs: the queue starts empty.
     ("m009_rollup_queue", [CreateTable("rollup_queue")]),
+    # Each filled from the smallest rollup that holds its columns (every rollup
+    # counts every rating, pruned or not): minutes less than from roll_all.
+    ("m010_terminal_first_and_total_rollups", [
+        s for name, source in _M010_ROLLUPS.items()
+        for s in (CreateTable(name), FillRollup(name, source))
+    ]),
 ]
 
 

@@ -13,7 +13,7 @@ from kiosk.protocol import AGE_GROUPS, Rating
 from server.aggregate import AGGREGATE_KEYS, empty_distribution
 from server.errors import StoreError
 from server.schema import MIGRATIONS, NULLABLE, ROLLUPS, FillRollup
-from server.store import ROLL_UP_JOB, Filters, SQLiteStore, range_parts, smallest_rollup
+from server.store import ROLL_UP_JOB, Filters, SQLiteStore, filter_columns, range_parts, smallest_rollup
 from tests.backends import BACKENDS, execute, make_backend, tuples
 
 RECEIVED = datetime(2027, 1, 10, 1, 30, tzinfo=timezone.utc)
@@ -85,7 +85,7 @@ FILTERS = [
 
 #: Three keys (MAX_BY): some only the finest daily rollup holds, some a monthly one.
 THREE_KEYS = [("hour", "weekday", "site"), ("hour", "reason", "lang"), ("terminal", "age_group", "input"),
-              ("day", "site", "reason"), ("site", "terminal", "lang")]
+              ("day", "site", "reason"), ("site", "terminal", "lang"), ("reason", "age_group", "lang")]
 
 
 def check_everything(store, suspect):
@@ -93,7 +93,10 @@ def check_everything(store, suspect):
         filters = Filters(base.date_from, base.date_to, base.site, base.terminal, base.sites, suspect)
         assert store.summary(filters) == store.summary_raw(filters)
         for by in [(k,) for k in AGGREGATE_KEYS] + list(combinations(AGGREGATE_KEYS, 2)) + THREE_KEYS:
-            assert dict(store.aggregates(by, filters)) == raw_aggregates(store, by, filters), (by, filters)
+            found = store.aggregates(by, filters)
+            assert dict(found) == raw_aggregates(store, by, filters), (by, filters)
+            # Plain ints (a Decimal would compare equal above, and not go into JSON).
+            assert {type(n) for _, dist in found for n in dist.values()} <= {int}, (by, filters)
 
 
 @pytest.mark.parametrize("suspect", [None, False, True])
@@ -349,8 +352,9 @@ def test_a_month_is_the_local_calendar_month(backend, zone, december):
     store.close()
 
 
-def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend):
-    # A database from before m008: its ratings of October are pruned, still counted in roll_all.
+@pytest.mark.parametrize("migration", ["m008", "m010"])
+def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend, migration):
+    # A database from before the migration: its ratings of October are pruned, still counted in the rollups.
     store = backend.open()
     rng = random.Random(8)
     batch = [Rating(id=str(uuid.uuid4()), seq=i + 1, score=rng.randint(1, 5),
@@ -360,23 +364,25 @@ def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend):
                     input=rng.choice(["touch", "button"]))
              for i in range(300)]
     store.ingest_batch("s1", "t1", batch, RECEIVED)
+    store.ingest_batch("s2", "t1", batch[:100], RECEIVED)
     store.mark_suspect([row["pk"] for row in store.ratings_after(0)][::7])
-    # A few counts rolled up into roll_all, the rest still queued when m008 runs.
+    # A few counts rolled up into the rollups, the rest still queued when the migration runs.
     assert store.roll_up(limit=4) == 4
     quarter = Filters(date(2026, 10, 1), date(2026, 12, 31))
-    views = [(by, Filters(quarter.date_from, quarter.date_to, suspect=suspect))
-             for by in [(), ("hour", "reason"), ("weekday", "hour"), ("terminal", "input")]
+    views = [(by, Filters(quarter.date_from, quarter.date_to, site, terminal, suspect=suspect))
+             for by in [(), ("hour", "reason"), ("weekday", "hour"), ("terminal", "input"), ("day", "age_group")]
+             for site, terminal in [(None, None), ("s1", None), ("s1", "t1"), (None, "t1")]
              for suspect in (None, False, True)]
     before = {view: store.aggregates(*view) for view in views}
     assert store.prune_ratings("2026-11-01") > 0
-    new_tables = [step.table for name, steps in MIGRATIONS if name.startswith("m008") for step in steps
+    new_tables = [step.table for name, steps in MIGRATIONS if name.startswith(migration) for step in steps
                   if isinstance(step, FillRollup)]
     for table in new_tables:
         execute(store, f"DROP TABLE {table}")
     record = "_sqlite_migrations" if store.dialect.name == "sqlite" else "onetap_migrations"
-    execute(store, f"DELETE FROM {record} WHERE name LIKE 'm008%'")
+    execute(store, f"DELETE FROM {record} WHERE name LIKE '{migration}%'")
     store.close()
-    store = backend.open()  # m008 again: the tables are made and filled
+    store = backend.open()  # the migration again: the tables are made and filled
     for view, expected in before.items():
         assert store.aggregates(*view) == expected, view
     while store.roll_up(limit=3):  # the queued counts reach the new tables too
@@ -384,15 +390,46 @@ def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend):
     assert {table for table in new_tables if tuples(store, f"SELECT count(*) FROM {table}")[0][0]} == set(new_tables)
     for view, expected in before.items():
         assert store.aggregates(*view) == expected, view
-    # Every monthly rollup holds exactly what roll_all holds, month by month.
+    # Every new rollup holds exactly what roll_all holds, by its own key (a month
+    # being its days' first seven characters).
     for table in new_tables:
         dims = dict(ROLLUPS)[table]
-        if "month" not in dims:
-            continue
-        cols = ", ".join(d for d in dims if d != "month")
-        order = f"ORDER BY 1, {cols}, suspect, score"
-        theirs = tuples(store, f"SELECT month, {cols}, suspect, score, n FROM {table} {order}")
-        ours = tuples(store, f"SELECT substr(day, 1, 7), {cols}, suspect, score, sum(n) FROM roll_all"
-                             f" GROUP BY substr(day, 1, 7), {cols}, suspect, score {order}")
+        theirs_cols = ", ".join((*dims, "suspect", "score"))
+        ours_cols = ", ".join("substr(day, 1, 7)" if d == "month" else d for d in (*dims, "suspect", "score"))
+        order = f"ORDER BY {', '.join(str(i + 1) for i in range(len(dims) + 2))}"
+        theirs = tuples(store, f"SELECT {theirs_cols}, n FROM {table} {order}")
+        ours = tuples(store, f"SELECT {ours_cols}, sum(n) FROM roll_all GROUP BY {ours_cols} {order}")
         assert theirs == ours, table
     store.close()
+
+
+def test_a_rollup_keyed_by_site_or_terminal_first_is_read_only_when_the_filters_pin_it():
+    first, last = date(2024, 1, 1), date(2026, 11, 27)
+    keyed_first = {name: dims[0] for name, dims in ROLLUPS if dims[0] not in ("day", "month")}
+    assert keyed_first  # the routing below is exercised
+    for by in [(k,) for k in AGGREGATE_KEYS] + list(combinations(AGGREGATE_KEYS, 2)):
+        for pinned in (set(), {"site"}, {"terminal"}, {"site", "terminal"}):
+            for table, *_ in range_parts(set(by) | pinned, first, last, pinned):
+                if table in keyed_first:
+                    assert keyed_first[table] in pinned, (by, pinned, table)
+    # One terminal by two fine keys over years: its own rows, months from a terminal-first rollup.
+    assert range_parts({"site", "terminal", "hour", "reason"}, date(2024, 1, 1), date(2026, 12, 31),
+                       {"site", "terminal"}) == [
+        ("roll_terminal_month_hour_reason_lang_input", "month", "2024-01", "2026-12", 1)]
+    # A day by hour: summed over sites when no site is asked for, else keyed by the site or terminal asked for.
+    assert range_parts({"day", "hour"}, first, last)[0][0] == "roll_total_hour"
+    assert range_parts({"day", "hour", "site"}, first, last, {"site"})[0][0] == "roll_site_first_hour"
+    assert range_parts({"day", "hour", "site", "terminal"}, first, last,
+                       {"site", "terminal"})[0][0] == "roll_terminal_first_hour"
+    assert range_parts({"day", "hour", "site"}, first, last)[0][0] == "roll_site_hour"
+
+
+def test_every_rollup_answers_some_query_checked_against_group_by():
+    # check_everything compares each answer with a GROUP BY: a rollup no query of it
+    # reads would go unchecked.
+    read = set()
+    for base in FILTERS:
+        pinned = filter_columns(base)
+        for by in [()] + [(k,) for k in AGGREGATE_KEYS] + list(combinations(AGGREGATE_KEYS, 2)) + THREE_KEYS:
+            read |= {part[0] for part in range_parts(set(by) | pinned, base.date_from, base.date_to, pinned)}
+    assert read == {name for name, _ in ROLLUPS}
