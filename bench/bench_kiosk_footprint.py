@@ -19,7 +19,8 @@ environment:
   pause between taps.
 
 The repository's packages are byte-compiled first, as pip does on a kiosk:
-otherwise compiling them would be in the app's RSS only.
+otherwise compiling them would be in the app's RSS only. The tap driver's
+touches (kivy.tests.common) are loaded on both sides, with the window.
 
 Prints one JSON line per side and round on stderr and a summary JSON on
 stdout: medians of the rounds, the ratios, RSS at each stage of start-up. ``--detail`` adds where each
@@ -41,6 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench_kiosk_ui import TapRun, pct  # noqa: E402 - the one tap driver, shared with the UI benchmark
 
 
 def rss_kib() -> int:
@@ -71,11 +74,6 @@ def smaps_detail(top: int = 12) -> dict:
     return {"rollup_kib": rollup, "largest_kib": {Path(k).name or k: v for k, v in biggest}}
 
 
-def pct(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 def summary(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 3), "p99": round(pct(values, 99), 3),
             "max": round(max(values), 3)}
@@ -91,6 +89,11 @@ def kivy_settings(size: str, ui: dict) -> None:
     from kiosk.ui.app import configure_kivy
 
     configure_kivy(SimpleNamespace(ui=SimpleNamespace(**ui)), tuple(int(v) for v in size.split("x")))
+
+
+def bench_tooling() -> None:
+    """What the app side needs to tap (Kivy's test touches, some 7 MB), loaded on both sides alike."""
+    from kivy.tests.common import UnitTestTouch  # noqa: F401
 
 
 def kiosk_config(tmp: Path):
@@ -113,6 +116,7 @@ def side_bare(tmp: Path, size: str, frames: int, detail: bool, ui: dict, first: 
     from kivy.core.window import Window
     from kivy.uix.label import Label
 
+    bench_tooling()
     stages["kivy_window"] = rss_kib()
     drawn = {"frames": 0}
     out: dict = {"side": "bare", "stages_kib": stages}
@@ -147,88 +151,39 @@ def side_bare(tmp: Path, size: str, frames: int, detail: bool, ui: dict, first: 
 
 
 def side_app(tmp: Path, size: str, taps: int, detail: bool, settle: float = 0.0) -> dict:
-    import dataclasses
-
     stages = {"interpreter": rss_kib()}
     cfg = kiosk_config(tmp)
     stages["config_loaded"] = rss_kib()
     kivy_settings(size, ui_settings(cfg))
-    from kivy.clock import Clock
     from kivy.core.window import Window
-    from kivy.tests.common import UnitTestTouch
 
+    bench_tooling()
     stages["kivy_window"] = rss_kib()
     from kiosk.ui.shell import OnetapApp
 
     stages["app_imported"] = rss_kib()
     app = OnetapApp(cfg)
     out: dict = {"side": "app", "stages_kib": stages}
-    durable_ms: list[float] = []
-    record_ms: list[float] = []
-    gaps: list[float] = []
     trace: list[int] = []
-    state = {"phase": "start", "t0": 0.0, "count": 0, "last": None, "frames": 0}
 
-    def wrap_record(outbox):
-        original = outbox.record
+    def first_screen(_shell):
+        out["rss_first_screen_kib"] = stages["first_screen"] = rss_kib()
+        out["first_screen_frames"] = run.frames
 
-        def timed(*a, **kw):
-            started = time.perf_counter()
-            try:
-                return original(*a, **kw)
-            finally:
-                done = time.perf_counter()
-                record_ms.append((done - started) * 1000)
-                durable_ms.append((done - state["t0"]) * 1000)
-        outbox.record = timed
+    def tapped(_shell):
+        if run.count % 20 == 0 or run.count < 6:
+            trace.append(rss_kib() // 1024)
 
-    def tap_next():
-        shell = app.shell
-        tile = shell._page.tiles[state["count"] % 5]
-        x, y = tile.to_window(*tile.center)
-        touch = UnitTestTouch(x, y)
-        now = time.perf_counter()
-        if state["last"] is not None:
-            gaps.append(now - state["last"])
-        state["last"] = now
-        state["t0"] = now
-        state["phase"] = "await-thanks"
-        touch.touch_down()
-        touch.touch_up()
+    def done(_shell):
+        out["rss_kib"] = stages["after_taps"] = rss_kib()
+        if detail:
+            out["detail"] = smaps_detail()
 
-    def on_flip(*_):
-        state["frames"] += 1
-        shell = app.shell
-        if shell is None:
-            return
-        screen = shell.flow.screen.value
-        if state["phase"] == "start" and screen == "rating":
-            out["rss_first_screen_kib"] = stages["first_screen"] = rss_kib()
-            out["first_screen_frames"] = state["frames"]
-            shell.flow.configure(dataclasses.replace(shell.flow.settings, questions=(), guard_s=0.0,
-                                                     cooldown_s=0.0, thank_you_s=0.01), shell.monotonic())
-            wrap_record(shell.outbox)
-            state["phase"] = "ready"
-            Clock.schedule_once(lambda _dt: tap_next(), 0.1)
-        elif state["phase"] == "await-thanks" and screen == "thanks":
-            state["count"] += 1
-            if state["count"] % 20 == 0 or state["count"] < 6:
-                trace.append(rss_kib() // 1024)
-            state["phase"] = "await-rating"
-        elif state["phase"] == "await-rating" and screen == "rating":
-            if state["count"] >= taps:
-                out["rss_kib"] = stages["after_taps"] = rss_kib()
-                if detail:
-                    out["detail"] = smaps_detail()
-                app.stop()
-                return
-            state["phase"] = "ready"
-            Clock.schedule_once(lambda _dt: tap_next(), settle)
-
-    Window.bind(on_flip=on_flip)
+    run = TapRun(app, taps, settle=settle, on_first_screen=first_screen, on_tap=tapped, on_done=done)
+    Window.bind(on_flip=run.on_flip)
     app.run()
-    out.update(frames=state["frames"], taps=len(durable_ms), tap_to_durable_ms=summary(durable_ms),
-               record_ms=summary(record_ms), gap_s=round(statistics.median(gaps), 4),
+    out.update(frames=run.frames, taps=len(run.durable_ms), tap_to_durable_ms=summary(run.durable_ms),
+               record_ms=summary(run.record_ms), gap_s=round(statistics.median(run.gaps_s), 4),
                rss_mb_every_20_taps=trace, ui=ui_settings(cfg), chain_seed=cfg.chain_seed)
     return out
 
