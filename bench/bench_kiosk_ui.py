@@ -40,6 +40,97 @@ def pct(values, q):
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+class TapRun:
+    """Taps a running OnetapApp's faces through real touches, one visit after another, and times each tap.
+
+    Bind :meth:`on_flip` to the window's on_flip before ``app.run()``. At the first rating screen
+    the visit is cut to the tap (no follow-up questions, guard or cool-down; a 10 ms thank-you),
+    the outbox's ``record`` is timed, and the first tap comes *first_delay* seconds later; each
+    next tap *settle* seconds after the rating screen is drawn again (0: the next frame). The app
+    stops after *taps* taps. Per tap: ``thanks_ms`` (touch dispatched to the thank-you drawn),
+    ``durable_ms`` (touch dispatched to the outbox's commit returned), ``record_ms`` (the record
+    call alone), ``gaps_s`` (between taps). Hooks get the shell: *on_first_screen*, *on_tap*
+    (thank-you drawn), *on_done* (before the app stops).
+    """
+
+    def __init__(self, app, taps: int, *, settle: float = 0.0, first_delay: float = 0.1,
+                 on_first_screen=None, on_tap=None, on_done=None):
+        self.app, self.taps, self.settle, self.first_delay = app, taps, settle, first_delay
+        self.on_first_screen, self.on_tap, self.on_done = on_first_screen, on_tap, on_done
+        self.thanks_ms: list[float] = []
+        self.durable_ms: list[float] = []
+        self.record_ms: list[float] = []
+        self.gaps_s: list[float] = []
+        self.frames = 0  # every frame drawn, from the first
+        self.count = 0
+        self._phase = "start"
+        self._t0 = 0.0
+        self._last: float | None = None
+
+    def _time_record(self, outbox) -> None:
+        original = outbox.record
+
+        def timed(*a, **kw):
+            started = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                done = time.perf_counter()
+                self.record_ms.append((done - started) * 1000)
+                self.durable_ms.append((done - self._t0) * 1000)
+        outbox.record = timed
+
+    def _tap(self) -> None:
+        from kivy.tests.common import UnitTestTouch
+
+        tile = self.app.shell._page.tiles[self.count % 5]
+        touch = UnitTestTouch(*tile.to_window(*tile.center))
+        now = time.perf_counter()
+        if self._last is not None:
+            self.gaps_s.append(now - self._last)
+        self._last = self._t0 = now
+        self._phase = "await-thanks"
+        touch.touch_down()
+        touch.touch_up()
+
+    def _tap_in(self, delay: float) -> None:
+        from kivy.clock import Clock
+
+        self._phase = "ready"
+        Clock.schedule_once(lambda _dt: self._tap(), delay)
+
+    def on_flip(self, *_args) -> None:
+        self.frames += 1
+        shell = self.app.shell
+        if shell is None:
+            return
+        now = time.perf_counter()
+        screen = shell.flow.screen.value
+        if self._phase == "start" and screen == "rating":
+            if self.on_first_screen is not None:
+                self.on_first_screen(shell)
+            import dataclasses
+
+            shell.flow.configure(dataclasses.replace(shell.flow.settings, questions=(), guard_s=0.0,
+                                                     cooldown_s=0.0, thank_you_s=0.01), shell.monotonic())
+            self._time_record(shell.outbox)
+            self._tap_in(self.first_delay)
+        elif self._phase == "await-thanks" and screen == "thanks":
+            self.thanks_ms.append((now - self._t0) * 1000)
+            self.count += 1
+            if self.on_tap is not None:
+                self.on_tap(shell)
+            self._phase = "await-rating"
+        elif self._phase == "await-rating" and screen == "rating":
+            if self.count >= self.taps:
+                if self.on_done is not None:
+                    self.on_done(shell)
+                self._phase = "done"
+                self.app.stop()
+                return
+            self._tap_in(self.settle)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--taps", type=int, default=200)
@@ -70,71 +161,28 @@ def main() -> int:
                       overrides={"data_dir": str(tmp / "data"), "broker": "mqtt://127.0.0.1:9"})
     configure_kivy(cfg, tuple(int(v) for v in args.size.split("x")))
 
-    import dataclasses
-
-    from kivy.clock import Clock
     from kivy.core.window import Window
-    from kivy.tests.common import UnitTestTouch
 
     from kiosk.ui.shell import OnetapApp
 
     app = OnetapApp(cfg)
     figures: dict = {"taps": args.taps, "size": args.size, "fps_cap": cfg.ui.fps, "voice": args.voice}
-    tap_ms: list[float] = []
-    durable_ms: list[float] = []
-    state = {"phase": "start", "t0": 0.0, "count": 0}
 
-    def wrap_record(outbox):
-        original = outbox.record
+    def first_screen(_shell):
+        figures["start_to_first_screen_s"] = round(time.perf_counter() - STARTED, 3)
 
-        def timed(*a, **kw):
-            t = time.perf_counter()
-            try:
-                return original(*a, **kw)
-            finally:
-                durable_ms.append((time.perf_counter() - t) * 1000)
-        outbox.record = timed
+    def tapped(shell):
+        if args.voice:
+            figures["prompts_played"] = len(shell.speaker.played)
+            shell.speaker.stop()
 
-    def tap_next():
-        shell = app.shell
-        tile = shell._page.tiles[state["count"] % 5]
-        x, y = tile.to_window(*tile.center)
-        touch = UnitTestTouch(x, y)
-        state["t0"] = time.perf_counter()
-        state["phase"] = "await-thanks"
-        touch.touch_down()
-        touch.touch_up()
+    def done(_shell):
+        figures["rss_mb"] = round(rss_mb(), 1)
 
-    def on_flip(*_):
-        shell = app.shell
-        if shell is None:
-            return
-        now = time.perf_counter()
-        screen = shell.flow.screen.value
-        if state["phase"] == "start" and screen == "rating":
-            figures["start_to_first_screen_s"] = round(now - STARTED, 3)
-            shell.flow.configure(dataclasses.replace(shell.flow.settings, questions=(), guard_s=0.0, cooldown_s=0.0,
-                                                     thank_you_s=0.01), shell.monotonic())
-            wrap_record(shell.outbox)
-            state["phase"] = "ready"
-            Clock.schedule_once(lambda _dt: tap_next(), 0.1)
-        elif state["phase"] == "await-thanks" and screen == "thanks":
-            tap_ms.append((now - state["t0"]) * 1000)
-            state["count"] += 1
-            if args.voice:
-                figures["prompts_played"] = len(shell.speaker.played)
-                shell.speaker.stop()
-            state["phase"] = "await-rating"
-        elif state["phase"] == "await-rating" and screen == "rating":
-            if state["count"] >= args.taps:
-                figures["rss_mb"] = round(rss_mb(), 1)
-                app.stop()
-                return
-            state["phase"] = "ready"
-            Clock.schedule_once(lambda _dt: tap_next(), 0)
-
-    Window.bind(on_flip=on_flip)
+    run = TapRun(app, args.taps, first_delay=0.1, on_first_screen=first_screen, on_tap=tapped, on_done=done)
+    Window.bind(on_flip=run.on_flip)
     app.run()
+    tap_ms, durable_ms = run.thanks_ms, run.record_ms
     figures["tap_to_thanks_drawn_ms"] = {
         "median": round(statistics.median(tap_ms), 2), "p99": round(pct(tap_ms, 99), 2), "max": round(max(tap_ms), 2)}
     figures["tap_to_durable_ms"] = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 import shutil
 import subprocess
@@ -58,8 +58,17 @@ def parse_timedatectl(output: str) -> bool | None:
     return None
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # The process's own symbols (dlopen(NULL)), libc's among them, loaded once. Not
+    # ctypes.util.find_library("c") per query: it runs `ldconfig -p` in a child process,
+    # 1.5-2 ms in the running kiosk, inside the record of the first tap after each quiet
+    # spell (about as long again as the tap's commit).
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _adjtimex() -> tuple[int, int]:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc = _libc()
     call = getattr(libc, "adjtimex", None) or getattr(libc, "ntp_adjtime")
     buf = _Timex()
     buf.modes = 0  # read only; needs no privilege

@@ -11,10 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Mapping
-
-import sqlite_utils
-from sqlite_utils.migrations import Migrations
+from typing import Callable, Mapping
 
 from kiosk import clock, protocol
 from kiosk.errors import OutboxError, OutboxFullError
@@ -31,12 +28,13 @@ PRUNE_BATCH = 5000
 TAP_FIELDS = frozenset(("id", "seq", "score", "at", "clock_synced", "lang", "input"))
 ANSWER_FIELDS = frozenset(f.name for f in dataclasses.fields(Rating)) - TAP_FIELDS
 BUSY_TIMEOUT_MS = 10_000
+#: The outbox's migrations are recorded in sqlite-utils' table and under its set name, which
+#: the outbox used before it was written on the standard library: files from then open as they are.
+MIGRATIONS_TABLE = "_sqlite_migrations"
+MIGRATION_SET = "onetap.kiosk.outbox"
 
-migrations = Migrations("onetap.kiosk.outbox")
 
-
-@migrations()
-def m001_ratings(db: sqlite_utils.Database) -> None:
+def m001_ratings(db: sqlite3.Connection) -> None:
     # `rowid INTEGER PRIMARY KEY` makes the integer key explicit and stable
     # (VACUUM keeps it): Acks are marked by it, not through the UUID index.
     # `payload` is the rating exactly as sent, so a batch is a join.
@@ -67,14 +65,48 @@ def m001_ratings(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('last_seq', 0), ('last_ack_at', NULL)")
 
 
-@migrations()
-def m002_chain(db: sqlite_utils.Database) -> None:
+def m002_chain(db: sqlite3.Connection) -> None:
     # The audit chain (docs/protocol.md): computed at release, in seq order.
     # chain_seq is the last seq chained; ratings taken before this migration
     # stay unchained and are sent as they are. chain_seed NULL: not chaining.
     db.execute("ALTER TABLE ratings ADD COLUMN chain TEXT")
     db.execute("INSERT INTO meta (key, value) SELECT 'chain_seq', value FROM meta WHERE key = 'last_seq'")
     db.execute("INSERT INTO meta (key, value) VALUES ('chain_head', NULL), ('chain_seed', NULL)")
+
+
+#: In the order they run; a name, once released, never changes.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (m001_ratings, m002_chain)
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations the file has not had, in one IMMEDIATE transaction; their names.
+
+    One transaction for the check and the changes: the UI's and the uplink's
+    outboxes may open a new file at the same moment, and only one migrates it.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # sqlite-utils' layout (a later sqlite-utils finds its own table as it left it).
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} "
+                     "(id INTEGER PRIMARY KEY, migration_set TEXT, name TEXT, applied_at TEXT)")
+        conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS idx_{MIGRATIONS_TABLE}_migration_set_name "
+                     f"ON {MIGRATIONS_TABLE} (migration_set, name)")
+        done = {name for (name,) in conn.execute(
+            f"SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = ?", (MIGRATION_SET,))}
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.__name__ in done:
+                continue
+            migration(conn)
+            conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (migration_set, name, applied_at) VALUES (?, ?, ?)",
+                         (MIGRATION_SET, migration.__name__, str(_utc_now())))
+            applied.append(migration.__name__)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return applied
 
 
 @dataclass(frozen=True)
@@ -109,10 +141,13 @@ class Outbox:
     for every write, a busy timeout.
     """
 
-    def __init__(self, db: sqlite_utils.Database, *, retention_days: int = 30,
+    def __init__(self, conn: sqlite3.Connection, *, retention_days: int = 30,
                  chain_seed: str | None = None):
-        self.db = db
-        self.conn: sqlite3.Connection = db.conn
+        # The standard library's sqlite3 alone: sqlite-utils (and dateutil, pluggy) cost the
+        # kiosk some 3 MB for the few statements below. A wrapper with `.conn` (a
+        # sqlite_utils.Database, as the server's tests hand over) is taken for its connection.
+        conn = getattr(conn, "conn", conn)
+        self.conn: sqlite3.Connection = conn
         self.retention_days = retention_days
         self._key: str | None = None
         self._lock = threading.Lock()
@@ -120,14 +155,14 @@ class Outbox:
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal" and not db.memory:
+            path = self.path
+            if mode.lower() != "wal" and path is not None:
                 log.warning("outbox journal mode is %s, not WAL", mode)
             # FULL: a tap acknowledged to the citizen survives power loss.
             self.conn.execute("PRAGMA synchronous = FULL")
-            migrations.apply(db)
+            migrate(self.conn)
             if chain_seed is not None:
                 self._set_seed(chain_seed)
-            path = self.path
             self._key = str(path.resolve()) if path is not None else None
         except sqlite3.Error as exc:
             raise self._wrap(exc, "open") from exc
@@ -151,10 +186,10 @@ class Outbox:
         except OSError as exc:
             raise OutboxError(f"cannot create {path.parent}: {exc.strerror}") from exc
         try:
-            db = sqlite_utils.Database(path)
+            conn = sqlite3.connect(str(path))
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open {path}: {exc}") from exc
-        return cls(db, retention_days=retention_days, chain_seed=chain_seed)
+        return cls(conn, retention_days=retention_days, chain_seed=chain_seed)
 
     @property
     def path(self) -> Path | None:

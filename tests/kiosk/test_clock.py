@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from datetime import datetime
 
@@ -65,6 +68,20 @@ def test_cache_is_thread_safe():
 def test_real_query_answers_a_bool():
     assert clock.query_synced() in (True, False)
     assert clock.clock_synced() in (True, False)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="adjtimex is Linux's")
+def test_real_query_starts_no_process(monkeypatch):
+    # It runs inside a tap's record every CACHE_SECONDS: a child process (ctypes.util.find_library
+    # runs `ldconfig -p`) cost the tap 1.5-2 ms.
+    def no_process(*_args, **_kw):
+        raise AssertionError("the clock query started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    monkeypatch.setattr(os, "posix_spawn", no_process, raising=False)
+    monkeypatch.setattr(os, "fork", no_process)
+    clock._libc.cache_clear()
+    assert clock.decide_adjtimex(*clock._adjtimex()) in (True, False)
 
 
 def test_local_now_is_aware():

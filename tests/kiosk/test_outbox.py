@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
 
 from kiosk import protocol
 from kiosk.errors import OutboxError, OutboxFullError
-from kiosk.outbox import Outbox
+from kiosk.outbox import MIGRATION_SET, MIGRATIONS, Outbox
 from kiosk.protocol import Ack
 
 KST = timezone(timedelta(hours=9))
@@ -20,7 +22,7 @@ NOW = datetime(2026, 11, 27, 10, 15, 2, 417000, tzinfo=KST)
 
 @pytest.fixture
 def outbox() -> Outbox:
-    return Outbox(sqlite_utils.Database(memory=True))
+    return Outbox(sqlite3.connect(":memory:"))
 
 
 def record(outbox: Outbox, n: int, **kw):
@@ -57,6 +59,54 @@ def test_file_settings(tmp_path):
         "EXPLAIN QUERY PLAN SELECT rowid, id, payload FROM ratings "
         "WHERE acked_at IS NULL AND held = 0 AND rowid > 0 ORDER BY rowid LIMIT 500"))
     assert "ratings_unacked" in plan
+
+
+def sqlite_utils_migrations() -> Migrations:
+    """The outbox's migrations as sqlite-utils ran them before the outbox was on the standard library."""
+    migrations = Migrations(MIGRATION_SET)
+    for migration in MIGRATIONS:
+        migrations()(migration)
+    return migrations
+
+
+@pytest.mark.parametrize("stop_before", [None, "m002_chain"])
+def test_a_file_migrated_by_sqlite_utils_opens_and_migrates_on(tmp_path, stop_before):
+    path = tmp_path / "o.db"
+    db = sqlite_utils.Database(path)
+    sqlite_utils_migrations().apply(db, stop_before=stop_before)
+    db.execute("UPDATE meta SET value = 41 WHERE key = 'last_seq'")
+    db.conn.commit()
+    db.close()
+    outbox = Outbox.open(path, chain_seed=SEED)
+    rating = outbox.record(3, now=NOW, clock_synced=True)
+    assert rating.seq == 42 and rating.chain == protocol.chain_next(SEED, rating)
+    names = [r[0] for r in outbox.conn.execute(
+        "SELECT name FROM _sqlite_migrations WHERE migration_set = ? ORDER BY id", (MIGRATION_SET,))]
+    assert names == ["m001_ratings", "m002_chain"]
+    outbox.close()
+    # And sqlite-utils finds nothing left to do in a file the outbox migrated.
+    assert sqlite_utils_migrations().pending(sqlite_utils.Database(path)) == []
+
+
+def test_a_new_file_is_migrated_once_by_two_outboxes_opening_it_together(tmp_path):
+    # The UI's and the uplink's outboxes open the file on two threads at start.
+    for attempt in range(10):
+        path = tmp_path / f"o{attempt}.db"
+        barrier = threading.Barrier(2)
+        opened: list = []
+
+        def open_it():
+            barrier.wait()
+            opened.append(Outbox.open(path))
+
+        threads = [threading.Thread(target=open_it) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(opened) == 2
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == len(MIGRATIONS)
 
 
 def test_seq_never_reused_after_prune_and_reopen(tmp_path):
@@ -261,7 +311,7 @@ SEED = protocol.default_chain_seed("s", "t")
 
 
 def chained_outbox() -> Outbox:
-    return Outbox(sqlite_utils.Database(memory=True), chain_seed=SEED)
+    return Outbox(sqlite3.connect(":memory:"), chain_seed=SEED)
 
 
 def test_chain_is_computed_at_release_in_seq_order_over_the_answers():
@@ -315,4 +365,4 @@ def test_release_all_held_chains_what_a_crash_left_held():
 
 def test_bad_seed_is_refused():
     with pytest.raises(OutboxError):
-        Outbox(sqlite_utils.Database(memory=True), chain_seed="nothex")
+        Outbox(sqlite3.connect(":memory:"), chain_seed="nothex")
