@@ -200,7 +200,7 @@ ROLLUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 #: A commit's counts, by every dimension, waiting to be added to the rollups.
 #: Ingest writes one row per distinct key of a commit here instead of
-#: upserting 34 rollups inside its transaction; a roll-up moves them into the
+#: upserting every rollup inside its transaction; a roll-up moves them into the
 #: rollups in one transaction of its own (server/store.py roll_up), and every
 #: query adds what still waits here, read in the same statement as the
 #: rollups, so each rating is counted once whether rolled up or not. n is

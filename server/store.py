@@ -649,7 +649,7 @@ class SQLStore:
         if all(n > 0 for n in counts.values()):
             # Every rollup from the full keys, sent once and tallied by the
             # database: no Python per rollup and row, and on PostgreSQL one
-            # statement instead of 34 (their adapting was most of its flush).
+            # statement instead of one per rollup (their adapting was most of the work).
             rows = list(map(operator.add, counts, zip(counts.values())))
             self.dialect.grouped(_KEY_COLUMNS, _KEY_KINDS, rows, _grouped_inserts(self.dialect.byte_order),
                                  derived=(_SITE_KEYS,))

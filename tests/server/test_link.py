@@ -455,19 +455,25 @@ def _publish_packet(topic_: str, payload: bytes) -> bytes:
     return bytes([0x30, len(body)]) + body  # PUBLISH, QoS 0, a one-byte length
 
 
-def test_the_client_reads_ahead_and_hands_out_every_whole_packet_it_read():
-    # paho's select() cannot see bytes already read off the socket: each packet
-    # read ahead must be handled in the same turn, and a partial one kept.
+def socket_client(client_id):
+    """The server's _Client on one end of a socket pair, and what it hands on; the other end plays the broker."""
     import socket
 
     from server.link import _Client
 
-    client = _Client(CallbackAPIVersion.VERSION2, client_id="read-ahead", protocol=mqtt.MQTTv311)
+    client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     got = []
     client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
     ours, broker = socket.socketpair()
     ours.setblocking(False)
     client._sock = ours
+    return client, got, ours, broker
+
+
+def test_the_client_reads_ahead_and_hands_out_every_whole_packet_it_read():
+    # paho's select() cannot see bytes already read off the socket: each packet
+    # read ahead must be handled in the same turn, and a partial one kept.
+    client, got, ours, broker = socket_client("read-ahead")
     try:
         data = b"".join(_publish_packet(f"onetap/v1/s/t{i}/ratings", b"payload %d" % i) for i in range(4))
         broker.sendall(data[:-3])  # three whole packets and most of a fourth
@@ -660,10 +666,6 @@ def test_publish_unwatched_writes_what_paho_writes_at_qos0(protocol, size):
 
 
 def test_packets_whole_in_the_bytes_read_ahead_of_any_length_are_handed_out_in_order():
-    import socket
-
-    from server.link import _Client
-
     def packet(topic_: str, payload: bytes) -> bytes:
         body = len(topic_).to_bytes(2, "big") + topic_.encode() + payload
         length, size = b"", len(body)
@@ -676,12 +678,7 @@ def test_packets_whole_in_the_bytes_read_ahead_of_any_length_are_handed_out_in_o
 
     sizes = [0, 5, 121, 122, 300, 16_000, 20_000, 40_000, 7]
     sent = [(f"onetap/v1/s/t{i}/ratings", bytes([i]) * size) for i, size in enumerate(sizes)]
-    client = _Client(CallbackAPIVersion.VERSION2, client_id="read-ahead-long", protocol=mqtt.MQTTv311)
-    got = []
-    client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
-    ours, broker = socket.socketpair()
-    ours.setblocking(False)
-    client._sock = ours
+    client, got, ours, broker = socket_client("read-ahead-long")
     try:
         # 85 kB: read 64 KiB at a time, so one packet is split between two reads too.
         broker.sendall(b"".join(packet(t, p) for t, p in sent))
