@@ -149,7 +149,8 @@ def test_a_stuck_ingest_turns_healthz_503_within_30_s_and_the_watchdog_goes_quie
         body = health(server).json()
         assert body["status"] == "ok" and body["ingest"]["pending"] == 0
         assert body["threads"] == {"onetap-alerts": "running", "onetap-ingest": "running",
-                                   "onetap-retention": "running", "onetap-survey": "running",
+                                   "onetap-retention": "running", "onetap-roll-up": "running",
+                                   "onetap-survey": "running",
                                    "onetap-watchdog": "running"}
         kiosk.send("t2", 1)  # the second commit: wedged for good
         stuck_at = time.monotonic()

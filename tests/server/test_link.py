@@ -282,7 +282,7 @@ def test_an_exception_escaping_a_whole_commit_costs_only_the_message_that_causes
         terminals[3].publish(topic("s1", "t3", "ratings"), encode_batch("s1", "t3", [later.encode()]))
         ack, stored = terminals[3].acks.get(timeout=DEADLINE)
         assert ack.accepted == (later.id,) and stored == 1
-        assert link.supervisor.threads() == {"onetap-ingest": "running"}
+        assert link.supervisor.threads() == {"onetap-ingest": "running", "onetap-roll-up": "running"}
         assert link.supervisor.problems() == []
     finally:
         gate.release.set()
@@ -313,7 +313,7 @@ def test_a_stuck_worker_is_reported_and_the_keepalive_loss_is_told_truly(mosquit
         problems = wait_for(lambda: [p for p in link.supervisor.problems() if p.reason.startswith("ingest is")],
                             "ingest to be reported stuck", timeout=DEADLINE)
         assert problems[0].restart and problems[0].reason.startswith("ingest is stuck: ")
-        assert link.supervisor.threads() == {"onetap-ingest": "stuck"}
+        assert link.supervisor.threads() == {"onetap-ingest": "stuck", "onetap-roll-up": "running"}
         state = link.ingest_state()
         assert state["pending"] >= 2 and state["queue"] == 3 and state["waiting_s"] > 2
         # paho cannot answer the broker's pings: the broker drops us, and we say so.
