@@ -464,11 +464,6 @@ class _Pending:
 _CHAIN_MOVING = ("contiguous_seq", "max_seq", "tip_seq", "tip_chain", "head_seq", "head_chain",
                  "head_sig", "head_at", "updated_at")
 _chain_rest = operator.itemgetter(*(c for c in CHAIN_STATE_COLUMNS if c not in _CHAIN_MOVING))
-_chain_moved = operator.itemgetter(*_CHAIN_MOVING, "site", "terminal")
-_CHAIN_MOVE = (f"UPDATE chain_state SET {', '.join(f'{c} = ?' for c in _CHAIN_MOVING)}"
-               " WHERE site = ? AND terminal = ?")
-_CHAIN_MOVED_ROW = ("site", "terminal", "missing", "status", *_CHAIN_MOVING)
-_chain_moved_row = operator.itemgetter(*_CHAIN_MOVED_ROW)
 
 
 def _store_errors(method):
@@ -1104,19 +1099,10 @@ class SQLStore:
                                     if c not in ("site", "terminal"))
                 self.dialect.bulk("chain_state", CHAIN_STATE_COLUMNS, sorted(whole),
                                   f"ON CONFLICT (site, terminal) DO UPDATE SET {updates}")
-            if not moved:
-                return
-            # Rows this transaction holds locked already: no lock order to keep.
-            if isinstance(self.dialect, SQLite):
-                # 5 µs a terminal against 8 for the whole row's upsert.
-                self.dialect.many(_CHAIN_MOVE, [_chain_moved(state) for state in moved])
-            else:
-                # An UPDATE per row measured slower than one upsert of column arrays on
-                # PostgreSQL: one upsert of the moving columns and the NOT NULL ones an
-                # insert needs (never inserted: the rows exist).
-                self.dialect.bulk("chain_state", _CHAIN_MOVED_ROW, [_chain_moved_row(state) for state in moved],
-                                  f"ON CONFLICT (site, terminal) DO UPDATE SET"
-                                  f" {', '.join(f'{c} = excluded.{c}' for c in _CHAIN_MOVING)}")
+            if moved:
+                # Rows this transaction holds locked already: no lock order to keep.
+                self.dialect.update_existing("chain_state", ("site", "terminal"), _CHAIN_MOVING,
+                                             ("missing", "status"), moved)
 
     @_store_errors
     def audit_spans(self, site: str, day_from: str, day_to: str) -> list[tuple[str, int, int]]:
