@@ -216,7 +216,11 @@ ROLLUP_QUEUE = Table("rollup_queue", (
 #: (where NULLs never conflict) can UPSERT them.
 NULLABLE = ("reason", "age_group")
 #: The columns after a daily rollup's dimensions (weekday is not part of its key).
-ROLLUP_TAIL = ("weekday", "suspect", "score")
+ROLLUP_TAIL = ("weekday", "suspect")
+#: A rollup row's count of each score, 1 to 5 (m011). One row per key, not one
+#: per score: a big answer (by day and hour over years) is read in a fifth of
+#: the rows, and a roll-up upserts a terminal's key once however its taps scored.
+SCORE_COUNTS = ("n1", "n2", "n3", "n4", "n5")
 #: The rollup that holds every dimension: the source new rollups are filled from,
 #: since ratings may have been pruned (prune_ratings) and the rollups never are.
 FULLEST_ROLLUP = "roll_all"
@@ -224,14 +228,23 @@ FULLEST_ROLLUP = "roll_all"
 
 def rollup_tail(dims: tuple[str, ...]) -> tuple[str, ...]:
     """The columns after a rollup's dimensions: weekday rides along with a day."""
-    return ROLLUP_TAIL if "day" in dims else ("suspect", "score")
+    return ROLLUP_TAIL if "day" in dims else ("suspect",)
+
+
+def _dimension(name: str) -> Column:
+    return Column(name, "name" if name == "month" else RATINGS.column(name).kind)
 
 
 def _rollup_table(name: str, dims: tuple[str, ...]) -> Table:
-    columns = [Column(d, "name" if d == "month" else RATINGS.column(d).kind)
-               for d in (*dims, *rollup_tail(dims))]
-    return Table(name, (*columns, Column("n", "count")), key=(*dims, "suspect", "score"),
+    columns = [_dimension(d) for d in (*dims, *rollup_tail(dims))]
+    return Table(name, (*columns, *(Column(c, "count") for c in SCORE_COUNTS)), key=(*dims, "suspect"),
                  clustered=True)
+
+
+def _rollup_table_by_score(name: str, dims: tuple[str, ...]) -> Table:
+    """A rollup as m002 to m010 made it: one row per key and score, its count in n."""
+    columns = [_dimension(d) for d in (*dims, *rollup_tail(dims), "score")]
+    return Table(name, (*columns, Column("n", "count")), key=(*dims, "suspect", "score"), clustered=True)
 
 
 TABLES: dict[str, Table] = {t.name: t for t in (
@@ -266,7 +279,8 @@ INSERT_COLUMNS = (*RATING_COLUMNS, "day", "hour", "weekday", "clock_suspect", "c
 
 @dataclass(frozen=True)
 class CreateTable:
-    table: str
+    #: A table of TABLES by name, or a table as it was when the step was written.
+    table: str | Table
     #: The columns it had when the step was written (None: all of today's).
     only: tuple[str, ...] | None = None
 
@@ -290,9 +304,18 @@ class DropIndex:
 @dataclass(frozen=True)
 class FillRollup:
     """Count the ratings already stored into a new rollup (from *source*, a
-    rollup holding all its columns, or else from the ratings table)."""
+    rollup holding all its columns, or else from the ratings table).
+
+    *by_score*: both are rollups as m002 to m010 made them, a row per score."""
     table: str
     source: str | None = None
+    by_score: bool = False
+
+
+@dataclass(frozen=True)
+class CountScoresInRow:
+    """Rebuild a rollup made a row per score with its five counts in one row per key (m011)."""
+    table: str
 
 
 @dataclass(frozen=True)
@@ -301,7 +324,7 @@ class Backfill:
     fn: Callable[[Callable[[str, Sequence], list]], None]
 
 
-Step = Union[CreateTable, AddColumn, CreateIndex, DropIndex, FillRollup, Backfill]
+Step = Union[CreateTable, AddColumn, CreateIndex, DropIndex, FillRollup, CountScoresInRow, Backfill]
 
 
 def _quarantine_terminals(execute: Callable[[str, Sequence], list]) -> None:
@@ -311,6 +334,8 @@ def _quarantine_terminals(execute: Callable[[str, Sequence], list]) -> None:
             execute("UPDATE quarantine SET site = ?, terminal = ? WHERE pk = ?", [parts[2], parts[3], pk])
 
 
+#: Every rollup as m002 to m010 made it (a row per score), for those steps.
+BY_SCORE_TABLES = {name: _rollup_table_by_score(name, dims) for name, dims in ROLLUPS}
 #: The rollups m002 made.
 _FIRST_ROLLUPS = ("roll_site_day", "roll_day", "roll_site_hour", "roll_hour", "roll_site_dims", "roll_all")
 #: The rollups m008 made.
@@ -360,7 +385,8 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
     ("m002_rollups_suspect_staff", [
         AddColumn("ratings", "suspect"),
         CreateIndex(INDEXES["ratings_terminal_seq"]),
-        *(s for name in _FIRST_ROLLUPS for s in (CreateTable(name), FillRollup(name))),
+        *(s for name in _FIRST_ROLLUPS
+          for s in (CreateTable(BY_SCORE_TABLES[name]), FillRollup(name, by_score=True))),
         CreateTable("marks"), CreateTable("alerts"), CreateIndex(INDEXES["alerts_open"]),
         CreateTable("sessions"), CreateTable("meta"),
     ]),
@@ -381,7 +407,7 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
     # Every rollup m002 did not make. Filled from roll_all, not ratings: pruned days are still counted there.
     ("m008_monthly_and_pair_rollups", [
         s for name in _M008_ROLLUPS
-        for s in (CreateTable(name), FillRollup(name, FULLEST_ROLLUP))
+        for s in (CreateTable(BY_SCORE_TABLES[name]), FillRollup(name, FULLEST_ROLLUP, by_score=True))
     ]),
     # The rollups are up to date when this runs: the queue starts empty.
     ("m009_rollup_queue", [CreateTable("rollup_queue")]),
@@ -389,8 +415,10 @@ MIGRATIONS: list[tuple[str, list[Step]]] = [
     # counts every rating, pruned or not): minutes less than from roll_all.
     ("m010_terminal_first_and_total_rollups", [
         s for name, source in _M010_ROLLUPS.items()
-        for s in (CreateTable(name), FillRollup(name, source))
+        for s in (CreateTable(BY_SCORE_TABLES[name]), FillRollup(name, source, by_score=True))
     ]),
+    # A fifth of the rows to read and upsert (SCORE_COUNTS); the queue keeps a row per score.
+    ("m011_rollups_score_counts_in_row", [CountScoresInRow(name) for name, _ in ROLLUPS]),
 ]
 
 
@@ -398,13 +426,9 @@ def render(step: Step, types: Mapping[str, str], clustered_suffix: str) -> list[
     """The SQL of one step, given a dialect's column types (by kind) and the
     suffix it puts after a clustered table."""
     if isinstance(step, CreateTable):
-        table = TABLES[step.table]
+        table = step.table if isinstance(step.table, Table) else TABLES[step.table]
         columns = [c for c in table.columns if step.only is None or c.name in step.only]
-        lines = [_column_sql(c, types) for c in columns]
-        if table.key != ("pk",):
-            lines.append(f"PRIMARY KEY ({', '.join(table.key)})")
-        suffix = clustered_suffix if table.clustered else ""
-        return [f"CREATE TABLE {table.name} ({', '.join(lines)}){suffix}"]
+        return [_create_sql(table.name, table, columns, types, clustered_suffix)]
     if isinstance(step, AddColumn):
         column = TABLES[step.table].column(step.column)
         return [f"ALTER TABLE {step.table} ADD COLUMN {_column_sql(column, types)}"]
@@ -419,17 +443,49 @@ def render(step: Step, types: Mapping[str, str], clustered_suffix: str) -> list[
         tail = rollup_tail(dims)
         if step.source is None:
             picked = [f"coalesce({d}, '')" if d in NULLABLE else d for d in dims]
-            count = "count(*)"
         else:
             # A rollup already holds '' for NULL; a month is its days' first seven characters.
             picked = ["substr(day, 1, 7)" if d == "month" else d for d in dims]
-            count = "sum(n)"
         select = ", ".join(picked)
         weekday = "min(weekday), " if "weekday" in tail else ""
-        return [f"INSERT INTO {step.table} ({', '.join((*dims, *tail))}, n)"
-                f" SELECT {select}, {weekday}suspect, score, {count} FROM {step.source or 'ratings'}"
-                f" GROUP BY {select}, suspect, score"]
+        if step.by_score:
+            count = "count(*)" if step.source is None else "sum(n)"
+            return [f"INSERT INTO {step.table} ({', '.join((*dims, *tail))}, score, n)"
+                    f" SELECT {select}, {weekday}suspect, score, {count} FROM {step.source or 'ratings'}"
+                    f" GROUP BY {select}, suspect, score"]
+        counts = (score_counts("score", "1") if step.source is None
+                  else tuple(f"sum({c})" for c in SCORE_COUNTS))
+        return [f"INSERT INTO {step.table} ({', '.join((*dims, *tail, *SCORE_COUNTS))})"
+                f" SELECT {select}, {weekday}suspect, {', '.join(counts)} FROM {step.source or 'ratings'}"
+                f" GROUP BY {select}, suspect"]
+    if isinstance(step, CountScoresInRow):
+        dims = dict(ROLLUPS)[step.table]
+        table = TABLES[step.table]
+        new = f"{step.table}_m011"
+        weekday = "min(weekday), " if "weekday" in rollup_tail(dims) else ""
+        # The old key is (dims, suspect, score): grouped by its prefix, read in key order, no sort.
+        return [_create_sql(new, table, table.columns, types, clustered_suffix),
+                f"INSERT INTO {new} ({', '.join((*dims, *rollup_tail(dims), *SCORE_COUNTS))})"
+                f" SELECT {', '.join(dims)}, {weekday}suspect, {', '.join(score_counts('score', 'n'))}"
+                f" FROM {step.table} GROUP BY {', '.join(dims)}, suspect",
+                f"DROP TABLE {step.table}",
+                f"ALTER TABLE {new} RENAME TO {step.table}"]
     return []
+
+
+def score_counts(score: str, n: str) -> tuple[str, ...]:
+    """SQL of five sums, each the *n* of rows whose *score* is 1, ..., 5: rows
+    a row per score (the queue, ratings with *n* ``1``) as SCORE_COUNTS."""
+    return tuple(f"coalesce(sum({n}) FILTER (WHERE {score} = {s}), 0)" for s in range(1, 6))
+
+
+def _create_sql(name: str, table: Table, columns: Sequence[Column], types: Mapping[str, str],
+                clustered_suffix: str) -> str:
+    lines = [_column_sql(c, types) for c in columns]
+    if table.key != ("pk",):
+        lines.append(f"PRIMARY KEY ({', '.join(table.key)})")
+    suffix = clustered_suffix if table.clustered else ""
+    return f"CREATE TABLE {name} ({', '.join(lines)}){suffix}"
 
 
 def _column_sql(column: Column, types: Mapping[str, str]) -> str:

@@ -23,7 +23,8 @@ from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.dialect import CHUNK, Postgres, SQLite
 from server.errors import StoreError
 from server.schema import (AUDIT_COLUMNS, CHAIN_STATE_COLUMNS, INSERT_COLUMNS, MIGRATIONS, NULLABLE,
-                           RATING_COLUMNS, ROLLUPS, TABLES, Backfill, render, rollup_tail)
+                           RATING_COLUMNS, ROLLUPS, SCORE_COUNTS, TABLES, Backfill, render, rollup_tail,
+                           score_counts)
 
 log = logging.getLogger(__name__)
 
@@ -477,12 +478,17 @@ def _store_errors(method):
     return wrapper
 
 
+def _score_adds(name: str) -> str:
+    return ", ".join(f"{c} = {name}.{c} + excluded.{c}" for c in SCORE_COUNTS)
+
+
 _ROLLUP_UPSERTS = [
     # itemgetters project a full key onto the rollup's columns, and a row onto its key, in C.
     (name, (*dims, *rollup_tail(dims)),
      operator.itemgetter(*(_KEY_INDEX[c] for c in (*dims, *rollup_tail(dims)))),
-     f"ON CONFLICT ({', '.join((*dims, 'suspect', 'score'))}) DO UPDATE SET n = {name}.n + excluded.n",
-     f"DELETE FROM {name} WHERE {' AND '.join(f'{c} = ?' for c in (*dims, 'suspect', 'score'))} AND n <= 0",
+     f"ON CONFLICT ({', '.join((*dims, 'suspect'))}) DO UPDATE SET {_score_adds(name)}",
+     f"DELETE FROM {name} WHERE {' AND '.join(f'{c} = ?' for c in (*dims, 'suspect'))}"
+     f" AND {' AND '.join(f'{c} <= 0' for c in SCORE_COUNTS)}",
      operator.itemgetter(*(i for i, c in enumerate((*dims, *rollup_tail(dims))) if c != "weekday"
                            or "weekday" in dims)))
     for name, dims in ROLLUPS]
@@ -512,8 +518,10 @@ _SITE_KEYS = ("site_keys", _SITE_COLUMNS[:-1],
 
 #: Each rollup's dimensions, in its key's order.
 _ROLLUP_DIMS = dict(ROLLUPS)
-#: A key's count of each score, 1 to 5 (columns n1..n5 of _rollup_counts' rows).
-_SCORE_SUMS = tuple(f"coalesce(sum(n) FILTER (WHERE score = {score}), 0)" for score in SCORES)
+#: A queued key's count of each score, 1 to 5 (as a rollup's SCORE_COUNTS).
+_SCORE_SUMS = score_counts("score", "n")
+#: The same, summed over a rollup's rows.
+_ROLLUP_SUMS = tuple(f"coalesce(sum({c}), 0)" for c in SCORE_COUNTS)
 
 
 def _grouped_insert(name: str, dims: tuple[str, ...], byte_order: str) -> str:
@@ -524,9 +532,10 @@ def _grouped_insert(name: str, dims: tuple[str, ...], byte_order: str) -> str:
     # Key order as Python sorts it (code points) whatever the database's locale: the lock order.
     order = ", ".join(c if c in _NUMBERS else f"{c}{byte_order}" for c in columns)
     # WHERE true: without it SQLite's parser could take ON CONFLICT for a join's ON.
-    return (f"INSERT INTO {name} ({', '.join(columns)}, n) SELECT {', '.join(columns)}, sum(n)"
+    return (f"INSERT INTO {name} ({', '.join((*columns, *SCORE_COUNTS))})"
+            f" SELECT {', '.join(columns)}, {', '.join(_SCORE_SUMS)}"
             f" FROM {source} WHERE true GROUP BY {', '.join(columns)} ORDER BY {order}"
-            f" ON CONFLICT ({', '.join((*dims, 'suspect', 'score'))}) DO UPDATE SET n = {name}.n + excluded.n")
+            f" ON CONFLICT ({', '.join((*dims, 'suspect'))}) DO UPDATE SET {_score_adds(name)}")
 
 
 @functools.cache
@@ -650,17 +659,18 @@ class SQLStore:
                                  derived=(_SITE_KEYS,))
             return
         # Subtractions (a rating marked suspect moves between keys; rare): rows at zero are deleted.
+        score_at = _KEY_INDEX["score"]
         for name, columns, project, upsert, delete, key_of in _ROLLUP_UPSERTS:
-            projected: dict[tuple, int] = {}
+            projected: dict[tuple, list[int]] = {}
             for key, n in counts.items():
-                small = project(key)
-                projected[small] = projected.get(small, 0) + n
+                scores = projected.setdefault(project(key), [0] * len(SCORE_COUNTS))
+                scores[key[score_at] - 1] += n
             # Key order (weekday, a function of day, sorts with it) = lock order.
-            rows = sorted((*k, n) for k, n in projected.items() if n != 0)
+            rows = sorted((*k, *scores) for k, scores in projected.items() if any(scores))
             if not rows:
                 continue
-            self.dialect.bulk(name, (*columns, "n"), rows, upsert)
-            gone = [key_of(r) for r in rows if r[-1] < 0]
+            self.dialect.bulk(name, (*columns, *SCORE_COUNTS), rows, upsert)
+            gone = [key_of(r[:len(columns)]) for r in rows if min(r[len(columns):]) < 0]
             if gone:
                 self.dialect.many(delete, gone)
 
@@ -897,7 +907,7 @@ class SQLStore:
             # key may then come once per site, summed by the caller.
             dims = _ROLLUP_DIMS[table]
             group = (*dims[:dims.index(column)], *columns)
-            sums = ", ".join(s if sign > 0 else f"-{s}" for s in _SCORE_SUMS)
+            sums = ", ".join(s if sign > 0 else f"-{s}" for s in _ROLLUP_SUMS)
             parts.append(f"SELECT {keys}{sums} FROM {table} WHERE {where}"
                          + (f" GROUP BY {', '.join(group)}" if group else ""))
             params.extend(part_params)

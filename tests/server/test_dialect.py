@@ -24,12 +24,13 @@ def test_insert_new_stores_only_keys_not_yet_stored(store):
 
 
 def test_bulk_upsert_adds_counts(store):
-    columns = ("day", "site", "weekday", "suspect", "score", "n")
-    upsert = "ON CONFLICT (day, site, suspect, score) DO UPDATE SET n = roll_site_day.n + excluded.n"
+    columns = ("day", "site", "weekday", "suspect", "n1", "n2", "n3", "n4", "n5")
+    upsert = ("ON CONFLICT (day, site, suspect) DO UPDATE"
+              " SET n1 = roll_site_day.n1 + excluded.n1, n4 = roll_site_day.n4 + excluded.n4")
     for n in (2, 3):
         with store.transaction():
-            store.dialect.bulk("roll_site_day", columns, [("2026-11-27", "s1", 5, 0, 4, n)], upsert)
-    assert query(store, "SELECT n FROM roll_site_day") == [{"n": 5}]
+            store.dialect.bulk("roll_site_day", columns, [("2026-11-27", "s1", 5, 0, 1, 0, 0, n, 0)], upsert)
+    assert query(store, "SELECT n1, n4 FROM roll_site_day") == [{"n1": 2, "n4": 5}]
 
 
 def test_each_dialect_renders_its_own_types():

@@ -12,7 +12,8 @@ import pytest
 from kiosk.protocol import AGE_GROUPS, Rating
 from server.aggregate import AGGREGATE_KEYS, empty_distribution
 from server.errors import StoreError
-from server.schema import MIGRATIONS, NULLABLE, ROLLUPS, FillRollup
+from server.schema import (BY_SCORE_TABLES, MIGRATIONS, NULLABLE, ROLLUPS, SCORE_COUNTS, CreateTable, FillRollup,
+                           render, rollup_tail, score_counts)
 from server.store import ROLL_UP_JOB, Filters, SQLiteStore, filter_columns, range_parts, smallest_rollup
 from tests.backends import BACKENDS, execute, make_backend, tuples
 
@@ -59,7 +60,7 @@ def store(request, tmp_path_factory):
             store.roll_up(limit=rng.randint(1, 40))
     # Every answer below is read from rolled-up counts and queued ones at once.
     assert 0 < store.counts()["rollup_queue"]
-    assert tuples(store, "SELECT sum(n) FROM roll_all")[0][0] > 0
+    assert tuples(store, f"SELECT sum({' + '.join(SCORE_COUNTS)}) FROM roll_all")[0][0] > 0
     yield store
     store.close()
     backend.close()
@@ -135,9 +136,9 @@ def assert_rollups_hold_exactly_the_ratings(store):
     for name, dims in ROLLUPS:
         picked = ", ".join("substr(day, 1, 7)" if d == "month" else f"coalesce({d}, '')" if d in NULLABLE
                            else d for d in dims)
-        ours = sorted(tuples(store, f"SELECT {', '.join(dims)}, suspect, score, n FROM {name}"))
-        theirs = sorted(tuples(store, f"SELECT {picked}, suspect, score, count(*) FROM ratings"
-                                      f" GROUP BY {picked}, suspect, score"))
+        ours = sorted(tuples(store, f"SELECT {', '.join(dims)}, suspect, {', '.join(SCORE_COUNTS)} FROM {name}"))
+        theirs = sorted(tuples(store, f"SELECT {picked}, suspect, {', '.join(score_counts('score', '1'))}"
+                                      f" FROM ratings GROUP BY {picked}, suspect"))
         assert ours == theirs, name
 
 
@@ -379,8 +380,12 @@ def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend, mig
                   if isinstance(step, FillRollup)]
     for table in new_tables:
         execute(store, f"DROP TABLE {table}")
+    # Every other rollup back as it was before m011 (a row per score), for m011 to run again after.
+    for name, dims in ROLLUPS:
+        if name not in new_tables:
+            back_to_a_row_per_score(store, name, (*dims, *rollup_tail(dims)))
     record = "_sqlite_migrations" if store.dialect.name == "sqlite" else "onetap_migrations"
-    execute(store, f"DELETE FROM {record} WHERE name LIKE '{migration}%'")
+    execute(store, f"DELETE FROM {record} WHERE name LIKE '{migration}%' OR name LIKE 'm011%'")
     store.close()
     store = backend.open()  # the migration again: the tables are made and filled
     for view, expected in before.items():
@@ -394,13 +399,24 @@ def test_new_rollups_are_filled_from_the_counts_even_of_pruned_days(backend, mig
     # being its days' first seven characters).
     for table in new_tables:
         dims = dict(ROLLUPS)[table]
-        theirs_cols = ", ".join((*dims, "suspect", "score"))
-        ours_cols = ", ".join("substr(day, 1, 7)" if d == "month" else d for d in (*dims, "suspect", "score"))
-        order = f"ORDER BY {', '.join(str(i + 1) for i in range(len(dims) + 2))}"
-        theirs = tuples(store, f"SELECT {theirs_cols}, n FROM {table} {order}")
-        ours = tuples(store, f"SELECT {ours_cols}, sum(n) FROM roll_all GROUP BY {ours_cols} {order}")
+        theirs_cols = ", ".join((*dims, "suspect"))
+        ours_cols = ", ".join("substr(day, 1, 7)" if d == "month" else d for d in (*dims, "suspect"))
+        order = f"ORDER BY {', '.join(str(i + 1) for i in range(len(dims) + 1))}"
+        theirs = tuples(store, f"SELECT {theirs_cols}, {', '.join(SCORE_COUNTS)} FROM {table} {order}")
+        ours = tuples(store, f"SELECT {ours_cols}, {', '.join(f'sum({c})' for c in SCORE_COUNTS)}"
+                             f" FROM roll_all GROUP BY {ours_cols} {order}")
         assert theirs == ours, table
     store.close()
+
+
+def back_to_a_row_per_score(store, name, columns):
+    execute(store, f"ALTER TABLE {name} RENAME TO {name}_wide")
+    sql, = render(CreateTable(BY_SCORE_TABLES[name]), store.dialect.types, store.dialect.clustered)
+    execute(store, sql)
+    execute(store, f"INSERT INTO {name} ({', '.join(columns)}, score, n) "
+            + " UNION ALL ".join(f"SELECT {', '.join(columns)}, {score}, {count} FROM {name}_wide WHERE {count} <> 0"
+                                 for score, count in enumerate(SCORE_COUNTS, 1)))
+    execute(store, f"DROP TABLE {name}_wide")
 
 
 def test_a_rollup_keyed_by_site_or_terminal_first_is_read_only_when_the_filters_pin_it():
