@@ -152,6 +152,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="a directory for py-spy's collapsed stacks of each worker")
     parser.add_argument("--profile-wall", dest="profile_mode", action="store_const", const=["--idle"],
                         default=["--gil"], help="profile wall time (waits too), not only what holds the GIL")
+    parser.add_argument("--profile-cpu", dest="profile_mode", action="store_const", const=[],
+                        help="profile every thread while it runs, the GIL held or not (SQLite's own work)")
     parser.add_argument("--repeat", type=int, default=1, help="measure the checkouts this many times, interleaved")
     args = parser.parse_args()
     raise_fd_limit()

@@ -1,8 +1,8 @@
 """The dialects on real SQLite and PostgreSQL: placeholders, insert-if-new, upserts and the DDL they render."""
 
 from server.dialect import Postgres, SQLite
-from server.schema import TABLES, AddColumn, CreateTable, render
-from tests.backends import query
+from server.schema import ROLLUPS, TABLES, AddColumn, CreateTable, render
+from tests.backends import query, tuples
 
 
 def test_postgres_renders_the_one_placeholder_style():
@@ -42,3 +42,14 @@ def test_each_dialect_renders_its_own_types():
     added, = render(AddColumn("ratings", "suspect"), SQLite.types, SQLite.clustered)
     assert added == "ALTER TABLE ratings ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0"
     assert TABLES["ratings"].column("suspect").default == "0"
+
+
+def test_postgres_leaves_room_on_rollup_pages_for_updates_in_place(store):
+    if store.dialect.name != "postgresql":
+        assert "fillfactor" not in SQLite.clustered
+        return
+    # Every rollup, those m011 rebuilt included: a roll-up's updates stay HOT (no index write).
+    options = dict(tuples(store, "SELECT relname, array_to_string(reloptions, ',') FROM pg_class"
+                                 " WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace"))
+    assert {options[name] for name, _ in ROLLUPS} == {"fillfactor=70"}
+    assert options["rollup_queue"] is None and options["ratings"] is None
