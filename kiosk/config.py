@@ -1,19 +1,18 @@
-"""The kiosk's configuration: pydantic models filled from TOML, ONETAP_* environment and flags."""
+"""The kiosk's configuration: settings dataclasses (onetap_config, msgspec) filled from TOML, ONETAP_* environment and flags."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import AfterValidator, Field, model_validator
-from pydantic.dataclasses import dataclass
+from msgspec import Meta
 
 import onetap_config
-from onetap_config import STRICT, FilePath, Float, Int, KeyProblem, checked
+from onetap_config import After, FilePath, KeyProblem, Settings, checked
 from kiosk import protocol
 from kiosk.catalog import LANGUAGES
 from kiosk.errors import ConfigError
@@ -49,24 +48,26 @@ def _hours(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
-Positive = Annotated[Float, Field(gt=0)]
+Positive = Annotated[float, Meta(gt=0)]
+
+
 def _gpio(pin: int) -> int:
     if not 0 <= pin <= 27:
         raise ValueError(f"GPIO {pin!r} is not 0..27")
     return pin
 
 
-Gpio = Annotated[Int, AfterValidator(_gpio)]
+Gpio = Annotated[int, After(_gpio)]
 Host = Annotated[str, checked(lambda v: re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", v), "is not a host name or address")]
 
 
 def _timing(key: str) -> Any:
     low, high = protocol.SURVEY_TIMINGS[key]
-    return Annotated[Float, Field(ge=low, le=high)]
+    return Annotated[float, Meta(ge=low, le=high)]
 
 
-@dataclass(frozen=True, config=STRICT)
-class MqttConfig:
+@dataclass(frozen=True)
+class MqttConfig(Settings):
     """``[mqtt]``: the broker account and the uplink's timings."""
 
     username: str | None = None
@@ -78,33 +79,31 @@ class MqttConfig:
     ack_timeout_s: Positive = 30.0
     status_interval_s: Positive = 60.0
     #: Fits in the 32 bits MQTT 5 gives it.
-    session_expiry_s: Annotated[Int, Field(gt=0, le=0xFFFFFFFF)] = 7 * 24 * 3600
+    session_expiry_s: Annotated[int, Meta(gt=0, le=0xFFFFFFFF)] = 7 * 24 * 3600
     mqtt_protocol: Literal["5", "3.1.1"] = "5"
 
-    @model_validator(mode="after")
-    def _account(self) -> "MqttConfig":
+    def check(self) -> None:
         if self.password is not None and self.username is None:
             raise KeyProblem("password", "is set but username is not")
-        return self
 
 
-@dataclass(frozen=True, config=STRICT)
-class OutboxConfig:
+@dataclass(frozen=True)
+class OutboxConfig(Settings):
     """``[outbox]``: how long confirmed ratings stay on the kiosk."""
 
-    retention_days: Annotated[Int, Field(ge=0)] = 30
+    retention_days: Annotated[int, Meta(ge=0)] = 30
 
 
-@dataclass(frozen=True, config=STRICT)
-class AuditConfig:
+@dataclass(frozen=True)
+class AuditConfig(Settings):
     """``[audit]``: the terminal's signing key and chain seed (written by `onetap-server provision`)."""
 
     key_file: Path | None = None
     chain_seed: Annotated[str, checked(protocol.is_chain, "must be 64 lower-case hex digits")] | None = None
 
 
-@dataclass(frozen=True, config=STRICT)
-class UiConfig:
+@dataclass(frozen=True)
+class UiConfig(Settings):
     """``[ui]``: the touchscreen: languages, accessibility, timings, opening hours, staff PIN, window."""
 
     language: str = "ko"
@@ -113,62 +112,59 @@ class UiConfig:
         = LANGUAGES
     large_text: bool = False
     high_contrast: bool = False
-    guard_ms: Annotated[Int, Field(ge=0, le=3000)] = 500
+    guard_ms: Annotated[int, Meta(ge=0, le=3000)] = 500
     cooldown_s: _timing("cooldown_s") = 3.0
     followup_timeout_s: _timing("followup_timeout_s") = 10.0
     thank_you_s: _timing("thank_you_s") = 2.5
-    reason_threshold: Annotated[Int, Field(ge=0, le=5)] = 2
+    reason_threshold: Annotated[int, Meta(ge=0, le=5)] = 2
     age_group: bool = False
     sound: bool = False
     #: Voice guidance (kiosk/voice.py) on for every visit, its volume, the
     #: institution's own recordings (DIR/<lang>/<key>.wav) and the rendered cache.
     voice: bool = False
-    voice_volume: Annotated[Float, Field(ge=0, le=1)] = 1.0
+    voice_volume: Annotated[float, Meta(ge=0, le=1)] = 1.0
     voice_dir: str = ""
     voice_cache: str = ""
     low_screen: bool = False
     #: An on-screen staff-call control (Status help_requested, an alert on the board).
     help_button: bool = False
-    hours: Annotated[tuple[str, ...], AfterValidator(_hours)] = ()
+    hours: Annotated[tuple[str, ...], After(_hours)] = ()
     count_when_closed: bool = False
     #: 4 to 12 digits, or the hash provision writes.
     maintenance_pin: Annotated[str, checked(protocol.is_pin_setting,
                                              "must be 4 to 12 digits, or a hash from provision")] \
         = field(default="0000", repr=False)
-    maintenance_hold_s: Annotated[Float, Field(ge=1, le=60)] = 5.0
+    maintenance_hold_s: Annotated[float, Meta(ge=1, le=60)] = 5.0
     fullscreen: bool | None = None
-    size: Annotated[tuple[Int, Int], checked(lambda v: min(v) >= 100,
+    size: Annotated[tuple[int, int], checked(lambda v: min(v) >= 100,
                                               "must be [width, height] in pixels")] = (800, 480)
-    fps: Annotated[Int, Field(ge=1, le=120)] = 30
+    fps: Annotated[int, Meta(ge=1, le=120)] = 30
     touch_input: Annotated[str, checked(str.strip, "must name one Kivy input provider")] \
         = "mouse,disable_multitouch"
 
-    @model_validator(mode="after")
-    def _language(self) -> "UiConfig":
+    def check(self) -> None:
         if self.language not in self.languages:
             raise KeyProblem("language", "is not one of languages")
-        return self
 
 
-@dataclass(frozen=True, config=STRICT)
-class ButtonsConfig:
+@dataclass(frozen=True)
+class ButtonsConfig(Settings):
     """``[buttons]``: physical buttons (BCM GPIO numbers) and LEDs; no pins, no buttons."""
 
     pins: tuple[Gpio, ...] = ()
-    scores: tuple[Annotated[Int, Field(ge=1, le=5)], ...] = ()
+    scores: tuple[Annotated[int, Meta(ge=1, le=5)], ...] = ()
     leds: tuple[Gpio, ...] = ()
     led_connected: Gpio | None = None
     led_buffering: Gpio | None = None
     led_error: Gpio | None = None
-    debounce_ms: Annotated[Int, Field(ge=1, le=2000)] = 50
+    debounce_ms: Annotated[int, Meta(ge=1, le=2000)] = 50
     pull_up: bool = True
     # Keypad buttons ◀ ▶ 선택 (move the focus, choose): a blind citizen's way in.
     left: Gpio | None = None
     right: Gpio | None = None
     select: Gpio | None = None
 
-    @model_validator(mode="after")
-    def _wiring(self) -> "ButtonsConfig":
+    def check(self) -> None:
         if self.scores and len(self.scores) != len(self.pins):
             raise KeyProblem("scores", "needs one score per pin")
         if self.pins and not self.scores and len(self.pins) != 5:
@@ -185,7 +181,6 @@ class ButtonsConfig:
             if pin in seen:
                 raise KeyProblem(key, f"GPIO {pin} is used twice")
             seen.add(pin)
-        return self
 
     @property
     def score_map(self) -> dict[int, int]:
@@ -199,8 +194,8 @@ class ButtonsConfig:
                 if (pin := getattr(self, action)) is not None}
 
 
-@dataclass(frozen=True, config=STRICT)
-class KioskConfig:
+@dataclass(frozen=True)
+class KioskConfig(Settings):
     """Everything a kiosk needs, validated. Build it with :func:`load_config`.
 
     A key is one field (a table is a dataclass-typed field); its variable is
@@ -208,9 +203,9 @@ class KioskConfig:
     describe it (tests/test_onetap_config.py fails otherwise).
     """
 
-    site: Annotated[str, AfterValidator(_identifier)] = "demo"
-    terminal: Annotated[str, AfterValidator(_identifier)] = "counter-01"
-    broker: Annotated[str, AfterValidator(_broker)] = DEFAULT_BROKER
+    site: Annotated[str, After(_identifier)] = "demo"
+    terminal: Annotated[str, After(_identifier)] = "counter-01"
+    broker: Annotated[str, After(_broker)] = DEFAULT_BROKER
     data_dir: FilePath = field(default_factory=default_data_dir)
     #: The institution's NTP servers; deploy/pi/setup.sh makes them timesyncd's.
     ntp: tuple[Host, ...] = ()
@@ -222,8 +217,7 @@ class KioskConfig:
     #: Where the file came from (None: defaults only); not a key.
     source: Path | None = field(default=None, compare=False)
 
-    @model_validator(mode="after")
-    def _connection(self) -> "KioskConfig":
+    def check(self) -> None:
         mqtt = self.mqtt
         problem = protocol.broker_security_problem(
             self.broker, ca_file=mqtt.ca_file, certfile=mqtt.certfile, keyfile=mqtt.keyfile,
@@ -231,7 +225,6 @@ class KioskConfig:
         if problem is not None:
             key, reason = problem
             raise KeyProblem(key if key == "broker" else f"mqtt.{key}", reason)
-        return self
 
     @property
     def outbox_path(self) -> Path:

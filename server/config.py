@@ -1,4 +1,4 @@
-"""The server's configuration: pydantic models filled from TOML, ONETAP_* environment, then flags."""
+"""The server's configuration: settings dataclasses (onetap_config, msgspec) filled from TOML, ONETAP_* environment, then flags."""
 
 from __future__ import annotations
 
@@ -7,19 +7,17 @@ import ipaddress
 import json
 import os
 import re
-from dataclasses import dataclass as plain_dataclass
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainValidator, model_validator
-from pydantic.dataclasses import dataclass
+from msgspec import Meta
 
 import onetap_config
-from onetap_config import (STRICT, Env, EnvOnly, FilePath, Float, Int, KeyProblem, checked, expanded_path,
-                           parsed_by)
+from onetap_config import (After, Before, Env, EnvOnly, FilePath, KeyProblem, Plain, Settings, checked,
+                           expanded_path, parsed_by)
 from kiosk import protocol
 from kiosk.protocol import DEFAULT_REASONS, ProtocolError, SurveyConfig, is_identifier, parse_hours
 from kiosk.protocol import parse_broker_url as protocol_parse_broker_url
@@ -28,7 +26,7 @@ from server.errors import ConfigError
 _LISTEN_RE = re.compile(r"\A(?P<host>\[[0-9a-fA-F:]+\]|[^:\s]+):(?P<port>\d{1,5})\Z")
 
 
-@plain_dataclass(frozen=True)
+@dataclass(frozen=True)
 class BrokerAddress:
     """A parsed ``mqtt://host:port`` or ``mqtts://host:port``."""
 
@@ -166,15 +164,15 @@ def _site_list(value: tuple[str, ...]) -> tuple[str, ...]:
 
 _EMAIL_RE = re.compile(r"\A[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}\Z")
 
-Positive = Annotated[Int, Field(gt=0)]
-NonNegative = Annotated[Int, Field(ge=0)]
-PositiveSeconds = Annotated[Float, Field(gt=0)]
+Positive = Annotated[int, Meta(gt=0)]
+NonNegative = Annotated[int, Meta(ge=0)]
+PositiveSeconds = Annotated[float, Meta(gt=0)]
 Identifier = Annotated[str, checked(is_identifier, "is not an identifier (^[a-z0-9][a-z0-9-]{0,62}$)")]
-DisplayName = Annotated[str, AfterValidator(_display_name)]
+DisplayName = Annotated[str, After(_display_name)]
 #: A satisfaction index to aim for, on the index's own 0..100 scale.
-Target = Annotated[Float, Field(ge=0, le=100)]
-Reasons = Annotated[tuple[str, ...], AfterValidator(_reasons)]
-Scope = Annotated[frozenset[str] | None, BeforeValidator(_scope)]
+Target = Annotated[float, Meta(ge=0, le=100)]
+Reasons = Annotated[tuple[str, ...], After(_reasons)]
+Scope = Annotated[frozenset[str] | None, Before(_scope)]
 Email = Annotated[str, checked(_EMAIL_RE.match, "is not an e-mail address")]
 Hours = Annotated[tuple[str, ...], parsed_by(lambda v: parse_hours("opening_hours", v))]
 
@@ -227,14 +225,14 @@ def _survey_table(spec: Any) -> Any:
     return None
 
 
-SurveyTable = Annotated[Mapping[str, Any] | None, PlainValidator(_survey_table), Env(None)]
+SurveyTable = Annotated[Mapping[str, Any] | None, Plain(_survey_table), Env(None)]
 
 
 # -- tables ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, config=STRICT)
-class SiteConfig:
+@dataclass(frozen=True)
+class SiteConfig(Settings):
     """Per-site settings, from ``[sites.<site>]``."""
 
     reasons: Reasons = DEFAULT_REASONS
@@ -248,36 +246,34 @@ class SiteConfig:
     target: Target | None = None
 
 
-@dataclass(frozen=True, config=STRICT)
-class GroupConfig:
+@dataclass(frozen=True)
+class GroupConfig(Settings):
     """A group of sites (an institution's region), from ``[groups.<id>]``."""
 
-    sites: Annotated[tuple[str, ...], AfterValidator(_site_list)]
+    sites: Annotated[tuple[str, ...], After(_site_list)]
     #: The name staff and reports call the group; None: its identifier.
     name: DisplayName | None = None
     #: The satisfaction index (0..100) the group aims for; None: no target.
     target: Target | None = None
 
 
-@dataclass(frozen=True, config=STRICT)
-class UserConfig:
+@dataclass(frozen=True)
+class UserConfig(Settings):
     """A dashboard user, from ``[users.<name>]``: a password hash and a site scope."""
 
-    password_hash: Annotated[str, AfterValidator(_password_hash)] = field(repr=False)
+    password_hash: Annotated[str, After(_password_hash)] = field(repr=False)
     #: None ("*"): every site.
     sites: Scope = frozenset()
     #: Groups ([groups.<id>]) whose sites the user sees too.
     groups: tuple[Identifier, ...] = ()
 
-    @model_validator(mode="after")
-    def _some_scope(self) -> "UserConfig":
+    def check(self) -> None:
         if self.sites is not None and not self.sites and not self.groups:
             raise KeyProblem("sites", 'is missing: give "*" (every site), a list of sites, or groups')
-        return self
 
 
-@dataclass(frozen=True, config=STRICT)
-class TokenConfig:
+@dataclass(frozen=True)
+class TokenConfig(Settings):
     """An API token, from ``[tokens.<name>]``: its SHA-256 (hex) and a site scope."""
 
     sha256: Annotated[str, checked(lambda v: re.fullmatch(r"[0-9a-f]{64}", v),
@@ -287,8 +283,8 @@ class TokenConfig:
     sites: Scope
 
 
-@dataclass(frozen=True, config=STRICT)
-class AlertsConfig:
+@dataclass(frozen=True)
+class AlertsConfig(Settings):
     """Alert rules and delivery, from ``[alerts]`` (see server/alerts.py)."""
 
     interval_s: Positive = 30
@@ -296,7 +292,7 @@ class AlertsConfig:
     opening_hours: Hours = ("mon-fri 09:00-18:00",)
     offline_minutes: Positive = 10
     low_score_count: Positive = 3
-    low_score_max: Annotated[Int, Field(ge=1, le=5)] = 2
+    low_score_max: Annotated[int, Meta(ge=1, le=5)] = 2
     low_score_minutes: Positive = 30
     burst_interval_s: PositiveSeconds = 1.0
     burst_count: Positive = 4
@@ -308,7 +304,7 @@ class AlertsConfig:
     #: the stored chains are re-verified every audit_check_minutes (0: never).
     missing_minutes: NonNegative = 30
     audit_check_minutes: NonNegative = 60
-    webhook_url: Annotated[str, AfterValidator(_http_url)] | None = field(default=None, repr=False)
+    webhook_url: Annotated[str, After(_http_url)] | None = field(default=None, repr=False)
     webhook_timeout_s: PositiveSeconds = 5.0
     webhook_retries: NonNegative = 3
     mqtt: bool = True
@@ -318,8 +314,8 @@ class AlertsConfig:
         return parse_hours("alerts.opening_hours", list(self.opening_hours))
 
 
-@dataclass(frozen=True, config=STRICT)
-class HttpConfig:
+@dataclass(frozen=True)
+class HttpConfig(Settings):
     """Limits of the HTTP side, from ``[http]``: request bodies, password hashing, login throttling."""
 
     #: Largest request body of a dashboard form (login included); bigger: 413 unread.
@@ -339,18 +335,18 @@ class HttpConfig:
     login_lockout_s: PositiveSeconds = 900.0
 
 
-@dataclass(frozen=True, config=STRICT)
-class MailConfig:
+@dataclass(frozen=True)
+class MailConfig(Settings):
     """The institution's SMTP server for report mail, from ``[mail]``; the password only
     from the environment (ONETAP_MAIL_PASSWORD)."""
 
     host: Annotated[str, checked(lambda v: re.fullmatch(r"[A-Za-z0-9.:\[\]-]{1,253}", v),
                                 "is not a host name or address")]
     sender: Email
-    port: Annotated[Int, Field(ge=1, le=65535)] = 587
+    port: Annotated[int, Meta(ge=1, le=65535)] = 587
     #: STARTTLS before logging in (port 587); false only for a relay on this machine.
     starttls: bool = True
-    user: Annotated[str, Field(min_length=1)] | None = None
+    user: Annotated[str, Meta(min_length=1)] | None = None
     password: Annotated[str | None, EnvOnly()] = field(default=None, repr=False)
     #: CA certificate (PEM) that signed the SMTP server's; None: the system's trusted CAs.
     ca_file: FilePath | None = None
@@ -360,19 +356,19 @@ class MailConfig:
     #: How often due reports are looked for (and failed ones tried again), seconds.
     interval_s: Positive = 300
     #: Local hour from which a period's report is sent (the period is over by then).
-    send_hour: Annotated[Int, Field(ge=0, le=23)] = 7
+    send_hour: Annotated[int, Meta(ge=0, le=23)] = 7
 
 
 REPORT_EVERY = ("daily", "weekly", "monthly")
 
 
-@dataclass(frozen=True, config=STRICT)
-class ReportScheduleConfig:
+@dataclass(frozen=True)
+class ReportScheduleConfig(Settings):
     """A report subscription, from ``[reports.<name>]``: whom, how often, which sites."""
 
-    to: Annotated[tuple[Email, ...], Field(min_length=1, max_length=50)]
+    to: Annotated[tuple[Email, ...], Meta(min_length=1, max_length=50)]
     every: Literal["daily", "weekly", "monthly"]
-    sites: Annotated[tuple[str, ...], AfterValidator(_site_list)]
+    sites: Annotated[tuple[str, ...], After(_site_list)]
     lang: Literal["ko", "en"] = "ko"
     exclude_suspect: bool = True
 
@@ -380,8 +376,8 @@ class ReportScheduleConfig:
 ROLES = ("all", "ingest", "api")
 
 
-@dataclass(frozen=True, config=STRICT)
-class ServerConfig:
+@dataclass(frozen=True)
+class ServerConfig(Settings):
     """Everything ``onetap-server run`` needs; every key is in deploy/server.example.toml.
 
     A key is one field (a table is a dataclass-typed field, ``[name.<x>]``
@@ -392,7 +388,7 @@ class ServerConfig:
     broker: Annotated[str, parsed_by(parse_broker_url)] = "mqtt://127.0.0.1:1883"
     username: Annotated[str | None, Env("ONETAP_MQTT_USERNAME")] = None
     password: Annotated[str | None, Env("ONETAP_MQTT_PASSWORD")] = field(default=None, repr=False)
-    client_id: Annotated[str, Field(min_length=1)] = "onetap-server"
+    client_id: Annotated[str, Meta(min_length=1)] = "onetap-server"
     #: What `run` does: "all" (ingest + HTTP API + alerts), "ingest" (one of
     #: several workers sharing the ratings), "api" (HTTP API + alerts only).
     role: Annotated[str, checked(lambda v: v in ROLES, f"must be one of {', '.join(ROLES)}")] = "all"
@@ -401,10 +397,10 @@ class ServerConfig:
     #: A SQLite file, or a postgresql:// URL (server/backend.py picks the store).
     #: Absolute, where the systemd unit's StateDirectory is: never a file that
     #: depends on the directory the server happened to start in.
-    db: Annotated[Path | str, PlainValidator(_db)] = Path("/var/lib/onetap/onetap.db")
+    db: Annotated[Path | str, Plain(_db)] = Path("/var/lib/onetap/onetap.db")
     listen: Annotated[str, parsed_by(parse_listen)] = "127.0.0.1:8080"
-    api_token: Annotated[str, Field(min_length=1)] | None = field(default=None, repr=False)
-    timezone: Annotated[str, AfterValidator(_timezone)] = "Asia/Seoul"
+    api_token: Annotated[str, Meta(min_length=1)] | None = field(default=None, repr=False)
+    timezone: Annotated[str, After(_timezone)] = "Asia/Seoul"
     reasons: Reasons = DEFAULT_REASONS
     sites: dict[Identifier, SiteConfig] = field(default_factory=dict)
     #: Groups of sites by identifier (``[groups.<id>]``): a filter on every page, ``by=group`` in the API.
@@ -446,7 +442,7 @@ class ServerConfig:
     #: Quarantine rows older than this many days are deleted by retention; 0: kept.
     quarantine_days: NonNegative = 90
     #: Whose X-Forwarded-Proto/-For uvicorn believes (the reverse proxy), comma-separated.
-    forwarded_allow_ips: Annotated[str, Field(min_length=1), AfterValidator(_ip_list)] = "127.0.0.1"
+    forwarded_allow_ips: Annotated[str, Meta(min_length=1), After(_ip_list)] = "127.0.0.1"
     #: Messages waiting with none processed for this many seconds: ingest is
     #: stuck (/healthz 503, systemd's watchdog no longer petted).
     ingest_stall_s: Positive = 20
@@ -456,8 +452,7 @@ class ServerConfig:
     #: Where the file settings came from (for messages), None without a file.
     source: str | None = field(default=None, compare=False)
 
-    @model_validator(mode="after")
-    def _together(self) -> "ServerConfig":
+    def check(self) -> None:
         problem = protocol.broker_security_problem(
             self.broker, ca_file=self.ca_file, certfile=self.certfile, keyfile=self.keyfile,
             allow_plain_remote=self.allow_plain_remote)
@@ -468,8 +463,7 @@ class ServerConfig:
         for name, user in self.users.items():
             unknown = [g for g in user.groups if g not in self.groups]
             if unknown:
-                raise KeyProblem(f"users.{name}.groups", f"names no [groups.<id>] table: {', '.join(unknown)}")
-        return self
+                raise KeyProblem(("users", name, "groups"), f"names no [groups.<id>] table: {', '.join(unknown)}")
 
     def user_sites(self, name: str) -> frozenset[str] | None:
         """The sites dashboard user *name* sees: their sites and their groups' sites; None: every site."""
@@ -521,7 +515,7 @@ class ServerConfig:
 #: Every key with a variable: dotted name -> ONETAP_* (the example documents each).
 ENV_VARIABLES = {key.dotted: key.env for key in onetap_config.keys(ServerConfig) if key.env}
 #: The names of the [alerts] keys.
-ALERT_KEYS = tuple(AlertsConfig.__pydantic_fields__)
+ALERT_KEYS = onetap_config.key_names(AlertsConfig)
 
 
 def load_config(

@@ -40,7 +40,7 @@ from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 KIOSK = REPO / "kiosk"
-PACKAGES = ("kiosk", "server")
+PACKAGES = ("kiosk", "server", "onetap_config")
 #: What the pure cores must not reach, directly or through any module they import.
 HEAVY = ("paho", "gpiozero", "kivy", "sqlite3", "psycopg", "fastapi")
 PURE = ("kiosk.flow", "kiosk.terminal", "kiosk.protocol", "server.aggregate", "server.compare")
@@ -207,6 +207,29 @@ def test_kivy_gpiozero_and_paho_each_live_behind_their_one_module():
     trespassers = sorted(f"{module} imports {name}" for module, edges in GRAPH.items()
                          for name in edges["external"] & OWNERS.keys() if not OWNERS[name](module))
     assert trespassers == []
+
+
+def test_the_kiosk_reaches_no_pydantic():
+    """pydantic took some 11 MB of the kiosk's memory (docs/benchmarks.md): the
+    configuration both sides share is on msgspec, and no kiosk module may bring
+    pydantic back, directly or through a project module it imports (the server
+    keeps it for FastAPI's request models)."""
+    reached = sorted(f"{module} reaches {other}" for module in GRAPH if module.split(".")[0] == "kiosk"
+                     for other in reachable(GRAPH, module) if "pydantic" in GRAPH[other]["external"])
+    assert reached == []
+    assert "pydantic" in GRAPH["server.api"]["external"]  # the check does see pydantic where it is
+
+
+def test_the_kiosk_as_python_runs_it_loads_no_pydantic():
+    """Its startup path with a config file read, as Python runs it: a library it
+    imports could bring pydantic in where the source check cannot see."""
+    example = REPO / "deploy" / "kiosk.example.toml"
+    probe = ("import sys\nimport kiosk.__main__, kiosk.config, kiosk.uplink, kiosk.outbox, kiosk.survey\n"
+             f"kiosk.config.load_config({str(example)!r}, env={{}})\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core')))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def test_the_contract_check_sees_imports(tmp_path):

@@ -62,7 +62,7 @@ def test_every_key_is_described_in_its_section_of_the_example(model, example):
         if not named:
             continue
         body = documented_in(found, ".".join(path), named)
-        for name in table.__pydantic_fields__:
+        for name in onetap_config.key_names(table):
             if not re.search(rf"^#? ?{name} = ", body, re.M) and name != "survey":
                 undocumented.append(f"{'.'.join(path)}.<name>.{name}")
     assert undocumented == [], f"not described in {example.name}: {', '.join(undocumented)}"
@@ -110,11 +110,49 @@ def test_variables_of_an_absent_optional_table_are_ignored_and_secrets_only_come
 def test_models_built_in_code_are_validated_too_and_frozen():
     import dataclasses
 
-    from pydantic import ValidationError
+    from server.config import AlertsConfig, SiteConfig, UserConfig
 
-    with pytest.raises(ValidationError):
+    with pytest.raises(onetap_config.KeyProblem, match="session_expiry_s: must be >= 1"):
         ServerConfig(session_expiry_s=-1)
+    with pytest.raises(onetap_config.KeyProblem, match=r"^reasons: 'Bad' is not a reason code"):
+        SiteConfig(reasons=("Bad",))
+    with pytest.raises(onetap_config.KeyProblem, match=r"^sites.s.reasons: 'Bad' is not a reason code"):
+        ServerConfig(sites={"s": {"reasons": ["Bad"]}})  # a table given as a mapping is built and checked
+    with pytest.raises(onetap_config.KeyProblem, match=r"users.kim.groups: names no \[groups.<id>\]"):
+        ServerConfig(users={"kim": UserConfig("$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", groups=("x",))})
+    # Converted as from a file: a list is a tuple, an integer where a number goes a float.
+    alerts = AlertsConfig(opening_hours=["mon-sun 00:00-23:59"], burst_interval_s=2)
+    assert alerts.opening_hours == ("mon-sun 00:00-23:59",) and isinstance(alerts.burst_interval_s, float)
     config = ServerConfig()
     assert dataclasses.replace(config, listen="0.0.0.0:80").listen_address == ("0.0.0.0", 80)
+    with pytest.raises(onetap_config.KeyProblem, match="listen"):
+        dataclasses.replace(config, listen="80")
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.listen = "x"  # type: ignore[misc]
+
+
+def test_kinds_of_problem_are_said_plainly(tmp_path):
+    from server.config import load_config
+    from server.errors import ConfigError
+
+    path = tmp_path / "server.toml"
+    for text, message in (
+            ('listen = 8080\n', "listen = 8080: must be a string"),
+            ('session_expiry_s = "a week"\n', "session_expiry_s = 'a week': must be an integer"),
+            ("session_expiry_s = 1.5\n", "session_expiry_s = 1.5: must be a whole number"),
+            ("[alerts]\nburst_interval_s = true\n", "must be a number, not true or false"),
+            ("[alerts]\nburst_interval_s = 0\n", "alerts.burst_interval_s = 0: must be > 0"),
+            ('[alerts]\nmqtt = "maybe"\n', "alerts.mqtt = 'maybe': must be true or false"),
+            ('reasons = "wait_time"\n', "reasons = 'wait_time': must be a list"),
+            ("alerts = 3\n", "alerts: must be a table [alerts]"),
+            ('mqtt_protocol = "4"\n', "mqtt_protocol = '4': must be one of 5, 3.1.1"),
+            ('client_id = ""\n', "client_id = '': must have at least 1 character"),
+            ('[mail]\nhost = "h.example"\nsender = "a@b.kr"\n[reports.x]\nto = []\nevery = "daily"\n'
+             'sites = ["s"]\n', "reports.x.to = []: must have at least 1 item"),
+            ('[users."kim lee"]\npassword_hash = "x"\n', "[users.kim lee]: 'kim lee' is not a name"),
+            ('[sites.s]\nreasons = []\n[sites.t]\ncolour = 1\n[alerts]\nmqtt = "maybe"\n',
+             "unknown key sites.t.colour (known in [sites.t]: name, reasons, survey, target, terminals)")):
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_config(path, env={})
+        assert str(info.value).startswith(f"{path}: ") and message in str(info.value), text

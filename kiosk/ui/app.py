@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # only read here: a bare window (bench/bench_kiosk_footprint.py) runs without pydantic
+if TYPE_CHECKING:  # only read here: a bare window (bench/bench_kiosk_footprint.py) loads no config models
     from kiosk.config import KioskConfig
 
 log = logging.getLogger(__name__)
