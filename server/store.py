@@ -493,9 +493,10 @@ _ROLLUP_UPSERTS = [
                            or "weekday" in dims)))
     for name, dims in ROLLUPS]
 
-#: Queue rows one roll_up moves at most: about a second of 10,000 taps a second
-#: from as many terminals, so one roll-up holds the write lock briefly.
-ROLL_UP_ROWS = 10_000
+#: Queue rows one roll_up moves at most: about two seconds (server/link.py
+#: ROLL_UP_EVERY_S) of 10,000 taps a second from as many terminals, so one
+#: roll-up holds the write lock briefly.
+ROLL_UP_ROWS = 20_000
 #: The advisory lock number of the roll-up (PostgreSQL): one at a time, so its
 #: upserts never meet another writer of the rollups.
 ROLL_UP_JOB = 0x6F6E6574  # "onet"
