@@ -81,7 +81,7 @@ class SQLite:
         conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS rollup_keys ({', '.join(columns)})")
         conn.executemany(f"INSERT INTO rollup_keys VALUES ({', '.join('?' * len(columns))})", rows)
         for name, names, select in derived:
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({', '.join(names)}, n)")
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({', '.join(names)})")
             conn.execute(f"INSERT INTO {name} {select}")
         for sql in inserts:
             conn.execute(sql)
@@ -242,7 +242,7 @@ class Postgres:
         transactions take their rows in different orders.
         """
         casts = ", ".join(f"%b::{self._casts[kind]}[]" for kind in kinds)
-        withs = ", ".join([*(f"{name} ({', '.join(names)}, n) AS ({select})" for name, names, select in derived),
+        withs = ", ".join([*(f"{name} ({', '.join(names)}) AS ({select})" for name, names, select in derived),
                            *(f"i{n} AS ({sql})" for n, sql in enumerate(inserts))])
         with self.conn.cursor() as cur:
             cur.execute(f"WITH rollup_keys ({', '.join(columns)}) AS (SELECT * FROM unnest({casts})),"

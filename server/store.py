@@ -508,14 +508,24 @@ _KEY_KINDS = tuple("name" if c == "month" else "count" if c == "n" else TABLES["
 _NUMBERS = {c for c, kind in zip(_KEY_COLUMNS, _KEY_KINDS) if kind != "name"}
 
 
+#: What a roll-up sends the database: each full key without its score, with its
+#: count of each score (SCORE_COUNTS), as the rollups hold them. Collapsed in
+#: Python first: two seconds of a terminal's taps are one row, not one per
+#: score, for each of the 53 GROUP BYs to read (the queue's rows are per score).
+_SCORE_AT = _KEY_INDEX["score"]
+_SENT_COLUMNS = (*(c for c in _KEY_INDEX if c != "score"), *SCORE_COUNTS)
+_SENT_KINDS = tuple("name" if c == "month" else "count" if c in SCORE_COUNTS else TABLES["ratings"].column(c).kind
+                    for c in _SENT_COLUMNS)
+_COUNT_SUMS = tuple(f"sum({c})" for c in SCORE_COUNTS)
+
 #: The keys without their terminal, summed: every rollup without a terminal
 #: reads these, which are far fewer than the full keys when many terminals
 #: report (a second of 2,000 one-rating messages from 500 terminals of a site
 #: sums to a few dozen), instead of grouping every full key again.
-_SITE_COLUMNS = tuple(c for c in _KEY_COLUMNS if c != "terminal")
-_SITE_KEYS = ("site_keys", _SITE_COLUMNS[:-1],
-              f"SELECT {', '.join(_SITE_COLUMNS[:-1])}, sum(n) FROM rollup_keys"
-              f" GROUP BY {', '.join(_SITE_COLUMNS[:-1])}")
+_SITE_DIMS = tuple(c for c in _SENT_COLUMNS if c != "terminal" and c not in SCORE_COUNTS)
+_SITE_KEYS = ("site_keys", (*_SITE_DIMS, *SCORE_COUNTS),
+              f"SELECT {', '.join(_SITE_DIMS)}, {', '.join(_COUNT_SUMS)} FROM rollup_keys"
+              f" GROUP BY {', '.join(_SITE_DIMS)}")
 
 #: Each rollup's dimensions, in its key's order.
 _ROLLUP_DIMS = dict(ROLLUPS)
@@ -534,7 +544,7 @@ def _grouped_insert(name: str, dims: tuple[str, ...], byte_order: str) -> str:
     order = ", ".join(c if c in _NUMBERS else f"{c}{byte_order}" for c in columns)
     # WHERE true: without it SQLite's parser could take ON CONFLICT for a join's ON.
     return (f"INSERT INTO {name} ({', '.join((*columns, *SCORE_COUNTS))})"
-            f" SELECT {', '.join(columns)}, {', '.join(_SCORE_SUMS)}"
+            f" SELECT {', '.join(columns)}, {', '.join(_COUNT_SUMS)}"
             f" FROM {source} WHERE true GROUP BY {', '.join(columns)} ORDER BY {order}"
             f" ON CONFLICT ({', '.join((*dims, 'suspect'))}) DO UPDATE SET {_score_adds(name)}")
 
@@ -655,17 +665,23 @@ class SQLStore:
             # Every rollup from the full keys, sent once and tallied by the
             # database: no Python per rollup and row, and on PostgreSQL one
             # statement instead of one per rollup (their adapting was most of the work).
-            rows = list(map(operator.add, counts, zip(counts.values())))
-            self.dialect.grouped(_KEY_COLUMNS, _KEY_KINDS, rows, _grouped_inserts(self.dialect.byte_order),
+            sent: dict[tuple, list[int]] = {}
+            for key, n in counts.items():
+                short = key[:_SCORE_AT] + key[_SCORE_AT + 1:]
+                scores = sent.get(short)
+                if scores is None:
+                    sent[short] = scores = [0, 0, 0, 0, 0]
+                scores[key[_SCORE_AT] - 1] += n
+            rows = [(*key, *scores) for key, scores in sent.items()]
+            self.dialect.grouped(_SENT_COLUMNS, _SENT_KINDS, rows, _grouped_inserts(self.dialect.byte_order),
                                  derived=(_SITE_KEYS,))
             return
         # Subtractions (a rating marked suspect moves between keys; rare): rows at zero are deleted.
-        score_at = _KEY_INDEX["score"]
         for name, columns, project, upsert, delete, key_of in _ROLLUP_UPSERTS:
             projected: dict[tuple, list[int]] = {}
             for key, n in counts.items():
                 scores = projected.setdefault(project(key), [0] * len(SCORE_COUNTS))
-                scores[key[score_at] - 1] += n
+                scores[key[_SCORE_AT] - 1] += n
             # Key order (weekday, a function of day, sorts with it) = lock order.
             rows = sorted((*k, *scores) for k, scores in projected.items() if any(scores))
             if not rows:
