@@ -527,8 +527,6 @@ _SITE_KEYS = ("site_keys", (*_SITE_DIMS, *SCORE_COUNTS),
               f"SELECT {', '.join(_SITE_DIMS)}, {', '.join(_COUNT_SUMS)} FROM rollup_keys"
               f" GROUP BY {', '.join(_SITE_DIMS)}")
 
-#: Each rollup's dimensions, in its key's order.
-_ROLLUP_DIMS = dict(ROLLUPS)
 #: A queued key's count of each score, 1 to 5 (as a rollup's SCORE_COUNTS).
 _SCORE_SUMS = score_counts("score", "n")
 #: The same, summed over a rollup's rows.
