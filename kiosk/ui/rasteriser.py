@@ -14,10 +14,10 @@ PREFIX = "llvmpipe"
 TASKS = Path("/proc/self/task")
 
 
-def threads(prefix: str = PREFIX, tasks: Path = TASKS) -> list[int]:
+def threads(prefix: str = PREFIX) -> list[int]:
     """The ids of this process's threads whose name starts with *prefix*."""
     found = []
-    for task in tasks.iterdir():
+    for task in TASKS.iterdir():
         try:
             name = (task / "comm").read_text(encoding="utf-8", errors="replace").strip()
         except OSError:  # the thread ended since the listing
@@ -27,7 +27,7 @@ def threads(prefix: str = PREFIX, tasks: Path = TASKS) -> list[int]:
     return sorted(found)
 
 
-def lower(niceness: int, prefix: str = PREFIX, tasks: Path = TASKS) -> list[int]:
+def lower(niceness: int, prefix: str = PREFIX) -> list[int]:
     """Set the rasteriser threads' nice value to *niceness* where it is lower; returns the threads changed.
 
     Linux applies PRIO_PROCESS with a thread id to that thread alone, and raising one's own
@@ -35,7 +35,7 @@ def lower(niceness: int, prefix: str = PREFIX, tasks: Path = TASKS) -> list[int]
     leaves idle; it only stops taking the core from a commit or a touch.
     """
     changed = []
-    for tid in threads(prefix, tasks):
+    for tid in threads(prefix):
         try:
             if os.getpriority(os.PRIO_PROCESS, tid) >= niceness:
                 continue
