@@ -141,8 +141,6 @@ class UiConfig(Settings):
     fps: Annotated[int, Meta(ge=1, le=120)] = 30
     touch_input: Annotated[str, checked(str.strip, "must name one Kivy input provider")] \
         = "mouse,disable_multitouch"
-    #: The nice value of software GL's rasteriser threads (kiosk/ui/rasteriser.py); 0 leaves them be.
-    rasteriser_nice: Annotated[int, Meta(ge=0, le=19)] = 19
 
     def check(self) -> None:
         if self.language not in self.languages:

@@ -29,7 +29,7 @@ from kiosk.flow import BACK, LEFT, OTHER, RIGHT, SELECT, Flow, Screen, Settings
 from kiosk.outbox import Outbox
 from kiosk.protocol import Rating, SurveyConfig
 from kiosk.terminal import Terminal
-from kiosk.ui import fonts, rasteriser, theme as theme_mod
+from kiosk.ui import fonts, theme as theme_mod
 from kiosk.ui.screens import (AccessPanel, AccessButton, FollowupPage, MaintenancePage, MessagePage,
                               PinPage, RatingPage, draw_focus)
 from kiosk.ui.speaker import Speaker
@@ -707,8 +707,6 @@ class OnetapApp(App):
         self.first_frame_at = time.monotonic()
         log.info("kiosk %s/%s ready in %.2fs", self.cfg.site, self.cfg.terminal,
                  self.first_frame_at - self.started_at)
-        if self.cfg.ui.rasteriser_nice:
-            rasteriser.lower(self.cfg.ui.rasteriser_nice)
 
     def _on_request_close(self, *_args, **_kw) -> bool:
         # Escape, Alt+F4, the window manager: only the staff screen quits.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -175,16 +174,11 @@ def settings(app, **changes):
 def ratings(app, result, args):
     """Each tile records its score; follow-up answers land in the same rating; language switch."""
     from kivy.core.window import Window
-    from kivy.graphics.opengl import GL_RENDERER, glGetString
-
-    from kiosk.ui import rasteriser
 
     shell = app.shell
     yield screen_is(app, "rating")
     yield 0.1
     result["window"] = list(Window.size)
-    result["renderer"] = glGetString(GL_RENDERER).decode(errors="replace")
-    result["rasteriser_nices"] = [os.getpriority(os.PRIO_PROCESS, tid) for tid in rasteriser.threads()]
     rating_page = page(app)
     result["tile_widths"] = [t.width for t in rating_page.tiles]
     result["tile_labels"] = [t.label.text for t in rating_page.tiles]

@@ -101,8 +101,6 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
     px_per_mm = 800 / theme.DISPLAY_WIDTH_MM[(800, 480)]
     assert result["window"] == [800, 480]
     assert min(result["tile_widths"]) / px_per_mm >= 20
-    # Software GL's rasteriser threads yield to the UI thread once the first frame is drawn (none with a GPU).
-    assert set(result["rasteriser_nices"]) == ({19} if "llvmpipe" in result["renderer"] else set())
     # The follow-up answers are in the same rating; skipped/timed-out ones keep it.
     answered = next(r for r in saved if r["id"] == result["answered_id"])
     assert (answered["score"], answered["reason"], answered["age_group"]) == (1, "wait_time", "30s")
