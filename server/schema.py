@@ -221,6 +221,8 @@ ROLLUP_TAIL = ("weekday", "suspect")
 #: per score: a big answer (by day and hour over years) is read in a fifth of
 #: the rows, and a roll-up upserts a terminal's key once however its taps scored.
 SCORE_COUNTS = ("n1", "n2", "n3", "n4", "n5")
+#: SQL summing each of them over a group of rollup rows.
+SCORE_COUNT_SUMS = tuple(f"sum({c})" for c in SCORE_COUNTS)
 #: The rollup that holds every dimension: the source new rollups are filled from,
 #: since ratings may have been pruned (prune_ratings) and the rollups never are.
 FULLEST_ROLLUP = "roll_all"
@@ -454,7 +456,7 @@ def render(step: Step, types: Mapping[str, str], clustered_suffix: str) -> list[
                     f" SELECT {select}, {weekday}suspect, score, {count} FROM {step.source or 'ratings'}"
                     f" GROUP BY {select}, suspect, score"]
         counts = (score_counts("score", "1") if step.source is None
-                  else tuple(f"sum({c})" for c in SCORE_COUNTS))
+                  else SCORE_COUNT_SUMS)
         return [f"INSERT INTO {step.table} ({', '.join((*dims, *tail, *SCORE_COUNTS))})"
                 f" SELECT {select}, {weekday}suspect, {', '.join(counts)} FROM {step.source or 'ratings'}"
                 f" GROUP BY {select}, suspect"]

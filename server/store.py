@@ -23,7 +23,7 @@ from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.dialect import CHUNK, Postgres, SQLite
 from server.errors import StoreError
 from server.schema import (AUDIT_COLUMNS, CHAIN_STATE_COLUMNS, INSERT_COLUMNS, MIGRATIONS, NULLABLE,
-                           RATING_COLUMNS, ROLLUPS, SCORE_COUNTS, TABLES, Backfill, render, rollup_tail,
+                           RATING_COLUMNS, ROLLUPS, SCORE_COUNT_SUMS, SCORE_COUNTS, TABLES, Backfill, render, rollup_tail,
                            score_counts)
 
 log = logging.getLogger(__name__)
@@ -516,7 +516,6 @@ _SCORE_AT = _KEY_INDEX["score"]
 _SENT_COLUMNS = (*(c for c in _KEY_INDEX if c != "score"), *SCORE_COUNTS)
 _SENT_KINDS = tuple("name" if c == "month" else "count" if c in SCORE_COUNTS else TABLES["ratings"].column(c).kind
                     for c in _SENT_COLUMNS)
-_COUNT_SUMS = tuple(f"sum({c})" for c in SCORE_COUNTS)
 
 #: The keys without their terminal, summed: every rollup without a terminal
 #: reads these, which are far fewer than the full keys when many terminals
@@ -524,13 +523,13 @@ _COUNT_SUMS = tuple(f"sum({c})" for c in SCORE_COUNTS)
 #: sums to a few dozen), instead of grouping every full key again.
 _SITE_DIMS = tuple(c for c in _SENT_COLUMNS if c != "terminal" and c not in SCORE_COUNTS)
 _SITE_KEYS = ("site_keys", (*_SITE_DIMS, *SCORE_COUNTS),
-              f"SELECT {', '.join(_SITE_DIMS)}, {', '.join(_COUNT_SUMS)} FROM rollup_keys"
+              f"SELECT {', '.join(_SITE_DIMS)}, {', '.join(SCORE_COUNT_SUMS)} FROM rollup_keys"
               f" GROUP BY {', '.join(_SITE_DIMS)}")
 
 #: A queued key's count of each score, 1 to 5 (as a rollup's SCORE_COUNTS).
 _SCORE_SUMS = score_counts("score", "n")
 #: The same, summed over a rollup's rows.
-_ROLLUP_SUMS = tuple(f"coalesce(sum({c}), 0)" for c in SCORE_COUNTS)
+_ROLLUP_SUMS = tuple(f"coalesce({total}, 0)" for total in SCORE_COUNT_SUMS)
 
 
 def _grouped_insert(name: str, dims: tuple[str, ...], byte_order: str) -> str:
@@ -542,7 +541,7 @@ def _grouped_insert(name: str, dims: tuple[str, ...], byte_order: str) -> str:
     order = ", ".join(c if c in _NUMBERS else f"{c}{byte_order}" for c in columns)
     # WHERE true: without it SQLite's parser could take ON CONFLICT for a join's ON.
     return (f"INSERT INTO {name} ({', '.join((*columns, *SCORE_COUNTS))})"
-            f" SELECT {', '.join(columns)}, {', '.join(_COUNT_SUMS)}"
+            f" SELECT {', '.join(columns)}, {', '.join(SCORE_COUNT_SUMS)}"
             f" FROM {source} WHERE true GROUP BY {', '.join(columns)} ORDER BY {order}"
             f" ON CONFLICT ({', '.join((*dims, 'suspect'))}) DO UPDATE SET {_score_adds(name)}")
 
