@@ -23,8 +23,8 @@ from server.aggregate import AGGREGATE_KEYS, Distribution, empty_distribution
 from server.dialect import CHUNK, Postgres, SQLite
 from server.errors import StoreError
 from server.schema import (AUDIT_COLUMNS, CHAIN_STATE_COLUMNS, INSERT_COLUMNS, MIGRATIONS, NULLABLE,
-                           RATING_COLUMNS, ROLLUPS, SCORE_COUNT_SUMS, SCORE_COUNTS, TABLES, Backfill, render, rollup_tail,
-                           score_counts)
+                           RATING_COLUMNS, ROLLUPS, SCORE_COUNT_SUMS, SCORE_COUNTS, TABLES, Backfill, render,
+                           rollup_tail, score_counts)
 
 log = logging.getLogger(__name__)
 
