@@ -68,6 +68,10 @@ _RFC3339_RE = re.compile(
     r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
 )
+#: The pattern each string field of a rating must match, as validate_rating checks
+#: it (``at`` must also be a real time): the server's faster decoder reuses them.
+RATING_PATTERNS = {"id": _UUID_RE.pattern, "at": _RFC3339_RE.pattern,
+                   "lang": _LANG_RE.pattern, "reason": _REASON_RE.pattern}
 _MAX_SEQ = 2**63 - 1
 #: The most digits an integer on the wire may have (2**63 - 1 has 19): longer
 #: ones are never converted, so no message can reach Python's int-str limit.
@@ -638,6 +642,7 @@ CHAIN_HEX_CHARS = 64
 HEAD_SIG_BYTES = 64
 HEAD_SIG_CHARS = 88
 _CHAIN_RE = re.compile(r"\A[0-9a-f]{64}\Z")
+CHAIN_PATTERN = _CHAIN_RE.pattern
 #: The fields of a rating's canonical form, in this order (``chain`` is not one).
 CANONICAL_FIELDS = ("id", "seq", "score", "at", "clock_synced", "reason", "age_group", "lang", "input")
 _SEED_CONTEXT = b"onetap/v1 chain seed\x00"

@@ -18,7 +18,6 @@ from kiosk.protocol import (
     ProtocolError,
     Rating,
     Status,
-    decode_batch,
     is_identifier,
     parse_timestamp,
     parse_topic,
@@ -27,6 +26,7 @@ from kiosk.protocol import (
     topic as make_topic,
 )
 from server import audit
+from server.decoder import decode_batch
 from server.errors import StoreError
 from server.store import BatchResult, Store
 

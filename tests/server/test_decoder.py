@@ -1,0 +1,119 @@
+"""The server's batch decoder gives kiosk.protocol's verdict on valid and hostile batches, and the valid ones sooner."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kiosk import protocol
+from kiosk.protocol import ProtocolError
+from server import decoder
+
+REASONS = frozenset(("wait_time", "staff_attitude"))
+CHAIN = "ab" * 32
+SIG = base64.b64encode(bytes(range(64))).decode()
+
+
+def a_rating(**changes) -> dict:
+    fields = {"id": "0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c3", "seq": 7, "score": 4,
+              "at": "2026-11-27T10:15:02.417+09:00", "clock_synced": True, "reason": "wait_time",
+              "age_group": "70plus", "lang": "ko", "input": "keypad", "chain": CHAIN}
+    fields.update(changes)
+    return {k: v for k, v in fields.items() if v is not _MISSING}
+
+
+_MISSING = object()
+
+
+def a_batch(ratings: list, **changes) -> bytes:
+    envelope = {"v": 1, "site": "gangnam", "terminal": "counter-03", "ratings": ratings, **changes}
+    return json.dumps({k: v for k, v in envelope.items() if v is not _MISSING}).encode()
+
+
+def verdict(decode, payload, reasons):
+    try:
+        batch = decode(payload, reasons)
+    except ProtocolError as exc:
+        return ("error", str(exc))
+    # The attributes themselves, not only the dataclass fields equality compares.
+    return ("batch", batch, [vars(r) for r in batch.ratings])
+
+
+def assert_same_verdict(payload, reasons=REASONS):
+    assert verdict(decoder.decode_batch, payload, reasons) == verdict(protocol.decode_batch, payload, reasons)
+
+
+def test_a_valid_batch_is_decoded_without_kiosk_protocol(monkeypatch):
+    payload = a_batch([a_rating(), a_rating(seq=8, reason=None, age_group=None, chain=_MISSING, input="touch")],
+                      head_sig=SIG)
+    expected = protocol.decode_batch(payload, REASONS)
+
+    def refuse(*args):
+        raise AssertionError("the valid batch took the slow way")
+
+    monkeypatch.setattr(protocol, "decode_batch", refuse)
+    decoded = decoder.decode_batch(payload, REASONS)
+    assert decoded == expected and decoded.rejected == () and decoded.head_sig == SIG
+    assert [vars(r) for r in decoded.ratings] == [vars(r) for r in expected.ratings]
+    assert decoded.ratings[1].chain is None and decoded.ratings[1].reason is None
+
+
+# Each field's hostile values: wrong types, edges of the ranges, forms the
+# pattern admits but the calendar does not, and forms only the slow way rewrites.
+HOSTILE = {
+    "id": ["0190F1C2-3D4E-7A5B-8C6D-7E8F90A1B2C3", "0190f1c23d4e7a5b8c6d7e8f90a1b2c3", "", 5, None,
+           "0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c3\n", _MISSING],
+    "seq": [0, -1, 2**63 - 1, 2**63, 10**30, True, 1.0, "7", None, _MISSING],
+    "score": [0, 1, 5, 6, True, False, 4.0, "4", None, _MISSING],
+    "at": ["2026-02-30T10:00:00+09:00", "2026-13-01T10:00:00+09:00", "2026-11-27T24:00:00Z",
+           "2026-11-27T10:15:60+09:00", "2026-11-27t10:15:02z", "2026-11-27T10:15:02.123456789+09:00",
+           "2026-11-27T10:15:02.1+24:00", "2026-11-27T10:15:02+00:00", "2026-11-27 10:15:02+09:00",
+           "2026-11-27T10:15:02", "0001-01-01T00:00:00Z", 20261127, None, _MISSING],
+    "clock_synced": [False, 1, 0, "true", None, _MISSING],
+    "reason": ["staff_attitude", "other", "Wait_time", "w" * 33, "", 3, _MISSING],
+    "age_group": ["under20", "70PLUS", "80s", "", 70, _MISSING],
+    "lang": ["en", "zh-hans", "kor", "EN", "e", "en_US", "ko-", None, 1, _MISSING],
+    "input": ["touch", "button", "voice", "", None, _MISSING],
+    "chain": [None, CHAIN.upper(), "ab" * 31, 64, _MISSING],
+    "extra": ["x", None],
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(sorted(HOSTILE)), st.integers(0, 20), max_size=3),
+                min_size=1, max_size=4),
+       st.sampled_from([REASONS, None]))
+def test_hostile_ratings_get_kiosk_protocols_verdict(mutations, reasons):
+    ratings = []
+    for seq, mutation in enumerate(mutations, 1):
+        changes = {field: HOSTILE[field][pick % len(HOSTILE[field])] for field, pick in mutation.items()}
+        ratings.append(a_rating(**{"seq": seq, **changes}))
+    assert_same_verdict(a_batch(ratings), reasons)
+
+
+@pytest.mark.parametrize("payload", [
+    a_batch([a_rating()], v=True), a_batch([a_rating()], v=1.0), a_batch([a_rating()], v=2),
+    a_batch([a_rating()], v=_MISSING), a_batch([a_rating()], site="Gangnam"),
+    a_batch([a_rating()], terminal=""), a_batch([a_rating()], terminal=_MISSING),
+    a_batch([a_rating()], extra=1), a_batch({"0": a_rating()}), a_batch([a_rating()] * 501),
+    a_batch([a_rating()], head_sig="A" * 88), a_batch([a_rating()], head_sig="*" * 88),
+    a_batch([a_rating()], head_sig=SIG[:-4]), a_batch([a_rating()], head_sig=None),
+    a_batch([]), a_batch(["rating"]), a_batch([None, a_rating()]),
+    b'{"v":1,"site":"a","terminal":"b","ratings":[]} trailing', b"\xef\xbb\xbf" + a_batch([]),
+    b'{"v":1,"site":"a","site":"b","terminal":"c","ratings":[]}',
+    a_batch([a_rating()]).replace(b'"seq": 7', b'"seq": 7, "seq": 0'),
+    a_batch([a_rating()]).replace(b'"seq": 7', b'"seq": 1e0'),
+    a_batch([a_rating()]).replace(b'"ko"', b'"\\u006bo"'),
+    a_batch([a_rating()]).replace(b'"ko"', b'"k\\ud800"'),
+    a_batch([a_rating()]).replace(b'"seq": 7', b'"seq": NaN'),
+    a_batch([a_rating()]).replace(b"keypad", b"keypad\xff"),
+    b"[]", b"", b"{", "x" * 10 + "\u00e9", b"\x00" * (protocol.MAX_BATCH_BYTES + 1),
+], ids=lambda p: repr(p[:60]))
+def test_hostile_envelopes_get_kiosk_protocols_verdict(payload):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    assert_same_verdict(payload)
