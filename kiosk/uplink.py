@@ -340,10 +340,19 @@ class Uplink:
                 events.append(self._events.get_nowait())
         except queue.Empty:
             pass
+        # The Acks that came meanwhile are marked first and in one commit (each
+        # commit is an fsync, and a drain's window of batches is answered
+        # together). Marking is idempotent and needs nothing the other events
+        # bring, so taking them ahead of a status or even a reconnect is safe.
+        ack_topic = self.topics[protocol.ACK]
+        acks = [value[1] for kind, value in events if kind == "message" and value[0] == ack_topic]
+        if acks:
+            self._handle_acks(acks)
         for kind, value in events:
             if kind == "stop":
                 return float(value)
-            self._handle(kind, value)
+            if not (kind == "message" and value[0] == ack_topic):
+                self._handle(kind, value)
         self._check_ack_timeout()
         self._maybe_status()
         self._fill()
@@ -396,9 +405,8 @@ class Uplink:
                 self._refuse(None, None)
         elif kind == "message":
             topic, payload = value
-            if topic == self.topics[protocol.ACK]:
-                self._handle_ack(payload)
-            elif topic == self.topics[protocol.CONFIG]:
+            # Acks never come here: _step marks them first, all together.
+            if topic == self.topics[protocol.CONFIG]:
                 self._handle_config(payload)
             else:
                 log.warning("uplink %s: message on unexpected topic %s ignored", self.terminal, topic)
@@ -433,13 +441,19 @@ class Uplink:
         self._watch.clear()
         self._cursor = 0
 
-    def _handle_ack(self, payload: bytes) -> None:
-        try:
-            ack = Ack.decode(payload)
-        except ProtocolError as exc:
-            self.counters["malformed_acks"] += 1
-            log.warning("uplink %s: malformed Ack ignored: %s (%r)", self.terminal, exc, payload[:200])
+    def _handle_acks(self, payloads: list[bytes]) -> None:
+        acks = []
+        for payload in payloads:
+            try:
+                acks.append(Ack.decode(payload))
+            except ProtocolError as exc:
+                self.counters["malformed_acks"] += 1
+                log.warning("uplink %s: malformed Ack ignored: %s (%r)", self.terminal, exc, payload[:200])
+        if not acks:
             return
+        ack = acks[0] if len(acks) == 1 else Ack(
+            tuple(i for a in acks for i in a.accepted), tuple(i for a in acks for i in a.duplicate),
+            tuple(r for a in acks for r in a.rejected))
         assert self._outbox is not None
         rowids = {}
         for rating_id in ack.ids:

@@ -270,6 +270,41 @@ def test_malformed_acks_are_ignored(mosquitto, outbox_path):
         peer.close()
 
 
+def test_acks_that_arrive_together_are_marked_in_one_commit(mosquitto, outbox_path):
+    marked: list[int] = []
+    first_taken = threading.Event()
+
+    class SlowOutbox(Outbox):
+        def mark_acked(self, ack, rowids_by_id=None):
+            marked.append(len(ack.ids))
+            if len(marked) == 1:
+                first_taken.set()
+                time.sleep(1.0)  # the other two Acks arrive meanwhile
+            return super().mark_acked(ack, rowids_by_id)
+
+    peer = Peer(mosquitto, ack=False)
+    outbox = Outbox.open(outbox_path)
+    ratings = tap(outbox, 1500)
+    uplink = Uplink(lambda: SlowOutbox.open(outbox_path), site=SITE, terminal="t-01",
+                    broker_url=mosquitto.url, ack_timeout=300).start()
+    try:
+        wait_for(lambda: len(peer.batches) == 3, what="three batches sent")
+        peer.send_ack("t-01", protocol.Ack(accepted=tuple(r.id for r in peer.batches[0].ratings)))
+        assert first_taken.wait(10)
+        peer.send_ack("t-01", protocol.Ack(accepted=tuple(r.id for r in peer.batches[1].ratings)))
+        peer.send_ack("t-01", protocol.Ack(duplicate=tuple(r.id for r in peer.batches[2].ratings)))
+        assert uplink.wait_idle(30)
+        assert marked == [500, 1000]
+        assert uplink.counters["acked"] == 1500 and outbox.stats().backlog == 0
+        outcomes = dict(outbox.conn.execute("SELECT ack_outcome, count(*) FROM ratings GROUP BY ack_outcome"))
+        assert outcomes == {"accepted": 1000, "duplicate": 500}
+        assert len(peer.batches) == 3  # nothing resent
+        assert {r.id for r in ratings} == {r.id for b in peer.batches for r in b.ratings}
+    finally:
+        uplink.stop()
+        peer.close()
+
+
 def test_held_tap_is_sent_once_released(mosquitto, outbox_path):
     peer = Peer(mosquitto)
     outbox = Outbox.open(outbox_path)
