@@ -591,7 +591,11 @@ class Uplink:
             fields["error"] = stats.error
         if self.status_extra is not None:
             try:
-                fields.update(self.status_extra())
+                extra = self.status_extra()
+                if extra.get("error") and fields.get("error"):
+                    # Both are shown: the outbox's problem first, it loses ratings.
+                    extra = {**extra, "error": f"{fields['error']}; {extra['error']}"}
+                fields.update(extra)
             except Exception:  # noqa: BLE001 - status must go out even if the extra fails
                 log.exception("uplink %s: status_extra failed", self.terminal)
         return fields

@@ -176,6 +176,8 @@ class Shell:
         self._fonts: dict[tuple[str, str], str] = {}
         self._sound = None
         self._voices_lock = threading.Lock()
+        #: Why the site's own texts are not voiced, for the status and the maintenance screen.
+        self.voice_problem: str | None = None
         #: Screens shown (for tests and the benchmark): (view, monotonic time).
         self.shown: list[tuple[str, float]] = []
         Window.bind(size=self._on_resize)
@@ -258,6 +260,8 @@ class Shell:
     def status_extra(self) -> dict[str, Any]:
         """Status fields only the UI knows (called on the uplink's thread: plain reads)."""
         extra = {"config_version": self.survey.version, "ignored_taps": self.flow.ignored_taps}
+        if self.voice_problem:
+            extra["error"] = self.voice_problem
         if self.cfg.ui.help_button:
             extra["help_requested"] = self.flow.help_requested(self.monotonic())
         return extra
@@ -290,7 +294,7 @@ class Shell:
             "software": kiosk.__version__,
             "ip": local_ip(host),
             "ignored_taps": str(self.flow.ignored_taps),
-            "error": stats.error or self.uplink_problem() or none,
+            "error": stats.error or self.uplink_problem() or self.voice_problem or none,
         }
 
     # -- screens ----------------------------------------------------------------
@@ -605,10 +609,13 @@ class Shell:
     def render_site_voices(self, config: SurveyConfig | None) -> None:
         """The site's own texts as voice prompts, rendered on a thread of their own (espeak-ng takes seconds)."""
         if config is None or not (config.question or config.reason_labels):
+            self.voice_problem = None  # no site texts to voice
             return
         threading.Thread(target=self._render_site_voices, args=(config,), name="site-voices", daemon=True).start()
 
     def _render_site_voices(self, config: SurveyConfig) -> None:
+        # A thread of its own that nothing waits for: whatever goes wrong is
+        # logged and shown (status, maintenance screen) here, or nowhere.
         with self._voices_lock:
             if config is not self.survey.current:
                 return  # a newer config came meanwhile: its own thread renders its texts
@@ -616,7 +623,13 @@ class Shell:
                 done = voice_mod.render(self.catalogs, self.speaker.prompts.cache, survey=config, site_only=True)
             except voice_mod.VoiceError as exc:
                 log.warning("the site's texts are not voiced: %s", exc)
+                self.voice_problem = f"the site's texts are not voiced: {exc}"
                 return
+            except Exception as exc:  # noqa: BLE001 - see above; the kiosk goes on without them
+                log.exception("voicing the site's texts failed")
+                self.voice_problem = f"the site's texts are not voiced: {exc!r}"
+                return
+            self.voice_problem = None
         log.info("site texts of survey config %s voiced: %s", config.version, done)
         Clock.schedule_once(lambda _dt: self.speaker.forget(voice_mod.SITE))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -161,6 +162,31 @@ def test_a_status_change_is_published_at_once_not_at_the_next_period(mosquitto, 
             uplink.status_changed()
             wait_for(lambda: len(peer.statuses("t-01")) > seen, what="a status after the change")
             assert protocol.Status.decode(peer.statuses("t-01")[-1]).fields["help_requested"] is requested
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_a_ui_problem_joins_the_outboxs_in_the_status_error(mosquitto, outbox_path):
+    outbox_error = {"text": None}
+
+    class FailingOutbox(Outbox):
+        def stats(self):
+            return dataclasses.replace(super().stats(), error=outbox_error["text"])
+
+    peer = Peer(mosquitto, ack=False)
+    uplink = Uplink(lambda: FailingOutbox.open(outbox_path), site=SITE, terminal="t-01",
+                    broker_url=mosquitto.url, status_interval=3600,
+                    status_extra=lambda: {"error": "the site's texts are not voiced"}).start()
+    try:
+        wait_for(lambda: peer.statuses("t-01"), what="the status on connecting")
+        assert protocol.Status.decode(peer.statuses("t-01")[-1]).fields["error"] == "the site's texts are not voiced"
+        seen = len(peer.statuses("t-01"))
+        outbox_error["text"] = "disk full: recording a tap failed"
+        uplink.status_changed()
+        wait_for(lambda: len(peer.statuses("t-01")) > seen, what="a status after the change")
+        assert (protocol.Status.decode(peer.statuses("t-01")[-1]).fields["error"]
+                == "disk full: recording a tap failed; the site's texts are not voiced")
     finally:
         uplink.stop()
         peer.close()

@@ -544,6 +544,35 @@ def site_voice(app, result, args):
     result["rating_id"] = shell.last_rating.id
 
 
+def site_voice_fails(app, result, args):
+    """Voicing the site's texts fails as nobody foresaw: shown in the status and maintenance screen; taps go on."""
+    from kiosk import voice
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("espeak-ng crashed")
+
+    shell = app.shell
+    yield ready(app, "rating")
+    voice.render = broken
+    shell.survey.offer(json.dumps(SITE_SURVEY, ensure_ascii=False).encode())
+    noticed = lambda: shell.voice_problem is not None  # noqa: E731
+    noticed.what = "the failure noticed"
+    yield noticed
+    result["voice_problem"] = shell.voice_problem
+    result["status_error"] = shell.status_extra().get("error")
+    result["maintenance_error"] = shell.maintenance_info()["error"]
+    settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.3)
+    yield ready(app, "rating")
+    tap(page(app).tiles[4])
+    yield screen_is(app, "thanks")
+    result["rating_id"] = shell.last_rating.id
+    # A config without texts of its own: nothing left to voice, nothing to report.
+    shell.survey.offer(json.dumps({"v": 1, "version": "site-8", "reason_threshold": 2}).encode())
+    cleared = lambda: shell.voice_problem is None  # noqa: E731
+    cleared.what = "the problem cleared"
+    yield cleared
+
+
 def keypad_buttons(app, result, args):
     """GPIO ◀ ▶ 선택 on gpiozero's mock pins through the running app."""
     from gpiozero import Device
@@ -1041,7 +1070,7 @@ def layouts(app, result, args):
 
 
 SCENARIOS = {"layouts": layouts, "keypad": keypad, "keypad_buttons": keypad_buttons, "access": access,
-             "help_call": help_call, "site_voice": site_voice, "zoom": zoom,
+             "help_call": help_call, "site_voice": site_voice, "site_voice_fails": site_voice_fails, "zoom": zoom,
              "scrolled_answers": scrolled_answers, "buttons": buttons,
              "double_taps": double_taps, "ratings": ratings, "guards": guards, "sleep": sleep, "survey": survey,
              "screenshots": screenshots}

@@ -310,3 +310,14 @@ def test_an_answer_out_of_view_in_a_scrolling_list_is_reached_by_a_drag_and_by_t
     assert result["touched"] == ["touch", "vi"] and result["keyed"] == ["keypad", "vi"]
     stored = [(row["reason"], row["input"], row["lang"]) for row in rows(tmp_path)]
     assert stored == [(target, "touch", "vi"), (target, "keypad", "vi")]
+
+
+def test_a_failure_voicing_the_sites_texts_is_shown_and_taps_go_on(tmp_path):
+    """The rendering thread nobody waits for: an unforeseen error reaches the log, the status and the screen."""
+    result = run_driver(tmp_path, "site_voice_fails")
+    assert result["error"] is None, result["error"]
+    problem = "the site's texts are not voiced: RuntimeError('espeak-ng crashed')"
+    assert result["voice_problem"] == problem
+    assert result["status_error"] == problem and result["maintenance_error"] == problem
+    [row] = [r for r in rows(tmp_path) if r["id"] == result["rating_id"]]
+    assert row["score"] == 5
