@@ -95,6 +95,8 @@ SHEET_WORDS: dict[str, str] = {
     "note": "sheet_note", "capped": "sheet_capped", "group": "sheet_group", "total": "total", "day": "day",
     "reason": "reason", "age_group": "age_group", "count": "count", "score": "sheet_score", "mean": "mean_score",
     "csat": "sheet_csat", "index": "satisfaction_index", "definitions": "sheet_definitions",
+    "aggregates": "sheet_aggregates", "pull_title": "sheet_pull_title", "by": "sheet_by", "source": "sheet_source",
+    "failed": "sheet_failed", "partial": "sheet_partial",
 }
 
 _DATE_FORMAT = "yyyy-mm-dd"
@@ -265,26 +267,44 @@ def write_ratings_xlsx(out: IO[bytes], store: Store, filters: Filters, *, genera
     return written
 
 
-def write_aggregates_xlsx(out: IO[bytes], by: Sequence[str], rows: Sequence[Mapping[str, Any]],
-                          notes: Sequence[tuple[str, str]] = ()) -> None:
-    """Merged aggregates (pull): a 'summary' sheet of totals and labelled notes
-    (the sources, a partial warning), an 'aggregates' sheet."""
+def write_aggregates_xlsx(out: IO[bytes], by: Sequence[str], rows: Sequence[Mapping[str, Any]], *,
+                          answered: Sequence[str] = (), failed: Sequence[tuple[str, str]] = (),
+                          lang: str = "ko") -> None:
+    """Merged aggregates (pull) for people, in *lang* (ko or en): a summary sheet (title,
+    grouping, every server that answered and every one that did not, the total) and an
+    aggregates sheet, each key named and each code labelled as on the dashboard."""
     from openpyxl import Workbook
 
     from server.aggregate import merge
 
+    lang = "en" if lang == "en" else "ko"
+    labels = Labels(lang)
+    w = lambda key, **values: _word(key, lang, **values)  # noqa: E731
+    field = lambda key: words.t(key, lang)  # noqa: E731 - the dimensions are words of their own
+    line_header = [w("count"), *(w("score", n=n) for n in range(1, 6)), w("mean"), w("csat"), w("index")]
+    line_widths = [10] + [8] * 5 + [11, 10, 12]
+
     wb = Workbook(write_only=True)
-    summary = wb.create_sheet("summary")
-    summary.append(["onetap aggregates", "by", ",".join(by)])
-    for label, note in notes:
-        summary.append([label, _xlsx_cell(note)])
-    summary.append(SUMMARY_HEADER)
-    summary.append(_summary_line("total", merge(r["distribution"] for r in rows)))
-    sheet = wb.create_sheet("aggregates")
-    sheet.append([*by, *SUMMARY_HEADER[1:]])
+    notes = 2 + bool(failed) + len(answered) + len(failed)
+    summary = _Sheet(wb, w("summary"), [22, 40, 12, 8, 8, 8, 8, 11, 10, 12], header_row=notes + 2)
+    summary.append([w("pull_title")], bold=True)
+    summary.append([w("by"), " × ".join(field(key) for key in by)])
+    if failed:
+        summary.append([w("note"), w("partial")], bold=True)
+    for url in answered:
+        summary.append([w("source"), url])
+    for url, error in failed:
+        summary.append([w("failed"), f"{url}: {error}"])
+    summary.append([])
+    summary.header([w("group"), *line_header], label_columns=1)
+    summary.append(_summary_line(w("total"), merge(r["distribution"] for r in rows)), [None, *_LINE_FORMATS])
+
+    sheet = _Sheet(wb, w("aggregates"), [*(16 for _ in by), *line_widths])
+    sheet.header([*(field(key) for key in by), *line_header], label_columns=len(by))
     for row in rows:
-        line = _summary_line(None, row["distribution"])
-        sheet.append([_xlsx_cell(row[k]) for k in by] + line[1:])
+        keys = [_local_day(row[key]) if key == "day" else labels.code(key, row[key])
+                if key not in ("site", "terminal") else row[key] for key in by]
+        sheet.append([*keys, *_summary_line(None, row["distribution"])[1:]], [None] * len(by) + _LINE_FORMATS)
     wb.save(out)
 
 

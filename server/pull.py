@@ -300,7 +300,8 @@ def _flat(result: PullResult) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def write(result: PullResult, fmt: str, out: IO[bytes]) -> None:
+def write(result: PullResult, fmt: str, out: IO[bytes], lang: str = "ko") -> None:
+    """*result* as *fmt*; *lang* is the workbook's (the CSV and JSON carry codes, for programs)."""
     if fmt == "json":
         total = summarize(merge(r["distribution"] for r in result.rows))
         document = {"by": list(result.by), "partial": result.partial, "servers": result.servers,
@@ -327,10 +328,8 @@ def write(result: PullResult, fmt: str, out: IO[bytes]) -> None:
     elif fmt == "xlsx":
         from server.export import write_aggregates_xlsx
 
-        notes = [("PARTIAL", result.note())] if result.partial else []
-        notes += [("source", url) for url in result.answered]
-        notes += [("failed", f"{url}: {error}") for url, error in result.failed]
-        write_aggregates_xlsx(out, result.by, result.rows, notes)
+        write_aggregates_xlsx(out, result.by, result.rows, answered=result.answered,
+                              failed=result.failed, lang=lang)
     else:
         raise ServerError(f"unknown format {fmt!r}")
 
@@ -360,6 +359,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              " terminal always comes with its site")
     parser.add_argument("--format", choices=("csv", "json", "xlsx"), default="csv")
     parser.add_argument("--out", metavar="FILE", help="output file (default stdout; xlsx needs a file)")
+    parser.add_argument("--lang", choices=("ko", "en"), default="ko",
+                        help="the workbook's language (xlsx; default ko): named keys, labelled codes")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     parser.add_argument("--retries", type=int, default=3, help="retries per server (default 3)")
     parser.add_argument("--ca", metavar="FILE", help="CA bundle for servers with a private CA (TLS is always verified)")
@@ -402,9 +403,9 @@ def run(args: argparse.Namespace, today: date | None = None) -> int:
         raise ServerError(f"no server answered ({len(result.servers)} tried); nothing written")
     if args.out:
         with open(args.out, "wb") as handle:
-            write(result, args.format, handle)
+            write(result, args.format, handle, args.lang)
     else:
-        write(result, args.format, sys.stdout.buffer)
+        write(result, args.format, sys.stdout.buffer, args.lang)
         sys.stdout.flush()
     if result.partial:
         print(f"{PROG}: the output is PARTIAL: {len(result.failed)} of {len(result.servers)} servers failed",

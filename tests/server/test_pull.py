@@ -33,8 +33,11 @@ def facility_app(path, token, scores_by_site):
     """A facility server's app over a database holding *scores_by_site* at counter-01."""
     store = SQLiteStore.open(path)
     for site, scores in scores_by_site.items():
+        # The low scores say why and who: codes a workbook must show as words.
         store.ingest_batch(site, "counter-01", [Rating(id=str(uuid.uuid4()), seq=i + 1, score=s,
-                                                       at="2026-11-27T10:00:00.000+09:00", clock_synced=True)
+                                                       at="2026-11-27T10:00:00.000+09:00", clock_synced=True,
+                                                       reason="wait_time" if s <= 2 else None,
+                                                       age_group="70plus" if s <= 2 else None)
                                                 for i, s in enumerate(scores)], NOW)
     store.close()
     return create_app(lambda: SQLiteStore.open(path), ServerConfig(api_token=token), now=lambda: NOW)
@@ -185,8 +188,8 @@ def test_a_terminal_is_keyed_by_its_site(servers, tokens_file, tmp_path):
     book_path = tmp_path / "terminals.xlsx"
     assert run(args(*servers, "--tokens", str(tokens_file), "--by", "terminal", "--format", "xlsx",
                     "--out", str(book_path), *DAY)) == 0
-    sheet = list(load_workbook(book_path)["aggregates"].iter_rows(values_only=True))
-    assert sheet[0][:3] == ("site", "terminal", "count") and len(sheet) == 4
+    sheet = list(load_workbook(book_path)["집계"].iter_rows(values_only=True))
+    assert sheet[0][:3] == ("기관", "단말기", "건수") and len(sheet) == 4
 
 
 def test_each_server_gets_only_its_own_token(servers, hostile, tmp_path):
@@ -295,19 +298,34 @@ def test_csv_and_xlsx_carry_the_partial_note_and_name_the_sources(servers, tmp_p
     assert run(args(servers[0], down, "--token", token, "--format", "xlsx", "--out", str(book_path),
                     "--retries", "0", *DAY)) == 2
     labels = {}
-    for row in load_workbook(book_path)["summary"].iter_rows(values_only=True):
+    for row in load_workbook(book_path)["요약"].iter_rows(values_only=True):
         labels.setdefault(row[0], []).append(row[1])
-    assert labels["PARTIAL"][0].startswith("PARTIAL") and labels["source"] == [servers[0]]
-    assert down in labels["failed"][0] and "NOTE" not in labels
+    assert labels["참고"][0].startswith("일부 서버의 자료가 빠진 집계") and labels["받은 서버"] == [servers[0]]
+    assert down in labels["응답 없는 서버"][0]
     tokens = tmp_path / "t.toml"
     tokens.write_text(f'"{servers[0]}" = "{TOKENS["a"]}"\n"{servers[1]}" = "{TOKENS["b"]}"\n')
     assert run(args(*servers, "--tokens", str(tokens), "--format", "xlsx", "--out", str(book_path), *DAY)) == 0
     book = load_workbook(book_path)
-    summary = list(book["summary"].iter_rows(values_only=True))
-    assert [r[1] for r in summary if r[0] == "source"] == list(servers)
-    assert not any(r[0] in ("NOTE", "PARTIAL") for r in summary)
-    sheet = list(book["aggregates"].iter_rows(values_only=True))
-    assert sheet[0][:3] == ("site", "count", "1") and sum(r[1] for r in sheet[1:]) == 10
+    summary = list(book["요약"].iter_rows(values_only=True))
+    assert [r[1] for r in summary if r[0] == "받은 서버"] == list(servers)
+    assert not any(r[0] in ("참고", "응답 없는 서버") for r in summary)
+    sheet = list(book["집계"].iter_rows(values_only=True))
+    assert sheet[0][:3] == ("기관", "건수", "1점") and sum(r[1] for r in sheet[1:]) == 10
+
+
+def test_the_workbook_names_keys_and_labels_codes_in_korean_or_english(servers, tokens_file, tmp_path):
+    book_path = tmp_path / "reasons.xlsx"
+    for lang, sheet_name, header, words in (
+            ("ko", "집계", ("날짜", "사유", "연령대", "건수"), {"응답 없음", "대기 시간", "70세 이상"}),
+            ("en", "Aggregates", ("Day", "Reason", "Age group", "Count"), {"No answer", "Waiting time", "70 or over"})):
+        assert run(args(*servers, "--tokens", str(tokens_file), "--by", "day,reason,age_group",
+                        "--format", "xlsx", "--lang", lang, "--out", str(book_path), *DAY)) == 0
+        sheet = list(load_workbook(book_path)[sheet_name].iter_rows(values_only=True))
+        assert sheet[0][:4] == header
+        cells = [value for row in sheet[1:] for value in row[:3]]
+        # No raw code in a workbook for people: days are dates, answers are words.
+        assert not {"wait_time", "staff_attitude", "70plus", "under20"} & set(cells), cells
+        assert words <= set(cells) and all(isinstance(row[0], datetime) for row in sheet[1:])
 
 
 def test_default_range_is_the_last_complete_month_and_said(servers, tokens_file, capsys):
