@@ -269,7 +269,7 @@ def write_ratings_xlsx(out: IO[bytes], store: Store, filters: Filters, *, genera
 
 def write_aggregates_xlsx(out: IO[bytes], by: Sequence[str], rows: Sequence[Mapping[str, Any]], *,
                           answered: Sequence[str] = (), failed: Sequence[tuple[str, str]] = (),
-                          lang: str = "ko") -> None:
+                          period: tuple[date | None, date | None] = (None, None), lang: str = "ko") -> None:
     """Merged aggregates (pull) for people, in *lang* (ko or en): a summary sheet (title,
     grouping, every server that answered and every one that did not, the total) and an
     aggregates sheet, each key named and each code labelled as on the dashboard."""
@@ -285,9 +285,11 @@ def write_aggregates_xlsx(out: IO[bytes], by: Sequence[str], rows: Sequence[Mapp
     line_widths = [10] + [8] * 5 + [11, 10, 12]
 
     wb = Workbook(write_only=True)
-    notes = 2 + bool(failed) + len(answered) + len(failed)
+    notes = 2 + (period[0] is not None) + bool(failed) + len(answered) + len(failed)
     summary = _Sheet(wb, w("summary"), [22, 40, 12, 8, 8, 8, 8, 11, 10, 12], header_row=notes + 2)
     summary.append([w("pull_title")], bold=True)
+    if period[0] is not None:
+        summary.append([w("period"), period[0], period[1]])
     summary.append([w("by"), " × ".join(field(key) for key in by)])
     if failed:
         summary.append([w("note"), w("partial")], bold=True)

@@ -46,6 +46,9 @@ class PullResult:
     rows: list[dict[str, Any]]
     servers: list[str]
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: The days asked for (None: each server's default).
+    date_from: date | None = None
+    date_to: date | None = None
 
     @property
     def partial(self) -> bool:
@@ -264,7 +267,7 @@ def pull(urls: Sequence[str], token: str | Mapping[str, str], by: Sequence[str],
             status = f"FAILED: {failed[-1][1]}"
         if progress is not None:
             progress(number, len(urls), url, status)
-    return PullResult(by, merge_rows(row_sets, by), list(urls), failed)
+    return PullResult(by, merge_rows(row_sets, by), list(urls), failed, date_from, date_to)
 
 
 def _fetch(session: Any, endpoint: str, params: dict, token: str, timeout: tuple[float, float],
@@ -329,7 +332,7 @@ def write(result: PullResult, fmt: str, out: IO[bytes], lang: str = "ko") -> Non
         from server.export import write_aggregates_xlsx
 
         write_aggregates_xlsx(out, result.by, result.rows, answered=result.answered,
-                              failed=result.failed, lang=lang)
+                              failed=result.failed, period=(result.date_from, result.date_to), lang=lang)
     else:
         raise ServerError(f"unknown format {fmt!r}")
 

@@ -308,6 +308,7 @@ def test_csv_and_xlsx_carry_the_partial_note_and_name_the_sources(servers, tmp_p
     book = load_workbook(book_path)
     summary = list(book["요약"].iter_rows(values_only=True))
     assert [r[1] for r in summary if r[0] == "받은 서버"] == list(servers)
+    assert [r[1:3] for r in summary if r[0] == "기간"] == [(datetime(2026, 11, 27), datetime(2026, 11, 27))]
     assert not any(r[0] in ("참고", "응답 없는 서버") for r in summary)
     sheet = list(book["집계"].iter_rows(values_only=True))
     assert sheet[0][:3] == ("기관", "건수", "1점") and sum(r[1] for r in sheet[1:]) == 10
