@@ -141,6 +141,8 @@ class UiConfig(Settings):
     fps: Annotated[int, Meta(ge=1, le=120)] = 30
     touch_input: Annotated[str, checked(str.strip, "must name one Kivy input provider")] \
         = "mouse,disable_multitouch"
+    #: Wait for each frame to be rasterised before reading the next touch (kiosk/ui/rasteriser.py).
+    finish_frames: Literal["auto", "always", "never"] = "auto"
 
     def check(self) -> None:
         if self.language not in self.languages:

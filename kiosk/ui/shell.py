@@ -29,7 +29,7 @@ from kiosk.flow import BACK, LEFT, OTHER, RIGHT, SELECT, Flow, Screen, Settings
 from kiosk.outbox import Outbox
 from kiosk.protocol import Rating, SurveyConfig
 from kiosk.terminal import Terminal
-from kiosk.ui import fonts, theme as theme_mod
+from kiosk.ui import fonts, rasteriser, theme as theme_mod
 from kiosk.ui.screens import (AccessPanel, AccessButton, FollowupPage, MaintenancePage, MessagePage,
                               PinPage, RatingPage, draw_focus)
 from kiosk.ui.speaker import Speaker
@@ -178,6 +178,8 @@ class Shell:
         self._voices_lock = threading.Lock()
         #: Why the site's own texts are not voiced, for the status and the maintenance screen.
         self.voice_problem: str | None = None
+        #: Finishes each frame before the next touch (software GL), or None (kiosk/ui/rasteriser.py).
+        self.frame_finisher: rasteriser.FrameFinisher | None = None
         #: Screens shown (for tests and the benchmark): (view, monotonic time).
         self.shown: list[tuple[str, float]] = []
         Window.bind(size=self._on_resize)
@@ -708,6 +710,7 @@ class OnetapApp(App):
         if cfg.ui.maintenance_pin == "0000":
             log.warning("the maintenance PIN is the default 0000: set [ui] maintenance_pin")
         Window.bind(on_request_close=self._on_request_close)
+        shell.frame_finisher = rasteriser.bind(Window, cfg.ui.finish_frames)
         Clock.schedule_interval(shell.tick, TICK_S)
         Clock.schedule_interval(shell.check_hours, HOURS_CHECK_S)
         Clock.schedule_interval(shell.refresh_maintenance, MAINTENANCE_REFRESH_S)

@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     def pump(_dt) -> None:
         try:
             if state["gen"] is None:
+                result["frames_finished"] = app.shell.frame_finisher is not None
                 state["gen"] = scenario(app, result, args)
             now = time.monotonic()
             waiting = state["waiting"]
@@ -175,6 +176,8 @@ def ratings(app, result, args):
     """Each tile records its score; follow-up answers land in the same rating; language switch."""
     from kivy.core.window import Window
 
+    from kiosk.ui import rasteriser
+
     shell = app.shell
     yield screen_is(app, "rating")
     yield 0.1
@@ -187,6 +190,10 @@ def ratings(app, result, args):
     settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.3)
     ids = []
     result["thanks_drawn"] = []
+    flips = []
+    count_flip = lambda *_a: flips.append(None)  # noqa: E731 - bound and unbound by identity
+    Window.bind(on_flip=count_flip)
+    finished_before = shell.frame_finisher.frames if shell.frame_finisher else 0
     for index in range(5):
         yield ready(app, "rating")
         tap(page(app).tiles[index])
@@ -195,7 +202,10 @@ def ratings(app, result, args):
         thanks = page(app)
         result["thanks_drawn"].append({"sign": drawing(thanks.face), "background": list(thanks._bg),
                                        "texts": visible_texts(thanks)})
+    Window.unbind(on_flip=count_flip)
     result["tile_ids"] = ids
+    result["frames"] = {"renderer": rasteriser.renderer(), "flipped": len(flips),
+                        "finished": (shell.frame_finisher.frames if shell.frame_finisher else 0) - finished_before}
     # 2. follow-up answered: reason and age group
     settings(app, reason_threshold=2, age_group=True, followup_timeout_s=1.0)
     yield ready(app, "rating")

@@ -101,6 +101,11 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
     px_per_mm = 800 / theme.DISPLAY_WIDTH_MM[(800, 480)]
     assert result["window"] == [800, 480]
     assert min(result["tile_widths"]) / px_per_mm >= 20
+    # With software GL (llvmpipe here) every frame drawn is rasterised before the next touch is read.
+    frames = result["frames"]
+    assert frames["flipped"] > 5 and frames["finished"] == (frames["flipped"] if "llvmpipe" in frames["renderer"]
+                                                             else 0), frames
+    assert result["frames_finished"] is ("llvmpipe" in frames["renderer"])
     # The follow-up answers are in the same rating; skipped/timed-out ones keep it.
     answered = next(r for r in saved if r["id"] == result["answered_id"])
     assert (answered["score"], answered["reason"], answered["age_group"]) == (1, "wait_time", "30s")
@@ -145,7 +150,8 @@ def test_a_double_tap_on_any_face_answers_no_follow_up_question(tmp_path):
 
 
 def test_cooldown_escape_and_the_staff_screen(tmp_path):
-    result = run_driver(tmp_path, "guards")
+    result = run_driver(tmp_path, "guards", ui='finish_frames = "never"')
+    assert result["frames_finished"] is False  # [ui] finish_frames reaches the app
     saved = rows(tmp_path)
     assert [r["score"] for r in saved] == [5]
     assert result["ignored_taps"] == 3 and result["screen_after_ignored"] == "rating"
