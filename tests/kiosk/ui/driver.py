@@ -186,6 +186,19 @@ def ratings(app, result, args):
     result["tile_widths"] = [t.width for t in rating_page.tiles]
     result["tile_labels"] = [t.label.text for t in rating_page.tiles]
     result["start_texts"] = visible_texts(shell.root)
+    # 0. a finger on the last tile shades it; slid off before it lifts, it records nothing
+    from kivy.graphics import Color
+
+    tile = rating_page.tiles[4]
+    shade = lambda: next(list(i.rgba) for i in tile.canvas.before.children if isinstance(i, Color))  # noqa: E731
+    result["tile_shades"] = [shade()]
+    touch = touch_at(*tile.to_window(*tile.center))
+    result["tile_shades"].append(shade())
+    touch.touch_move(Window.width / 2, Window.height - 5)
+    touch.touch_up()
+    result["tile_shades"].append(shade())
+    yield 0.1
+    result["slid_off_screen"], result["slid_off_recorded"] = shell.flow.screen.value, shell.last_rating is not None
     # 1. every tile, no follow-up
     settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.3)
     ids = []

@@ -101,6 +101,10 @@ def test_touches_record_each_score_follow_ups_and_languages(tmp_path):
     px_per_mm = 800 / theme.DISPLAY_WIDTH_MM[(800, 480)]
     assert result["window"] == [800, 480]
     assert min(result["tile_widths"]) / px_per_mm >= 20
+    # A finger on a tile shades it until it lifts; slid off the tile first, it records nothing.
+    very_satisfied = [*theme.STANDARD.tile[4], 1]
+    assert result["tile_shades"] == [very_satisfied, [c * 0.85 for c in theme.STANDARD.tile[4]] + [1], very_satisfied]
+    assert (result["slid_off_screen"], result["slid_off_recorded"]) == ("rating", False)
     # With software GL (llvmpipe here) every frame drawn is rasterised before the next touch is read.
     frames = result["frames"]
     assert frames["flipped"] > 5 and frames["finished"] == (frames["flipped"] if "llvmpipe" in frames["renderer"]
