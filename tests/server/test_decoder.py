@@ -66,19 +66,22 @@ def test_a_valid_batch_is_decoded_without_kiosk_protocol(monkeypatch):
 # pattern admits but the calendar does not, and forms only the slow way rewrites.
 HOSTILE = {
     "id": ["0190F1C2-3D4E-7A5B-8C6D-7E8F90A1B2C3", "0190f1c23d4e7a5b8c6d7e8f90a1b2c3", "", 5, None,
-           "0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c3\n", _MISSING],
+           "0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c3\n", _MISSING,
+           # Two valid ids in one value: the decoder joins a batch's ids with NUL to check them at once.
+           "0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c3\x000190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c4", "\x00"],
     "seq": [0, -1, 2**63 - 1, 2**63, 10**30, True, 1.0, "7", None, _MISSING],
     "score": [0, 1, 5, 6, True, False, 4.0, "4", None, _MISSING],
     "at": ["2026-02-30T10:00:00+09:00", "2026-13-01T10:00:00+09:00", "2026-11-27T24:00:00Z",
            "2026-11-27T10:15:60+09:00", "2026-11-27t10:15:02z", "2026-11-27T10:15:02.123456789+09:00",
            "2026-11-27T10:15:02.1+24:00", "2026-11-27T10:15:02+00:00", "2026-11-27 10:15:02+09:00",
-           "2026-11-27T10:15:02", "0001-01-01T00:00:00Z", 20261127, None, _MISSING],
+           "2026-11-27T10:15:02", "0001-01-01T00:00:00Z", 20261127, None, _MISSING,
+           "2026-11-27T10:15:02+09:00\x002026-11-27T10:15:03+09:00"],
     "clock_synced": [False, 1, 0, "true", None, _MISSING],
-    "reason": ["staff_attitude", "other", "Wait_time", "w" * 33, "", 3, _MISSING],
+    "reason": ["staff_attitude", "other", "Wait_time", "w" * 33, "", 3, _MISSING, "wait_time\n"],
     "age_group": ["under20", "70PLUS", "80s", "", 70, _MISSING],
-    "lang": ["en", "zh-hans", "kor", "EN", "e", "en_US", "ko-", None, 1, _MISSING],
+    "lang": ["en", "zh-hans", "kor", "EN", "e", "en_US", "ko-", "ko\n", "ko\x00", None, 1, _MISSING],
     "input": ["touch", "button", "voice", "", None, _MISSING],
-    "chain": [None, CHAIN.upper(), "ab" * 31, 64, _MISSING],
+    "chain": [None, CHAIN.upper(), "ab" * 31, 64, _MISSING, f"{CHAIN}\x00{CHAIN}", CHAIN + "\n"],
     "extra": ["x", None],
 }
 
@@ -116,4 +119,18 @@ def test_hostile_ratings_get_kiosk_protocols_verdict(mutations, reasons):
 def test_hostile_envelopes_get_kiosk_protocols_verdict(payload):
     if isinstance(payload, str):
         payload = payload.encode()
+    assert_same_verdict(payload)
+
+
+@pytest.mark.parametrize("changes", [
+    {"id": "0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c3\x000190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c4"},
+    {"at": "2026-11-27T10:15:02+09:00\x002026-11-27T10:15:03+09:00"},
+    {"chain": f"{CHAIN}\x00{CHAIN}"},
+    {"lang": "ko\x00"},
+    {"reason": "wait_time\x00"},
+], ids=lambda c: next(iter(c)))
+def test_a_value_holding_nul_is_not_taken_for_two_valid_ones(changes):
+    # The decoder checks a field of the whole batch in one match over NUL-joined values.
+    payload = a_batch([a_rating(**changes), a_rating(seq=8, id="0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c5")])
+    assert decoder.decode_batch(payload, REASONS).rejected
     assert_same_verdict(payload)
