@@ -4,6 +4,7 @@ Run by hand (never in the test suite); figures go to docs/benchmarks.md:
 
     .venv/bin/python bench/bench_datapath.py all
     .venv/bin/python bench/bench_datapath.py drain --ratings 50000
+    .venv/bin/python bench/bench_datapath.py handle --ratings 50000 --rounds 5
     .venv/bin/python bench/bench_datapath.py tap --taps 20000
     .venv/bin/python bench/bench_datapath.py ingest --terminals 100 --seconds 20 --rate 100
     .venv/bin/python bench/bench_datapath.py live --terminals 100 --seconds 20 --rate 100
@@ -150,6 +151,54 @@ def bench_store_ceiling(outbox: Outbox, db: Path) -> float:
         return time.perf_counter() - started
     finally:
         store.close()
+
+
+def bench_handle(ratings: int, workdir: Path, rounds: int, per_commit: int = 3) -> dict:
+    """The drain's server work without MQTT: Ingest.handle of the drain's encoded
+    500-rating batches, *per_commit* to a commit (as the drain's ingest thread takes
+    them) with each Ack encoded, against the Store's ingest of the same ratings
+    decoded beforehand, alternating, each in a fresh database. Processor time of
+    this process, so a slow fsync does not enter; the median of *rounds*."""
+    from datetime import timezone
+
+    from server.ingest import Ingest
+    from server.store import SQLiteStore
+
+    outbox = Outbox.open(workdir / "handle" / "outbox.db")
+    for _ in range(ratings):
+        outbox.record(4, clock_synced=True)
+    payloads, after = [], 0
+    while rows := outbox.pending(limit=protocol.MAX_BATCH_RATINGS, after_rowid=after):
+        after = rows[-1][0]
+        payloads.append(protocol.encode_batch("bench", "drain-01", [r[2] for r in rows]))
+    outbox.close()
+    decoded = [protocol.decode_batch(p).ratings for p in payloads]
+    topic = protocol.topic("bench", "drain-01", protocol.RATINGS)
+    store_cpu, handle_cpu = [], []
+    for index in range(rounds):
+        store = SQLiteStore.open(workdir / "handle" / f"store-{index}.db")
+        started = time.process_time()
+        for batch in decoded:
+            store.ingest_batch("bench", "drain-01", batch, datetime.now(timezone.utc))
+        store_cpu.append(time.process_time() - started)
+        store.close()
+        store = SQLiteStore.open(workdir / "handle" / f"handle-{index}.db")
+        ingest = Ingest(store)
+        started = time.process_time()
+        for start in range(0, len(payloads), per_commit):
+            for _, ack in ingest.handle([(topic, p) for p in payloads[start:start + per_commit]]):
+                ack.encode()
+        handle_cpu.append(time.process_time() - started)
+        assert stored(workdir / "handle" / f"handle-{index}.db") == ratings, "handle stored too few"
+        store.close()
+    return {
+        "ratings": ratings,
+        "rounds": rounds,
+        "store_cpu_seconds": [round(x, 3) for x in store_cpu],
+        "handle_cpu_seconds": [round(x, 3) for x in handle_cpu],
+        "store_share_of_handle": [round(a / b, 3) for a, b in zip(store_cpu, handle_cpu)],
+        "median_share": round(statistics.median(a / b for a, b in zip(store_cpu, handle_cpu)), 3),
+    }
 
 
 def bench_naive(broker: Mosquitto, ratings: int) -> float:
@@ -300,12 +349,13 @@ def bench_ingest(terminals: int, seconds: float, rate: float, workdir: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=("drain", "tap", "live", "ingest", "all"))
+    parser.add_argument("which", choices=("drain", "handle", "tap", "live", "ingest", "all"))
     parser.add_argument("--ratings", type=int, default=50_000)
     parser.add_argument("--taps", type=int, default=20_000)
     parser.add_argument("--terminals", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="onetap-bench-") as tmp:
         workdir = Path(tmp)
@@ -315,6 +365,9 @@ def main() -> None:
         if args.which in ("drain", "all"):
             print(json.dumps({"drain": bench_drain(args.ratings, workdir)}), flush=True)
             print(json.dumps({"drain": bench_drain(args.ratings, workdir, chained=True)}), flush=True)
+        if args.which in ("handle", "all"):
+            (workdir / "handle").mkdir()
+            print(json.dumps({"handle": bench_handle(args.ratings, workdir, args.rounds)}), flush=True)
         if args.which in ("ingest", "all"):
             print(json.dumps({"ingest": bench_ingest(args.terminals, args.seconds, args.rate,
                                                      workdir)}), flush=True)
