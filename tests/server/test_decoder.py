@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 
 import pytest
@@ -44,7 +45,10 @@ def verdict(decode, payload, reasons):
 
 
 def assert_same_verdict(payload, reasons=REASONS):
-    assert verdict(decoder.decode_batch, payload, reasons) == verdict(protocol.decode_batch, payload, reasons)
+    expected = verdict(protocol.decode_batch, payload, reasons)
+    # Both ways of checking the texts, whatever the payload's size would choose.
+    for per_value in (True, False):
+        assert verdict(functools.partial(decoder.decode_batch, per_value=per_value), payload, reasons) == expected
 
 
 def test_a_valid_batch_is_decoded_without_kiosk_protocol(monkeypatch):
@@ -56,10 +60,25 @@ def test_a_valid_batch_is_decoded_without_kiosk_protocol(monkeypatch):
         raise AssertionError("the valid batch took the slow way")
 
     monkeypatch.setattr(protocol, "decode_batch", refuse)
-    decoded = decoder.decode_batch(payload, REASONS)
-    assert decoded == expected and decoded.rejected == () and decoded.head_sig == SIG
-    assert [vars(r) for r in decoded.ratings] == [vars(r) for r in expected.ratings]
-    assert decoded.ratings[1].chain is None and decoded.ratings[1].reason is None
+    for per_value in (None, True, False):
+        decoded = decoder.decode_batch(payload, REASONS, per_value=per_value)
+        assert decoded == expected and decoded.rejected == () and decoded.head_sig == SIG
+        assert [vars(r) for r in decoded.ratings] == [vars(r) for r in expected.ratings]
+        assert decoded.ratings[1].chain is None and decoded.ratings[1].reason is None
+
+
+def test_a_small_batch_is_checked_value_by_value_and_a_large_one_together(monkeypatch):
+    used = []
+    for name in ("_PER_VALUE", "_PER_BATCH"):
+        real = getattr(decoder, name)
+        monkeypatch.setattr(decoder, name, type("Spy", (), {
+            "decode": lambda self, payload, real=real, name=name: used.append(name) or real.decode(payload)})())
+    small = a_batch([a_rating()])
+    large = a_batch([a_rating(seq=seq, id=f"0190f1c2-3d4e-7a5b-8c6d-{seq:012x}") for seq in range(1, 40)])
+    assert len(small) < decoder.PER_VALUE_BELOW <= len(large)
+    assert len(decoder.decode_batch(small, REASONS).ratings) == 1
+    assert len(decoder.decode_batch(large, REASONS).ratings) == 39
+    assert used == ["_PER_VALUE", "_PER_BATCH"]
 
 
 # Each field's hostile values: wrong types, edges of the ranges, forms the
@@ -132,5 +151,5 @@ def test_hostile_envelopes_get_kiosk_protocols_verdict(payload):
 def test_a_value_holding_nul_is_not_taken_for_two_valid_ones(changes):
     # The decoder checks a field of the whole batch in one match over NUL-joined values.
     payload = a_batch([a_rating(**changes), a_rating(seq=8, id="0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c5")])
-    assert decoder.decode_batch(payload, REASONS).rejected
+    assert decoder.decode_batch(payload, REASONS, per_value=False).rejected
     assert_same_verdict(payload)
