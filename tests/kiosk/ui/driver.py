@@ -607,9 +607,13 @@ def keypad_buttons(app, result, args):
     factory = Device.pin_factory
     result["focus"] = []
     for pin in (22, 27, 27, 27, 17):  # 선택 (starts), ▶ ▶ ▶, ◀
+        before, pressed = shell.flow.focus, time.monotonic()
         factory.pin(pin).drive_low()
         factory.pin(pin).drive_high()
-        yield 0.1
+        yield 0.1  # presses apart, past the debounce
+        # Each press moves the focus: waited for (a loaded machine hands it to the UI
+        # thread frames later), but only so long, so a press that does nothing is recorded.
+        yield lambda: shell.flow.focus != before or time.monotonic() - pressed > 3
         result["focus"].append(shell.flow.focus)
     yield 0.5  # past the guard
     factory.pin(22).drive_low()
