@@ -95,29 +95,31 @@ def _all_match(every: "re.Pattern[str]", values: list[str]) -> bool:
     return joined.count("\0") == len(values) and every.fullmatch(joined) is not None
 
 
+def _patterns_hold(items: list, ats: list[str], used_reasons: set[str]) -> bool:
+    """Whether every id, at, lang, reason and chain of *items* matches its protocol pattern."""
+    chains = [r.chain for r in items if r.chain is not None]
+    # A batch holds a handful of languages and reasons: each distinct one matched once.
+    return (_all_match(_IDS, [r.id for r in items]) and _all_match(_ATS, ats)
+            and all(_LANG.match(lang) for lang in {r.lang for r in items})
+            and all(_REASON.match(reason) for reason in used_reasons)
+            and (not chains or _all_match(_CHAINS, chains)))
+
+
 def _checked(items: list, reasons: frozenset[str] | None, per_value: bool) -> None:
-    """Raise ProtocolError unless every text field of *items* is one validate_rating accepts
-    (*per_value*: msgspec checked their patterns already)."""
+    """Raise ProtocolError unless every rating of *items* is one validate_rating accepts
+    (*per_value*: msgspec matched the patterns already, as it decoded)."""
     ats = [r.at for r in items]
-    if not (per_value or (_all_match(_IDS, [r.id for r in items]) and _all_match(_ATS, ats))):
-        raise ProtocolError("ratings", "an id or at the patterns refuse")
+    used_reasons = {r.reason for r in items}
+    used_reasons.discard(None)
+    if not per_value and not _patterns_hold(items, ats, used_reasons):
+        raise ProtocolError("ratings", "a text its pattern refuses")
     # What a pattern cannot say: that the time exists (the pattern held, so Python's
     # parser can only refuse what parse_timestamp refuses, or a form it rewrites
-    # first, which then goes the slow way).
+    # first, which then goes the slow way), and the site's own reasons.
     for _ in map(_parse_time, ats):
         pass
-    # A batch holds a handful of languages and reasons: each distinct one checked once.
-    if not per_value and not all(_LANG.match(lang) for lang in {r.lang for r in items}):
-        raise ProtocolError("lang", "the pattern refuses it")
-    for reason in {r.reason for r in items}:
-        if reason is not None and ((not per_value and not _REASON.match(reason))
-                                   or (reasons is not None and reason not in reasons)):
-            raise ProtocolError("reason", "not configured")
-    if per_value:
-        return
-    chains = [r.chain for r in items if r.chain is not None]
-    if chains and not _all_match(_CHAINS, chains):
-        raise ProtocolError("chain", "the pattern refuses it")
+    if reasons is not None and not used_reasons <= reasons:
+        raise ProtocolError("reason", "not configured")
 
 
 def _rating(fields: dict, new=object.__new__, assign=object.__setattr__) -> Rating:
