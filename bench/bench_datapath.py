@@ -125,6 +125,15 @@ def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
     }
 
 
+def backlog_payloads(outbox: Outbox) -> list[bytes]:
+    """The batches the drain's terminal sends of *outbox*'s backlog, as the uplink cuts them."""
+    payloads, after = [], 0
+    while rows := outbox.pending(limit=protocol.MAX_BATCH_RATINGS, after_rowid=after):
+        after = rows[-1][0]
+        payloads.append(protocol.encode_batch("bench", "drain-01", [r[2] for r in rows]))
+    return payloads
+
+
 def bench_store_ceiling(outbox: Outbox, db: Path) -> float:
     """The server's own ingest ceiling for the drain's ratings: the Store alone (a fresh
     SQLite database, as the server's), ingest_batch of each 500 in its own commit.
@@ -133,11 +142,7 @@ def bench_store_ceiling(outbox: Outbox, db: Path) -> float:
 
     from server.store import SQLiteStore
 
-    batches, after = [], 0
-    while rows := outbox.pending(limit=protocol.MAX_BATCH_RATINGS, after_rowid=after):
-        after = rows[-1][0]
-        batches.append(protocol.decode_batch(
-            protocol.encode_batch("bench", "drain-01", [r[2] for r in rows])).ratings)
+    batches = [protocol.decode_batch(payload).ratings for payload in backlog_payloads(outbox)]
     store = SQLiteStore.open(db)
     try:
         started = time.perf_counter()
@@ -164,13 +169,11 @@ def bench_handle(ratings: int, workdir: Path, rounds: int, per_commit: int = 3) 
     from server.ingest import Ingest
     from server.store import SQLiteStore
 
+    (workdir / "handle").mkdir()
     outbox = Outbox.open(workdir / "handle" / "outbox.db")
     for _ in range(ratings):
         outbox.record(4, clock_synced=True)
-    payloads, after = [], 0
-    while rows := outbox.pending(limit=protocol.MAX_BATCH_RATINGS, after_rowid=after):
-        after = rows[-1][0]
-        payloads.append(protocol.encode_batch("bench", "drain-01", [r[2] for r in rows]))
+    payloads = backlog_payloads(outbox)
     outbox.close()
     decoded = [protocol.decode_batch(p).ratings for p in payloads]
     topic = protocol.topic("bench", "drain-01", protocol.RATINGS)
@@ -366,7 +369,6 @@ def main() -> None:
             print(json.dumps({"drain": bench_drain(args.ratings, workdir)}), flush=True)
             print(json.dumps({"drain": bench_drain(args.ratings, workdir, chained=True)}), flush=True)
         if args.which in ("handle", "all"):
-            (workdir / "handle").mkdir()
             print(json.dumps({"handle": bench_handle(args.ratings, workdir, args.rounds)}), flush=True)
         if args.which in ("ingest", "all"):
             print(json.dumps({"ingest": bench_ingest(args.terminals, args.seconds, args.rate,
