@@ -301,16 +301,25 @@ class _Inbox:
     def qsize(self) -> int:
         return len(self._items)
 
+    def backlog(self) -> tuple[int, float | None]:
+        """How many messages are pending and how long (s, unrounded) they have waited
+        with none processed (None when none is)."""
+        now = self._clock()
+        with self._cond:
+            return self.received - self.processed, self._waiting(now)
+
+    def _waiting(self, now: float) -> float | None:
+        if self.received == self.processed:
+            return None
+        return now - max(self._backlog_since or now, self.last_processed or 0.0)
+
     def state(self) -> dict[str, Any]:
         """Pending (queued or in hand), queue depth, ages (s) of the last message received and
         processed, and how long the pending ones have waited with none processed."""
         now = self._clock()
         with self._cond:
             pending = self.received - self.processed
-            waiting = None
-            if pending:
-                since = max(self._backlog_since or now, self.last_processed or 0.0)
-                waiting = now - since
+            waiting = self._waiting(now)
             return {
                 "pending": pending,
                 "queue": len(self._items),
@@ -456,10 +465,11 @@ class Link:
             if failing_s > self.stall_s:
                 return Problem(f"ingest cannot store for {failing_s:.0f} s: {failing[1]}", restart=False)
             return None
-        state = self._queue.state()
-        waiting = state["waiting_s"]
+        # Judged on the unrounded wait: the shown one (rounded to 0.1 s) said 20.0 for
+        # 20.04 s while the worker's own stall check (unrounded) already said stuck.
+        pending, waiting = self._queue.backlog()
         if waiting is not None and waiting > self.stall_s:
-            return Problem(f"ingest is stuck: {state['pending']} messages waiting, none processed for "
+            return Problem(f"ingest is stuck: {pending} messages waiting, none processed for "
                            f"{waiting:.0f} s", restart=True)
         return None
 

@@ -16,7 +16,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, topic
 from server.config import ServerConfig
 from server.errors import StoreError
-from server.link import Link
+from server.link import Link, _Inbox
 from server.store import Filters, SQLiteStore
 from tests.backends import tuples
 from tests.waiting import wait_for
@@ -315,7 +315,7 @@ def test_a_stuck_worker_is_reported_and_the_keepalive_loss_is_told_truly(mosquit
         assert problems[0].restart and problems[0].reason.startswith("ingest is stuck: ")
         assert link.supervisor.threads() == {"onetap-ingest": "stuck", "onetap-roll-up": "running"}
         state = link.ingest_state()
-        assert state["pending"] >= 2 and state["queue"] == 3 and state["waiting_s"] > 2
+        assert state["pending"] >= 2 and state["queue"] == 3 and state["waiting_s"] >= 2
         # paho cannot answer the broker's pings: the broker drops us, and we say so.
         wait_for(lambda: not link.connected, "the link to admit the keepalive loss", timeout=DEADLINE)
         wait_for(lambda: "exceeded timeout" in (mosquitto.directory / "mosquitto.log").read_text(),
@@ -688,3 +688,16 @@ def test_packets_whole_in_the_bytes_read_ahead_of_any_length_are_handed_out_in_o
     finally:
         broker.close()
         ours.close()
+
+
+def test_the_inbox_backlog_is_judged_unrounded_so_it_says_stuck_no_later_than_the_worker():
+    clock = [100.0]
+    inbox = _Inbox(limit=10, clock=lambda: clock[0])
+    assert inbox.backlog() == (0, None)
+    inbox.put(("onetap/v1/s1/t1/ratings", b"{}", False))
+    clock[0] = 120.04  # the worker's busy clock (unrounded) already says "over 20 s"
+    assert inbox.backlog() == (1, pytest.approx(20.04))
+    assert inbox.state()["waiting_s"] == 20.0  # shown rounded, which alone would not be over 20
+    inbox.take(1, timeout=0)
+    inbox.done(1, progress=True)
+    assert inbox.backlog() == (0, None)
