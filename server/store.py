@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import collections
 import contextlib
 import functools
 import json
@@ -389,27 +390,39 @@ class IngestPlan:
         self.rows: dict[Identity, tuple] = {}
         received_text = _iso(received_at)
         received = buckets.of(received_at)
+        # A rating's bucket depends only on its minute, offset and clock_synced
+        # (Buckets.rating), and received_at is one for the whole plan: each is
+        # worked out once here (a drain's 500-rating batch holds a handful).
+        bucket_of: dict[tuple[str, bool], tuple[tuple[str, int, int], int]] = {}
+        first, rows, repeats = self.first, self.rows, self.repeats
         for index, (site, terminal, ratings, *rest) in enumerate(batches):
             head_seq, head_sig = rest[0] if rest and rest[0] is not None else (None, None)
             for rating in ratings:
-                key = (site, terminal, rating.id)
-                if key in self.first:
-                    if self.first[key] != index:
-                        self.repeats.append((index, rating.id))
+                rating_id = rating.id
+                key = (site, terminal, rating_id)
+                if key in first:
+                    if first[key] != index:
+                        repeats.append((index, rating_id))
                     continue
-                self.first[key] = index
-                try:
-                    (day, hour, weekday), suspect = buckets.rating(rating, received, received_at)
-                except (OverflowError, ValueError):
-                    # Inside the window nothing overflows and a valid rating
-                    # parses; should either ever fail, it is still counted, by receipt.
-                    log.exception("cannot bucket rating %s at %r", rating.id, rating.at)
-                    (day, hour, weekday), suspect = received, True
-                self.rows[key] = (
-                    rating.id, site, terminal, rating.seq, rating.score, rating.at,
-                    int(rating.clock_synced), rating.reason, rating.age_group, rating.lang,
-                    rating.input, received_text, day, hour, weekday, int(suspect), rating.chain,
-                    head_sig if rating.seq == head_seq and rating.chain is not None else None)
+                first[key] = index
+                at, synced = rating.at, rating.clock_synced
+                minute = (at[:16] + at[-6:], synced)
+                bucket = bucket_of.get(minute)
+                if bucket is None:
+                    bucket = bucket_of[minute] = _bucket(buckets, rating, received, received_at)
+                (day, hour, weekday), suspect = bucket
+                seq, chain = rating.seq, rating.chain
+                rows[key] = (
+                    rating_id, site, terminal, seq, rating.score, at, int(synced), rating.reason,
+                    rating.age_group, rating.lang, rating.input, received_text, day, hour, weekday,
+                    suspect, chain, head_sig if seq == head_seq and chain is not None else None)
+
+    def counts(self, stored: set[Identity] | frozenset[Identity]) -> dict[tuple, int]:
+        """The rollup counts (full key -> n) of the newly *stored* ratings."""
+        rows = self.rows
+        new = rows.values() if len(stored) == len(rows) else (rows[key] for key in stored)
+        # Counted by the raw fields in C, then each distinct one made a rollup key.
+        return {_rollup_key_of(fields, 0): n for fields, n in collections.Counter(map(_ROLLUP_FIELDS, new)).items()}
 
     def results(self, stored: set[Identity] | frozenset[Identity]) -> list[BatchResult]:
         """Each batch's accepted (newly *stored*) and duplicate ids, each id once."""
@@ -422,12 +435,33 @@ class IngestPlan:
         return results
 
 
-def _rollup_key(row: Sequence[Any], suspect: int) -> tuple:
-    """A ratings row (INSERT_COLUMNS order) -> the full rollup key (_KEY_INDEX order)."""
-    (_id, site, terminal, _seq, score, _at, _synced, reason, age_group, lang, input_,
-     _received, day, hour, weekday, *_rest) = row
+def _bucket(buckets: Buckets, rating: Rating, received: tuple[str, int, int],
+            received_at: datetime) -> tuple[tuple[str, int, int], int]:
+    """Buckets.rating with clock_suspect as 0 or 1, and never raising."""
+    try:
+        bucket, suspect = buckets.rating(rating, received, received_at)
+    except (OverflowError, ValueError):
+        # Inside the window nothing overflows and a valid rating
+        # parses; should either ever fail, it is still counted, by receipt.
+        log.exception("cannot bucket rating %s at %r", rating.id, rating.at)
+        return received, 1
+    return bucket, int(suspect)
+
+
+#: The fields of a ratings row (INSERT_COLUMNS order) that make its rollup key.
+_ROLLUP_FIELDS = operator.itemgetter(12, 13, 14, 1, 2, 7, 8, 9, 10, 4)
+
+
+def _rollup_key_of(fields: tuple, suspect: int) -> tuple:
+    """_ROLLUP_FIELDS of a row -> the full rollup key (_KEY_INDEX order)."""
+    day, hour, weekday, site, terminal, reason, age_group, lang, input_, score = fields
     return (day, hour, weekday, site, terminal, reason or "", age_group or "", lang, input_,
             suspect, score, day[:7])
+
+
+def _rollup_key(row: Sequence[Any], suspect: int) -> tuple:
+    """A ratings row (INSERT_COLUMNS order) -> the full rollup key (_KEY_INDEX order)."""
+    return _rollup_key_of(_ROLLUP_FIELDS(row), suspect)
 
 
 #: Position of each rollup column in _rollup_key()'s tuple.
@@ -724,9 +758,8 @@ class SQLStore:
                 stored = self.dialect.insert_new("ratings", INSERT_COLUMNS, plan.rows,
                                                  ("site", "terminal", "id"))
                 counts = self._pending[-1].counts
-                for identity in stored:
-                    key = _rollup_key(plan.rows[identity], 0)
-                    counts[key] = counts.get(key, 0) + 1
+                for key, n in plan.counts(stored).items():
+                    counts[key] = counts.get(key, 0) + n
             return plan.results(stored)
 
     def quarantine(self, *, received_at: datetime, topic: str | None, payload: bytes,
