@@ -334,3 +334,35 @@ def test_chain_states_saved_with_the_rows_read_are_what_was_saved(store):
         store.save_chain_states([moving, gap, new, other_site], read)
     saved = {(s["site"], s["terminal"]): s for s in store.chain_states()}
     assert saved == {("s1", "t1"): moving, ("s1", "t2"): gap, ("s1", "t3"): new, ("s2", "t1"): other_site}
+
+
+def test_one_minute_bucketed_apart_by_clock_sync_in_one_batch(store):
+    # The plan works each minute out once: a synced and an unsynced rating of
+    # the same minute still take different buckets (the claim, the receipt).
+    synced = rating(seq=1, at="2026-11-27T08:30:01.000+09:00")
+    unsynced = rating(seq=2, at="2026-11-27T08:30:59.000+09:00", synced=False)
+    store.ingest_batch("s1", "t1", [synced, unsynced, rating(seq=3, at="2026-11-27T08:30:30.000+09:00")], RECEIVED)
+    rows = {r["seq"]: (r["hour"], r["clock_suspect"]) for r in
+            query(store, "SELECT seq, hour, clock_suspect FROM ratings")}
+    assert rows == {1: (8, 0), 2: (10, 0), 3: (8, 0)}
+    assert store.summary(day())[5] == 3
+
+
+def test_a_rating_that_cannot_be_bucketed_is_still_counted_by_its_receipt(store, monkeypatch, caplog):
+    bucket = store.buckets.rating
+
+    def failing(r, received, received_at):
+        if r.at.startswith("2026-11-27T08:31"):
+            raise OverflowError("date value out of range")
+        return bucket(r, received, received_at)
+
+    monkeypatch.setattr(store.buckets, "rating", failing)
+    doomed = [rating(seq=1, at="2026-11-27T08:31:00.000+09:00"), rating(seq=2, at="2026-11-27T08:31:40.000+09:00")]
+    result = store.ingest_batch("s1", "t1", [*doomed, rating(seq=3, at="2026-11-27T08:30:00.000+09:00")], RECEIVED)
+    assert len(result.accepted) == 3 and not result.duplicate
+    rows = {r["seq"]: (r["day"], r["hour"], r["clock_suspect"]) for r in
+            query(store, "SELECT seq, day, hour, clock_suspect FROM ratings")}
+    assert rows == {1: ("2026-11-27", 10, 1), 2: ("2026-11-27", 10, 1), 3: ("2026-11-27", 8, 0)}
+    assert store.summary(day())[5] == 3
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"cannot bucket rating {doomed[0].id} at '2026-11-27T08:31:00.000+09:00'"]  # once for the minute
