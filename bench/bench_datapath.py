@@ -5,6 +5,7 @@ Run by hand (never in the test suite); figures go to docs/benchmarks.md:
     .venv/bin/python bench/bench_datapath.py all
     .venv/bin/python bench/bench_datapath.py drain --ratings 50000
     .venv/bin/python bench/bench_datapath.py handle --ratings 50000 --rounds 5
+    .venv/bin/python bench/bench_datapath.py plan --ratings 50000 --rounds 7
     .venv/bin/python bench/bench_datapath.py tap --taps 20000
     .venv/bin/python bench/bench_datapath.py ingest --terminals 100 --seconds 20 --rate 100
     .venv/bin/python bench/bench_datapath.py live --terminals 100 --seconds 20 --rate 100
@@ -204,6 +205,42 @@ def bench_handle(ratings: int, workdir: Path, rounds: int, per_commit: int = 3) 
     }
 
 
+def bench_plan(ratings: int, workdir: Path, rounds: int, per_commit: int = 3) -> dict:
+    """The store's work in Python for the drain's ratings, without the database: the
+    ingest plan (bucket, row, first sighting) of the drain's decoded batches,
+    *per_commit* to a call, and the counts of its rollup keys. Processor time,
+    each round in full, the median of *rounds*."""
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    from server import store as store_module
+
+    (workdir / "plan").mkdir()
+    outbox = Outbox.open(workdir / "plan" / "outbox.db")
+    for _ in range(ratings):
+        outbox.record(4, clock_synced=True)
+    decoded = [protocol.decode_batch(p).ratings for p in backlog_payloads(outbox)]
+    outbox.close()
+    seconds = []
+    for _ in range(rounds):
+        buckets = store_module.Buckets(ZoneInfo("Asia/Seoul"))
+        received_at = datetime.now(timezone.utc)
+        started = time.process_time()
+        for start in range(0, len(decoded), per_commit):
+            plan = store_module.IngestPlan([("bench", "drain-01", batch) for batch in decoded[start:start + per_commit]],
+                                           received_at, buckets)
+            if hasattr(plan, "counts"):
+                plan.counts(set(plan.rows))
+            else:  # a checkout before IngestPlan.counts: the loop ingest_many ran then
+                counts: dict = {}
+                for identity in set(plan.rows):
+                    key = store_module._rollup_key(plan.rows[identity], 0)
+                    counts[key] = counts.get(key, 0) + 1
+        seconds.append(time.process_time() - started)
+    return {"ratings": ratings, "rounds": rounds, "cpu_seconds": [round(x, 3) for x in seconds],
+            "median_cpu_seconds": round(statistics.median(seconds), 3)}
+
+
 def bench_naive(broker: Mosquitto, ratings: int) -> float:
     """One QoS 1 message per rating, waiting for each PUBACK (what most senders do)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="naive-01",
@@ -352,7 +389,7 @@ def bench_ingest(terminals: int, seconds: float, rate: float, workdir: Path) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=("drain", "handle", "tap", "live", "ingest", "all"))
+    parser.add_argument("which", choices=("drain", "handle", "plan", "tap", "live", "ingest", "all"))
     parser.add_argument("--ratings", type=int, default=50_000)
     parser.add_argument("--taps", type=int, default=20_000)
     parser.add_argument("--terminals", type=int, default=100)
@@ -370,6 +407,8 @@ def main() -> None:
             print(json.dumps({"drain": bench_drain(args.ratings, workdir, chained=True)}), flush=True)
         if args.which in ("handle", "all"):
             print(json.dumps({"handle": bench_handle(args.ratings, workdir, args.rounds)}), flush=True)
+        if args.which in ("plan", "all"):
+            print(json.dumps({"plan": bench_plan(args.ratings, workdir, args.rounds)}), flush=True)
         if args.which in ("ingest", "all"):
             print(json.dumps({"ingest": bench_ingest(args.terminals, args.seconds, args.rate,
                                                      workdir)}), flush=True)
