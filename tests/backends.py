@@ -11,6 +11,7 @@ deploy/dev-setup.sh (run by .ci/run) makes sure one is running.
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
@@ -124,3 +125,21 @@ def execute(store, sql: str) -> None:
     store.conn.execute(sql)
     if store.dialect.name == "sqlite":
         store.conn.commit()
+
+
+_memory_template: sqlite3.Connection | None = None
+
+
+def memory_store():
+    """A fresh, migrated SQLite store in memory, for tests that need hundreds (a property
+    test's examples): migrating takes 0.4 s, copying a migrated one 3 ms."""
+    from sqlite_utils import Database
+
+    from server.store import SQLiteStore
+
+    global _memory_template
+    if _memory_template is None:
+        _memory_template = SQLiteStore(Database(memory=True)).dialect.conn
+    conn = sqlite3.connect(":memory:")
+    _memory_template.backup(conn)
+    return SQLiteStore(Database(conn))

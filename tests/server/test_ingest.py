@@ -7,13 +7,11 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlite_utils import Database
 
 from kiosk.protocol import OFFLINE_STATUS, Ack, Rating, Status, encode_batch, topic
 from server.errors import StoreError
 from server.ingest import Ingest
-from server.store import SQLiteStore
-from tests.backends import execute, tuples
+from tests.backends import execute, memory_store, tuples
 
 NOW = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
 RATINGS_T1 = topic("s1", "t1", "ratings")
@@ -29,7 +27,7 @@ def batch(ratings, site="s1", terminal="t1"):
 
 
 def make_ingest(store=None, **kw):
-    store = store or SQLiteStore(Database(memory=True))
+    store = store or memory_store()
     return Ingest(store, now=lambda: NOW, **kw), store
 
 
