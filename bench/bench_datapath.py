@@ -227,8 +227,8 @@ def bench_plan(ratings: int, workdir: Path, rounds: int, per_commit: int = 3) ->
         received_at = datetime.now(timezone.utc)
         started = time.process_time()
         for start in range(0, len(decoded), per_commit):
-            plan = store_module.IngestPlan([("bench", "drain-01", batch) for batch in decoded[start:start + per_commit]],
-                                           received_at, buckets)
+            batches = [("bench", "drain-01", batch) for batch in decoded[start:start + per_commit]]
+            plan = store_module.IngestPlan(batches, received_at, buckets)
             if hasattr(plan, "counts"):
                 plan.counts(set(plan.rows))
             else:  # a checkout before IngestPlan.counts: the loop ingest_many ran then

@@ -336,6 +336,11 @@ class Buckets:
         local = moment.astimezone(self.tz)
         return local.strftime("%Y-%m-%d"), local.hour, local.isoweekday()
 
+    @staticmethod
+    def minute(at: str) -> str:
+        """The minute and offset of *at*: every rating with the same one lands in the same hour."""
+        return at[:16] + at[-6:]
+
     def rating(self, rating: Rating, received: tuple[str, int, int],
                received_at: datetime) -> tuple[tuple[str, int, int], bool]:
         """(bucket, clock_suspect) of a valid rating received at *received_at*.
@@ -344,10 +349,9 @@ class Buckets:
         such a rating, like an unsynchronised one, takes the *received* bucket.
         """
         at = rating.at
-        # Every rating of the same minute and offset lands in the same hour:
-        # parsing and converting once per minute keeps a 500-rating batch
+        # Parsing and converting once per minute keeps a 500-rating batch
         # cheap. (So the window is checked to the minute, which is plenty.)
-        key = at[:16] + at[-6:]
+        key = self.minute(at)
         entry = self._cache.get(key)
         if entry is None:
             if len(self._cache) > 10_000:
@@ -394,7 +398,7 @@ class IngestPlan:
         # (Buckets.rating), and received_at is one for the whole plan: each is
         # worked out once here (a drain's 500-rating batch holds a handful).
         bucket_of: dict[tuple[str, bool], tuple[tuple[str, int, int], int]] = {}
-        first, rows, repeats = self.first, self.rows, self.repeats
+        first, rows, repeats, minute_of = self.first, self.rows, self.repeats, buckets.minute
         for index, (site, terminal, ratings, *rest) in enumerate(batches):
             head_seq, head_sig = rest[0] if rest and rest[0] is not None else (None, None)
             for rating in ratings:
@@ -406,7 +410,7 @@ class IngestPlan:
                     continue
                 first[key] = index
                 at, synced = rating.at, rating.clock_synced
-                minute = (at[:16] + at[-6:], synced)
+                minute = (minute_of(at), synced)
                 bucket = bucket_of.get(minute)
                 if bucket is None:
                     bucket = bucket_of[minute] = _bucket(buckets, rating, received, received_at)
