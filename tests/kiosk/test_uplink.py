@@ -259,6 +259,10 @@ def test_replays_unacked_batches_on_reconnect(mosquitto, outbox_path):
     uplink = make_uplink(outbox_path, mosquitto, ack_timeout=300).start()
     try:
         wait_for(lambda: len(peer.received("t-01")) == 7, what="first send")
+        # Every publish acknowledged by the broker first: one still waiting for
+        # its PUBACK when the socket drops is sent again by paho itself on
+        # reconnect, a third copy (harmless to the server, but not what this counts).
+        wait_for(lambda: not uplink._client._out_messages, what="the broker's PUBACKs")
         # Drop the connection under the uplink (the broker and the peer stay
         # up). The Ack timeout is long: only the reconnect can cause a resend.
         peer.ack = True
