@@ -3,7 +3,7 @@
 Run by hand (never in the test suite); figures go to docs/benchmarks.md:
 
     .venv/bin/python bench/bench_datapath.py all
-    .venv/bin/python bench/bench_datapath.py drain --ratings 50000
+    .venv/bin/python bench/bench_datapath.py drain --ratings 50000 --rounds 5
     .venv/bin/python bench/bench_datapath.py handle --ratings 50000 --rounds 5
     .venv/bin/python bench/bench_datapath.py plan --ratings 50000 --rounds 7
     .venv/bin/python bench/bench_datapath.py tap --taps 20000
@@ -63,16 +63,22 @@ def commit_times(db: Path) -> tuple[list[tuple[str, str]], list[float], float]:
     return rows, latencies, (received[-1] - received[0]).total_seconds() or 1
 
 
-def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
+def bench_drain(ratings: int, workdir: Path, rounds: int = 1, chained: bool = False) -> dict:
     """A terminal holding *ratings* unacked ratings reconnects: time to the last Ack (the
     server Acks after its commit, so this bounds uplink start to the last commit from
     above), against the Store's own ceiling for the same ratings and a naive sender.
 
+    Each of *rounds* measures the three in turn (a fresh copy of the backlog, a fresh
+    database, broker and server), so the ratios are taken within a round: on a machine
+    whose disk or processor speed swings from minute to minute, one run's ratio says
+    which side met the slow minute. The summary gives the medians of the rounds.
+
     *chained*: the audit chain on (each rating chained at release, each batch head
-    signed with a provisioned key, the server verifying against its registry)."""
+    signed with a provisioned key, the server verifying against its registry); the
+    drain alone then, without the ceiling and the naive sender."""
     name = "drain-chained" if chained else "drain"
-    path = workdir / name / "outbox.db"
-    path.parent.mkdir(parents=True)
+    backlog = workdir / name / "backlog.db"
+    backlog.parent.mkdir(parents=True)
     seed = key = None
     server_args: tuple[str, ...] = ()
     if chained:
@@ -86,44 +92,51 @@ def bench_drain(ratings: int, workdir: Path, chained: bool = False) -> dict:
         seed, key = kiosk.chain_seed, load_signing_key(kiosk.key_path)
         (workdir / name / "server.toml").write_text(f'registry = "{workdir / name / "acl"}"\n')
         server_args = ("--config", str(workdir / name / "server.toml"))
-    outbox = Outbox.open(path, chain_seed=seed)
+    outbox = Outbox.open(backlog, chain_seed=seed)
     # Build the backlog fast (the figure measured is the drain, not the taps).
     for _ in range(ratings):
         outbox.record(4, clock_synced=True)
-    ceiling_seconds = None if chained else bench_store_ceiling(outbox, workdir / name / "ceiling.db")
+    batches = [protocol.decode_batch(payload).ratings for payload in backlog_payloads(outbox)]
     outbox.close()
-    with Mosquitto(workdir / f"broker-{name}") as broker:
-        server = ServerProcess(broker, workdir / name, args=server_args).start()
-        try:
-            uplink = Uplink(lambda: Outbox.open(path), site="bench", terminal="drain-01",
-                            broker_url=broker.url, ack_timeout=30, signing_key=key)
-            started = time.perf_counter()
-            uplink.start()
-            drained = uplink.wait_idle(600)
-            seconds = time.perf_counter() - started
-            uplink.stop()
-            assert drained and stored(server.db) == ratings, "drain incomplete"
-        finally:
-            server.stop()
-        if chained:
-            return {"chained": True, "ratings": ratings, "drain_seconds": round(seconds, 3),
-                    "drain_per_s": round(ratings / seconds)}
-        naive_seconds = bench_naive(broker, ratings)
-    return {
-        "chained": chained,
-        "ratings": ratings,
-        "drain_seconds": round(seconds, 3),
-        "drain_per_s": round(ratings / seconds),
-        "store_ceiling_seconds": round(ceiling_seconds, 3),
-        "store_ceiling_per_s": round(ratings / ceiling_seconds),
-        "drain_share_of_ceiling": round(ceiling_seconds / seconds, 3),
-        # The ceiling without the roll-up (the counts left queued): the stricter figure.
-        "store_ingest_only_seconds": round(bench_store_ceiling.ingest_only, 3),
-        "drain_share_of_ingest_only": round(bench_store_ceiling.ingest_only / seconds, 3),
-        "naive_seconds": round(naive_seconds, 3),
-        "naive_per_s": round(ratings / naive_seconds),
-        "speedup": round(naive_seconds / seconds, 1),
-    }
+    results = []
+    for index in range(rounds):
+        round_dir = workdir / name / f"round-{index + 1}"
+        round_dir.mkdir()
+        path = round_dir / "outbox.db"
+        with sqlite3.connect(backlog) as source, sqlite3.connect(path) as copy:
+            source.backup(copy)
+        source.close()
+        copy.close()
+        result: dict = {"round": index + 1}
+        if not chained:
+            result["store_ceiling_seconds"], result["store_ingest_only_seconds"] = bench_store_ceiling(
+                batches, round_dir / "ceiling.db")
+        with Mosquitto(round_dir / "broker") as broker:
+            server = ServerProcess(broker, round_dir, args=server_args).start()
+            try:
+                uplink = Uplink(lambda: Outbox.open(path), site="bench", terminal="drain-01",
+                                broker_url=broker.url, ack_timeout=30, signing_key=key)
+                started = time.perf_counter()
+                uplink.start()
+                drained = uplink.wait_idle(600)
+                result["drain_seconds"] = time.perf_counter() - started
+                uplink.stop()
+                assert drained and stored(server.db) == ratings, "drain incomplete"
+            finally:
+                server.stop()
+            if not chained:
+                result["naive_seconds"] = bench_naive(broker, ratings)
+        if not chained:
+            result["drain_share_of_ceiling"] = result["store_ceiling_seconds"] / result["drain_seconds"]
+            # The ceiling without the roll-up (the counts left queued): the stricter figure.
+            result["drain_share_of_ingest_only"] = result["store_ingest_only_seconds"] / result["drain_seconds"]
+            result["speedup"] = result["naive_seconds"] / result["drain_seconds"]
+        results.append({k: round(v, 3) for k, v in result.items()})
+        print(json.dumps({name + "_round": results[-1]}), file=sys.stderr, flush=True)
+    medians = {f"median_{k}": round(statistics.median(r[k] for r in results), 3)
+               for k in results[0] if k != "round"}
+    return {"chained": chained, "ratings": ratings, "rounds": results, **medians,
+            "median_drain_per_s": round(ratings / medians["median_drain_seconds"])}
 
 
 def backlog_payloads(outbox: Outbox) -> list[bytes]:
@@ -135,26 +148,26 @@ def backlog_payloads(outbox: Outbox) -> list[bytes]:
     return payloads
 
 
-def bench_store_ceiling(outbox: Outbox, db: Path) -> float:
+def bench_store_ceiling(batches: list, db: Path) -> tuple[float, float]:
     """The server's own ingest ceiling for the drain's ratings: the Store alone (a fresh
     SQLite database, as the server's), ingest_batch of each 500 in its own commit.
-    The ratings are decoded beforehand: the figure is the store's, not JSON's."""
+    The ratings are decoded beforehand: the figure is the store's, not JSON's.
+    Returns the seconds with the roll-up and without it."""
     from datetime import timezone
 
     from server.store import SQLiteStore
 
-    batches = [protocol.decode_batch(payload).ratings for payload in backlog_payloads(outbox)]
     store = SQLiteStore.open(db)
     try:
         started = time.perf_counter()
         for ratings in batches:
             store.ingest_batch("bench", "drain-01", ratings, datetime.now(timezone.utc))
-        bench_store_ceiling.ingest_only = time.perf_counter() - started
+        ingest_only = time.perf_counter() - started
         # The same work is not done until the queued counts are in the rollups
         # (code without the queue wrote them in each commit): the ceiling counts it.
         while getattr(store, "roll_up", lambda: 0)():
             pass
-        return time.perf_counter() - started
+        return time.perf_counter() - started, ingest_only
     finally:
         store.close()
 
@@ -403,7 +416,7 @@ def main() -> None:
             print(json.dumps({"tap": bench_tap(args.taps, workdir)}), flush=True)
             print(json.dumps({"tap_chained": bench_tap(args.taps, workdir, chained=True)}), flush=True)
         if args.which in ("drain", "all"):
-            print(json.dumps({"drain": bench_drain(args.ratings, workdir)}), flush=True)
+            print(json.dumps({"drain": bench_drain(args.ratings, workdir, args.rounds)}), flush=True)
             print(json.dumps({"drain": bench_drain(args.ratings, workdir, chained=True)}), flush=True)
         if args.which in ("handle", "all"):
             print(json.dumps({"handle": bench_handle(args.ratings, workdir, args.rounds)}), flush=True)
