@@ -53,3 +53,24 @@ def test_postgres_leaves_room_on_rollup_pages_for_updates_in_place(store):
                                  " WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace"))
     assert {options[name] for name, _ in ROLLUPS} == {"fillfactor=70"}
     assert options["rollup_queue"] is None and options["ratings"] is None
+
+
+def test_bulk_stores_every_row_in_order_across_statements(store):
+    # SQLite puts as many rows in a statement as its parameter limit allows and the
+    # rest one by one: 1,001 two-column rows are two full statements and three more.
+    rows = [(f"k{i:04}", str(i)) for i in range(1001)]
+    with store.transaction():
+        store.dialect.bulk("meta", ("key", "value"), rows)
+    assert tuples(store, "SELECT key, value FROM meta ORDER BY key") == rows
+
+
+def test_bulk_upserts_across_statements(store):
+    # The tail applies to every statement: each row's counts are added, none twice.
+    columns = ("day", "site", "weekday", "suspect", "n1", "n2", "n3", "n4", "n5")
+    upsert = "ON CONFLICT (day, site, suspect) DO UPDATE SET n1 = roll_site_day.n1 + excluded.n1"
+    rows = [(f"2026-11-{1 + i % 30:02}", f"s{i:03}", 1, 0, 1, 0, 0, 0, 0) for i in range(300)]
+    for _ in range(2):
+        with store.transaction():
+            store.dialect.bulk("roll_site_day", columns, rows, upsert)
+    assert query(store, "SELECT count(*) AS n, sum(n1) AS total, max(n1) AS most FROM roll_site_day") == \
+        [{"n": 300, "total": 600, "most": 2}]
