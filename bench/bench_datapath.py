@@ -3,7 +3,7 @@
 Run by hand (never in the test suite); figures go to docs/benchmarks.md:
 
     .venv/bin/python bench/bench_datapath.py all
-    .venv/bin/python bench/bench_datapath.py drain --ratings 50000 --rounds 5
+    .venv/bin/python bench/bench_datapath.py drain --ratings 50000 --rounds 5 [--window 16]
     .venv/bin/python bench/bench_datapath.py handle --ratings 50000 --rounds 5
     .venv/bin/python bench/bench_datapath.py plan --ratings 50000 --rounds 7
     .venv/bin/python bench/bench_datapath.py tap --taps 20000
@@ -63,7 +63,8 @@ def commit_times(db: Path) -> tuple[list[tuple[str, str]], list[float], float]:
     return rows, latencies, (received[-1] - received[0]).total_seconds() or 1
 
 
-def bench_drain(ratings: int, workdir: Path, rounds: int = 1, chained: bool = False) -> dict:
+def bench_drain(ratings: int, workdir: Path, rounds: int = 1, chained: bool = False,
+                window: int | None = None) -> dict:
     """A terminal holding *ratings* unacked ratings reconnects: time to the last Ack (the
     server Acks after its commit, so this bounds uplink start to the last commit from
     above), against the Store's own ceiling for the same ratings and a naive sender.
@@ -75,7 +76,8 @@ def bench_drain(ratings: int, workdir: Path, rounds: int = 1, chained: bool = Fa
 
     *chained*: the audit chain on (each rating chained at release, each batch head
     signed with a provisioned key, the server verifying against its registry); the
-    drain alone then, without the ceiling and the naive sender."""
+    drain alone then, without the ceiling and the naive sender. *window*: the
+    uplink's batches in flight (None: its default)."""
     name = "drain-chained" if chained else "drain"
     backlog = workdir / name / "backlog.db"
     backlog.parent.mkdir(parents=True)
@@ -115,17 +117,18 @@ def bench_drain(ratings: int, workdir: Path, rounds: int = 1, chained: bool = Fa
             server = ServerProcess(broker, round_dir, args=server_args).start()
             try:
                 uplink = Uplink(lambda: Outbox.open(path), site="bench", terminal="drain-01",
-                                broker_url=broker.url, ack_timeout=30, signing_key=key)
+                                broker_url=broker.url, ack_timeout=30, signing_key=key,
+                                **({} if window is None else {"window": window}))
                 with AckWatch(broker) as acks:
                     started = time.perf_counter()
                     uplink.start()
                     drained = uplink.wait_idle(600)
                     result["drain_idle_seconds"] = time.perf_counter() - started
+                    # The server Acks each batch after its commit: the Ack that names
+                    # the last of the backlog marks the commit of its last rating.
+                    result["drain_seconds"] = acks.time_all_named(ratings) - started
                 uplink.stop()
                 assert drained and stored(server.db) == ratings, "drain incomplete"
-                # The server Acks each batch after its commit: the Ack that names the
-                # last of the backlog marks the commit of its last rating.
-                result["drain_seconds"] = acks.time_all_named(ratings) - started
             finally:
                 server.stop()
             if not chained:
@@ -170,13 +173,19 @@ class AckWatch:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def time_all_named(self, count: int) -> float:
-        """When the Ack came that made *count* distinct rating ids named."""
+    def time_all_named(self, count: int, timeout: float = 10) -> float:
+        """When the Ack came that made *count* distinct rating ids named (the last
+        Acks may reach this client after the uplink's: waits up to *timeout* for them)."""
         named: set[str] = set()
-        for at, payload in self.received:
-            named |= protocol.Ack.decode(payload).ids
-            if len(named) >= count:
-                return at
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, payload in self.received[seen:]:
+                seen += 1
+                named |= protocol.Ack.decode(payload).ids
+                if len(named) >= count:
+                    return at
+            time.sleep(0.01)
         raise AssertionError(f"the Acks named {len(named)} of {count} ratings")
 
 
@@ -450,6 +459,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--window", type=int, help="drain: the uplink's batches in flight (default: its own)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="onetap-bench-") as tmp:
         workdir = Path(tmp)
@@ -457,8 +467,10 @@ def main() -> None:
             print(json.dumps({"tap": bench_tap(args.taps, workdir)}), flush=True)
             print(json.dumps({"tap_chained": bench_tap(args.taps, workdir, chained=True)}), flush=True)
         if args.which in ("drain", "all"):
-            print(json.dumps({"drain": bench_drain(args.ratings, workdir, args.rounds)}), flush=True)
-            print(json.dumps({"drain": bench_drain(args.ratings, workdir, chained=True)}), flush=True)
+            print(json.dumps({"drain": bench_drain(args.ratings, workdir, args.rounds, window=args.window)}),
+                  flush=True)
+            print(json.dumps({"drain": bench_drain(args.ratings, workdir, chained=True, window=args.window)}),
+                  flush=True)
         if args.which in ("handle", "all"):
             print(json.dumps({"handle": bench_handle(args.ratings, workdir, args.rounds)}), flush=True)
         if args.which in ("plan", "all"):
