@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 #: Host parameters per ``IN (...)`` list: well under SQLite's limit.
 CHUNK = 500
-#: Host parameters per statement in SQLite builds before 3.32 (Debian 11's, say).
+#: Host parameters per statement that every SQLite build takes (before 3.32 the limit).
 SQLITE_MAX_PARAMETERS = 999
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -16,6 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from kiosk import protocol
+from kiosk.errors import OutboxError
 from kiosk.outbox import Outbox
 from kiosk.uplink import Uplink
 from tests.waiting import wait_for
@@ -330,6 +331,69 @@ def test_acks_that_arrive_together_are_marked_in_one_commit(mosquitto, outbox_pa
         assert outcomes == {"accepted": 1000, "duplicate": 500}
         assert len(peer.batches) == 3  # nothing resent
         assert {r.id for r in ratings} == {r.id for b in peer.batches for r in b.ratings}
+    finally:
+        uplink.stop()
+        peer.close()
+
+
+def test_the_next_batch_goes_out_before_the_acks_are_marked(mosquitto, outbox_path):
+    # In a drain the server would otherwise wait while the kiosk writes the marks.
+    marking = threading.Event()
+    go_on = threading.Event()
+
+    class SlowOutbox(Outbox):
+        def mark_acked(self, ack, rowids_by_id=None):
+            marking.set()
+            assert go_on.wait(10)
+            return super().mark_acked(ack, rowids_by_id)
+
+    peer = Peer(mosquitto, ack=False)
+    outbox = Outbox.open(outbox_path)
+    tap(outbox, 1000)
+    uplink = Uplink(lambda: SlowOutbox.open(outbox_path), site=SITE, terminal="t-01",
+                    broker_url=mosquitto.url, ack_timeout=300, window=1).start()
+    try:
+        wait_for(lambda: len(peer.batches) == 1, what="the first batch")
+        peer.send_ack("t-01", protocol.Ack(accepted=tuple(r.id for r in peer.batches[0].ratings)))
+        assert marking.wait(10)
+        wait_for(lambda: len(peer.batches) == 2, what="the second batch while the first is being marked")
+        assert not uplink.wait_idle(0.2)  # idle only once the marks are written
+        go_on.set()
+        peer.send_ack("t-01", protocol.Ack(accepted=tuple(r.id for r in peer.batches[1].ratings)))
+        assert uplink.wait_idle(30)
+        assert outbox.stats().backlog == 0 and uplink.counters["acked"] == 1000
+        assert sorted(peer.received("t-01")) == list(range(1, 1001))  # nothing sent twice
+    finally:
+        go_on.set()
+        uplink.stop()
+        peer.close()
+
+
+def test_acks_that_cannot_be_marked_are_earned_again_by_a_resend(mosquitto, outbox_path):
+    # Not by the Ack timeout (300 s here): the batch goes again at once, the
+    # server answers "duplicate", and that Ack is marked.
+    failures = []
+
+    class FailingOnceOutbox(Outbox):
+        def mark_acked(self, ack, rowids_by_id=None):
+            if not failures:
+                failures.append(len(ack.ids))
+                raise OutboxError("disk full (test)")
+            return super().mark_acked(ack, rowids_by_id)
+
+    peer = Peer(mosquitto)
+    outbox = Outbox.open(outbox_path)
+    tap(outbox, 600)
+    uplink = Uplink(lambda: FailingOnceOutbox.open(outbox_path), site=SITE, terminal="t-01",
+                    broker_url=mosquitto.url, ack_timeout=300).start()
+    try:
+        assert uplink.wait_idle(30)
+        assert failures and outbox.stats().backlog == 0
+        assert uplink.counters["acked"] == 600 and uplink.counters["ack_timeouts"] == 0
+        assert sorted(set(peer.received("t-01"))) == list(range(1, 601))
+        # What was in flight then (the unmarked 500 and maybe the other 100) went once more.
+        sent = Counter(peer.received("t-01"))
+        assert max(sent.values()) == 2 and sum(n == 2 for n in sent.values()) >= failures[0]
     finally:
         uplink.stop()
         peer.close()
