@@ -199,8 +199,9 @@ def ratings(app, result, args):
     result["tile_shades"].append(shade())
     yield 0.1
     result["slid_off_screen"], result["slid_off_recorded"] = shell.flow.screen.value, shell.last_rating is not None
-    # 1. every tile, no follow-up
-    settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=0.3)
+    # 1. every tile, no follow-up. The thank-you stays 1 s: at 0.3 s a loaded
+    # suite once stalled the UI thread past it, and the wait for it timed out.
+    settings(app, reason_threshold=0, cooldown_s=0.0, thank_you_s=1.0)
     ids = []
     result["thanks_drawn"] = []
     flips = []
