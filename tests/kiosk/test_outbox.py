@@ -243,6 +243,21 @@ def test_mark_acked_with_a_stale_rowid_does_not_ack_another_row(outbox):
     assert outbox.stats().backlog == 2
 
 
+def test_an_ack_of_many_sent_ratings_marks_each_once_across_statements(outbox):
+    # 1,000 by rowid: marked 400 to a statement; one id's rowid is stale (another
+    # row's), so that rating stays pending and the other row is not touched.
+    ratings = record(outbox, 1001)
+    rowids = dict((rid, rowid) for rowid, rid in outbox.conn.execute("SELECT rowid, id FROM ratings"))
+    named = ratings[:1000]
+    mapping = {r.id: rowids[r.id] for r in named}
+    mapping[named[10].id] = rowids[ratings[1000].id]
+    assert outbox.mark_acked(Ack(accepted=tuple(r.id for r in named[:600]),
+                                 duplicate=tuple(r.id for r in named[600:])), mapping) == 999
+    assert [r[1] for r in outbox.pending()] == [named[10].id, ratings[1000].id]
+    outcomes = dict(outbox.conn.execute("SELECT ack_outcome, count(*) FROM ratings GROUP BY ack_outcome"))
+    assert outcomes == {None: 2, "accepted": 599, "duplicate": 400}
+
+
 def test_unknown_ids_in_an_ack_are_harmless(outbox):
     record(outbox, 1)
     assert outbox.mark_acked(Ack(accepted=("00000000-0000-4000-8000-000000000000",))) == 0
