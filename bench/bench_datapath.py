@@ -16,6 +16,7 @@ Every run uses a private mosquitto and a real `onetap-server run` process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sqlite3
 import statistics
@@ -98,17 +99,17 @@ def bench_drain(ratings: int, workdir: Path, rounds: int = 1, chained: bool = Fa
     # Build the backlog fast (the figure measured is the drain, not the taps).
     for _ in range(ratings):
         outbox.record(4, clock_synced=True)
-    batches = [protocol.decode_batch(payload).ratings for payload in backlog_payloads(outbox)]
+    # The ceiling's ratings (a chained drain measures no ceiling).
+    batches = None if chained else [protocol.decode_batch(p).ratings for p in backlog_payloads(outbox)]
     outbox.close()
     results = []
     for index in range(rounds):
         round_dir = workdir / name / f"round-{index + 1}"
         round_dir.mkdir()
         path = round_dir / "outbox.db"
-        with sqlite3.connect(backlog) as source, sqlite3.connect(path) as copy:
+        with contextlib.closing(sqlite3.connect(backlog)) as source, \
+                contextlib.closing(sqlite3.connect(path)) as copy:
             source.backup(copy)
-        source.close()
-        copy.close()
         result: dict = {"round": index + 1}
         if not chained:
             result["store_ceiling_seconds"], result["store_ingest_only_seconds"] = bench_store_ceiling(
