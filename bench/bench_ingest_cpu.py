@@ -13,7 +13,9 @@ For each checkout, in turn and in the same run: a private mosquitto, one real
 one-rating batch and the next one when its Ack comes. After a warm-up, the
 worker's user+system CPU is read before and after a fixed count of messages,
 so the figure does not depend on how fast the machine or the load generator
-is, only on what the worker does per message. The seq rule is checked at the end.
+is, only on what the worker does per message; each of its threads' share is
+read the same way, by the name the server gives it in the operating system.
+The seq rule is checked at the end.
 """
 
 from __future__ import annotations
@@ -35,6 +37,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import SITE, Database, Terminal, cpu_seconds, raise_fd_limit  # noqa: E402
 from server.process import stop_process  # noqa: E402
 from tests.broker import Mosquitto  # noqa: E402
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User+system CPU of each thread of *pid* by its name in the operating system
+    (the server names its own: onetap-ingest, onetap-mqtt, onetap-roll-up, ...)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 class LoopTerminal(Terminal):
@@ -108,10 +124,13 @@ def measure(checkout: Path, args: argparse.Namespace, workdir: Path) -> dict:
             await run_round(terminals, stats, args.warmup)
             await asyncio.sleep(0.5)
             cpu0, broker0 = cpu_seconds(worker.pid), cpu_seconds(broker.process.pid)
+            threads0 = thread_cpu_seconds(worker.pid)
             wall = await run_round(terminals, stats, args.messages)
             cpu = cpu_seconds(worker.pid) - cpu0
+            threads = thread_cpu_seconds(worker.pid)
             broker_cpu = cpu_seconds(broker.process.pid) - broker0
-            return {"cpu": cpu, "broker_cpu": broker_cpu, "wall": wall,
+            threads = {name: seconds - threads0.get(name, 0.0) for name, seconds in threads.items()}
+            return {"cpu": cpu, "broker_cpu": broker_cpu, "wall": wall, "threads": threads,
                     "seqs": {t.name: t.seq for t in terminals}}
 
         out = asyncio.run(main())
@@ -130,6 +149,10 @@ def measure(checkout: Path, args: argparse.Namespace, workdir: Path) -> dict:
             "worker_cpu_s": round(out["cpu"], 3),
             "worker_cpu_ms_per_message": round(1000 * out["cpu"] / args.messages, 4),
             "broker_cpu_ms_per_message": round(1000 * out["broker_cpu"] / args.messages, 4),
+            "worker_threads_ms_per_message": {name: round(1000 * seconds / args.messages, 4)
+                                              for name, seconds in sorted(out["threads"].items(),
+                                                                          key=lambda item: -item[1])
+                                              if seconds > 0},
             "wall_messages_per_s": round(args.messages / out["wall"]),
             "stored": sum(r[1] for r in rows), "sent": total,
             "resends": stats["resends"], "duplicates": stats["duplicates"],

@@ -24,7 +24,7 @@ from server.errors import StoreError
 from server.ingest import Ingest, IngestCounters, QuarantineCaps
 from server.registry import Registry
 from server.store import ROLL_UP_ROWS, Store
-from server.supervisor import Problem, Supervised, Supervisor
+from server.supervisor import Problem, Supervised, Supervisor, name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ KEEPALIVE_S = 30
 #: (2,000 terminals at 5,000 taps/s on PostgreSQL: p99 tap to Ack 1.14 s
 #: rolling up every second, 0.93 s every two; docs/benchmarks.md).
 ROLL_UP_EVERY_S = 2.0
+#: paho's network thread, as the operating system names it (15 bytes at most).
+MQTT_THREAD = "onetap-mqtt"
 
 
 class _Client(mqtt.Client):
@@ -136,6 +138,11 @@ class _Client(mqtt.Client):
             if self._sock is not None:
                 self._packet_queue(PacketTypes.PUBACK << 4, pubacks, 0, 0)
         return rc
+
+    def _thread_main(self) -> None:
+        # paho's thread (loop_start) under a name top -H and ps -L can tell apart.
+        name_os_thread(MQTT_THREAD)
+        super()._thread_main()
 
     def _sock_close(self) -> None:
         self._ahead.clear()  # the rest of a lost connection's bytes is not the next one's

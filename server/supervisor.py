@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,25 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 300.0
 #: How long a thread may be busy in one step unless its owner says otherwise.
 DEFAULT_STALL_S = 600.0
+#: Where Linux keeps the calling thread's name (what top -H and ps -L show).
+THREAD_COMM = Path("/proc/thread-self/comm")
+#: The kernel keeps 15 bytes of a thread's name.
+COMM_BYTES = 15
+
+
+def name_os_thread(name: str, comm: Path = THREAD_COMM) -> bool:
+    """Give the calling thread *name* in the operating system too; whether it took.
+
+    Python (before 3.14) names its threads only for itself, so every thread
+    of a worker shows as "python" in top -H, and a thread burning a core
+    could not be told from the others. Linux only; elsewhere nothing happens.
+    """
+    try:
+        comm.write_bytes(name.encode("ascii", "replace")[:COMM_BYTES])
+        return True
+    except OSError as exc:
+        log.debug("thread %s keeps the operating system's name for it: %s", name, exc)
+        return False
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,7 @@ class Supervisor:
             self._checks.append(check)
 
     def _run(self, handle: Supervised) -> None:
+        name_os_thread(handle.name)
         pause = self.restart_pause_s
         while True:
             try:

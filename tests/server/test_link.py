@@ -6,6 +6,7 @@ import time
 import sqlite3
 import uuid
 from datetime import date
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -105,6 +106,9 @@ def test_ack_only_after_rows_are_committed(mosquitto, db_path):
         ack, _ = terminal.acks.get(timeout=DEADLINE)
         assert [i for i, _ in ack.rejected] == [stray.id]
         assert link.counters.ratings_accepted == 500 and link.counters.quarantined == 1
+        # top -H tells the worker's threads apart: paho's, the ingest and the roll-up.
+        names = {Path(f"/proc/self/task/{t.native_id}/comm").read_text().strip() for t in threading.enumerate()}
+        assert {"onetap-mqtt", "onetap-ingest", "onetap-roll-up"} <= names
     finally:
         terminal.close()
         link.stop()

@@ -2,8 +2,9 @@
 
 import logging
 import threading
+from pathlib import Path
 
-from server.supervisor import MAX_FAILURES, MAX_RESTARTS, Problem, Supervisor
+from server.supervisor import COMM_BYTES, MAX_FAILURES, MAX_RESTARTS, Problem, Supervisor, name_os_thread
 from tests.waiting import wait_for
 
 
@@ -131,3 +132,43 @@ def test_checks_add_their_problems():
     assert supervisor.problems() == []
     verdict[0] = Problem("ingest is stuck", restart=True)
     assert supervisor.problems() == [verdict[0]]
+
+
+def os_name(thread: threading.Thread) -> str:
+    return Path(f"/proc/self/task/{thread.native_id}/comm").read_text().rstrip("\n")
+
+
+def test_a_supervised_thread_has_its_name_in_the_operating_system_too():
+    supervisor = Supervisor(restart_pause_s=0.01)
+    running = threading.Event()
+
+    def loop(thread):
+        running.set()
+        thread.wait(60)
+
+    handle = supervisor.start("onetap-test", loop)
+    try:
+        assert running.wait(10)
+        # What top -H and ps -L show; Python alone leaves every thread "python".
+        assert os_name(handle.thread) == "onetap-test"
+    finally:
+        handle.request_stop()
+        handle.thread.join(10)
+
+
+def test_a_long_name_is_cut_to_what_the_kernel_keeps_and_a_refusal_is_survived(tmp_path):
+    names = {}
+
+    def named(name, comm=None):
+        names["took"] = name_os_thread(name) if comm is None else name_os_thread(name, comm)
+        names["os"] = os_name(threading.current_thread())
+
+    worker = threading.Thread(target=named, args=("onetap-retention-and-more",))
+    worker.start()
+    worker.join(10)
+    assert names == {"took": True, "os": "onetap-retention-and-more"[:COMM_BYTES]}
+    # No /proc (another system): the thread goes on under the name it had.
+    worker = threading.Thread(target=named, args=("onetap-x", tmp_path / "no" / "comm"), name="plain")
+    worker.start()
+    worker.join(10)
+    assert names["took"] is False and names["os"] != "onetap-x"
