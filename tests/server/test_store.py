@@ -11,7 +11,7 @@ from kiosk.protocol import Rating, Status
 from server.errors import StoreError
 from server.backend import open_store
 from server.store import Filters, SQLiteStore, Store
-from tests.backends import execute, query
+from tests.backends import execute, query, tuples
 
 KST = timezone(timedelta(hours=9))
 RECEIVED = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)  # 10:30 in Seoul, a Friday
@@ -178,6 +178,30 @@ def test_status_and_last_will(store):
     assert t1["backlog"] == 7  # last known fields are kept
     assert store.counts()["terminals_offline"] == 1
     assert store.terminals(sites=frozenset({"other"})) == []
+
+
+def test_the_terminals_a_commit_saw_are_one_statement_and_each_as_if_seen_in_turn(store):
+    online = Status("online", {"at": "2026-11-27T10:00:00.000+09:00", "backlog": 0, "seq": 1,
+                               "version": "0.1.0", "clock_synced": True})
+    store.update_status("s1", "known", online, RECEIVED)
+    later, latest = RECEIVED + timedelta(seconds=1), RECEIVED + timedelta(seconds=2)
+    with store.transaction():
+        store.seen("s1", "known", later)
+        store.seen("s1", "new", later)
+        # Seen twice in one commit: PostgreSQL refuses one statement touching a row twice.
+        store.seen("s1", "new", latest)
+        store.seen("s2", "other", latest)
+    seen = {(t["site"], t["terminal"]): t for t in store.terminals()}
+    assert {key: (t["state"], t["last_seen"]) for key, t in seen.items()} == {
+        ("s1", "known"): ("online", "2026-11-27T01:30:01.000+00:00"),
+        ("s1", "new"): ("unknown", "2026-11-27T01:30:02.000+00:00"),
+        ("s2", "other"): ("unknown", "2026-11-27T01:30:02.000+00:00")}
+    rows = {(site, terminal): updated for site, terminal, updated in
+            tuples(store, "SELECT site, terminal, updated_at FROM terminals")}
+    # Added when first seen; a known terminal's row keeps its time of change.
+    assert rows == {("s1", "known"): "2026-11-27T01:30:00.000+00:00",
+                    ("s1", "new"): "2026-11-27T01:30:01.000+00:00",
+                    ("s2", "other"): "2026-11-27T01:30:02.000+00:00"}
 
 
 def test_transaction_rolls_back_everything(store):
