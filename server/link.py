@@ -137,6 +137,11 @@ class _Client(mqtt.Client):
             self._pubacks.clear()
             if self._sock is not None:
                 self._packet_queue(PacketTypes.PUBACK << 4, pubacks, 0, 0)
+                # Written now, not on the loop's next turn: that turn was one more
+                # select() a read, only to find the socket writable (paho
+                # writes at once too, when it runs without its thread).
+                if rc == mqtt.MQTT_ERR_SUCCESS:
+                    rc = self.loop_write()
         return rc
 
     def _thread_main(self) -> None:

@@ -634,6 +634,28 @@ def test_deliver_takes_what_paho_would_hand_on_message_and_pubacks_every_qos1_me
         puback(mid) for mid in (7, 8, 300, 9))
 
 
+def test_a_reads_pubacks_are_written_in_the_same_turn_as_the_read():
+    # Not left for the loop's next turn (one more select() a read only to write them).
+    import socket
+
+    client, got, ours, broker = socket_client("puback-now")
+    client.deliver = lambda topic_, payload, retained: got.append((topic_, payload))
+    # As in paho's own thread (loop_start), where queuing does not write by itself.
+    client._thread = threading.current_thread()
+    client._sockpairR, client._sockpairW = socket.socketpair()
+    try:
+        body = lambda n: (len(b"onetap/v1/s/t/ratings").to_bytes(2, "big") + b"onetap/v1/s/t/ratings"  # noqa: E731
+                          + n.to_bytes(2, "big") + b"{}")
+        broker.sendall(b"".join(bytes([0x32, len(body(n))]) + body(n) for n in (5, 6)))
+        client.loop_read()
+        assert got == [(b"onetap/v1/s/t/ratings", b"{}")] * 2
+        assert not client.want_write(), "PUBACKs still queued after the read"
+        assert _read_all(broker) == b"\x40\x02\x00\x05\x40\x02\x00\x06"
+    finally:
+        for sock in (broker, ours, client._sockpairR, client._sockpairW):
+            sock.close()
+
+
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311])
 @pytest.mark.parametrize("size", [0, 100, 127, 128, 20_000, 3_000_000])
 def test_publish_unwatched_writes_what_paho_writes_at_qos0(protocol, size):
