@@ -37,11 +37,31 @@ def _every(pattern: str) -> "re.Pattern[str]":
     return re.compile(rf"(?:{pattern[2:-2]}\x00)*")
 
 
+def _shapes(pattern: str, members: str) -> tuple[bytes, "re.Pattern[str]"]:
+    """A byte table that turns each of *members* into the first of them (other bytes
+    kept), and *pattern* compiled: the two _all_match needs for a batch's shape.
+
+    Only for a pattern whose every character class either holds all of
+    *members* or none of them, and whose literals are not among them: a value
+    then matches iff its shape does, character by character.
+    """
+    table = bytearray(range(256))
+    for member in members.encode("ascii"):
+        table[member] = ord(members[0])
+    return bytes(table), re.compile(pattern)
+
+
 _IDS = _every(protocol.RATING_PATTERNS["id"])
 _ATS = _every(protocol.RATING_PATTERNS["at"])
 _LANG = re.compile(protocol.RATING_PATTERNS["lang"])
 _REASON = re.compile(protocol.RATING_PATTERNS["reason"])
 _CHAINS = _every(protocol.CHAIN_PATTERN)
+# Lower-case hex in ids and chains, ASCII digits in times: what varies from one
+# rating to the next. The rest (hyphens, "T", the offset) is what a kiosk writes
+# the same way every time.
+_ID_SHAPES = _shapes(protocol.RATING_PATTERNS["id"], "0123456789abcdef")
+_AT_SHAPES = _shapes(protocol.RATING_PATTERNS["at"], "0123456789")
+_CHAIN_SHAPES = _shapes(protocol.CHAIN_PATTERN, "0123456789abcdef")
 _Identifier = _text(rf"\A{protocol.IDENT_PATTERN}\Z")
 # Literal[...] from the protocol's own tuples, so a code added there is accepted here too.
 _AgeGroup = Literal[protocol.AGE_GROUPS]  # type: ignore[valid-type]
@@ -90,19 +110,32 @@ _as_dict = msgspec.structs.asdict
 _parse_time = datetime.fromisoformat
 
 
-def _all_match(every: "re.Pattern[str]", values: list[str]) -> bool:
+def _all_match(every: "re.Pattern[str]", values: list[str],
+               shapes: tuple[bytes, "re.Pattern[str]"] | None = None) -> bool:
     joined = "\0".join(values) + "\0"
-    return joined.count("\0") == len(values) and every.fullmatch(joined) is not None
+    if joined.count("\0") != len(values):
+        return False
+    if shapes is not None and joined.isascii():
+        # A kiosk's values differ only in their digits: with each digit made the
+        # same, a batch is one shape repeated, and matching that shape once is
+        # matching every value (_shapes). bytes.translate and == run in C, where
+        # the regex over the batch took 0.38 ms of a 500-rating batch's 1 ms.
+        table, one = shapes
+        shape = joined.encode("ascii").translate(table)
+        first = shape[:shape.index(0) + 1]
+        if shape == first * len(values):
+            return one.fullmatch(first[:-1].decode("ascii")) is not None
+    return every.fullmatch(joined) is not None
 
 
 def _patterns_hold(items: list, ats: list[str], used_reasons: set[str]) -> bool:
     """Whether every id, at, lang, reason and chain of *items* matches its protocol pattern."""
     chains = [r.chain for r in items if r.chain is not None]
     # A batch holds a handful of languages and reasons: each distinct one matched once.
-    return (_all_match(_IDS, [r.id for r in items]) and _all_match(_ATS, ats)
+    return (_all_match(_IDS, [r.id for r in items], _ID_SHAPES) and _all_match(_ATS, ats, _AT_SHAPES)
             and all(_LANG.match(lang) for lang in {r.lang for r in items})
             and all(_REASON.match(reason) for reason in used_reasons)
-            and (not chains or _all_match(_CHAINS, chains)))
+            and (not chains or _all_match(_CHAINS, chains, _CHAIN_SHAPES)))
 
 
 def _checked(items: list, reasons: frozenset[str] | None, per_value: bool) -> None:

@@ -141,6 +141,48 @@ def test_hostile_envelopes_get_kiosk_protocols_verdict(payload):
     assert_same_verdict(payload)
 
 
+def many_ratings(n: int = 40, **odd) -> list[dict]:
+    """*n* valid ratings as one kiosk writes them, the 17th changed by *odd*."""
+    ratings = [a_rating(seq=seq, id=f"0190f1c2-3d4e-7a5b-8c6d-{seq:012x}",
+                        at=f"2026-11-27T10:{seq % 60:02d}:0{seq % 10}.{seq % 1000:03d}+09:00",
+                        chain=f"{seq:064x}") for seq in range(1, n + 1)]
+    ratings[16].update(odd)
+    return ratings
+
+
+@pytest.mark.parametrize("odd", [
+    {},  # every value the same shape: checked once, by its shape
+    # A valid value of another shape: the batch is no longer one shape, and each is matched.
+    {"at": "2026-11-27T01:17:07Z"}, {"at": "2026-11-27T10:17:07.1+09:00"},
+    # Refused by a pattern, in a batch of otherwise one shape.
+    {"id": "0190F1C2-3D4E-7A5B-8C6D-000000000011"}, {"id": "0190f1c2-3d4e-7a5b-8c6d-00000000001g"},
+    {"id": "0190f1c2-3d4e-7a5b-8c6d-00000000001\uff11"},  # a full-width digit
+    {"at": "2026-11-27T10:17:07.017+09:00\n"}, {"at": "2026-11-27T10:17:0\u0667.017+09:00"},
+    {"at": "2026-11-27 10:17:07.017+09:00"}, {"at": "2026-02-30T10:17:07.017+09:00"},
+    {"chain": "A" * 64}, {"chain": "0" * 63 + "\u0661"},
+], ids=repr)
+def test_a_large_batch_checked_by_its_shape_gets_kiosk_protocols_verdict(odd):
+    payload = a_batch(many_ratings(**odd))
+    assert len(payload) >= decoder.PER_VALUE_BELOW  # the batch's texts are checked together
+    assert_same_verdict(payload)
+    assert bool(decoder.decode_batch(payload, REASONS).rejected) == (odd not in ({}, {"at": "2026-11-27T01:17:07Z"},
+                                                                                {"at": "2026-11-27T10:17:07.1+09:00"}))
+
+
+@pytest.mark.parametrize("field, change", [
+    ("id", str.upper), ("at", lambda at: at.replace("T", " ")), ("at", lambda at: at + "\n"),
+    ("chain", lambda chain: chain[1:] + "-"),
+], ids=["id upper-case", "at without T", "at with a newline", "chain with a hyphen"])
+def test_a_large_batch_all_of_one_wrong_shape_is_refused(field, change):
+    # One shape for the whole batch, and that shape is wrong: every rating refused.
+    ratings = many_ratings()
+    for rating in ratings:
+        rating[field] = change(rating[field])
+    payload = a_batch(ratings)
+    assert len(decoder.decode_batch(payload, REASONS).rejected) == len(ratings)
+    assert_same_verdict(payload)
+
+
 @pytest.mark.parametrize("changes", [
     {"id": "0190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c3\x000190f1c2-3d4e-7a5b-8c6d-7e8f90a1b2c4"},
     {"at": "2026-11-27T10:15:02+09:00\x002026-11-27T10:15:03+09:00"},
