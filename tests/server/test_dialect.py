@@ -1,7 +1,12 @@
 """The dialects on real SQLite and PostgreSQL: placeholders, insert-if-new, upserts and the DDL they render."""
 
-from server.dialect import Postgres, SQLite
+import fcntl
+import os
+import threading
+
+from server.dialect import WRITER_SUFFIX, Postgres, SQLite
 from server.schema import ROLLUPS, TABLES, AddColumn, CreateTable, render
+from server.store import SQLiteStore
 from tests.backends import query, tuples
 
 
@@ -74,3 +79,59 @@ def test_bulk_upserts_across_statements(store):
             store.dialect.bulk("roll_site_day", columns, rows, upsert)
     assert query(store, "SELECT count(*) AS n, sum(n1) AS total, max(n1) AS most FROM roll_site_day") == \
         [{"n": 300, "total": 600, "most": 2}]
+
+
+def _locked_elsewhere(path) -> bool:
+    """Whether another open file holds the writers' lock at *path*."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_sqlite_writers_hold_the_writers_lock_for_the_whole_transaction(tmp_path):
+    store = SQLiteStore.open(tmp_path / "onetap.db")
+    writer = str(tmp_path / "onetap.db") + WRITER_SUFFIX
+    with store.transaction():
+        store.set_meta("a", "1")
+        assert _locked_elsewhere(writer)
+        with store.transaction():  # a nested one is a savepoint: it lets go of nothing
+            store.set_meta("b", "2")
+        assert _locked_elsewhere(writer)
+    assert not _locked_elsewhere(writer)
+    store.close()
+    # In memory there is one connection and no file to lock.
+    assert SQLiteStore.open(":memory:").dialect.writer_path is None
+
+
+def test_a_sqlite_writer_waits_its_turn_however_long_the_other_commits(tmp_path):
+    """Two writers of one file: the second waits for the first's commit, even past
+    SQLite's busy timeout, and is then let in (without the writers' lock it gave
+    up with "database is locked")."""
+    first, second = SQLiteStore.open(tmp_path / "onetap.db"), SQLiteStore.open(tmp_path / "onetap.db")
+    second.db.conn.execute("PRAGMA busy_timeout=100")
+    holding, waited = threading.Event(), []
+
+    def write_second():
+        holding.wait()
+        with second.transaction():
+            waited.append(second.get_meta("a"))
+            second.set_meta("b", "2")
+
+    thread = threading.Thread(target=write_second)
+    thread.start()
+    with first.transaction():
+        first.set_meta("a", "1")
+        holding.set()
+        # Longer than the second's busy timeout: it must still be waiting after.
+        thread.join(0.5)
+        assert thread.is_alive()
+    thread.join(10)
+    assert waited == ["1"]
+    assert (first.get_meta("a"), first.get_meta("b")) == ("1", "2")
+    first.close()
+    second.close()
