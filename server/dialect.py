@@ -84,16 +84,31 @@ class SQLite:
         SQLite's lock did; the supervisor reports their threads stuck.
         """
         if self._writer is None:
-            try:
-                self._writer = os.open(self.writer_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                raise StoreError(f"{self.writer_path}: cannot open the writers' lock ({exc.strerror})") from exc
+            self._writer = self._open_writer()
         fcntl.flock(self._writer, fcntl.LOCK_EX)
         try:
             with self.db.atomic():
                 yield
         finally:
             fcntl.flock(self._writer, fcntl.LOCK_UN)
+
+    def _open_writer(self) -> int:
+        """The writers' lock file, with the database's owner and mode: made by root
+        (a command run by hand), it must still open for the service's user."""
+        path = self.writer_path
+        try:
+            database = os.stat(path[:-len(WRITER_SUFFIX)])
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, database.st_mode & 0o666)
+            try:
+                made = os.fstat(fd)
+                if os.geteuid() == 0 and (made.st_uid, made.st_gid) != (database.st_uid, database.st_gid):
+                    os.fchown(fd, database.st_uid, database.st_gid)
+            except OSError:
+                os.close(fd)
+                raise
+            return fd
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open the writers' lock ({exc.strerror})") from exc
 
     def text(self, value: Any) -> Any:
         return value

@@ -135,3 +135,19 @@ def test_a_sqlite_writer_waits_its_turn_however_long_the_other_commits(tmp_path)
     assert (first.get_meta("a"), first.get_meta("b")) == ("1", "2")
     first.close()
     second.close()
+
+
+def test_the_writers_lock_has_the_databases_owner_and_mode(tmp_path):
+    """Made by a command run by hand as root, the lock must still open for the service's user."""
+    database = tmp_path / "onetap.db"
+    SQLiteStore.open(database).close()
+    os.chmod(database, 0o640)
+    if os.geteuid() == 0:
+        os.chown(database, 4321, 4321)  # the service's user, say
+    store = SQLiteStore.open(database)
+    store.set_meta("a", "1")
+    made = os.stat(str(database) + WRITER_SUFFIX)
+    owner = os.stat(database)
+    assert (made.st_uid, made.st_gid) == (owner.st_uid, owner.st_gid)
+    assert made.st_mode & 0o777 == 0o640
+    store.close()
